@@ -1,0 +1,209 @@
+// Command spareline is an SMPP gateway with a GSM-modem backup channel.
+//
+//	spareline run --config FILE        the gateway
+//	spareline check --config FILE      validate a config, one line per problem
+//	spareline demo                     the whole system on one machine
+//	spareline modem probe --device P   ask a modem who and how it is
+//	spareline version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: spareline <command> [flags]
+
+commands:
+  run --config FILE [--log-format json|console] [--log-level info]   run the gateway
+  check --config FILE                                                 validate a config file
+  demo [--http 127.0.0.1:9090] [--messages N]                          the whole system on one machine
+  modem probe --device PATH [--baud N]                                 query a GSM modem
+  version                                                             print the version
+`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
+	case "modem":
+		return cmdModem(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "spareline", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "spareline: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+// newLogger builds the zap logger: JSON lines (or console) to w, sampled so
+// that a flood of identical errors cannot fill a disk.
+func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	case "console":
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not json or console", format)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(w), lvl)
+	// First 20 identical messages a second, then one in 100.
+	core = zapcore.NewSamplerWithOptions(core, time.Second, 20, 100)
+	return zap.New(core), nil
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "spareline.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	_, err := config.Load(*path)
+	if err != nil {
+		var ce *config.Errors
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				fmt.Fprintln(stderr, p.String())
+			}
+		} else {
+			fmt.Fprintln(stderr, err)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "spareline.yaml", "config file")
+	format := fs.String("log-format", "json", "log format: json or console")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	drain := fs.Duration("drain", 30*time.Second, "on SIGTERM, how long in-flight work may take to finish")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(*format, *level, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigErr(stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	gw, err := startGateway(ctx, cfg, log)
+	if err != nil {
+		log.Error("start failed", zap.Error(err))
+		return 1
+	}
+	log.Info("spareline running", zap.String("version", version), zap.Stringer("smpp", addrOrNone(gw.SMPPAddr())),
+		zap.Stringer("http", addrOrNone(gw.HTTPAddr())))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			ncfg, err := config.Load(*path)
+			if err != nil {
+				log.Error("reload refused: the new config has problems; the running config stays", zap.Error(err))
+				continue
+			}
+			if err := gw.Reload(ncfg); err != nil {
+				log.Error("reload refused; the running config stays", zap.Error(err))
+			}
+			continue
+		}
+		log.Info("stopping: draining in-flight work", zap.Duration("deadline", *drain))
+		dctx, cancel := context.WithTimeout(ctx, *drain)
+		gw.Shutdown(dctx)
+		cancel()
+		log.Info("stopped")
+		return 0
+	}
+	return 0
+}
+
+func printConfigErr(w io.Writer, err error) {
+	var ce *config.Errors
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			fmt.Fprintln(w, p.String())
+		}
+		return
+	}
+	fmt.Fprintln(w, err)
+}
+
+type addrString string
+
+func (a addrString) String() string { return string(a) }
+
+func addrOrNone(a fmt.Stringer) fmt.Stringer {
+	if a == nil || (fmt.Sprint(a) == "<nil>") {
+		return addrString("none")
+	}
+	return a
+}
+
+// startGateway builds and starts the gateway for a config.
+func startGateway(ctx context.Context, cfg *config.Config, log *zap.Logger) (*proxy.Gateway, error) {
+	gw, err := proxy.NewGateway(ctx, cfg, proxy.GatewayOptions{Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := gw.Start(); err != nil {
+		gw.Shutdown(ctx)
+		return nil, err
+	}
+	return gw, nil
+}

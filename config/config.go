@@ -1,0 +1,190 @@
+// Package config is spareline's configuration contract: the YAML file's
+// structure, its defaults and its validation. Every field carries a doc
+// comment; the README's configuration table is written from these.
+//
+// Loading collects every problem it finds (unknown and duplicate keys, bad
+// durations, references to carriers that do not exist, unreadable TLS files...)
+// and reports each one with the key path and the line of the YAML file, so
+// that `spareline check` can print one line per problem.
+package config
+
+import "time"
+
+// Config is the whole file.
+type Config struct {
+	// SMPP is the northbound (platform-facing) SMPP server.
+	SMPP SMPP `yaml:"smpp"`
+	// HTTP serves /metrics, /healthz, /readyz and /status.
+	HTTP HTTP `yaml:"http"`
+	// Store holds in-flight message state.
+	Store Store `yaml:"store"`
+	// Accounts are the platforms allowed to bind.
+	Accounts []Account `yaml:"accounts"`
+	// Carriers are the operators' SMSCs.
+	Carriers []Carrier `yaml:"carriers"`
+	// Routing maps destination numbers to carriers.
+	Routing Routing `yaml:"routing"`
+	// Modems are the GSM modems of the backup channel.
+	Modems []Modem `yaml:"modems"`
+	// Failover says when traffic moves to the modems.
+	Failover Failover `yaml:"failover"`
+}
+
+// SMPP is the platform-facing server.
+type SMPP struct {
+	// Listen is the plain TCP address, e.g. "0.0.0.0:2775". Empty disables it.
+	Listen string `yaml:"listen"`
+	// TLSListen is the SMPP-over-TLS address. Empty disables it.
+	TLSListen string `yaml:"tls_listen"`
+	// TLSCert is the PEM certificate file for TLSListen.
+	TLSCert string `yaml:"tls_cert"`
+	// TLSKey is the PEM key file for TLSListen.
+	TLSKey string `yaml:"tls_key"`
+	// Window is how many requests one platform session may have unanswered
+	// at once; beyond it spareline answers ESME_RTHROTTLED. Default 256.
+	Window int `yaml:"window"`
+	// EnquireLink is how often spareline sends enquire_link on an idle
+	// session. Default 30s.
+	EnquireLink Duration `yaml:"enquire_link"`
+	// IdleTimeout closes a session from which nothing arrived this long.
+	// Default 5m.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ResponseTimeout is how long spareline waits for a platform's response
+	// (deliver_sm_resp, enquire_link_resp) before it retries. Default 10s.
+	ResponseTimeout Duration `yaml:"response_timeout"`
+	// MaxCommandLength is the largest PDU accepted, in octets. Default 65536.
+	MaxCommandLength int `yaml:"max_command_length"`
+	// BindTimeout closes a connection that has not bound this long after
+	// connecting. Default 30s.
+	BindTimeout Duration `yaml:"bind_timeout"`
+}
+
+// HTTP is the operations endpoint.
+type HTTP struct {
+	// Listen is the address of /metrics, /healthz, /readyz and /status.
+	// Default "127.0.0.1:9090"; empty disables it.
+	Listen string `yaml:"listen"`
+}
+
+// Store selects where in-flight state lives.
+type Store struct {
+	// Redis is a redis URL (redis://, rediss://, or redis-sentinel style
+	// options, see README). Empty uses the embedded store at Path.
+	Redis string `yaml:"redis"`
+	// Path is the embedded store's directory. Default "./spareline-data".
+	Path string `yaml:"path"`
+	// TTL is how long finished message records are kept (for late receipts).
+	// Default 72h.
+	TTL Duration `yaml:"ttl"`
+}
+
+// Account is one platform login.
+type Account struct {
+	// SystemID is the bind's system_id.
+	SystemID string `yaml:"system_id"`
+	// Password is the bind's password (at most 8 characters in SMPP 3.4).
+	Password string `yaml:"password"`
+	// PasswordEnv names an environment variable holding the password instead.
+	PasswordEnv string `yaml:"password_env"`
+	// PasswordFile names a file holding the password instead.
+	PasswordFile string `yaml:"password_file"`
+	// Allow lists the CIDRs the account may bind from. Empty allows any.
+	Allow []string `yaml:"allow"`
+	// MaxTPS caps submits per second across the account's sessions; beyond it
+	// spareline answers ESME_RTHROTTLED. 0 = unlimited.
+	MaxTPS int `yaml:"max_tps"`
+	// MO marks the account that receives mobile-originated messages. When no
+	// account sets it, the first account receives them.
+	MO bool `yaml:"mo"`
+}
+
+// Carrier is one operator SMSC.
+type Carrier struct {
+	// Name is the carrier's name; the cn preset uses mobile, unicom, telecom.
+	Name string `yaml:"name"`
+	// Address is the SMSC's host:port.
+	Address string `yaml:"address"`
+	// SystemID is spareline's login at the SMSC.
+	SystemID string `yaml:"system_id"`
+	// Password is spareline's password at the SMSC.
+	Password string `yaml:"password"`
+	// PasswordEnv names an environment variable holding the password instead.
+	PasswordEnv string `yaml:"password_env"`
+	// PasswordFile names a file holding the password instead.
+	PasswordFile string `yaml:"password_file"`
+	// SystemType is sent in the bind. Default "".
+	SystemType string `yaml:"system_type"`
+	// Binds is the number of transceiver connections. Default 1.
+	Binds int `yaml:"binds"`
+	// Window is the number of unanswered submits per bind. Default 64.
+	Window int `yaml:"window"`
+	// MaxTPS caps submits per second across the carrier's binds. 0 = unlimited.
+	MaxTPS int `yaml:"max_tps"`
+	// EnquireLink is the keep-alive interval. Default 10s.
+	EnquireLink Duration `yaml:"enquire_link"`
+	// ResponseTimeout is how long a submit waits for submit_sm_resp. Default 5s.
+	ResponseTimeout Duration `yaml:"response_timeout"`
+	// ConnectTimeout bounds the TCP connect and the bind. Default 10s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// ReceiptID says how the carrier writes message ids in receipts compared to
+	// its submit_sm_resp: "as_is" (default), "hex" (resp decimal, receipt hex)
+	// or "decimal" (resp hex, receipt decimal).
+	ReceiptID string `yaml:"receipt_id"`
+	// TLS dials the SMSC over TLS.
+	TLS bool `yaml:"tls"`
+	// TLSInsecure skips verification of the carrier's certificate.
+	TLSInsecure bool `yaml:"tls_insecure"`
+}
+
+// Routing picks the carrier for a destination.
+type Routing struct {
+	// CountryCode is the local country code, stripped during normalisation.
+	// Default "86".
+	CountryCode string `yaml:"country_code"`
+	// Preset is a built-in segment table: "cn" (default) or "" for none.
+	Preset *string `yaml:"preset"`
+	// Prefixes overrides and extends the preset: national prefix -> carrier.
+	Prefixes map[string]string `yaml:"prefixes"`
+	// Default is the carrier for numbers no prefix matches; "" = modem pool.
+	Default string `yaml:"default"`
+}
+
+// Modem is one GSM modem of the backup channel.
+type Modem struct {
+	// Name labels the modem in logs and metrics. Default: the device path.
+	Name string `yaml:"name"`
+	// Device is the serial port, e.g. /dev/ttyUSB0.
+	Device string `yaml:"device"`
+	// Baud is the serial speed. Default 115200.
+	Baud int `yaml:"baud"`
+	// PIN is the SIM PIN, entered when the SIM asks for it.
+	PIN string `yaml:"pin"`
+	// MaxPerMinute caps sends per minute on this modem. Default 10.
+	MaxPerMinute int `yaml:"max_per_minute"`
+}
+
+// Failover says when a carrier is considered failed.
+type Failover struct {
+	// DownAfterTimeouts is the number of consecutive response timeouts that
+	// mark a carrier down. Default 3.
+	DownAfterTimeouts int `yaml:"down_after_timeouts"`
+	// UpAfter is how long a recovered carrier stays on probation. Default 30s.
+	UpAfter Duration `yaml:"up_after"`
+	// ResendFailedReceipts resends by modem a message whose carrier receipt
+	// failed for a reason other than the number. Default true.
+	ResendFailedReceipts *bool `yaml:"resend_failed_receipts"`
+	// OnUnknown is what happens to a message the carrier never answered:
+	// "resend" (default) by modem, or "hold" for a receipt during HoldFor.
+	OnUnknown string `yaml:"on_unknown"`
+	// HoldFor is how long "hold" waits for a carrier receipt. Default 10m.
+	HoldFor Duration `yaml:"hold_for"`
+	// ModemReceiptTimeout is how long a modem send waits for a status report
+	// before the platform gets a receipt saying what is known. Default 10m.
+	ModemReceiptTimeout Duration `yaml:"modem_receipt_timeout"`
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string ("5s").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

@@ -1,0 +1,313 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// SMPP 3.4 field limits (§5.2.1 system_id, §5.2.2 password, §5.2.3
+// system_type): C-Octet Strings of at most 16, 9 and 13 octets including the
+// terminating NUL.
+const (
+	MaxSystemIDLen   = 15
+	MaxPasswordLen   = 8
+	MaxSystemTypeLen = 12
+	// minCommandLength is the SMPP PDU header (SMPP 3.4 §3.2: command_length,
+	// command_id, command_status, sequence_number).
+	minCommandLength = 16
+)
+
+// Presets known to the routing package. config does not import routing (see
+// DESIGN.md: config uses none of the other packages); keep in step with
+// routing.New.
+var knownPresets = map[string]bool{"": true, "cn": true}
+
+// validate checks the decoded, defaulted configuration; it adds every
+// problem it finds to d.
+func validate(c *Config, d *decoder) {
+	p := func(key string, format string, args ...any) {
+		d.problem(key, d.line(key), format, args...)
+	}
+	// pAt reports a problem with a missing key at the line of the key that
+	// needs it.
+	pAt := func(key, at string, format string, args ...any) {
+		d.problem(key, d.line(at), format, args...)
+	}
+
+	// smpp
+	s := &c.SMPP
+	if s.Listen == "" && s.TLSListen == "" {
+		p("smpp.listen", "no listener: set smpp.listen or smpp.tls_listen")
+	}
+	checkListen(p, "smpp.listen", s.Listen)
+	checkListen(p, "smpp.tls_listen", s.TLSListen)
+	switch {
+	case s.TLSCert != "" && s.TLSKey == "":
+		pAt("smpp.tls_key", "smpp.tls_cert", "tls_cert is set but tls_key is not")
+	case s.TLSCert == "" && s.TLSKey != "":
+		pAt("smpp.tls_cert", "smpp.tls_key", "tls_key is set but tls_cert is not")
+	case s.TLSCert != "" && s.TLSKey != "":
+		// The error names the file or says what is wrong with the PEM;
+		// it never includes key material.
+		if err := regularFile(s.TLSCert); err != nil {
+			p("smpp.tls_cert", "cannot read certificate: %v", err)
+		} else if err := regularFile(s.TLSKey); err != nil {
+			p("smpp.tls_key", "cannot read key: %v", err)
+		} else if _, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey); err != nil {
+			p("smpp.tls_cert", "cannot load certificate and key: %v", err)
+		}
+		if s.TLSListen == "" {
+			p("smpp.tls_cert", "tls_cert and tls_key are set but tls_listen is not")
+		}
+	}
+	if s.TLSListen != "" && (s.TLSCert == "" || s.TLSKey == "") {
+		p("smpp.tls_listen", "tls_listen needs tls_cert and tls_key")
+	}
+	atLeast(p, d, "smpp.window", s.Window, 1)
+	atLeast(p, d, "smpp.max_command_length", s.MaxCommandLength, minCommandLength)
+	positive(p, d, "smpp.enquire_link", s.EnquireLink)
+	positive(p, d, "smpp.idle_timeout", s.IdleTimeout)
+	positive(p, d, "smpp.response_timeout", s.ResponseTimeout)
+	positive(p, d, "smpp.bind_timeout", s.BindTimeout)
+
+	// http
+	checkListen(p, "http.listen", c.HTTP.Listen)
+
+	// store
+	if c.Store.Redis == "" && c.Store.Path == "" {
+		p("store.path", "empty: set store.path (embedded store) or store.redis")
+	}
+	positive(p, d, "store.ttl", c.Store.TTL)
+
+	// accounts
+	if len(c.Accounts) == 0 {
+		p("accounts", "no accounts: no platform could bind")
+	}
+	ids := map[string]string{}
+	mo := ""
+	for i, a := range c.Accounts {
+		k := fmt.Sprintf("accounts[%d]", i)
+		switch {
+		case a.SystemID == "":
+			p(k+".system_id", "empty")
+		case len(a.SystemID) > MaxSystemIDLen:
+			p(k+".system_id", "longer than %d octets (SMPP 3.4 §5.2.1)", MaxSystemIDLen)
+		}
+		if first, dup := ids[a.SystemID]; dup && a.SystemID != "" {
+			p(k+".system_id", "duplicate system_id %q (also %s)", a.SystemID, first)
+		} else {
+			ids[a.SystemID] = k
+		}
+		if a.Password == "" && a.PasswordEnv == "" && a.PasswordFile == "" {
+			p(k+".password", "no password: set password, password_env or password_file")
+		}
+		checkPasswordLen(p, k, a.Password, a.PasswordEnv, a.PasswordFile)
+		for j, cidr := range a.Allow {
+			if _, err := netip.ParsePrefix(cidr); err != nil {
+				hint := ""
+				if _, err := netip.ParseAddr(cidr); err == nil {
+					hint = " (write " + cidr + "/32 or /128 for one address)"
+				}
+				p(fmt.Sprintf("%s.allow[%d]", k, j), "%q is not a CIDR%s", cidr, hint)
+			}
+		}
+		notNegative(p, k+".max_tps", a.MaxTPS)
+		if a.MO {
+			if mo != "" {
+				p(k+".mo", "only one account may receive MO messages (also %s)", mo)
+			} else {
+				mo = k
+			}
+		}
+	}
+
+	// carriers
+	names := map[string]string{}
+	for i, ca := range c.Carriers {
+		k := fmt.Sprintf("carriers[%d]", i)
+		if ca.Name == "" {
+			p(k+".name", "empty")
+		} else if first, dup := names[ca.Name]; dup {
+			p(k+".name", "duplicate carrier name %q (also %s)", ca.Name, first)
+		} else {
+			names[ca.Name] = k
+		}
+		if ca.Address == "" {
+			p(k+".address", "empty: want host:port")
+		} else if msg := hostPort(ca.Address, true); msg != "" {
+			p(k+".address", "%s", msg)
+		}
+		switch {
+		case ca.SystemID == "":
+			p(k+".system_id", "empty")
+		case len(ca.SystemID) > MaxSystemIDLen:
+			p(k+".system_id", "longer than %d octets (SMPP 3.4 §5.2.1)", MaxSystemIDLen)
+		}
+		checkPasswordLen(p, k, ca.Password, ca.PasswordEnv, ca.PasswordFile)
+		if len(ca.SystemType) > MaxSystemTypeLen {
+			p(k+".system_type", "longer than %d octets (SMPP 3.4 §5.2.3)", MaxSystemTypeLen)
+		}
+		atLeast(p, d, k+".binds", ca.Binds, 1)
+		atLeast(p, d, k+".window", ca.Window, 1)
+		notNegative(p, k+".max_tps", ca.MaxTPS)
+		positive(p, d, k+".enquire_link", ca.EnquireLink)
+		positive(p, d, k+".response_timeout", ca.ResponseTimeout)
+		positive(p, d, k+".connect_timeout", ca.ConnectTimeout)
+		switch ca.ReceiptID {
+		case "as_is", "hex", "decimal":
+		default:
+			p(k+".receipt_id", "%q is not one of as_is, hex, decimal", ca.ReceiptID)
+		}
+		if ca.TLSInsecure && !ca.TLS {
+			p(k+".tls_insecure", "set without tls: true")
+		}
+	}
+
+	// routing
+	r := &c.Routing
+	if r.CountryCode == "" || len(r.CountryCode) > 3 || !digits(r.CountryCode) || r.CountryCode[0] == '0' {
+		p("routing.country_code", "%q is not a country calling code (1 to 3 digits, e.g. \"86\")", r.CountryCode)
+	}
+	if r.Preset != nil && !knownPresets[*r.Preset] {
+		p("routing.preset", "unknown preset %q (known: \"cn\", or \"\" for none)", *r.Preset)
+	}
+	for _, prefix := range sortedKeys(r.Prefixes) {
+		k := "routing.prefixes." + prefix
+		if prefix == "" || !digits(prefix) {
+			p(k, "prefix %q is not digits (a national number prefix such as \"1703\")", prefix)
+		}
+		carrier := r.Prefixes[prefix]
+		if carrier == "" {
+			continue // "" routes the prefix to the modem pool
+		}
+		if _, ok := names[carrier]; !ok {
+			p(k, "carrier %q is not defined in carriers", carrier)
+		}
+	}
+	if r.Default != "" {
+		if _, ok := names[r.Default]; !ok {
+			p("routing.default", "carrier %q is not defined in carriers", r.Default)
+		}
+	}
+
+	// modems
+	modemNames := map[string]string{}
+	devices := map[string]string{}
+	for i, m := range c.Modems {
+		k := fmt.Sprintf("modems[%d]", i)
+		if m.Device == "" {
+			p(k+".device", "empty: want the serial port, e.g. /dev/ttyUSB0")
+		} else if first, dup := devices[m.Device]; dup {
+			p(k+".device", "device %s is also used by %s", m.Device, first)
+		} else {
+			devices[m.Device] = k
+		}
+		if m.Name == "" {
+			if m.Device != "" {
+				p(k+".name", "empty")
+			}
+		} else if first, dup := modemNames[m.Name]; dup {
+			p(k+".name", "duplicate modem name %q (also %s)", m.Name, first)
+		} else {
+			modemNames[m.Name] = k
+		}
+		atLeast(p, d, k+".baud", m.Baud, 1)
+		atLeast(p, d, k+".max_per_minute", m.MaxPerMinute, 1)
+	}
+	if len(c.Carriers) == 0 && len(c.Modems) == 0 {
+		p("carriers", "no carriers and no modems: nothing could send a message")
+	}
+
+	// failover
+	f := &c.Failover
+	atLeast(p, d, "failover.down_after_timeouts", f.DownAfterTimeouts, 1)
+	positive(p, d, "failover.up_after", f.UpAfter)
+	switch f.OnUnknown {
+	case "resend", "hold":
+	default:
+		p("failover.on_unknown", "%q is not one of resend, hold", f.OnUnknown)
+	}
+	positive(p, d, "failover.hold_for", f.HoldFor)
+	positive(p, d, "failover.modem_receipt_timeout", f.ModemReceiptTimeout)
+}
+
+type problemFunc func(key string, format string, args ...any)
+
+func checkPasswordLen(p problemFunc, k, pw, env, file string) {
+	if len(pw) <= MaxPasswordLen {
+		return
+	}
+	// Name where the password came from; never the password.
+	switch {
+	case env != "":
+		p(k+".password_env", "the password in %s is longer than %d octets (SMPP 3.4 §5.2.2)", env, MaxPasswordLen)
+	case file != "":
+		p(k+".password_file", "the password in %s is longer than %d octets (SMPP 3.4 §5.2.2)", file, MaxPasswordLen)
+	default:
+		p(k+".password", "longer than %d octets (SMPP 3.4 §5.2.2)", MaxPasswordLen)
+	}
+}
+
+// checkListen checks a listen address; empty means disabled.
+func checkListen(p problemFunc, key, addr string) {
+	if addr == "" {
+		return
+	}
+	if msg := hostPort(addr, false); msg != "" {
+		p(key, "%s", msg)
+	}
+}
+
+// hostPort checks addr is host:port; a dial address needs a host and a
+// non-zero port, a listen address may have neither (":2775", "[::]:0").
+func hostPort(addr string, dial bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("%q is not host:port", addr)
+	}
+	if dial && host == "" {
+		return fmt.Sprintf("%q has no host", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (dial && n == 0) {
+		return fmt.Sprintf("%q has no valid port", addr)
+	}
+	return ""
+}
+
+func atLeast(p problemFunc, d *decoder, key string, v, minimum int) {
+	if v < 0 {
+		p(key, "must not be negative")
+	} else if v < minimum && d.set[key] {
+		p(key, "must be at least %d", minimum)
+	}
+}
+
+func notNegative(p problemFunc, key string, v int) {
+	if v < 0 {
+		p(key, "must not be negative")
+	}
+}
+
+func positive(p problemFunc, d *decoder, key string, v Duration) {
+	if time.Duration(v) <= 0 && d.set[key] {
+		p(key, "must be longer than 0")
+	}
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

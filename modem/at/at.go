@@ -1,0 +1,483 @@
+// Package at is an AT command session (ITU-T V.250, 3GPP TS 27.007 / 27.005)
+// over any io.ReadWriter: a serial port, a pseudo-terminal or a scripted fake.
+//
+// Policy:
+//   - One reader goroutine splits the byte stream into lines (CR and/or LF end a
+//     line; empty lines are dropped) and recognises the "> " prompt that
+//     AT+CMGS sends without a line ending (27.005 §3.5.1).
+//   - One owner goroutine serialises commands: one in flight at a time, the
+//     others wait in order. It alone writes to the port.
+//   - Unsolicited result codes (URCs) are recognised by prefix, with a fixed
+//     number of trailing lines (+CDS and +CMT carry one PDU line). A URC line is
+//     never part of a command's answer, even when it arrives in the middle of it
+//     — except a line whose prefix names the command in flight (the "+CREG:"
+//     answering AT+CREG?).
+//   - URC handlers run in arrival order on one dispatcher goroutine fed by one
+//     bounded queue. When the queue is full the owner waits (back-pressure on
+//     the port): a handler must therefore never wait for a Command of the same
+//     session; hand the work to another goroutine instead.
+//   - Echo on or off is tolerated: a line equal to the command in flight (or to
+//     the PDU after the prompt) is dropped.
+//   - Final result codes: OK; ERROR -> ErrError; "+CMS ERROR: n" -> *CMSError;
+//     "+CME ERROR: n" -> *CMEError (classification documented on the types).
+//   - A command without a final result code when its context ends fails with
+//     *TimeoutError. For an SMS command ESC is sent first to abort the prompt
+//     (27.005 §3.5.1). Then, during a guard time, lines that are not URCs are
+//     dropped as the late answer of the abandoned command.
+//   - A read or write error (EOF, device unplugged) fails the command in flight
+//     and all later ones with *ClosedError and closes Done().
+//
+// The session never closes the io.ReadWriter: its owner does. Closing the port
+// is also the only way to stop the reader goroutine if it is blocked in Read.
+package at
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options configure a Session. Zero values take the defaults.
+type Options struct {
+	// Logger receives errors and, with Trace, the transcript. Default: nop.
+	Logger *zap.Logger
+	// Timeout applies to a command whose context has no deadline. Default 10s.
+	Timeout time.Duration
+	// Trace logs every line read and written at debug level (the PIN of
+	// AT+CPIN="..." is masked).
+	Trace bool
+	// GuardTime is how long the late answer of a timed-out command is
+	// dropped after it (and after ESC). Default 300ms.
+	GuardTime time.Duration
+	// IndicationQueue is the capacity of the URC queue. Default 64.
+	IndicationQueue int
+}
+
+// IndicationHandler receives a URC: its first line and its trailing lines.
+type IndicationHandler func(lines []string)
+
+type indication struct {
+	prefix   string
+	trailing int
+	handler  IndicationHandler
+}
+
+type request struct {
+	ctx    context.Context
+	cmd    string
+	pdu    string // hex, only for an SMS command
+	result chan result
+}
+
+type result struct {
+	info []string
+	err  error
+}
+
+type readEvent struct {
+	line   string
+	prompt bool
+}
+
+type urc struct {
+	ind   *indication
+	lines []string
+}
+
+// Session is one AT session. All methods are safe for concurrent use.
+type Session struct {
+	rw   io.ReadWriter // read by the reader goroutine, written by the owner
+	opts Options
+	log  *zap.Logger
+
+	reqs    chan *request  // callers -> owner
+	events  chan readEvent // reader -> owner
+	readErr chan error     // reader -> owner (once)
+	indq    chan urc       // owner -> dispatcher
+	closing chan struct{}  // closed by Close
+	done    chan struct{}  // closed by the owner when it exits
+
+	closeOnce sync.Once
+
+	mu   sync.Mutex
+	inds []*indication // guarded by mu; written by AddIndication, read by owner
+	err  error         // guarded by mu; why the session ended
+}
+
+// New starts a session on rw.
+func New(rw io.ReadWriter, opts Options) *Session {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.GuardTime <= 0 {
+		opts.GuardTime = 300 * time.Millisecond
+	}
+	if opts.IndicationQueue <= 0 {
+		opts.IndicationQueue = 64
+	}
+	s := &Session{
+		rw:      rw,
+		opts:    opts,
+		log:     opts.Logger,
+		reqs:    make(chan *request),
+		events:  make(chan readEvent, 16),
+		readErr: make(chan error, 1),
+		indq:    make(chan urc, opts.IndicationQueue),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go s.readLoop()
+	go s.ownerLoop()
+	go s.dispatchLoop()
+	return s
+}
+
+// AddIndication registers a URC by its prefix (e.g. "+CMTI:", "RING") with the
+// number of lines that follow it (+CDS: 1, +CMT: 1, +CMTI: 0).
+func (s *Session) AddIndication(prefix string, trailingLines int, h IndicationHandler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inds = append(s.inds, &indication{prefix: prefix, trailing: trailingLines, handler: h})
+}
+
+// Command sends cmd ("AT" is prepended when missing) and returns the
+// information lines of the answer (without echo, URCs and the final OK).
+func (s *Session) Command(ctx context.Context, cmd string) ([]string, error) {
+	return s.do(ctx, cmd, "")
+}
+
+// SMSCommand sends cmd (AT+CMGS=<len> or AT+CMGW=<len>), waits for the "> "
+// prompt, writes pdu (hex) and Ctrl-Z, and returns the answer lines.
+func (s *Session) SMSCommand(ctx context.Context, cmd, pdu string) ([]string, error) {
+	return s.do(ctx, cmd, pdu)
+}
+
+// Done is closed when the session has ended (port broken or Close).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended (*ClosedError), or nil while it runs.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the session: pending commands fail with *ClosedError. It does
+// not close the port.
+func (s *Session) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	<-s.done
+}
+
+func (s *Session) do(ctx context.Context, cmd, pdu string) ([]string, error) {
+	if !strings.HasPrefix(strings.ToUpper(cmd), "AT") {
+		cmd = "AT" + cmd
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
+		defer cancel()
+	}
+	r := &request{ctx: ctx, cmd: cmd, pdu: pdu, result: make(chan result, 1)}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return nil, &TimeoutError{Cmd: cmd, Err: ctx.Err()}
+	case <-s.done:
+		return nil, s.Err()
+	}
+	res := <-r.result // the owner always answers a request it accepted
+	return res.info, res.err
+}
+
+// readLoop is the reader goroutine: bytes -> lines and prompts.
+func (s *Session) readLoop() {
+	buf := make([]byte, 512)
+	var line []byte
+	emit := func(ev readEvent) bool {
+		select {
+		case s.events <- ev:
+			return true
+		case <-s.done:
+			return false
+		}
+	}
+	for {
+		n, err := s.rw.Read(buf)
+		for _, b := range buf[:n] {
+			switch b {
+			case '\r', '\n':
+				if l := strings.TrimSpace(string(line)); l != "" {
+					if !emit(readEvent{line: l}) {
+						return
+					}
+				}
+				line = line[:0]
+			case 0x1a, 0x1b, 0: // echoed Ctrl-Z / ESC, NUL noise
+			default:
+				line = append(line, b)
+				if len(line) == 2 && line[0] == '>' && line[1] == ' ' {
+					if !emit(readEvent{prompt: true}) {
+						return
+					}
+					line = line[:0]
+				}
+			}
+		}
+		// A lone ">" at the end of a read is the prompt of modems that omit
+		// the space.
+		if len(line) == 1 && line[0] == '>' {
+			if !emit(readEvent{prompt: true}) {
+				return
+			}
+			line = line[:0]
+		}
+		if err != nil {
+			s.readErr <- err
+			return
+		}
+	}
+}
+
+// dispatchLoop is the dispatcher goroutine: URC handlers, in order.
+func (s *Session) dispatchLoop() {
+	for {
+		select {
+		case u := <-s.indq:
+			u.ind.handler(u.lines)
+		case <-s.done:
+			for {
+				select {
+				case u := <-s.indq:
+					u.ind.handler(u.lines)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Session) trace(dir, text string) {
+	if !s.opts.Trace {
+		return
+	}
+	if strings.HasPrefix(strings.ToUpper(text), "AT+CPIN=") {
+		text = "AT+CPIN=<masked>"
+	}
+	s.log.Debug("at "+dir, zap.String("line", text))
+}
+
+func (s *Session) match(line string) *indication {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ind := range s.inds {
+		if strings.HasPrefix(line, ind.prefix) {
+			return ind
+		}
+	}
+	return nil
+}
+
+// answers reports whether line prefix names the command cmd ("+CREG:" and
+// "AT+CREG?").
+func answers(cmd, prefix string) bool {
+	name := strings.TrimSuffix(strings.TrimSpace(prefix), ":")
+	if !strings.HasPrefix(name, "+") && !strings.HasPrefix(name, "^") {
+		return false
+	}
+	return strings.HasPrefix(strings.ToUpper(cmd), "AT"+strings.ToUpper(name))
+}
+
+// ownerLoop is the owner goroutine. Its locals are the session state:
+// cur (the command in flight), info (its answer so far), pending (a URC
+// waiting for its trailing lines), guard (drop late answers until it fires).
+func (s *Session) ownerLoop() {
+	var (
+		cur         *request
+		info        []string
+		awaitPrompt bool
+		pending     *urc
+		guard       *time.Timer
+		guardC      <-chan time.Time
+	)
+	finish := func(err error) {
+		cur.result <- result{info: info, err: err}
+		cur, info, awaitPrompt = nil, nil, false
+	}
+	shutdown := func(cause error) {
+		ce := &ClosedError{Err: cause}
+		s.mu.Lock()
+		s.err = ce
+		s.mu.Unlock()
+		if cur != nil {
+			finish(ce)
+		}
+		if guard != nil {
+			guard.Stop()
+		}
+		close(s.done)
+		// Requests already handed over cannot exist (reqs is unbuffered);
+		// callers blocked on reqs see done.
+	}
+	write := func(text string) error {
+		s.trace("tx", strings.TrimRight(text, "\r\x1a"))
+		_, err := io.WriteString(s.rw, text)
+		return err
+	}
+	for {
+		var reqs chan *request
+		if cur == nil && guardC == nil {
+			reqs = s.reqs
+		}
+		var ctxDone <-chan struct{}
+		if cur != nil {
+			ctxDone = cur.ctx.Done()
+		}
+		select {
+		case <-s.closing:
+			shutdown(nil)
+			return
+		case err := <-s.readErr:
+			shutdown(err)
+			return
+		case <-guardC:
+			guardC = nil
+		case r := <-reqs:
+			if err := r.ctx.Err(); err != nil {
+				r.result <- result{err: &TimeoutError{Cmd: r.cmd, Err: err}}
+				continue
+			}
+			cur, info = r, nil
+			awaitPrompt = r.pdu != ""
+			if err := write(r.cmd + "\r"); err != nil {
+				shutdown(err)
+				return
+			}
+		case <-ctxDone:
+			if awaitPrompt || cur.pdu != "" {
+				// Abort the prompt or the send (27.005 §3.5.1: ESC cancels).
+				if err := write("\x1b"); err != nil {
+					shutdown(err)
+					return
+				}
+			}
+			s.log.Warn("at command timed out", zap.String("cmd", maskCmd(cur.cmd)))
+			finish(&TimeoutError{Cmd: maskCmd(cur.cmd), Err: cur.ctx.Err()})
+			guard = time.NewTimer(s.opts.GuardTime)
+			guardC = guard.C
+		case ev := <-s.events:
+			if ev.prompt {
+				s.trace("rx", ">")
+				if cur != nil && awaitPrompt {
+					awaitPrompt = false
+					if err := write(cur.pdu + "\x1a"); err != nil {
+						shutdown(err)
+						return
+					}
+				}
+				continue
+			}
+			line := ev.line
+			s.trace("rx", line)
+			if pending != nil {
+				pending.lines = append(pending.lines, line)
+				if len(pending.lines) > pending.ind.trailing {
+					if !s.queue(*pending) {
+						shutdown(nil)
+						return
+					}
+					pending = nil
+				}
+				continue
+			}
+			if ind := s.match(line); ind != nil && (cur == nil || !answers(cur.cmd, ind.prefix)) {
+				u := urc{ind: ind, lines: []string{line}}
+				if ind.trailing == 0 {
+					if !s.queue(u) {
+						shutdown(nil)
+						return
+					}
+				} else {
+					pending = &u
+				}
+				continue
+			}
+			if cur == nil {
+				if guardC == nil {
+					s.log.Debug("at: unsolicited line dropped", zap.String("line", line))
+				}
+				continue
+			}
+			if strings.EqualFold(line, cur.cmd) || (cur.pdu != "" && strings.EqualFold(line, cur.pdu)) {
+				continue // echo
+			}
+			if final, err := parseFinal(line); final {
+				finish(err)
+				continue
+			}
+			info = append(info, line)
+		}
+	}
+}
+
+// queue hands a URC to the dispatcher; false when the session is closing.
+func (s *Session) queue(u urc) bool {
+	select {
+	case s.indq <- u:
+		return true
+	case <-s.closing:
+		return false
+	}
+}
+
+func maskCmd(cmd string) string {
+	if strings.HasPrefix(strings.ToUpper(cmd), "AT+CPIN=") {
+		return "AT+CPIN=<masked>"
+	}
+	return cmd
+}
+
+// Fields splits the parameters of an information line "+XXX: a,b,"c"" into
+// its fields, unquoting quoted ones. The prefix up to ": " is dropped.
+func Fields(line string) []string {
+	if i := strings.Index(line, ":"); i >= 0 && (strings.HasPrefix(line, "+") || strings.HasPrefix(line, "^")) {
+		line = line[i+1:]
+	}
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return nil
+	}
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for _, r := range line {
+		switch {
+		case r == '"':
+			quoted = !quoted
+		case r == ',' && !quoted:
+			out = append(out, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	return append(out, strings.TrimSpace(cur.String()))
+}
+
+// Int parses field i of fields as an integer.
+func Int(fields []string, i int) (int, bool) {
+	if i >= len(fields) {
+		return 0, false
+	}
+	n, err := strconv.Atoi(fields[i])
+	return n, err == nil
+}

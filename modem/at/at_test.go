@@ -1,0 +1,245 @@
+package at
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func start(t *testing.T, h func(f *fakeModem, cmd string)) (*Session, *fakeModem) {
+	t.Helper()
+	f := newFake(h)
+	s := New(f, Options{GuardTime: 20 * time.Millisecond})
+	t.Cleanup(func() { s.Close(); f.unplugOnce() })
+	return s, f
+}
+
+func (f *fakeModem) unplugOnce() {
+	select {
+	case <-f.quit:
+	default:
+		f.unplug()
+	}
+}
+
+func TestCommandWithEchoReturnsInfoOnly(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		f.send(cmd + "\r\r\n") // echo on, as a TC35i after power-up
+		switch cmd {
+		case "AT+CGMI":
+			f.send("SIEMENS\r\n\r\nOK\r\n")
+		default:
+			f.send("ERROR\r\n")
+		}
+	})
+	info, err := s.Command(ctxT(t), "+CGMI")
+	if err != nil || !reflect.DeepEqual(info, []string{"SIEMENS"}) {
+		t.Fatalf("got %q, %v", info, err)
+	}
+	if _, err := s.Command(ctxT(t), "AT+NOPE"); !errors.Is(err, ErrError) {
+		t.Fatalf("want ErrError, got %v", err)
+	}
+}
+
+// STYLE.md pitfall 1: a URC in the middle of an answer goes to its handler.
+func TestURCInterleavedWithCommandAnswer(t *testing.T) {
+	got := make(chan []string, 4)
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		if cmd == "AT+CPMS?" {
+			f.send("\r\n+CPMS: \"SM\",1,10\r\n")
+			f.send("+CDS: 25\r\n0791683108200005F006120B81\r\n")
+			f.send("+CMTI: \"SM\",3\r\n")
+			f.send("\r\nOK\r\n")
+		}
+	})
+	s.AddIndication("+CDS:", 1, func(l []string) { got <- l })
+	s.AddIndication("+CMTI:", 0, func(l []string) { got <- l })
+	info, err := s.Command(ctxT(t), "AT+CPMS?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(info, []string{`+CPMS: "SM",1,10`}) {
+		t.Fatalf("answer polluted by URC: %q", info)
+	}
+	if l := <-got; !reflect.DeepEqual(l, []string{"+CDS: 25", "0791683108200005F006120B81"}) {
+		t.Fatalf("+CDS handler got %q", l)
+	}
+	if l := <-got; !reflect.DeepEqual(l, []string{`+CMTI: "SM",3`}) {
+		t.Fatalf("+CMTI handler got %q", l)
+	}
+}
+
+func TestSolicitedCREGIsAnAnswerNotAURC(t *testing.T) {
+	urcs := make(chan []string, 4)
+	s, f := start(t, func(f *fakeModem, cmd string) {
+		if cmd == "AT+CREG?" {
+			f.send("+CREG: 0,5\r\nOK\r\n")
+		}
+	})
+	s.AddIndication("+CREG:", 0, func(l []string) { urcs <- l })
+	info, err := s.Command(ctxT(t), "AT+CREG?")
+	if err != nil || !reflect.DeepEqual(info, []string{"+CREG: 0,5"}) {
+		t.Fatalf("got %q, %v", info, err)
+	}
+	f.send("+CREG: 1\r\n")
+	if l := <-urcs; l[0] != "+CREG: 1" {
+		t.Fatalf("unsolicited +CREG: got %q", l)
+	}
+}
+
+// STYLE.md pitfall 2: URC handlers run in arrival order.
+func TestURCHandlersRunInOrder(t *testing.T) {
+	s, f := start(t, func(f *fakeModem, cmd string) {})
+	const n = 200
+	got := make(chan int, n)
+	s.AddIndication("+CMTI:", 0, func(l []string) {
+		i, _ := Int(Fields(l[0]), 1)
+		got <- i
+	})
+	go func() {
+		for i := 0; i < n; i++ {
+			f.send(fmt.Sprintf("+CMTI: \"SM\",%d\r\n", i))
+		}
+	}()
+	for i := 0; i < n; i++ {
+		if g := <-got; g != i {
+			t.Fatalf("URC %d delivered as %d", i, g)
+		}
+	}
+}
+
+func TestFinalResultCodesAreTyped(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT+A":
+			f.send("+CMS ERROR: 28\r\n")
+		case "AT+B":
+			f.send("+CMS ERROR: 332\r\n")
+		case "AT+C":
+			f.send("+CME ERROR: 10\r\n")
+		case "AT+D":
+			f.send("+CME ERROR: SIM busy\r\n")
+		case "AT+E":
+			f.send("+CMS ERROR: 197\r\n")
+		}
+	})
+	var cms *CMSError
+	_, err := s.Command(ctxT(t), "AT+A")
+	if !errors.As(err, &cms) || cms.Code != 28 || !cms.Permanent() || !cms.NumberError() {
+		t.Fatalf("CMS 28: want permanent number error, got %#v", err)
+	}
+	_, err = s.Command(ctxT(t), "AT+B")
+	if !errors.As(err, &cms) || cms.Code != 332 || cms.Permanent() {
+		t.Fatalf("CMS 332: want temporary, got %#v", err)
+	}
+	_, err = s.Command(ctxT(t), "AT+E")
+	if !errors.As(err, &cms) || !cms.Permanent() || cms.NumberError() {
+		t.Fatalf("CMS 197 (duplicate SM): want permanent, got %#v", err)
+	}
+	var cme *CMEError
+	_, err = s.Command(ctxT(t), "AT+C")
+	if !errors.As(err, &cme) || cme.Code != 10 || !cme.SIMNotReady() {
+		t.Fatalf("CME 10: got %#v", err)
+	}
+	_, err = s.Command(ctxT(t), "AT+D")
+	if !errors.As(err, &cme) || cme.Code != -1 || cme.Text != "SIM busy" {
+		t.Fatalf("verbose CME: got %#v", err)
+	}
+}
+
+func TestSMSCommandPromptAndPDU(t *testing.T) {
+	pdus := make(chan string, 1)
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch {
+		case cmd == "AT+CMGS=13":
+			f.send(cmd + "\r\r\n> ") // echo, then the prompt without line end
+		case strings.HasPrefix(cmd, "PDU:"):
+			pdus <- cmd[4:]
+			f.send(cmd[4:] + "\x1a\r\n+CMGS: 42\r\n\r\nOK\r\n") // echoed PDU
+		}
+	})
+	info, err := s.SMSCommand(ctxT(t), "AT+CMGS=13", "0001000B811000000000F0000001C8")
+	if err != nil || !reflect.DeepEqual(info, []string{"+CMGS: 42"}) {
+		t.Fatalf("got %q, %v", info, err)
+	}
+	if p := <-pdus; p != "0001000B811000000000F0000001C8" {
+		t.Fatalf("modem received PDU %q", p)
+	}
+}
+
+func TestSMSCommandTimeoutSendsEscAndRecovers(t *testing.T) {
+	escaped := make(chan struct{}, 1)
+	s, f := start(t, func(f *fakeModem, cmd string) {
+		switch {
+		case cmd == "AT+CMGS=10":
+			f.send("\r\n> ") // then hang: no answer to the PDU
+		case cmd == "ESC":
+			escaped <- struct{}{}
+			f.send("\r\nERROR\r\n") // late answer of the aborted send, dropped
+		case cmd == "AT":
+			f.send("OK\r\n")
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := s.SMSCommand(ctx, "AT+CMGS=10", "00")
+	var te *TimeoutError
+	if !errors.As(err, &te) {
+		t.Fatalf("want *TimeoutError, got %v", err)
+	}
+	<-escaped
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("session unusable after timeout: %v", err)
+	}
+	if !strings.Contains(f.wrote(), "00\x1a\x1b") {
+		t.Fatalf("ESC not written after the PDU: %q", f.wrote())
+	}
+}
+
+func TestUnpluggedPortFailsPendingCommands(t *testing.T) {
+	received := make(chan struct{})
+	s, f := start(t, func(f *fakeModem, cmd string) {
+		if cmd == "AT+CSQ" {
+			close(received) // never answers
+		}
+	})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Command(ctxT(t), "AT+CSQ")
+		errc <- err
+	}()
+	<-received
+	f.unplug()
+	err := <-errc
+	var ce *ClosedError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("want *ClosedError, got %v", err)
+	}
+	<-s.Done()
+	if _, err := s.Command(ctxT(t), "AT"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("command after unplug: want ErrClosed, got %v", err)
+	}
+}
+
+func TestTraceMasksPIN(t *testing.T) {
+	if got := maskCmd(`AT+CPIN="1234"`); strings.Contains(got, "1234") {
+		t.Fatalf("PIN leaked: %s", got)
+	}
+}
+
+func TestFields(t *testing.T) {
+	got := Fields(`+CMGL: 1,0,"a,b",23`)
+	if !reflect.DeepEqual(got, []string{"1", "0", "a,b", "23"}) {
+		t.Fatalf("got %q", got)
+	}
+}

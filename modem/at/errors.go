@@ -1,0 +1,225 @@
+package at
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// ErrError is the bare final result code "ERROR" (V.250 §5.7.1). It carries no
+// cause, so callers treat it as temporary.
+var ErrError = errors.New("at: modem answered ERROR")
+
+// ErrClosed is matched (errors.Is) by every *ClosedError.
+var ErrClosed = errors.New("at: session closed")
+
+// ClosedError fails every pending and later command once the port is broken
+// (read or write error, EOF) or the session was closed.
+type ClosedError struct {
+	Err error // the read/write error that ended the session; nil after Close
+}
+
+func (e *ClosedError) Error() string {
+	if e.Err == nil {
+		return "at: session closed"
+	}
+	return "at: port broken: " + e.Err.Error()
+}
+
+// Unwrap returns the port error.
+func (e *ClosedError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrClosed) true.
+func (e *ClosedError) Is(target error) bool { return target == ErrClosed }
+
+// TimeoutError is returned when a command got no final result code before its
+// context ended. For an SMS command the modem may or may not have sent the
+// message (SentUnknown).
+type TimeoutError struct {
+	Cmd string
+	Err error // the context's error
+}
+
+func (e *TimeoutError) Error() string { return "at: no answer to " + e.Cmd + ": " + e.Err.Error() }
+
+// Unwrap returns the context error.
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// CMSError is "+CMS ERROR: <n>", the message service failure result code of
+// 3GPP TS 27.005 §3.2.5.
+//
+// Classification (our policy, by the owner of each code range in §3.2.5):
+//
+//	0..127   RP-Cause, 3GPP TS 24.011 Annex E-2
+//	           1 unassigned number, 21 SM transfer rejected, 28 unidentified
+//	           subscriber, 30 unknown subscriber        -> permanent, number error
+//	           95-99, 111 invalid / non-existent message -> permanent
+//	           others (8/10 barring of OUR SIM, 27 destination out of service,
+//	           38 network out of order, 41 temporary failure, 42 congestion,
+//	           47, 50, 69, 81, 127)                       -> temporary
+//	128..255 TP-Failure-Cause, 3GPP TS 23.040 §9.2.3.22
+//	           0xC3 invalid SME address, 0xC4 SME barred -> permanent, number error
+//	           0x80-0x8F TP-PID, 0x90-0x9F TP-DCS, 0xA0-0xAF command,
+//	           0xB0 TPDU not supported, 0xC5 duplicate SM (the SC already has
+//	           it: never resend), 0xC6/0xC7 validity     -> permanent
+//	           others (0xC0 SC busy, 0xC1 no SC subscription, 0xC2 SC failure,
+//	           0xD0-0xD5 SIM/MS storage, 0xFF)           -> temporary
+//	300..511 ME/TA errors, 27.005 §3.2.5
+//	           304 invalid PDU mode parameter, 305 text mode -> permanent
+//	           others (300 ME failure, 310-318 SIM, 320-322 memory, 330 SMSC
+//	           address unknown, 331 no network service, 332 network timeout,
+//	           340, 500 unknown)                          -> temporary
+//	512..    manufacturer specific                       -> temporary
+//
+// "Temporary" here means "this message may succeed later or on another
+// modem": a fault of our SIM, ME or network is temporary for the message.
+type CMSError struct {
+	Code int
+	Line string // the raw result line
+}
+
+func (e *CMSError) Error() string {
+	return fmt.Sprintf("at: +CMS ERROR: %d (%s)", e.Code, cmsText(e.Code))
+}
+
+// NumberError reports that the destination number itself was refused.
+func (e *CMSError) NumberError() bool {
+	switch e.Code {
+	case 1, 21, 28, 30, 0xC3, 0xC4:
+		return true
+	}
+	return false
+}
+
+// Permanent reports that sending this message again cannot succeed.
+func (e *CMSError) Permanent() bool {
+	if e.NumberError() {
+		return true
+	}
+	c := e.Code
+	switch {
+	case c >= 95 && c <= 99, c == 111:
+		return true
+	case c >= 0x80 && c <= 0xB0, c == 0xC5, c == 0xC6, c == 0xC7:
+		return true
+	case c == 304, c == 305:
+		return true
+	}
+	return false
+}
+
+// Temporary is !Permanent.
+func (e *CMSError) Temporary() bool { return !e.Permanent() }
+
+func cmsText(c int) string {
+	switch c {
+	case 1:
+		return "unassigned number"
+	case 8:
+		return "operator determined barring"
+	case 10:
+		return "call barred"
+	case 21:
+		return "short message transfer rejected"
+	case 27:
+		return "destination out of service"
+	case 28:
+		return "unidentified subscriber"
+	case 30:
+		return "unknown subscriber"
+	case 38:
+		return "network out of order"
+	case 41:
+		return "temporary failure"
+	case 42:
+		return "congestion"
+	case 96:
+		return "invalid mandatory information"
+	case 0xC0:
+		return "SC busy"
+	case 0xC3:
+		return "invalid SME address"
+	case 0xC4:
+		return "destination SME barred"
+	case 0xC5:
+		return "duplicate SM rejected"
+	case 300:
+		return "ME failure"
+	case 302:
+		return "operation not allowed"
+	case 304:
+		return "invalid PDU mode parameter"
+	case 310:
+		return "SIM not inserted"
+	case 311:
+		return "SIM PIN required"
+	case 313:
+		return "SIM failure"
+	case 314:
+		return "SIM busy"
+	case 322:
+		return "memory full"
+	case 330:
+		return "SMSC address unknown"
+	case 331:
+		return "no network service"
+	case 332:
+		return "network timeout"
+	case 500:
+		return "unknown error"
+	}
+	return "see 3GPP TS 27.005 §3.2.5"
+}
+
+// CMEError is "+CME ERROR: <n>", the mobile equipment error of 3GPP TS 27.007
+// §9.2 (numeric with AT+CMEE=1; Text holds the verbose form of AT+CMEE=2).
+// All CME errors are temporary for a message: they describe the modem
+// (10 SIM not inserted, 11 SIM PIN required, 14 SIM busy, 30 no network
+// service, 31 network timeout, 100 unknown...).
+type CMEError struct {
+	Code int    // -1 when the modem gave text
+	Text string // verbose text, if any
+	Line string
+}
+
+func (e *CMEError) Error() string {
+	if e.Code < 0 {
+		return "at: +CME ERROR: " + e.Text
+	}
+	return fmt.Sprintf("at: +CME ERROR: %d", e.Code)
+}
+
+// SIMNotReady reports the SIM-state errors of 27.007 §9.2.1 (10-18).
+func (e *CMEError) SIMNotReady() bool { return e.Code >= 10 && e.Code <= 18 }
+
+// Temporary is always true (see the type doc).
+func (e *CMEError) Temporary() bool { return true }
+
+// parseFinal recognises a final result code line. ok is true for a final
+// line; err is nil for OK.
+func parseFinal(line string) (final bool, err error) {
+	switch line {
+	case "OK":
+		return true, nil
+	case "ERROR":
+		return true, ErrError
+	}
+	if rest, found := strings.CutPrefix(line, "+CMS ERROR:"); found {
+		rest = strings.TrimSpace(rest)
+		n, perr := strconv.Atoi(rest)
+		if perr != nil {
+			n = 500 // verbose text: unknown error
+		}
+		return true, &CMSError{Code: n, Line: line}
+	}
+	if rest, found := strings.CutPrefix(line, "+CME ERROR:"); found {
+		rest = strings.TrimSpace(rest)
+		n, perr := strconv.Atoi(rest)
+		if perr != nil {
+			return true, &CMEError{Code: -1, Text: rest, Line: line}
+		}
+		return true, &CMEError{Code: n, Line: line}
+	}
+	return false, nil
+}

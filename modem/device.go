@@ -1,0 +1,224 @@
+package modem
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/spareline/spareline/modem/at"
+	"github.com/spareline/spareline/modem/sms"
+	"go.uber.org/zap"
+)
+
+// runDevice is the owner goroutine of device i: open, serve, reopen with
+// backoff until ctx ends.
+func (p *Pool) runDevice(ctx context.Context, i int) {
+	cfg := p.devs[i].cfg
+	log := p.log.With(zap.String("modem", cfg.Name), zap.String("device", cfg.Device))
+	backoff := p.opts.ReopenMin
+	for ctx.Err() == nil {
+		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
+		rw, err := p.open(ctx, cfg)
+		if err != nil {
+			log.Warn("cannot open modem", zap.Error(err), zap.Duration("retry_in", backoff))
+			p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateDown, err: err})
+			p.idle(ctx, i, backoff)
+			backoff = min(2*backoff, p.opts.ReopenMax)
+			continue
+		}
+		served := p.serve(ctx, i, rw, log)
+		_ = rw.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		if served {
+			backoff = p.opts.ReopenMin
+		}
+		p.idle(ctx, i, backoff)
+		backoff = min(2*backoff, p.opts.ReopenMax)
+	}
+}
+
+// tell sends a message to the scheduler.
+func (p *Pool) tell(ctx context.Context, m devMsg) {
+	select {
+	case p.fromDev <- m:
+	case <-ctx.Done():
+		if m.kind == msgSendDone {
+			m.job.res <- jobResult{err: ctx.Err()}
+		}
+	}
+}
+
+// giveBack returns a job the device will not attempt.
+func (p *Pool) giveBack(ctx context.Context, i int, j *job) {
+	p.tell(ctx, devMsg{kind: msgSendDone, dev: i, job: j, attempted: false})
+}
+
+// idle waits d, giving back any job that arrives meanwhile.
+func (p *Pool) idle(ctx context.Context, i int, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case j := <-p.devs[i].jobs:
+			p.giveBack(ctx, i, j)
+		}
+	}
+}
+
+// serve runs one opened port until it breaks or ctx ends. It reports whether
+// the modem got initialised (to reset the reopen backoff).
+func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger) bool {
+	cfg := p.devs[i].cfg
+	m := New(rw, Options{Name: cfg.Name, Logger: p.log, CommandTimeout: p.opts.CommandTimeout,
+		SendTimeout: p.opts.SendTimeout, Trace: p.opts.Trace})
+	defer m.Close()
+
+	var (
+		ready   bool // Init succeeded on this port
+		up      bool // ready, registered, fewer than MaxErrors consecutive errors
+		errs    int  // consecutive temporary send errors
+		health  Health
+		lastErr error
+		reasm   sms.Reassembler
+		served  bool
+	)
+	setUp := func(v bool, err error) {
+		up = v
+		st := StateDown
+		if v {
+			st = StateUp
+		}
+		p.tell(ctx, devMsg{kind: msgState, dev: i, state: st, health: health, err: err})
+	}
+	deliver := func(d *sms.Deliver) {
+		text, complete := d.Text, true
+		if d.Concat != nil && d.Concat.Total > 1 {
+			text, complete = reasm.Add(d, time.Now())
+		}
+		if complete {
+			p.tell(ctx, devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: d.From, Text: text, Time: d.SCTS}})
+		}
+	}
+	stored := func(st *Stored) {
+		if st.Err != nil {
+			log.Error("undecodable incoming message deleted", zap.Int("index", st.Index), zap.Error(st.Err))
+			return
+		}
+		deliver(st.Deliver)
+	}
+	probe := func() {
+		if !ready {
+			info, err := m.Init(ctx, cfg.PIN)
+			if err != nil {
+				lastErr = err
+				return
+			}
+			ready, served = true, true
+			health = info.Health
+			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
+				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
+			if msgs, err := m.ReadAll(ctx); err != nil {
+				log.Warn("reading stored messages", zap.Error(err))
+			} else {
+				for _, st := range msgs {
+					stored(st)
+				}
+			}
+		} else {
+			h, err := m.Health(ctx)
+			if err != nil {
+				lastErr = err
+				return
+			}
+			health = h
+		}
+		if !health.Registered {
+			lastErr = ErrNotRegistered
+			return
+		}
+		errs, lastErr = 0, nil
+	}
+	refresh := func() {
+		probe()
+		ok := ready && health.Registered && errs < p.opts.MaxErrors
+		if ok != up || ok {
+			setUp(ok, lastErr)
+		}
+	}
+
+	refresh()
+	tick := time.NewTicker(p.opts.ReprobeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return served
+		case <-m.Done():
+			err := m.Err()
+			log.Warn("modem port broken", zap.Error(err))
+			setUp(false, err)
+			return served
+		case <-tick.C:
+			refresh()
+		case ev := <-m.Events():
+			switch ev.Kind {
+			case EventStored:
+				st, err := m.Read(ctx, ev.Index)
+				if err != nil {
+					log.Warn("reading incoming message", zap.Int("index", ev.Index), zap.Error(err))
+				}
+				if st != nil {
+					stored(st)
+				}
+			case EventDeliver:
+				if err := m.Ack(ctx); err != nil {
+					log.Warn("AT+CNMA", zap.Error(err))
+				}
+				d, err := sms.DecodeDeliver(ev.PDU)
+				if err != nil {
+					log.Error("undecodable +CMT dropped", zap.Error(err))
+					continue
+				}
+				deliver(d)
+			case EventStatusReport:
+				if err := m.Ack(ctx); err != nil {
+					log.Warn("AT+CNMA", zap.Error(err))
+				}
+				r, err := sms.DecodeStatusReport(ev.PDU)
+				if err != nil {
+					log.Error("undecodable +CDS dropped", zap.Error(err))
+					continue
+				}
+				p.tell(ctx, devMsg{kind: msgReport, dev: i, report: r})
+			}
+		case j := <-p.devs[i].jobs:
+			if !up {
+				p.giveBack(ctx, i, j)
+				continue
+			}
+			refs, err := m.Send(j.ctx, j.parts)
+			p.tell(ctx, devMsg{kind: msgSendDone, dev: i, job: j, refs: refs, err: err, attempted: true})
+			if err == nil {
+				errs = 0
+				continue
+			}
+			if errors.Is(err, at.ErrClosed) {
+				continue // m.Done() is closed: handled next round
+			}
+			if se := classify(err); !se.Permanent {
+				errs++
+				if errs >= p.opts.MaxErrors && up {
+					log.Warn("modem taken out after consecutive errors", zap.Int("errors", errs), zap.Error(err))
+					setUp(false, err)
+				}
+			}
+		}
+	}
+}

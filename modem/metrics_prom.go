@@ -1,0 +1,34 @@
+//go:build prommetrics
+
+package modem
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Labels are bounded: modem is a configured modem name; result is one of
+// ok, error, permanent.
+var (
+	modemUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_modem_up", Help: "1 when the modem is in the pool (SIM ready, registered, healthy).",
+	}, []string{"modem"})
+	modemSignal = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_modem_signal_dbm", Help: "Last signal strength read with AT+CSQ, in dBm.",
+	}, []string{"modem"})
+	modemSends = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_modem_sends_total", Help: "Send attempts of whole messages by outcome (ok, error, permanent).",
+	}, []string{"modem", "result"})
+)
+
+func metricUp(modem string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	modemUp.WithLabelValues(modem).Set(v)
+}
+
+func metricSignal(modem string, dbm int) { modemSignal.WithLabelValues(modem).Set(float64(dbm)) }
+
+func metricSend(modem, result string) { modemSends.WithLabelValues(modem, result).Inc() }

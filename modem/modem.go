@@ -1,0 +1,465 @@
+// Package modem is the GSM-modem backup channel: the SMS semantics of one
+// modem over an AT session (Modem), and a Pool of modems with one scheduler.
+//
+// # One modem
+//
+// Init runs ATE0, AT+CMEE=1, AT+CPIN? (entering the PIN when asked), AT+CMGF=0
+// (PDU mode), AT+CSMS? (service 1 means +CDS/+CMT must be acknowledged with
+// AT+CNMA, 27.005 §3.2.1), AT+CNMI=2,1,0,1,0 (27.005 §3.4.1: incoming messages
+// stored with a +CMTI index, status reports routed as +CDS), then reads
+// identity, SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
+// A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
+// failure, as some Siemens firmware answers it to a failed send. Incoming
+// messages are read (AT+CMGR) and then deleted (AT+CMGD); at start-up,
+// AT+CMGL=4 picks up what arrived while we were down.
+//
+// # The pool
+//
+// One goroutine owns each device: it opens the port, initialises the modem,
+// sends the messages the scheduler gives it, turns URCs into reports and
+// incoming messages, re-probes health every ReprobeInterval, and when the port
+// breaks (read error, EOF: the device vanished) closes it and reopens it with
+// exponential backoff (ReopenMin doubling to ReopenMax) until it comes back.
+//
+// One scheduler goroutine owns the queue. It gives each message to the
+// least-loaded healthy idle modem (fewest SMS in the last minute) whose
+// sliding one-minute budget (max_per_minute, counted in SMS parts) allows it,
+// preferring modems the message has not failed on yet. All parts of a message
+// go out on ONE modem (concatenated parts from different SIMs could not be
+// reassembled by the phone).
+//
+// A modem is healthy when its SIM is ready, it is registered (home or
+// roaming, 27.007 §7.2) and it has had fewer than MaxErrors consecutive
+// temporary send failures; otherwise it is out until a re-probe succeeds.
+//
+// Failure policy:
+//   - a permanent +CMS ERROR (number error, invalid PDU: see at.CMSError) is
+//     returned at once as a permanent *SendError, never retried;
+//   - a temporary error (other CMS/CME errors, bare OK, ERROR, timeout, port
+//     broken mid-send) retries the whole message on another modem, up to
+//     MaxAttempts sends in total, then returns a temporary *SendError;
+//   - a message given to a modem that went down before it wrote anything is
+//     requeued without counting an attempt.
+//
+// Duplicates: the pool sends a message again only after an attempt whose
+// outcome is unknown or failed. When the port breaks or the send times out
+// after the PDU was written, the modem may have transmitted it: the retry on
+// another modem can then duplicate it (at-least-once; the same choice as
+// failover.on_unknown: resend). For a multi-part message, parts already
+// confirmed on the failed modem are sent again with the rest, under the same
+// concatenation reference.
+//
+// Crash safety is the caller's: Send returns only when the modem confirmed
+// every part, and nothing is persisted here.
+package modem
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spareline/spareline/modem/at"
+	"github.com/spareline/spareline/modem/sms"
+	"go.uber.org/zap"
+)
+
+// ErrNoMR is a send the modem answered without "+CMGS: <mr>".
+var ErrNoMR = errors.New("modem: send not confirmed (no +CMGS: <mr> in the answer)")
+
+// ErrNotRegistered means the modem is not registered on a network.
+var ErrNotRegistered = errors.New("modem: not registered on the network")
+
+// SIMError means the SIM is not usable: not inserted, not ready, PIN or PUK
+// needed, wrong PIN.
+type SIMError struct {
+	State string // the +CPIN answer ("SIM PIN", "NOT READY") or the cause
+	Err   error  // the underlying error, if any
+}
+
+func (e *SIMError) Error() string {
+	if e.Err != nil {
+		return "modem: SIM not ready (" + e.State + "): " + e.Err.Error()
+	}
+	return "modem: SIM not ready: " + e.State
+}
+
+// Unwrap returns the underlying error.
+func (e *SIMError) Unwrap() error { return e.Err }
+
+// Info is what Init learns about a modem.
+type Info struct {
+	Manufacturer string
+	Model        string
+	SMSC         string
+	Health
+}
+
+// Health is the radio state.
+type Health struct {
+	// SignalDBm is -113 + 2*rssi (27.007 §8.5); 0 when unknown (rssi 99).
+	SignalDBm int
+	// Reg is the +CREG <stat> (27.007 §7.2): 1 home, 5 roaming, 0/2/3/4 not.
+	Reg int
+	// Registered is Reg 1 or 5.
+	Registered bool
+}
+
+// EventKind says what an Event carries.
+type EventKind int
+
+// Event kinds.
+const (
+	EventStored       EventKind = iota // +CMTI: a message stored at Index
+	EventStatusReport                  // +CDS: PDU is an SMS-STATUS-REPORT
+	EventDeliver                       // +CMT: PDU is an SMS-DELIVER
+)
+
+// Event is a URC turned into data; the owner of the Modem handles it.
+type Event struct {
+	Kind  EventKind
+	Mem   string
+	Index int
+	PDU   []byte
+}
+
+// Options configure a Modem.
+type Options struct {
+	Name           string
+	Logger         *zap.Logger
+	CommandTimeout time.Duration // default 10s
+	SendTimeout    time.Duration // per part, default 60s
+	Trace          bool
+}
+
+// Modem is the SMS semantics of one modem. Its methods must be called from
+// one goroutine (the device owner); URCs arrive on Events().
+type Modem struct {
+	s      *at.Session
+	log    *zap.Logger
+	opts   Options
+	events chan Event // written by the session's URC dispatcher, read by the owner
+	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
+}
+
+// New wraps rw; call Init next.
+func New(rw io.ReadWriter, opts Options) *Modem {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = 10 * time.Second
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 60 * time.Second
+	}
+	log := opts.Logger.With(zap.String("modem", opts.Name))
+	m := &Modem{
+		log:    log,
+		opts:   opts,
+		events: make(chan Event, 256),
+	}
+	m.s = at.New(rw, at.Options{Logger: log, Timeout: opts.CommandTimeout, Trace: opts.Trace})
+	push := func(e Event) {
+		select {
+		case m.events <- e:
+		case <-m.s.Done():
+		}
+	}
+	m.s.AddIndication("+CMTI:", 0, func(l []string) {
+		f := at.Fields(l[0])
+		i, ok := at.Int(f, 1)
+		if !ok {
+			log.Warn("malformed +CMTI", zap.String("line", l[0]))
+			return
+		}
+		push(Event{Kind: EventStored, Mem: f[0], Index: i})
+	})
+	pduURC := func(kind EventKind) at.IndicationHandler {
+		return func(l []string) {
+			b, err := hex.DecodeString(l[1])
+			if err != nil {
+				log.Warn("malformed PDU line", zap.String("urc", l[0]), zap.Error(err))
+				return
+			}
+			push(Event{Kind: kind, PDU: b})
+		}
+	}
+	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
+	m.s.AddIndication("+CMT:", 1, pduURC(EventDeliver))
+	for _, p := range []string{"RING", "^SYSSTART", "+CREG:", "+CDSI:", "^SMGO", "+CIEV:"} {
+		p := p
+		m.s.AddIndication(p, 0, func(l []string) { log.Debug("URC", zap.String("line", l[0])) })
+	}
+	return m
+}
+
+// Events delivers URCs (+CMTI, +CDS, +CMT) in arrival order.
+func (m *Modem) Events() <-chan Event { return m.events }
+
+// Done is closed when the port broke or Close was called.
+func (m *Modem) Done() <-chan struct{} { return m.s.Done() }
+
+// Err is why the session ended.
+func (m *Modem) Err() error { return m.s.Err() }
+
+// Close ends the AT session (not the port).
+func (m *Modem) Close() { m.s.Close() }
+
+// Command passes a raw command through.
+func (m *Modem) Command(ctx context.Context, cmd string) ([]string, error) {
+	return m.s.Command(ctx, cmd)
+}
+
+// Init runs the init sequence (see the package doc). A SIM problem is a
+// *SIMError; registration is reported in Info, not as an error.
+func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
+	// The first AT after opening may meet boot noise or a half-typed line.
+	var err error
+	for i := 0; i < 3; i++ {
+		if _, err = m.s.Command(ctx, "AT"); err == nil || errors.Is(err, at.ErrClosed) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("modem %s: no answer to AT: %w", m.opts.Name, err)
+	}
+	for _, c := range []string{"ATE0", "AT+CMEE=1"} {
+		if _, err := m.s.Command(ctx, c); err != nil {
+			return nil, fmt.Errorf("modem %s: %s: %w", m.opts.Name, c, err)
+		}
+	}
+	if err := m.unlockSIM(ctx, pin); err != nil {
+		return nil, err
+	}
+	if _, err := m.s.Command(ctx, "AT+CMGF=0"); err != nil {
+		return nil, fmt.Errorf("modem %s: AT+CMGF=0 (PDU mode): %w", m.opts.Name, err)
+	}
+	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil && len(l) > 0 {
+		svc, _ := at.Int(at.Fields(l[0]), 0)
+		m.ackCDS = svc == 1
+	}
+	if _, err := m.s.Command(ctx, "AT+CNMI=2,1,0,1,0"); err != nil {
+		return nil, fmt.Errorf("modem %s: AT+CNMI=2,1,0,1,0: %w", m.opts.Name, err)
+	}
+	info := &Info{}
+	info.Manufacturer = m.first(ctx, "AT+CGMI")
+	info.Model = m.first(ctx, "AT+CGMM")
+	if l := m.first(ctx, "AT+CSCA?"); l != "" {
+		if f := at.Fields(l); len(f) > 0 {
+			info.SMSC = f[0]
+		}
+	}
+	h, err := m.Health(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info.Health = h
+	return info, nil
+}
+
+func (m *Modem) first(ctx context.Context, cmd string) string {
+	l, err := m.s.Command(ctx, cmd)
+	if err != nil || len(l) == 0 {
+		return ""
+	}
+	return l[0]
+}
+
+// SIMState asks AT+CPIN? and returns the state ("READY", "SIM PIN", ...).
+func (m *Modem) SIMState(ctx context.Context) (string, error) {
+	l, err := m.s.Command(ctx, "AT+CPIN?")
+	if err != nil {
+		var cme *at.CMEError
+		if errors.As(err, &cme) {
+			return "", &SIMError{State: "error", Err: err}
+		}
+		return "", err
+	}
+	if len(l) == 0 {
+		return "", &SIMError{State: "no +CPIN answer"}
+	}
+	f := at.Fields(l[0])
+	if len(f) == 0 {
+		return "", &SIMError{State: l[0]}
+	}
+	return f[0], nil
+}
+
+func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
+	st, err := m.SIMState(ctx)
+	if err != nil {
+		return err
+	}
+	switch st {
+	case "READY":
+		return nil
+	case "SIM PIN":
+		if pin == "" {
+			return &SIMError{State: st + " (no pin configured)"}
+		}
+		if _, err := m.s.Command(ctx, `AT+CPIN="`+pin+`"`); err != nil {
+			return &SIMError{State: "PIN rejected", Err: err}
+		}
+		st, err = m.SIMState(ctx)
+		if err != nil {
+			return err
+		}
+		if st != "READY" {
+			return &SIMError{State: st}
+		}
+		return nil
+	default:
+		return &SIMError{State: st}
+	}
+}
+
+// Health reads AT+CSQ and AT+CREG?.
+func (m *Modem) Health(ctx context.Context) (Health, error) {
+	var h Health
+	l, err := m.s.Command(ctx, "AT+CSQ")
+	if err != nil {
+		return h, fmt.Errorf("modem %s: AT+CSQ: %w", m.opts.Name, err)
+	}
+	if len(l) > 0 {
+		if rssi, ok := at.Int(at.Fields(l[0]), 0); ok {
+			h.SignalDBm = RSSIToDBm(rssi)
+		}
+	}
+	l, err = m.s.Command(ctx, "AT+CREG?")
+	if err != nil {
+		return h, fmt.Errorf("modem %s: AT+CREG?: %w", m.opts.Name, err)
+	}
+	if len(l) > 0 {
+		f := at.Fields(l[0])
+		// "+CREG: <n>,<stat>[,<lac>,<ci>]"; the unsolicited form has no <n>.
+		i := 1
+		if len(f) == 1 {
+			i = 0
+		}
+		h.Reg, _ = at.Int(f, i)
+	}
+	h.Registered = h.Reg == 1 || h.Reg == 5
+	return h, nil
+}
+
+// RSSIToDBm converts the +CSQ <rssi> (27.007 §8.5): 0 is -113 dBm or less,
+// 31 is -51 dBm or more, 99 (unknown) gives 0.
+func RSSIToDBm(rssi int) int {
+	if rssi < 0 || rssi > 31 {
+		return 0
+	}
+	return -113 + 2*rssi
+}
+
+// Send sends the parts with AT+CMGS in PDU mode (27.005 §3.5.1) and returns
+// the TP-MR of each part confirmed so far. On error, len(refs) parts were
+// confirmed; the part after them may or may not have been sent.
+func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err error) {
+	for _, p := range parts {
+		pctx, cancel := context.WithTimeout(ctx, m.opts.SendTimeout)
+		l, err := m.s.SMSCommand(pctx, "AT+CMGS="+strconv.Itoa(p.TPDULen), strings.ToUpper(hex.EncodeToString(p.PDU)))
+		cancel()
+		if err != nil {
+			return refs, err
+		}
+		mr := -1
+		for _, line := range l {
+			if strings.HasPrefix(line, "+CMGS:") {
+				if n, ok := at.Int(at.Fields(line), 0); ok {
+					mr = n
+				}
+			}
+		}
+		if mr < 0 {
+			return refs, ErrNoMR
+		}
+		refs = append(refs, mr)
+	}
+	return refs, nil
+}
+
+// Ack acknowledges a routed +CDS/+CMT with AT+CNMA when the modem requires it
+// (+CSMS service 1, 27.005 §3.4.4).
+func (m *Modem) Ack(ctx context.Context) error {
+	if !m.ackCDS {
+		return nil
+	}
+	_, err := m.s.Command(ctx, "AT+CNMA")
+	return err
+}
+
+// Stored is a message read from the modem's memory.
+type Stored struct {
+	Index   int
+	PDU     []byte
+	Deliver *sms.Deliver // nil when the PDU is not a decodable SMS-DELIVER
+	Err     error        // the decoding error
+}
+
+// Read reads the message at index (AT+CMGR) and deletes it (AT+CMGD). A
+// message that does not decode is deleted too (and returned with Err), so
+// one bad PDU cannot block the memory.
+func (m *Modem) Read(ctx context.Context, index int) (*Stored, error) {
+	l, err := m.s.Command(ctx, "AT+CMGR="+strconv.Itoa(index))
+	if err != nil {
+		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: %w", m.opts.Name, index, err)
+	}
+	var st *Stored
+	for i := 0; i+1 < len(l); i++ {
+		if strings.HasPrefix(l[i], "+CMGR:") {
+			st = decodeStored(index, l[i+1])
+			break
+		}
+	}
+	if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(index)); err != nil {
+		return st, fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, index, err)
+	}
+	if st == nil {
+		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: no message", m.opts.Name, index)
+	}
+	return st, nil
+}
+
+// ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
+// each one it read.
+func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
+	l, err := m.s.Command(ctx, "AT+CMGL=4")
+	if err != nil {
+		return nil, fmt.Errorf("modem %s: AT+CMGL=4: %w", m.opts.Name, err)
+	}
+	var out []*Stored
+	for i := 0; i+1 < len(l); i++ {
+		if !strings.HasPrefix(l[i], "+CMGL:") {
+			continue
+		}
+		idx, ok := at.Int(at.Fields(l[i]), 0)
+		if !ok {
+			continue
+		}
+		out = append(out, decodeStored(idx, l[i+1]))
+		i++
+	}
+	for _, st := range out {
+		if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(st.Index)); err != nil {
+			return out, fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, st.Index, err)
+		}
+	}
+	return out, nil
+}
+
+func decodeStored(index int, hexPDU string) *Stored {
+	st := &Stored{Index: index}
+	b, err := hex.DecodeString(strings.TrimSpace(hexPDU))
+	if err != nil {
+		st.Err = fmt.Errorf("modem: stored message %d: PDU is not hex: %w", index, err)
+		return st
+	}
+	st.PDU = b
+	st.Deliver, st.Err = sms.DecodeDeliver(b)
+	return st
+}

@@ -1,0 +1,545 @@
+package modem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spareline/spareline/modem/at"
+	"github.com/spareline/spareline/modem/sms"
+	"go.bug.st/serial"
+	"go.uber.org/zap"
+)
+
+// Config is one modem of the pool.
+type Config struct {
+	Name         string // label in logs, metrics and status; default the device
+	Device       string
+	Baud         int
+	PIN          string
+	MaxPerMinute int // SMS parts per sliding minute; 0 = unlimited
+}
+
+// Opener opens the port of a modem.
+type Opener func(ctx context.Context, c Config) (io.ReadWriteCloser, error)
+
+// SerialOpener opens c.Device as a serial port, 8N1 at c.Baud (default 115200).
+func SerialOpener(ctx context.Context, c Config) (io.ReadWriteCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	baud := c.Baud
+	if baud <= 0 {
+		baud = 115200
+	}
+	p, err := serial.Open(c.Device, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	if err != nil {
+		return nil, fmt.Errorf("modem: open %s: %w", c.Device, err)
+	}
+	return p, nil
+}
+
+// PoolOptions tune the pool. Zero values take the defaults.
+type PoolOptions struct {
+	Logger          *zap.Logger
+	CommandTimeout  time.Duration // default 10s
+	SendTimeout     time.Duration // per SMS part, default 60s
+	ReprobeInterval time.Duration // health check period (and re-probe of a modem that is out), default 30s
+	ReopenMin       time.Duration // first delay before reopening a vanished device, default 1s
+	ReopenMax       time.Duration // backoff cap, default 30s
+	MaxErrors       int           // consecutive temporary send errors that take a modem out, default 3
+	MaxAttempts     int           // sends of one message before a temporary error is returned, default 3
+	Trace           bool          // AT transcript at debug level
+}
+
+// Sent is the outcome of a successful Send.
+type Sent struct {
+	Modem string
+	Refs  []int // the TP-MR of each part
+}
+
+// SendError is a failed Send.
+type SendError struct {
+	Permanent   bool  // sending again cannot succeed
+	NumberError bool  // the destination was refused (implies Permanent)
+	Code        int   // the +CMS ERROR code, 0 if none
+	Err         error // the last error
+}
+
+func (e *SendError) Error() string {
+	kind := "temporary"
+	if e.Permanent {
+		kind = "permanent"
+	}
+	return fmt.Sprintf("modem pool: %s send failure: %v", kind, e.Err)
+}
+
+// Unwrap returns the last error.
+func (e *SendError) Unwrap() error { return e.Err }
+
+// Report is a status report mapped back to the caller's id.
+type Report struct {
+	ID     string // the id given to Send; "" when the report matched no recent send
+	Part   int    // 1-based part the report is about
+	Parts  int
+	Modem  string
+	Status *sms.StatusReport
+}
+
+// Incoming is a message received by a modem (parts reassembled).
+type Incoming struct {
+	Modem string
+	From  string
+	Text  string
+	Time  time.Time // the SC time stamp
+}
+
+// State of a modem in the pool.
+type State string
+
+// States.
+const (
+	StateOpening State = "opening"
+	StateUp      State = "up"
+	StateDown    State = "down"
+)
+
+// ModemStatus is one row of Status().
+type ModemStatus struct {
+	Name           string
+	Device         string
+	State          State
+	SignalDBm      int // 0 unknown
+	Registration   int // +CREG stat
+	SentLastMinute int // SMS parts
+	LastError      string
+	LastChange     time.Time
+}
+
+// ErrPoolStopped is returned by Send when Run has ended.
+var ErrPoolStopped = errors.New("modem pool: stopped")
+
+// Pool is a set of modems behind one scheduler (see the package doc).
+type Pool struct {
+	cfgs []Config
+	open Opener
+	opts PoolOptions
+	log  *zap.Logger
+
+	submit   chan *job     // Send -> scheduler
+	fromDev  chan devMsg   // device owners -> scheduler
+	reports  chan Report   // scheduler -> consumer
+	incoming chan Incoming // scheduler -> consumer
+	stopped  chan struct{} // closed when Run returns
+	devs     []*device     // fixed after NewPool
+	ref      atomic.Uint32 // concatenation reference counter
+	started  atomic.Bool
+
+	mu     sync.Mutex
+	status []ModemStatus // guarded by mu; written by the scheduler
+	window [][]time.Time // guarded by mu; written by the scheduler: send times per modem
+}
+
+type device struct {
+	cfg  Config
+	jobs chan *job // scheduler -> device owner, capacity 1
+	// scheduler-owned:
+	up       bool
+	busy     bool
+	lastUsed time.Time
+}
+
+type job struct {
+	ctx      context.Context
+	id       string
+	parts    []sms.Part
+	attempts int          // scheduler-owned
+	tried    map[int]bool // scheduler-owned
+	res      chan jobResult
+}
+
+type jobResult struct {
+	sent *Sent
+	err  error
+}
+
+type devMsgKind int
+
+const (
+	msgState devMsgKind = iota
+	msgSendDone
+	msgReport
+	msgIncoming
+)
+
+type devMsg struct {
+	kind      devMsgKind
+	dev       int
+	state     State
+	health    Health
+	err       error
+	job       *job
+	refs      []int
+	attempted bool
+	report    *sms.StatusReport
+	incoming  Incoming
+}
+
+// NewPool builds a pool; Run starts it.
+func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = 10 * time.Second
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 60 * time.Second
+	}
+	if opts.ReprobeInterval <= 0 {
+		opts.ReprobeInterval = 30 * time.Second
+	}
+	if opts.ReopenMin <= 0 {
+		opts.ReopenMin = time.Second
+	}
+	if opts.ReopenMax < opts.ReopenMin {
+		opts.ReopenMax = 30 * time.Second
+		if opts.ReopenMax < opts.ReopenMin {
+			opts.ReopenMax = opts.ReopenMin
+		}
+	}
+	if opts.MaxErrors <= 0 {
+		opts.MaxErrors = 3
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 3
+	}
+	p := &Pool{
+		open:     open,
+		opts:     opts,
+		log:      opts.Logger,
+		submit:   make(chan *job),
+		fromDev:  make(chan devMsg, 16),
+		reports:  make(chan Report),
+		incoming: make(chan Incoming),
+		stopped:  make(chan struct{}),
+		window:   make([][]time.Time, len(mods)),
+	}
+	now := time.Now()
+	for _, c := range mods {
+		if c.Name == "" {
+			c.Name = c.Device
+		}
+		p.cfgs = append(p.cfgs, c)
+		p.devs = append(p.devs, &device{cfg: c, jobs: make(chan *job, 1)})
+		p.status = append(p.status, ModemStatus{Name: c.Name, Device: c.Device, State: StateOpening, LastChange: now})
+		metricUp(c.Name, false)
+	}
+	return p
+}
+
+// Reports delivers status reports. The pool keeps them (in memory) until
+// they are read.
+func (p *Pool) Reports() <-chan Report { return p.reports }
+
+// Incoming delivers received messages. The pool keeps them (in memory) until
+// they are read; they are already deleted from the SIM.
+func (p *Pool) Incoming() <-chan Incoming { return p.incoming }
+
+// Status is a snapshot of every modem.
+func (p *Pool) Status() []ModemStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := append([]ModemStatus(nil), p.status...)
+	cut := time.Now().Add(-time.Minute)
+	for i, w := range p.window {
+		n := 0
+		for _, t := range w {
+			if t.After(cut) {
+				n++
+			}
+		}
+		out[i].SentLastMinute = n
+	}
+	return out
+}
+
+// Send sends s (all its parts) on one modem and blocks until it is
+// confirmed, failed (*SendError) or ctx ends. id is the caller's id, used in
+// Reports.
+func (p *Pool) Send(ctx context.Context, id string, s sms.Submit) (*Sent, error) {
+	ref := uint16(p.ref.Add(1)%255 + 1) // 1..255: 8-bit concatenation IE
+	parts, err := sms.EncodeSubmit(s, ref)
+	if err != nil {
+		return nil, &SendError{Permanent: true, Err: err}
+	}
+	j := &job{ctx: ctx, id: id, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1)}
+	select {
+	case p.submit <- j:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.stopped:
+		return nil, ErrPoolStopped
+	}
+	r := <-j.res // the scheduler answers every job it accepted
+	return r.sent, r.err
+}
+
+// Run owns the pool until ctx ends: one goroutine per device and the
+// scheduler. It returns after they all stopped.
+func (p *Pool) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return errors.New("modem pool: Run called twice")
+	}
+	defer close(p.stopped)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range p.devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.runDevice(ctx, i)
+		}()
+	}
+	p.schedule(ctx)
+	cancel()
+	// Drain device messages so no owner blocks while stopping.
+	go func() {
+		for {
+			select {
+			case m := <-p.fromDev:
+				if m.kind == msgSendDone {
+					m.job.res <- jobResult{err: ctx.Err()}
+				}
+			case <-p.stopped:
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	for _, d := range p.devs {
+		select {
+		case j := <-d.jobs:
+			j.res <- jobResult{err: ctx.Err()}
+		default:
+		}
+	}
+	return nil
+}
+
+type mrKey struct {
+	dev int
+	mr  int
+}
+
+type mrEntry struct {
+	id          string
+	part, parts int
+}
+
+// schedule is the scheduler goroutine (see the package doc).
+func (p *Pool) schedule(ctx context.Context) {
+	var (
+		queue    []*job
+		mrs      = map[mrKey]mrEntry{} // TP-MR is 0..255 per modem: bounded
+		reports  []Report
+		incoming []Incoming
+		timer    = time.NewTimer(time.Hour)
+	)
+	defer timer.Stop()
+	for {
+		queue = p.dispatch(queue)
+		p.armBudgetTimer(timer, queue)
+		var repC chan Report
+		var rep Report
+		if len(reports) > 0 {
+			repC, rep = p.reports, reports[0]
+		}
+		var inC chan Incoming
+		var in Incoming
+		if len(incoming) > 0 {
+			inC, in = p.incoming, incoming[0]
+		}
+		select {
+		case <-ctx.Done():
+			for _, j := range queue {
+				j.res <- jobResult{err: ctx.Err()}
+			}
+			return
+		case j := <-p.submit:
+			queue = append(queue, j)
+		case <-timer.C:
+		case repC <- rep:
+			reports = reports[1:]
+		case inC <- in:
+			incoming = incoming[1:]
+		case m := <-p.fromDev:
+			d := p.devs[m.dev]
+			name := d.cfg.Name
+			switch m.kind {
+			case msgState:
+				d.up = m.state == StateUp
+				p.setStatus(m.dev, m.state, m.health, m.err)
+			case msgIncoming:
+				incoming = append(incoming, m.incoming)
+			case msgReport:
+				e, ok := mrs[mrKey{m.dev, m.report.MR}]
+				if ok && !m.report.Temporary() {
+					delete(mrs, mrKey{m.dev, m.report.MR})
+				}
+				reports = append(reports, Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report})
+			case msgSendDone:
+				d.busy = false
+				j := m.job
+				if !m.attempted {
+					queue = append([]*job{j}, queue...)
+					continue
+				}
+				if m.err == nil {
+					metricSend(name, "ok")
+					for i, mr := range m.refs {
+						mrs[mrKey{m.dev, mr}] = mrEntry{id: j.id, part: i + 1, parts: len(m.refs)}
+					}
+					j.res <- jobResult{sent: &Sent{Modem: name, Refs: m.refs}}
+					continue
+				}
+				se := classify(m.err)
+				j.attempts++
+				j.tried[m.dev] = true
+				if se.Permanent {
+					metricSend(name, "permanent")
+					j.res <- jobResult{err: se}
+					continue
+				}
+				metricSend(name, "error")
+				if j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil {
+					j.res <- jobResult{err: se}
+					continue
+				}
+				p.log.Info("send failed, will retry on another modem", zap.String("id", j.id),
+					zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
+				queue = append([]*job{j}, queue...)
+			}
+		}
+	}
+}
+
+// classify turns a send error into a *SendError, once.
+func classify(err error) *SendError {
+	se := &SendError{Err: err}
+	var cms *at.CMSError
+	if errors.As(err, &cms) {
+		se.Code = cms.Code
+		se.Permanent = cms.Permanent()
+		se.NumberError = cms.NumberError()
+	}
+	return se
+}
+
+// dispatch gives queued jobs to free modems and returns the rest.
+func (p *Pool) dispatch(queue []*job) []*job {
+	if len(queue) == 0 {
+		return queue
+	}
+	now := time.Now()
+	rest := queue[:0]
+	for _, j := range queue {
+		if err := j.ctx.Err(); err != nil {
+			j.res <- jobResult{err: err}
+			continue
+		}
+		best := -1
+		bestN, bestTried := 0, true
+		for i, d := range p.devs {
+			if !d.up || d.busy {
+				continue
+			}
+			n := p.inWindow(i, now)
+			if max := d.cfg.MaxPerMinute; max > 0 && n > 0 && n+len(j.parts) > max {
+				continue
+			}
+			tried := j.tried[i]
+			better := best < 0 ||
+				(bestTried && !tried) ||
+				(bestTried == tried && (n < bestN || (n == bestN && d.lastUsed.Before(p.devs[best].lastUsed))))
+			if better {
+				best, bestN, bestTried = i, n, tried
+			}
+		}
+		if best < 0 {
+			rest = append(rest, j)
+			continue
+		}
+		d := p.devs[best]
+		d.busy = true
+		d.lastUsed = now
+		p.mu.Lock()
+		for range j.parts {
+			p.window[best] = append(p.window[best], now)
+		}
+		p.mu.Unlock()
+		d.jobs <- j // capacity 1 and the device was not busy: never blocks
+	}
+	return rest
+}
+
+// inWindow prunes and counts the sends of modem i in the last minute.
+func (p *Pool) inWindow(i int, now time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.window[i]
+	cut := now.Add(-time.Minute)
+	k := 0
+	for k < len(w) && !w[k].After(cut) {
+		k++
+	}
+	p.window[i] = w[k:]
+	return len(p.window[i])
+}
+
+// armBudgetTimer wakes the scheduler when a budget-blocked modem frees up.
+func (p *Pool) armBudgetTimer(t *time.Timer, queue []*job) {
+	t.Stop()
+	if len(queue) == 0 {
+		return
+	}
+	var next time.Time
+	p.mu.Lock()
+	for i, d := range p.devs {
+		if d.up && !d.busy && d.cfg.MaxPerMinute > 0 && len(p.window[i]) > 0 {
+			free := p.window[i][0].Add(time.Minute)
+			if next.IsZero() || free.Before(next) {
+				next = free
+			}
+		}
+	}
+	p.mu.Unlock()
+	if !next.IsZero() {
+		t.Reset(time.Until(next) + time.Millisecond)
+	}
+}
+
+func (p *Pool) setStatus(i int, st State, h Health, err error) {
+	p.mu.Lock()
+	s := &p.status[i]
+	if s.State != st {
+		s.LastChange = time.Now()
+	}
+	s.State = st
+	if h.SignalDBm != 0 || h.Reg != 0 {
+		s.SignalDBm, s.Registration = h.SignalDBm, h.Reg
+	}
+	if err != nil {
+		s.LastError = err.Error()
+	}
+	name, dbm := s.Name, s.SignalDBm
+	p.mu.Unlock()
+	metricUp(name, st == StateUp)
+	if dbm != 0 {
+		metricSignal(name, dbm)
+	}
+}

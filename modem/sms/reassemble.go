@@ -1,0 +1,67 @@
+package sms
+
+import (
+	"strings"
+	"time"
+)
+
+// DefaultMaxAge is how long the Reassembler keeps the parts of an
+// incomplete message when MaxAge is 0.
+const DefaultMaxAge = time.Hour
+
+type reassemblyKey struct {
+	from  string
+	ref   uint16
+	total int
+}
+
+type pendingMessage struct {
+	first time.Time // when the first part arrived
+	parts []string  // index seq-1; "" until arrived
+	have  []bool
+	n     int // parts arrived
+}
+
+func (r *Reassembler) add(d *Deliver, now time.Time) (string, bool) {
+	if d == nil {
+		return "", false
+	}
+	if d.Concat == nil {
+		return d.Text, true
+	}
+	maxAge := r.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultMaxAge
+	}
+	if r.pending == nil {
+		r.pending = make(map[reassemblyKey]*pendingMessage)
+	}
+	for k, p := range r.pending {
+		if now.Sub(p.first) > maxAge {
+			delete(r.pending, k)
+		}
+	}
+	c := d.Concat
+	if c.Total < 1 || c.Seq < 1 || c.Seq > c.Total {
+		return "", false
+	}
+	k := reassemblyKey{d.From, c.Ref, c.Total}
+	p := r.pending[k]
+	if p == nil {
+		p = &pendingMessage{first: now, parts: make([]string, c.Total), have: make([]bool, c.Total)}
+		r.pending[k] = p
+	}
+	if !p.have[c.Seq-1] { // a repeated part replaces nothing and counts once
+		p.have[c.Seq-1] = true
+		p.parts[c.Seq-1] = d.Text
+		p.n++
+	}
+	if p.n < c.Total {
+		return "", false
+	}
+	delete(r.pending, k)
+	return strings.Join(p.parts, ""), true
+}
+
+// Pending is the number of incomplete messages held.
+func (r *Reassembler) Pending() int { return len(r.pending) }

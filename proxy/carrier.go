@@ -1,0 +1,335 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/config"
+)
+
+// Carrier channels: spareline as the ESME of an operator's SMSC.
+//
+// Each carrier has `binds` transceiver connections, each owned by one
+// goroutine that dials (with connect_timeout), binds, serves until the
+// connection ends, and dials again after a jittered exponential backoff
+// (1 s doubling to 60 s, reset after a bind that stayed up 30 s). A bind
+// refused with ESME_RINVPASWD, ESME_RINVSYSID or ESME_RINVSYSTYP is not
+// retried: hammering a carrier with bad credentials gets accounts locked, so
+// the bind stops, logs an error and waits for a config reload. On shutdown
+// and reload every bind is unbound (SMPP 3.4 §4.2) before the socket closes.
+//
+// Submits go to the bound connection with the most free window, paced by
+// max_tps (a token bucket shared by the carrier's binds).
+
+// ErrCarrierDown means no bind of the carrier is bound.
+var ErrCarrierDown = errors.New("carrier: no bind is up")
+
+// ErrAuth is a bind refused for credentials; the bind is not retried.
+type AuthError struct{ Status uint32 }
+
+func (e *AuthError) Error() string { return "carrier refused the bind: " + StatusString(e.Status) }
+
+// Carrier is one operator SMSC with its binds.
+type Carrier struct {
+	Name string
+	cfg  atomic.Pointer[config.Carrier]
+	log  *zap.Logger
+	// onDeliver handles deliver_sm from the carrier (receipts and MO); it
+	// answers the request itself once the content is durable.
+	onDeliver func(c *Carrier, s *Session, f Frame)
+	health    *Health
+
+	limiter atomic.Pointer[rateLimiter]
+	binds   []*carrierBind
+	bound   atomic.Int32
+	rr      atomic.Uint32
+	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+type carrierBind struct {
+	c     *Carrier
+	index int
+	sess  atomic.Pointer[Session]
+	state atomic.Value // string: connecting, bound, backoff, auth_failed, stopped
+	retry chan struct{} // kicked by reload to retry after auth failure
+}
+
+// NewCarrier makes a carrier; Start dials its binds.
+func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
+	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health}
+	c.cfg.Store(&cfg)
+	if l := newRateLimiter(cfg.MaxTPS); l != nil {
+		c.limiter.Store(l)
+	}
+	d := &net.Dialer{}
+	c.dialer = d.DialContext
+	n := max(cfg.Binds, 1)
+	for i := range n {
+		b := &carrierBind{c: c, index: i, retry: make(chan struct{}, 1)}
+		b.state.Store("stopped")
+		c.binds = append(c.binds, b)
+	}
+	metricCarrierBinds.WithLabelValues(c.Name).Set(0)
+	return c
+}
+
+// Config is the carrier's current settings.
+func (c *Carrier) Config() config.Carrier { return *c.cfg.Load() }
+
+// Start dials every bind; they run until Stop.
+func (c *Carrier) Start(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	for _, b := range c.binds {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			b.run(ctx)
+		}()
+	}
+}
+
+// Stop unbinds every bind and waits for them to end.
+func (c *Carrier) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+}
+
+// Reconfigure applies new settings (reload). Connection settings (address,
+// credentials, TLS) take effect on the next connection: binds whose
+// connection settings changed are unbound and dial again; a bind stopped by
+// an auth failure retries.
+func (c *Carrier) Reconfigure(cfg config.Carrier) {
+	old := c.cfg.Swap(&cfg)
+	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
+	reconnect := old.Address != cfg.Address || old.SystemID != cfg.SystemID || old.Password != cfg.Password ||
+		old.SystemType != cfg.SystemType || old.TLS != cfg.TLS
+	for _, b := range c.binds {
+		select {
+		case b.retry <- struct{}{}:
+		default:
+		}
+		if reconnect {
+			if s := b.sess.Load(); s != nil {
+				go s.Unbind(context.Background())
+			}
+		}
+	}
+}
+
+// Bound is the number of bound binds.
+func (c *Carrier) Bound() int { return int(c.bound.Load()) }
+
+// BindStates lists each bind's state (status page).
+func (c *Carrier) BindStates() []string {
+	out := make([]string, len(c.binds))
+	for i, b := range c.binds {
+		out[i] = b.state.Load().(string)
+	}
+	return out
+}
+
+// pick returns the bound session with the most free window.
+func (c *Carrier) pick() *Session {
+	var best *Session
+	start := int(c.rr.Add(1))
+	for i := range c.binds {
+		s := c.binds[(start+i)%len(c.binds)].sess.Load()
+		if s == nil {
+			continue
+		}
+		select {
+		case <-s.Done():
+			continue
+		default:
+		}
+		if best == nil || s.Free() > best.Free() {
+			best = s
+		}
+	}
+	return best
+}
+
+// SubmitResult is a carrier's answer to one submit_sm.
+type SubmitResult struct {
+	Status    uint32 // command_status (0 = accepted)
+	MessageID string // the carrier's message_id when accepted
+}
+
+// Submit re-originates a submit_sm body on one of the carrier's binds and
+// waits for the answer. Errors: ErrCarrierDown (nothing was sent),
+// ErrNotSent, ErrResponseTimeout and ErrConnLost (the carrier may have it).
+func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error) {
+	if err := c.limiter.Load().Wait(ctx); err != nil {
+		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
+	}
+	s := c.pick()
+	if s == nil {
+		return SubmitResult{}, ErrCarrierDown
+	}
+	cfg := c.cfg.Load()
+	f, err := s.RequestTimeout(ctx, cmdSubmitSM, body, cfg.ResponseTimeout.D())
+	if err != nil {
+		return SubmitResult{}, err
+	}
+	if f.ID == cmdGenericNack {
+		st := f.Status
+		if st == statusOK {
+			st = statusSysErr
+		}
+		return SubmitResult{Status: st}, nil
+	}
+	res := SubmitResult{Status: f.Status}
+	if f.Status == statusOK {
+		id := f.Body
+		if i := indexByte(id, 0); i >= 0 {
+			id = id[:i]
+		}
+		res.MessageID = string(id)
+	}
+	return res, nil
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func (b *carrierBind) run(ctx context.Context) {
+	c := b.c
+	log := c.log.With(zap.Int("bind", b.index))
+	backoff := time.Second
+	for ctx.Err() == nil {
+		b.state.Store("connecting")
+		start := time.Now()
+		err := b.connectAndServe(ctx, log)
+		if ctx.Err() != nil {
+			break
+		}
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			b.state.Store("auth_failed")
+			log.Error("carrier refused spareline's credentials; this bind stops until the config is reloaded",
+				zap.String("status", StatusString(ae.Status)))
+			c.health.noteBindDown(c, err)
+			select {
+			case <-ctx.Done():
+			case <-b.retry:
+				backoff = time.Second
+			}
+			continue
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = time.Second
+		}
+		// Full jitter on [backoff/2, backoff): binds of many gateways that
+		// lost a carrier at once do not return in step.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		b.state.Store("backoff")
+		log.Info("carrier bind down; reconnecting", zap.Error(err), zap.Duration("in", wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		case <-b.retry:
+			t.Stop()
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+	b.state.Store("stopped")
+}
+
+func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) error {
+	c := b.c
+	cfg := c.cfg.Load()
+	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout.D())
+	defer cancel()
+	conn, err := c.dialer(dctx, "tcp", cfg.Address)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", cfg.Address, err)
+	}
+	if cfg.TLS {
+		host, _, _ := net.SplitHostPort(cfg.Address)
+		tc := tls.Client(conn, &tls.Config{ServerName: host, InsecureSkipVerify: cfg.TLSInsecure, MinVersion: tls.VersionTLS12}) // #nosec G402 -- opt-in per carrier
+		if err := tc.HandshakeContext(dctx); err != nil {
+			_ = conn.Close()
+			return fmt.Errorf("tls handshake with %s: %w", cfg.Address, err)
+		}
+		conn = tc
+	}
+	s := NewSession(conn, SessionConfig{
+		Window:          max(cfg.Window, 1),
+		ResponseTimeout: cfg.ResponseTimeout.D(),
+		EnquireLink:     cfg.EnquireLink.D(),
+		Handler: func(s *Session, f Frame) {
+			switch f.ID {
+			case cmdDeliverSM:
+				c.onDeliver(c, s, f)
+			case cmdDataSM:
+				s.Respond(f, statusInvCmdID, nil)
+			case cmdAlertNotif:
+				// No response (SMPP 3.4 §4.12).
+			default:
+				s.GenericNack(f.Seq, statusInvCmdID)
+			}
+		},
+		Log: log.With(zap.String("side", "carrier")),
+	}).Start()
+	// bind_transceiver (SMPP 3.4 §4.1.5): system_id, password, system_type,
+	// interface_version 0x34, addr_ton, addr_npi, address_range.
+	body := cstring(nil, cfg.SystemID)
+	body = cstring(body, cfg.Password)
+	body = cstring(body, cfg.SystemType)
+	body = append(body, 0x34, 0, 0, 0)
+	f, err := s.RequestTimeout(dctx, cmdBindTransceiver, body, cfg.ConnectTimeout.D())
+	if err != nil {
+		s.Close()
+		s.Wait()
+		return fmt.Errorf("bind: %w", err)
+	}
+	if f.Status != statusOK {
+		s.Close()
+		s.Wait()
+		switch f.Status {
+		case statusInvPaswd, statusInvSysID, statusInvSysTyp:
+			return &AuthError{Status: f.Status}
+		}
+		return fmt.Errorf("bind refused: %s", StatusString(f.Status))
+	}
+	b.sess.Store(s)
+	b.state.Store("bound")
+	n := c.bound.Add(1)
+	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+	log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
+	c.health.noteBindUp(c)
+	select {
+	case <-s.Done():
+	case <-ctx.Done():
+		s.Unbind(context.Background())
+	}
+	b.sess.Store(nil)
+	n = c.bound.Add(-1)
+	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+	err = s.Err()
+	c.health.noteBindDown(c, err)
+	s.Wait()
+	return err
+}

@@ -1,0 +1,364 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/routing"
+	"github.com/spareline/spareline/store"
+)
+
+// Gateway is the whole SMPP side assembled from a config: the store, the
+// carriers, the dispatcher, the northbound server and the HTTP endpoint.
+type Gateway struct {
+	log    *zap.Logger
+	Store  store.Store
+	Health *Health
+	Disp   *Dispatcher
+	Server *Server
+
+	mu       sync.Mutex
+	cfg      *config.Config
+	carriers map[string]*Carrier
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	listeners []net.Listener
+	httpSrv   *http.Server
+	httpLn    net.Listener
+	wg        sync.WaitGroup
+	ownStore  bool
+}
+
+// GatewayOptions are the parts a caller may supply.
+type GatewayOptions struct {
+	Log *zap.Logger
+	// Store, when set, is used instead of opening the configured one.
+	Store store.Store
+}
+
+// OpenStore opens the configured store: Redis when store.redis is set, else
+// the embedded store at store.path.
+func OpenStore(ctx context.Context, c config.Store, log *zap.Logger) (store.Store, error) {
+	if c.Redis != "" {
+		r, err := store.NewRedis(ctx, c.Redis, c.TTL.D(), log)
+		if err != nil {
+			return nil, err
+		}
+		if w := r.CheckPersistence(ctx); w != "" {
+			log.Warn(w)
+		}
+		return r, nil
+	}
+	return store.OpenBolt(c.Path, c.TTL.D(), log)
+}
+
+// NewGateway assembles a gateway; Start runs it.
+func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*Gateway, error) {
+	log := opts.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	st := opts.Store
+	if st == nil {
+		var err error
+		st, err = OpenStore(ctx, cfg.Store, log)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		g.ownStore = true
+	}
+	g.Store = st
+	table, err := routingTable(cfg)
+	if err != nil {
+		g.closeStore()
+		return nil, err
+	}
+	accounts, err := NewAccounts(cfg.Accounts)
+	if err != nil {
+		g.closeStore()
+		return nil, err
+	}
+	g.Health = NewHealth(cfg.Failover.DownAfterTimeouts, cfg.Failover.UpAfter.D(), log)
+	var list []*Carrier
+	for _, cc := range cfg.Carriers {
+		c := NewCarrier(cc, g.Health, log)
+		g.Health.Register(c.Name)
+		g.carriers[c.Name] = c
+		list = append(list, c)
+	}
+	g.Disp = NewDispatcher(g.ctx, DispatcherConfig{Store: st, Router: table, Carriers: list, Health: g.Health,
+		MOAccount: moAccount(cfg), Log: log})
+	g.Server = NewServer(ServerConfigFrom(cfg.SMPP, log), accounts, g.Disp)
+	return g, nil
+}
+
+func routingTable(cfg *config.Config) (*routing.Table, error) {
+	preset := "cn"
+	if cfg.Routing.Preset != nil {
+		preset = *cfg.Routing.Preset
+	}
+	t, err := routing.New(cfg.Routing.CountryCode, preset, cfg.Routing.Prefixes, cfg.Routing.Default)
+	if err != nil {
+		return nil, fmt.Errorf("routing: %w", err)
+	}
+	return t, nil
+}
+
+func moAccount(cfg *config.Config) string {
+	for _, a := range cfg.Accounts {
+		if a.MO {
+			return a.SystemID
+		}
+	}
+	if len(cfg.Accounts) > 0 {
+		return cfg.Accounts[0].SystemID
+	}
+	return ""
+}
+
+func (g *Gateway) closeStore() {
+	if g.ownStore && g.Store != nil {
+		_ = g.Store.Close()
+	}
+}
+
+// Start opens the listeners and dials the carriers.
+func (g *Gateway) Start() error {
+	cfg := g.cfg
+	if cfg.SMPP.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.SMPP.Listen)
+		if err != nil {
+			return fmt.Errorf("smpp.listen: %w", err)
+		}
+		g.serve(ln)
+	}
+	if cfg.SMPP.TLSListen != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.SMPP.TLSCert, cfg.SMPP.TLSKey)
+		if err != nil {
+			g.closeListeners()
+			return fmt.Errorf("smpp.tls_cert/tls_key: %w", err)
+		}
+		ln, err := tls.Listen("tcp", cfg.SMPP.TLSListen, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			g.closeListeners()
+			return fmt.Errorf("smpp.tls_listen: %w", err)
+		}
+		g.serve(ln)
+	}
+	if cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			g.closeListeners()
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		g.httpLn = ln
+		g.httpSrv = &http.Server{Handler: g.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = g.httpSrv.Serve(ln) }()
+	}
+	for _, c := range g.carriers {
+		c.Start(g.ctx)
+	}
+	accts := make([]string, 0, len(cfg.Accounts))
+	for _, a := range cfg.Accounts {
+		accts = append(accts, a.SystemID)
+	}
+	g.Disp.StartDeliverers(accts)
+	return nil
+}
+
+func (g *Gateway) serve(ln net.Listener) {
+	g.listeners = append(g.listeners, ln)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := g.Server.Serve(g.ctx, ln); err != nil {
+			g.log.Error("SMPP listener failed", zap.Error(err))
+		}
+	}()
+}
+
+func (g *Gateway) closeListeners() {
+	for _, ln := range g.listeners {
+		_ = ln.Close()
+	}
+}
+
+// SMPPAddr is the plain SMPP listener's address (nil if none).
+func (g *Gateway) SMPPAddr() net.Addr {
+	if len(g.listeners) == 0 {
+		return nil
+	}
+	return g.listeners[0].Addr()
+}
+
+// HTTPAddr is the HTTP listener's address (nil if none).
+func (g *Gateway) HTTPAddr() net.Addr {
+	if g.httpLn == nil {
+		return nil
+	}
+	return g.httpLn.Addr()
+}
+
+// Carrier returns a carrier by name.
+func (g *Gateway) Carrier(name string) *Carrier {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.carriers[name]
+}
+
+// Reload applies a new config without dropping sessions: accounts, routing,
+// carrier settings and failover policy. Carriers added or removed, and
+// listener or store changes, need a restart (they are reported).
+func (g *Gateway) Reload(cfg *config.Config) error {
+	table, err := routingTable(cfg)
+	if err != nil {
+		return err
+	}
+	accounts, err := NewAccounts(cfg.Accounts)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var restart []string
+	for _, cc := range cfg.Carriers {
+		if c := g.carriers[cc.Name]; c != nil {
+			c.Reconfigure(cc)
+		} else {
+			restart = append(restart, "carriers: new carrier "+cc.Name)
+		}
+	}
+	if len(cfg.Carriers) != len(g.carriers) {
+		restart = append(restart, "carriers: a carrier was removed or added")
+	}
+	if cfg.SMPP.Listen != g.cfg.SMPP.Listen || cfg.SMPP.TLSListen != g.cfg.SMPP.TLSListen {
+		restart = append(restart, "smpp.listen / smpp.tls_listen")
+	}
+	if cfg.Store != g.cfg.Store {
+		restart = append(restart, "store")
+	}
+	g.Server.SetAccounts(accounts)
+	g.Server.SetConfig(ServerConfigFrom(cfg.SMPP, g.log))
+	g.Disp.SetRouter(table)
+	g.Disp.SetMOAccount(moAccount(cfg))
+	g.Health.SetPolicy(cfg.Failover.DownAfterTimeouts, cfg.Failover.UpAfter.D())
+	g.cfg = cfg
+	for _, a := range cfg.Accounts {
+		g.Disp.kickDeliveries(a.SystemID)
+	}
+	if len(restart) > 0 {
+		g.log.Warn("config reloaded; some changes take effect only after a restart", zap.Strings("changes", restart))
+	} else {
+		g.log.Info("config reloaded")
+	}
+	return nil
+}
+
+// Shutdown stops accepting, lets in-flight submits finish until ctx ends,
+// unbinds everything and closes the store. What was acknowledged and not yet
+// delivered stays in the store for the next start.
+func (g *Gateway) Shutdown(ctx context.Context) {
+	g.closeListeners()
+	g.Server.Shutdown(ctx)
+	if g.httpSrv != nil {
+		_ = g.httpSrv.Shutdown(ctx)
+	}
+	g.cancel()
+	for _, c := range g.carriers {
+		c.Stop()
+	}
+	g.wg.Wait()
+	g.Disp.Wait()
+	g.closeStore()
+}
+
+// Ready reports whether the gateway can take traffic: the store answers and
+// at least one path (a carrier or a modem) is up.
+func (g *Gateway) Ready(ctx context.Context) error {
+	if err := g.Store.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for name := range g.carriers {
+		if g.Health.State(name) != StateDown {
+			return nil
+		}
+	}
+	if fo := g.Disp.failover.Load(); fo != nil && fo.anyModemUp() {
+		return nil
+	}
+	return errors.New("no carrier and no modem is up")
+}
+
+// CarrierStatus is one carrier on the status page.
+type CarrierStatus struct {
+	Name  string   `json:"name"`
+	Binds []string `json:"binds"`
+	CarrierHealthInfo
+}
+
+// Status is the gateway's state for /status.
+type Status struct {
+	Carriers []CarrierStatus `json:"carriers"`
+	Sessions []SessionInfo   `json:"sessions"`
+	Queue    struct {
+		Depth  int       `json:"depth"`
+		Oldest time.Time `json:"oldest"`
+	} `json:"modem_queue"`
+	Modems any `json:"modems,omitempty"`
+}
+
+// Snapshot returns the gateway's state.
+func (g *Gateway) Snapshot(ctx context.Context) Status {
+	var st Status
+	g.mu.Lock()
+	for _, cc := range g.cfg.Carriers {
+		c := g.carriers[cc.Name]
+		if c == nil {
+			continue
+		}
+		st.Carriers = append(st.Carriers, CarrierStatus{Name: c.Name, Binds: c.BindStates(), CarrierHealthInfo: g.Health.Info(c.Name)})
+	}
+	g.mu.Unlock()
+	st.Sessions = g.Server.Sessions()
+	st.Queue.Depth, st.Queue.Oldest, _ = g.Store.ModemQueue(ctx)
+	if fo := g.Disp.failover.Load(); fo != nil {
+		st.Modems = fo.modemStatus()
+	}
+	return st
+}
+
+func (g *Gateway) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := g.Ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("/status.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(g.Snapshot(r.Context()))
+	})
+	return mux
+}

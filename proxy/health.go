@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Carrier health (STYLE.md example 9): each carrier is up, on probation or
+// down.
+//
+//   - down: no bind is bound, or down_after_timeouts consecutive submits got
+//     no answer within response_timeout (a carrier that keeps TCP open and
+//     goes silent), or the connection was lost with submits in flight.
+//   - probation: a bind came back (or a probe submit was answered) after
+//     being down. It lasts up_after; a timeout during it sends the carrier
+//     back down. Messages queued for the modems during the outage go back to
+//     a carrier on probation, new traffic keeps going to the modems until
+//     probation ends, so a flapping carrier does not bounce traffic.
+//   - up: everything goes to the carrier.
+//
+// A carrier marked down by timeouts while its binds stay connected is probed
+// with one real submit at a time (the dispatcher asks Probe), at most every
+// probeEvery; an answer (of any status) ends the outage.
+
+// CarrierState is a carrier's health state.
+type CarrierState int
+
+// The states, ordered by health.
+const (
+	StateDown CarrierState = iota
+	StateProbation
+	StateUp
+)
+
+func (s CarrierState) String() string {
+	switch s {
+	case StateUp:
+		return "up"
+	case StateProbation:
+		return "probation"
+	}
+	return "down"
+}
+
+// Health tracks every carrier's state.
+type Health struct {
+	mu        sync.Mutex
+	carriers  map[string]*carrierHealth
+	downAfter int
+	upAfter   time.Duration
+	now       func() time.Time
+	log       *zap.Logger
+	// OnChange, if set, is called (outside the lock) on every state change.
+	OnChange func(carrier string, from, to CarrierState, reason string)
+}
+
+type carrierHealth struct {
+	state      CarrierState
+	since      time.Time
+	timeouts   int
+	bound      int
+	probing    bool
+	lastProbe  time.Time
+	lastReason string
+	ok, failed uint64 // lifetime submit outcomes (status page rates)
+}
+
+// NewHealth makes a tracker.
+func NewHealth(downAfterTimeouts int, upAfter time.Duration, log *zap.Logger) *Health {
+	if downAfterTimeouts <= 0 {
+		downAfterTimeouts = 3
+	}
+	return &Health{carriers: map[string]*carrierHealth{}, downAfter: downAfterTimeouts, upAfter: upAfter,
+		now: time.Now, log: log}
+}
+
+// SetPolicy changes the thresholds (reload).
+func (h *Health) SetPolicy(downAfterTimeouts int, upAfter time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if downAfterTimeouts > 0 {
+		h.downAfter = downAfterTimeouts
+	}
+	h.upAfter = upAfter
+}
+
+func (h *Health) get(name string) *carrierHealth {
+	ch := h.carriers[name]
+	if ch == nil {
+		ch = &carrierHealth{state: StateDown, since: h.now(), lastReason: "not bound yet"}
+		h.carriers[name] = ch
+		metricCarrierUp.WithLabelValues(name).Set(0)
+		metricCarrierState.WithLabelValues(name).Set(0)
+	}
+	return ch
+}
+
+// change moves a carrier to a new state; h.mu is held. It returns a func to
+// call after unlocking.
+func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason string) func() {
+	from := ch.state
+	if from == to {
+		return func() {}
+	}
+	ch.state, ch.since, ch.lastReason = to, h.now(), reason
+	ch.probing = false
+	up := 0.0
+	if to != StateDown {
+		up = 1
+	}
+	metricCarrierUp.WithLabelValues(name).Set(up)
+	metricCarrierState.WithLabelValues(name).Set(float64(to))
+	cb := h.OnChange
+	return func() {
+		if h.log != nil {
+			h.log.Info("carrier state changed", zap.String("carrier", name), zap.Stringer("from", from),
+				zap.Stringer("to", to), zap.String("reason", reason))
+		}
+		if cb != nil {
+			cb(name, from, to, reason)
+		}
+	}
+}
+
+// settle ends a probation that has lasted upAfter; h.mu is held.
+func (h *Health) settle(name string, ch *carrierHealth) func() {
+	if ch.state == StateProbation && h.now().Sub(ch.since) >= h.upAfter {
+		return h.change(name, ch, StateUp, "probation passed")
+	}
+	return func() {}
+}
+
+// Register makes the carrier known (down until a bind is up).
+func (h *Health) Register(name string) {
+	h.mu.Lock()
+	h.get(name)
+	h.mu.Unlock()
+}
+
+// State returns the carrier's state now.
+func (h *Health) State(name string) CarrierState {
+	h.mu.Lock()
+	ch := h.get(name)
+	after := h.settle(name, ch)
+	st := ch.state
+	h.mu.Unlock()
+	after()
+	return st
+}
+
+// CarrierHealthInfo is a snapshot for the status page.
+type CarrierHealthInfo struct {
+	State     string    `json:"state"`
+	Since     time.Time `json:"since"`
+	Reason    string    `json:"reason"`
+	Timeouts  int       `json:"consecutive_timeouts"`
+	OK        uint64    `json:"ok"`
+	Failed    uint64    `json:"failed"`
+	BoundBind int       `json:"bound"`
+}
+
+// Info returns a snapshot.
+func (h *Health) Info(name string) CarrierHealthInfo {
+	h.mu.Lock()
+	ch := h.get(name)
+	after := h.settle(name, ch)
+	info := CarrierHealthInfo{State: ch.state.String(), Since: ch.since, Reason: ch.lastReason, Timeouts: ch.timeouts,
+		OK: ch.ok, Failed: ch.failed, BoundBind: ch.bound}
+	h.mu.Unlock()
+	after()
+	return info
+}
+
+func (h *Health) noteBindUp(c *Carrier) {
+	h.mu.Lock()
+	ch := h.get(c.Name)
+	ch.bound = c.Bound()
+	after := func() {}
+	if ch.state == StateDown && ch.timeouts < h.downAfter {
+		after = h.change(c.Name, ch, StateProbation, "bind up")
+		if h.upAfter <= 0 {
+			after2 := h.change(c.Name, ch, StateUp, "bind up")
+			a1 := after
+			after = func() { a1(); after2() }
+		}
+	}
+	h.mu.Unlock()
+	after()
+}
+
+func (h *Health) noteBindDown(c *Carrier, err error) {
+	h.mu.Lock()
+	ch := h.get(c.Name)
+	ch.bound = c.Bound()
+	after := func() {}
+	if ch.bound == 0 {
+		reason := "all binds down"
+		if err != nil {
+			reason += ": " + err.Error()
+		}
+		ch.timeouts = 0
+		after = h.change(c.Name, ch, StateDown, reason)
+	}
+	h.mu.Unlock()
+	after()
+}
+
+// Outcome is how one submit to a carrier ended, for health.
+type Outcome int
+
+// Outcomes.
+const (
+	OutcomeAnswered  Outcome = iota // any response (OK or an error status)
+	OutcomeTransient                // an error status of ClassTransient
+	OutcomeTimeout                  // no answer within response_timeout
+	OutcomeLost                     // the connection ended with it in flight
+)
+
+// Note records a submit's outcome.
+func (h *Health) Note(name string, o Outcome) {
+	h.mu.Lock()
+	ch := h.get(name)
+	after := func() {}
+	switch o {
+	case OutcomeAnswered:
+		ch.ok++
+		ch.timeouts = 0
+		if ch.state == StateDown && ch.bound > 0 {
+			after = h.change(name, ch, StateProbation, "carrier answered again")
+		}
+	case OutcomeTransient:
+		ch.failed++
+		ch.timeouts = 0
+		if ch.state == StateDown && ch.bound > 0 {
+			after = h.change(name, ch, StateProbation, "carrier answered again")
+		}
+	case OutcomeTimeout:
+		ch.failed++
+		ch.timeouts++
+		if ch.timeouts >= h.downAfter || ch.state == StateProbation {
+			after = h.change(name, ch, StateDown, "submits unanswered within response_timeout")
+		}
+	case OutcomeLost:
+		ch.failed++
+	}
+	h.mu.Unlock()
+	after()
+}
+
+// Probe reports whether one submit may be sent to a down carrier whose binds
+// are still connected, to find out whether it answers again. Only one probe
+// is in flight at a time; call Note with its outcome and then EndProbe.
+func (h *Health) Probe(name string, every time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ch := h.get(name)
+	if ch.state != StateDown || ch.bound == 0 || ch.probing || h.now().Sub(ch.lastProbe) < every {
+		return false
+	}
+	ch.probing = true
+	ch.lastProbe = h.now()
+	return true
+}
+
+// EndProbe releases the probe slot.
+func (h *Health) EndProbe(name string) {
+	h.mu.Lock()
+	h.get(name).probing = false
+	h.mu.Unlock()
+}

@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the SMPP side. Label values are bounded: carrier and account
+// names come from the config; result, reason, status, stat, bind and path
+// from the fixed sets listed beside each metric.
+var (
+	// carrier_up: 1 when the carrier can take traffic (state up or probation).
+	metricCarrierUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_carrier_up", Help: "1 when the carrier channel can take traffic.",
+	}, []string{"carrier"})
+	// carrier_binds: binds currently bound.
+	metricCarrierBinds = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_carrier_binds", Help: "Carrier binds currently bound.",
+	}, []string{"carrier"})
+	// carrier_state: 0 down, 1 probation, 2 up.
+	metricCarrierState = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_carrier_state", Help: "Carrier health: 0 down, 1 probation, 2 up.",
+	}, []string{"carrier"})
+	// submits_total result: ok, error (an error status), timeout, lost
+	// (connection lost with the submit in flight), down (no bind).
+	metricSubmits = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_submits_total", Help: "Submits re-originated to carriers, by outcome.",
+	}, []string{"carrier", "result"})
+	// submit_resp_status_total status: ESME_* names of statusNames, or "other".
+	metricSubmitStatus = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_submit_resp_status_total", Help: "submit_sm_resp command_status from carriers.",
+	}, []string{"carrier", "status"})
+	// failovers_total reason: down, transient, timeout, lost, receipt.
+	metricFailovers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_failovers_total", Help: "Messages moved from a carrier to the modem pool, by reason.",
+	}, []string{"carrier", "reason"})
+	// receipts_total source: carrier name or "modem"; stat: DELIVRD, UNDELIV,
+	// EXPIRED, REJECTD, DELETED, UNKNOWN, ACCEPTD, ENROUTE, or "other".
+	metricReceipts = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_receipts_total", Help: "Delivery receipts produced for platforms.",
+	}, []string{"source", "stat"})
+	// northbound_sessions bind: transmitter, receiver, transceiver.
+	metricNorthSessions = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_northbound_sessions", Help: "Bound platform sessions.",
+	}, []string{"account", "bind"})
+	// northbound_binds_total result: ok, password, system_id, address, other.
+	metricNorthBinds = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_northbound_binds_total", Help: "Platform bind attempts, by result.",
+	}, []string{"result"})
+	// northbound_submits_total status: ESME_* names, or "other".
+	metricNorthSubmits = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_northbound_submits_total", Help: "submit_sm from platforms, by the status answered.",
+	}, []string{"account", "status"})
+	// submit_latency_seconds path: carrier (platform submit to answer, through
+	// a carrier), modem (platform submit to answer, queued for modems).
+	metricSubmitLatency = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "spareline_submit_latency_seconds",
+		Help:    "Time from a platform's submit_sm to spareline's submit_sm_resp.",
+		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"path"})
+	// deliveries_pending: deliver_sm waiting for platform receivers (this
+	// instance's view, refreshed by the deliverers).
+	metricDeliveriesPending = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_deliveries_pending", Help: "deliver_sm held for an account's receivers.",
+	}, []string{"account"})
+	// panics_total: must stay 0; tests assert it.
+	metricPanics = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "spareline_panics_total", Help: "Recovered panics in session handlers (a bug).",
+	})
+)
+
+var receiptStats = map[string]bool{"DELIVRD": true, "UNDELIV": true, "EXPIRED": true, "REJECTD": true,
+	"DELETED": true, "UNKNOWN": true, "ACCEPTD": true, "ENROUTE": true}
+
+func statLabel(stat string) string {
+	if receiptStats[stat] {
+		return stat
+	}
+	return "other"
+}

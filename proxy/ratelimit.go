@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// rateLimiter is a token bucket: rate tokens a second, burst of rate (at
+// least 1). A nil *rateLimiter allows everything.
+type rateLimiter struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(perSecond int) *rateLimiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &rateLimiter{rate: float64(perSecond), tokens: float64(perSecond), last: time.Now()}
+}
+
+func (l *rateLimiter) refill(now time.Time) {
+	l.tokens += now.Sub(l.last).Seconds() * l.rate
+	if max := l.rate; l.tokens > max {
+		l.tokens = max
+	}
+	if l.tokens > 1 && l.rate < 1 {
+		l.tokens = 1
+	}
+	l.last = now
+}
+
+// Allow takes a token if one is available now.
+func (l *rateLimiter) Allow() bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refill(time.Now())
+	if l.tokens >= 1 {
+		l.tokens--
+		return true
+	}
+	return false
+}
+
+// Wait takes a token, waiting for one until ctx ends.
+func (l *rateLimiter) Wait(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	for {
+		l.mu.Lock()
+		now := time.Now()
+		l.refill(now)
+		if l.tokens >= 1 {
+			l.tokens--
+			l.mu.Unlock()
+			return nil
+		}
+		wait := time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+		l.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,308 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/store"
+)
+
+// Receipts and MO messages from carriers.
+//
+// A deliver_sm from a carrier is answered only after what it carries is
+// durable (STYLE.md example 4): a receipt is rewritten to our message id —
+// in the "id:" field of its text (SMPP 3.4 Appendix B) and in the
+// receipted_message_id TLV (§5.3.2.12) — and stored as a delivery for the
+// account that sent the message; an MO message is stored as a delivery for
+// the MO account. Then deliver_sm_resp goes back to the carrier. If the
+// carrier's id is not linked to a message yet (its receipt overtook our
+// store write of its submit_sm_resp), the receipt is stashed as an orphan
+// and adopted when the link is written; both sides write first and look
+// second, so neither can miss the other.
+
+// canonicalCarrierID turns a carrier message id into the key of the carrier
+// id index. mode is the carrier's receipt_id setting: "as_is" keeps the text;
+// "hex" means the carrier's receipts write in hex the id its submit_sm_resp
+// wrote in decimal, "decimal" the reverse. In both, the key is the decimal
+// value, so both sides meet.
+func canonicalCarrierID(mode, id string, fromReceipt bool) string {
+	id = strings.TrimSpace(id)
+	base := 0
+	switch mode {
+	case "hex":
+		base = 10
+		if fromReceipt {
+			base = 16
+		}
+	case "decimal":
+		base = 16
+		if fromReceipt {
+			base = 10
+		}
+	default:
+		return id
+	}
+	v, err := strconv.ParseUint(id, base, 64)
+	if err != nil {
+		return id
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+// receiptFields extracts the "id:" and "stat:" and "err:" values of a
+// receipt text.
+func receiptFields(text []byte) (id, stat, errCode string) {
+	fields := strings.Fields(string(text))
+	for _, f := range fields {
+		k, v, ok := strings.Cut(f, ":")
+		if !ok {
+			continue
+		}
+		switch strings.ToLower(k) {
+		case "id":
+			if id == "" {
+				id = v
+			}
+		case "stat":
+			stat = strings.ToUpper(v)
+		case "err":
+			errCode = v
+		}
+	}
+	return
+}
+
+// rewriteReceiptText replaces the value of the first "id:" field.
+func rewriteReceiptText(text []byte, newID string) []byte {
+	i := bytes.Index(bytes.ToLower(text), []byte("id:"))
+	if i < 0 {
+		return text
+	}
+	start := i + 3
+	end := start
+	for end < len(text) && text[end] != ' ' {
+		end++
+	}
+	out := make([]byte, 0, len(text)+len(newID))
+	out = append(out, text[:start]...)
+	out = append(out, newID...)
+	return append(out, text[end:]...)
+}
+
+// rebuildBody writes a message body with a new short_message and TLVs,
+// keeping every mandatory field's octets.
+func (m *ShortMessage) rebuildBody(body []byte, msg []byte, tlvs []TLV) []byte {
+	out := make([]byte, 0, len(body)+64)
+	out = append(out, body[:m.smOffset]...)
+	out = append(out, byte(len(msg)))
+	out = append(out, msg...)
+	for _, t := range tlvs {
+		var h [4]byte
+		binary.BigEndian.PutUint16(h[0:], t.Tag)
+		binary.BigEndian.PutUint16(h[2:], uint16(len(t.Value)))
+		out = append(out, h[:]...)
+		out = append(out, t.Value...)
+	}
+	return out
+}
+
+// rewriteReceipt returns the receipt body with our id in place of the
+// carrier's.
+func rewriteReceipt(sm *ShortMessage, body []byte, ourID string) []byte {
+	msg := sm.Message
+	tlvs := make([]TLV, 0, len(sm.TLVs))
+	for _, t := range sm.TLVs {
+		switch t.Tag {
+		case tagReceiptedMessageID:
+			t.Value = append([]byte(ourID), 0)
+		case tagMessagePayload:
+			if len(sm.Message) == 0 {
+				t.Value = rewriteReceiptText(t.Value, ourID)
+			}
+		}
+		tlvs = append(tlvs, t)
+	}
+	if len(msg) > 0 {
+		msg = rewriteReceiptText(msg, ourID)
+		if len(msg) > 254 {
+			msg = msg[:254]
+		}
+	}
+	return sm.rebuildBody(body, msg, tlvs)
+}
+
+// receiptID is the carrier's id of the message a receipt is about.
+func receiptID(sm *ShortMessage) (id, stat string) {
+	var textID, errCode string
+	textID, stat, errCode = receiptFields(sm.Payload())
+	_ = errCode
+	if v, ok := sm.TLV(tagReceiptedMessageID); ok {
+		if i := bytes.IndexByte(v, 0); i >= 0 {
+			v = v[:i]
+		}
+		if len(v) > 0 {
+			return string(v), statOrState(stat, sm)
+		}
+	}
+	return textID, statOrState(stat, sm)
+}
+
+// statOrState falls back to the message_state TLV (SMPP 3.4 §5.2.28).
+func statOrState(stat string, sm *ShortMessage) string {
+	if stat != "" {
+		return stat
+	}
+	if v, ok := sm.TLV(tagMessageState); ok && len(v) == 1 {
+		switch v[0] {
+		case 1:
+			return "ENROUTE"
+		case 2:
+			return "DELIVRD"
+		case 3:
+			return "EXPIRED"
+		case 4:
+			return "DELETED"
+		case 5:
+			return "UNDELIV"
+		case 6:
+			return "ACCEPTD"
+		case 8:
+			return "REJECTD"
+		}
+	}
+	return "UNKNOWN"
+}
+
+// handleCarrierDeliver runs on the carrier session's reader goroutine: it
+// parses, then finishes in a goroutine and answers when durable.
+func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
+	sm, err := ParseShortMessage(f.Body)
+	if err != nil {
+		var be *BodyError
+		status := statusInvMsgLen
+		if errors.As(err, &be) {
+			status = be.Status
+		}
+		s.log.Warn("malformed deliver_sm from carrier", zap.Error(err))
+		s.Respond(f, status, nil)
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		status := d.carrierDeliver(ctx, c, sm, f.Body)
+		// deliver_sm_resp body: message_id, unused, a single NUL (§4.6.2).
+		var body []byte
+		if status == statusOK {
+			body = []byte{0}
+		}
+		s.Respond(f, status, body)
+	}()
+}
+
+func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMessage, body []byte) uint32 {
+	log := d.log.With(zap.String("carrier", c.Name))
+	if !sm.IsReceipt() {
+		acct := d.moAccount.Load().(string)
+		if acct == "" {
+			log.Warn("MO message dropped: no account receives MO")
+			return statusOK
+		}
+		del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
+		if err := d.store.AddDelivery(ctx, del, nil); err != nil {
+			log.Error("store write of an MO message failed; carrier will retry", zap.Error(err))
+			return statusRXTAppn
+		}
+		d.kickDeliveries(acct)
+		log.Debug("MO message stored", zap.String("delivery", del.ID))
+		return statusOK
+	}
+	rawID, stat := receiptID(sm)
+	if rawID == "" {
+		log.Warn("receipt without an id dropped")
+		return statusOK
+	}
+	key := canonicalCarrierID(c.Config().ReceiptID, rawID, true)
+	m, err := d.store.FindByCarrierID(ctx, c.Name, key)
+	if errors.Is(err, store.ErrNotFound) {
+		// The link may be on its way (our submit_sm_resp handling races the
+		// receipt): stash, then look again.
+		if err := d.store.StashOrphan(ctx, c.Name, key, body); err != nil {
+			log.Error("store write of a receipt failed; carrier will retry", zap.Error(err))
+			return statusRXTAppn
+		}
+		m, err = d.store.FindByCarrierID(ctx, c.Name, key)
+		if errors.Is(err, store.ErrNotFound) {
+			log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
+			return statusOK
+		}
+		if err == nil {
+			if _, terr := d.store.TakeOrphan(ctx, c.Name, key); terr != nil {
+				return statusOK // the linker took it
+			}
+		}
+	}
+	if err != nil {
+		log.Error("store read failed; carrier will retry the receipt", zap.Error(err))
+		return statusRXTAppn
+	}
+	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
+		log.Error("store write of a receipt failed; carrier will retry", zap.Error(err))
+		return statusRXTAppn
+	}
+	return statusOK
+}
+
+// deliverCarrierReceipt records a receipt for m's account (or resends m by
+// modem when the receipt failed and failover says so).
+func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, body []byte, stat string) error {
+	if fo := d.failover.Load(); fo != nil {
+		handled, err := fo.onFailedReceipt(ctx, c, m, sm, stat)
+		if handled || err != nil {
+			return err
+		}
+	}
+	if m.State == store.StateDone {
+		return nil // a duplicate receipt: the platform already has one
+	}
+	m.State = store.StateDone
+	m.Note = "carrier receipt " + stat
+	if m.RegDeliv&0x03 == 0 {
+		// The platform did not ask for a receipt.
+		return d.store.PutMessage(ctx, m)
+	}
+	del := &store.Delivery{ID: d.ids.Next(), Account: m.Account, Body: rewriteReceipt(sm, body, m.ID), MsgID: m.ID,
+		Created: time.Now()}
+	if err := d.store.AddDelivery(ctx, del, m); err != nil {
+		return err
+	}
+	metricReceipts.WithLabelValues(c.Name, statLabel(stat)).Inc()
+	d.kickDeliveries(m.Account)
+	d.log.Debug("receipt rewritten", zap.String("msg", m.ID), zap.String("stat", stat))
+	return nil
+}
+
+// adoptOrphan delivers a receipt that arrived before its link was written.
+func (d *Dispatcher) adoptOrphan(ctx context.Context, c *Carrier, m *store.Message) {
+	body, err := d.store.TakeOrphan(ctx, c.Name, m.CarrierID)
+	if err != nil {
+		return
+	}
+	sm, err := ParseShortMessage(body)
+	if err != nil {
+		return
+	}
+	_, stat := receiptID(sm)
+	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
+		d.log.Error("adopting an early receipt failed", zap.String("msg", m.ID), zap.Error(err))
+	}
+}

@@ -1,0 +1,568 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/linxGnu/gosmpp/pdu"
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/config"
+)
+
+// The northbound server: spareline as the SMSC of the enterprise platform.
+//
+// A connection must bind (bind_transmitter, bind_receiver or
+// bind_transceiver, SMPP 3.4 §4.1) within BindTimeout. The system_id must name
+// an account (else ESME_RINVSYSID), the password must match (compared in
+// constant time; else ESME_RINVPASWD) and the peer address must be in the
+// account's allow list (else ESME_RBINDFAIL). A failed bind is answered,
+// delayed by the number of recent failures from that address, and the
+// connection is closed. An account may hold any number of sessions.
+//
+// A bound transmitter or transceiver may have Window submit_sm unanswered at
+// once; they are answered as they complete, in any order. Beyond the window,
+// or beyond the account's max_tps, spareline answers ESME_RTHROTTLED. Receipts
+// and MO messages go out on the account's receiver and transceiver sessions.
+
+// Account is a platform login, as the server checks it.
+type Account struct {
+	SystemID string
+	pwHash   [32]byte
+	Allow    []*net.IPNet
+	MaxTPS   int
+	MO       bool
+	limiter  *rateLimiter
+}
+
+// NewAccounts builds the server's account table from the config.
+func NewAccounts(cfg []config.Account) (map[string]*Account, error) {
+	out := make(map[string]*Account, len(cfg))
+	for i, a := range cfg {
+		acct := &Account{SystemID: a.SystemID, pwHash: sha256.Sum256([]byte(a.Password)), MaxTPS: a.MaxTPS, MO: a.MO,
+			limiter: newRateLimiter(a.MaxTPS)}
+		for _, cidr := range a.Allow {
+			_, n, err := net.ParseCIDR(cidr)
+			if err != nil {
+				ip := net.ParseIP(cidr)
+				if ip == nil {
+					return nil, fmt.Errorf("accounts[%d].allow: %q is not a CIDR", i, cidr)
+				}
+				bits := 32
+				if ip.To4() == nil {
+					bits = 128
+				}
+				n = &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}
+			}
+			acct.Allow = append(acct.Allow, n)
+		}
+		out[a.SystemID] = acct
+	}
+	return out, nil
+}
+
+func (a *Account) passwordOK(pw string) bool {
+	h := sha256.Sum256([]byte(pw))
+	return subtle.ConstantTimeCompare(h[:], a.pwHash[:]) == 1
+}
+
+func (a *Account) allowed(addr net.Addr) bool {
+	if len(a.Allow) == 0 {
+		return true
+	}
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	for _, n := range a.Allow {
+		if n.Contains(ta.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServerConfig tunes the northbound server.
+type ServerConfig struct {
+	Window           int
+	EnquireLink      time.Duration
+	IdleTimeout      time.Duration
+	ResponseTimeout  time.Duration
+	MaxCommandLength int
+	BindTimeout      time.Duration
+	Log              *zap.Logger
+}
+
+// ServerConfigFrom reads the smpp section.
+func ServerConfigFrom(c config.SMPP, log *zap.Logger) ServerConfig {
+	return ServerConfig{Window: c.Window, EnquireLink: c.EnquireLink.D(), IdleTimeout: c.IdleTimeout.D(),
+		ResponseTimeout: c.ResponseTimeout.D(), MaxCommandLength: c.MaxCommandLength, BindTimeout: c.BindTimeout.D(), Log: log}
+}
+
+// Server accepts platform sessions.
+type Server struct {
+	cfg      atomic.Pointer[ServerConfig]
+	accounts atomic.Pointer[map[string]*Account]
+	disp     *Dispatcher
+	log      *zap.Logger
+
+	mu        sync.Mutex
+	sessions  map[*northSession]struct{}
+	receivers map[string][]*northSession // account -> bound rx/trx sessions
+	failures  map[string]*bindFailures   // by source IP
+	closing   bool
+
+	wg sync.WaitGroup
+}
+
+type bindFailures struct {
+	n    int
+	last time.Time
+}
+
+// NewServer makes a server; Serve starts it on a listener.
+func NewServer(cfg ServerConfig, accounts map[string]*Account, disp *Dispatcher) *Server {
+	if cfg.Window <= 0 {
+		cfg.Window = 256
+	}
+	if cfg.BindTimeout <= 0 {
+		cfg.BindTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	s := &Server{disp: disp, log: cfg.Log, sessions: map[*northSession]struct{}{},
+		receivers: map[string][]*northSession{}, failures: map[string]*bindFailures{}}
+	s.cfg.Store(&cfg)
+	s.accounts.Store(&accounts)
+	disp.setReceivers(s)
+	return s
+}
+
+// SetAccounts replaces the account table (reload); bound sessions stay.
+func (s *Server) SetAccounts(a map[string]*Account) { s.accounts.Store(&a) }
+
+// SetConfig replaces the session settings for new sessions (reload).
+func (s *Server) SetConfig(c ServerConfig) {
+	old := s.cfg.Load()
+	if c.Window <= 0 {
+		c.Window = old.Window
+	}
+	if c.BindTimeout <= 0 {
+		c.BindTimeout = old.BindTimeout
+	}
+	if c.Log == nil {
+		c.Log = old.Log
+	}
+	s.cfg.Store(&c)
+}
+
+// Serve accepts connections until ctx ends or ln fails. When ctx ends the
+// listener is closed; sessions are unbound by Shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		_ = ln.Close()
+	}()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.accept(conn)
+	}
+}
+
+func (s *Server) accept(conn net.Conn) {
+	cfg := s.cfg.Load()
+	n := &northSession{srv: s, window: int32(cfg.Window)}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	s.sessions[n] = struct{}{}
+	s.mu.Unlock()
+	n.sess = NewSession(conn, SessionConfig{
+		MaxCommandLength: cfg.MaxCommandLength,
+		Window:           cfg.Window,
+		ResponseTimeout:  cfg.ResponseTimeout,
+		EnquireLink:      cfg.EnquireLink,
+		IdleTimeout:      cfg.IdleTimeout,
+		Handler:          n.handle,
+		Log:              s.log.With(zap.String("side", "platform")),
+	})
+	n.sess.Value = n
+	n.sess.Start()
+	s.log.Debug("platform connected", zap.String("session", n.sess.ID), zap.Stringer("peer", conn.RemoteAddr()))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(cfg.BindTimeout)
+		defer t.Stop()
+		select {
+		case <-n.sess.Done():
+		case <-t.C:
+			if n.account() == nil {
+				n.sess.log.Info("no bind within bind_timeout, closing")
+				n.sess.Close()
+			}
+			<-n.sess.Done()
+		}
+		n.sess.Wait()
+		n.inflight.Wait()
+		s.removeSession(n)
+	}()
+}
+
+func (s *Server) removeSession(n *northSession) {
+	s.mu.Lock()
+	delete(s.sessions, n)
+	acct, bt := n.boundAs()
+	if acct != nil && bt.receives() {
+		list := s.receivers[acct.SystemID]
+		for i, r := range list {
+			if r == n {
+				s.receivers[acct.SystemID] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	if acct != nil {
+		metricNorthSessions.WithLabelValues(acct.SystemID, bt.String()).Dec()
+		n.sess.log.Info("platform session ended", zap.String("account", acct.SystemID), zap.Error(n.sess.Err()))
+	}
+}
+
+// receiversOf returns the bound receiver and transceiver sessions of an account.
+func (s *Server) receiversOf(account string) []*Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.receivers[account]
+	out := make([]*Session, 0, len(list))
+	for _, n := range list {
+		out = append(out, n.sess)
+	}
+	return out
+}
+
+// SessionInfo describes a bound platform session (status page).
+type SessionInfo struct {
+	Account string    `json:"account"`
+	Bind    string    `json:"bind"`
+	Peer    string    `json:"peer"`
+	Since   time.Time `json:"since"`
+}
+
+// Sessions lists the bound platform sessions.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []SessionInfo
+	for n := range s.sessions {
+		acct, bt := n.boundAs()
+		if acct == nil {
+			continue
+		}
+		out = append(out, SessionInfo{Account: acct.SystemID, Bind: bt.String(), Peer: n.sess.RemoteAddr().String(), Since: n.since})
+	}
+	return out
+}
+
+// Shutdown stops taking submits, lets in-flight ones finish (until ctx
+// ends), then unbinds every session.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.closing = true
+	list := make([]*northSession, 0, len(s.sessions))
+	for n := range s.sessions {
+		list = append(list, n)
+	}
+	s.mu.Unlock()
+	for _, n := range list {
+		n.draining.Store(true)
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, n := range list {
+			n.inflight.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	var wg sync.WaitGroup
+	for _, n := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.sess.Unbind(ctx)
+		}()
+	}
+	wg.Wait()
+	s.wg.Wait()
+}
+
+type bindType int
+
+const (
+	bindNone bindType = iota
+	bindTX
+	bindRX
+	bindTRX
+)
+
+func (b bindType) String() string {
+	switch b {
+	case bindTX:
+		return "transmitter"
+	case bindRX:
+		return "receiver"
+	case bindTRX:
+		return "transceiver"
+	}
+	return "none"
+}
+
+func (b bindType) receives() bool  { return b == bindRX || b == bindTRX }
+func (b bindType) transmits() bool { return b == bindTX || b == bindTRX }
+
+// northSession is one platform connection. Its fields are written by the
+// session's reader goroutine (bind) and read by others under mu.
+type northSession struct {
+	srv  *Server
+	sess *Session
+
+	mu    sync.Mutex
+	acct  *Account
+	bind  bindType
+	since time.Time
+
+	window   int32
+	pending  atomic.Int32   // submits being processed
+	inflight sync.WaitGroup // the same, to wait on at shutdown
+	draining atomic.Bool
+}
+
+func (n *northSession) account() *Account {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.acct
+}
+
+func (n *northSession) boundAs() (*Account, bindType) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.acct, n.bind
+}
+
+func (n *northSession) handle(s *Session, f Frame) {
+	defer func() {
+		if r := recover(); r != nil {
+			metricPanics.Inc()
+			s.log.Error("panic in platform handler", zap.Any("panic", r), zap.Stack("stack"))
+			s.GenericNack(f.Seq, statusSysErr)
+		}
+	}()
+	switch f.ID {
+	case cmdBindTransmitter, cmdBindReceiver, cmdBindTransceiver:
+		n.handleBind(f)
+	case cmdSubmitSM:
+		n.handleSubmit(f)
+	case cmdQuerySM, cmdCancelSM, cmdReplaceSM, cmdSubmitMulti, cmdDataSM:
+		if acct, _ := n.boundAs(); acct == nil {
+			s.Respond(f, statusInvBndSts, nil)
+			return
+		}
+		// Valid SMPP 3.4 operations that spareline does not relay (yet): the
+		// platform learns it at once instead of waiting for a timeout.
+		s.Respond(f, statusInvCmdID, nil)
+	case cmdDeliverSM:
+		// An ESME does not send deliver_sm to its SMSC.
+		s.Respond(f, statusInvBndSts, nil)
+	default:
+		// Unknown command ids, outbind and alert_notification from an
+		// ESME: generic_nack (SMPP 3.4 §4.3.1); the session lives on.
+		s.GenericNack(f.Seq, statusInvCmdID)
+	}
+}
+
+func (n *northSession) handleBind(f Frame) {
+	s := n.sess
+	if acct, _ := n.boundAs(); acct != nil {
+		s.Respond(f, statusAlyBnd, nil)
+		return
+	}
+	p, err := parsePDU(f)
+	if err != nil {
+		s.Respond(f, statusInvMsgLen, nil)
+		return
+	}
+	req, ok := p.(*pdu.BindRequest)
+	if !ok {
+		s.GenericNack(f.Seq, statusSysErr)
+		return
+	}
+	var bt bindType
+	switch f.ID {
+	case cmdBindTransmitter:
+		bt = bindTX
+	case cmdBindReceiver:
+		bt = bindRX
+	default:
+		bt = bindTRX
+	}
+	accounts := *n.srv.accounts.Load()
+	acct := accounts[req.SystemID]
+	status, result := statusOK, "ok"
+	switch {
+	case acct == nil:
+		status, result = statusInvSysID, "system_id"
+	case !acct.passwordOK(req.Password):
+		status, result = statusInvPaswd, "password"
+	case !acct.allowed(s.RemoteAddr()):
+		status, result = statusBindFail, "address"
+	}
+	metricNorthBinds.WithLabelValues(result).Inc()
+	if status != statusOK {
+		delay := n.srv.noteBindFailure(s.RemoteAddr())
+		// Never log the password; the system_id is not a secret.
+		s.log.Warn("platform bind refused", zap.String("system_id", req.SystemID), zap.String("reason", result),
+			zap.String("bind", bt.String()), zap.Duration("delay", delay))
+		go func() {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-s.Done():
+				return
+			}
+			s.Respond(f, status, nil)
+			s.flushAndClose(errors.New("bind refused"))
+		}()
+		return
+	}
+	n.mu.Lock()
+	n.acct, n.bind, n.since = acct, bt, time.Now()
+	n.mu.Unlock()
+	body := cstring(nil, "spareline")
+	// sc_interface_version (SMPP 3.4 §5.3.2.25): we speak 3.4.
+	body = append(body, byte(tagSCInterfaceVersion>>8), byte(tagSCInterfaceVersion&0xFF), 0, 1, 0x34)
+	s.Respond(f, statusOK, body)
+	metricNorthSessions.WithLabelValues(acct.SystemID, bt.String()).Inc()
+	s.log.Info("platform bound", zap.String("account", acct.SystemID), zap.String("bind", bt.String()))
+	if bt.receives() {
+		n.srv.mu.Lock()
+		n.srv.receivers[acct.SystemID] = append(n.srv.receivers[acct.SystemID], n)
+		n.srv.mu.Unlock()
+		n.srv.disp.kickDeliveries(acct.SystemID)
+	}
+}
+
+// noteBindFailure counts a failed bind from addr's IP and returns how long
+// to delay the answer: 0 for the first, then growing to 5 s, forgotten after
+// a quiet minute.
+func (s *Server) noteBindFailure(addr net.Addr) time.Duration {
+	host, _, _ := net.SplitHostPort(addr.String())
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.failures) > 10000 { // bounded memory under a flood from many sources
+		for k, v := range s.failures {
+			if now.Sub(v.last) > time.Minute {
+				delete(s.failures, k)
+			}
+		}
+		if len(s.failures) > 10000 {
+			s.failures = map[string]*bindFailures{}
+		}
+	}
+	bf := s.failures[host]
+	if bf == nil || now.Sub(bf.last) > time.Minute {
+		bf = &bindFailures{}
+		s.failures[host] = bf
+	}
+	bf.n++
+	bf.last = now
+	d := time.Duration(bf.n-1) * 250 * time.Millisecond
+	return min(d, 5*time.Second)
+}
+
+func (n *northSession) handleSubmit(f Frame) {
+	s := n.sess
+	acct, bt := n.boundAs()
+	if acct == nil || !bt.transmits() {
+		s.Respond(f, statusInvBndSts, nil)
+		return
+	}
+	if n.draining.Load() {
+		s.Respond(f, statusMsgQFul, nil)
+		return
+	}
+	if n.pending.Load() >= n.window {
+		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
+		s.Respond(f, statusThrottled, nil)
+		return
+	}
+	if !acct.limiter.Allow() {
+		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
+		s.Respond(f, statusThrottled, nil)
+		return
+	}
+	sm, err := ParseShortMessage(f.Body)
+	if err != nil {
+		var be *BodyError
+		status := statusInvMsgLen
+		if errors.As(err, &be) {
+			status = be.Status
+		}
+		s.log.Info("malformed submit_sm", zap.Error(err), zap.String("account", acct.SystemID))
+		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
+		s.Respond(f, status, nil)
+		return
+	}
+	if status, err := sm.validateContent(); err != nil {
+		s.log.Info("invalid submit_sm content", zap.Error(err), zap.String("account", acct.SystemID))
+		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
+		s.Respond(f, status, nil)
+		return
+	}
+	n.pending.Add(1)
+	n.inflight.Add(1)
+	start := time.Now()
+	go func() {
+		defer n.inflight.Done()
+		defer n.pending.Add(-1)
+		res := n.srv.disp.Submit(context.Background(), acct.SystemID, sm, f.Body)
+		var body []byte
+		if res.Status == statusOK {
+			body = cstring(make([]byte, 0, len(res.ID)+1), res.ID)
+		}
+		// SMPP 3.4 §4.4.2: no body when command_status is not 0.
+		s.Respond(f, res.Status, body)
+		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
+		metricSubmitLatency.WithLabelValues(res.Path).Observe(time.Since(start).Seconds())
+	}()
+}

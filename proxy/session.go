@@ -1,0 +1,494 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The session engine: one SMPP connection, used for both roles (spareline
+// as the SMSC of a platform, and spareline as the ESME of a carrier).
+//
+// One reader goroutine reads frames, matches responses to the requests that
+// are waiting for them, answers enquire_link and unbind itself, and hands every
+// other request to the Handler. One writer goroutine owns the socket's write
+// side and coalesces queued frames into one write. A request is registered in
+// the in-flight table BEFORE it is written, so a fast response can never
+// arrive "unexpected" (unlike gosmpp's Session, STYLE.md pitfall 6), and every
+// request ends in exactly one of: a response, ErrResponseTimeout, ErrNotSent
+// (certainly never written), ErrConnLost (written, connection gone before the
+// answer: the peer may or may not have acted on it).
+
+// Errors of Request.
+var (
+	ErrResponseTimeout = errors.New("smpp: no response before the timeout")
+	ErrNotSent         = errors.New("smpp: session closed before the request was written")
+	ErrConnLost        = errors.New("smpp: connection lost while waiting for the response")
+)
+
+// SessionConfig tunes a Session.
+type SessionConfig struct {
+	MaxCommandLength int           // largest PDU read; default 65536
+	Window           int           // outstanding outgoing requests; default 64
+	ResponseTimeout  time.Duration // default 10s
+	EnquireLink      time.Duration // send enquire_link after this long without input; 0 = never
+	IdleTimeout      time.Duration // close after this long without input; 0 = never
+	BodyTimeout      time.Duration // a started PDU must be complete within this; default 10s
+	WriteTimeout     time.Duration // a write must finish within this; default 10s
+	// Handler receives every request except enquire_link and unbind. It runs
+	// on the reader goroutine: it must not block (start work elsewhere and
+	// answer with Respond).
+	Handler func(s *Session, f Frame)
+	// OnUnbind is called when the peer unbinds (before the session closes).
+	OnUnbind func(s *Session)
+	Log      *zap.Logger
+}
+
+func (c *SessionConfig) defaults() {
+	if c.MaxCommandLength <= 0 {
+		c.MaxCommandLength = 65536
+	}
+	if c.Window <= 0 {
+		c.Window = 64
+	}
+	if c.ResponseTimeout <= 0 {
+		c.ResponseTimeout = 10 * time.Second
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+}
+
+type call struct {
+	ch      chan Frame // buffered 1; the reader delivers the response
+	written atomic.Bool
+}
+
+type outFrame struct {
+	buf     []byte
+	call    *call         // nil for responses
+	flushed chan struct{} // closed once written (flush markers)
+}
+
+// Session is one SMPP connection.
+type Session struct {
+	ID   string
+	conn net.Conn
+	cfg  SessionConfig
+	log  *zap.Logger
+
+	wq     chan outFrame // to the writer goroutine
+	done   chan struct{} // closed when the session ends
+	window chan struct{} // a token per outstanding outgoing request
+
+	mu      sync.Mutex // guards pending, seq, closed, err
+	pending map[uint32]*call
+	seq     uint32
+	closed  bool
+	err     error
+
+	lastRecv atomic.Int64 // unix nanos of the last frame read (reader goroutine writes)
+	wg       sync.WaitGroup
+	// Value is the owner's state (northbound session or carrier bind).
+	Value any
+}
+
+var sessionCounter atomic.Uint64
+
+// NewSession prepares the engine on conn; Start runs it. Call Close (or let the peer close) to
+// end it; Done is closed when it has ended.
+func NewSession(conn net.Conn, cfg SessionConfig) *Session {
+	cfg.defaults()
+	s := &Session{
+		ID:      fmt.Sprintf("s%d", sessionCounter.Add(1)),
+		conn:    conn,
+		cfg:     cfg,
+		wq:      make(chan outFrame, 1024),
+		done:    make(chan struct{}),
+		window:  make(chan struct{}, cfg.Window),
+		pending: make(map[uint32]*call),
+	}
+	s.log = cfg.Log.With(zap.String("session", s.ID), zap.String("peer", conn.RemoteAddr().String()))
+	s.lastRecv.Store(time.Now().UnixNano())
+	return s
+}
+
+// Start runs the session's goroutines. Set Value and anything the Handler
+// reads before calling it.
+func (s *Session) Start() *Session {
+	s.wg.Add(2)
+	go s.readLoop()
+	go s.writeLoop()
+	if s.cfg.EnquireLink > 0 {
+		s.wg.Add(1)
+		go s.keepAlive()
+	}
+	return s
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is why the session ended (nil while it runs).
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Outstanding is the number of requests waiting for a response.
+func (s *Session) Outstanding() int { return len(s.window) }
+
+// Free is the number of requests that can be sent without waiting.
+func (s *Session) Free() int { return cap(s.window) - len(s.window) }
+
+// RemoteAddr is the peer's address.
+func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// Logger is the session's logger.
+func (s *Session) Logger() *zap.Logger { return s.log }
+
+// Close ends the session now.
+func (s *Session) Close() { s.closeWith(errors.New("closed locally")) }
+
+// Wait waits for the session's goroutines to exit.
+func (s *Session) Wait() { s.wg.Wait() }
+
+func (s *Session) closeWith(err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.err = err
+	pending := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	close(s.done)
+	_ = s.conn.Close()
+	for _, c := range pending {
+		// Closing the channel tells the waiter the connection is gone;
+		// it checks written to choose ErrConnLost or ErrNotSent.
+		close(c.ch)
+	}
+}
+
+func (s *Session) nextSeq() uint32 {
+	// SMPP 3.4 §5.1.4: 0x00000001 to 0x7FFFFFFF.
+	s.seq++
+	if s.seq > 0x7FFFFFFF {
+		s.seq = 1
+	}
+	return s.seq
+}
+
+// Request sends a request and waits for its response (which may carry an
+// error status: that is not an error of Request). The response timeout is
+// the session's unless ctx ends first.
+func (s *Session) Request(ctx context.Context, id uint32, body []byte) (Frame, error) {
+	return s.RequestTimeout(ctx, id, body, s.cfg.ResponseTimeout)
+}
+
+// RequestTimeout is Request with its own response timeout.
+func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, timeout time.Duration) (Frame, error) {
+	select {
+	case s.window <- struct{}{}:
+	case <-ctx.Done():
+		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+	case <-s.done:
+		return Frame{}, ErrNotSent
+	}
+	c := &call{ch: make(chan Frame, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.window
+		return Frame{}, ErrNotSent
+	}
+	seq := s.nextSeq()
+	for s.pending[seq] != nil { // a 2^31 wrap onto a request still waiting
+		seq = s.nextSeq()
+	}
+	s.pending[seq] = c // registered before it is written
+	s.mu.Unlock()
+
+	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body)
+	select {
+	case s.wq <- outFrame{buf: buf, call: c}:
+	case <-s.done:
+		<-s.window
+		return Frame{}, ErrNotSent
+	case <-ctx.Done():
+		s.forget(seq)
+		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case f, ok := <-c.ch:
+		<-s.window
+		if !ok {
+			if c.written.Load() {
+				return Frame{}, ErrConnLost
+			}
+			return Frame{}, ErrNotSent
+		}
+		return f, nil
+	case <-t.C:
+		s.forget(seq)
+		return Frame{}, ErrResponseTimeout
+	case <-ctx.Done():
+		s.forget(seq)
+		if c.written.Load() {
+			return Frame{}, fmt.Errorf("%w: %v", ErrConnLost, ctx.Err())
+		}
+		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+	}
+}
+
+// forget drops a waiting request (timeout or cancel) and frees its window slot.
+func (s *Session) forget(seq uint32) {
+	s.mu.Lock()
+	_, ok := s.pending[seq]
+	if ok {
+		delete(s.pending, seq)
+	}
+	s.mu.Unlock()
+	// Whether or not the reader raced us to it, our slot is ours to free:
+	// the reader never frees window slots.
+	<-s.window
+}
+
+// Respond answers a request with the given status and body.
+func (s *Session) Respond(req Frame, status uint32, body []byte) {
+	s.send(req.ID|cmdRespBit, status, req.Seq, body)
+}
+
+// send queues a frame that expects no response. It does not block once the
+// session has ended.
+func (s *Session) send(id, status, seq uint32, body []byte) {
+	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, status, seq, body)
+	select {
+	case s.wq <- outFrame{buf: buf}:
+	case <-s.done:
+	}
+}
+
+// GenericNack answers an unparseable request (SMPP 3.4 §4.3).
+func (s *Session) GenericNack(seq, status uint32) {
+	s.send(cmdGenericNack, status, seq, nil)
+}
+
+// Unbind sends unbind, waits briefly for unbind_resp, then closes.
+func (s *Session) Unbind(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, _ = s.RequestTimeout(ctx, cmdUnbind, nil, 2*time.Second)
+	s.closeWith(errors.New("unbound locally"))
+}
+
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	r := bufio.NewReaderSize(s.conn, 16<<10)
+	var hdr [headerLen]byte
+	for {
+		if s.cfg.IdleTimeout > 0 {
+			_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		}
+		// The header's first octet is awaited under the idle deadline; once it
+		// starts, the rest must arrive within BodyTimeout (slowloris).
+		if _, err := r.Peek(1); err != nil {
+			s.closeWith(readErr(err))
+			return
+		}
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		f, err := readFrame(r, s.cfg.MaxCommandLength, &hdr)
+		if err != nil {
+			var fe *FrameError
+			if errors.As(err, &fe) {
+				s.log.Warn("bad PDU framing, closing", zap.Uint32("command_length", fe.Header.Length),
+					zap.String("command_id", fmt.Sprintf("0x%08X", fe.Header.ID)))
+				s.GenericNack(fe.Header.Seq, fe.Status)
+				s.flushAndClose(err)
+				return
+			}
+			s.closeWith(readErr(err))
+			return
+		}
+		s.lastRecv.Store(time.Now().UnixNano())
+		s.dispatch(f)
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+	}
+}
+
+func readErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("read timeout: %w", err)
+	}
+	return err
+}
+
+func (s *Session) dispatch(f Frame) {
+	if f.IsResponse() {
+		s.mu.Lock()
+		c := s.pending[f.Seq]
+		if c != nil {
+			delete(s.pending, f.Seq)
+		}
+		s.mu.Unlock()
+		if c == nil {
+			// A late answer to a request that timed out, or a stray.
+			s.log.Debug("response with no request waiting", zap.Uint32("seq", f.Seq),
+				zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)))
+			return
+		}
+		c.ch <- f
+		return
+	}
+	switch f.ID {
+	case cmdEnquireLink:
+		s.Respond(f, statusOK, nil)
+	case cmdUnbind:
+		if s.cfg.OnUnbind != nil {
+			s.cfg.OnUnbind(s)
+		}
+		s.Respond(f, statusOK, nil)
+		s.flushAndClose(errors.New("peer unbound"))
+	default:
+		if s.cfg.Handler == nil {
+			s.GenericNack(f.Seq, statusInvCmdID)
+			return
+		}
+		s.cfg.Handler(s, f)
+	}
+}
+
+// flushAndClose lets the writer send what is queued (an unbind_resp, a
+// generic_nack), then closes.
+func (s *Session) flushAndClose(err error) {
+	flushed := make(chan struct{})
+	go func() {
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
+		select {
+		case s.wq <- outFrame{flushed: flushed}:
+			select {
+			case <-flushed:
+			case <-t.C:
+			case <-s.done:
+			}
+		case <-s.done:
+		case <-t.C:
+		}
+		s.closeWith(err)
+	}()
+}
+
+func (s *Session) writeLoop() {
+	defer s.wg.Done()
+	w := bufio.NewWriterSize(s.conn, 32<<10)
+	var markers []chan struct{}
+	for {
+		var f outFrame
+		select {
+		case f = <-s.wq:
+		case <-s.done:
+			return
+		}
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		markers = markers[:0]
+	batch:
+		for {
+			if f.flushed != nil {
+				markers = append(markers, f.flushed)
+			}
+			if f.call != nil {
+				// Set before the write: "written" means "the peer may have it",
+				// so ErrNotSent is only ever reported for requests that
+				// certainly never left.
+				f.call.written.Store(true)
+			}
+			if len(f.buf) > 0 {
+				if _, err := w.Write(f.buf); err != nil {
+					s.closeWith(fmt.Errorf("write: %w", err))
+					return
+				}
+			}
+			if w.Buffered() > 24<<10 {
+				break
+			}
+			select {
+			case f = <-s.wq:
+			default:
+				break batch
+			}
+		}
+		if err := w.Flush(); err != nil {
+			s.closeWith(fmt.Errorf("write: %w", err))
+			return
+		}
+		for _, m := range markers {
+			close(m)
+		}
+	}
+}
+
+// keepAlive sends enquire_link after EnquireLink without input and closes the
+// session when it goes unanswered (SMPP 3.4 §4.11).
+func (s *Session) keepAlive() {
+	defer s.wg.Done()
+	t := time.NewTimer(s.cfg.EnquireLink)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		idle := time.Since(time.Unix(0, s.lastRecv.Load()))
+		if idle < s.cfg.EnquireLink {
+			t.Reset(s.cfg.EnquireLink - idle)
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		f, err := s.Request(ctx, cmdEnquireLink, nil)
+		cancel()
+		if err != nil {
+			if errors.Is(err, ErrResponseTimeout) {
+				s.log.Warn("enquire_link unanswered, closing")
+				s.closeWith(fmt.Errorf("enquire_link unanswered: %w", err))
+			}
+			return
+		}
+		if f.ID == cmdGenericNack {
+			s.log.Debug("peer answered enquire_link with generic_nack")
+		}
+		t.Reset(s.cfg.EnquireLink)
+	}
+}

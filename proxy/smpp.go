@@ -1,0 +1,354 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/linxGnu/gosmpp/data"
+	"github.com/linxGnu/gosmpp/pdu"
+)
+
+// Command ids (SMPP 3.4 §5.1.2.1), as uint32 for the framing layer.
+const (
+	cmdGenericNack      = uint32(0x80000000)
+	cmdBindReceiver     = uint32(0x00000001)
+	cmdBindTransmitter  = uint32(0x00000002)
+	cmdQuerySM          = uint32(0x00000003)
+	cmdSubmitSM         = uint32(0x00000004)
+	cmdDeliverSM        = uint32(0x00000005)
+	cmdUnbind           = uint32(0x00000006)
+	cmdReplaceSM        = uint32(0x00000007)
+	cmdCancelSM         = uint32(0x00000008)
+	cmdBindTransceiver  = uint32(0x00000009)
+	cmdOutbind          = uint32(0x0000000B)
+	cmdEnquireLink      = uint32(0x00000015)
+	cmdSubmitMulti      = uint32(0x00000021)
+	cmdAlertNotif       = uint32(0x00000102)
+	cmdDataSM           = uint32(0x00000103)
+	cmdRespBit          = uint32(0x80000000)
+	cmdSubmitSMResp     = cmdSubmitSM | cmdRespBit
+	cmdDeliverSMResp    = cmdDeliverSM | cmdRespBit
+	cmdEnquireLinkResp  = cmdEnquireLink | cmdRespBit
+	cmdUnbindResp       = cmdUnbind | cmdRespBit
+	cmdBindTransceiverR = cmdBindTransceiver | cmdRespBit
+)
+
+// Command statuses used by spareline itself (SMPP 3.4 §5.1.3).
+const (
+	statusOK          = uint32(data.ESME_ROK)
+	statusInvMsgLen   = uint32(data.ESME_RINVMSGLEN)
+	statusInvCmdLen   = uint32(data.ESME_RINVCMDLEN)
+	statusInvCmdID    = uint32(data.ESME_RINVCMDID)
+	statusInvBndSts   = uint32(data.ESME_RINVBNDSTS)
+	statusAlyBnd      = uint32(data.ESME_RALYBND)
+	statusSysErr      = uint32(data.ESME_RSYSERR)
+	statusInvDstAdr   = uint32(data.ESME_RINVDSTADR)
+	statusBindFail    = uint32(data.ESME_RBINDFAIL)
+	statusInvPaswd    = uint32(data.ESME_RINVPASWD)
+	statusInvSysID    = uint32(data.ESME_RINVSYSID)
+	statusMsgQFul     = uint32(data.ESME_RMSGQFUL)
+	statusInvEsmClass = uint32(data.ESME_RINVESMCLASS)
+	statusInvSysTyp   = uint32(data.ESME_RINVSYSTYP)
+	statusThrottled   = uint32(data.ESME_RTHROTTLED)
+	statusInvDCS      = uint32(0x00000104) // ESME_RINVDCS (SMPP 5.0 name; 3.4 leaves 0x104 reserved, widely used)
+	statusRXTAppn     = uint32(data.ESME_RX_T_APPN)
+	statusRXPAppn     = uint32(data.ESME_RX_P_APPN)
+	statusRXRAppn     = uint32(data.ESME_RX_R_APPN)
+)
+
+const headerLen = 16
+
+// Header is the 16-octet SMPP PDU header (SMPP 3.4 §3.2).
+type Header struct {
+	Length uint32
+	ID     uint32
+	Status uint32
+	Seq    uint32
+}
+
+// Frame is one PDU as read off the wire: its header and its body, unparsed.
+type Frame struct {
+	Header
+	Body []byte
+}
+
+// IsResponse reports whether the frame is a response (generic_nack included).
+func (f Frame) IsResponse() bool { return f.ID&cmdRespBit != 0 }
+
+// FrameError says why a frame could not be read; Fatal ones lose the framing.
+type FrameError struct {
+	Header Header
+	Status uint32 // the status to answer with (generic_nack)
+	Fatal  bool   // the stream can no longer be parsed: answer, then close
+	Msg    string
+}
+
+func (e *FrameError) Error() string { return "smpp: " + e.Msg }
+
+// readFrame reads one PDU. A command_length below 16 or above maxLen is a
+// fatal *FrameError: the octets that follow cannot be trusted to start a PDU
+// (SMPP 3.4 §3.2: command_length includes the header).
+func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) {
+	if _, err := io.ReadFull(r, hdrBuf[:]); err != nil {
+		return Frame{}, err
+	}
+	var f Frame
+	f.Length = binary.BigEndian.Uint32(hdrBuf[0:])
+	f.ID = binary.BigEndian.Uint32(hdrBuf[4:])
+	f.Status = binary.BigEndian.Uint32(hdrBuf[8:])
+	f.Seq = binary.BigEndian.Uint32(hdrBuf[12:])
+	if f.Length < headerLen || int64(f.Length) > int64(maxLen) {
+		return f, &FrameError{Header: f.Header, Status: statusInvCmdLen, Fatal: true,
+			Msg: fmt.Sprintf("command_length %d outside 16..%d", f.Length, maxLen)}
+	}
+	if n := int(f.Length) - headerLen; n > 0 {
+		f.Body = make([]byte, n)
+		if _, err := io.ReadFull(r, f.Body); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+// appendFrame appends a whole PDU to dst.
+func appendFrame(dst []byte, id, status, seq uint32, body []byte) []byte {
+	var h [headerLen]byte
+	binary.BigEndian.PutUint32(h[0:], uint32(headerLen+len(body)))
+	binary.BigEndian.PutUint32(h[4:], id)
+	binary.BigEndian.PutUint32(h[8:], status)
+	binary.BigEndian.PutUint32(h[12:], seq)
+	dst = append(dst, h[:]...)
+	return append(dst, body...)
+}
+
+// marshalBody returns the body of a gosmpp PDU (without its header).
+func marshalBody(p pdu.PDU) []byte {
+	b := pdu.NewBuffer(make([]byte, 0, 64))
+	p.Marshal(b)
+	return b.Bytes()[headerLen:]
+}
+
+// parsePDU parses a frame with gosmpp's codec (control PDUs: binds, responses).
+func parsePDU(f Frame) (pdu.PDU, error) {
+	buf := make([]byte, 0, headerLen+len(f.Body))
+	buf = appendFrame(buf, f.ID, f.Status, f.Seq, f.Body)
+	return pdu.Parse(bytes.NewReader(buf))
+}
+
+// cstring appends s and a NUL.
+func cstring(dst []byte, s string) []byte { return append(append(dst, s...), 0) }
+
+// TLV is one optional parameter, kept as on the wire.
+type TLV struct {
+	Tag   uint16
+	Value []byte
+}
+
+// Optional parameter tags (SMPP 3.4 §5.3.2) that spareline reads or writes.
+const (
+	tagReceiptedMessageID = uint16(0x001E)
+	tagMessageState       = uint16(0x0427)
+	tagMessagePayload     = uint16(0x0424)
+	tagNetworkErrorCode   = uint16(0x0423)
+	tagSCInterfaceVersion = uint16(0x0210)
+	tagSarMsgRefNum       = uint16(0x020C)
+	tagSarTotalSegments   = uint16(0x020E)
+	tagSarSegmentSeqnum   = uint16(0x020F)
+)
+
+// ShortMessage is the body of a submit_sm or deliver_sm (SMPP 3.4 §4.4.1,
+// §4.6.1), parsed field by field while keeping the raw octets so that it can
+// be re-originated byte for byte: gosmpp's pdu types keep TLVs in a map (which
+// reorders them on output) and strip a UDH, so spareline does not round-trip
+// message bodies through them.
+type ShortMessage struct {
+	ServiceType        string
+	SourceTON          byte
+	SourceNPI          byte
+	Source             string
+	DestTON            byte
+	DestNPI            byte
+	Dest               string
+	ESMClass           byte
+	ProtocolID         byte
+	Priority           byte
+	ScheduleDelivery   string
+	Validity           string
+	RegisteredDelivery byte
+	ReplaceIfPresent   byte
+	DataCoding         byte
+	SMDefaultMsgID     byte
+	Message            []byte // short_message (aliases the body)
+	TLVs               []TLV  // in wire order (values alias the body)
+
+	smOffset int // offset of sm_length in the body
+	tlvStart int // offset of the first TLV in the body
+}
+
+// BodyError is a malformed message body: the status says which field.
+type BodyError struct {
+	Status uint32
+	Field  string
+	Offset int
+}
+
+func (e *BodyError) Error() string {
+	return fmt.Sprintf("smpp: %s at octet %d", e.Field, e.Offset)
+}
+
+// Maximum lengths of C-Octet String fields, including the NUL (SMPP 3.4 §4.4.1).
+const (
+	maxServiceType = 6
+	maxAddr        = 21
+	maxTime        = 17
+)
+
+type bodyReader struct {
+	b   []byte
+	off int
+}
+
+func (r *bodyReader) cstr(max int, field string, status uint32) (string, error) {
+	i := bytes.IndexByte(r.b[r.off:], 0)
+	if i < 0 || i+1 > max {
+		return "", &BodyError{Status: status, Field: field, Offset: r.off}
+	}
+	s := string(r.b[r.off : r.off+i])
+	r.off += i + 1
+	return s, nil
+}
+
+func (r *bodyReader) byte1(field string) (byte, error) {
+	if r.off >= len(r.b) {
+		return 0, &BodyError{Status: statusInvMsgLen, Field: field, Offset: r.off}
+	}
+	v := r.b[r.off]
+	r.off++
+	return v, nil
+}
+
+// ParseShortMessage parses a submit_sm or deliver_sm body.
+func ParseShortMessage(body []byte) (*ShortMessage, error) {
+	m := &ShortMessage{}
+	r := &bodyReader{b: body}
+	var err error
+	steps := []func() error{
+		func() error {
+			m.ServiceType, err = r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP))
+			return err
+		},
+		func() error { m.SourceTON, err = r.byte1("source_addr_ton"); return err },
+		func() error { m.SourceNPI, err = r.byte1("source_addr_npi"); return err },
+		func() error { m.Source, err = r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); return err },
+		func() error { m.DestTON, err = r.byte1("dest_addr_ton"); return err },
+		func() error { m.DestNPI, err = r.byte1("dest_addr_npi"); return err },
+		func() error { m.Dest, err = r.cstr(maxAddr, "destination_addr", statusInvDstAdr); return err },
+		func() error { m.ESMClass, err = r.byte1("esm_class"); return err },
+		func() error { m.ProtocolID, err = r.byte1("protocol_id"); return err },
+		func() error { m.Priority, err = r.byte1("priority_flag"); return err },
+		func() error {
+			m.ScheduleDelivery, err = r.cstr(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED))
+			return err
+		},
+		func() error {
+			m.Validity, err = r.cstr(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY))
+			return err
+		},
+		func() error { m.RegisteredDelivery, err = r.byte1("registered_delivery"); return err },
+		func() error { m.ReplaceIfPresent, err = r.byte1("replace_if_present_flag"); return err },
+		func() error { m.DataCoding, err = r.byte1("data_coding"); return err },
+		func() error { m.SMDefaultMsgID, err = r.byte1("sm_default_msg_id"); return err },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	m.smOffset = r.off
+	smLen, err := r.byte1("sm_length")
+	if err != nil {
+		return nil, err
+	}
+	if r.off+int(smLen) > len(body) {
+		return nil, &BodyError{Status: statusInvMsgLen, Field: "short_message", Offset: r.off}
+	}
+	m.Message = body[r.off : r.off+int(smLen)]
+	r.off += int(smLen)
+	m.tlvStart = r.off
+	for r.off < len(body) {
+		if len(body)-r.off < 4 {
+			return nil, &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: "optional parameter header", Offset: r.off}
+		}
+		tag := binary.BigEndian.Uint16(body[r.off:])
+		l := int(binary.BigEndian.Uint16(body[r.off+2:]))
+		if r.off+4+l > len(body) {
+			return nil, &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: fmt.Sprintf("optional parameter 0x%04X length", tag), Offset: r.off}
+		}
+		m.TLVs = append(m.TLVs, TLV{Tag: tag, Value: body[r.off+4 : r.off+4+l]})
+		r.off += 4 + l
+	}
+	return m, nil
+}
+
+// TLV returns the value of the first optional parameter with tag.
+func (m *ShortMessage) TLV(tag uint16) ([]byte, bool) {
+	for _, t := range m.TLVs {
+		if t.Tag == tag {
+			return t.Value, true
+		}
+	}
+	return nil, false
+}
+
+// Payload is the message content: short_message, or message_payload when
+// short_message is empty (SMPP 3.4 §5.3.2.32).
+func (m *ShortMessage) Payload() []byte {
+	if len(m.Message) == 0 {
+		if v, ok := m.TLV(tagMessagePayload); ok {
+			return v
+		}
+	}
+	return m.Message
+}
+
+// UDHI reports the esm_class UDH indicator (SMPP 3.4 §5.2.12, GSM 0x40).
+func (m *ShortMessage) UDHI() bool { return m.ESMClass&0x40 != 0 }
+
+// IsReceipt reports an SMSC delivery receipt (esm_class message type 0x04)
+// or an intermediate notification (0x20).
+func (m *ShortMessage) IsReceipt() bool {
+	t := m.ESMClass & 0x3C
+	return t == 0x04 || t == 0x20
+}
+
+// errNoUDH is returned when UDHI is set but the UDH does not fit.
+var errNoUDH = errors.New("smpp: UDH longer than the message")
+
+// validateContent checks what a carrier or a modem would refuse: a UDH
+// longer than the message, odd-length UCS2. It returns the status to answer.
+func (m *ShortMessage) validateContent() (uint32, error) {
+	p := m.Payload()
+	if len(m.Message) > 0 {
+		if _, ok := m.TLV(tagMessagePayload); ok {
+			// SMPP 3.4 §5.3.2.32: both at once is an error.
+			return statusInvMsgLen, errors.New("smpp: short_message and message_payload both present")
+		}
+	}
+	body := p
+	if m.UDHI() {
+		if len(p) == 0 || int(p[0])+1 > len(p) {
+			return statusInvEsmClass, errNoUDH
+		}
+		body = p[int(p[0])+1:]
+	}
+	if m.DataCoding == 0x08 && len(body)%2 != 0 {
+		return statusInvMsgLen, errors.New("smpp: UCS2 text of odd length")
+	}
+	return statusOK, nil
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# deps.sh installs the system packages spareline's tests need, if missing.
+# Idempotent: a package whose binary is already on PATH is left alone.
+# Runs as root without sudo; as another user it uses sudo when present.
+#
+#   binary        Debian package   needed by
+#   redis-server  redis-server     store/ and end-to-end tests (test/redisserver)
+set -euo pipefail
+
+# binary:package pairs.
+deps=(
+	"redis-server:redis-server"
+)
+
+missing=()
+for pair in "${deps[@]}"; do
+	bin=${pair%%:*}
+	pkg=${pair#*:}
+	if ! command -v "$bin" >/dev/null 2>&1; then
+		missing+=("$pkg")
+	fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "deps.sh: all present"
+	exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		SUDO=(sudo)
+	else
+		echo "deps.sh: not root and no sudo; install as root: ${missing[*]}" >&2
+		exit 1
+	fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "deps.sh: installing ${missing[*]}"
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+for pair in "${deps[@]}"; do
+	bin=${pair%%:*}
+	if ! command -v "$bin" >/dev/null 2>&1; then
+		echo "deps.sh: $bin still not on PATH after install" >&2
+		exit 1
+	fi
+done
+echo "deps.sh: done"

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/test/redisserver"
+)
+
+// benchMessage is a typical in-flight message: a 100-octet body, sent to a
+// carrier that gave its id.
+func benchMessage() *Message {
+	body := make([]byte, 100)
+	for i := range body {
+		body[i] = byte(i)
+	}
+	return &Message{
+		ID: "202601011200000001", Account: "platform", Carrier: "mobile", Source: "10690000",
+		Dest: "8613800138000", Body: body, RegDeliv: 1, State: StateSent,
+		CarrierID: "5f3c2a1b9e", Attempts: 1, Created: time.Now(),
+	}
+}
+
+func benchPut(b *testing.B, s Store) {
+	ctx := context.Background()
+	var seq atomic.Int64
+	b.SetParallelism(16) // many sessions writing at once: 16 x GOMAXPROCS goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		m := benchMessage()
+		for pb.Next() {
+			n := seq.Add(1)
+			m.ID = strconv.FormatInt(n, 10)
+			m.CarrierID = "c" + m.ID
+			if err := s.PutMessage(ctx, m); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkPutMessageParallel(b *testing.B) {
+	b.Run("bolt", func(b *testing.B) {
+		s, err := OpenBolt(b.TempDir(), time.Hour, zap.NewNop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchPut(b, s)
+	})
+	srv := redisserver.Start(b)
+	for _, c := range []struct {
+		name string
+		o    RedisOptions
+	}{
+		{"redis-nobatch", RedisOptions{NoBatch: true}},
+		{"redis-batch", RedisOptions{}},
+		{"redis-batch-window200us", RedisOptions{BatchWindow: 200 * time.Microsecond}},
+		{"redis-batch-1writer", RedisOptions{BatchWriters: 1}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			c.o.TTL = time.Hour
+			s, err := NewRedisWithOptions(context.Background(), srv.URL(), c.o, zap.NewNop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			benchPut(b, s)
+		})
+	}
+}

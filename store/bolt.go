@@ -1,0 +1,552 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+)
+
+// Bolt buckets. Values that expire start with their expiry, unix ms
+// big-endian (0 = never).
+//
+//	m   id -> exp, encoded Message
+//	c   <len>:<carrier>:<cid> -> exp, our id
+//	o   <len>:<carrier>:<cid> -> exp, receipt body
+//	x   exp(8) kind(1) key -> nil      expiry index for the sweep (kind 'm', 'c' or 'o')
+//	d   account -> bucket of seq(8) -> encoded Delivery; d's own sequence numbers deliveries
+//	di  account -> bucket of delivery id -> seq(8)
+//	q   (3-pri)(1) enq ms(8) id -> due ms(8)   modem queue, best first
+//	qi  id -> its q key
+//	ql  id -> lease end ms(8), worker
+var (
+	bMsg      = []byte("m")
+	bCarrier  = []byte("c")
+	bOrphan   = []byte("o")
+	bExpiry   = []byte("x")
+	bDeliv    = []byte("d")
+	bDelivIdx = []byte("di")
+	bQueue    = []byte("q")
+	bQueueIdx = []byte("qi")
+	bLease    = []byte("ql")
+)
+
+// sweepMax bounds the records the sweep deletes in one transaction.
+const sweepMax = 10000
+
+// Bolt is the embedded store: one bbolt file, written with db.Batch so that
+// concurrent writers share one transaction and one fsync.
+type Bolt struct {
+	db   *bolt.DB
+	ttl  time.Duration // read-only
+	log  *zap.Logger
+	stop chan struct{} // closed by Close: ends the sweeper
+	done chan struct{} // closed by the sweeper when it exits
+	once sync.Once
+}
+
+// OpenBolt opens (creating it and dir if needed) the store file
+// dir/spareline.db. Records expire after ttl (0 = never); a sweeper deletes
+// expired ones until Close.
+func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "spareline.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("store: %s is locked by another process", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// Concurrent writers arriving within a millisecond share one fsync.
+	db.MaxBatchDelay = time.Millisecond
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bMsg, bCarrier, bOrphan, bExpiry, bDeliv, bDelivIdx, bQueue, bQueueIdx, bLease} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
+	}
+	s := &Bolt{db: db, ttl: ttl, log: log.With(zap.String("store", path)), stop: make(chan struct{}), done: make(chan struct{})}
+	if ttl > 0 {
+		go s.sweeper(min(max(ttl/4, 50*time.Millisecond), time.Minute))
+	} else {
+		close(s.done)
+	}
+	return s, nil
+}
+
+// DB returns the underlying bbolt database, for tests that inspect the
+// stored state.
+func (s *Bolt) DB() *bolt.DB { return s.db }
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func msU64(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
+
+// expiry is the unix ms a record written now expires at, 0 = never.
+func (s *Bolt) expiry() uint64 {
+	if s.ttl <= 0 {
+		return 0
+	}
+	return msU64(time.Now().Add(s.ttl))
+}
+
+func expired(exp uint64, now uint64) bool { return exp != 0 && exp <= now }
+
+func boltCarrierKey(carrier, cid string) []byte {
+	return []byte(strconv.Itoa(len(carrier)) + ":" + carrier + ":" + cid)
+}
+
+// putExpiring writes exp+val under key in bucket b and indexes the expiry.
+func putExpiring(tx *bolt.Tx, b []byte, kind byte, key, val []byte, exp uint64) error {
+	v := make([]byte, 8, 8+len(val))
+	binary.BigEndian.PutUint64(v, exp)
+	v = append(v, val...)
+	if err := tx.Bucket(b).Put(key, v); err != nil {
+		return err
+	}
+	if exp == 0 {
+		return nil
+	}
+	x := append(append(u64(exp), kind), key...)
+	return tx.Bucket(bExpiry).Put(x, nil)
+}
+
+// getExpiring reads a value written by putExpiring; nil if absent or
+// expired. The slice is valid only within tx.
+func getExpiring(tx *bolt.Tx, b, key []byte, now uint64) []byte {
+	v := tx.Bucket(b).Get(key)
+	if len(v) < 8 || expired(binary.BigEndian.Uint64(v), now) {
+		return nil
+	}
+	return v[8:]
+}
+
+func putMessageTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64) error {
+	if err := putExpiring(tx, bMsg, 'm', []byte(m.ID), enc, exp); err != nil {
+		return err
+	}
+	if m.CarrierID != "" {
+		return putExpiring(tx, bCarrier, 'c', boltCarrierKey(m.Carrier, m.CarrierID), []byte(m.ID), exp)
+	}
+	return nil
+}
+
+// batch runs fn in a shared write transaction (db.Batch); fn may run more
+// than once and must set its results afresh each time.
+func (s *Bolt) batch(ctx context.Context, op string, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.db.Batch(fn); err != nil {
+		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+			return ErrClosed
+		}
+		return fmt.Errorf("store: bolt %s: %w", op, err)
+	}
+	return nil
+}
+
+func (s *Bolt) view(op string, fn func(tx *bolt.Tx) error) error {
+	if err := s.db.View(fn); err != nil {
+		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+			return ErrClosed
+		}
+		var ce *CorruptError
+		if errors.As(err, &ce) || errors.Is(err, ErrNotFound) {
+			return err
+		}
+		return fmt.Errorf("store: bolt %s: %w", op, err)
+	}
+	return nil
+}
+
+// PutMessage implements Store.
+func (s *Bolt) PutMessage(ctx context.Context, m *Message) error {
+	enc := encodeMessage(m)
+	exp := s.expiry()
+	return s.batch(ctx, "put message "+m.ID, func(tx *bolt.Tx) error { return putMessageTx(tx, m, enc, exp) })
+}
+
+// GetMessage implements Store.
+func (s *Bolt) GetMessage(ctx context.Context, id string) (*Message, error) {
+	var m *Message
+	err := s.view("get message "+id, func(tx *bolt.Tx) error {
+		v := getExpiring(tx, bMsg, []byte(id), msU64(time.Now()))
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		m, err = decodeMessage(v)
+		return err
+	})
+	return m, err
+}
+
+// FindByCarrierID implements Store.
+func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error) {
+	var m *Message
+	err := s.view("find carrier id", func(tx *bolt.Tx) error {
+		now := msU64(time.Now())
+		id := getExpiring(tx, bCarrier, boltCarrierKey(carrier, carrierID), now)
+		if id == nil {
+			return ErrNotFound
+		}
+		v := getExpiring(tx, bMsg, id, now)
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		m, err = decodeMessage(v)
+		return err
+	})
+	return m, err
+}
+
+// StashOrphan implements Store.
+func (s *Bolt) StashOrphan(ctx context.Context, carrier, carrierID string, body []byte) error {
+	exp := s.expiry()
+	return s.batch(ctx, "stash orphan", func(tx *bolt.Tx) error {
+		return putExpiring(tx, bOrphan, 'o', boltCarrierKey(carrier, carrierID), body, exp)
+	})
+}
+
+// TakeOrphan implements Store.
+func (s *Bolt) TakeOrphan(ctx context.Context, carrier, carrierID string) ([]byte, error) {
+	key := boltCarrierKey(carrier, carrierID)
+	var body []byte
+	err := s.batch(ctx, "take orphan", func(tx *bolt.Tx) error {
+		body = nil
+		v := getExpiring(tx, bOrphan, key, msU64(time.Now()))
+		if v == nil {
+			return nil
+		}
+		body = append([]byte{}, v...)
+		return tx.Bucket(bOrphan).Delete(key)
+	})
+	if err == nil && body == nil {
+		err = ErrNotFound
+	}
+	return body, err
+}
+
+// AddDelivery implements Store. When d.ID is empty the store assigns one (a
+// decimal counter shared by all accounts) and sets d.ID. Adding an id that
+// is already pending replaces its body and keeps its place.
+func (s *Bolt) AddDelivery(ctx context.Context, d *Delivery, m *Message) error {
+	var menc []byte
+	exp := s.expiry()
+	if m != nil {
+		menc = encodeMessage(m)
+	}
+	var id string
+	err := s.batch(ctx, "add delivery for "+d.Account, func(tx *bolt.Tx) error {
+		root := tx.Bucket(bDeliv)
+		list, err := root.CreateBucketIfNotExists([]byte(d.Account))
+		if err != nil {
+			return err
+		}
+		idx, err := tx.Bucket(bDelivIdx).CreateBucketIfNotExists([]byte(d.Account))
+		if err != nil {
+			return err
+		}
+		id = d.ID
+		var seqKey []byte
+		if id != "" {
+			seqKey = idx.Get([]byte(id))
+		}
+		if seqKey == nil {
+			seq, err := root.NextSequence()
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				id = strconv.FormatUint(seq, 10)
+			}
+			seqKey = u64(seq)
+			if err := idx.Put([]byte(id), seqKey); err != nil {
+				return err
+			}
+		}
+		stored := *d
+		stored.ID = id
+		if err := list.Put(bytes.Clone(seqKey), encodeDelivery(&stored)); err != nil {
+			return err
+		}
+		if m != nil {
+			return putMessageTx(tx, m, menc, exp)
+		}
+		return nil
+	})
+	if err == nil {
+		d.ID = id
+	}
+	return err
+}
+
+// PendingDeliveries implements Store; max <= 0 reads all.
+func (s *Bolt) PendingDeliveries(ctx context.Context, account string, max int) ([]*Delivery, error) {
+	var out []*Delivery
+	err := s.view("pending deliveries for "+account, func(tx *bolt.Tx) error {
+		out = nil
+		list := tx.Bucket(bDeliv).Bucket([]byte(account))
+		if list == nil {
+			return nil
+		}
+		c := list.Cursor()
+		for k, v := c.First(); k != nil && (max <= 0 || len(out) < max); k, v = c.Next() {
+			d, err := decodeDelivery(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// AckDelivery implements Store; acking an unknown id is not an error.
+func (s *Bolt) AckDelivery(ctx context.Context, account, id string) error {
+	return s.batch(ctx, "ack delivery "+id, func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bDelivIdx).Bucket([]byte(account))
+		if idx == nil {
+			return nil
+		}
+		seq := idx.Get([]byte(id))
+		if seq == nil {
+			return nil
+		}
+		seq = bytes.Clone(seq)
+		if err := idx.Delete([]byte(id)); err != nil {
+			return err
+		}
+		return tx.Bucket(bDeliv).Bucket([]byte(account)).Delete(seq)
+	})
+}
+
+func queueKey(pri byte, enqMS uint64, id string) []byte {
+	k := make([]byte, 0, 9+len(id))
+	k = append(k, 3-clampPriority(pri))
+	k = binary.BigEndian.AppendUint64(k, enqMS)
+	return append(k, id...)
+}
+
+// removeQueued deletes id from the queue buckets; it returns id's old
+// queue key (nil if it was not queued), valid after tx.
+func removeQueued(tx *bolt.Tx, id []byte) ([]byte, error) {
+	qk := tx.Bucket(bQueueIdx).Get(id)
+	if qk == nil {
+		return nil, nil
+	}
+	qk = bytes.Clone(qk)
+	for _, err := range []error{
+		tx.Bucket(bQueue).Delete(qk),
+		tx.Bucket(bQueueIdx).Delete(id),
+		tx.Bucket(bLease).Delete(id),
+	} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return qk, nil
+}
+
+func putQueued(tx *bolt.Tx, id, qk []byte, due uint64) error {
+	if err := tx.Bucket(bQueue).Put(qk, u64(due)); err != nil {
+		return err
+	}
+	return tx.Bucket(bQueueIdx).Put(id, qk)
+}
+
+// EnqueueModem implements Store. Enqueueing an id already queued (or
+// claimed) puts it back as new.
+func (s *Bolt) EnqueueModem(ctx context.Context, id string, priority byte, due time.Time) error {
+	now := msU64(time.Now())
+	return s.batch(ctx, "enqueue "+id, func(tx *bolt.Tx) error {
+		if _, err := removeQueued(tx, []byte(id)); err != nil {
+			return err
+		}
+		return putQueued(tx, []byte(id), queueKey(priority, now, id), msU64(due))
+	})
+}
+
+// ClaimModem implements Store: it walks the queue from the best entry and
+// leases the first one that is due and not leased (or whose lease passed).
+func (s *Bolt) ClaimModem(ctx context.Context, worker string, lease time.Duration) (string, error) {
+	var id string
+	err := s.batch(ctx, "claim for "+worker, func(tx *bolt.Tx) error {
+		id = ""
+		now := msU64(time.Now())
+		leases := tx.Bucket(bLease)
+		c := tx.Bucket(bQueue).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) < 9 || len(v) < 8 || binary.BigEndian.Uint64(v) > now {
+				continue
+			}
+			cand := k[9:]
+			if l := leases.Get(cand); len(l) >= 8 && binary.BigEndian.Uint64(l) > now {
+				continue
+			}
+			val := append(u64(now+uint64(max(lease.Milliseconds(), 1))), worker...)
+			id = string(cand)
+			return leases.Put([]byte(id), val)
+		}
+		return nil
+	})
+	if err == nil && id == "" {
+		err = ErrEmpty
+	}
+	return id, err
+}
+
+// AckModem implements Store; acking an unknown id is not an error.
+func (s *Bolt) AckModem(ctx context.Context, id string) error {
+	return s.batch(ctx, "ack modem "+id, func(tx *bolt.Tx) error {
+		_, err := removeQueued(tx, []byte(id))
+		return err
+	})
+}
+
+// ReleaseModem implements Store; ErrNotFound if id is not queued. The entry
+// keeps its priority and age.
+func (s *Bolt) ReleaseModem(ctx context.Context, id string, due time.Time) error {
+	var found bool
+	err := s.batch(ctx, "release "+id, func(tx *bolt.Tx) error {
+		qk, err := removeQueued(tx, []byte(id))
+		found = qk != nil
+		if qk == nil || err != nil {
+			return err
+		}
+		return putQueued(tx, []byte(id), qk, msU64(due))
+	})
+	if err == nil && !found {
+		err = ErrNotFound
+	}
+	return err
+}
+
+// ModemQueue implements Store.
+func (s *Bolt) ModemQueue(ctx context.Context) (int, time.Time, error) {
+	var depth int
+	var oldest uint64
+	err := s.view("modem queue", func(tx *bolt.Tx) error {
+		depth = tx.Bucket(bQueueIdx).Stats().KeyN
+		oldest = 0
+		c := tx.Bucket(bQueue).Cursor()
+		for p := byte(0); p <= 3; p++ { // the oldest of each priority's first entry
+			k, _ := c.Seek([]byte{p})
+			if len(k) >= 9 && k[0] == p {
+				if t := binary.BigEndian.Uint64(k[1:9]); oldest == 0 || t < oldest {
+					oldest = t
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || oldest == 0 {
+		return depth, time.Time{}, err
+	}
+	return depth, time.UnixMilli(int64(oldest)), nil
+}
+
+// Ping implements Store.
+func (s *Bolt) Ping(ctx context.Context) error {
+	return s.view("ping", func(tx *bolt.Tx) error { return nil })
+}
+
+// Close stops the sweeper and closes the file.
+func (s *Bolt) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.stop)
+		<-s.done
+		err = s.db.Close()
+	})
+	return err
+}
+
+// sweeper deletes expired records every interval until Close.
+func (s *Bolt) sweeper(interval time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if n, err := s.sweep(); err != nil {
+				s.log.Warn("expiry sweep failed", zap.Error(err))
+			} else if n > 0 {
+				s.log.Debug("expiry sweep", zap.Int("deleted", n))
+			}
+		}
+	}
+}
+
+// sweep deletes up to sweepMax expired records and reports how many.
+func (s *Bolt) sweep() (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		now := msU64(time.Now())
+		x := tx.Bucket(bExpiry)
+		c := x.Cursor()
+		for k, _ := c.First(); k != nil && n < sweepMax; k, _ = c.First() {
+			if len(k) < 9 {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				continue
+			}
+			if binary.BigEndian.Uint64(k[:8]) > now {
+				break
+			}
+			var b []byte
+			switch k[8] {
+			case 'm':
+				b = bMsg
+			case 'c':
+				b = bCarrier
+			case 'o':
+				b = bOrphan
+			}
+			if b != nil {
+				key := k[9:]
+				// The record may have been rewritten with a later expiry.
+				if v := tx.Bucket(b).Get(key); len(v) >= 8 && expired(binary.BigEndian.Uint64(v), now) {
+					if err := tx.Bucket(b).Delete(bytes.Clone(key)); err != nil {
+						return err
+					}
+				}
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}

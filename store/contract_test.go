@@ -1,0 +1,577 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/spareline/spareline/test/redisserver"
+)
+
+// opener opens a store for subtest t with record TTL ttl. The first call
+// for a t opens an empty store; each later call for the same t opens a new
+// store on the same data (a restart).
+type opener func(t *testing.T, ttl time.Duration) Store
+
+const longTTL = time.Hour
+
+func TestBoltContract(t *testing.T) {
+	var mu sync.Mutex
+	dirs := map[*testing.T]string{}
+	runContract(t, func(t *testing.T, ttl time.Duration) Store {
+		mu.Lock()
+		dir, ok := dirs[t]
+		if !ok {
+			dir = t.TempDir()
+			dirs[t] = dir
+		}
+		mu.Unlock()
+		s, err := OpenBolt(dir, ttl, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestRedisContract(t *testing.T) {
+	var mu sync.Mutex
+	servers := map[*testing.T]*redisserver.Server{}
+	runContract(t, func(t *testing.T, ttl time.Duration) Store {
+		mu.Lock()
+		srv, ok := servers[t]
+		if !ok {
+			srv = redisserver.Start(t)
+			servers[t] = srv
+		}
+		mu.Unlock()
+		s, err := NewRedis(context.Background(), srv.URL(), ttl, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func testMessage(id string) *Message {
+	return &Message{
+		ID:        id,
+		Account:   "platform",
+		Carrier:   "mobile",
+		Source:    "10690000",
+		Dest:      "8613800138000",
+		Body:      bytes.Repeat([]byte{0x41, 0x00, 0xff}, 33),
+		RegDeliv:  1,
+		Priority:  2,
+		State:     StateAccepted,
+		Attempts:  1,
+		Created:   time.Now(),
+		Expires:   time.Now().Add(48 * time.Hour),
+		Note:      "accepted",
+		Modem:     "ttyUSB0",
+		ModemRefs: []int{7, 8},
+	}
+}
+
+// sameMessage compares two messages, times by instant.
+func sameMessage(t *testing.T, got, want *Message) {
+	t.Helper()
+	g, w := *got, *want
+	if !g.Created.Equal(w.Created) || !g.Expires.Equal(w.Expires) {
+		t.Errorf("times: got %v/%v, want %v/%v", g.Created, g.Expires, w.Created, w.Expires)
+	}
+	g.Created, w.Created, g.Expires, w.Expires = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if len(g.Body) == 0 && len(w.Body) == 0 {
+		g.Body, w.Body = nil, nil
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("message:\n got %+v\nwant %+v", g, w)
+	}
+}
+
+func mustGet(t *testing.T, s Store, id string) *Message {
+	t.Helper()
+	m, err := s.GetMessage(context.Background(), id)
+	if err != nil {
+		t.Fatalf("GetMessage(%s): %v", id, err)
+	}
+	return m
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// claim claims one entry or fails the test.
+func claim(t *testing.T, s Store, lease time.Duration) string {
+	t.Helper()
+	id, err := s.ClaimModem(context.Background(), "w1", lease)
+	if err != nil {
+		t.Fatalf("ClaimModem: %v", err)
+	}
+	return id
+}
+
+func wantEmpty(t *testing.T, s Store) {
+	t.Helper()
+	if id, err := s.ClaimModem(context.Background(), "w1", time.Hour); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("ClaimModem = %q, %v; want ErrEmpty", id, err)
+	}
+}
+
+// claimWithin polls ClaimModem until it returns an entry or the deadline
+// passes.
+func claimWithin(t *testing.T, s Store, lease, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		id, err := s.ClaimModem(context.Background(), "w2", lease)
+		if err == nil {
+			return id
+		}
+		if !errors.Is(err, ErrEmpty) {
+			t.Fatalf("ClaimModem: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing became claimable within %v", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// nextMilli waits for the wall clock to pass into a new millisecond, so
+// that entries enqueued before and after have different ages.
+func nextMilli() {
+	ms := time.Now().UnixMilli()
+	for time.Now().UnixMilli() == ms {
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+func runContract(t *testing.T, open opener) {
+	ctx := context.Background()
+
+	t.Run("PutGetOverwrite", func(t *testing.T) {
+		s := open(t, longTTL)
+		m := testMessage("m1")
+		must(t, s.PutMessage(ctx, m))
+		sameMessage(t, mustGet(t, s, "m1"), m)
+
+		m2 := *m
+		m2.State, m2.Attempts, m2.Note, m2.Body, m2.ModemRefs = StateFailed, 2, "rejected", nil, nil
+		must(t, s.PutMessage(ctx, &m2))
+		sameMessage(t, mustGet(t, s, "m1"), &m2)
+	})
+
+	t.Run("NotFound", func(t *testing.T) {
+		s := open(t, longTTL)
+		if _, err := s.GetMessage(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("GetMessage: %v, want ErrNotFound", err)
+		}
+		if _, err := s.FindByCarrierID(ctx, "mobile", "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("FindByCarrierID: %v, want ErrNotFound", err)
+		}
+		if _, err := s.TakeOrphan(ctx, "mobile", "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TakeOrphan: %v, want ErrNotFound", err)
+		}
+		if err := s.ReleaseModem(ctx, "nope", time.Now()); !errors.Is(err, ErrNotFound) {
+			t.Errorf("ReleaseModem: %v, want ErrNotFound", err)
+		}
+		must(t, s.Ping(ctx))
+	})
+
+	t.Run("CarrierIndex", func(t *testing.T) {
+		s := open(t, longTTL)
+		a := testMessage("ours-a")
+		a.Carrier, a.CarrierID, a.State = "mobile", "0A1B", StateSent
+		b := testMessage("ours-b")
+		b.Carrier, b.CarrierID, b.State = "unicom", "0A1B", StateSent // same carrier id, other carrier
+		c := testMessage("ours-c")
+		c.Carrier, c.CarrierID = "mobile:0", "A1B" // must not meet "mobile" + "0:A1B" style keys
+		for _, m := range []*Message{a, b, c} {
+			must(t, s.PutMessage(ctx, m))
+		}
+		for _, m := range []*Message{a, b, c} {
+			got, err := s.FindByCarrierID(ctx, m.Carrier, m.CarrierID)
+			if err != nil {
+				t.Fatalf("FindByCarrierID(%s, %s): %v", m.Carrier, m.CarrierID, err)
+			}
+			sameMessage(t, got, m)
+		}
+		if _, err := s.FindByCarrierID(ctx, "telecom", "0A1B"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("other carrier: %v, want ErrNotFound", err)
+		}
+		// The index follows the message: a later write is what the index returns.
+		a.State = StateDone
+		must(t, s.PutMessage(ctx, a))
+		got, err := s.FindByCarrierID(ctx, "mobile", "0A1B")
+		must(t, err)
+		if got.State != StateDone {
+			t.Errorf("state through index = %s, want done", got.State)
+		}
+	})
+
+	t.Run("Orphans", func(t *testing.T) {
+		s := open(t, longTTL)
+		must(t, s.StashOrphan(ctx, "mobile", "X1", []byte("receipt 1")))
+		must(t, s.StashOrphan(ctx, "unicom", "X1", []byte("receipt 2")))
+		b, err := s.TakeOrphan(ctx, "mobile", "X1")
+		must(t, err)
+		if string(b) != "receipt 1" {
+			t.Errorf("TakeOrphan = %q", b)
+		}
+		if _, err := s.TakeOrphan(ctx, "mobile", "X1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("second TakeOrphan: %v, want ErrNotFound", err)
+		}
+		b, err = s.TakeOrphan(ctx, "unicom", "X1")
+		must(t, err)
+		if string(b) != "receipt 2" {
+			t.Errorf("TakeOrphan(unicom) = %q", b)
+		}
+	})
+
+	t.Run("Deliveries", func(t *testing.T) {
+		s := open(t, longTTL)
+		var ids []string
+		for i := range 5 {
+			d := &Delivery{Account: "acme", Body: []byte{byte(i)}, MsgID: "m" + strconv.Itoa(i), Created: time.Now()}
+			must(t, s.AddDelivery(ctx, d, nil))
+			if d.ID == "" || slices.Contains(ids, d.ID) {
+				t.Fatalf("delivery id %q: want a new unique id (have %v)", d.ID, ids)
+			}
+			ids = append(ids, d.ID)
+			must(t, s.AddDelivery(ctx, &Delivery{Account: "other", Body: []byte("x")}, nil))
+		}
+		got, err := s.PendingDeliveries(ctx, "acme", 3)
+		must(t, err)
+		if len(got) != 3 {
+			t.Fatalf("PendingDeliveries(max 3) = %d", len(got))
+		}
+		for i, d := range got {
+			if d.ID != ids[i] || d.Account != "acme" || !bytes.Equal(d.Body, []byte{byte(i)}) || d.MsgID != "m"+strconv.Itoa(i) {
+				t.Errorf("delivery %d = %+v, want id %s body %d", i, d, ids[i], i)
+			}
+		}
+		// Acking out of order keeps the rest in order.
+		must(t, s.AckDelivery(ctx, "acme", ids[1]))
+		must(t, s.AckDelivery(ctx, "acme", ids[0]))
+		must(t, s.AckDelivery(ctx, "acme", "unknown"))
+		got, err = s.PendingDeliveries(ctx, "acme", 0)
+		must(t, err)
+		var gotIDs []string
+		for _, d := range got {
+			gotIDs = append(gotIDs, d.ID)
+		}
+		if !slices.Equal(gotIDs, ids[2:]) {
+			t.Errorf("after acks: %v, want %v", gotIDs, ids[2:])
+		}
+		other, err := s.PendingDeliveries(ctx, "other", 0)
+		must(t, err)
+		if len(other) != 5 {
+			t.Errorf("other account has %d deliveries, want 5", len(other))
+		}
+		none, err := s.PendingDeliveries(ctx, "nobody", 10)
+		must(t, err)
+		if len(none) != 0 {
+			t.Errorf("unknown account: %d deliveries", len(none))
+		}
+		// A caller-chosen id is kept; adding it again replaces the body in place.
+		must(t, s.AddDelivery(ctx, &Delivery{ID: "mine", Account: "acme", Body: []byte("v1")}, nil))
+		must(t, s.AddDelivery(ctx, &Delivery{ID: "mine", Account: "acme", Body: []byte("v2")}, nil))
+		got, err = s.PendingDeliveries(ctx, "acme", 0)
+		must(t, err)
+		if n := len(got); n != 4 || got[3].ID != "mine" || string(got[3].Body) != "v2" {
+			t.Errorf("after re-adding: %d deliveries, last %+v", n, got[len(got)-1])
+		}
+	})
+
+	t.Run("DeliveryWithMessage", func(t *testing.T) {
+		s := open(t, longTTL)
+		m := testMessage("m9")
+		m.CarrierID, m.State = "C9", StateSent
+		must(t, s.PutMessage(ctx, m))
+		m.State, m.Note = StateDone, "DELIVRD"
+		d := &Delivery{Account: "platform", Body: []byte("id:m9 stat:DELIVRD"), MsgID: "m9"}
+		must(t, s.AddDelivery(ctx, d, m))
+		if got := mustGet(t, s, "m9"); got.State != StateDone || got.Note != "DELIVRD" {
+			t.Errorf("message after AddDelivery: %s %q", got.State, got.Note)
+		}
+		if got, err := s.FindByCarrierID(ctx, "mobile", "C9"); err != nil || got.State != StateDone {
+			t.Errorf("FindByCarrierID after AddDelivery: %v %v", got, err)
+		}
+		got, err := s.PendingDeliveries(ctx, "platform", 0)
+		must(t, err)
+		if len(got) != 1 || got[0].ID != d.ID || got[0].MsgID != "m9" {
+			t.Errorf("deliveries = %+v", got)
+		}
+	})
+
+	t.Run("ModemQueueOrder", func(t *testing.T) {
+		s := open(t, longTTL)
+		depth, oldest, err := s.ModemQueue(ctx)
+		must(t, err)
+		if depth != 0 || !oldest.IsZero() {
+			t.Errorf("empty queue: depth %d oldest %v", depth, oldest)
+		}
+		wantEmpty(t, s)
+		before := time.Now().Truncate(time.Millisecond)
+		// Ids sort against their age so that a tie-break by id would show.
+		for _, e := range []struct {
+			id  string
+			pri byte
+		}{{"z-p0-old", 0}, {"y-p1-old", 1}, {"x-p0-new", 0}, {"w-p3", 3}, {"v-p1-new", 1}, {"u-p9", 9}} {
+			must(t, s.EnqueueModem(ctx, e.id, e.pri, time.Now()))
+			nextMilli()
+		}
+		after := time.Now()
+		depth, oldest, err = s.ModemQueue(ctx)
+		must(t, err)
+		if depth != 6 || oldest.Before(before) || oldest.After(after) {
+			t.Errorf("queue: depth %d oldest %v, want 6 and in [%v, %v]", depth, oldest, before, after)
+		}
+		var order []string
+		for range 6 {
+			order = append(order, claim(t, s, time.Hour))
+		}
+		want := []string{"w-p3", "u-p9", "y-p1-old", "v-p1-new", "z-p0-old", "x-p0-new"}
+		if !slices.Equal(order, want) {
+			t.Errorf("claim order %v, want %v", order, want)
+		}
+		wantEmpty(t, s)
+		// Claimed entries still count until acked.
+		if depth, _, _ := s.ModemQueue(ctx); depth != 6 {
+			t.Errorf("depth with all claimed = %d, want 6", depth)
+		}
+		for _, id := range order {
+			must(t, s.AckModem(ctx, id))
+		}
+		must(t, s.AckModem(ctx, "unknown"))
+		if depth, oldest, _ := s.ModemQueue(ctx); depth != 0 || !oldest.IsZero() {
+			t.Errorf("after acks: depth %d oldest %v", depth, oldest)
+		}
+	})
+
+	t.Run("DueTimes", func(t *testing.T) {
+		s := open(t, longTTL)
+		must(t, s.EnqueueModem(ctx, "later", 3, time.Now().Add(time.Hour)))
+		must(t, s.EnqueueModem(ctx, "now", 0, time.Now()))
+		if id := claim(t, s, time.Hour); id != "now" {
+			t.Errorf("claimed %q, want the only due entry", id)
+		}
+		soon := time.Now().Add(200 * time.Millisecond)
+		must(t, s.EnqueueModem(ctx, "soon", 3, soon))
+		if id := claimWithin(t, s, time.Hour, 10*time.Second); id != "soon" {
+			t.Errorf("claimed %q, want soon", id)
+		}
+		if time.Now().Before(soon) {
+			t.Errorf("soon was claimed before it was due")
+		}
+		wantEmpty(t, s)
+	})
+
+	t.Run("LeasesAndRelease", func(t *testing.T) {
+		s := open(t, longTTL)
+		must(t, s.EnqueueModem(ctx, "a", 1, time.Now()))
+		must(t, s.EnqueueModem(ctx, "b", 0, time.Now()))
+		if id := claim(t, s, time.Hour); id != "a" {
+			t.Fatalf("claimed %q, want a", id)
+		}
+		if id := claim(t, s, time.Hour); id != "b" {
+			t.Fatalf("claimed %q, want b", id)
+		}
+		wantEmpty(t, s) // both held for an hour
+
+		// Released now: claimable again, keeping its priority.
+		must(t, s.ReleaseModem(ctx, "b", time.Now()))
+		if id := claim(t, s, time.Hour); id != "b" {
+			t.Fatalf("after release claimed %q, want b", id)
+		}
+		// Released for later: not claimable now.
+		must(t, s.ReleaseModem(ctx, "b", time.Now().Add(time.Hour)))
+		wantEmpty(t, s)
+		if d, _, _ := s.ModemQueue(ctx); d != 2 {
+			t.Errorf("depth = %d, want 2", d)
+		}
+
+		// A short lease: the entry comes back once the lease passes, not before.
+		must(t, s.EnqueueModem(ctx, "c", 2, time.Now()))
+		claimedAt := time.Now()
+		lease := 300 * time.Millisecond
+		if id := claim(t, s, lease); id != "c" {
+			t.Fatalf("claimed %q, want c", id)
+		}
+		if id := claimWithin(t, s, time.Hour, 10*time.Second); id != "c" {
+			t.Errorf("reclaimed %q, want c", id)
+		}
+		if time.Since(claimedAt) < lease {
+			t.Errorf("c was claimed again before its lease passed")
+		}
+	})
+
+	t.Run("TTL", func(t *testing.T) {
+		s := open(t, 300*time.Millisecond)
+		m := testMessage("short")
+		m.CarrierID = "S1"
+		must(t, s.PutMessage(ctx, m))
+		must(t, s.StashOrphan(ctx, "mobile", "S2", []byte("r")))
+		must(t, s.AddDelivery(ctx, &Delivery{Account: "platform", Body: []byte("d")}, nil))
+		must(t, s.EnqueueModem(ctx, "short", 0, time.Now()))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := s.GetMessage(ctx, "short")
+			if errors.Is(err, ErrNotFound) {
+				break
+			}
+			must(t, err)
+			if time.Now().After(deadline) {
+				t.Fatal("message did not expire")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := s.FindByCarrierID(ctx, "mobile", "S1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("index entry: %v, want ErrNotFound", err)
+		}
+		if _, err := s.TakeOrphan(ctx, "mobile", "S2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("orphan: %v, want ErrNotFound", err)
+		}
+		// Pending deliveries and queue entries do not expire.
+		if ds, err := s.PendingDeliveries(ctx, "platform", 0); err != nil || len(ds) != 1 {
+			t.Errorf("deliveries after TTL: %d, %v", len(ds), err)
+		}
+		if id := claim(t, s, time.Hour); id != "short" {
+			t.Errorf("queue entry after TTL: %q", id)
+		}
+	})
+
+	t.Run("Restart", func(t *testing.T) {
+		s := open(t, longTTL)
+		m := testMessage("r1")
+		m.CarrierID = "RC1"
+		must(t, s.PutMessage(ctx, m))
+		must(t, s.StashOrphan(ctx, "unicom", "RO", []byte("orphan")))
+		d := &Delivery{Account: "platform", Body: []byte("receipt")}
+		must(t, s.AddDelivery(ctx, d, nil))
+		must(t, s.EnqueueModem(ctx, "q-held", 3, time.Now()))
+		must(t, s.EnqueueModem(ctx, "q-free", 0, time.Now()))
+		if id := claim(t, s, time.Hour); id != "q-held" {
+			t.Fatalf("claimed %q", id)
+		}
+		must(t, s.Close())
+
+		s = open(t, longTTL)
+		sameMessage(t, mustGet(t, s, "r1"), m)
+		if got, err := s.FindByCarrierID(ctx, "mobile", "RC1"); err != nil || got.ID != "r1" {
+			t.Errorf("index after restart: %v %v", got, err)
+		}
+		if b, err := s.TakeOrphan(ctx, "unicom", "RO"); err != nil || string(b) != "orphan" {
+			t.Errorf("orphan after restart: %q %v", b, err)
+		}
+		ds, err := s.PendingDeliveries(ctx, "platform", 0)
+		must(t, err)
+		if len(ds) != 1 || ds[0].ID != d.ID || string(ds[0].Body) != "receipt" {
+			t.Errorf("deliveries after restart: %+v", ds)
+		}
+		// The lease survives: only the free entry is claimable.
+		if id := claim(t, s, time.Hour); id != "q-free" {
+			t.Errorf("claimed %q after restart, want q-free", id)
+		}
+		wantEmpty(t, s)
+		// New deliveries get new ids after a restart.
+		d2 := &Delivery{Account: "platform", Body: []byte("second")}
+		must(t, s.AddDelivery(ctx, d2, nil))
+		if d2.ID == d.ID {
+			t.Errorf("delivery id %s reused after restart", d2.ID)
+		}
+	})
+
+	t.Run("Concurrent", func(t *testing.T) {
+		s := open(t, longTTL)
+		const workers, each = 8, 40
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each*3)
+		for w := range workers {
+			wg.Go(func() {
+				for i := range each {
+					id := fmt.Sprintf("c%d-%d", w, i)
+					m := testMessage(id)
+					m.CarrierID = "CID-" + id
+					if err := s.PutMessage(ctx, m); err != nil {
+						errs <- err
+					}
+					if err := s.AddDelivery(ctx, &Delivery{Account: "acct" + strconv.Itoa(w%2), MsgID: id}, nil); err != nil {
+						errs <- err
+					}
+					if err := s.EnqueueModem(ctx, id, byte(i%4), time.Now()); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for w := range workers {
+			for i := range each {
+				id := fmt.Sprintf("c%d-%d", w, i)
+				if got, err := s.FindByCarrierID(ctx, "mobile", "CID-"+id); err != nil || got.ID != id {
+					t.Fatalf("FindByCarrierID(%s): %v %v", id, got, err)
+				}
+			}
+		}
+		for a := range 2 {
+			ds, err := s.PendingDeliveries(ctx, "acct"+strconv.Itoa(a), 0)
+			must(t, err)
+			if len(ds) != workers/2*each {
+				t.Errorf("acct%d: %d deliveries, want %d", a, len(ds), workers/2*each)
+			}
+		}
+		// Concurrent claimers: every entry claimed exactly once.
+		var mu sync.Mutex
+		seen := map[string]int{}
+		for range workers {
+			wg.Go(func() {
+				for {
+					id, err := s.ClaimModem(ctx, "w", time.Hour)
+					if errors.Is(err, ErrEmpty) {
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					seen[id]++
+					mu.Unlock()
+					if err := s.AckModem(ctx, id); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if len(seen) != workers*each {
+			t.Errorf("claimed %d distinct entries, want %d", len(seen), workers*each)
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Errorf("%s claimed %d times", id, n)
+			}
+		}
+	})
+}

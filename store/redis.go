@@ -1,0 +1,603 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// ErrClosed is returned by calls made on (or waiting in) a closed store.
+var ErrClosed = errors.New("store: closed")
+
+// Every key starts with keyPrefix; the {sl} hash tag puts them all in one
+// Cluster slot, so that every script and MULTI may touch any of them.
+const keyPrefix = "spareline:{sl}:"
+
+// Redis keys (all under keyPrefix):
+//
+//	m:<id>                  string  encoded Message                     TTL
+//	c:<len>:<carrier>:<cid> string  our id                              TTL
+//	o:<len>:<carrier>:<cid> string  orphan receipt body                 TTL
+//	d:<account>             list    delivery ids in arrival order       none
+//	dh:<account>            hash    delivery id -> encoded Delivery     none
+//	dseq                    string  delivery id counter                 none
+//	q:e                     zset    every queued id, score enq_ms*4+pri  none
+//	q:r                     zset    due ids, score (3-pri)*1e13+enq_ms   none
+//	q:w                     zset    not-yet-due ids, score due_ms        none
+//	q:l                     zset    leased ids, score lease end ms       none
+//
+// The carrier name is length-prefixed so that no carrier name or id can
+// make two (carrier, id) pairs share a key.
+func msgKey(id string) string { return keyPrefix + "m:" + id }
+func carrierKey(kind, carrier, cid string) string {
+	return keyPrefix + kind + ":" + strconv.Itoa(len(carrier)) + ":" + carrier + ":" + cid
+}
+func delivListKey(account string) string { return keyPrefix + "d:" + account }
+func delivHashKey(account string) string { return keyPrefix + "dh:" + account }
+
+const (
+	delivSeqKey  = keyPrefix + "dseq"
+	qAllKey      = keyPrefix + "q:e"
+	qReadyKey    = keyPrefix + "q:r"
+	qWaitKey     = keyPrefix + "q:w"
+	qLeaseKey    = keyPrefix + "q:l"
+	maxPending   = 1000 // PendingDeliveries' largest page (Lua unpack limit)
+	promoteLimit = 1000 // entries moved to ready per claim, to bound the script's run time
+)
+
+// readyScore orders due entries: higher priority first, then older.
+func readyScore(pri byte, enqMS int64) float64 { return float64(3-int64(pri))*1e13 + float64(enqMS) }
+
+// allScore orders all entries by enqueue time and carries the priority.
+func allScore(pri byte, enqMS int64) float64 { return float64(enqMS*4 + int64(pri)) }
+
+func clampPriority(p byte) byte { return min(p, 3) }
+
+var (
+	// KEYS: list, hash, seq [, msg [, index]]; ARGV: id, delivery, msg, ttl ms, msg id
+	addDeliveryScript = redis.NewScript(`
+local id = ARGV[1]
+if id == '' then id = tostring(redis.call('INCR', KEYS[3])) end
+if redis.call('HSET', KEYS[2], id, ARGV[2]) == 1 then redis.call('RPUSH', KEYS[1], id) end
+local px = tonumber(ARGV[4])
+if #KEYS >= 4 then
+  if px > 0 then redis.call('SET', KEYS[4], ARGV[3], 'PX', px) else redis.call('SET', KEYS[4], ARGV[3]) end
+end
+if #KEYS >= 5 then
+  if px > 0 then redis.call('SET', KEYS[5], ARGV[5], 'PX', px) else redis.call('SET', KEYS[5], ARGV[5]) end
+end
+return id`)
+
+	// KEYS: list, hash; ARGV: max. Returns id, value, id, value...
+	pendingScript = redis.NewScript(`
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then return {} end
+local vals = redis.call('HMGET', KEYS[2], unpack(ids))
+local out = {}
+for i, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = vals[i]
+end
+return out`)
+
+	// KEYS: index; ARGV: message key prefix. The message key is built in
+	// the script; it carries the same hash tag as KEYS[1], so it is in the
+	// same Cluster slot.
+	findScript = redis.NewScript(`
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. id)`)
+
+	// KEYS: all, ready, wait, lease; ARGV: id, all score, ready score, due ms or '' when due now.
+	enqueueScript = redis.NewScript(`
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[4] == '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) else redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+return 1`)
+
+	// KEYS: all, ready, wait, lease; ARGV: now ms, lease end ms, promote limit.
+	claimScript = redis.NewScript(`
+local function ready(id)
+  local s = redis.call('ZSCORE', KEYS[1], id)
+  if not s then return end
+  s = tonumber(s)
+  local pri = s % 4
+  local enq = (s - pri) / 4
+  redis.call('ZADD', KEYS[2], string.format('%.0f', (3 - pri) * 1e13 + enq), id)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
+  redis.call('ZREM', KEYS[3], id)
+  ready(id)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
+  redis.call('ZREM', KEYS[4], id)
+  ready(id)
+end
+while true do
+  local top = redis.call('ZPOPMIN', KEYS[2])
+  if #top == 0 then return false end
+  if redis.call('ZSCORE', KEYS[1], top[1]) then
+    redis.call('ZADD', KEYS[4], ARGV[2], top[1])
+    return top[1]
+  end
+end`)
+
+	// KEYS: all, ready, wait, lease; ARGV: id, due ms or '' when due now.
+	releaseScript = redis.NewScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[2] == '' then
+  s = tonumber(s)
+  local pri = s % 4
+  redis.call('ZADD', KEYS[2], string.format('%.0f', (3 - pri) * 1e13 + (s - pri) / 4), ARGV[1])
+else
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+end
+return 1`)
+)
+
+var qKeys = []string{qAllKey, qReadyKey, qWaitKey, qLeaseKey}
+
+// RedisOptions tunes a Redis store. The zero value is valid: no expiry,
+// batching with the defaults.
+type RedisOptions struct {
+	// TTL is the life of message records, index entries and orphans; 0 =
+	// they never expire.
+	TTL time.Duration
+	// NoBatch sends every PutMessage on its own instead of through the
+	// batching writer.
+	NoBatch bool
+	// BatchWindow is how long the batching writer waits for more writes
+	// after the first one of a batch; 0 = send what is already waiting,
+	// without waiting. Default (negative): 0.
+	BatchWindow time.Duration
+	// BatchMax is the most writes in one pipeline. Default 128.
+	BatchMax int
+	// BatchWriters is how many pipelines may be in flight at once.
+	// Default 4.
+	BatchWriters int
+}
+
+// Redis is the Redis store. See the package doc for the URL forms.
+type Redis struct {
+	rdb  redis.UniversalClient // safe for concurrent use
+	opts RedisOptions          // read-only after NewRedis
+	log  *zap.Logger
+
+	putc      chan *putReq  // PutMessage -> batch writers
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
+	wg        sync.WaitGroup // batch writers
+}
+
+// putReq is one PutMessage waiting in the batching writer. done is
+// buffered so that the writer never blocks on a caller that gave up.
+type putReq struct {
+	key, val       string
+	idxKey, idxVal string // "" when no carrier id
+	done           chan error
+}
+
+// NewRedis connects to the Redis at url (see the package doc for the forms),
+// checks that it answers and returns the store. Records expire after ttl
+// (0 = never).
+func NewRedis(ctx context.Context, url string, ttl time.Duration, log *zap.Logger) (*Redis, error) {
+	return NewRedisWithOptions(ctx, url, RedisOptions{TTL: ttl, BatchWindow: -1}, log)
+}
+
+// NewRedisWithOptions is NewRedis with tuning options.
+func NewRedisWithOptions(ctx context.Context, url string, o RedisOptions, log *zap.Logger) (*Redis, error) {
+	cfg, err := parseRedisURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if o.BatchWindow < 0 {
+		o.BatchWindow = 0
+	}
+	if o.BatchMax <= 0 {
+		o.BatchMax = 128
+	}
+	if o.BatchWriters <= 0 {
+		o.BatchWriters = 4
+	}
+	rdb := cfg.client()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("store: redis at %s does not answer: %w", strings.Join(cfg.addrs(), ","), err)
+	}
+	r := &Redis{
+		rdb:    rdb,
+		opts:   o,
+		log:    log.With(zap.Strings("redis", cfg.addrs())),
+		putc:   make(chan *putReq),
+		closed: make(chan struct{}),
+	}
+	if !o.NoBatch {
+		for range o.BatchWriters {
+			r.wg.Add(1)
+			go r.batchWriter()
+		}
+	}
+	return r, nil
+}
+
+// Client returns the underlying go-redis client, for tests and tools that
+// inspect the stored state.
+func (r *Redis) Client() redis.UniversalClient { return r.rdb }
+
+// ttlMS is the record TTL in milliseconds for scripts (0 = none).
+func (r *Redis) ttlMS() string { return strconv.FormatInt(r.opts.TTL.Milliseconds(), 10) }
+
+// PutMessage implements Store. With batching, the write joins the
+// pipeline of concurrent writes; it returns when its own write is
+// acknowledged. A cancelled ctx returns early, and the write may or may
+// not have been applied.
+func (r *Redis) PutMessage(ctx context.Context, m *Message) error {
+	req := &putReq{key: msgKey(m.ID), val: string(encodeMessage(m))}
+	if m.CarrierID != "" {
+		req.idxKey, req.idxVal = carrierKey("c", m.Carrier, m.CarrierID), m.ID
+	}
+	if r.opts.NoBatch {
+		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			r.queuePut(ctx, p, req)
+			return nil
+		})
+		return wrapRedis("put message "+m.ID, err)
+	}
+	req.done = make(chan error, 1)
+	select {
+	case r.putc <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.closed:
+		return ErrClosed
+	}
+	select {
+	case err := <-req.done:
+		return wrapRedis("put message "+m.ID, err)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.closed:
+		return ErrClosed
+	}
+}
+
+func (r *Redis) queuePut(ctx context.Context, p redis.Pipeliner, req *putReq) {
+	p.Set(ctx, req.key, req.val, r.opts.TTL)
+	if req.idxKey != "" {
+		p.Set(ctx, req.idxKey, req.idxVal, r.opts.TTL)
+	}
+}
+
+// batchWriter owns one batch at a time: it takes a first write, gathers
+// what else arrives within the window (or is already waiting) up to
+// BatchMax, sends them all in one MULTI/EXEC and answers each caller.
+func (r *Redis) batchWriter() {
+	defer r.wg.Done()
+	batch := make([]*putReq, 0, r.opts.BatchMax)
+	var timer *time.Timer
+	if r.opts.BatchWindow > 0 {
+		timer = time.NewTimer(time.Hour)
+		timer.Stop()
+	}
+	for {
+		select {
+		case req := <-r.putc:
+			batch = append(batch, req)
+		case <-r.closed:
+			return
+		}
+		if timer != nil {
+			timer.Reset(r.opts.BatchWindow)
+		}
+	gather:
+		for len(batch) < r.opts.BatchMax {
+			if timer == nil {
+				select {
+				case req := <-r.putc:
+					batch = append(batch, req)
+				default:
+					break gather
+				}
+				continue
+			}
+			select {
+			case req := <-r.putc:
+				batch = append(batch, req)
+			case <-timer.C:
+				break gather
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		r.flush(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// flush sends a batch as one transaction and answers each caller with the
+// result of its own commands.
+func (r *Redis) flush(batch []*putReq) {
+	// The callers' contexts differ; the batch has its own deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmds, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, req := range batch {
+			r.queuePut(ctx, p, req)
+		}
+		return nil
+	})
+	if err != nil && len(cmds) != 2*len(batch) {
+		for _, req := range batch {
+			req.done <- err
+		}
+		return
+	}
+	// cmds are the SETs in order: one or two per request.
+	i := 0
+	for _, req := range batch {
+		var e error
+		n := 1
+		if req.idxKey != "" {
+			n = 2
+		}
+		for j := i; j < i+n && j < len(cmds); j++ {
+			if ce := cmds[j].Err(); ce != nil && e == nil {
+				e = ce
+			}
+		}
+		if i+n > len(cmds) && e == nil {
+			e = err
+		}
+		i += n
+		req.done <- e
+	}
+}
+
+// wrapRedis names the operation in a Redis error; nil stays nil.
+func wrapRedis(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("store: redis %s: %w", op, err)
+}
+
+// GetMessage implements Store.
+func (r *Redis) GetMessage(ctx context.Context, id string) (*Message, error) {
+	b, err := r.rdb.Get(ctx, msgKey(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, wrapRedis("get message "+id, err)
+	}
+	return decodeMessage(b)
+}
+
+// FindByCarrierID implements Store in one round trip.
+func (r *Redis) FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error) {
+	v, err := findScript.Run(ctx, r.rdb, []string{carrierKey("c", carrier, carrierID)}, keyPrefix+"m:").Text()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, wrapRedis("find carrier id", err)
+	}
+	return decodeMessage([]byte(v))
+}
+
+// StashOrphan implements Store.
+func (r *Redis) StashOrphan(ctx context.Context, carrier, carrierID string, body []byte) error {
+	return wrapRedis("stash orphan", r.rdb.Set(ctx, carrierKey("o", carrier, carrierID), body, r.opts.TTL).Err())
+}
+
+// TakeOrphan implements Store (GETDEL: Redis 6.2 or later).
+func (r *Redis) TakeOrphan(ctx context.Context, carrier, carrierID string) ([]byte, error) {
+	b, err := r.rdb.GetDel(ctx, carrierKey("o", carrier, carrierID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, wrapRedis("take orphan", err)
+	}
+	return b, nil
+}
+
+// AddDelivery implements Store in one script. When d.ID is empty the
+// store assigns one (a decimal counter shared by all accounts) and sets
+// d.ID. Adding an id that is already pending replaces its body and keeps
+// its place.
+func (r *Redis) AddDelivery(ctx context.Context, d *Delivery, m *Message) error {
+	stored := *d
+	stored.ID = "" // the id is the hash field
+	keys := []string{delivListKey(d.Account), delivHashKey(d.Account), delivSeqKey}
+	args := []any{d.ID, encodeDelivery(&stored), "", r.ttlMS(), ""}
+	if m != nil {
+		keys = append(keys, msgKey(m.ID))
+		args[2] = encodeMessage(m)
+		if m.CarrierID != "" {
+			keys = append(keys, carrierKey("c", m.Carrier, m.CarrierID))
+			args[4] = m.ID
+		}
+	}
+	id, err := addDeliveryScript.Run(ctx, r.rdb, keys, args...).Text()
+	if err != nil {
+		return wrapRedis("add delivery for "+d.Account, err)
+	}
+	d.ID = id
+	return nil
+}
+
+// PendingDeliveries implements Store; max <= 0 or above 1000 reads 1000.
+func (r *Redis) PendingDeliveries(ctx context.Context, account string, max int) ([]*Delivery, error) {
+	if max <= 0 || max > maxPending {
+		max = maxPending
+	}
+	vals, err := pendingScript.Run(ctx, r.rdb, []string{delivListKey(account), delivHashKey(account)}, max).Slice()
+	if err != nil {
+		return nil, wrapRedis("pending deliveries for "+account, err)
+	}
+	out := make([]*Delivery, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		id, _ := vals[i].(string)
+		v, ok := vals[i+1].(string)
+		if !ok { // listed but no body: a half-acked entry; skip it
+			continue
+		}
+		d, err := decodeDelivery([]byte(v))
+		if err != nil {
+			return nil, err
+		}
+		d.ID = id
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// AckDelivery implements Store; acking an unknown id is not an error.
+func (r *Redis) AckDelivery(ctx context.Context, account, id string) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.LRem(ctx, delivListKey(account), 1, id)
+		p.HDel(ctx, delivHashKey(account), id)
+		return nil
+	})
+	return wrapRedis("ack delivery "+id, err)
+}
+
+func nowMS() int64 { return time.Now().UnixMilli() }
+
+// EnqueueModem implements Store. Enqueueing an id already queued (or
+// claimed) puts it back as new.
+func (r *Redis) EnqueueModem(ctx context.Context, id string, priority byte, due time.Time) error {
+	pri := clampPriority(priority)
+	now := nowMS()
+	dueArg := ""
+	if d := due.UnixMilli(); d > now {
+		dueArg = strconv.FormatInt(d, 10)
+	}
+	err := enqueueScript.Run(ctx, r.rdb, qKeys, id,
+		strconv.FormatFloat(allScore(pri, now), 'f', 0, 64),
+		strconv.FormatFloat(readyScore(pri, now), 'f', 0, 64), dueArg).Err()
+	return wrapRedis("enqueue "+id, err)
+}
+
+// ClaimModem implements Store in one script.
+func (r *Redis) ClaimModem(ctx context.Context, worker string, lease time.Duration) (string, error) {
+	now := nowMS()
+	until := now + max(lease.Milliseconds(), 1)
+	id, err := claimScript.Run(ctx, r.rdb, qKeys, now, until, promoteLimit).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrEmpty
+	}
+	if err != nil {
+		return "", wrapRedis("claim for "+worker, err)
+	}
+	return id, nil
+}
+
+// AckModem implements Store; acking an unknown id is not an error.
+func (r *Redis) AckModem(ctx context.Context, id string) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range qKeys {
+			p.ZRem(ctx, k, id)
+		}
+		return nil
+	})
+	return wrapRedis("ack modem "+id, err)
+}
+
+// ReleaseModem implements Store; ErrNotFound if id is not queued.
+func (r *Redis) ReleaseModem(ctx context.Context, id string, due time.Time) error {
+	dueArg := ""
+	if d := due.UnixMilli(); d > nowMS() {
+		dueArg = strconv.FormatInt(d, 10)
+	}
+	n, err := releaseScript.Run(ctx, r.rdb, qKeys, id, dueArg).Int()
+	if err != nil {
+		return wrapRedis("release "+id, err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ModemQueue implements Store.
+func (r *Redis) ModemQueue(ctx context.Context) (int, time.Time, error) {
+	var card *redis.IntCmd
+	var first *redis.ZSliceCmd
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		card = p.ZCard(ctx, qAllKey)
+		first = p.ZRangeWithScores(ctx, qAllKey, 0, 0)
+		return nil
+	})
+	if err != nil {
+		return 0, time.Time{}, wrapRedis("modem queue", err)
+	}
+	zs := first.Val()
+	if len(zs) == 0 {
+		return int(card.Val()), time.Time{}, nil
+	}
+	return int(card.Val()), time.UnixMilli(int64(math.Floor(zs[0].Score / 4))), nil
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error {
+	return wrapRedis("ping", r.rdb.Ping(ctx).Err())
+}
+
+// Close stops the batching writers (writes still waiting get ErrClosed)
+// and closes the client.
+func (r *Redis) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		close(r.closed)
+		r.wg.Wait()
+		err = r.rdb.Close()
+	})
+	return err
+}
+
+// CheckPersistence reads the server's AOF settings and returns a warning
+// for people when an acknowledged write could be lost in a crash of the
+// Redis host: AOF off, or appendfsync other than everysec or always. ""
+// when the settings are safe or cannot be read (CONFIG disabled, as on
+// some managed services).
+func (r *Redis) CheckPersistence(ctx context.Context) (warning string) {
+	cfg, err := r.rdb.ConfigGet(ctx, "append*").Result()
+	if err != nil {
+		r.log.Debug("cannot read redis persistence settings", zap.Error(err))
+		return ""
+	}
+	aof, fsync := cfg["appendonly"], cfg["appendfsync"]
+	switch {
+	case aof == "" && fsync == "":
+		return ""
+	case aof != "yes":
+		return "redis has appendonly=" + aof + ": messages acknowledged to the platform are lost if redis restarts; set appendonly yes and appendfsync everysec"
+	case fsync != "everysec" && fsync != "always":
+		return "redis has appendfsync=" + fsync + ": messages acknowledged to the platform may be lost if the redis host crashes; set appendfsync everysec"
+	}
+	return ""
+}

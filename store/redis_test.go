@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/spareline/spareline/test/redisserver"
+)
+
+func openRedis(t testing.TB, url string, o RedisOptions) *Redis {
+	t.Helper()
+	s, err := NewRedisWithOptions(context.Background(), url, o, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// A message acknowledged by the store survives a restart of the Redis
+// server itself (AOF, appendfsync everysec, clean shutdown).
+func TestRedisServerRestartKeepsData(t *testing.T) {
+	srv := redisserver.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	m := testMessage("persist")
+	m.CarrierID = "P1"
+	must(t, s.PutMessage(ctx, m))
+	must(t, s.EnqueueModem(ctx, "persist", 1, time.Now()))
+	srv.Restart()
+
+	// The client reconnects by itself.
+	got, err := s.FindByCarrierID(ctx, "mobile", "P1")
+	if err != nil {
+		t.Fatalf("after server restart: %v", err)
+	}
+	sameMessage(t, got, m)
+	if id := claim(t, s, time.Hour); id != "persist" {
+		t.Errorf("queue after restart: %q", id)
+	}
+}
+
+// While Redis is down a write fails with an error (it does not hang past
+// its context) and writes work again once Redis is back.
+func TestRedisOutage(t *testing.T) {
+	srv := redisserver.Start(t)
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.PutMessage(ctx, testMessage("down")); err == nil {
+		t.Fatal("PutMessage with Redis down succeeded")
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping with Redis down succeeded")
+	}
+	srv.Restart()
+	must(t, s.PutMessage(context.Background(), testMessage("up")))
+}
+
+func TestRedisCloseFailsWaitingWrites(t *testing.T) {
+	srv := redisserver.Start(t)
+	s := openRedis(t, srv.URL(), RedisOptions{})
+	must(t, s.Close())
+	if err := s.PutMessage(context.Background(), testMessage("late")); !errors.Is(err, ErrClosed) {
+		t.Errorf("PutMessage after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestRedisCheckPersistence(t *testing.T) {
+	ctx := context.Background()
+	on := openRedis(t, redisserver.Start(t).URL(), RedisOptions{})
+	if w := on.CheckPersistence(ctx); w != "" {
+		t.Errorf("AOF everysec: warning %q, want none", w)
+	}
+	off := openRedis(t, redisserver.Start(t, redisserver.WithoutAOF()).URL(), RedisOptions{})
+	if w := off.CheckPersistence(ctx); !strings.Contains(w, "appendonly") {
+		t.Errorf("AOF off: warning %q, want one naming appendonly", w)
+	}
+	must(t, on.Client().ConfigSet(ctx, "appendfsync", "no").Err())
+	if w := on.CheckPersistence(ctx); !strings.Contains(w, "appendfsync") {
+		t.Errorf("appendfsync no: warning %q, want one naming appendfsync", w)
+	}
+}
+
+func TestNewRedisErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := NewRedis(ctx, "redis://:s3cret@127.0.0.1:1/0", 0, nil)
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("unreachable server: %v; want an error naming the address and not the password", err)
+	}
+	_, err = NewRedis(ctx, "mysql://:s3cret@h:1", 0, nil)
+	var ue *URLError
+	if !errors.As(err, &ue) || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad scheme: %v; want a *URLError without the password", err)
+	}
+}
+
+// Every key is under the spareline: prefix and in the {sl} hash-tag slot.
+func TestRedisKeysShareOneSlot(t *testing.T) {
+	srv := redisserver.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	m := testMessage("k1")
+	m.CarrierID = "K"
+	must(t, s.PutMessage(ctx, m))
+	must(t, s.StashOrphan(ctx, "mobile", "O", []byte("x")))
+	must(t, s.AddDelivery(ctx, &Delivery{Account: "a"}, nil))
+	must(t, s.EnqueueModem(ctx, "k1", 0, time.Now()))
+	must(t, s.EnqueueModem(ctx, "k2", 0, time.Now().Add(time.Hour)))
+	_, _ = s.ClaimModem(ctx, "w", time.Hour)
+	keys, err := s.Client().Keys(ctx, "*").Result()
+	must(t, err)
+	if len(keys) < 8 {
+		t.Errorf("only %d keys: %v", len(keys), keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "spareline:{sl}:") {
+			t.Errorf("key %q is outside the spareline:{sl}: slot", k)
+		}
+	}
+	// Records expire; deliveries and the queue do not.
+	for _, k := range keys {
+		ttl, err := s.Client().PTTL(ctx, k).Result()
+		must(t, err)
+		expires := ttl > 0
+		record := strings.Contains(k, ":m:") || strings.Contains(k, ":c:") || strings.Contains(k, ":o:")
+		if expires != record {
+			t.Errorf("key %s: TTL %v", k, ttl)
+		}
+	}
+}
+
+// BenchmarkRedisMemoryPerMessage reports the Redis memory one in-flight
+// message with a carrier id and a 100-octet body costs (record + index).
+func BenchmarkRedisMemoryPerMessage(b *testing.B) {
+	srv := redisserver.Start(b)
+	ctx := context.Background()
+	s := openRedis(b, srv.URL(), RedisOptions{TTL: 72 * time.Hour})
+	used := func() int64 {
+		info, err := s.Client().Info(ctx, "memory").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for line := range strings.SplitSeq(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		b.Fatal("no used_memory")
+		return 0
+	}
+	const n = 20000
+	m := benchMessage()
+	before := used()
+	for i := range n {
+		m.ID = "20260101" + strconv.Itoa(1000000+i)
+		m.CarrierID = strconv.FormatInt(int64(7e15)+int64(i), 16)
+		must(b, s.PutMessage(ctx, m))
+	}
+	per := float64(used()-before) / n
+	for b.Loop() {
+	}
+	b.ReportMetric(per, "redis-bytes/msg")
+	b.ReportMetric(float64(len(encodeMessage(m))), "value-bytes/msg")
+}

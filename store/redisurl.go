@@ -1,0 +1,174 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// URLError reports a Redis URL that cannot be used. URL has its password
+// replaced, so the error is safe to log.
+type URLError struct {
+	URL    string // redacted
+	Reason string
+}
+
+func (e *URLError) Error() string {
+	return fmt.Sprintf("store: redis URL %q: %s", e.URL, e.Reason)
+}
+
+// redisConfig is a parsed Redis URL: exactly one of the three is set.
+type redisConfig struct {
+	simple   *redis.Options
+	failover *redis.FailoverOptions
+	cluster  *redis.ClusterOptions
+}
+
+// client builds the go-redis client for the config.
+func (c *redisConfig) client() redis.UniversalClient {
+	switch {
+	case c.failover != nil:
+		return redis.NewFailoverClient(c.failover)
+	case c.cluster != nil:
+		return redis.NewClusterClient(c.cluster)
+	default:
+		return redis.NewClient(c.simple)
+	}
+}
+
+// addrs lists the configured server addresses, for logs and errors.
+func (c *redisConfig) addrs() []string {
+	switch {
+	case c.failover != nil:
+		return c.failover.SentinelAddrs
+	case c.cluster != nil:
+		return c.cluster.Addrs
+	default:
+		return []string{c.simple.Addr}
+	}
+}
+
+// redactURL hides the password of a URL's userinfo without parsing it (the
+// multi-host forms are not valid net/url URLs).
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return raw
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// parseRedisURL parses the store's Redis URL forms (see the package doc).
+func parseRedisURL(raw string) (*redisConfig, error) {
+	bad := func(format string, args ...any) error {
+		return &URLError{URL: redactURL(raw), Reason: fmt.Sprintf(format, args...)}
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, bad("no scheme: want redis://, rediss://, redis-sentinel:// or redis-cluster://")
+	}
+	switch scheme {
+	case "redis", "rediss":
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			// A *url.Error quotes the whole URL, password included.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, bad("%v", err)
+		}
+		return &redisConfig{simple: o}, nil
+	case "redis-sentinel", "redis-cluster":
+	default:
+		return nil, bad("unknown scheme %q: want redis://, rediss://, redis-sentinel:// or redis-cluster://", scheme)
+	}
+
+	rest, query, _ := strings.Cut(rest, "?")
+	if strings.Contains(rest, "#") {
+		return nil, bad("a fragment (#) is not allowed")
+	}
+	hostpart, path, _ := strings.Cut(rest, "/")
+	var username, password string
+	if at := strings.LastIndex(hostpart, "@"); at >= 0 {
+		var err error
+		userinfo := hostpart[:at]
+		hostpart = hostpart[at+1:]
+		u, p, _ := strings.Cut(userinfo, ":")
+		if username, err = url.PathUnescape(u); err != nil {
+			return nil, bad("bad escape in the user name")
+		}
+		if password, err = url.PathUnescape(p); err != nil {
+			return nil, bad("bad escape in the password")
+		}
+	}
+	var addrs []string
+	for h := range strings.SplitSeq(hostpart, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			return nil, bad("address %q: want host:port", h)
+		}
+		if host == "" {
+			return nil, bad("address %q: empty host", h)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, bad("address %q: port must be 1-65535", h)
+		}
+		addrs = append(addrs, net.JoinHostPort(host, port))
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return nil, bad("bad query string")
+	}
+	db := 0
+	if v := q.Get("db"); v != "" {
+		if db, err = strconv.Atoi(v); err != nil || db < 0 {
+			return nil, bad("db=%q: want a database number", v)
+		}
+	}
+	q.Del("db")
+	sentinelPassword := q.Get("sentinel_password")
+	q.Del("sentinel_password")
+	for k := range q {
+		return nil, bad("unknown parameter %q (known: db, sentinel_password)", k)
+	}
+
+	if scheme == "redis-cluster" {
+		if path != "" {
+			return nil, bad("a cluster URL has no path")
+		}
+		if db != 0 || sentinelPassword != "" {
+			return nil, bad("db and sentinel_password do not apply to a cluster")
+		}
+		return &redisConfig{cluster: &redis.ClusterOptions{Addrs: addrs, Username: username, Password: password}}, nil
+	}
+	master, err := url.PathUnescape(path)
+	if err != nil || master == "" || strings.Contains(master, "/") {
+		return nil, bad("want the master name as the path: redis-sentinel://host:port,.../mymaster")
+	}
+	return &redisConfig{failover: &redis.FailoverOptions{
+		MasterName:       master,
+		SentinelAddrs:    addrs,
+		SentinelPassword: sentinelPassword,
+		Username:         username,
+		Password:         password,
+		DB:               db,
+	}}, nil
+}

@@ -1,0 +1,126 @@
+// Package store holds spareline's in-flight state behind one interface, with
+// two implementations: Redis (go-redis v9 UniversalClient: single node,
+// Sentinel or Cluster) and an embedded file store (bbolt) used when no Redis is
+// configured. One contract test suite (contract_test.go) runs against both.
+//
+// What lives here:
+//   - messages: every submit_sm the platform got an answer for, keyed by our
+//     message id, with the raw submit_sm body as the platform sent it;
+//   - the carrier id index: (carrier, carrier message id) -> our id, so that
+//     receipts can be rewritten;
+//   - orphan receipts: receipts that arrived before their carrier id was
+//     linked (a fast carrier), taken back when the link is written;
+//   - deliveries: deliver_sm PDUs waiting for an account's receiver session,
+//     in arrival order per account;
+//   - the modem queue: message ids waiting for the modem pool, highest
+//     priority first then oldest, claimed with a lease so that a crashed
+//     worker's entries are claimed again.
+//
+// Every write returns only once it is durable (Redis: acknowledged by the
+// server, whose persistence is the operator's choice, see README; bbolt: fsync).
+// Records expire after the store's TTL.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a record does not exist (or has expired).
+var ErrNotFound = errors.New("store: not found")
+
+// ErrEmpty is returned by ClaimModem when no entry is due.
+var ErrEmpty = errors.New("store: queue empty")
+
+// State is where a message is in its life.
+type State string
+
+// The states of a message.
+const (
+	StateAccepted  State = "accepted"  // durable, not yet sent anywhere
+	StateCarrier   State = "carrier"   // submitted to a carrier, waiting for its answer
+	StateSent      State = "sent"      // the carrier accepted it (CarrierID set)
+	StateQueued    State = "queued"    // waiting in the modem queue
+	StateModem     State = "modem"     // being sent by a modem
+	StateModemSent State = "modemsent" // a modem sent it, waiting for a status report
+	StateDone      State = "done"      // final receipt produced (or none asked)
+	StateFailed    State = "failed"    // rejected with an error status
+)
+
+// Message is one platform submit_sm.
+type Message struct {
+	ID        string    `json:"id"`              // our message id, given to the platform
+	Account   string    `json:"acct"`            // the platform account (system_id)
+	Carrier   string    `json:"car,omitempty"`   // routed carrier; "" = modem pool
+	Source    string    `json:"src,omitempty"`   // source_addr as sent
+	Dest      string    `json:"dst"`             // normalised destination
+	Body      []byte    `json:"body"`            // submit_sm body (after the 16-octet header), byte for byte
+	RegDeliv  byte      `json:"rd,omitempty"`    // registered_delivery
+	Priority  byte      `json:"pri,omitempty"`   // priority_flag
+	State     State     `json:"st"`              // see State
+	CarrierID string    `json:"cid,omitempty"`   // the carrier's message id once accepted
+	Attempts  int       `json:"att,omitempty"`   // send attempts so far (carrier and modem)
+	Created   time.Time `json:"t"`               // when the platform submitted it
+	Expires   time.Time `json:"exp,omitempty"`   // validity end; zero = none
+	Note      string    `json:"note,omitempty"`  // last error or outcome, for people
+	Modem     string    `json:"modem,omitempty"` // modem that sent it
+	ModemRefs []int     `json:"mrs,omitempty"`   // TP-MRs of the parts a modem sent
+}
+
+// Delivery is a deliver_sm waiting for an account's receiver session.
+type Delivery struct {
+	ID      string    `json:"id"`   // unique delivery id (ordered by creation within an account)
+	Account string    `json:"acct"` // the account that receives it
+	Body    []byte    `json:"body"` // deliver_sm body, already rewritten to our ids
+	MsgID   string    `json:"mid,omitempty"`
+	Created time.Time `json:"t"`
+}
+
+// Store is the in-flight state. All methods are safe for concurrent use.
+type Store interface {
+	// PutMessage writes (creates or replaces) a message record. When
+	// m.CarrierID is set it also writes the (m.Carrier, m.CarrierID) -> m.ID
+	// index entry in the same atomic step.
+	PutMessage(ctx context.Context, m *Message) error
+	// GetMessage reads a message by our id; ErrNotFound if absent.
+	GetMessage(ctx context.Context, id string) (*Message, error)
+	// FindByCarrierID resolves a carrier's message id to our message;
+	// ErrNotFound if absent.
+	FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error)
+
+	// StashOrphan keeps a receipt body whose carrier id is not linked yet.
+	StashOrphan(ctx context.Context, carrier, carrierID string, body []byte) error
+	// TakeOrphan returns and deletes a stashed receipt; ErrNotFound if none.
+	TakeOrphan(ctx context.Context, carrier, carrierID string) ([]byte, error)
+
+	// AddDelivery appends a deliver_sm for an account. If msgID is
+	// non-empty and m is non-nil, the message record is written in the same
+	// atomic step (a receipt and the message's final state go together).
+	AddDelivery(ctx context.Context, d *Delivery, m *Message) error
+	// PendingDeliveries returns up to max of an account's deliveries, oldest
+	// first.
+	PendingDeliveries(ctx context.Context, account string, max int) ([]*Delivery, error)
+	// AckDelivery removes a delivery once the platform answered it.
+	AckDelivery(ctx context.Context, account, id string) error
+
+	// EnqueueModem puts a message id on the modem queue with its priority
+	// (SMPP priority_flag 0-3; higher first) and the time it becomes due.
+	EnqueueModem(ctx context.Context, id string, priority byte, due time.Time) error
+	// ClaimModem takes the best due entry (highest priority, then oldest) for
+	// worker, leased for lease; a claimed entry whose lease has passed may be
+	// claimed again. ErrEmpty when none is due.
+	ClaimModem(ctx context.Context, worker string, lease time.Duration) (string, error)
+	// AckModem removes a claimed entry.
+	AckModem(ctx context.Context, id string) error
+	// ReleaseModem gives a claimed entry back, due at due.
+	ReleaseModem(ctx context.Context, id string, due time.Time) error
+	// ModemQueue reports the queue's depth and its oldest entry's enqueue time
+	// (zero when empty).
+	ModemQueue(ctx context.Context) (depth int, oldest time.Time, err error)
+
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}

@@ -1,0 +1,169 @@
+// Package e2e runs spareline end to end: real TCP SMPP sessions between a
+// simulated platform, the gateway and three simulated operator SMSCs, with
+// the real stores (a redis-server started on a free loopback port, and the
+// embedded bbolt store).
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/proxy"
+	"github.com/spareline/spareline/store"
+	"github.com/spareline/spareline/test/platform"
+	"github.com/spareline/spareline/test/redisserver"
+	"github.com/spareline/spareline/test/smscsim"
+)
+
+// The three carriers write receipt ids three ways, as real ones do.
+var carrierSetups = []struct {
+	name   string
+	opts   smscsim.Options
+	mode   string // receipt_id setting in spareline's config
+	sample string // a number of this operator
+}{
+	{"mobile", smscsim.Options{IDFormat: smscsim.IDDecimal, ReceiptIDFormat: smscsim.ReceiptSame}, "as_is", "13800138000"},
+	{"unicom", smscsim.Options{IDFormat: smscsim.IDDecimal, ReceiptIDFormat: smscsim.ReceiptHex, FirstID: 900000}, "hex", "13012345678"},
+	{"telecom", smscsim.Options{IDFormat: smscsim.IDHex, ReceiptIDFormat: smscsim.ReceiptDecimal, FirstID: 0xABC000}, "decimal", "13312345678"},
+}
+
+type env struct {
+	t       *testing.T
+	ctx     context.Context
+	smscs   map[string]*smscsim.SMSC
+	gw      *proxy.Gateway
+	cfgYAML string
+	store   store.Store
+	kind    string
+}
+
+// storeKinds runs f with each store.
+func storeKinds(t *testing.T, f func(t *testing.T, kind string)) {
+	for _, kind := range []string{"bolt", "redis"} {
+		t.Run(kind, func(t *testing.T) { f(t, kind) })
+	}
+}
+
+type envOption func(*envOpts)
+
+type envOpts struct {
+	extraYAML   string
+	failoverYML string
+	smscMutate  func(name string, o *smscsim.Options)
+}
+
+func withYAML(s string) envOption { return func(o *envOpts) { o.extraYAML += s } }
+
+// startEnv starts three SMSC simulators and a gateway on the given store.
+func startEnv(t *testing.T, kind string, opts ...envOption) *env {
+	t.Helper()
+	var eo envOpts
+	for _, o := range opts {
+		o(&eo)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	e := &env{t: t, ctx: ctx, smscs: map[string]*smscsim.SMSC{}, kind: kind}
+	var carriers strings.Builder
+	for _, cs := range carrierSetups {
+		o := cs.opts
+		o.Name = cs.name
+		o.SystemID = "ent01"
+		o.Password = "pw-" + cs.name[:3]
+		if eo.smscMutate != nil {
+			eo.smscMutate(cs.name, &o)
+		}
+		s, err := smscsim.Start(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		e.smscs[cs.name] = s
+		fmt.Fprintf(&carriers, `
+  - name: %s
+    address: %q
+    system_id: ent01
+    password: %q
+    binds: 2
+    window: 32
+    response_timeout: 2s
+    enquire_link: 5s
+    receipt_id: %s`, cs.name, s.Addr(), o.Password, cs.mode)
+	}
+	storeYAML := fmt.Sprintf("store: { path: %q }\n", t.TempDir())
+	if kind == "redis" {
+		rs := redisserver.Start(t)
+		storeYAML = fmt.Sprintf("store: { redis: %q }\n", rs.URL())
+	}
+	e.cfgYAML = fmt.Sprintf(`smpp: { listen: "127.0.0.1:0", enquire_link: 5s }
+http: { listen: "" }
+%saccounts:
+  - { system_id: platform, password: secret, allow: ["127.0.0.0/8"] }
+  - { system_id: other, password: pw2 }
+carriers:%s
+routing:
+  country_code: "86"
+  preset: cn
+%s`, storeYAML, carriers.String(), eo.extraYAML)
+	cfg, err := config.Parse([]byte(e.cfgYAML), "e2e.yaml")
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, e.cfgYAML)
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	gw, err := proxy.NewGateway(ctx, cfg, proxy.GatewayOptions{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		gw.Shutdown(sctx)
+	})
+	e.gw = gw
+	e.store = gw.Store
+	e.waitCarriersBound()
+	return e
+}
+
+// waitCarriersBound waits until every simulator has its two binds.
+func (e *env) waitCarriersBound() {
+	e.t.Helper()
+	for name, s := range e.smscs {
+		if err := s.WaitUntil(e.ctx, func(st smscsim.Stats) bool { return st.Bound >= 2 }); err != nil {
+			e.t.Fatalf("carrier %s never bound: %v", name, err)
+		}
+	}
+}
+
+// dial binds a platform client.
+func (e *env) dial(systemID, password string, bt platform.BindType) *platform.Client {
+	e.t.Helper()
+	c, err := platform.Dial(e.ctx, e.gw.SMPPAddr().String(), systemID, password, platform.Options{BindType: bt, Window: 64})
+	if err != nil {
+		e.t.Fatalf("bind as %s: %v", systemID, err)
+	}
+	e.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// nextReceipt waits for a receipt.
+func (e *env) nextReceipt(c *platform.Client) platform.Receipt {
+	e.t.Helper()
+	select {
+	case r := <-c.Receipts():
+		return r
+	case <-e.ctx.Done():
+		e.t.Fatal("no receipt arrived")
+	}
+	return platform.Receipt{}
+}

@@ -1,0 +1,670 @@
+// Package modemsim emulates a Siemens TC35i GSM modem behind a real
+// pseudo-terminal, for end-to-end tests and `spareline demo`.
+//
+// The device path (Path) is a symlink to the pty slave, so a client opens it
+// exactly like /dev/ttyUSB0 (go.bug.st/serial works on it). Unplug closes the
+// pty and removes the link, as a vanished USB device; Replug creates a new
+// pty and re-points the same path at it. The emulator keeps the slave open
+// itself, so the client may close and reopen the path at will.
+//
+// Behaviour (27.005 PDU mode): echo is on after power-up (and after Replug)
+// until ATE0; AT+CMGS=<n> answers the "> " prompt, reads the hex PDU up to
+// Ctrl-Z (ESC cancels), decodes it with sms.DecodeSubmit, waits SendDelay,
+// then answers "+CMGS: <mr>" and records the message (parts of a
+// concatenated message are joined). A message counts as sent only once the
+// +CMGS answer is written. With TP-SRR, a +CDS status report follows after
+// ReportDelay when AT+CNMI asked for ds=1. Deliver stores incoming messages
+// in the SIM memory and announces them with +CMTI.
+//
+// Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
+// a send), UnplugOnNextSend (the port vanishes after the PDU was received,
+// before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
+// SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
+// instead of answers).
+package modemsim
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/spareline/spareline/modem/sms"
+	"golang.org/x/sys/unix"
+)
+
+// encodeDeliver and encodeStatusReport are the codec's encoders
+// (sms.EncodeDeliver, sms.EncodeStatusReport).
+var (
+	encodeDeliver      = sms.EncodeDeliver
+	encodeStatusReport = sms.EncodeStatusReport
+)
+
+// Options configure a Sim.
+type Options struct {
+	Name         string        // used in the device file name
+	Dir          string        // directory of the device symlink; default a new temp dir (removed by Close)
+	SendDelay    time.Duration // per SMS part, between the PDU and the +CMGS answer
+	ReportDelay  time.Duration // between +CMGS and +CDS
+	ReportStatus byte          // TP-ST of the status reports (0 = delivered)
+	Manufacturer string        // default "SIEMENS"
+	Model        string        // default "TC35i"
+	PIN          string        // when set, the SIM asks for it after each power-up
+	SMSC         string        // default "+8613800100500"
+	Signal       int           // +CSQ rssi, default 20
+}
+
+// Message is one message the emulated modem sent (parts joined).
+type Message struct {
+	Dest         string
+	Text         string
+	Data         []byte
+	DCS          byte
+	Parts        int
+	MRs          []int
+	StatusReport bool
+}
+
+// Sim is one emulated modem.
+type Sim struct {
+	opts Options
+	path string
+	dir  string // removed by Close when we created it
+
+	mu        sync.Mutex
+	conn      *conn              // guarded by mu: the current pty, nil when unplugged
+	sent      []Message          // guarded by mu
+	notify    chan struct{}      // guarded by mu: closed and replaced on each sent message
+	partial   map[string][]*sms.SubmitPDU // guarded by mu: concatenated parts by dest/ref
+	partMRs   map[string][]int   // guarded by mu
+	store     map[int][]byte     // guarded by mu: SIM memory, index -> PDU with SMSC field
+	mr        int                // guarded by mu: last TP-MR
+	failCode  int                // guarded by mu
+	failLeft  int                // guarded by mu
+	hang      bool               // guarded by mu
+	unplugAt  bool               // guarded by mu
+	simReady  bool               // guarded by mu
+	reg       bool               // guarded by mu
+	garbage   bool               // guarded by mu
+	closed    bool               // guarded by mu
+	wg        sync.WaitGroup
+}
+
+// conn is one power-up of the modem on one pty.
+type conn struct {
+	master, slave *os.File
+	gone          chan struct{} // closed on unplug
+
+	wmu sync.Mutex // serialises writes to master
+
+	// owned by the serve goroutine:
+	echo     bool
+	cmee     int
+	unlocked bool
+	cnmiMT   int
+	cnmiDS   int
+}
+
+// Start powers up an emulated modem. ctx bounds its life (Close also ends it).
+func Start(ctx context.Context, opts Options) (*Sim, error) {
+	if opts.Manufacturer == "" {
+		opts.Manufacturer = "SIEMENS"
+	}
+	if opts.Model == "" {
+		opts.Model = "TC35i"
+	}
+	if opts.SMSC == "" {
+		opts.SMSC = "+8613800100500"
+	}
+	if opts.Signal == 0 {
+		opts.Signal = 20
+	}
+	if opts.Name == "" {
+		opts.Name = "tc35i"
+	}
+	s := &Sim{opts: opts, notify: make(chan struct{}), partial: map[string][]*sms.SubmitPDU{},
+		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true}
+	s.dir = opts.Dir
+	if s.dir == "" {
+		d, err := os.MkdirTemp("", "modemsim")
+		if err != nil {
+			return nil, err
+		}
+		s.dir = d
+	}
+	s.path = filepath.Join(s.dir, opts.Name)
+	if err := s.Replug(); err != nil {
+		return nil, err
+	}
+	go func() {
+		<-ctx.Done()
+		_ = s.Close()
+	}()
+	return s, nil
+}
+
+// Path is the device path to open.
+func (s *Sim) Path() string { return s.path }
+
+// Close unplugs the modem for good and removes its files.
+func (s *Sim) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.Unplug()
+	s.wg.Wait()
+	if s.opts.Dir == "" {
+		return os.RemoveAll(s.dir)
+	}
+	return nil
+}
+
+// Unplug makes the device vanish: the pty is closed (the client's reads
+// fail) and the path no longer exists.
+func (s *Sim) Unplug() {
+	s.mu.Lock()
+	c := s.conn
+	s.conn = nil
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	_ = os.Remove(s.path)
+	close(c.gone)
+	_ = c.master.Close()
+	_ = c.slave.Close()
+}
+
+// Replug powers the modem up on a new pty behind the same path.
+func (s *Sim) Replug() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("modemsim: closed")
+	}
+	old := s.conn
+	s.mu.Unlock()
+	if old != nil {
+		s.Unplug()
+	}
+	master, slave, err := pty.Open()
+	if err != nil {
+		return fmt.Errorf("modemsim: open pty: %w", err)
+	}
+	if err := makeRaw(slave); err != nil {
+		_ = master.Close()
+		_ = slave.Close()
+		return err
+	}
+	tmp := s.path + ".new"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(slave.Name(), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return err
+	}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0}
+	s.mu.Lock()
+	s.conn = c
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.serve(c)
+	return nil
+}
+
+// makeRaw turns off echo and line editing on the slave until the client
+// sets its own mode, as a real UART has none.
+func makeRaw(f *os.File) error {
+	fd := int(f.Fd())
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return fmt.Errorf("modemsim: termios: %w", err)
+	}
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Oflag &^= unix.OPOST
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cflag &^= unix.CSIZE | unix.PARENB
+	t.Cflag |= unix.CS8
+	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
+}
+
+// Sent returns the messages sent so far, in order.
+func (s *Sim) Sent() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.sent...)
+}
+
+// WaitSent waits until at least n messages were sent.
+func (s *Sim) WaitSent(ctx context.Context, n int) ([]Message, error) {
+	for {
+		s.mu.Lock()
+		got, ch := len(s.sent), s.notify
+		s.mu.Unlock()
+		if got >= n {
+			return s.Sent(), nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return s.Sent(), fmt.Errorf("modemsim: %d of %d messages sent: %w", got, n, ctx.Err())
+		}
+	}
+}
+
+// Stored is the number of messages in the SIM memory.
+func (s *Sim) Stored() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.store)
+}
+
+// FailNext answers the next n sends with +CMS ERROR: code.
+func (s *Sim) FailNext(code, n int) {
+	s.mu.Lock()
+	s.failCode, s.failLeft = code, n
+	s.mu.Unlock()
+}
+
+// Hang makes sends get no answer at all (the PDU is swallowed, not sent).
+func (s *Sim) Hang(on bool) { s.mu.Lock(); s.hang = on; s.mu.Unlock() }
+
+// UnplugOnNextSend unplugs the device when the next PDU has been received,
+// before it is sent.
+func (s *Sim) UnplugOnNextSend() { s.mu.Lock(); s.unplugAt = true; s.mu.Unlock() }
+
+// SetSIMReady switches the SIM between ready and "not ready" (CME 10).
+func (s *Sim) SetSIMReady(ok bool) { s.mu.Lock(); s.simReady = ok; s.mu.Unlock() }
+
+// SetRegistered switches network registration (+CREG: 0,1 / 0,0).
+func (s *Sim) SetRegistered(ok bool) { s.mu.Lock(); s.reg = ok; s.mu.Unlock() }
+
+// SetGarbage makes the modem answer noise instead of result codes.
+func (s *Sim) SetGarbage(on bool) { s.mu.Lock(); s.garbage = on; s.mu.Unlock() }
+
+// Deliver stores an incoming message from `from` (several parts when long)
+// and announces each part with +CMTI.
+func (s *Sim) Deliver(from, text string) error {
+	pdus, err := encodeDeliver(from, text, time.Now())
+	if err != nil {
+		return err
+	}
+	return s.DeliverPDU(pdus...)
+}
+
+// DeliverPDU stores raw SMS-DELIVER PDUs (with their SMSC field).
+func (s *Sim) DeliverPDU(pdus ...[]byte) error {
+	for _, p := range pdus {
+		s.mu.Lock()
+		idx := 0
+		for i := 1; i <= 30; i++ {
+			if _, used := s.store[i]; !used {
+				idx = i
+				break
+			}
+		}
+		if idx == 0 {
+			s.mu.Unlock()
+			return errors.New("modemsim: SIM memory full")
+		}
+		s.store[idx] = append([]byte(nil), p...)
+		c := s.conn
+		s.mu.Unlock()
+		if c != nil {
+			c.urc(fmt.Sprintf("+CMTI: \"SM\",%d", idx), func() bool { return c.cnmiMT > 0 })
+		}
+	}
+	return nil
+}
+
+// urc writes an unsolicited line if cond (evaluated under the write lock,
+// against state the serve goroutine sets before answering) holds.
+func (c *conn) urc(line string, cond func() bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if cond != nil && !cond() {
+		return
+	}
+	_, _ = c.master.Write([]byte("\r\n" + line + "\r\n"))
+}
+
+func (c *conn) write(text string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, _ = c.master.Write([]byte(text))
+}
+
+func (c *conn) info(lines ...string) {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("\r\n" + l + "\r\n")
+	}
+	b.WriteString("\r\nOK\r\n")
+	c.write(b.String())
+}
+
+func (c *conn) cmeError(code int) {
+	if c.cmee == 0 {
+		c.write("\r\nERROR\r\n")
+		return
+	}
+	c.write(fmt.Sprintf("\r\n+CME ERROR: %d\r\n", code))
+}
+
+// serve is the goroutine of one power-up: it reads commands from the pty.
+func (s *Sim) serve(c *conn) {
+	defer s.wg.Done()
+	buf := make([]byte, 1024)
+	var line []byte
+	prompt := false // reading a PDU after "> "
+	var pduLen int
+	for {
+		n, err := c.master.Read(buf)
+		if err != nil {
+			return
+		}
+		for _, b := range buf[:n] {
+			if prompt {
+				switch b {
+				case 0x1a:
+					prompt = false
+					hexPDU := string(line)
+					line = line[:0]
+					if c.echo {
+						c.write(hexPDU)
+					}
+					if !s.submit(c, hexPDU, pduLen) {
+						return
+					}
+				case 0x1b:
+					prompt = false
+					line = line[:0]
+					c.write("\r\nOK\r\n")
+				case '\r', '\n':
+				default:
+					line = append(line, b)
+				}
+				continue
+			}
+			switch b {
+			case '\r':
+				cmd := strings.TrimSpace(string(line))
+				line = line[:0]
+				if cmd == "" {
+					continue
+				}
+				if c.echo {
+					c.write(cmd + "\r")
+				}
+				if n, ok := s.command(c, cmd); ok {
+					prompt, pduLen = true, n
+				}
+			case '\n', 0x1b, 0x1a:
+			default:
+				line = append(line, b)
+			}
+		}
+	}
+}
+
+// command answers one command line; it returns (len, true) when a PDU
+// prompt was sent.
+func (s *Sim) command(c *conn, cmd string) (int, bool) {
+	s.mu.Lock()
+	simReady, reg, garbage := s.simReady, s.reg, s.garbage
+	s.mu.Unlock()
+	if garbage {
+		c.write("\r\n\xff#~^@junk\x07\r\n")
+		return 0, false
+	}
+	up := strings.ToUpper(cmd)
+	if !strings.HasPrefix(up, "AT") {
+		c.write("\r\nERROR\r\n")
+		return 0, false
+	}
+	body := up[2:]
+	arg := func(prefix string) (string, bool) {
+		if strings.HasPrefix(body, prefix) {
+			return cmd[2+len(prefix):], true
+		}
+		return "", false
+	}
+	pinOK := s.opts.PIN == "" || c.unlocked
+	switch {
+	case body == "":
+		c.info()
+	case body == "E0" || body == "E1":
+		c.echo = body == "E1"
+		c.info()
+	case strings.HasPrefix(body, "+CMEE="):
+		c.cmee, _ = strconv.Atoi(body[6:])
+		c.info()
+	case body == "+CPIN?":
+		switch {
+		case !simReady:
+			c.cmeError(10)
+		case !pinOK:
+			c.info("+CPIN: SIM PIN")
+		default:
+			c.info("+CPIN: READY")
+		}
+	case strings.HasPrefix(body, "+CPIN="):
+		v, _ := arg("+CPIN=")
+		if strings.Trim(v, `"`) == s.opts.PIN {
+			c.unlocked = true
+			c.info()
+		} else {
+			c.cmeError(16)
+		}
+	case body == "+CGMI":
+		c.info(s.opts.Manufacturer)
+	case body == "+CGMM":
+		c.info(s.opts.Model)
+	case body == "+CSQ":
+		c.info(fmt.Sprintf("+CSQ: %d,99", s.opts.Signal))
+	case body == "+CREG?":
+		st := 0
+		if reg && simReady {
+			st = 1
+		}
+		c.info(fmt.Sprintf("+CREG: 0,%d", st))
+	case body == "+CSCA?":
+		c.info(fmt.Sprintf("+CSCA: \"%s\",145", s.opts.SMSC))
+	case body == "+CMGF=0", body == "+CNMA":
+		c.info()
+	case body == "+CSMS?":
+		c.info("+CSMS: 0,1,1,1")
+	case strings.HasPrefix(body, "+CNMI="):
+		f := strings.Split(body[6:], ",")
+		mt, ds := 0, 0
+		if len(f) > 1 {
+			mt, _ = strconv.Atoi(f[1])
+		}
+		if len(f) > 3 {
+			ds, _ = strconv.Atoi(f[3])
+		}
+		c.wmu.Lock()
+		c.cnmiMT, c.cnmiDS = mt, ds
+		c.wmu.Unlock()
+		c.info()
+	case strings.HasPrefix(body, "+CMGS="):
+		n, err := strconv.Atoi(body[6:])
+		switch {
+		case err != nil:
+			c.write("\r\n+CMS ERROR: 304\r\n")
+		case !simReady || !pinOK:
+			c.write("\r\n+CMS ERROR: 310\r\n")
+		case !reg:
+			c.write("\r\n+CMS ERROR: 331\r\n")
+		default:
+			c.write("\r\n> ")
+			return n, true
+		}
+	case strings.HasPrefix(body, "+CMGR="):
+		i, _ := strconv.Atoi(body[6:])
+		s.mu.Lock()
+		p, ok := s.store[i]
+		s.mu.Unlock()
+		if !ok {
+			c.write("\r\n+CMS ERROR: 321\r\n")
+			break
+		}
+		c.info(fmt.Sprintf("+CMGR: 0,,%d", tpduLen(p)), strings.ToUpper(hex.EncodeToString(p)))
+	case strings.HasPrefix(body, "+CMGL="):
+		s.mu.Lock()
+		var idx []int
+		for i := range s.store {
+			idx = append(idx, i)
+		}
+		sort.Ints(idx)
+		var lines []string
+		for _, i := range idx {
+			p := s.store[i]
+			lines = append(lines, fmt.Sprintf("+CMGL: %d,0,,%d", i, tpduLen(p)), strings.ToUpper(hex.EncodeToString(p)))
+		}
+		s.mu.Unlock()
+		c.info(lines...)
+	case strings.HasPrefix(body, "+CMGD="):
+		i, _ := strconv.Atoi(body[6:])
+		s.mu.Lock()
+		delete(s.store, i)
+		s.mu.Unlock()
+		c.info()
+	default:
+		c.write("\r\nERROR\r\n")
+	}
+	return 0, false
+}
+
+func tpduLen(p []byte) int {
+	if len(p) == 0 {
+		return 0
+	}
+	return len(p) - 1 - int(p[0])
+}
+
+// submit handles one PDU after the prompt; false when the connection ended.
+func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
+	s.mu.Lock()
+	unplug, hang := s.unplugAt, s.hang
+	s.unplugAt = false
+	fail := 0
+	if s.failLeft > 0 {
+		s.failLeft--
+		fail = s.failCode
+	}
+	s.mu.Unlock()
+	if unplug {
+		s.Unplug()
+		return false
+	}
+	if hang {
+		return true
+	}
+	if fail != 0 {
+		c.write(fmt.Sprintf("\r\n+CMS ERROR: %d\r\n", fail))
+		return true
+	}
+	raw, err := hex.DecodeString(hexPDU)
+	if err != nil || tpduLen(raw) != n {
+		c.write("\r\n+CMS ERROR: 304\r\n")
+		return true
+	}
+	sub, err := sms.DecodeSubmit(raw)
+	if err != nil {
+		c.write("\r\n+CMS ERROR: 304\r\n")
+		return true
+	}
+	if d := s.opts.SendDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.gone:
+			t.Stop()
+			return false
+		}
+	}
+	s.mu.Lock()
+	if s.conn != c { // unplugged during the delay
+		s.mu.Unlock()
+		return false
+	}
+	s.mr = (s.mr + 1) % 256
+	mr := s.mr
+	s.record(sub, mr)
+	s.mu.Unlock()
+	c.write(fmt.Sprintf("\r\n+CMGS: %d\r\n\r\nOK\r\n", mr))
+	if sub.StatusReport {
+		go s.report(c, mr, sub.Dest)
+	}
+	return true
+}
+
+// record adds a sent part; s.mu is held.
+func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
+	done := func(m Message) {
+		s.sent = append(s.sent, m)
+		close(s.notify)
+		s.notify = make(chan struct{})
+	}
+	if sub.Concat == nil || sub.Concat.Total <= 1 {
+		done(Message{Dest: sub.Dest, Text: sub.Text, Data: sub.Data, DCS: sub.DCS, Parts: 1, MRs: []int{mr}, StatusReport: sub.StatusReport})
+		return
+	}
+	key := fmt.Sprintf("%s/%d/%d", sub.Dest, sub.Concat.Ref, sub.Concat.Total)
+	s.partial[key] = append(s.partial[key], sub)
+	s.partMRs[key] = append(s.partMRs[key], mr)
+	parts := s.partial[key]
+	if len(parts) < sub.Concat.Total {
+		return
+	}
+	mrs := s.partMRs[key]
+	delete(s.partial, key)
+	delete(s.partMRs, key)
+	order := make([]int, len(parts))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return parts[order[a]].Concat.Seq < parts[order[b]].Concat.Seq })
+	var text strings.Builder
+	var data []byte
+	var sortedMRs []int
+	for _, i := range order {
+		text.WriteString(parts[i].Text)
+		data = append(data, parts[i].Data...)
+		sortedMRs = append(sortedMRs, mrs[i])
+	}
+	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport})
+}
+
+func (s *Sim) report(c *conn, mr int, dest string) {
+	if d := s.opts.ReportDelay; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.gone:
+			return
+		}
+	}
+	now := time.Now()
+	pdu, err := encodeStatusReport(mr, dest, now.Add(-s.opts.ReportDelay), now, s.opts.ReportStatus)
+	if err != nil {
+		return
+	}
+	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), strings.ToUpper(hex.EncodeToString(pdu))), func() bool { return c.cnmiDS > 0 })
+}
