@@ -21,6 +21,8 @@ const (
 	// minCommandLength is the SMPP PDU header (SMPP 3.4 §3.2: command_length,
 	// command_id, command_status, sequence_number).
 	minCommandLength = 16
+	// maxPEMFile bounds the certificate and key files read at load time.
+	maxPEMFile = 1 << 20
 )
 
 // Presets known to the routing package. config does not import routing (see
@@ -55,12 +57,19 @@ func validate(c *Config, d *decoder) {
 	case s.TLSCert != "" && s.TLSKey != "":
 		// The error names the file or says what is wrong with the PEM;
 		// it never includes key material.
-		if err := regularFile(s.TLSCert); err != nil {
+		certPEM, err := readSmallFile(s.TLSCert, maxPEMFile)
+		if err != nil {
 			p("smpp.tls_cert", "cannot read certificate: %v", err)
-		} else if err := regularFile(s.TLSKey); err != nil {
-			p("smpp.tls_key", "cannot read key: %v", err)
-		} else if _, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey); err != nil {
-			p("smpp.tls_cert", "cannot load certificate and key: %v", err)
+		}
+		keyPEM, kerr := readSmallFile(s.TLSKey, maxPEMFile)
+		if kerr != nil {
+			p("smpp.tls_key", "cannot read key: %v", kerr)
+		}
+		if err == nil && kerr == nil {
+			// As tls.LoadX509KeyPair, from bounded reads.
+			if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+				p("smpp.tls_cert", "cannot load certificate and key: %v", err)
+			}
 		}
 		if s.TLSListen == "" {
 			p("smpp.tls_cert", "tls_cert and tls_key are set but tls_listen is not")

@@ -62,7 +62,7 @@ type carrierBind struct {
 	c     *Carrier
 	index int
 	sess  atomic.Pointer[Session]
-	state atomic.Value // string: connecting, bound, backoff, auth_failed, stopped
+	state atomic.Value  // string: connecting, bound, backoff, auth_failed, stopped
 	retry chan struct{} // kicked by reload to retry after auth failure
 }
 

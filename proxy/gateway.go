@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/modem"
 	"github.com/spareline/spareline/routing"
 	"github.com/spareline/spareline/store"
 )
@@ -27,6 +28,9 @@ type Gateway struct {
 	Health *Health
 	Disp   *Dispatcher
 	Server *Server
+	// Pool and Failover exist when modems are configured.
+	Pool     *modem.Pool
+	Failover *Failover
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -46,6 +50,8 @@ type GatewayOptions struct {
 	Log *zap.Logger
 	// Store, when set, is used instead of opening the configured one.
 	Store store.Store
+	// ModemOpener opens modem ports; default modem.SerialOpener.
+	ModemOpener modem.Opener
 }
 
 // OpenStore opens the configured store: Redis when store.redis is set, else
@@ -103,7 +109,27 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	g.Disp = NewDispatcher(g.ctx, DispatcherConfig{Store: st, Router: table, Carriers: list, Health: g.Health,
 		MOAccount: moAccount(cfg), Log: log})
 	g.Server = NewServer(ServerConfigFrom(cfg.SMPP, log), accounts, g.Disp)
+	if len(cfg.Modems) > 0 {
+		open := opts.ModemOpener
+		if open == nil {
+			open = modem.SerialOpener
+		}
+		var mods []modem.Config
+		for _, mc := range cfg.Modems {
+			mods = append(mods, modem.Config{Name: mc.Name, Device: mc.Device, Baud: mc.Baud, PIN: mc.PIN, MaxPerMinute: mc.MaxPerMinute})
+		}
+		g.Pool = modem.NewPool(mods, open, modem.PoolOptions{Logger: log.With(zap.String("side", "modem"))})
+		g.Failover = NewFailover(g.Disp, g.Pool, failoverConfig(cfg, len(mods)), log.With(zap.String("side", "failover")))
+	}
 	return g, nil
+}
+
+func failoverConfig(cfg *config.Config, modems int) FailoverConfig {
+	fc := FailoverConfig{CountryCode: cfg.Routing.CountryCode, OnUnknown: cfg.Failover.OnUnknown,
+		HoldFor: cfg.Failover.HoldFor.D(), ModemReceiptTimeout: cfg.Failover.ModemReceiptTimeout.D(),
+		ResendFailedReceipts: cfg.Failover.ResendFailedReceipts == nil || *cfg.Failover.ResendFailedReceipts,
+		Workers:              modems + 2}
+	return fc
 }
 
 func routingTable(cfg *config.Config) (*routing.Table, error) {
@@ -115,7 +141,13 @@ func routingTable(cfg *config.Config) (*routing.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("routing: %w", err)
 	}
-	return t, nil
+	// Segments of a preset carrier that the config does not define take
+	// routing.default (the modem pool when "").
+	names := make([]string, 0, len(cfg.Carriers))
+	for _, c := range cfg.Carriers {
+		names = append(names, c.Name)
+	}
+	return t.Restrict(names), nil
 }
 
 func moAccount(cfg *config.Config) string {
@@ -171,6 +203,19 @@ func (g *Gateway) Start() error {
 	}
 	for _, c := range g.carriers {
 		c.Start(g.ctx)
+	}
+	if g.Pool != nil {
+		g.wg.Add(2)
+		go func() {
+			defer g.wg.Done()
+			if err := g.Pool.Run(g.ctx); err != nil && g.ctx.Err() == nil {
+				g.log.Error("modem pool stopped", zap.Error(err))
+			}
+		}()
+		go func() {
+			defer g.wg.Done()
+			g.Failover.Run(g.ctx)
+		}()
 	}
 	accts := make([]string, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
@@ -256,6 +301,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.Disp.SetRouter(table)
 	g.Disp.SetMOAccount(moAccount(cfg))
 	g.Health.SetPolicy(cfg.Failover.DownAfterTimeouts, cfg.Failover.UpAfter.D())
+	if g.Failover != nil {
+		g.Failover.SetConfig(failoverConfig(cfg, len(cfg.Modems)))
+	}
 	g.cfg = cfg
 	for _, a := range cfg.Accounts {
 		g.Disp.kickDeliveries(a.SystemID)

@@ -62,6 +62,7 @@ type carrierHealth struct {
 	timeouts   int
 	bound      int
 	probing    bool
+	everUp     bool // the first bind after start goes straight to up
 	lastProbe  time.Time
 	lastReason string
 	ok, failed uint64 // lifetime submit outcomes (status page rates)
@@ -178,7 +179,10 @@ func (h *Health) noteBindUp(c *Carrier) {
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
 	after := func() {}
-	if ch.state == StateDown && ch.timeouts < h.downAfter {
+	if ch.state == StateDown && !ch.everUp {
+		ch.everUp = true
+		after = h.change(c.Name, ch, StateUp, "first bind up")
+	} else if ch.state == StateDown && ch.timeouts < h.downAfter {
 		after = h.change(c.Name, ch, StateProbation, "bind up")
 		if h.upAfter <= 0 {
 			after2 := h.change(c.Name, ch, StateUp, "bind up")

@@ -79,9 +79,19 @@ func receiptFields(text []byte) (id, stat, errCode string) {
 	return
 }
 
-// rewriteReceiptText replaces the value of the first "id:" field.
+// rewriteReceiptText replaces the value of the first "id:" field (SMPP 3.4
+// Appendix B): "id:" in any letter case, at the start or after a space, the
+// same field receiptFields reads. The search runs on the original octets
+// (bytes.ToLower may change the length of non-ASCII or invalid UTF-8 text,
+// which would shift the offsets), and never inside another field's name.
 func rewriteReceiptText(text []byte, newID string) []byte {
-	i := bytes.Index(bytes.ToLower(text), []byte("id:"))
+	i := -1
+	for j := 0; j+3 <= len(text); j++ {
+		if (j == 0 || text[j-1] == ' ') && text[j]|0x20 == 'i' && text[j+1]|0x20 == 'd' && text[j+2] == ':' {
+			i = j
+			break
+		}
+	}
 	if i < 0 {
 		return text
 	}

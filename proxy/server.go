@@ -97,7 +97,10 @@ type ServerConfig struct {
 	ResponseTimeout  time.Duration
 	MaxCommandLength int
 	BindTimeout      time.Duration
-	Log              *zap.Logger
+	// BodyTimeout bounds how long a started PDU may take to arrive
+	// (slowloris); 0 means the session default (10s). Not a config key yet.
+	BodyTimeout time.Duration
+	Log         *zap.Logger
 }
 
 // ServerConfigFrom reads the smpp section.
@@ -208,6 +211,7 @@ func (s *Server) accept(conn net.Conn) {
 		ResponseTimeout:  cfg.ResponseTimeout,
 		EnquireLink:      cfg.EnquireLink,
 		IdleTimeout:      cfg.IdleTimeout,
+		BodyTimeout:      cfg.BodyTimeout,
 		Handler:          n.handle,
 		Log:              s.log.With(zap.String("side", "platform")),
 	})

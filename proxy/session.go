@@ -306,9 +306,14 @@ func (s *Session) readLoop() {
 	r := bufio.NewReaderSize(s.conn, 16<<10)
 	var hdr [headerLen]byte
 	for {
+		// Always reset the deadline here: otherwise, with no IdleTimeout, the
+		// previous PDU's BodyTimeout deadline would still be armed and a
+		// quiet peer would be cut BodyTimeout after its last PDU started.
+		idle := time.Time{}
 		if s.cfg.IdleTimeout > 0 {
-			_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+			idle = time.Now().Add(s.cfg.IdleTimeout)
 		}
+		_ = s.conn.SetReadDeadline(idle)
 		// The header's first octet is awaited under the idle deadline; once it
 		// starts, the rest must arrive within BodyTimeout (slowloris).
 		if _, err := r.Peek(1); err != nil {

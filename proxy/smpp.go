@@ -334,6 +334,11 @@ var errNoUDH = errors.New("smpp: UDH longer than the message")
 // longer than the message, odd-length UCS2. It returns the status to answer.
 func (m *ShortMessage) validateContent() (uint32, error) {
 	p := m.Payload()
+	if len(m.Message) > 254 {
+		// SMPP 3.4 §5.2.21: sm_length is 0 to 254; longer text goes in
+		// message_payload.
+		return statusInvMsgLen, errors.New("smpp: short_message longer than 254 octets")
+	}
 	if len(m.Message) > 0 {
 		if _, ok := m.TLV(tagMessagePayload); ok {
 			// SMPP 3.4 §5.3.2.32: both at once is an error.

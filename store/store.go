@@ -19,6 +19,58 @@
 // Every write returns only once it is durable (Redis: acknowledged by the
 // server, whose persistence is the operator's choice, see README; bbolt: fsync).
 // Records expire after the store's TTL.
+//
+// # Expiry
+//
+// Message records, carrier id index entries and orphans expire after the
+// store's TTL, counted from their last write. Pending deliveries and modem
+// queue entries never expire: they leave only by AckDelivery and AckModem.
+// Redis expires keys itself; bbolt checks the expiry on every read and a
+// sweeper deletes expired records in the background.
+//
+// # Modem queue
+//
+// Entries are ordered by priority_flag (3 first; values above 3 count as 3),
+// then by enqueue time (ReleaseModem keeps it; EnqueueModem resets it), then
+// by id. ClaimModem leases the best entry that is due and not leased; a
+// lease that passes (a crashed worker) makes the entry claimable again.
+// Due times and leases are judged by the clock of the process calling the
+// store, so gateways sharing a Redis need synchronised clocks (NTP).
+//
+// # Redis
+//
+// NewRedis accepts these URL forms:
+//
+//	redis://[user:password@]host:port[/db][?options]      one server (go-redis ParseURL options)
+//	rediss://[user:password@]host:port[/db][?options]     the same over TLS
+//	redis-sentinel://[user:password@]host1:port,host2:port/master_name[?db=N&sentinel_password=P]
+//	redis-cluster://[user:password@]host1:port,host2:port
+//
+// In the Sentinel form the password authenticates to the master and
+// replicas; sentinel_password, when set, to the sentinels. Errors about a
+// URL (*URLError) never show its password.
+//
+// Every key starts with "spareline:{sl}:". The {sl} hash tag puts all of
+// them in one Cluster slot, so each multi-key step (a Lua script or
+// MULTI/EXEC) is atomic on Cluster as on one server. The cost: on Cluster
+// the whole data set lives on one shard, so Cluster gives failover, not
+// write scaling. The in-flight state is small (about 300 octets of Redis
+// memory per message) and one Redis primary takes far more writes than the
+// SMPP side can produce.
+//
+// PutMessage goes through a batching writer: concurrent calls are gathered
+// (what is waiting when a writer is free, up to RedisOptions.BatchMax, or
+// for BatchWindow) and sent as one MULTI/EXEC pipeline; each call returns
+// when its own write is acknowledged. Nothing acknowledged is lost if the
+// Redis server runs with appendonly yes and appendfsync everysec (at most
+// one second of writes on a power loss of the Redis host) or always;
+// CheckPersistence says when it does not.
+//
+// # Embedded store
+//
+// OpenBolt keeps everything in one bbolt file, dir/spareline.db. Every
+// write is an fsynced transaction; concurrent writers share one through
+// db.Batch (at most 1 ms of added latency).
 package store
 
 import (

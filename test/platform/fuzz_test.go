@@ -35,7 +35,7 @@ func TestSplitText(t *testing.T) {
 	for i := 0; i < 152; i++ {
 		text += "a"
 	}
-	text += "€€"
+	text += "€€€€€" // 152 + 5*2 = 162 septets: two parts
 	parts, dc, err = SplitText(text)
 	if err != nil || dc != 0 || len(parts) != 2 || len(parts[0]) != 152 {
 		t.Fatalf("escape split: %d parts, first %d octets, %v", len(parts), len(parts[0]), err)

@@ -33,17 +33,16 @@ const (
 
 // Status values used here (SMPP 3.4 5.1.3).
 const (
-	StatusOK         uint32 = 0x00000000
-	StatusInvCmdID   uint32 = 0x00000003 // ESME_RINVCMDID
-	StatusInvCmdLen  uint32 = 0x00000002 // ESME_RINVCMDLEN
-	StatusInvDstAdr  uint32 = 0x0000000B // ESME_RINVDSTADR
-	StatusInvPaswd   uint32 = 0x0000000E // ESME_RINVPASWD
-	StatusInvSysID   uint32 = 0x0000000F // ESME_RINVSYSID
-	StatusThrottled  uint32 = 0x00000058 // ESME_RTHROTTLED
-	StatusSysErr     uint32 = 0x00000008 // ESME_RSYSERR
-	StatusMsgQFul    uint32 = 0x00000014 // ESME_RMSGQFUL
-	StatusXTAppn     uint32 = 0x00000064 // ESME_RX_T_APPN: temporary, ask the SMSC to retry
-	StatusDeliveryOK        = StatusOK
+	StatusOK        uint32 = 0x00000000
+	StatusInvCmdID  uint32 = 0x00000003 // ESME_RINVCMDID
+	StatusInvCmdLen uint32 = 0x00000002 // ESME_RINVCMDLEN
+	StatusInvDstAdr uint32 = 0x0000000B // ESME_RINVDSTADR
+	StatusInvPaswd  uint32 = 0x0000000E // ESME_RINVPASWD
+	StatusInvSysID  uint32 = 0x0000000F // ESME_RINVSYSID
+	StatusThrottled uint32 = 0x00000058 // ESME_RTHROTTLED
+	StatusSysErr    uint32 = 0x00000008 // ESME_RSYSERR
+	StatusMsgQFul   uint32 = 0x00000014 // ESME_RMSGQFUL
+	StatusXTAppn    uint32 = 0x00000064 // ESME_RX_T_APPN: temporary, ask the SMSC to retry
 )
 
 type header struct {

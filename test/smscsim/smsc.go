@@ -91,6 +91,10 @@ type Options struct {
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
 
+	// RecordLimit bounds Received to about the last RecordLimit messages
+	// (for long demo or benchmark runs); 0 keeps every message.
+	RecordLimit int
+
 	// Logf, when set, receives one line per notable event (never passwords).
 	Logf func(format string, args ...any)
 }
@@ -295,18 +299,23 @@ func (s *SMSC) after(d time.Duration, fn func()) {
 	}()
 }
 
-// Received returns a copy of every submit_sm received so far, in order.
+// Received returns a copy of every submit_sm received so far (the last
+// Options.RecordLimit when set), in order. Byte slices are shared: read only.
 func (s *SMSC) Received() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Message(nil), s.received...)
+	r := s.received
+	if lim := s.opts.RecordLimit; lim > 0 && len(r) > lim {
+		r = r[len(r)-lim:]
+	}
+	return append([]Message(nil), r...)
 }
 
 // WaitFor blocks until at least n submit_sm have been received or ctx ends.
 func (s *SMSC) WaitFor(ctx context.Context, n int) error {
 	err := s.WaitUntil(ctx, func(st Stats) bool { return st.Submits >= uint64(n) })
 	if err != nil {
-		return fmt.Errorf("smscsim %s: waiting for %d submit_sm, have %d: %w", s.opts.Name, n, len(s.Received()), err)
+		return fmt.Errorf("smscsim %s: waiting for %d submit_sm, have %d: %w", s.opts.Name, n, s.Stats().Submits, err)
 	}
 	return nil
 }
@@ -803,7 +812,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 			reply.Status = uint32(data.ESME_RTHROTTLED)
 		}
 	}
-	if reply.Status == 0 {
+	if reply.Status == 0 && !reply.Silent {
 		m.ID, m.ReceiptID = s.newIDs()
 	}
 	m.Status = reply.Status
@@ -811,6 +820,9 @@ func (c *conn) handleSubmit(h header, full []byte) {
 
 	s.mu.Lock()
 	s.received = append(s.received, m)
+	if lim := s.opts.RecordLimit; lim > 0 && len(s.received) >= 2*lim {
+		s.received = append([]Message(nil), s.received[len(s.received)-lim:]...)
+	}
 	s.stats.Submits++
 	if throttled {
 		s.stats.Throttled++

@@ -248,3 +248,17 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+func TestRecordLimitKeepsLatest(t *testing.T) {
+	s := start(t, Options{RecordLimit: 3})
+	p := rawDial(t, s)
+	p.bind(pdu.Transmitter, 1)
+	for i := uint32(0); i < 10; i++ {
+		p.write(submitPDU(10+i, "8613800000000", 0))
+		p.read()
+	}
+	got := s.Received()
+	if len(got) != 3 || got[2].Seq != 19 || got[0].Seq != 17 || s.Stats().Submits != 10 {
+		t.Fatalf("%d kept, last seq %d, stats %+v", len(got), got[len(got)-1].Seq, s.Stats())
+	}
+}

@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/routing"
+	"github.com/spareline/spareline/store"
+)
+
+// testServer is a northbound server with no carriers (every submit is
+// answered by the dispatcher's no-route path) over a real store.
+type testServer struct {
+	srv    *Server
+	disp   *Dispatcher
+	cancel context.CancelFunc
+}
+
+var (
+	boltOnce  sync.Once
+	boltStore store.Store
+	boltErr   error
+)
+
+// sharedBolt is one bbolt store for the package's server tests and fuzzers.
+func sharedBolt(tb testing.TB) store.Store {
+	tb.Helper()
+	boltOnce.Do(func() {
+		dir, err := tempDirForPackage()
+		if err != nil {
+			boltErr = err
+			return
+		}
+		boltStore, boltErr = store.OpenBolt(dir, 0, nil)
+	})
+	if boltErr != nil {
+		tb.Fatal(boltErr)
+	}
+	return boltStore
+}
+
+func newTestServer(tb testing.TB, cfg ServerConfig) *testServer {
+	tb.Helper()
+	router, err := routing.New("86", "cn", nil, "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	accts, err := NewAccounts([]config.Account{
+		{SystemID: "platform", Password: "secret"},
+		{SystemID: "fenced", Password: "secret", Allow: []string{"10.0.0.0/8"}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherConfig{Store: sharedBolt(tb), Router: router, Health: nil, Log: cfg.Log})
+	return &testServer{srv: NewServer(cfg, accts, d), disp: d, cancel: cancel}
+}
+
+// connect runs a server session on one end of a pipe and returns the other.
+func (ts *testServer) connect(t testing.TB) *peer {
+	a, b := net.Pipe()
+	ts.srv.accept(a)
+	tt, _ := t.(*testing.T)
+	return &peer{t: tt, conn: b}
+}
+
+// stop unbinds what is left and waits for every goroutine.
+func (ts *testServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ts.srv.Shutdown(ctx)
+	ts.cancel()
+	ts.disp.Wait()
+}
+
+// bindBody is a bind_* body (SMPP 3.4 §4.1.1).
+func bindBody(systemID, password string) []byte {
+	b := cstring(nil, systemID)
+	b = cstring(b, password)
+	b = cstring(b, "")        // system_type
+	b = append(b, 0x34, 0, 0) // interface_version, addr_ton, addr_npi
+	return cstring(b, "")     // address_range
+}
+
+func TestServerSessionStates(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	submit := goldenSubmit(t, "02 4F60", "")
+
+	t.Run("submit before bind", func(t *testing.T) {
+		p := ts.connect(t)
+		defer p.conn.Close()
+		p.write(cmdSubmitSM, 0, 1, submit)
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Status != statusInvBndSts || f.Seq != 1 {
+			t.Fatalf("answer %+v, want ESME_RINVBNDSTS", f.Header)
+		}
+	})
+	t.Run("receiver may not submit", func(t *testing.T) {
+		p := ts.connect(t)
+		defer p.conn.Close()
+		p.write(cmdBindReceiver, 0, 1, bindBody("platform", "secret"))
+		if f := p.read(); f.ID != cmdBindReceiver|cmdRespBit || f.Status != statusOK {
+			t.Fatalf("bind answer %+v", f.Header)
+		}
+		p.write(cmdSubmitSM, 0, 2, submit)
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Status != statusInvBndSts || f.Seq != 2 {
+			t.Fatalf("answer %+v, want ESME_RINVBNDSTS", f.Header)
+		}
+	})
+	t.Run("bind twice", func(t *testing.T) {
+		p := ts.connect(t)
+		defer p.conn.Close()
+		p.write(cmdBindTransceiver, 0, 1, bindBody("platform", "secret"))
+		if f := p.read(); f.Status != statusOK {
+			t.Fatalf("bind answer %+v", f.Header)
+		}
+		p.write(cmdBindTransmitter, 0, 2, bindBody("platform", "secret"))
+		if f := p.read(); f.ID != cmdBindTransmitter|cmdRespBit || f.Status != statusAlyBnd || f.Seq != 2 {
+			t.Fatalf("second bind answer %+v, want ESME_RALYBND", f.Header)
+		}
+		// Still bound and usable: the submit reaches the dispatcher (which
+		// has no carrier for it).
+		p.write(cmdSubmitSM, 0, 3, submit)
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Status != statusInvDstAdr || f.Seq != 3 {
+			t.Fatalf("submit answer %+v, want the no-route ESME_RINVDSTADR", f.Header)
+		}
+		p.write(0x0000ABCD, 0, 4, nil)
+		if f := p.read(); f.ID != cmdGenericNack || f.Status != statusInvCmdID || f.Seq != 4 {
+			t.Fatalf("unknown command answer %+v", f.Header)
+		}
+		p.write(cmdEnquireLink, 0, 5, nil)
+		if f := p.read(); f.ID != cmdEnquireLinkResp || f.Seq != 5 {
+			t.Fatalf("enquire_link answer %+v", f.Header)
+		}
+	})
+	t.Run("bind from an address not allowed", func(t *testing.T) {
+		p := ts.connect(t)
+		defer p.conn.Close()
+		p.write(cmdBindTransceiver, 0, 1, bindBody("fenced", "secret"))
+		if f := p.read(); f.Status != statusBindFail {
+			t.Fatalf("bind answer %+v, want ESME_RBINDFAIL", f.Header)
+		}
+		p.expectClosed()
+	})
+}
+
+// A half-sent PDU on a platform session is cut after the server's
+// BodyTimeout.
+func TestServerSlowlorisCut(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{BodyTimeout: 30 * time.Millisecond})
+	t.Cleanup(ts.stop)
+	p := ts.connect(t)
+	defer p.conn.Close()
+	p.writeRaw(appendFrame(nil, cmdBindTransceiver, 0, 1, bindBody("platform", "secret"))[:20])
+	p.expectClosed()
+}
+
+// Failed binds from one address are answered later and later (0, 250 ms,
+// 500 ms... up to 5 s), each logged without the password.
+func TestBindFailuresDelayedAndLogged(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	ts := newTestServer(t, ServerConfig{Log: zap.New(core)})
+	t.Cleanup(ts.stop)
+	addr := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4000}
+	var prev time.Duration = -1
+	for i := range 25 {
+		d := ts.srv.noteBindFailure(addr)
+		if want := min(time.Duration(i)*250*time.Millisecond, 5*time.Second); d != want {
+			t.Fatalf("failure %d delayed %v, want %v", i+1, d, want)
+		}
+		if d < prev {
+			t.Fatalf("delay shrank from %v to %v", prev, d)
+		}
+		prev = d
+	}
+	if d := ts.srv.noteBindFailure(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 8), Port: 1}); d != 0 {
+		t.Fatalf("another address inherited a delay of %v", d)
+	}
+
+	p := ts.connect(t)
+	defer p.conn.Close()
+	p.write(cmdBindTransceiver, 0, 1, bindBody("platform", "wrong-pw"))
+	if f := p.read(); f.ID != cmdBindTransceiverR || f.Status != statusInvPaswd {
+		t.Fatalf("bind answer %+v, want ESME_RINVPASWD", f.Header)
+	}
+	p.expectClosed()
+	refused := logs.FilterMessage("platform bind refused").All()
+	if len(refused) != 1 {
+		t.Fatalf("%d refusal log lines, want 1", len(refused))
+	}
+	for _, e := range logs.All() {
+		for k, v := range e.ContextMap() {
+			if strings.Contains(k+" "+toString(v), "wrong-pw") {
+				t.Fatalf("password logged: %v", e.ContextMap())
+			}
+		}
+	}
+	if m := refused[0].ContextMap(); m["system_id"] != "platform" || m["reason"] != "password" {
+		t.Fatalf("refusal log fields %v", m)
+	}
+}
+
+func toString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return ""
+}

@@ -1,0 +1,442 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestMain fails the package when any handler panicked (STYLE.md example 12).
+// It also owns the directory of the shared test store.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if boltStore != nil {
+		_ = boltStore.Close()
+	}
+	if packageTempDir != "" {
+		_ = os.RemoveAll(packageTempDir)
+	}
+	if n := testutil.ToFloat64(metricPanics); n != 0 && code == 0 {
+		fmt.Fprintf(os.Stderr, "spareline_panics_total is %v after the tests, want 0\n", n)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+var packageTempDir string
+
+// tempDirForPackage is a directory removed when the package's tests end.
+func tempDirForPackage() (string, error) {
+	var err error
+	if packageTempDir == "" {
+		packageTempDir, err = os.MkdirTemp("", "spareline-proxy-test-")
+	}
+	return packageTempDir, err
+}
+
+// hangGuard bounds every wait on the peer side: it only turns a hang into a
+// failure, nothing waits for it to pass.
+const hangGuard = 10 * time.Second
+
+// peer is the far end of a session, driven octet by octet by the test.
+type peer struct {
+	t    *testing.T
+	conn net.Conn
+	hdr  [headerLen]byte
+}
+
+func (p *peer) write(id, status, seq uint32, body []byte) {
+	p.t.Helper()
+	p.writeRaw(appendFrame(nil, id, status, seq, body))
+}
+
+func (p *peer) writeRaw(b []byte) {
+	p.t.Helper()
+	_ = p.conn.SetWriteDeadline(time.Now().Add(hangGuard))
+	if _, err := p.conn.Write(b); err != nil {
+		p.t.Fatalf("peer write: %v", err)
+	}
+}
+
+// read reads the next PDU the session wrote.
+func (p *peer) read() Frame {
+	p.t.Helper()
+	f, err := p.tryRead()
+	if err != nil {
+		p.t.Fatalf("peer read: %v", err)
+	}
+	return f
+}
+
+func (p *peer) tryRead() (Frame, error) {
+	_ = p.conn.SetReadDeadline(time.Now().Add(hangGuard))
+	return readFrame(p.conn, 1<<20, &p.hdr)
+}
+
+// expectClosed asserts the session closed the connection.
+func (p *peer) expectClosed() {
+	p.t.Helper()
+	f, err := p.tryRead()
+	if err == nil {
+		p.t.Fatalf("peer read a PDU %+v from a session that should have closed", f.Header)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		p.t.Fatalf("session did not close the connection within %s", hangGuard)
+	}
+}
+
+// newPair runs a session over net.Pipe and returns it with its peer.
+func newPair(t *testing.T, cfg SessionConfig) (*Session, *peer) {
+	t.Helper()
+	a, b := net.Pipe()
+	s := NewSession(a, cfg).Start()
+	t.Cleanup(func() {
+		_ = b.Close()
+		s.Close()
+		s.Wait()
+	})
+	return s, &peer{t: t, conn: b}
+}
+
+func awaitDone(t *testing.T, s *Session) {
+	t.Helper()
+	select {
+	case <-s.Done():
+	case <-time.After(hangGuard):
+		t.Fatalf("session still running after %s", hangGuard)
+	}
+}
+
+type result struct {
+	i   int
+	f   Frame
+	err error
+}
+
+// Many requests in flight are each matched to their own response by
+// sequence number, whatever order the peer answers in.
+func TestRequestsMatchedOutOfOrder(t *testing.T) {
+	const n = 64
+	s, p := newPair(t, SessionConfig{Window: n})
+	ctx := context.Background()
+	results := make(chan result, n)
+	for i := range n {
+		go func() {
+			f, err := s.Request(ctx, cmdSubmitSM, []byte(fmt.Sprintf("req-%d", i)))
+			results <- result{i, f, err}
+		}()
+	}
+	reqs := make([]Frame, n)
+	seen := map[uint32]bool{}
+	for i := range n {
+		reqs[i] = p.read()
+		if reqs[i].ID != cmdSubmitSM || seen[reqs[i].Seq] || reqs[i].Seq == 0 || reqs[i].Seq > 0x7FFFFFFF {
+			t.Fatalf("request %d: id 0x%08X seq %d (duplicate: %v)", i, reqs[i].ID, reqs[i].Seq, seen[reqs[i].Seq])
+		}
+		seen[reqs[i].Seq] = true
+	}
+	if s.Outstanding() != n || s.Free() != 0 {
+		t.Fatalf("outstanding %d free %d, want %d and 0", s.Outstanding(), s.Free(), n)
+	}
+	for i := n - 1; i >= 0; i-- { // answer newest first
+		p.write(cmdSubmitSMResp, statusOK, reqs[i].Seq, append([]byte("resp-to-"), reqs[i].Body...))
+	}
+	for range n {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("request %d: %v", r.i, r.err)
+		}
+		if want := fmt.Sprintf("resp-to-req-%d", r.i); string(r.f.Body) != want || r.f.ID != cmdSubmitSMResp {
+			t.Fatalf("request %d got %q (id 0x%08X), want %q", r.i, r.f.Body, r.f.ID, want)
+		}
+	}
+	if s.Free() != n {
+		t.Fatalf("free %d after every answer, want %d", s.Free(), n)
+	}
+}
+
+// With the window full a request waits (and can be abandoned unsent); it
+// goes out as soon as a response frees a slot.
+func TestWindowFullBlocksUntilSlotFrees(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 2})
+	ctx := context.Background()
+	results := make(chan result, 3)
+	for i := range 2 {
+		go func() {
+			f, err := s.Request(ctx, cmdSubmitSM, []byte{byte(i)})
+			results <- result{i, f, err}
+		}()
+	}
+	first, second := p.read(), p.read()
+	if s.Free() != 0 {
+		t.Fatalf("free %d with two requests out on a window of 2", s.Free())
+	}
+	// A caller that gives up while waiting for a slot never sent anything.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.Request(cctx, cmdSubmitSM, []byte{9}); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("request abandoned on a full window: %v, want ErrNotSent", err)
+	}
+	go func() {
+		f, err := s.Request(ctx, cmdSubmitSM, []byte{2})
+		results <- result{2, f, err}
+	}()
+	p.write(cmdSubmitSMResp, statusOK, first.Seq, nil)
+	third := p.read() // only possible once the slot is free
+	if len(third.Body) != 1 || third.Body[0] != 2 {
+		t.Fatalf("after a slot freed the peer got body %v, want the waiting request [2]", third.Body)
+	}
+	p.write(cmdSubmitSMResp, statusOK, second.Seq, nil)
+	p.write(cmdSubmitSMResp, statusOK, third.Seq, nil)
+	for range 3 {
+		if r := <-results; r.err != nil {
+			t.Fatalf("request %d: %v", r.i, r.err)
+		}
+	}
+}
+
+// A request that times out frees its slot; its late response is dropped and
+// never given to the next request.
+func TestResponseTimeoutFreesSlotAndDropsLateResponse(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 1})
+	ctx := context.Background()
+	reqs := make(chan Frame, 2)
+	go func() {
+		for range 2 {
+			f, err := p.tryRead()
+			if err != nil {
+				return
+			}
+			reqs <- f
+		}
+	}()
+	if _, err := s.RequestTimeout(ctx, cmdSubmitSM, []byte("one"), 20*time.Millisecond); !errors.Is(err, ErrResponseTimeout) {
+		t.Fatalf("unanswered request: %v, want ErrResponseTimeout", err)
+	}
+	if s.Free() != 1 {
+		t.Fatalf("free %d after the timeout, want 1", s.Free())
+	}
+	first := <-reqs
+	p.write(cmdSubmitSMResp, statusOK, first.Seq, []byte("late"))
+	done := make(chan result, 1)
+	go func() {
+		f, err := s.Request(ctx, cmdSubmitSM, []byte("two"))
+		done <- result{f: f, err: err}
+	}()
+	second := <-reqs
+	if second.Seq == first.Seq {
+		t.Fatalf("sequence number %d reused", second.Seq)
+	}
+	p.write(cmdSubmitSMResp, statusOK, second.Seq, []byte("fresh"))
+	r := <-done
+	if r.err != nil || string(r.f.Body) != "fresh" {
+		t.Fatalf("second request got %q, %v; want the fresh answer", r.f.Body, r.err)
+	}
+	select {
+	case <-s.Done():
+		t.Fatalf("a late response closed the session: %v", s.Err())
+	default:
+	}
+}
+
+// ErrNotSent means the request certainly never left; ErrConnLost means it
+// was written and the connection went before the answer.
+func TestPeerCloseNotSentVersusConnLost(t *testing.T) {
+	ctx := context.Background()
+	t.Run("written then lost", func(t *testing.T) {
+		s, p := newPair(t, SessionConfig{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Request(ctx, cmdSubmitSM, []byte("x"))
+			done <- err
+		}()
+		p.read()
+		_ = p.conn.Close()
+		if err := <-done; !errors.Is(err, ErrConnLost) {
+			t.Fatalf("written request on a closed connection: %v, want ErrConnLost", err)
+		}
+		awaitDone(t, s)
+		if _, err := s.Request(ctx, cmdSubmitSM, []byte("y")); !errors.Is(err, ErrNotSent) {
+			t.Fatalf("request after the close: %v, want ErrNotSent", err)
+		}
+	})
+	t.Run("queued behind a blocked write", func(t *testing.T) {
+		s, p := newPair(t, SessionConfig{Window: 4})
+		big := make([]byte, 40<<10) // larger than the writer's buffer: written straight to the pipe
+		errA, errB := make(chan error, 1), make(chan error, 1)
+		go func() {
+			_, err := s.Request(ctx, cmdSubmitSM, big)
+			errA <- err
+		}()
+		var one [1]byte
+		if _, err := io.ReadFull(p.conn, one[:]); err != nil { // the writer is now inside A's write
+			t.Fatal(err)
+		}
+		go func() {
+			_, err := s.Request(ctx, cmdSubmitSM, []byte("b"))
+			errB <- err
+		}()
+		_ = p.conn.Close()
+		if err := <-errA; !errors.Is(err, ErrConnLost) {
+			t.Fatalf("request cut mid-write: %v, want ErrConnLost", err)
+		}
+		if err := <-errB; !errors.Is(err, ErrNotSent) {
+			t.Fatalf("request that never reached the wire: %v, want ErrNotSent", err)
+		}
+	})
+}
+
+// enquire_link from the peer is answered by the engine, not the handler.
+func TestEnquireLinkAnswered(t *testing.T) {
+	_, p := newPair(t, SessionConfig{Handler: func(s *Session, f Frame) {
+		t.Errorf("handler got command 0x%08X", f.ID)
+	}})
+	p.write(cmdEnquireLink, 0, 5, nil)
+	f := p.read()
+	if f.ID != cmdEnquireLinkResp || f.Seq != 5 || f.Status != statusOK || len(f.Body) != 0 {
+		t.Fatalf("answer to enquire_link: %+v", f.Header)
+	}
+}
+
+// The engine sends enquire_link when the line is quiet and closes the
+// session when it goes unanswered (SMPP 3.4 §4.11).
+func TestKeepAliveClosesWhenUnanswered(t *testing.T) {
+	s, p := newPair(t, SessionConfig{EnquireLink: 20 * time.Millisecond, ResponseTimeout: 30 * time.Millisecond})
+	f := p.read()
+	if f.ID != cmdEnquireLink {
+		t.Fatalf("keepalive sent 0x%08X, want enquire_link", f.ID)
+	}
+	awaitDone(t, s)
+	if !errors.Is(s.Err(), ErrResponseTimeout) {
+		t.Fatalf("session ended with %v, want an unanswered enquire_link", s.Err())
+	}
+	p.expectClosed()
+}
+
+// An answered keepalive keeps the session up.
+func TestKeepAliveAnsweredKeepsSession(t *testing.T) {
+	s, p := newPair(t, SessionConfig{EnquireLink: 10 * time.Millisecond, ResponseTimeout: hangGuard})
+	for range 3 {
+		f := p.read()
+		if f.ID != cmdEnquireLink {
+			t.Fatalf("keepalive sent 0x%08X", f.ID)
+		}
+		p.write(cmdEnquireLinkResp, statusOK, f.Seq, nil)
+	}
+	select {
+	case <-s.Done():
+		t.Fatalf("session ended: %v", s.Err())
+	default:
+	}
+}
+
+// unbind is answered, OnUnbind runs, and the session closes.
+func TestUnbindAnsweredThenClosed(t *testing.T) {
+	unbound := make(chan struct{})
+	s, p := newPair(t, SessionConfig{OnUnbind: func(*Session) { close(unbound) }})
+	p.write(cmdUnbind, 0, 9, nil)
+	f := p.read()
+	if f.ID != cmdUnbindResp || f.Seq != 9 || f.Status != statusOK {
+		t.Fatalf("answer to unbind: %+v", f.Header)
+	}
+	<-unbound
+	awaitDone(t, s)
+	p.expectClosed()
+}
+
+// A command_length that cannot be right loses the framing: generic_nack
+// ESME_RINVCMDLEN, then close (SMPP 3.4 §3.2, §4.3).
+func TestBadCommandLengthNackedAndClosed(t *testing.T) {
+	const maxLen = 1024
+	for _, l := range []uint32{0, 15, 1 << 31, maxLen + 1, 0xFFFFFFFF} {
+		t.Run(fmt.Sprint(l), func(t *testing.T) {
+			s, p := newPair(t, SessionConfig{MaxCommandLength: maxLen})
+			var h [headerLen]byte
+			binary.BigEndian.PutUint32(h[0:], l)
+			binary.BigEndian.PutUint32(h[4:], cmdSubmitSM)
+			binary.BigEndian.PutUint32(h[12:], 42)
+			p.writeRaw(h[:])
+			f := p.read()
+			if f.ID != cmdGenericNack || f.Status != statusInvCmdLen || f.Seq != 42 {
+				t.Fatalf("answer: %+v, want generic_nack ESME_RINVCMDLEN seq 42", f.Header)
+			}
+			awaitDone(t, s)
+			p.expectClosed()
+		})
+	}
+}
+
+// A PDU held half-sent is cut after BodyTimeout, whether the header or the
+// body is incomplete.
+func TestSlowlorisCutAfterBodyTimeout(t *testing.T) {
+	header := appendFrame(nil, cmdSubmitSM, 0, 1, make([]byte, 100))
+	for name, part := range map[string][]byte{"half header": header[:8], "header only": header[:headerLen], "part body": header[:40]} {
+		t.Run(name, func(t *testing.T) {
+			s, p := newPair(t, SessionConfig{BodyTimeout: 30 * time.Millisecond})
+			p.writeRaw(part)
+			awaitDone(t, s)
+			var ne net.Error
+			if !errors.As(s.Err(), &ne) || !ne.Timeout() {
+				t.Fatalf("session ended with %v, want a read timeout", s.Err())
+			}
+			p.expectClosed()
+		})
+	}
+}
+
+// With no idle timeout, a quiet peer is never cut: the body deadline of its
+// last PDU must not linger (a fixed bug).
+func TestQuietPeerOutlivesBodyTimeout(t *testing.T) {
+	s, p := newPair(t, SessionConfig{BodyTimeout: 10 * time.Millisecond})
+	p.write(cmdEnquireLink, 0, 1, nil)
+	p.read()
+	// The scenario itself is a quiet line, several body timeouts long.
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-s.Done():
+		t.Fatalf("quiet session was cut: %v", s.Err())
+	default:
+	}
+	p.write(cmdEnquireLink, 0, 2, nil)
+	if f := p.read(); f.ID != cmdEnquireLinkResp || f.Seq != 2 {
+		t.Fatalf("answer: %+v", f.Header)
+	}
+}
+
+// An unknown command id is answered generic_nack ESME_RINVCMDID and the
+// session carries on (SMPP 3.4 §4.3.1).
+func TestUnknownCommandIDNackedSessionLives(t *testing.T) {
+	_, p := newPair(t, SessionConfig{})
+	p.write(0x00000999, 0, 3, []byte("junk"))
+	f := p.read()
+	if f.ID != cmdGenericNack || f.Status != statusInvCmdID || f.Seq != 3 {
+		t.Fatalf("answer to 0x999: %+v", f.Header)
+	}
+	p.write(cmdEnquireLink, 0, 4, nil)
+	if f := p.read(); f.ID != cmdEnquireLinkResp || f.Seq != 4 {
+		t.Fatalf("answer to enquire_link after the nack: %+v", f.Header)
+	}
+}
+
+// A response nobody waits for (a stray) is dropped without harm.
+func TestStrayResponseIgnored(t *testing.T) {
+	s, p := newPair(t, SessionConfig{})
+	p.write(cmdSubmitSMResp, 0, 1234, []byte("x\x00"))
+	p.write(cmdGenericNack, statusInvCmdID, 1235, nil)
+	p.write(cmdEnquireLink, 0, 5, nil)
+	if f := p.read(); f.ID != cmdEnquireLinkResp || f.Seq != 5 {
+		t.Fatalf("answer: %+v", f.Header)
+	}
+	if s.Free() != 64 {
+		t.Fatalf("free %d", s.Free())
+	}
+}
