@@ -1,4 +1,3 @@
-//go:build prommetrics
 
 package modem
 

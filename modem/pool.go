@@ -131,6 +131,7 @@ type Pool struct {
 	log  *zap.Logger
 
 	submit   chan *job     // Send -> scheduler
+	cancel   chan *job     // Send -> scheduler: withdraw a queued job
 	fromDev  chan devMsg   // device owners -> scheduler
 	reports  chan Report   // scheduler -> consumer
 	incoming chan Incoming // scheduler -> consumer
@@ -223,6 +224,7 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 		opts:     opts,
 		log:      opts.Logger,
 		submit:   make(chan *job),
+		cancel:   make(chan *job),
 		fromDev:  make(chan devMsg, 16),
 		reports:  make(chan Report),
 		incoming: make(chan Incoming),
@@ -284,6 +286,19 @@ func (p *Pool) Send(ctx context.Context, id string, s sms.Submit) (*Sent, error)
 		return nil, ctx.Err()
 	case <-p.stopped:
 		return nil, ErrPoolStopped
+	}
+	select {
+	case r := <-j.res:
+		return r.sent, r.err
+	case <-ctx.Done():
+		// Withdraw the job if it is still queued; a job already on a modem
+		// ends soon (its send uses ctx) and is answered normally.
+		select {
+		case p.cancel <- j:
+		case <-p.stopped:
+		case r := <-j.res:
+			return r.sent, r.err
+		}
 	}
 	r := <-j.res // the scheduler answers every job it accepted
 	return r.sent, r.err
@@ -372,6 +387,14 @@ func (p *Pool) schedule(ctx context.Context) {
 			return
 		case j := <-p.submit:
 			queue = append(queue, j)
+		case j := <-p.cancel:
+			for k, q := range queue {
+				if q == j {
+					queue = append(queue[:k], queue[k+1:]...)
+					j.res <- jobResult{err: j.ctx.Err()}
+					break
+				}
+			}
 		case <-timer.C:
 		case repC <- rep:
 			reports = reports[1:]

@@ -35,7 +35,7 @@ var carrierSetups = []struct {
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	smscs   map[string]*smscsim.SMSC
 	gw      *proxy.Gateway
@@ -62,7 +62,7 @@ type envOpts struct {
 func withYAML(s string) envOption { return func(o *envOpts) { o.extraYAML += s } }
 
 // startEnv starts three SMSC simulators and a gateway on the given store.
-func startEnv(t *testing.T, kind string, opts ...envOption) *env {
+func startEnv(t testing.TB, kind string, opts ...envOption) *env {
 	t.Helper()
 	var eo envOpts
 	for _, o := range opts {

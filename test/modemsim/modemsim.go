@@ -79,23 +79,23 @@ type Sim struct {
 	path string
 	dir  string // removed by Close when we created it
 
-	mu        sync.Mutex
-	conn      *conn              // guarded by mu: the current pty, nil when unplugged
-	sent      []Message          // guarded by mu
-	notify    chan struct{}      // guarded by mu: closed and replaced on each sent message
-	partial   map[string][]*sms.SubmitPDU // guarded by mu: concatenated parts by dest/ref
-	partMRs   map[string][]int   // guarded by mu
-	store     map[int][]byte     // guarded by mu: SIM memory, index -> PDU with SMSC field
-	mr        int                // guarded by mu: last TP-MR
-	failCode  int                // guarded by mu
-	failLeft  int                // guarded by mu
-	hang      bool               // guarded by mu
-	unplugAt  bool               // guarded by mu
-	simReady  bool               // guarded by mu
-	reg       bool               // guarded by mu
-	garbage   bool               // guarded by mu
-	closed    bool               // guarded by mu
-	wg        sync.WaitGroup
+	mu       sync.Mutex
+	conn     *conn                       // guarded by mu: the current pty, nil when unplugged
+	sent     []Message                   // guarded by mu
+	notify   chan struct{}               // guarded by mu: closed and replaced on each sent message
+	partial  map[string][]*sms.SubmitPDU // guarded by mu: concatenated parts by dest/ref
+	partMRs  map[string][]int            // guarded by mu
+	store    map[int][]byte              // guarded by mu: SIM memory, index -> PDU with SMSC field
+	mr       int                         // guarded by mu: last TP-MR
+	failCode int                         // guarded by mu
+	failLeft int                         // guarded by mu
+	hang     bool                        // guarded by mu
+	unplugAt bool                        // guarded by mu
+	simReady bool                        // guarded by mu
+	reg      bool                        // guarded by mu
+	garbage  bool                        // guarded by mu
+	closed   bool                        // guarded by mu
+	wg       sync.WaitGroup
 }
 
 // conn is one power-up of the modem on one pty.
@@ -144,10 +144,12 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	if err := s.Replug(); err != nil {
 		return nil, err
 	}
-	go func() {
-		<-ctx.Done()
-		_ = s.Close()
-	}()
+	if ctx.Done() != nil {
+		go func() {
+			<-ctx.Done()
+			_ = s.Close()
+		}()
+	}
 	return s, nil
 }
 
