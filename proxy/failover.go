@@ -303,8 +303,11 @@ func (f *Failover) process(ctx context.Context, id string) {
 		return
 	}
 	// The original carrier is back: it is fast, the modem is not.
+	// Only messages queued because their carrier was down go back: one that
+	// its carrier just failed (an error, a timeout, a failed receipt) goes by
+	// modem, not through the same carrier again.
 	if c := (*f.d.carriers.Load())[m.Carrier]; c != nil && f.d.health.State(c.Name) != StateDown &&
-		!strings.HasPrefix(m.Note, "carrier receipt") {
+		(m.Note == "down" || m.Note == "route") {
 		if f.backToCarrier(ctx, c, m, sm, log) {
 			_ = st.AckModem(ctx, id)
 			return

@@ -213,6 +213,9 @@ func (s *Server) accept(conn net.Conn) {
 		IdleTimeout:      cfg.IdleTimeout,
 		BodyTimeout:      cfg.BodyTimeout,
 		Handler:          n.handle,
+		// SMPP 3.4 §4.2: answer the submits still in flight before unbind_resp,
+		// so a platform that unbinds right after a burst loses no answers.
+		OnUnbind: func(*Session) { n.waitInflight(30 * time.Second) },
 		Log:              s.log.With(zap.String("side", "platform")),
 	})
 	n.sess.Value = n
@@ -368,6 +371,21 @@ type northSession struct {
 	pending  atomic.Int32   // submits being processed
 	inflight sync.WaitGroup // the same, to wait on at shutdown
 	draining atomic.Bool
+}
+
+// waitInflight waits, at most d, for the session's submits to be answered.
+func (n *northSession) waitInflight(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		n.inflight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 func (n *northSession) account() *Account {

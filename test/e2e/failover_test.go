@@ -155,8 +155,12 @@ func TestCarrierClosedMidBulkLosesNothing(t *testing.T) {
 // A carrier that keeps TCP open and stops answering is detected, and its
 // traffic moves to the modems.
 func TestSilentCarrierFailsOver(t *testing.T) {
+	storeKinds(t, testSilentCarrierFailsOver)
+}
+
+func testSilentCarrierFailsOver(t *testing.T, kind string) {
 	sims, my := startModems(t, 2)
-	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
+	e := startEnv(t, kind, withYAML(my), withYAML(failoverYAML))
 	c := e.dial("platform", "secret", platform.BindTRX)
 	e.smscs["unicom"].SetSilent(true)
 	silentAt := time.Now()
@@ -192,8 +196,12 @@ func TestSilentCarrierFailsOver(t *testing.T) {
 // ESME_RINVDSTADR is a number error: no failover. ESME_RSYSERR is not: the
 // message goes by modem and the platform gets OK.
 func TestNumberErrorNotFailedOverSysErrIs(t *testing.T) {
+	storeKinds(t, testNumberErrorNotFailedOverSysErrIs)
+}
+
+func testNumberErrorNotFailedOverSysErrIs(t *testing.T, kind string) {
 	sims, my := startModems(t, 1)
-	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
+	e := startEnv(t, kind, withYAML(my), withYAML(failoverYAML))
 	e.smscs["telecom"].SetBehaviour(smscsim.StatusByPrefix(map[string]uint32{"1331": 0x0B, "1332": 0x08}))
 	c := e.dial("platform", "secret", platform.BindTRX)
 	r, err := c.Submit(e.ctx, platform.Submit{Dest: "13312345678", Text: "wrong-number"})
@@ -257,8 +265,12 @@ func TestAllCarriersDownBulkByModem(t *testing.T) {
 // A carrier that comes back takes its queued messages back, and after
 // up_after its new traffic too.
 func TestRecoveredCarrierTakesTrafficBack(t *testing.T) {
+	storeKinds(t, testRecoveredCarrierTakesTrafficBack)
+}
+
+func testRecoveredCarrierTakesTrafficBack(t *testing.T, kind string) {
 	sims, my := startModems(t, 1)
-	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
+	e := startEnv(t, kind, withYAML(my), withYAML(failoverYAML))
 	for _, s := range sims {
 		s.SetRegistered(false) // the modems cannot send: messages wait in the queue
 	}

@@ -88,7 +88,10 @@ func (r *rawConn) writeRaw(b []byte) {
 	}
 }
 
-func (r *rawConn) send(id, seq uint32, body []byte) { r.t.Helper(); r.writeRaw(pduBytes(id, 0, seq, body)) }
+func (r *rawConn) send(id, seq uint32, body []byte) {
+	r.t.Helper()
+	r.writeRaw(pduBytes(id, 0, seq, body))
+}
 
 func (r *rawConn) tryRead() (rawPDU, error) {
 	_ = r.c.SetReadDeadline(time.Now().Add(rawReadTimeout))
@@ -181,16 +184,18 @@ func (e *env) assertRelays(t *testing.T) {
 	}
 	defer c.Close()
 	marker := fmt.Sprintf("still relaying %d", relayCount.Add(1))
+	mobile := e.smscs["mobile"]
+	before := mobile.Stats().Submits
 	res, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: marker})
 	if err != nil || res.Status != 0 {
 		t.Fatalf("normal submit after the hostile case: %v status 0x%X", err, res.Status)
 	}
-	if err := e.smscs["mobile"].WaitUntil(e.ctx, func(smscsim.Stats) bool {
-		return slices.ContainsFunc(e.smscs["mobile"].Received(), func(m smscsim.Message) bool {
-			return bytes.Contains(m.Raw, []byte(marker))
-		})
-	}); err != nil {
+	// The condition runs under the simulator's lock: Stats only.
+	if err := mobile.WaitUntil(e.ctx, func(st smscsim.Stats) bool { return st.Submits > before }); err != nil {
 		t.Fatalf("the normal message never reached the carrier: %v", err)
+	}
+	if !slices.ContainsFunc(mobile.Received(), func(m smscsim.Message) bool { return bytes.Contains(m.Raw, []byte(marker)) }) {
+		t.Fatalf("the carrier did not receive %q", marker)
 	}
 }
 
@@ -357,8 +362,8 @@ func TestHostileBindFloodSlowsOnlyTheAttacker(t *testing.T) {
 	// refusals have a smaller delay (0, 250ms, 500ms, ... per failure).
 	slices.Sort(elapsed)
 	for k, d := range elapsed {
-		if min := time.Duration(k) * 250 * time.Millisecond; d < min {
-			t.Fatalf("refusal %d answered after %v, before its delay of %v: answers %v", k, d, min, elapsed)
+		if floor := time.Duration(k) * 250 * time.Millisecond; d < floor {
+			t.Fatalf("refusal %d answered after %v, before its delay of %v: answers %v", k, d, floor, elapsed)
 		}
 	}
 	if got := refusedBinds(t) - before; got < n {

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spareline/spareline/test/modemsim"
+)
+
+// `spareline modem probe` against an emulated TC35i on a real pseudo-terminal.
+func TestModemProbeAgainstEmulator(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sim, err := modemsim.Start(ctx, modemsim.Options{Name: "probe", Signal: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	var out, errb bytes.Buffer
+	if rc := run([]string{"modem", "probe", "--device", sim.Path()}, &out, &errb); rc != 0 {
+		t.Fatalf("exit %d: %s", rc, errb.String())
+	}
+	for _, want := range []string{"SIEMENS", "TC35i", "READY", "registered, home network", "-73 dBm", "+8613800100500"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("probe output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// A path that is not a modem gets a clear error, not a hang.
+func TestModemProbeNotAModem(t *testing.T) {
+	var out, errb bytes.Buffer
+	missing := filepath.Join(t.TempDir(), "ttyUSB9")
+	if rc := run([]string{"modem", "probe", "--device", missing}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "cannot open") {
+		t.Fatalf("missing device: exit %d, %q", rc, errb.String())
+	}
+	f := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if rc := run([]string{"modem", "probe", "--device", f, "--timeout", "3s"}, &out, &errb); rc != 1 || errb.Len() == 0 {
+		t.Fatalf("regular file: exit %d, %q", rc, errb.String())
+	}
+}
+
+// `spareline check` prints one line per problem naming the key and line.
+func TestCheckNamesKeyAndLine(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "bad.yaml")
+	yml := "smpp: { listen: \"127.0.0.1:2775\" }\naccounts:\n  - { system_id: a, password: x }\n  - { system_id: a, password: y }\ncarriers:\n  - { name: mobile, address: \"127.0.0.1:1\", system_id: e, password: p, response_timeout: 5 }\nrouting: { prefixes: { \"1703\": cmcc } }\nbogus: 1\n"
+	if err := os.WriteFile(f, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if rc := run([]string{"check", "--config", f}, &out, &errb); rc != 1 {
+		t.Fatalf("exit %d", rc)
+	}
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	for _, want := range []string{"accounts[1].system_id", "carriers[0].response_timeout", "routing.prefixes.1703", "bogus"} {
+		found := false
+		for _, l := range lines {
+			if strings.Contains(l, want) && strings.HasPrefix(l, f+":") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no line naming %s:\n%s", want, errb.String())
+		}
+	}
+	errb.Reset()
+	if rc := run([]string{"check", "--config", "../../examples/spareline.yaml"}, &out, &errb); rc != 0 {
+		t.Fatalf("example config: %s", errb.String())
+	}
+}
