@@ -216,7 +216,7 @@ func (s *Server) accept(conn net.Conn) {
 		// SMPP 3.4 §4.2: answer the submits still in flight before unbind_resp,
 		// so a platform that unbinds right after a burst loses no answers.
 		OnUnbind: func(*Session) { n.waitInflight(30 * time.Second) },
-		Log:              s.log.With(zap.String("side", "platform")),
+		Log:      s.log.With(zap.String("side", "platform")),
 	})
 	n.sess.Value = n
 	n.sess.Start()

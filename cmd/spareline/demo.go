@@ -252,4 +252,3 @@ wait:
 	fmt.Fprintln(stdout, "\nstopping")
 	return 0
 }
-
