@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -195,21 +196,12 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 	res := SubmitResult{Status: f.Status}
 	if f.Status == statusOK {
 		id := f.Body
-		if i := indexByte(id, 0); i >= 0 {
+		if i := bytes.IndexByte(id, 0); i >= 0 {
 			id = id[:i]
 		}
 		res.MessageID = string(id)
 	}
 	return res, nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func (b *carrierBind) run(ctx context.Context) {

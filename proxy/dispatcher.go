@@ -209,7 +209,7 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 		default: // ErrNotSent, a closed session
 			metricSubmits.WithLabelValues(c.Name, "down").Inc()
 		}
-		if reason != "down" || !errors.Is(err, ErrCarrierDown) {
+		if !errors.Is(err, ErrCarrierDown) { // no bind: health already knows
 			d.health.Note(c.Name, outcome)
 		}
 		log.Info("carrier did not take the message", zap.String("reason", reason), zap.Error(err))

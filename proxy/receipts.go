@@ -149,10 +149,8 @@ func rewriteReceipt(sm *ShortMessage, body []byte, ourID string) []byte {
 }
 
 // receiptID is the carrier's id of the message a receipt is about.
-func receiptID(sm *ShortMessage) (id, stat string) {
-	var textID, errCode string
-	textID, stat, errCode = receiptFields(sm.Payload())
-	_ = errCode
+func receiptID(sm *ShortMessage) (string, string) {
+	textID, stat, _ := receiptFields(sm.Payload())
 	if v, ok := sm.TLV(tagReceiptedMessageID); ok {
 		if i := bytes.IndexByte(v, 0); i >= 0 {
 			v = v[:i]
