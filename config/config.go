@@ -134,6 +134,16 @@ type Carrier struct {
 	TLS bool `yaml:"tls"`
 	// TLSInsecure skips verification of the carrier's certificate.
 	TLSInsecure bool `yaml:"tls_insecure"`
+	// TLSCA is a PEM file of CA certificates that verify the carrier's
+	// certificate instead of the system roots. Read and checked at load.
+	TLSCA string `yaml:"tls_ca"`
+	// TLSServerName is the name the carrier's certificate is verified
+	// against (and sent as SNI). Default: the host of Address.
+	TLSServerName string `yaml:"tls_server_name"`
+	// TLSCAPEM is the content of TLSCA as read at load (not a YAML key):
+	// the carrier builds its trust pool from it, and a reload that changes
+	// it reconnects the carrier.
+	TLSCAPEM []byte `yaml:"-"`
 }
 
 // Routing picks the carrier for a destination.
@@ -161,6 +171,10 @@ type Modem struct {
 	PIN string `yaml:"pin"`
 	// MaxPerMinute caps sends per minute on this modem. Default 10.
 	MaxPerMinute int `yaml:"max_per_minute"`
+	// SendTimeout is how long one SMS part may wait for the modem's answer
+	// to AT+CMGS before the send counts as failed (and may be retried on
+	// another modem). Default 60s, at most MaxModemSendTimeout.
+	SendTimeout Duration `yaml:"send_timeout"`
 }
 
 // Failover says when a carrier is considered failed.

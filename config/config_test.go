@@ -110,6 +110,14 @@ func TestProblems(t *testing.T) {
 		{"bad receipt_id", minimal + "    receipt_id: base64 #<\n", "carriers[0].receipt_id", `"base64" is not one of as_is, hex, decimal`},
 		{"bad on_unknown", minimal + "failover:\n  on_unknown: drop #<\n", "failover.on_unknown", `"drop" is not one of resend, hold`},
 		{"tls_insecure without tls", minimal + "    tls_insecure: true #<\n", "carriers[0].tls_insecure", "without tls"},
+		{"tls_ca without tls", minimal + "    tls_ca: " + garbage + " #<\n", "carriers[0].tls_ca", "without tls"},
+		{"tls_server_name without tls", minimal + "    tls_server_name: smsc.example #<\n", "carriers[0].tls_server_name", "without tls"},
+		{"tls_ca missing", minimal + "    tls: true\n    tls_ca: " + filepath.Join(dir, "nope-ca.pem") + " #<\n", "carriers[0].tls_ca", "cannot read CA file"},
+		{"tls_ca not PEM", minimal + "    tls: true\n    tls_ca: " + garbage + " #<\n", "carriers[0].tls_ca", "no PEM certificate"},
+		{"tls_ca is a device", minimal + "    tls: true\n    tls_ca: /dev/zero #<\n", "carriers[0].tls_ca", "not a regular file"},
+		{"modem send_timeout zero", minimal + "modems:\n  - device: /dev/ttyUSB0\n    send_timeout: 0s #<\n", "modems[0].send_timeout", "longer than 0"},
+		{"modem send_timeout too long", minimal + "modems:\n  - device: /dev/ttyUSB0\n    send_timeout: 1h #<\n", "modems[0].send_timeout", "longer than 5m0s"},
+		{"modem send_timeout not a duration", minimal + "modems:\n  - device: /dev/ttyUSB0\n    send_timeout: 30 #<\n", "modems[0].send_timeout", ""},
 		{"cert without key", strings.Replace(minimal, "smpp:\n", "smpp:\n  tls_listen: \":2776\"\n  tls_cert: c.pem #<\n", 1), "smpp.tls_key", "tls_cert is set but tls_key is not"},
 		{"key without cert", strings.Replace(minimal, "smpp:\n", "smpp:\n  tls_listen: \":2776\"\n  tls_key: k.pem #<\n", 1), "smpp.tls_cert", "tls_key is set but tls_cert is not"},
 		{"missing cert files", strings.Replace(minimal, "smpp:\n", "smpp:\n  tls_listen: \":2776\"\n  tls_cert: "+filepath.Join(dir, "nope.pem")+" #<\n  tls_key: "+filepath.Join(dir, "nope.key")+"\n", 1), "smpp.tls_cert", "cannot read certificate"},
@@ -261,7 +269,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("routing defaults: %+v", cfg.Routing)
 	}
 	m := cfg.Modems[0]
-	if m.Baud != 115200 || m.MaxPerMinute != 10 || m.Name != "/dev/ttyUSB0" {
+	if m.Baud != 115200 || m.MaxPerMinute != 10 || m.Name != "/dev/ttyUSB0" || m.SendTimeout.D() != 60*time.Second {
 		t.Errorf("modem defaults: %+v", m)
 	}
 	f := cfg.Failover
@@ -401,6 +409,67 @@ func TestTLSFiles(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "PRIVATE KEY-----\n") {
 		t.Errorf("key material in the problem: %v", err)
+	}
+}
+
+// carriers[].tls_ca: a CA bundle is read and checked at load, kept for the
+// carrier's trust pool; a key file, a corrupt certificate or tls_insecure
+// beside it are problems naming the key and its line.
+func TestCarrierTLSCA(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t, dir)
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := minimal + "    tls: true\n    tls_ca: " + certFile + "\n    tls_server_name: smsc.example\n"
+	cfg, err := Parse([]byte(text), "ca.yaml")
+	if err != nil {
+		t.Fatalf("valid CA: %v", err)
+	}
+	c := cfg.Carriers[0]
+	if string(c.TLSCAPEM) != string(certPEM) || c.TLSCA != certFile || c.TLSServerName != "smsc.example" {
+		t.Errorf("carrier TLS settings: ca %q, server name %q, %d PEM bytes", c.TLSCA, c.TLSServerName, len(c.TLSCAPEM))
+	}
+	if strings.Contains(cfg.String(), "BEGIN CERTIFICATE") {
+		t.Error("the CA content is rendered in the logged config")
+	}
+
+	corrupt := filepath.Join(dir, "corrupt.pem")
+	if err := os.WriteFile(corrupt, append(append([]byte(nil), certPEM...),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, yaml, msg string }{
+		{"a key, not a certificate", minimal + "    tls: true\n    tls_ca: " + keyFile + " #<\n", `"EC PRIVATE KEY", want CERTIFICATE`},
+		{"second certificate corrupt", minimal + "    tls: true\n    tls_ca: " + corrupt + " #<\n", "certificate 2 does not parse"},
+		{"with tls_insecure", minimal + "    tls: true\n    tls_insecure: true\n    tls_ca: " + certFile + " #<\n", "skips verification"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			text, line := marked(t, tt.yaml)
+			_, err := Parse([]byte(text), "ca.yaml")
+			if err == nil {
+				t.Fatal("no problem reported")
+			}
+			ps := problems(t, err)
+			if len(ps) != 1 || ps[0].Key != "carriers[0].tls_ca" || ps[0].Line != line || !strings.Contains(ps[0].Msg, tt.msg) {
+				t.Errorf("want carriers[0].tls_ca at line %d: %s; got %v", line, tt.msg, err)
+			}
+			if strings.Contains(err.Error(), "-----") {
+				t.Errorf("file content in the problem: %v", err)
+			}
+		})
+	}
+}
+
+// modems[].send_timeout: explicit values inside the bounds are kept.
+func TestModemSendTimeout(t *testing.T) {
+	cfg, err := Parse([]byte(minimal+"modems:\n  - device: /dev/ttyUSB0\n    send_timeout: 90s\n  - device: /dev/ttyUSB1\n    send_timeout: 5m\n"), "m.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := cfg.Modems[0].SendTimeout.D(), cfg.Modems[1].SendTimeout.D(); a != 90*time.Second || b != MaxModemSendTimeout {
+		t.Errorf("send_timeout = %s, %s", a, b)
 	}
 }
 

@@ -31,6 +31,7 @@ const (
 	DefaultPreset               = "cn"
 	DefaultModemBaud            = 115200
 	DefaultModemMaxPerMinute    = 10
+	DefaultModemSendTimeout     = 60 * time.Second
 	DefaultDownAfterTimeouts    = 3
 	DefaultUpAfter              = 30 * time.Second
 	DefaultOnUnknown            = "resend"
@@ -94,6 +95,7 @@ func applyDefaults(c *Config, d *decoder) {
 		p := fmt.Sprintf("modems[%d].", i)
 		dInt(&m.Baud, p+"baud", DefaultModemBaud)
 		dInt(&m.MaxPerMinute, p+"max_per_minute", DefaultModemMaxPerMinute)
+		dDur(&m.SendTimeout, p+"send_timeout", DefaultModemSendTimeout)
 		if !d.set[p+"name"] {
 			m.Name = m.Device
 		}

@@ -17,7 +17,7 @@ import (
 // *Errors listing every problem when the file is not usable, or the error
 // of reading the file when it cannot be read at all.
 //
-// Relative paths inside the file (tls_cert, tls_key, password_file,
+// Relative paths inside the file (tls_cert, tls_key, tls_ca, password_file,
 // store.path) are relative to the process's working directory, not to the
 // file's directory; Load leaves them as written.
 func Load(path string) (*Config, error) {

@@ -2,6 +2,8 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"maps"
 	"net"
@@ -23,6 +25,11 @@ const (
 	minCommandLength = 16
 	// maxPEMFile bounds the certificate and key files read at load time.
 	maxPEMFile = 1 << 20
+	// MaxModemSendTimeout bounds modems[].send_timeout. Siemens documents
+	// AT+CMGS answers within 60 s; the dispatcher bounds one modem send of a
+	// message (every part, every attempt) at 10 minutes, so a longer per-part
+	// wait would leave no room to retry on another modem.
+	MaxModemSendTimeout = 5 * time.Minute
 )
 
 // Presets known to the routing package. config does not import routing (see
@@ -176,6 +183,25 @@ func validate(c *Config, d *decoder) {
 		if ca.TLSInsecure && !ca.TLS {
 			p(k+".tls_insecure", "set without tls: true")
 		}
+		if ca.TLSServerName != "" && !ca.TLS {
+			p(k+".tls_server_name", "set without tls: true")
+		}
+		if ca.TLSCA != "" {
+			switch {
+			case !ca.TLS:
+				p(k+".tls_ca", "set without tls: true")
+			case ca.TLSInsecure:
+				p(k+".tls_ca", "set with tls_insecure: true, which skips verification; set only one")
+			}
+			// Loaded even when another problem was found, so that
+			// `spareline check` reports an unreadable file too.
+			pemCA, err := loadCA(ca.TLSCA)
+			if err != nil {
+				p(k+".tls_ca", "%v", err)
+			} else {
+				c.Carriers[i].TLSCAPEM = pemCA
+			}
+		}
 	}
 
 	// routing
@@ -228,6 +254,10 @@ func validate(c *Config, d *decoder) {
 		}
 		atLeast(p, d, k+".baud", m.Baud, 1)
 		atLeast(p, d, k+".max_per_minute", m.MaxPerMinute, 1)
+		positive(p, d, k+".send_timeout", m.SendTimeout)
+		if m.SendTimeout.D() > MaxModemSendTimeout {
+			p(k+".send_timeout", "%s is longer than %s: a modem that has not answered AT+CMGS by then will not", m.SendTimeout.D(), MaxModemSendTimeout)
+		}
 	}
 	if len(c.Carriers) == 0 && len(c.Modems) == 0 {
 		p("carriers", "no carriers and no modems: nothing could send a message")
@@ -308,6 +338,35 @@ func positive(p problemFunc, d *decoder, key string, v Duration) {
 	if time.Duration(v) <= 0 && d.set[key] {
 		p(key, "must be longer than 0")
 	}
+}
+
+// loadCA reads a PEM CA bundle (bounded, a regular file) and checks that it
+// holds at least one certificate and nothing but parseable certificates.
+// The error names the file and the block, never content.
+func loadCA(name string) ([]byte, error) {
+	b, err := readSmallFile(name, maxPEMFile)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read CA file: %w", err)
+	}
+	n := 0
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		n++
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s: PEM block %d is a %q, want CERTIFICATE", name, n, blk.Type)
+		}
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return nil, fmt.Errorf("%s: certificate %d does not parse: %w", name, n, err)
+		}
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate in the file", name)
+	}
+	return b, nil
 }
 
 func digits(s string) bool {

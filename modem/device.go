@@ -76,8 +76,12 @@ func (p *Pool) idle(ctx context.Context, i int, d time.Duration) {
 // the modem got initialised (to reset the reopen backoff).
 func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger) bool {
 	cfg := p.devs[i].cfg
+	sendTimeout := p.opts.SendTimeout
+	if cfg.SendTimeout > 0 {
+		sendTimeout = cfg.SendTimeout
+	}
 	m := New(rw, Options{Name: cfg.Name, Logger: p.log, CommandTimeout: p.opts.CommandTimeout,
-		SendTimeout: p.opts.SendTimeout, Trace: p.opts.Trace})
+		SendTimeout: sendTimeout, Trace: p.opts.Trace})
 	defer m.Close()
 
 	var (

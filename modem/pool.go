@@ -22,6 +22,9 @@ type Config struct {
 	Baud         int
 	PIN          string
 	MaxPerMinute int // SMS parts per sliding minute; 0 = unlimited
+	// SendTimeout bounds the wait for the answer to AT+CMGS, per SMS part;
+	// 0 = PoolOptions.SendTimeout.
+	SendTimeout time.Duration
 }
 
 // Opener opens the port of a modem.

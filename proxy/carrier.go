@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -30,6 +31,14 @@ import (
 //
 // Submits go to the bound connection with the most free window, paced by
 // max_tps (a token bucket shared by the carrier's binds).
+//
+// Over TLS (tls: true) the carrier's certificate is verified against tls_ca
+// (else the system roots) for tls_server_name (else the host of address),
+// unless tls_insecure. A certificate that does not verify is a *TLSError
+// with Verification set, logged as an error on every attempt; the bind keeps
+// retrying with backoff like an unreachable carrier (the carrier may be
+// mid-rotation), so it stays down and its traffic goes by modem. A reload
+// that changes any TLS setting, the CA bundle's content included, reconnects.
 
 // ErrCarrierDown means no bind of the carrier is bound.
 var ErrCarrierDown = errors.New("carrier: no bind is up")
@@ -53,10 +62,16 @@ type Carrier struct {
 	binds   []*carrierBind
 	bound   atomic.Int32
 	rr      atomic.Uint32
+	// connGen counts reloads that changed connection settings; a bind
+	// that was connecting under older settings unbinds once it is up.
+	connGen atomic.Uint64
 	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
+
+	// Cached metric children of the accepted submit (metrics.go).
+	mSubmitsOK, mStatusOK lazyCounter
 }
 
 type carrierBind struct {
@@ -117,7 +132,11 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	old := c.cfg.Swap(&cfg)
 	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
 	reconnect := old.Address != cfg.Address || old.SystemID != cfg.SystemID || old.Password != cfg.Password ||
-		old.SystemType != cfg.SystemType || old.TLS != cfg.TLS
+		old.SystemType != cfg.SystemType || old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
+		old.TLSServerName != cfg.TLSServerName || !bytes.Equal(old.TLSCAPEM, cfg.TLSCAPEM)
+	if reconnect {
+		c.connGen.Add(1)
+	}
 	for _, b := range c.binds {
 		select {
 		case b.retry <- struct{}{}:
@@ -231,6 +250,9 @@ func (b *carrierBind) run(ctx context.Context) {
 		if time.Since(start) > 30*time.Second {
 			backoff = time.Second
 		}
+		if te := (*TLSError)(nil); errors.As(err, &te) && te.Verification {
+			log.Error("carrier's TLS certificate refused; check carriers[].tls_ca and tls_server_name", zap.Error(err))
+		}
 		// Full jitter on [backoff/2, backoff): binds of many gateways that
 		// lost a carrier at once do not return in step.
 		wait := backoff/2 + rand.N(backoff/2+1)
@@ -249,8 +271,50 @@ func (b *carrierBind) run(ctx context.Context) {
 	b.state.Store("stopped")
 }
 
+// TLSError is a failed TLS handshake with a carrier. Verification is
+// true when the carrier's certificate was refused (unknown authority, wrong
+// name, expired): an operator's configuration problem (tls_ca,
+// tls_server_name), logged as such; the bind keeps retrying with backoff,
+// as the carrier may be mid certificate rotation.
+type TLSError struct {
+	Address      string
+	Verification bool
+	Err          error
+}
+
+func (e *TLSError) Error() string {
+	if e.Verification {
+		return fmt.Sprintf("tls handshake with %s: certificate verification failed: %v", e.Address, e.Err)
+	}
+	return fmt.Sprintf("tls handshake with %s: %v", e.Address, e.Err)
+}
+
+func (e *TLSError) Unwrap() error { return e.Err }
+
+// carrierTLSConfig is the client TLS configuration of a carrier: verified
+// against tls_ca when set (else the system roots) for tls_server_name
+// (else the host of address), or not verified with tls_insecure.
+func carrierTLSConfig(cfg *config.Carrier) (*tls.Config, error) {
+	name := cfg.TLSServerName
+	if name == "" {
+		name, _, _ = net.SplitHostPort(cfg.Address)
+	}
+	tc := &tls.Config{ServerName: name, InsecureSkipVerify: cfg.TLSInsecure, MinVersion: tls.VersionTLS12} // #nosec G402 -- opt-in per carrier
+	if len(cfg.TLSCAPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(cfg.TLSCAPEM) {
+			// config checked the bundle at load; this is a bug, not a
+			// carrier fault.
+			return nil, fmt.Errorf("carrier %s: tls_ca %s holds no certificate", cfg.Name, cfg.TLSCA)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
 func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) error {
 	c := b.c
+	gen := c.connGen.Load()
 	cfg := c.cfg.Load()
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout.D())
 	defer cancel()
@@ -259,11 +323,16 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		return fmt.Errorf("dial %s: %w", cfg.Address, err)
 	}
 	if cfg.TLS {
-		host, _, _ := net.SplitHostPort(cfg.Address)
-		tc := tls.Client(conn, &tls.Config{ServerName: host, InsecureSkipVerify: cfg.TLSInsecure, MinVersion: tls.VersionTLS12}) // #nosec G402 -- opt-in per carrier
+		tcfg, err := carrierTLSConfig(cfg)
+		if err != nil {
+			_ = conn.Close()
+			return err
+		}
+		tc := tls.Client(conn, tcfg)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			_ = conn.Close()
-			return fmt.Errorf("tls handshake with %s: %w", cfg.Address, err)
+			var ve *tls.CertificateVerificationError
+			return &TLSError{Address: cfg.Address, Verification: errors.As(err, &ve), Err: err}
 		}
 		conn = tc
 	}
@@ -312,6 +381,11 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 	log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
 	c.health.noteBindUp(c)
+	if c.connGen.Load() != gen {
+		// Reconfigure changed the connection settings while this bind
+		// connected under the old ones, and may not have seen the session.
+		go s.Unbind(context.Background())
+	}
 	select {
 	case <-s.Done():
 	case <-ctx.Done():

@@ -18,12 +18,35 @@ import (
 // next round (retried after a pause); ESME_RX_P_APPN / ESME_RX_R_APPN mean
 // the platform will never take it: it is dropped and logged. Deliveries wait
 // in the store, without limit of time, while no receiver is bound.
+//
+// Several gateways on one store: a deliverer sends only while it holds the
+// account's delivery lease (store.ClaimDeliveries, claims.go), so one
+// gateway at a time delivers an account's held deliveries, in order, over
+// its own bound receivers; each delivery reaches the platform once. The
+// lease is taken when this gateway has a receiver of the account and there
+// is something to send, renewed while a batch is in flight, and handed back
+// (ReleaseDeliveries) when the account has nothing more to send now, when
+// no receiver is left, or at shutdown. A gateway killed while holding it
+// blocks the account for at most deliveryLease; then another gateway's
+// deliverer (polling every deliverPoll) sends what the dead one never saw
+// acknowledged: at least once, never lost. Trade-off: while one gateway
+// holds an account, the receivers bound to the other gateways stay idle.
 
 const deliverBatch = 128
+
+// deliveryLease is how long a claim on an account's deliveries lasts
+// without renewal: the longest a killed gateway holds up the account.
+// A round renews it every deliveryLease/4.
+const deliveryLease = 15 * time.Second
+
+// deliverPoll is how often a deliverer looks for deliveries written, or
+// released, by other gateway instances.
+const deliverPoll = 2 * time.Second
 
 type deliverer struct {
 	d       *Dispatcher
 	account string
+	worker  string // this deliverer's name in the account lease: the instance's (SetInstance), so a restart takes its leases back
 	kick    chan struct{}
 }
 
@@ -32,7 +55,11 @@ func (d *Dispatcher) kickDeliveries(account string) {
 	d.deliverMu.Lock()
 	dl := d.deliverers[account]
 	if dl == nil {
-		dl = &deliverer{d: d, account: account, kick: make(chan struct{}, 1)}
+		worker := "deliver-" + d.ids.Next()
+		if inst, _ := d.instance.Load().(string); inst != "" {
+			worker = "deliver/" + inst
+		}
+		dl = &deliverer{d: d, account: account, worker: worker, kick: make(chan struct{}, 1)}
 		d.deliverers[account] = dl
 		d.wg.Add(1)
 		go func() {
@@ -46,6 +73,10 @@ func (d *Dispatcher) kickDeliveries(account string) {
 	default:
 	}
 }
+
+// SetInstance names this gateway among those sharing the store (see
+// instanceName); deliverers started after it hold account leases under it.
+func (d *Dispatcher) SetInstance(name string) { d.instance.Store(name) }
 
 // StartDeliverers starts a deliverer for each account so that deliveries
 // held from before a restart go out as soon as a receiver binds.
@@ -61,9 +92,11 @@ func (d *Dispatcher) Wait() { d.wg.Wait() }
 
 func (dl *deliverer) run(ctx context.Context) {
 	log := dl.d.log.With(zap.String("account", dl.account))
-	// A slow poll covers deliveries written by other gateway instances.
-	poll := time.NewTicker(2 * time.Second)
+	// A slow poll covers deliveries written, or released, by other gateway
+	// instances.
+	poll := time.NewTicker(deliverPoll)
 	defer poll.Stop()
+	defer dl.release(ctx, log) // at shutdown, hand the account to the other instances now
 	for {
 		select {
 		case <-ctx.Done():
@@ -74,6 +107,7 @@ func (dl *deliverer) run(ctx context.Context) {
 		for ctx.Err() == nil {
 			progressed, more := dl.round(ctx, log)
 			if !more {
+				dl.release(ctx, log)
 				break
 			}
 			if !progressed {
@@ -100,7 +134,10 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 	if len(recv) == 0 {
 		return false, false
 	}
-	list, err := d.store.PendingDeliveries(ctx, dl.account, deliverBatch)
+	list, err := d.store.ClaimDeliveries(ctx, dl.account, dl.worker, deliverBatch, deliveryLease)
+	if errors.Is(err, store.ErrLeased) {
+		return false, false // another gateway is delivering this account; the poll looks again
+	}
 	if err != nil {
 		log.Warn("reading held deliveries failed", zap.Error(err))
 		return false, true
@@ -109,6 +146,7 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 	if len(list) == 0 {
 		return false, false
 	}
+	defer dl.renew(ctx, log)()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	acked := 0
@@ -134,6 +172,41 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 	return acked > 0, acked > 0 && len(list) == deliverBatch || acked > 0 && acked < len(list)
 }
 
+// renew keeps the account lease while a batch is in flight; the returned
+// function stops it. A claim renews the lease; max 1 keeps it cheap.
+func (dl *deliverer) renew(ctx context.Context, log *zap.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(deliveryLease / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_, err := dl.d.store.ClaimDeliveries(ctx, dl.account, dl.worker, 1, deliveryLease)
+				if err != nil && ctx.Err() == nil {
+					log.Warn("renewing the delivery lease failed; another gateway may send this batch again",
+						zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// release hands the account's delivery lease back, if this deliverer holds
+// it, so that another gateway need not wait for it to pass.
+func (dl *deliverer) release(ctx context.Context, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := dl.d.store.ReleaseDeliveries(ctx, dl.account, dl.worker); err != nil {
+		log.Debug("releasing the delivery lease failed; it passes by itself", zap.Error(err))
+	}
+}
+
 func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, log *zap.Logger) bool {
 	f, err := s.Request(ctx, cmdDeliverSM, del.Body)
 	if err != nil {
@@ -146,7 +219,7 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 	case statusOK:
 	case statusRXPAppn, statusRXRAppn:
 		log.Warn("platform rejected a deliver_sm permanently; dropped", zap.String("delivery", del.ID),
-			zap.String("msg", del.MsgID), zap.String("status", StatusString(f.Status)))
+			zap.String("id", del.MsgID), zap.String("status", StatusString(f.Status)))
 	default:
 		log.Info("platform refused a deliver_sm; will retry", zap.String("delivery", del.ID),
 			zap.String("status", StatusString(f.Status)))

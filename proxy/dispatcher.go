@@ -31,6 +31,26 @@ import (
 // status it retries (ESME_RMSGQFUL when nothing was sent, ESME_RSYSERR when
 // the carrier may have the message). With a modem pool, spareline answers
 // OK itself and queues the message for the modems (see failover.go).
+//
+// # Store round trips
+//
+// A message relayed by its carrier costs one store step: after the
+// carrier's OK, LinkCarrier writes the record and the carrier id link and
+// takes a receipt that overtook the link, atomically. Nothing is written
+// before sending: the platform is answered OK only after that step, so a
+// crash before it leaves a message the platform was never answered for
+// and sends again (a possible duplicate, never a loss). The modem path
+// writes its own record when it queues (failover.go).
+//
+// # Store outage
+//
+// A failed store write marks the store down; while it is down every new
+// submit is refused with ESME_RMSGQFUL before it reaches a carrier (a
+// status platforms retry), and a probe pings the store every
+// storeProbeEvery until it answers (any successful write also clears the
+// mark). A link write that fails after the carrier accepted is retried
+// for up to linkRetryFor; if the store is still failing the platform gets
+// ESME_RSYSERR, never an OK that is not durable (see linkCarrier).
 
 // Path labels for submit_latency_seconds.
 const (
@@ -63,9 +83,24 @@ type Dispatcher struct {
 	deliverers  map[string]*deliverer
 	deliverCtx  context.Context
 	moAccount   atomic.Value // string
+	instance    atomic.Value // string: this gateway's name among those sharing the store (SetInstance)
 	throttleMax int
 	wg          sync.WaitGroup
+
+	// storeDown is set by a failed store write and cleared by a successful
+	// one or by the probe (noteStore); storeProbing while a probe runs.
+	storeDown    atomic.Bool
+	storeProbing atomic.Bool
+
+	// linkCtx is the current shared context of linkCarrier (see there).
+	linkCtx atomic.Pointer[sharedDeadline]
 }
+
+// Store outage handling (see the type's doc).
+const (
+	storeProbeEvery = 500 * time.Millisecond
+	linkRetryFor    = 3 * time.Second
+)
 
 // receiverSource gives the bound receivers of an account (the Server).
 type receiverSource interface {
@@ -121,6 +156,10 @@ func (d *Dispatcher) setReceivers(r receiverSource) { d.recv = r }
 
 // Submit handles one platform submit_sm whose body has been validated.
 func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessage, body []byte) SubmitOutcome {
+	if d.storeDown.Load() {
+		// Nothing could be made durable: refuse before the carrier sees it.
+		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
+	}
 	carrierName, dest := d.router.Load().Route(sm.Dest)
 	carriers := *d.carriers.Load()
 	c := carriers[carrierName]
@@ -131,15 +170,15 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 		Expires: validityEnd(sm.Validity, now),
 	}
 	fo := d.failover.Load()
-	log := d.log.With(zap.String("msg", m.ID), zap.String("account", account), zap.String("carrier", carrierName))
+	log := &msgLogger{d: d, m: m}
 
 	if c == nil {
 		// No carrier for this number (routing.default is ""): the modem pool.
 		if fo == nil {
-			log.Info("no route for destination and no modem pool")
+			log.get().Info("no route for destination and no modem pool")
 			return SubmitOutcome{Status: statusInvDstAdr, Path: pathError}
 		}
-		return fo.queue(ctx, m, "route", log)
+		return fo.queue(ctx, m, "route", log.get())
 	}
 	useCarrier := true
 	probe := false
@@ -156,22 +195,20 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 	}
 	if !useCarrier {
 		metricFailovers.WithLabelValues(c.Name, "down").Inc()
-		return fo.queue(ctx, m, "down", log)
+		return fo.queue(ctx, m, "down", log.get())
 	}
 	if probe {
 		defer d.health.EndProbe(c.Name)
 	}
+	// Not written yet: the first store step is the carrier's answer (see
+	// the type's doc).
 	m.State = store.StateCarrier
 	m.Attempts = 1
-	if err := d.store.PutMessage(ctx, m); err != nil {
-		log.Error("store write failed; refusing the submit", zap.Error(err))
-		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
-	}
 	return d.toCarrier(ctx, c, m, fo, log)
 }
 
-// toCarrier sends a durable message to its carrier and decides the answer.
-func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *zap.Logger) SubmitOutcome {
+// toCarrier sends a message to its carrier and decides the answer.
+func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *msgLogger) SubmitOutcome {
 	var res SubmitResult
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -184,7 +221,7 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 		d.health.Note(c.Name, OutcomeAnswered)
 		// Throttling is not a failure: slow down and retry on the carrier.
 		wait := time.Duration(50<<min(attempt, 5)) * time.Millisecond
-		log.Debug("carrier throttled; retrying", zap.Duration("in", wait))
+		log.get().Debug("carrier throttled; retrying", zap.Duration("in", wait))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -212,7 +249,7 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 		if !errors.Is(err, ErrCarrierDown) { // no bind: health already knows
 			d.health.Note(c.Name, outcome)
 		}
-		log.Info("carrier did not take the message", zap.String("reason", reason), zap.Error(err))
+		log.get().Info("carrier did not take the message", zap.String("reason", reason), zap.Error(err))
 		if fo == nil {
 			m.State, m.Note = store.StateFailed, err.Error()
 			_ = d.store.PutMessage(ctx, m)
@@ -222,24 +259,36 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 			return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
 		}
 		metricFailovers.WithLabelValues(c.Name, reason).Inc()
-		return fo.afterCarrierFailure(ctx, m, reason, mayHave, log)
+		return fo.afterCarrierFailure(ctx, m, reason, mayHave, log.get())
 	}
-	metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
+	if res.Status == statusOK {
+		c.mStatusOK.get(metricSubmitStatus, c.Name, statusNameOK).Inc()
+	} else {
+		metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
+	}
 	class := Classify(res.Status)
 	switch class {
 	case ClassOK:
 		d.health.Note(c.Name, OutcomeAnswered)
-		metricSubmits.WithLabelValues(c.Name, "ok").Inc()
+		c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
 		m.CarrierID = canonicalCarrierID(c.Config().ReceiptID, res.MessageID, false)
 		m.State = store.StateSent
-		if err := d.store.PutMessage(ctx, m); err != nil {
-			// The carrier has the message: answering an error would make the
-			// platform send it twice. Its receipt cannot be rewritten though.
-			log.Error("store write of the carrier id failed; its receipt will be lost", zap.Error(err))
-		} else {
-			d.adoptOrphan(ctx, c, m)
+		orphan, err := d.linkCarrier(m)
+		if err != nil {
+			// The carrier has the message but we could not make it durable.
+			// OK would break the promise (nothing is answered OK before it is
+			// durable): after a restart we could neither find the message nor
+			// rewrite its receipt. So the platform gets ESME_RSYSERR and will
+			// most likely send it again: a possible duplicate at the handset,
+			// limited to the submits already in flight when the store failed
+			// (later ones are refused before the carrier, see Submit).
+			log.get().Error("store write of the carrier id failed; answering ESME_RSYSERR (the carrier has the message)",
+				zap.String("carrier_id", res.MessageID), zap.Error(err))
+			return SubmitOutcome{Status: statusSysErr, Path: pathError}
 		}
-		log.Debug("relayed", zap.String("carrier_id", res.MessageID))
+		if orphan != nil {
+			d.deliverOrphan(ctx, c, m, orphan)
+		}
 		return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathCarrier}
 	case ClassNumber, ClassThrottle:
 		d.health.Note(c.Name, OutcomeAnswered)
@@ -249,15 +298,148 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 	metricSubmits.WithLabelValues(c.Name, "error").Inc()
 	if class == ClassTransient && fo != nil {
 		metricFailovers.WithLabelValues(c.Name, "transient").Inc()
-		log.Info("carrier error; failing over", zap.String("status", StatusString(res.Status)))
-		return fo.afterCarrierFailure(ctx, m, "transient", false, log)
+		log.get().Info("carrier error; failing over", zap.String("status", StatusString(res.Status)))
+		return fo.afterCarrierFailure(ctx, m, "transient", false, log.get())
 	}
 	m.State, m.Note = store.StateFailed, "carrier answered "+StatusString(res.Status)
 	if err := d.store.PutMessage(ctx, m); err != nil {
-		log.Warn("store write failed", zap.Error(err))
+		log.get().Warn("store write failed", zap.Error(err))
 	}
-	log.Info("carrier refused the message", zap.String("status", StatusString(res.Status)))
+	log.get().Info("carrier refused the message", zap.String("status", StatusString(res.Status)))
 	return SubmitOutcome{Status: res.Status, Path: pathError}
+}
+
+// msgLogger gives a message's logger, built on first use: most messages
+// log nothing, and zap's With costs an encoder clone.
+type msgLogger struct {
+	d *Dispatcher
+	m *store.Message
+	l *zap.Logger
+}
+
+func (ml *msgLogger) get() *zap.Logger {
+	if ml.l == nil {
+		ml.l = ml.d.log.With(zap.String("id", ml.m.ID), zap.String("account", ml.m.Account),
+			zap.String("carrier", ml.m.Carrier))
+	}
+	return ml.l
+}
+
+// linkCarrier writes the carrier's acceptance of m (record, carrier id
+// link, orphan taken) and returns the orphan receipt, if any. It retries a
+// failing store for up to linkRetryFor (a little more: see linkContext).
+// Its context is its own, not the caller's: a LinkCarrier that took an
+// orphan must not be abandoned.
+func (d *Dispatcher) linkCarrier(m *store.Message) ([]byte, error) {
+	ctx := d.linkContext()
+	wait := 20 * time.Millisecond
+	for {
+		orphan, err := d.store.LinkCarrier(ctx, m)
+		d.noteStore(err)
+		if err == nil || ctx.Err() != nil {
+			return orphan, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+// sharedDeadline is a context that ends at a fixed time, shared by the
+// linkCarrier calls that start within linkCtxEvery of its making.
+type sharedDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc // never called early: the context ends at its deadline
+	until  time.Time          // calls starting from here on make a new one
+}
+
+// linkCtxEvery is how often linkContext makes a new context.
+const linkCtxEvery = 100 * time.Millisecond
+
+// linkContext returns a context that ends between linkRetryFor and
+// linkRetryFor+linkCtxEvery from now. One context serves all the calls of
+// a linkCtxEvery interval, instead of a context and a timer made and
+// stopped per message (issue 6).
+func (d *Dispatcher) linkContext() context.Context {
+	now := time.Now()
+	if sd := d.linkCtx.Load(); sd != nil && now.Before(sd.until) {
+		return sd.ctx
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), linkRetryFor+linkCtxEvery)
+	sd := &sharedDeadline{ctx: ctx, cancel: cancel, until: now.Add(linkCtxEvery)}
+	d.linkCtx.Store(sd) // two makers racing: the one stored last serves later calls; both end on time
+	return ctx
+}
+
+// noteStore records the outcome of a store call: an error marks the
+// store down and starts the probe; a success marks it up. It reports
+// whether an error was news (the store was not marked down yet), so that
+// callers log each failure at error level once per outage, not per call.
+func (d *Dispatcher) noteStore(err error) (news bool) {
+	if err == nil {
+		if d.storeDown.Load() && d.storeDown.CompareAndSwap(true, false) {
+			d.log.Warn("store answers again; accepting submits")
+		}
+		return false
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, store.ErrNoCarrierID) {
+		return true // the caller gave up, or a bug of ours: not the store's health
+	}
+	news = d.storeDown.CompareAndSwap(false, true)
+	if news {
+		d.log.Error("store failed; refusing submits until the store answers", zap.Error(err))
+	}
+	if d.storeProbing.CompareAndSwap(false, true) {
+		d.wg.Add(1)
+		go d.probeStore()
+	}
+	return news
+}
+
+// storeError notes a failed store call and logs it: at error level when
+// it is news, at debug level while the store is known to be down.
+func (d *Dispatcher) storeError(log *zap.Logger, msg string, err error) {
+	if d.noteStore(err) {
+		log.Error(msg, zap.Error(err))
+	} else {
+		log.Debug(msg, zap.Error(err))
+	}
+}
+
+// probeStore pings the store every storeProbeEvery while it is marked
+// down, and marks it up when it answers. It ends with the dispatcher's
+// context.
+func (d *Dispatcher) probeStore() {
+	defer d.wg.Done()
+	t := time.NewTicker(storeProbeEvery)
+	defer t.Stop()
+	for {
+		for d.storeDown.Load() {
+			select {
+			case <-d.deliverCtx.Done():
+				d.storeProbing.Store(false)
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(d.deliverCtx, storeProbeEvery)
+			err := d.store.Ping(ctx)
+			cancel()
+			if err == nil {
+				d.noteStore(nil)
+			}
+		}
+		d.storeProbing.Store(false)
+		// A failure noted between the loop's check and now found the probe
+		// still running and started none: take the job back.
+		if !d.storeDown.Load() || !d.storeProbing.CompareAndSwap(false, true) {
+			return
+		}
+	}
 }
 
 // validityEnd reads an SMPP time (SMPP 3.4 §7.1.1), absolute or relative.

@@ -48,9 +48,32 @@ import (
 // Receipts: a modem's +CDS status report becomes a DELIVRD or UNDELIV
 // receipt with our id. Where no report comes within modem_receipt_timeout,
 // the platform gets a receipt with stat ACCEPTD ("the network accepted it;
-// final outcome unknown"), err:000. That timer lives in memory: after a
-// restart, messages sent by modem before it get no timeout receipt (the
-// report itself still maps while the pool remembers the send).
+// final outcome unknown"), err:000. That timer is durable (store.Timers): it
+// is written before the send is recorded as done, cleared when the report
+// produces the final receipt, and fired by whichever instance claims it when
+// due, so a kill -9 between the send and its report (the pool's TP-MR map
+// lives in memory, and a report arriving while no process reads the modem is
+// lost) still ends in a receipt. A timer fires at least once; firing checks
+// the message's state first (only "modemsent" gets the ACCEPTD receipt).
+//
+// Several gateways on one store: every transition two of them could race
+// for is a compare-and-set on the stored state (store.FinishMessage), so
+// exactly one wins. A worker takes a message only by moving it from queued
+// (or modem/carrier: a predecessor killed mid-send, whose lease passed) to
+// modem, or to carrier when returning it to its carrier; cancel_sm only by
+// moving it from queued to done (query.go); a final receipt (status report,
+// receipt timer, permanent modem failure) only from modemsent (or modem).
+// The loser leaves the message alone: a worker acks its queue entry unsent,
+// a cancel answers ESME_RCANCELFAIL, a second receipt is never written.
+// finMu still serialises this process's own finishers (a report and its
+// timer), and no longer carries the cross-instance guarantee.
+//
+// Crash windows of the queue, and what closes them: an entry is leased for
+// queueLease and the lease is renewed while the send runs, so the entries of
+// a killed worker come back within queueLease; a worker killed after the
+// modem sent but before the entry was acked finds the message in state
+// "modemsent" and only acks the entry (its receipt is the timer's); a worker
+// killed inside the send resends it (a possible duplicate, never a loss).
 
 // ModemSender is the modem pool as the failover path uses it.
 type ModemSender interface {
@@ -88,7 +111,14 @@ type FailoverConfig struct {
 	Worker               string
 }
 
-const queueLease = 5 * time.Minute
+// queueLease is how long a claimed queue entry stays with its worker
+// without renewal: the time for a killed worker's entries to come back.
+// A running send renews it every queueLease/4.
+const queueLease = 20 * time.Second
+
+// timerLease is how long a claimed receipt timer waits before another
+// claimer may fire it (its claimer died before clearing it).
+const timerLease = 15 * time.Second
 
 type sendingState struct {
 	early []modem.Report
@@ -102,16 +132,25 @@ type Failover struct {
 
 	mu  sync.Mutex
 	cfg FailoverConfig
-	// awaiting: messages sent by modem waiting for a status report.
-	awaiting map[string]*time.Timer
 	// sending: messages inside pool.Send or not yet recorded as sent; a
 	// status report that overtakes the record waits here.
 	sending map[string]*sendingState
 	// delivered: parts reported delivered, per message.
 	delivered map[string]int
 
-	kick chan struct{}
-	wg   sync.WaitGroup
+	// finMu serialises the final receipt of a modem send (status report
+	// or receipt timer) in this process: read state, finish, clear timer.
+	// Across processes the compare-and-set in finish decides.
+	finMu sync.Mutex
+
+	// cancelMu guards claimed: queue entries this process's workers hold,
+	// which cancel_sm must not take (query.go).
+	cancelMu sync.Mutex
+	claimed  map[string]int
+
+	kick      chan struct{}
+	timerKick chan struct{}
+	wg        sync.WaitGroup
 }
 
 // NewFailover installs the modem path on the dispatcher.
@@ -122,8 +161,9 @@ func NewFailover(d *Dispatcher, pool ModemSender, cfg FailoverConfig, log *zap.L
 	if cfg.Worker == "" {
 		cfg.Worker = "spareline-" + d.ids.Next()[16:]
 	}
-	f := &Failover{d: d, pool: pool, cfg: cfg, log: log, awaiting: map[string]*time.Timer{},
-		sending: map[string]*sendingState{}, delivered: map[string]int{}, kick: make(chan struct{}, 1)}
+	f := &Failover{d: d, pool: pool, cfg: cfg, log: log,
+		sending: map[string]*sendingState{}, delivered: map[string]int{}, kick: make(chan struct{}, 1),
+		timerKick: make(chan struct{}, 1)}
 	d.SetFailover(f)
 	return f
 }
@@ -144,17 +184,21 @@ func (f *Failover) config() FailoverConfig {
 
 // Run runs the queue workers and the report and MO readers until ctx ends.
 func (f *Failover) Run(ctx context.Context) {
-	for range f.cfg.Workers {
+	for range f.config().Workers {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			f.worker(ctx)
 		}()
 	}
-	f.wg.Add(2)
+	f.wg.Add(3)
 	go func() {
 		defer f.wg.Done()
 		f.reports(ctx)
+	}()
+	go func() {
+		defer f.wg.Done()
+		f.timers(ctx)
 	}()
 	go func() {
 		defer f.wg.Done()
@@ -162,11 +206,6 @@ func (f *Failover) Run(ctx context.Context) {
 	}()
 	<-ctx.Done()
 	f.wg.Wait()
-	f.mu.Lock()
-	for _, t := range f.awaiting {
-		t.Stop()
-	}
-	f.mu.Unlock()
 }
 
 func (f *Failover) kickWorkers() {
@@ -245,7 +284,7 @@ func (f *Failover) onFailedReceipt(ctx context.Context, c *Carrier, m *store.Mes
 		return false, nil
 	}
 	metricFailovers.WithLabelValues(c.Name, "receipt").Inc()
-	f.log.Info("carrier receipt failed; resending by modem", zap.String("msg", m.ID), zap.String("carrier", c.Name),
+	f.log.Info("carrier receipt failed; resending by modem", zap.String("id", m.ID), zap.String("carrier", c.Name),
 		zap.String("stat", stat))
 	return true, f.enqueue(ctx, m, "carrier receipt "+stat, time.Now())
 }
@@ -254,7 +293,7 @@ func (f *Failover) worker(ctx context.Context) {
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	for ctx.Err() == nil {
-		id, err := f.d.store.ClaimModem(ctx, f.cfg.Worker, queueLease)
+		id, err := f.d.store.ClaimModem(ctx, f.config().Worker, queueLease)
 		if err != nil {
 			if !errors.Is(err, store.ErrEmpty) && ctx.Err() == nil {
 				f.log.Warn("modem queue unreadable", zap.Error(err))
@@ -266,14 +305,14 @@ func (f *Failover) worker(ctx context.Context) {
 			}
 			continue
 		}
-		f.process(ctx, id)
+		f.processClaimed(ctx, id) // process, marked claimed for cancel_sm (query.go)
 	}
 }
 
 // process handles one claimed queue entry.
 func (f *Failover) process(ctx context.Context, id string) {
 	st := f.d.store
-	log := f.log.With(zap.String("msg", id))
+	log := f.log.With(zap.String("id", id))
 	m, err := st.GetMessage(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("queued message has no record (expired); dropped")
@@ -285,7 +324,9 @@ func (f *Failover) process(ctx context.Context, id string) {
 		_ = st.ReleaseModem(ctx, id, time.Now().Add(5*time.Second))
 		return
 	}
-	if m.State == store.StateDone || m.State == store.StateFailed {
+	if m.State == store.StateDone || m.State == store.StateFailed || m.State == store.StateModemSent {
+		// Finished, or sent by a worker killed before its ack (its receipt
+		// timer is durable): nothing to send again.
 		_ = st.AckModem(ctx, id)
 		return
 	}
@@ -297,9 +338,12 @@ func (f *Failover) process(ctx context.Context, id string) {
 	}
 	now := time.Now()
 	if !m.Expires.IsZero() && now.After(m.Expires) {
+		if _, err := f.finish(ctx, m, sm, workerFrom, "EXPIRED", "000", "validity period passed in the modem queue"); err != nil {
+			_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
+			return
+		}
 		metricModemPath.WithLabelValues("expired").Inc()
-		f.finish(ctx, m, sm, "EXPIRED", "000", "validity period passed in the modem queue")
-		_ = st.AckModem(ctx, id)
+		_ = st.AckModem(ctx, id) // finished here, or by whoever won
 		return
 	}
 	// The original carrier is back: it is fast, the modem is not.
@@ -308,14 +352,29 @@ func (f *Failover) process(ctx context.Context, id string) {
 	// modem, not through the same carrier again.
 	if c := (*f.d.carriers.Load())[m.Carrier]; c != nil && f.d.health.State(c.Name) != StateDown &&
 		(m.Note == "down" || m.Note == "route") {
+		// Taken (queued -> carrier) before the carrier sees it, so that a
+		// cancel_sm or another instance cannot take it too.
+		m.State = store.StateCarrier
+		if !f.take(ctx, id, m, log) {
+			return
+		}
 		if f.backToCarrier(ctx, c, m, sm, log) {
 			_ = st.AckModem(ctx, id)
 			return
 		}
 	}
 	if !f.anyModemUp() {
+		if m.State == store.StateCarrier {
+			// Back to queued, so that cancel_sm can take it while it waits.
+			m.State = store.StateQueued
+			if !f.take(context.WithoutCancel(ctx), id, m, log) {
+				return
+			}
+		}
 		// Nothing can send now: leave it queued (a carrier may come back first).
-		_ = st.ReleaseModem(ctx, id, time.Now().Add(time.Second))
+		// Released even when ctx ended (shutdown), or the next start waits
+		// out queueLease for it.
+		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(time.Second))
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -324,9 +383,7 @@ func (f *Failover) process(ctx context.Context, id string) {
 	}
 	m.State = store.StateModem
 	m.Attempts++
-	if err := st.PutMessage(ctx, m); err != nil { // the attempt is recorded before it is made
-		log.Warn("store write failed; retrying later", zap.Error(err))
-		_ = st.ReleaseModem(ctx, id, time.Now().Add(5*time.Second))
+	if !f.take(ctx, id, m, log) { // the attempt is recorded before it is made
 		return
 	}
 	sub := sms.Submit{Dest: f.modemDest(m.Dest), DataCoding: sm.DataCoding, UDHI: sm.UDHI(), Payload: sm.Payload(),
@@ -339,7 +396,9 @@ func (f *Failover) process(ctx context.Context, id string) {
 	f.mu.Unlock()
 	defer f.recorded(ctx, m.ID)
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	stopRenew := f.renewLease(sctx, id)
 	sent, err := f.pool.Send(sctx, m.ID, sub)
+	stopRenew()
 	cancel()
 	if err != nil {
 		var se *modem.SendError
@@ -350,7 +409,10 @@ func (f *Failover) process(ctx context.Context, id string) {
 			if se.NumberError {
 				stat = "REJECTD"
 			}
-			f.finish(ctx, m, sm, stat, fmt.Sprintf("%03d", se.Code%1000), err.Error())
+			if _, err := f.finish(ctx, m, sm, []store.State{store.StateModem}, stat, fmt.Sprintf("%03d", se.Code%1000), err.Error()); err != nil {
+				_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
+				return
+			}
 			_ = st.AckModem(ctx, id)
 			return
 		}
@@ -364,16 +426,72 @@ func (f *Failover) process(ctx context.Context, id string) {
 	metricModemPath.WithLabelValues("sent").Inc()
 	m.State, m.Modem, m.ModemRefs, m.Note = store.StateModemSent, sent.Modem, sent.Refs, "sent by modem"
 	if m.RegDeliv&0x03 == 0 {
-		m.State = store.StateDone
+		// No receipt asked: the network took it, the outcome stays unknown.
+		m.State, m.FinalStat, m.Done = store.StateDone, "ACCEPTD", time.Now()
+	} else if timeout := f.config().ModemReceiptTimeout; timeout > 0 {
+		// The timer before the record: a kill between them leaves a timer
+		// that finds the message not "modemsent" and clears itself.
+		if err := st.SetTimer(context.WithoutCancel(ctx), m.ID, time.Now().Add(timeout)); err != nil {
+			log.Warn("store write of the receipt timer failed", zap.Error(err))
+		}
 	}
 	if err := st.PutMessage(context.WithoutCancel(ctx), m); err != nil {
 		log.Warn("store write after a modem send failed", zap.Error(err))
 	}
 	_ = st.AckModem(context.WithoutCancel(ctx), id)
 	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
-	if m.State == store.StateModemSent {
-		f.awaitReport(m.ID)
+	f.kickTimers()
+}
+
+// workerFrom are the states in which a queue worker may take a message:
+// queued, or modem / carrier when a worker (of any instance) was killed
+// while it held the entry and its lease passed.
+var workerFrom = []store.State{store.StateQueued, store.StateModem, store.StateCarrier}
+
+// take records m (its new state set by the caller) only if the stored
+// message is still the worker's to take (workerFrom). When it is not (a
+// cancel_sm or another instance finished it), the queue entry is acked and
+// take reports false; a store error releases the entry for later.
+func (f *Failover) take(ctx context.Context, id string, m *store.Message, log *zap.Logger) bool {
+	ok, err := f.d.store.FinishMessage(ctx, workerFrom, m, nil)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		log.Warn("queued message has no record (expired); dropped")
+		_ = f.d.store.AckModem(ctx, id)
+		return false
+	case err != nil:
+		log.Warn("store write failed; retrying later", zap.Error(err))
+		_ = f.d.store.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
+		return false
+	case !ok:
+		log.Debug("queued message taken by someone else (cancelled or finished); dropped from the queue")
+		_ = f.d.store.AckModem(ctx, id)
+		return false
 	}
+	return true
+}
+
+// renewLease keeps the claimed queue entry id leased while a send runs;
+// the returned function stops it.
+func (f *Failover) renewLease(ctx context.Context, id string) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(queueLease / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := f.d.store.ExtendModem(ctx, id, queueLease); err != nil && ctx.Err() == nil {
+					f.log.Warn("modem queue lease renewal failed", zap.String("id", id), zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // recorded ends a send: reports that arrived before the record are handled now.
@@ -413,8 +531,8 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		return true
 	case ClassNumber:
 		f.d.health.Note(c.Name, OutcomeAnswered)
-		f.finish(ctx, m, sm, "REJECTD", "000", "carrier refused the number: "+StatusString(res.Status))
-		return true
+		_, err := f.finish(ctx, m, sm, []store.State{store.StateCarrier}, "REJECTD", "000", "carrier refused the number: "+StatusString(res.Status))
+		return err == nil
 	default:
 		return false
 	}
@@ -433,32 +551,64 @@ func (f *Failover) modemDest(dest string) string {
 	return dest
 }
 
-func (f *Failover) awaitReport(id string) {
-	timeout := f.config().ModemReceiptTimeout
-	if timeout <= 0 {
-		return
+func (f *Failover) kickTimers() {
+	select {
+	case f.timerKick <- struct{}{}:
+	default:
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if old := f.awaiting[id]; old != nil {
-		old.Stop()
+}
+
+// timers fires the durable receipt timers that are due, whoever set them.
+func (f *Failover) timers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		ids, err := f.d.store.ClaimTimers(ctx, timerLease, 100)
+		if err != nil && ctx.Err() == nil {
+			f.log.Warn("receipt timers unreadable", zap.Error(err))
+		}
+		for _, id := range ids {
+			f.fireTimer(ctx, id)
+		}
+		if len(ids) == 100 {
+			continue // more are due
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-f.timerKick:
+		}
 	}
-	f.awaiting[id] = time.AfterFunc(timeout, func() {
+}
+
+// fireTimer gives a message sent by modem that got no status report in time
+// its ACCEPTD receipt, then clears the timer. A timer of a message in any
+// other state is cleared: its receipt went out, or it is back in the queue.
+func (f *Failover) fireTimer(ctx context.Context, id string) {
+	f.finMu.Lock()
+	defer f.finMu.Unlock()
+	m, err := f.d.store.GetMessage(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return // claimed again when its lease passes
+	case m.State == store.StateModemSent:
+		sm, perr := ParseShortMessage(m.Body)
+		if perr == nil {
+			// Lost the compare-and-set: the report's receipt went out.
+			if _, err := f.finish(ctx, m, sm, []store.State{store.StateModemSent}, "ACCEPTD", "000",
+				"no status report from the network in time"); err != nil {
+				return
+			}
+		}
 		f.mu.Lock()
-		delete(f.awaiting, id)
+		delete(f.delivered, id)
 		f.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		m, err := f.d.store.GetMessage(ctx, id)
-		if err != nil || m.State != store.StateModemSent {
-			return
-		}
-		sm, err := ParseShortMessage(m.Body)
-		if err != nil {
-			return
-		}
-		f.finish(ctx, m, sm, "ACCEPTD", "000", "no status report from the network in time")
-	})
+	}
+	if err := f.d.store.ClearTimer(context.WithoutCancel(ctx), id); err != nil {
+		f.log.Warn("store write of the receipt timer failed", zap.String("id", id), zap.Error(err))
+	}
 }
 
 // reports turns the pool's status reports and incoming messages into
@@ -491,6 +641,8 @@ func (f *Failover) reports(ctx context.Context) {
 // handleReport turns a status report into the message's receipt: it waits
 // for every part to be delivered, or goes out at the first failed part.
 func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
+	f.finMu.Lock()
+	defer f.finMu.Unlock()
 	m, err := f.d.store.GetMessage(ctx, r.ID)
 	if err != nil || m.State != store.StateModemSent {
 		return
@@ -504,10 +656,6 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 		}
 	}
 	delete(f.delivered, r.ID)
-	if t := f.awaiting[r.ID]; t != nil {
-		t.Stop()
-		delete(f.awaiting, r.ID)
-	}
 	f.mu.Unlock()
 	sm, err := ParseShortMessage(m.Body)
 	if err != nil {
@@ -517,27 +665,46 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 	if !r.Status.Delivered() {
 		stat = "UNDELIV"
 	}
-	f.finish(ctx, m, sm, stat, fmt.Sprintf("%03d", r.Status.Status), "status report from "+r.Modem)
+	if won, _ := f.finish(ctx, m, sm, []store.State{store.StateModemSent}, stat, fmt.Sprintf("%03d", r.Status.Status),
+		"status report from "+r.Modem); won {
+		// After the receipt is durable; a kill in between leaves a timer
+		// that finds the message done.
+		_ = f.d.store.ClearTimer(context.WithoutCancel(ctx), r.ID)
+	}
 }
 
-// finish records the final outcome and, when the platform asked, a receipt.
-func (f *Failover) finish(ctx context.Context, m *store.Message, sm *ShortMessage, stat, errCode, note string) {
+// finish records the final outcome and, when the platform asked, a receipt,
+// in one compare-and-set: only if the stored message is in one of from.
+// won reports that this call wrote them (durably); false with a nil error
+// means another finisher (of this or another instance) was first, and
+// nothing was written. On a store error nothing may have been written.
+func (f *Failover) finish(ctx context.Context, m *store.Message, sm *ShortMessage, from []store.State, stat, errCode, note string) (won bool, err error) {
 	m.State, m.Note = store.StateDone, note
+	m.FinalStat, m.FinalErr, m.Done = stat, errCode, time.Now() // query_sm reads them (query.go)
 	ctx = context.WithoutCancel(ctx)
-	want := m.RegDeliv & 0x03
+	var del *store.Delivery
 	// SMPP 3.4 §5.2.17: 1 = receipt on success or failure, 2 = on failure.
-	if want == 0 || (want == 2 && stat == "DELIVRD") {
-		_ = f.d.store.PutMessage(ctx, m)
-		return
+	if want := m.RegDeliv & 0x03; want != 0 && (want != 2 || stat != "DELIVRD") {
+		body := buildReceipt(m, sm, stat, errCode, time.Now())
+		del = &store.Delivery{ID: f.d.ids.Next(), Account: m.Account, Body: body, MsgID: m.ID, Created: time.Now()}
 	}
-	body := buildReceipt(m, sm, stat, errCode, time.Now())
-	del := &store.Delivery{ID: f.d.ids.Next(), Account: m.Account, Body: body, MsgID: m.ID, Created: time.Now()}
-	if err := f.d.store.AddDelivery(ctx, del, m); err != nil {
-		f.log.Error("store write of a modem receipt failed", zap.String("msg", m.ID), zap.Error(err))
-		return
+	won, err = f.d.store.FinishMessage(ctx, from, m, del)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // expired: nothing left to finish
 	}
-	metricReceipts.WithLabelValues("modem", statLabel(stat)).Inc()
-	f.d.kickDeliveries(m.Account)
+	if err != nil {
+		f.log.Error("store write of a final outcome failed", zap.String("id", m.ID), zap.String("stat", stat), zap.Error(err))
+		return false, err
+	}
+	if !won {
+		f.log.Debug("final outcome already recorded elsewhere", zap.String("id", m.ID), zap.String("stat", stat))
+		return false, nil
+	}
+	if del != nil {
+		metricReceipts.WithLabelValues("modem", statLabel(stat)).Inc()
+		f.d.kickDeliveries(m.Account)
+	}
+	return true, nil
 }
 
 // message_state values (SMPP 3.4 §5.2.28).

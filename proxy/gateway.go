@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -116,7 +118,8 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		}
 		var mods []modem.Config
 		for _, mc := range cfg.Modems {
-			mods = append(mods, modem.Config{Name: mc.Name, Device: mc.Device, Baud: mc.Baud, PIN: mc.PIN, MaxPerMinute: mc.MaxPerMinute})
+			mods = append(mods, modem.Config{Name: mc.Name, Device: mc.Device, Baud: mc.Baud, PIN: mc.PIN, MaxPerMinute: mc.MaxPerMinute,
+				SendTimeout: mc.SendTimeout.D()})
 		}
 		g.Pool = modem.NewPool(mods, open, modem.PoolOptions{Logger: log.With(zap.String("side", "modem"))})
 		g.Failover = NewFailover(g.Disp, g.Pool, failoverConfig(cfg, len(mods)), log.With(zap.String("side", "failover")))
@@ -221,8 +224,26 @@ func (g *Gateway) Start() error {
 	for _, a := range cfg.Accounts {
 		accts = append(accts, a.SystemID)
 	}
+	g.Disp.SetInstance(instanceName(g.listeners))
 	g.Disp.StartDeliverers(accts)
 	return nil
+}
+
+// instanceName names this process among the gateways sharing a store: the
+// host and the SMPP addresses it listens on. It is stable across restarts
+// (a gateway started again after a crash takes back its own account
+// leases at once instead of waiting for them to pass) and distinct between
+// live gateways (two cannot listen on the same host and port).
+func instanceName(lns []net.Listener) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	name := host
+	for _, ln := range lns {
+		name += "/" + ln.Addr().String()
+	}
+	return name
 }
 
 func (g *Gateway) serve(ln net.Listener) {
@@ -295,6 +316,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	if cfg.Store != g.cfg.Store {
 		restart = append(restart, "store")
+	}
+	if !slices.Equal(cfg.Modems, g.cfg.Modems) {
+		restart = append(restart, "modems")
 	}
 	g.Server.SetAccounts(accounts)
 	g.Server.SetConfig(ServerConfigFrom(cfg.SMPP, g.log))

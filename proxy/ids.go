@@ -45,5 +45,7 @@ func (g *IDGen) Next() string {
 	var b [10]byte
 	binary.BigEndian.PutUint64(b[:8], v)
 	copy(b[8:], g.tag[:])
-	return hex.EncodeToString(b[:])
+	var out [20]byte
+	hex.Encode(out[:], b[:])
+	return string(out[:]) // one allocation (EncodeToString makes two)
 }

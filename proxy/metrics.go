@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -78,3 +80,57 @@ func statLabel(stat string) string {
 	}
 	return "other"
 }
+
+// lazyCounter is one child of a CounterVec, looked up on first use and
+// then kept: WithLabelValues hashes its label values and takes the vec's
+// lock on every call, which the per-message path avoids (issue 6). The
+// child is created on first use, as WithLabelValues would, so no series
+// appears before it counts something.
+type lazyCounter struct {
+	c atomic.Pointer[prometheus.Counter]
+}
+
+func (l *lazyCounter) get(v *prometheus.CounterVec, a, b string) prometheus.Counter {
+	if c := l.c.Load(); c != nil {
+		return *c
+	}
+	c := v.WithLabelValues(a, b)
+	l.c.Store(&c)
+	return c
+}
+
+// lazyObserver is lazyCounter for a HistogramVec with one label.
+type lazyObserver struct {
+	o atomic.Pointer[prometheus.Observer]
+}
+
+func (l *lazyObserver) get(v *prometheus.HistogramVec, a string) prometheus.Observer {
+	if o := l.o.Load(); o != nil {
+		return *o
+	}
+	o := v.WithLabelValues(a)
+	l.o.Store(&o)
+	return o
+}
+
+// submitLatency caches the children of submit_latency_seconds by path.
+var submitLatencyCarrier, submitLatencyModem, submitLatencyError lazyObserver
+
+func observeSubmitLatency(path string, seconds float64) {
+	var l *lazyObserver
+	switch path {
+	case pathCarrier:
+		l = &submitLatencyCarrier
+	case pathModem:
+		l = &submitLatencyModem
+	case pathError:
+		l = &submitLatencyError
+	default:
+		metricSubmitLatency.WithLabelValues(path).Observe(seconds)
+		return
+	}
+	l.get(metricSubmitLatency, path).Observe(seconds)
+}
+
+// statusNameOK is the status label of an accepted submit.
+var statusNameOK = statusName(statusOK)

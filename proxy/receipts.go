@@ -24,8 +24,10 @@ import (
 // the MO account. Then deliver_sm_resp goes back to the carrier. If the
 // carrier's id is not linked to a message yet (its receipt overtook our
 // store write of its submit_sm_resp), the receipt is stashed as an orphan
-// and adopted when the link is written; both sides write first and look
-// second, so neither can miss the other.
+// and taken back by the link write itself (store.LinkCarrier, one atomic
+// step); both sides write first and look second, so neither can miss the
+// other. While the store fails, a deliver_sm is answered ESME_RX_T_APPN,
+// never OK, so that the carrier sends it again.
 
 // canonicalCarrierID turns a carrier message id into the key of the carrier
 // id index. mode is the carrier's receipt_id setting: "as_is" keeps the text;
@@ -227,7 +229,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		}
 		del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
 		if err := d.store.AddDelivery(ctx, del, nil); err != nil {
-			log.Error("store write of an MO message failed; carrier will retry", zap.Error(err))
+			d.storeError(log, "store write of an MO message failed; carrier will retry", err)
 			return statusRXTAppn
 		}
 		d.kickDeliveries(acct)
@@ -245,7 +247,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		// The link may be on its way (our submit_sm_resp handling races the
 		// receipt): stash, then look again.
 		if err := d.store.StashOrphan(ctx, c.Name, key, body); err != nil {
-			log.Error("store write of a receipt failed; carrier will retry", zap.Error(err))
+			d.storeError(log, "store write of a receipt failed; carrier will retry", err)
 			return statusRXTAppn
 		}
 		m, err = d.store.FindByCarrierID(ctx, c.Name, key)
@@ -254,19 +256,27 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 			return statusOK
 		}
 		if err == nil {
-			if _, terr := d.store.TakeOrphan(ctx, c.Name, key); terr != nil {
+			_, terr := d.store.TakeOrphan(ctx, c.Name, key)
+			if errors.Is(terr, store.ErrNotFound) {
 				return statusOK // the linker took it
+			}
+			if terr != nil {
+				// Neither side has it for sure: the carrier resends, and
+				// the next try finds the link at once.
+				d.storeError(log, "store write of a receipt failed; carrier will retry", terr)
+				return statusRXTAppn
 			}
 		}
 	}
 	if err != nil {
-		log.Error("store read failed; carrier will retry the receipt", zap.Error(err))
+		d.storeError(log, "store read failed; carrier will retry the receipt", err)
 		return statusRXTAppn
 	}
 	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
-		log.Error("store write of a receipt failed; carrier will retry", zap.Error(err))
+		d.storeError(log, "store write of a receipt failed; carrier will retry", err)
 		return statusRXTAppn
 	}
+	d.noteStore(nil)
 	return statusOK
 }
 
@@ -284,6 +294,8 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 	}
 	m.State = store.StateDone
 	m.Note = "carrier receipt " + stat
+	m.FinalStat, m.Done = stat, time.Now() // query_sm reads them (query.go)
+	_, _, m.FinalErr = receiptFields(sm.Payload())
 	if m.RegDeliv&0x03 == 0 {
 		// The platform did not ask for a receipt.
 		return d.store.PutMessage(ctx, m)
@@ -295,22 +307,47 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 	}
 	metricReceipts.WithLabelValues(c.Name, statLabel(stat)).Inc()
 	d.kickDeliveries(m.Account)
-	d.log.Debug("receipt rewritten", zap.String("msg", m.ID), zap.String("stat", stat))
+	d.log.Debug("receipt rewritten", zap.String("id", m.ID), zap.String("stat", stat))
 	return nil
 }
 
-// adoptOrphan delivers a receipt that arrived before its link was written.
+// adoptOrphan takes and delivers a receipt that arrived before m's link
+// was written by PutMessage. (The carrier path links with LinkCarrier,
+// which takes the orphan itself: see deliverOrphan.)
 func (d *Dispatcher) adoptOrphan(ctx context.Context, c *Carrier, m *store.Message) {
 	body, err := d.store.TakeOrphan(ctx, c.Name, m.CarrierID)
 	if err != nil {
 		return
 	}
+	d.deliverOrphan(ctx, c, m, body)
+}
+
+// deliverOrphan delivers a receipt taken back from the orphans when its
+// message was linked. It was answered OK to the carrier when stashed, so
+// it is ours to deliver now.
+func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Message, body []byte) {
 	sm, err := ParseShortMessage(body)
 	if err != nil {
 		return
 	}
 	_, stat := receiptID(sm)
-	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
-		d.log.Error("adopting an early receipt failed", zap.String("msg", m.ID), zap.Error(err))
+	// The orphan is out of the store now: retry a failing store a while
+	// before giving the receipt up.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), linkRetryFor)
+	defer cancel()
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		err = d.deliverCarrierReceipt(rctx, c, m, sm, body, stat)
+		d.noteStore(err)
+		if err == nil {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-rctx.Done():
+			t.Stop()
+			d.log.Error("adopting an early receipt failed; it is lost", zap.String("id", m.ID), zap.Error(err))
+			return
+		case <-t.C:
+		}
 	}
 }

@@ -40,6 +40,8 @@ type Account struct {
 	MaxTPS   int
 	MO       bool
 	limiter  *rateLimiter
+	// mSubmitsOK caches northbound_submits_total{status="ESME_ROK"}.
+	mSubmitsOK lazyCounter
 }
 
 // NewAccounts builds the server's account table from the config.
@@ -122,6 +124,10 @@ type Server struct {
 	failures  map[string]*bindFailures   // by source IP
 	closing   bool
 
+	// workers run the submits (a submit waits for a carrier and the store,
+	// so it cannot run on the session's reader).
+	workers *workerPool
+
 	wg sync.WaitGroup
 }
 
@@ -142,7 +148,7 @@ func NewServer(cfg ServerConfig, accounts map[string]*Account, disp *Dispatcher)
 		cfg.Log = zap.NewNop()
 	}
 	s := &Server{disp: disp, log: cfg.Log, sessions: map[*northSession]struct{}{},
-		receivers: map[string][]*northSession{}, failures: map[string]*bindFailures{}}
+		receivers: map[string][]*northSession{}, failures: map[string]*bindFailures{}, workers: newWorkerPool()}
 	s.cfg.Store(&cfg)
 	s.accounts.Store(&accounts)
 	disp.setReceivers(s)
@@ -307,7 +313,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, n := range list {
+		n.mu.Lock() // see handleSubmit
 		n.draining.Store(true)
+		n.mu.Unlock()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -330,6 +338,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	wg.Wait()
 	s.wg.Wait()
+	s.workers.close()
 }
 
 type bindType int
@@ -413,7 +422,11 @@ func (n *northSession) handle(s *Session, f Frame) {
 		n.handleBind(f)
 	case cmdSubmitSM:
 		n.handleSubmit(f)
-	case cmdQuerySM, cmdCancelSM, cmdReplaceSM, cmdSubmitMulti, cmdDataSM:
+	case cmdQuerySM:
+		n.handleQuery(f) // query.go
+	case cmdCancelSM:
+		n.handleCancel(f) // query.go
+	case cmdReplaceSM, cmdSubmitMulti, cmdDataSM:
 		if acct, _ := n.boundAs(); acct == nil {
 			s.Respond(f, statusInvBndSts, nil)
 			return
@@ -571,10 +584,20 @@ func (n *northSession) handleSubmit(f Frame) {
 		s.Respond(f, status, nil)
 		return
 	}
+	// Checked again under mu together with the Add: Shutdown sets draining
+	// under mu before it Waits, so no submit slips in after the Wait began
+	// (and Add never races Wait, which sync.WaitGroup forbids).
+	n.mu.Lock()
+	if n.draining.Load() {
+		n.mu.Unlock()
+		s.Respond(f, statusMsgQFul, nil)
+		return
+	}
 	n.pending.Add(1)
 	n.inflight.Add(1)
+	n.mu.Unlock()
 	start := time.Now()
-	go func() {
+	n.srv.workers.run(func() {
 		defer n.inflight.Done()
 		defer n.pending.Add(-1)
 		res := n.srv.disp.Submit(context.Background(), acct.SystemID, sm, f.Body)
@@ -584,7 +607,11 @@ func (n *northSession) handleSubmit(f Frame) {
 		}
 		// SMPP 3.4 §4.4.2: no body when command_status is not 0.
 		s.Respond(f, res.Status, body)
-		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
-		metricSubmitLatency.WithLabelValues(res.Path).Observe(time.Since(start).Seconds())
-	}()
+		if res.Status == statusOK {
+			acct.mSubmitsOK.get(metricNorthSubmits, acct.SystemID, statusNameOK).Inc()
+		} else {
+			metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
+		}
+		observeSubmitLatency(res.Path, time.Since(start).Seconds())
+	})
 }

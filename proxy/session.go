@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +21,9 @@ import (
 // One reader goroutine reads frames, matches responses to the requests that
 // are waiting for them, answers enquire_link and unbind itself, and hands every
 // other request to the Handler. One writer goroutine owns the socket's write
-// side and coalesces queued frames into one write. A request is registered in
+// side and coalesces queued frames into one write. One sweeper goroutine
+// ends the requests whose response timeout passed (one timer per session,
+// not per request). A request is registered in
 // the in-flight table BEFORE it is written, so a fast response can never
 // arrive "unexpected" (unlike gosmpp's Session, STYLE.md pitfall 6), and every
 // request ends in exactly one of: a response, ErrResponseTimeout, ErrNotSent
@@ -73,8 +77,12 @@ func (c *SessionConfig) defaults() {
 }
 
 type call struct {
-	ch      chan Frame // buffered 1; the reader delivers the response
-	written atomic.Bool
+	ch       chan Frame // buffered 1; the reader delivers the response
+	written  atomic.Bool
+	deadline int64 // of the response, in nanoseconds since the session's epoch
+	// timedOut is set by sweepLoop before it sends the zero Frame on ch
+	// that wakes the waiter.
+	timedOut bool
 }
 
 type outFrame struct {
@@ -94,13 +102,20 @@ type Session struct {
 	done   chan struct{} // closed when the session ends
 	window chan struct{} // a token per outstanding outgoing request
 
-	mu      sync.Mutex // guards pending, seq, closed, err
+	mu      sync.Mutex // guards pending, seq, closed, err, nextSweep
 	pending map[uint32]*call
 	seq     uint32
 	closed  bool
 	err     error
 
-	lastRecv atomic.Int64 // unix nanos of the last frame read (reader goroutine writes)
+	// Response timeouts: one timer per session, not one per request (see
+	// sweepLoop). nextSweep is when sweepLoop will next look at pending (0:
+	// not armed); a request due earlier kicks it.
+	epoch     time.Time // monotonic base of call.deadline
+	nextSweep int64
+	sweepKick chan struct{} // capacity 1
+
+	lastRecv atomic.Int64 // unix nanos of the last read from the socket (reader goroutine writes)
 	wg       sync.WaitGroup
 	// Value is the owner's state (northbound session or carrier bind).
 	Value any
@@ -116,10 +131,13 @@ func NewSession(conn net.Conn, cfg SessionConfig) *Session {
 		ID:      fmt.Sprintf("s%d", sessionCounter.Add(1)),
 		conn:    conn,
 		cfg:     cfg,
-		wq:      make(chan outFrame, 1024),
+		wq:      make(chan outFrame, writeQueueLen(cfg.Window)),
 		done:    make(chan struct{}),
 		window:  make(chan struct{}, cfg.Window),
 		pending: make(map[uint32]*call),
+
+		epoch:     time.Now(),
+		sweepKick: make(chan struct{}, 1),
 	}
 	s.log = cfg.Log.With(zap.String("session", s.ID), zap.String("peer", conn.RemoteAddr().String()))
 	s.lastRecv.Store(time.Now().UnixNano())
@@ -129,9 +147,10 @@ func NewSession(conn net.Conn, cfg SessionConfig) *Session {
 // Start runs the session's goroutines. Set Value and anything the Handler
 // reads before calling it.
 func (s *Session) Start() *Session {
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.readLoop()
 	go s.writeLoop()
+	go s.sweepLoop()
 	if s.cfg.EnquireLink > 0 {
 		s.wg.Add(1)
 		go s.keepAlive()
@@ -205,14 +224,20 @@ func (s *Session) Request(ctx context.Context, id uint32, body []byte) (Frame, e
 
 // RequestTimeout is Request with its own response timeout.
 func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, timeout time.Duration) (Frame, error) {
+	// Each select below first tries its channel alone, without blocking: a
+	// one-case select costs much less than a multi-case one (issue 6).
 	select {
 	case s.window <- struct{}{}:
-	case <-ctx.Done():
-		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
-	case <-s.done:
-		return Frame{}, ErrNotSent
+	default:
+		select {
+		case s.window <- struct{}{}:
+		case <-ctx.Done():
+			return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+		case <-s.done:
+			return Frame{}, ErrNotSent
+		}
 	}
-	c := &call{ch: make(chan Frame, 1)}
+	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout)}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -224,34 +249,45 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 		seq = s.nextSeq()
 	}
 	s.pending[seq] = c // registered before it is written
+	kick := s.nextSweep == 0 || c.deadline < s.nextSweep
+	if kick {
+		s.nextSweep = c.deadline
+	}
 	s.mu.Unlock()
+	if kick {
+		select {
+		case s.sweepKick <- struct{}{}:
+		default:
+		}
+	}
 
 	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body)
+	out := outFrame{buf: buf, call: c}
 	select {
-	case s.wq <- outFrame{buf: buf, call: c}:
-	case <-s.done:
-		<-s.window
-		return Frame{}, ErrNotSent
-	case <-ctx.Done():
-		s.forget(seq)
-		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+	case s.wq <- out:
+	default:
+		select {
+		case s.wq <- out:
+		case <-s.done:
+			<-s.window
+			return Frame{}, ErrNotSent
+		case <-ctx.Done():
+			s.forget(seq)
+			return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+		}
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	done := ctx.Done()
+	if done == nil {
+		// A context that never ends (context.Background): the call ends by
+		// the response, the timeout (sweepLoop) or the close (closeWith),
+		// all of which come on c.ch.
+		f, ok := <-c.ch
+		return s.answer(c, f, ok)
+	}
 	select {
 	case f, ok := <-c.ch:
-		<-s.window
-		if !ok {
-			if c.written.Load() {
-				return Frame{}, ErrConnLost
-			}
-			return Frame{}, ErrNotSent
-		}
-		return f, nil
-	case <-t.C:
-		s.forget(seq)
-		return Frame{}, ErrResponseTimeout
-	case <-ctx.Done():
+		return s.answer(c, f, ok)
+	case <-done:
 		s.forget(seq)
 		if c.written.Load() {
 			return Frame{}, fmt.Errorf("%w: %v", ErrConnLost, ctx.Err())
@@ -260,7 +296,71 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 	}
 }
 
-// forget drops a waiting request (timeout or cancel) and frees its window slot.
+// answer is the outcome of a request once its channel delivered (ok false:
+// closed by closeWith). It frees the request's window slot.
+func (s *Session) answer(c *call, f Frame, ok bool) (Frame, error) {
+	<-s.window
+	if !ok {
+		if c.written.Load() {
+			return Frame{}, ErrConnLost
+		}
+		return Frame{}, ErrNotSent
+	}
+	if c.timedOut {
+		return Frame{}, ErrResponseTimeout
+	}
+	return f, nil
+}
+
+// sweepLoop ends the requests whose response timeout passed: it removes
+// them from pending (so a late response is dropped as a stray) and wakes
+// their waiters, which answer ErrResponseTimeout. It keeps one timer armed
+// for the earliest deadline in pending and rescans when it fires; requests
+// of one session mostly share one timeout, so a new request is rarely due
+// before the armed time, and at saturation this costs one wake-up per
+// timeout period instead of a timer started and stopped per request
+// (issue 6).
+func (s *Session) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	var expired []*call
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.sweepKick:
+		case <-t.C:
+		}
+		now := int64(time.Since(s.epoch))
+		next := int64(0)
+		expired = expired[:0]
+		s.mu.Lock()
+		for seq, c := range s.pending {
+			if c.deadline <= now {
+				delete(s.pending, seq)
+				expired = append(expired, c)
+				continue
+			}
+			if next == 0 || c.deadline < next {
+				next = c.deadline
+			}
+		}
+		s.nextSweep = next
+		s.mu.Unlock()
+		for i, c := range expired {
+			c.timedOut = true
+			c.ch <- Frame{} // buffered, and nobody else sends once it left pending
+			expired[i] = nil
+		}
+		if next != 0 {
+			t.Reset(time.Duration(next - now))
+		}
+	}
+}
+
+// forget drops a waiting request (cancel) and frees its window slot.
 func (s *Session) forget(seq uint32) {
 	s.mu.Lock()
 	_, ok := s.pending[seq]
@@ -281,10 +381,14 @@ func (s *Session) Respond(req Frame, status uint32, body []byte) {
 // send queues a frame that expects no response. It does not block once the
 // session has ended.
 func (s *Session) send(id, status, seq uint32, body []byte) {
-	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, status, seq, body)
+	out := outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, status, seq, body)}
 	select {
-	case s.wq <- outFrame{buf: buf}:
-	case <-s.done:
+	case s.wq <- out: // without blocking: cheaper than the select below
+	default:
+		select {
+		case s.wq <- out:
+		case <-s.done:
+		}
 	}
 }
 
@@ -303,24 +407,34 @@ func (s *Session) Unbind(ctx context.Context) {
 
 func (s *Session) readLoop() {
 	defer s.wg.Done()
-	r := bufio.NewReaderSize(s.conn, 16<<10)
+	r := bufio.NewReaderSize(s.conn, 8<<10)
 	var hdr [headerLen]byte
 	for {
-		// Always reset the deadline here: otherwise, with no IdleTimeout, the
-		// previous PDU's BodyTimeout deadline would still be armed and a
-		// quiet peer would be cut BodyTimeout after its last PDU started.
-		idle := time.Time{}
-		if s.cfg.IdleTimeout > 0 {
-			idle = time.Now().Add(s.cfg.IdleTimeout)
+		// A deadline only matters for a read that reaches the socket, so
+		// one is set only before such a read; a frame already whole in the
+		// buffer (the common case under load: one read brings many) costs
+		// no deadline update (issue 6).
+		if r.Buffered() == 0 {
+			// Always reset the deadline before waiting here: otherwise, with
+			// no IdleTimeout, the previous PDU's BodyTimeout deadline would
+			// still be armed and a quiet peer would be cut BodyTimeout after
+			// its last PDU started.
+			idle := time.Time{}
+			if s.cfg.IdleTimeout > 0 {
+				idle = time.Now().Add(s.cfg.IdleTimeout)
+			}
+			_ = s.conn.SetReadDeadline(idle)
+			// The header's first octet is awaited under the idle deadline; once it
+			// starts, the rest must arrive within BodyTimeout (slowloris).
+			if _, err := r.Peek(1); err != nil {
+				s.closeWith(readErr(err))
+				return
+			}
 		}
-		_ = s.conn.SetReadDeadline(idle)
-		// The header's first octet is awaited under the idle deadline; once it
-		// starts, the rest must arrive within BodyTimeout (slowloris).
-		if _, err := r.Peek(1); err != nil {
-			s.closeWith(readErr(err))
-			return
+		whole := frameBuffered(r)
+		if !whole {
+			_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		}
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		f, err := readFrame(r, s.cfg.MaxCommandLength, &hdr)
 		if err != nil {
 			var fe *FrameError
@@ -334,7 +448,12 @@ func (s *Session) readLoop() {
 			s.closeWith(readErr(err))
 			return
 		}
-		s.lastRecv.Store(time.Now().UnixNano())
+		if !whole || r.Buffered() == 0 {
+			// Input arrived now (frames taken from the buffer arrived with
+			// the read that filled it): one clock read per read, not per
+			// frame.
+			s.lastRecv.Store(time.Now().UnixNano())
+		}
 		s.dispatch(f)
 		select {
 		case <-s.done:
@@ -342,6 +461,19 @@ func (s *Session) readLoop() {
 		default:
 		}
 	}
+}
+
+// frameBuffered reports whether the next frame is whole in r's buffer, so
+// that reading it cannot touch the socket.
+func frameBuffered(r *bufio.Reader) bool {
+	if r.Buffered() < headerLen {
+		return false
+	}
+	h, err := r.Peek(4)
+	if err != nil {
+		return false
+	}
+	return int64(binary.BigEndian.Uint32(h)) <= int64(r.Buffered())
 }
 
 func readErr(err error) error {
@@ -410,7 +542,7 @@ func (s *Session) flushAndClose(err error) {
 
 func (s *Session) writeLoop() {
 	defer s.wg.Done()
-	w := bufio.NewWriterSize(s.conn, 32<<10)
+	w := bufio.NewWriterSize(s.conn, 16<<10)
 	var markers []chan struct{}
 	for {
 		var f outFrame
@@ -421,6 +553,7 @@ func (s *Session) writeLoop() {
 		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		markers = markers[:0]
+		yields := 0
 	batch:
 		for {
 			if f.flushed != nil {
@@ -441,6 +574,24 @@ func (s *Session) writeLoop() {
 			if w.Buffered() > 24<<10 {
 				break
 			}
+			select {
+			case f = <-s.wq:
+				continue
+			default:
+			}
+			// The queue is empty. Frames usually come in bursts (a store
+			// batch commits, a read buffer holds many requests) from
+			// goroutines that are runnable but have not run yet: yield
+			// once so they queue their frames, and write them all in one
+			// syscall. A write syscall and the wake-up of the peer's
+			// reader cost far more than a yield, and a yield adds no
+			// latency when nothing else is runnable. Bounded, so that a
+			// steady trickle still gets flushed.
+			if yields >= maxWriteYields {
+				break
+			}
+			yields++
+			runtime.Gosched()
 			select {
 			case f = <-s.wq:
 			default:
@@ -496,4 +647,17 @@ func (s *Session) keepAlive() {
 		}
 		t.Reset(s.cfg.EnquireLink)
 	}
+}
+
+// maxWriteYields bounds the yields of the writer before one flush (see
+// writeLoop).
+const maxWriteYields = 4
+
+// writeQueueLen sizes a session's write queue: our requests are bounded by
+// the window and the peer's by its own; a full queue only makes the writer
+// wait (backpressure), and the writer drains it in batches into one
+// buffered write. Kept small because a gateway holds thousands of sessions:
+// 40 octets a slot.
+func writeQueueLen(window int) int {
+	return min(max(window+32, 64), 256)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/linxGnu/gosmpp/data"
 	"github.com/linxGnu/gosmpp/pdu"
@@ -105,8 +106,9 @@ func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) 
 			Msg: fmt.Sprintf("command_length %d outside 16..%d", f.Length, maxLen)}
 	}
 	if n := int(f.Length) - headerLen; n > 0 {
-		f.Body = make([]byte, n)
-		if _, err := io.ReadFull(r, f.Body); err != nil {
+		body, err := readBody(r, n)
+		f.Body = body
+		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
@@ -114,6 +116,33 @@ func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) 
 		}
 	}
 	return f, nil
+}
+
+// eagerBody is the largest body read into a buffer of its announced size at
+// once. Larger bodies grow with the octets that actually arrive, so a peer
+// that announces command_length 65536 and sends nothing more (slowloris)
+// costs a few KiB, not the announced size, until the body timeout cuts it.
+const eagerBody = 4096
+
+// readBody reads exactly n octets.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	if n <= eagerBody {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	b := make([]byte, 0, eagerBody)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(cap(b), n-len(b)))
+		}
+		m, err := r.Read(b[len(b):min(cap(b), n)])
+		b = b[:len(b)+m]
+		if err != nil && len(b) < n {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 // appendFrame appends a whole PDU to dst.
@@ -352,8 +381,21 @@ func (m *ShortMessage) validateContent() (uint32, error) {
 		}
 		body = p[int(p[0])+1:]
 	}
+	if reservedDataCoding(m.DataCoding) {
+		return uint32(data.ESME_RSUBMITFAIL), fmt.Errorf("smpp: data_coding 0x%02X is reserved (SMPP 3.4 §5.2.19)", m.DataCoding)
+	}
 	if m.DataCoding == 0x08 && len(body)%2 != 0 {
 		return statusInvMsgLen, errors.New("smpp: UCS2 text of odd length")
 	}
 	return statusOK, nil
+}
+
+// reservedDataCoding reports the data_coding values SMPP 3.4 §5.2.19
+// reserves: 0x0B-0x0C, 0x10-0xBF and 0xE0-0xEF. 0x0F, reserved there too, is
+// GBK by the Chinese convention (CMPP) that spareline transcodes. No carrier
+// or modem can be expected to render a reserved coding, so such a submit is
+// refused (ESME_RSUBMITFAIL: 3.4 has no data_coding status) instead of
+// being relayed or queued.
+func reservedDataCoding(dc byte) bool {
+	return dc == 0x0B || dc == 0x0C || (dc >= 0x10 && dc <= 0xBF) || (dc >= 0xE0 && dc <= 0xEF)
 }

@@ -5,11 +5,15 @@
 #
 #   binary        Debian package   needed by
 #   redis-server  redis-server     store/ and end-to-end tests (test/redisserver)
+#   chromium      chromium         status page test in a real browser (test/e2e)
+#   chromedriver  chromium-driver  drives that browser (W3C WebDriver)
 set -euo pipefail
 
 # binary:package pairs.
 deps=(
 	"redis-server:redis-server"
+	"chromium:chromium"
+	"chromedriver:chromium-driver"
 )
 
 missing=()

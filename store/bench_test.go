@@ -26,7 +26,11 @@ func benchMessage() *Message {
 	}
 }
 
-func benchPut(b *testing.B, s Store) {
+func benchPut(b *testing.B, s Store) { benchWrite(b, s, false) }
+
+// benchWrite runs PutMessage, or LinkCarrier when link is set (the carrier
+// path's one store step per message), from many goroutines.
+func benchWrite(b *testing.B, s Store, link bool) {
 	ctx := context.Background()
 	var seq atomic.Int64
 	b.SetParallelism(16) // many sessions writing at once: 16 x GOMAXPROCS goroutines
@@ -37,7 +41,13 @@ func benchPut(b *testing.B, s Store) {
 			n := seq.Add(1)
 			m.ID = strconv.FormatInt(n, 10)
 			m.CarrierID = "c" + m.ID
-			if err := s.PutMessage(ctx, m); err != nil {
+			var err error
+			if link {
+				_, err = s.LinkCarrier(ctx, m)
+			} else {
+				err = s.PutMessage(ctx, m)
+			}
+			if err != nil {
 				b.Error(err)
 				return
 			}
@@ -72,6 +82,38 @@ func BenchmarkPutMessageParallel(b *testing.B) {
 			}
 			defer s.Close()
 			benchPut(b, s)
+		})
+	}
+}
+
+// BenchmarkLinkCarrierParallel: the carrier path's one store step.
+//
+//	go test -run '^$' -bench LinkCarrierParallel -benchtime 20000x ./store/
+func BenchmarkLinkCarrierParallel(b *testing.B) {
+	b.Run("bolt", func(b *testing.B) {
+		s, err := OpenBolt(b.TempDir(), time.Hour, zap.NewNop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchWrite(b, s, true)
+	})
+	srv := redisserver.Start(b)
+	for _, c := range []struct {
+		name string
+		o    RedisOptions
+	}{
+		{"redis-nobatch", RedisOptions{NoBatch: true}},
+		{"redis-batch", RedisOptions{}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			c.o.TTL = time.Hour
+			s, err := NewRedisWithOptions(context.Background(), srv.URL(), c.o, zap.NewNop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			benchWrite(b, s, true)
 		})
 	}
 }

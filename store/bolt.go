@@ -40,18 +40,23 @@ var (
 	bLease    = []byte("ql")
 )
 
+var _ Store = (*Bolt)(nil)
+
 // sweepMax bounds the records the sweep deletes in one transaction.
 const sweepMax = 10000
 
-// Bolt is the embedded store: one bbolt file, written with db.Batch so that
-// concurrent writers share one transaction and one fsync.
+// Bolt is the embedded store: one bbolt file, written by one writer
+// goroutine that commits every write waiting for it in one transaction and
+// one fsync (group commit, see writer).
 type Bolt struct {
-	db   *bolt.DB
-	ttl  time.Duration // read-only
-	log  *zap.Logger
-	stop chan struct{} // closed by Close: ends the sweeper
-	done chan struct{} // closed by the sweeper when it exits
-	once sync.Once
+	db     *bolt.DB
+	ttl    time.Duration // read-only
+	log    *zap.Logger
+	writes chan *writeReq // callers send; the writer receives. Its capacity is the backpressure bound
+	stop   chan struct{}  // closed by Close: ends the sweeper, makes the writer drain and exit
+	done   chan struct{}  // closed by the sweeper when it exits
+	wdone  chan struct{}  // closed by the writer when it exits, after answering every write it took
+	once   sync.Once
 }
 
 // OpenBolt opens (creating it and dir if needed) the store file
@@ -65,15 +70,13 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 		return nil, fmt.Errorf("store: create directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "spareline.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, 0o600, boltOpenOptions())
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("store: %s is locked by another process", path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	// Concurrent writers arriving within a millisecond share one fsync.
-	db.MaxBatchDelay = time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMsg, bCarrier, bOrphan, bExpiry, bDeliv, bDelivIdx, bQueue, bQueueIdx, bLease} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -86,7 +89,12 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
 	}
-	s := &Bolt{db: db, ttl: ttl, log: log.With(zap.String("store", path)), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Bolt{
+		db: db, ttl: ttl, log: log.With(zap.String("store", path)),
+		writes: make(chan *writeReq, writeQueueMax),
+		stop:   make(chan struct{}), done: make(chan struct{}), wdone: make(chan struct{}),
+	}
+	go s.writer()
 	if ttl > 0 {
 		go s.sweeper(min(max(ttl/4, 50*time.Millisecond), time.Minute))
 	} else {
@@ -152,15 +160,18 @@ func putMessageTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64) error {
 	return nil
 }
 
-// batch runs fn in a shared write transaction (db.Batch); fn may run more
-// than once and must set its results afresh each time.
+// batch runs fn in a write transaction shared with the other writes
+// waiting at the time, committed (fsynced) before it returns nil (group
+// commit, bolt_write.go). fn may run more than once and must set its
+// results afresh each time. If ctx ends before fn is taken into a
+// transaction, batch returns ctx.Err() and fn never runs.
 func (s *Bolt) batch(ctx context.Context, op string, fn func(tx *bolt.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := s.db.Batch(fn); err != nil {
-		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if err := s.write(ctx, fn); err != nil {
+		if errors.Is(err, bolt.ErrDatabaseNotOpen) || errors.Is(err, ErrClosed) {
 			return ErrClosed
+		}
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
 		}
 		return fmt.Errorf("store: bolt %s: %w", op, err)
 	}
@@ -221,6 +232,34 @@ func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (
 		return err
 	})
 	return m, err
+}
+
+// LinkCarrier implements Store in one transaction (shared with the other
+// writes of its group commit).
+func (s *Bolt) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
+	if m.CarrierID == "" {
+		return nil, ErrNoCarrierID
+	}
+	enc := encodeMessage(m)
+	exp := s.expiry()
+	key := boltCarrierKey(m.Carrier, m.CarrierID)
+	var orphan []byte
+	err := s.batch(ctx, "link carrier id", func(tx *bolt.Tx) error {
+		orphan = nil
+		if err := putMessageTx(tx, m, enc, exp); err != nil {
+			return err
+		}
+		v := getExpiring(tx, bOrphan, key, msU64(time.Now()))
+		if v == nil {
+			return nil
+		}
+		orphan = bytes.Clone(v)
+		return tx.Bucket(bOrphan).Delete(key)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return orphan, nil
 }
 
 // StashOrphan implements Store.
@@ -475,12 +514,14 @@ func (s *Bolt) Ping(ctx context.Context) error {
 	return s.view("ping", func(tx *bolt.Tx) error { return nil })
 }
 
-// Close stops the sweeper and closes the file.
+// Close stops the sweeper, commits the writes already queued (later ones
+// get ErrClosed) and closes the file.
 func (s *Bolt) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.stop)
 		<-s.done
+		<-s.wdone
 		err = s.db.Close()
 	})
 	return err

@@ -23,6 +23,7 @@ import (
 //	time Created, Expires                       (0x00 = zero time, or 0x01 varint seconds, uvarint nanoseconds)
 //	str Note, Modem
 //	uvarint count, then varint each              ModemRefs
+//	[str FinalStat, FinalErr; time Done]         only when one is set (records without them decode as before)
 //
 // Delivery, version 1:
 //
@@ -205,6 +206,11 @@ func encodeMessage(m *Message) []byte {
 	for _, r := range m.ModemRefs {
 		e.b = binary.AppendVarint(e.b, int64(r))
 	}
+	if m.FinalStat != "" || m.FinalErr != "" || !m.Done.IsZero() {
+		e.str(m.FinalStat)
+		e.str(m.FinalErr)
+		e.time(m.Done)
+	}
 	return e.b
 }
 
@@ -245,6 +251,11 @@ func decodeMessage(b []byte) (*Message, error) {
 			}
 			m.ModemRefs[i] = int(v)
 		}
+	}
+	if d.err == nil && d.off < len(d.b) { // the optional final outcome
+		m.FinalStat = d.str("final_stat")
+		m.FinalErr = d.str("final_err")
+		m.Done = d.time("done")
 	}
 	d.end()
 	if d.err != nil {

@@ -164,6 +164,7 @@ func nextMilli() {
 
 func runContract(t *testing.T, open opener) {
 	ctx := context.Background()
+	runClaims(t, open) // claims_contract_test.go
 
 	t.Run("PutGetOverwrite", func(t *testing.T) {
 		s := open(t, longTTL)
@@ -241,6 +242,116 @@ func runContract(t *testing.T, open opener) {
 		must(t, err)
 		if string(b) != "receipt 2" {
 			t.Errorf("TakeOrphan(unicom) = %q", b)
+		}
+	})
+
+	t.Run("LinkCarrier", func(t *testing.T) {
+		s := open(t, longTTL)
+		// No receipt yet: the link is written, nothing is taken.
+		a := testMessage("link-a")
+		a.Carrier, a.CarrierID, a.State = "mobile", "L1", StateSent
+		orphan, err := s.LinkCarrier(ctx, a)
+		must(t, err)
+		if orphan != nil {
+			t.Errorf("LinkCarrier with no orphan = %q, want nil", orphan)
+		}
+		sameMessage(t, mustGet(t, s, "link-a"), a)
+		got, err := s.FindByCarrierID(ctx, "mobile", "L1")
+		must(t, err)
+		sameMessage(t, got, a)
+
+		// The receipt overtook the link: the link takes it, once.
+		must(t, s.StashOrphan(ctx, "mobile", "L2", []byte("early receipt")))
+		must(t, s.StashOrphan(ctx, "unicom", "L2", []byte("other carrier's")))
+		b := testMessage("link-b")
+		b.Carrier, b.CarrierID, b.State = "mobile", "L2", StateSent
+		orphan, err = s.LinkCarrier(ctx, b)
+		must(t, err)
+		if string(orphan) != "early receipt" {
+			t.Errorf("LinkCarrier orphan = %q, want %q", orphan, "early receipt")
+		}
+		if _, err := s.TakeOrphan(ctx, "mobile", "L2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TakeOrphan after the link took it: %v, want ErrNotFound", err)
+		}
+		if o, err := s.TakeOrphan(ctx, "unicom", "L2"); err != nil || string(o) != "other carrier's" {
+			t.Errorf("other carrier's orphan: %q, %v", o, err)
+		}
+
+		// A later LinkCarrier (a message back on its carrier) replaces the record.
+		b.State, b.Note = StateDone, "receipt"
+		orphan, err = s.LinkCarrier(ctx, b)
+		must(t, err)
+		if orphan != nil {
+			t.Errorf("second LinkCarrier orphan = %q, want nil", orphan)
+		}
+		got, err = s.FindByCarrierID(ctx, "mobile", "L2")
+		must(t, err)
+		sameMessage(t, got, b)
+
+		if _, err := s.LinkCarrier(ctx, testMessage("no-cid")); !errors.Is(err, ErrNoCarrierID) {
+			t.Errorf("LinkCarrier without a carrier id: %v, want ErrNoCarrierID", err)
+		}
+	})
+
+	// The receipt side writes first and looks second (proxy/receipts.go):
+	// StashOrphan, FindByCarrierID, and TakeOrphan when the link is there.
+	// Racing LinkCarrier, every receipt is taken by exactly one side.
+	t.Run("LinkRacesReceipt", func(t *testing.T) {
+		s := open(t, longTTL)
+		const n = 200
+		var wg sync.WaitGroup
+		var linkGot, rcptGot, lost sync.Map
+		for i := range n {
+			cid := "R" + strconv.Itoa(i)
+			body := []byte("receipt " + cid)
+			wg.Go(func() {
+				m := testMessage("race-" + cid)
+				m.CarrierID, m.State = cid, StateSent
+				orphan, err := s.LinkCarrier(ctx, m)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if orphan != nil {
+					if !bytes.Equal(orphan, body) {
+						t.Errorf("%s: link took %q", cid, orphan)
+					}
+					linkGot.Store(cid, true)
+				}
+			})
+			wg.Go(func() {
+				if _, err := s.FindByCarrierID(ctx, "mobile", cid); err == nil {
+					rcptGot.Store(cid, true) // linked already: no stash needed
+					return
+				}
+				if err := s.StashOrphan(ctx, "mobile", cid, body); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.FindByCarrierID(ctx, "mobile", cid); errors.Is(err, ErrNotFound) {
+					lost.Store(cid, true) // stashed; the link must take it
+					return
+				} else if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.TakeOrphan(ctx, "mobile", cid); err == nil {
+					rcptGot.Store(cid, true)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			cid := "R" + strconv.Itoa(i)
+			_, byLink := linkGot.Load(cid)
+			_, byRcpt := rcptGot.Load(cid)
+			_, stashedOnly := lost.Load(cid)
+			if byLink == byRcpt {
+				t.Errorf("%s: taken by link %v, by receipt side %v; want exactly one", cid, byLink, byRcpt)
+			}
+			if stashedOnly && !byLink {
+				t.Errorf("%s: stashed and unseen by the receipt side, but the link did not take it", cid)
+			}
 		}
 	})
 

@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 )
 
+var _ Store = (*Redis)(nil)
+
 // ErrClosed is returned by calls made on (or waiting in) a closed store.
 var ErrClosed = errors.New("store: closed")
 
@@ -183,11 +185,17 @@ type Redis struct {
 	wg        sync.WaitGroup // batch writers
 }
 
-// putReq is one PutMessage waiting in the batching writer. done is
-// buffered so that the writer never blocks on a caller that gave up.
+// putReq is one PutMessage or LinkCarrier waiting in the batching writer.
+// done is buffered so that the writer never blocks on a caller that gave
+// up. The writer sets cmds and take before it sends on done.
 type putReq struct {
-	key, val       string
+	key            string
+	val            []byte
 	idxKey, idxVal string // "" when no carrier id
+	orphanKey      string // LinkCarrier: the orphan to take in the same transaction
+	cmds           [3]redis.Cmder
+	n              int              // commands queued in cmds
+	take           *redis.StringCmd // GETDEL of orphanKey
 	done           chan error
 }
 
@@ -249,16 +257,46 @@ func (r *Redis) ttlMS() string { return strconv.FormatInt(r.opts.TTL.Millisecond
 // acknowledged. A cancelled ctx returns early, and the write may or may
 // not have been applied.
 func (r *Redis) PutMessage(ctx context.Context, m *Message) error {
-	req := &putReq{key: msgKey(m.ID), val: string(encodeMessage(m))}
+	req := &putReq{key: msgKey(m.ID), val: encodeMessage(m)}
 	if m.CarrierID != "" {
 		req.idxKey, req.idxVal = carrierKey("c", m.Carrier, m.CarrierID), m.ID
 	}
+	if err := r.write(ctx, req); err != nil {
+		return wrapRedis("put message "+m.ID, err)
+	}
+	return nil
+}
+
+// LinkCarrier implements Store: SET of the message, SET of the index entry
+// and GETDEL of the orphan in one MULTI/EXEC, batched with concurrent
+// writes. A cancelled ctx returns early: the link may then have been
+// written and an orphan taken, which the caller never sees.
+func (r *Redis) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
+	if m.CarrierID == "" {
+		return nil, ErrNoCarrierID
+	}
+	req := &putReq{key: msgKey(m.ID), val: encodeMessage(m),
+		idxKey: carrierKey("c", m.Carrier, m.CarrierID), idxVal: m.ID,
+		orphanKey: carrierKey("o", m.Carrier, m.CarrierID)}
+	if err := r.write(ctx, req); err != nil {
+		return nil, wrapRedis("link "+m.ID+" to carrier id "+m.CarrierID, err)
+	}
+	b, err := req.take.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return b, wrapRedis("link carrier id", err)
+}
+
+// write sends req through the batching writer (or on its own with
+// NoBatch) and waits for its own result.
+func (r *Redis) write(ctx context.Context, req *putReq) error {
 	if r.opts.NoBatch {
 		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			r.queuePut(ctx, p, req)
 			return nil
 		})
-		return wrapRedis("put message "+m.ID, err)
+		return req.result(err)
 	}
 	req.done = make(chan error, 1)
 	select {
@@ -270,7 +308,7 @@ func (r *Redis) PutMessage(ctx context.Context, m *Message) error {
 	}
 	select {
 	case err := <-req.done:
-		return wrapRedis("put message "+m.ID, err)
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-r.closed:
@@ -279,10 +317,34 @@ func (r *Redis) PutMessage(ctx context.Context, m *Message) error {
 }
 
 func (r *Redis) queuePut(ctx context.Context, p redis.Pipeliner, req *putReq) {
-	p.Set(ctx, req.key, req.val, r.opts.TTL)
+	req.n = 0
+	req.cmds[req.n] = p.Set(ctx, req.key, req.val, r.opts.TTL)
+	req.n++
 	if req.idxKey != "" {
-		p.Set(ctx, req.idxKey, req.idxVal, r.opts.TTL)
+		req.cmds[req.n] = p.Set(ctx, req.idxKey, req.idxVal, r.opts.TTL)
+		req.n++
 	}
+	if req.orphanKey != "" {
+		req.take = p.GetDel(ctx, req.orphanKey)
+		req.cmds[req.n] = req.take
+		req.n++
+	}
+}
+
+// result is the outcome of one request of a transaction whose
+// TxPipelined error was txErr. A GETDEL finding nothing (redis.Nil) is not
+// an error; any other transaction error fails every request of the batch,
+// as the transaction may not have been applied.
+func (req *putReq) result(txErr error) error {
+	if txErr != nil && !errors.Is(txErr, redis.Nil) {
+		return txErr
+	}
+	for _, c := range req.cmds[:req.n] {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
 }
 
 // batchWriter owns one batch at a time: it takes a first write, gathers
@@ -339,36 +401,14 @@ func (r *Redis) flush(batch []*putReq) {
 	// The callers' contexts differ; the batch has its own deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmds, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, req := range batch {
 			r.queuePut(ctx, p, req)
 		}
 		return nil
 	})
-	if err != nil && len(cmds) != 2*len(batch) {
-		for _, req := range batch {
-			req.done <- err
-		}
-		return
-	}
-	// cmds are the SETs in order: one or two per request.
-	i := 0
 	for _, req := range batch {
-		var e error
-		n := 1
-		if req.idxKey != "" {
-			n = 2
-		}
-		for j := i; j < i+n && j < len(cmds); j++ {
-			if ce := cmds[j].Err(); ce != nil && e == nil {
-				e = ce
-			}
-		}
-		if i+n > len(cmds) && e == nil {
-			e = err
-		}
-		i += n
-		req.done <- e
+		req.done <- req.result(err)
 	}
 }
 

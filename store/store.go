@@ -37,6 +37,18 @@
 // Due times and leases are judged by the clock of the process calling the
 // store, so gateways sharing a Redis need synchronised clocks (NTP).
 //
+// # Several gateways on one store
+//
+// ClaimDeliveries leases an account's held deliveries to one gateway at a
+// time (an account lease, renewed while it delivers, dropped when it has
+// nothing left, passing by itself when its holder dies), so each receipt is
+// sent once and an account's receipts keep their order; the cost is that
+// only the holder's receivers of that account are used, and a killed
+// holder delays the account by one lease. FinishMessage is a
+// compare-and-set on a message's state, so that of two gateways racing for
+// one message (a worker and a cancel, a status report and a receipt timer)
+// exactly one wins. See claims.go.
+//
 // # Redis
 //
 // NewRedis accepts these URL forms:
@@ -58,19 +70,22 @@
 // memory per message) and one Redis primary takes far more writes than the
 // SMPP side can produce.
 //
-// PutMessage goes through a batching writer: concurrent calls are gathered
-// (what is waiting when a writer is free, up to RedisOptions.BatchMax, or
-// for BatchWindow) and sent as one MULTI/EXEC pipeline; each call returns
-// when its own write is acknowledged. Nothing acknowledged is lost if the
-// Redis server runs with appendonly yes and appendfsync everysec (at most
-// one second of writes on a power loss of the Redis host) or always;
-// CheckPersistence says when it does not.
+// PutMessage and LinkCarrier go through a batching writer: concurrent
+// calls are gathered (what is waiting when a writer is free, up to
+// RedisOptions.BatchMax, or for BatchWindow) and sent as one MULTI/EXEC
+// pipeline; each call returns when its own write is acknowledged.
+// Nothing acknowledged is lost if the Redis server runs with appendonly
+// yes and appendfsync everysec (at most one second of writes on a power
+// loss of the Redis host) or always; CheckPersistence says when it does
+// not.
 //
 // # Embedded store
 //
 // OpenBolt keeps everything in one bbolt file, dir/spareline.db. Every
-// write is an fsynced transaction; concurrent writers share one through
-// db.Batch (at most 1 ms of added latency).
+// write is an fsynced transaction, answered only once committed; one writer
+// goroutine commits all the writes waiting at the time in one transaction
+// (group commit without a timer, bolt_write.go), so a write waits for at
+// most the commit in progress and its own.
 package store
 
 import (
@@ -84,6 +99,10 @@ var ErrNotFound = errors.New("store: not found")
 
 // ErrEmpty is returned by ClaimModem when no entry is due.
 var ErrEmpty = errors.New("store: queue empty")
+
+// ErrNoCarrierID is returned by LinkCarrier for a message without a
+// carrier id (a caller's mistake: there is nothing to link).
+var ErrNoCarrierID = errors.New("store: link: the message has no carrier id")
 
 // State is where a message is in its life.
 type State string
@@ -118,6 +137,9 @@ type Message struct {
 	Note      string    `json:"note,omitempty"`  // last error or outcome, for people
 	Modem     string    `json:"modem,omitempty"` // modem that sent it
 	ModemRefs []int     `json:"mrs,omitempty"`   // TP-MRs of the parts a modem sent
+	FinalStat string    `json:"fst,omitempty"`   // final outcome in receipt words (DELIVRD, UNDELIV, DELETED...); "" while not final
+	FinalErr  string    `json:"fer,omitempty"`   // the final outcome's err: code, as the receipt wrote it
+	Done      time.Time `json:"done,omitempty"`  // when it reached its final state; zero while not final
 }
 
 // Delivery is a deliver_sm waiting for an account's receiver session.
@@ -140,6 +162,18 @@ type Store interface {
 	// FindByCarrierID resolves a carrier's message id to our message;
 	// ErrNotFound if absent.
 	FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error)
+
+	// LinkCarrier records that m's carrier accepted it, in one atomic step
+	// (one Redis transaction through the batching writer, one bbolt
+	// transaction): it writes m, writes the (m.Carrier, m.CarrierID) -> m.ID
+	// index entry, and takes (returns and deletes) the receipt stashed by
+	// StashOrphan for that carrier id, if one overtook the link. orphan is
+	// nil when none was stashed. m.CarrierID must be set.
+	//
+	// With the receipt side writing first and looking second (StashOrphan,
+	// then FindByCarrierID, then TakeOrphan), exactly one side gets each
+	// receipt, whatever the order.
+	LinkCarrier(ctx context.Context, m *Message) (orphan []byte, err error)
 
 	// StashOrphan keeps a receipt body whose carrier id is not linked yet.
 	StashOrphan(ctx context.Context, carrier, carrierID string, body []byte) error
@@ -175,4 +209,10 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
+
+	// Durable timers and lease renewal (timers.go).
+	Timers
+	// Delivery claims and compare-and-set of message states, for gateways
+	// sharing one store (claims.go).
+	Claims
 }

@@ -39,6 +39,7 @@ commands:
   run --config FILE [--log-format json|console] [--log-level info]   run the gateway
   check --config FILE                                                 validate a config file
   demo [--http 127.0.0.1:9090] [--messages N]                          the whole system on one machine
+  bench [--scenario NAMES] [--json FILE] [--cpuprofile FILE]           measure throughput, latency, failover, memory
   modem probe --device PATH [--baud N]                                 query a GSM modem
   version                                                             print the version
 `)
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
 	case "modem":
 		return cmdModem(args[1:], stdout, stderr)
 	case "version", "--version", "-v":

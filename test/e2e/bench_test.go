@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,4 +50,116 @@ func BenchmarkRelayVsDirect(b *testing.B) {
 			b.ReportMetric(float64(b.N)/el.Seconds(), "msg/s")
 		})
 	}
+}
+
+// BenchmarkRelaySaturation is RelayVsDirect at saturation: 4 platform binds
+// with window 64 each, b.N messages split between them.
+//
+//	go test -run '^$' -bench RelaySaturation -benchtime 40000x ./test/e2e/
+func BenchmarkRelaySaturation(b *testing.B) {
+	const binds, window = 4, 64
+	for _, kind := range []string{"direct", "bolt", "redis"} {
+		b.Run(kind, func(b *testing.B) {
+			e := benchEnv(b, kind)
+			clients := make([]*platform.Client, binds)
+			for i := range clients {
+				c, err := platform.Dial(e.ctx, e.benchAddr, e.benchUser, e.benchPw,
+					platform.Options{BindType: platform.BindTX, Window: window, NoHistory: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				clients[i] = c
+			}
+			msgs := make([]platform.Submit, b.N/binds+1)
+			for i := range msgs {
+				msgs[i] = platform.Submit{Src: "10690001", Dest: "13800138000", Text: "benchmark message"}
+			}
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, binds)
+			for _, c := range clients {
+				wg.Go(func() {
+					for _, r := range c.Bulk(e.ctx, msgs, window) {
+						if r.Err != nil || r.Status != 0 {
+							errs <- fmt.Errorf("%v 0x%X", r.Err, r.Status)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			el := time.Since(start)
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(binds*len(msgs))/el.Seconds(), "msg/s")
+		})
+	}
+}
+
+// BenchmarkRelayLatency sends at a steady 1000 msg/s (one bind) and reports
+// the submit_sm -> submit_sm_resp latency percentiles, straight to an SMSC
+// simulator and through spareline; the added latency is the difference.
+//
+//	go test -run '^$' -bench RelayLatency -benchtime 5000x ./test/e2e/
+func BenchmarkRelayLatency(b *testing.B) {
+	for _, kind := range []string{"direct", "bolt", "redis"} {
+		b.Run(kind, func(b *testing.B) {
+			e := benchEnv(b, kind)
+			c, err := platform.Dial(e.ctx, e.benchAddr, e.benchUser, e.benchPw,
+				platform.Options{BindType: platform.BindTX, Window: 64, NoHistory: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			lat := make([]time.Duration, b.N)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			b.ResetTimer()
+			for i := range b.N {
+				<-tick.C
+				wg.Go(func() {
+					r, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "latency"})
+					if err != nil || r.Status != 0 {
+						failed.Add(1)
+						return
+					}
+					lat[i] = r.Answered.Sub(r.Sent)
+				})
+			}
+			wg.Wait()
+			if n := failed.Load(); n > 0 {
+				b.Fatalf("%d submits failed", n)
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+// benchEnv is an environment whose bench* fields say where a platform
+// binds: the mobile SMSC simulator itself for "direct", else spareline on
+// the named store.
+type benchEnvT struct {
+	*env
+	benchAddr, benchUser, benchPw string
+}
+
+func benchEnv(b *testing.B, kind string) benchEnvT {
+	store := kind
+	if kind == "direct" {
+		store = "bolt"
+	}
+	e := benchEnvT{env: startEnv(b, store), benchUser: "platform", benchPw: "secret"}
+	e.benchAddr = e.gw.SMPPAddr().String()
+	if kind == "direct" {
+		e.benchAddr, e.benchUser, e.benchPw = e.smscs["mobile"].Addr(), "ent01", "pw-mob"
+	}
+	return e
 }

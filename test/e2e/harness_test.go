@@ -57,9 +57,17 @@ type envOpts struct {
 	extraYAML   string
 	failoverYML string
 	smscMutate  func(name string, o *smscsim.Options)
+	// redis, for kind "redis": use this server, not a new one.
+	redis       *redisserver.Server
+	carrierAddr func(name, addr string) string // e.g. a faultnet relay in front of the simulator
+	httpListen  string
 }
 
 func withYAML(s string) envOption { return func(o *envOpts) { o.extraYAML += s } }
+
+// withHTTP turns on the HTTP endpoint (/status, /metrics) on a free loopback
+// port; Gateway.HTTPAddr tells which.
+func withHTTP() envOption { return func(o *envOpts) { o.httpListen = "127.0.0.1:0" } }
 
 // startEnv starts three SMSC simulators and a gateway on the given store.
 func startEnv(t testing.TB, kind string, opts ...envOption) *env {
@@ -86,6 +94,10 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
 		}
 		t.Cleanup(func() { _ = s.Close() })
 		e.smscs[cs.name] = s
+		addr := s.Addr()
+		if eo.carrierAddr != nil {
+			addr = eo.carrierAddr(cs.name, addr)
+		}
 		fmt.Fprintf(&carriers, `
   - name: %s
     address: %q
@@ -95,15 +107,18 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
     window: 32
     response_timeout: 2s
     enquire_link: 5s
-    receipt_id: %s`, cs.name, s.Addr(), o.Password, cs.mode)
+    receipt_id: %s`, cs.name, addr, o.Password, cs.mode)
 	}
 	storeYAML := fmt.Sprintf("store: { path: %q }\n", t.TempDir())
 	if kind == "redis" {
-		rs := redisserver.Start(t)
+		rs := eo.redis
+		if rs == nil {
+			rs = redisserver.Start(t)
+		}
 		storeYAML = fmt.Sprintf("store: { redis: %q }\n", rs.URL())
 	}
 	e.cfgYAML = fmt.Sprintf(`smpp: { listen: "127.0.0.1:0", enquire_link: 5s }
-http: { listen: "" }
+http: { listen: %q }
 %saccounts:
   - { system_id: platform, password: secret, allow: ["127.0.0.0/8"] }
   - { system_id: other, password: pw2 }
@@ -111,7 +126,7 @@ carriers:%s
 routing:
   country_code: "86"
   preset: cn
-%s`, storeYAML, carriers.String(), eo.extraYAML)
+%s`, eo.httpListen, storeYAML, carriers.String(), eo.extraYAML)
 	cfg, err := config.Parse([]byte(e.cfgYAML), "e2e.yaml")
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfgYAML)

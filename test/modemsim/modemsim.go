@@ -20,7 +20,7 @@
 // a send), UnplugOnNextSend (the port vanishes after the PDU was received,
 // before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
-// instead of answers).
+// instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer).
 package modemsim
 
 import (
@@ -71,6 +71,7 @@ type Message struct {
 	Parts        int
 	MRs          []int
 	StatusReport bool
+	At           time.Time // when the (last part's) +CMGS answer was written
 }
 
 // Sim is one emulated modem.
@@ -94,6 +95,7 @@ type Sim struct {
 	simReady bool                        // guarded by mu
 	reg      bool                        // guarded by mu
 	garbage  bool                        // guarded by mu
+	garbSend bool                        // guarded by mu
 	closed   bool                        // guarded by mu
 	wg       sync.WaitGroup
 }
@@ -297,6 +299,12 @@ func (s *Sim) SetRegistered(ok bool) { s.mu.Lock(); s.reg = ok; s.mu.Unlock() }
 
 // SetGarbage makes the modem answer noise instead of result codes.
 func (s *Sim) SetGarbage(on bool) { s.mu.Lock(); s.garbage = on; s.mu.Unlock() }
+
+// SetGarbageOnSend makes AT+CMGS give its "> " prompt and read the PDU as
+// usual, then answer noise (binary junk and malformed lines, no final result
+// code) instead of "+CMGS: <mr>"; the message is not sent. Other commands
+// are answered normally.
+func (s *Sim) SetGarbageOnSend(on bool) { s.mu.Lock(); s.garbSend = on; s.mu.Unlock() }
 
 // Deliver stores an incoming message from `from` (several parts when long)
 // and announces each part with +CMTI.
@@ -562,7 +570,7 @@ func tpduLen(p []byte) int {
 // submit handles one PDU after the prompt; false when the connection ended.
 func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	s.mu.Lock()
-	unplug, hang := s.unplugAt, s.hang
+	unplug, hang, garbSend := s.unplugAt, s.hang, s.garbSend
 	s.unplugAt = false
 	fail := 0
 	if s.failLeft > 0 {
@@ -575,6 +583,10 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 		return false
 	}
 	if hang {
+		return true
+	}
+	if garbSend {
+		c.write("\r\n+CMG\x00\xfe\r\n:: 12,\xff\x1b\r\nO K\r\n\x07+CMGS:\r\n")
 		return true
 	}
 	if fail != 0 {
@@ -619,6 +631,7 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 // record adds a sent part; s.mu is held.
 func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 	done := func(m Message) {
+		m.At = time.Now()
 		s.sent = append(s.sent, m)
 		close(s.notify)
 		s.notify = make(chan struct{})

@@ -56,6 +56,9 @@ type Options struct {
 	EnquireLink     time.Duration // interval of our enquire_link; 0 = none
 	ResponseTimeout time.Duration // per request; default 10s
 	SystemType      string
+	// NoHistory keeps no History of submits (for long load runs, whose
+	// memory would otherwise grow with every message).
+	NoHistory bool
 	// Logf, when set, gets one line per notable event (never the password).
 	Logf func(format string, args ...any)
 }
@@ -560,9 +563,11 @@ func (c *Client) Submit(ctx context.Context, sm Submit) (SubmitResult, error) {
 			res.MessageID, _, _ = cstring(r.full[headerLen:])
 		}
 	}
-	c.mu.Lock()
-	c.history.Submits = append(c.history.Submits, SubmitRecord{Submit: sm, Result: res, Err: err})
-	c.mu.Unlock()
+	if !c.opts.NoHistory {
+		c.mu.Lock()
+		c.history.Submits = append(c.history.Submits, SubmitRecord{Submit: sm, Result: res, Err: err})
+		c.mu.Unlock()
+	}
 	return res, err
 }
 

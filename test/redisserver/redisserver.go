@@ -77,6 +77,30 @@ func Start(t testing.TB, opts ...Option) *Server {
 	return nil
 }
 
+// Run is Start for programs (spareline bench): it runs redis-server with
+// its data in dir, which must exist, and returns an error instead of failing a
+// test. The caller must Stop the server; Restart needs a server from Start.
+func Run(dir string, opts ...Option) (*Server, error) {
+	cfg := config{aof: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, fmt.Errorf("redis-server not found: run scripts/deps.sh: %w", err)
+	}
+	s := &Server{cfg: cfg, dir: dir}
+	var err error
+	for range 5 {
+		if s.port, err = freePort(); err != nil {
+			return nil, fmt.Errorf("redisserver: pick a port: %w", err)
+		}
+		if err = s.start(); err == nil {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("redisserver: %w", err)
+}
+
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
@@ -114,7 +138,9 @@ func (s *Server) signal(sig os.Signal, what string) {
 		case <-deadline:
 			_ = cmd.Process.Kill()
 			<-exit
-			s.t.Errorf("redisserver: %s: redis-server did not exit in %v; killed; log: %s", what, startTimeout, s.logTail())
+			if s.t != nil {
+				s.t.Errorf("redisserver: %s: redis-server did not exit in %v; killed; log: %s", what, startTimeout, s.logTail())
+			}
 			return
 		}
 	}

@@ -119,7 +119,7 @@ func (s *SMSC) sendReceipt(r *receipt) {
 		return
 	}
 	c := s.pickReceiverLocked(r.systemID)
-	if c == nil {
+	if c == nil || s.hold {
 		s.held = append(s.held, r)
 		s.notifyLocked()
 		s.mu.Unlock()

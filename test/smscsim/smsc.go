@@ -87,6 +87,9 @@ type Options struct {
 
 	ResponseDelay time.Duration // added before every submit_sm_resp
 	ReceiptDelay  time.Duration // between submit_sm_resp and its receipt
+	// ReceiptRetry: a receipt answered with an error status is sent again
+	// after ReceiptRetry, as real SMSCs do; 0 = never sent again.
+	ReceiptRetry time.Duration
 
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
@@ -163,6 +166,7 @@ type SMSC struct {
 	refuse    uint32
 	attempts  map[string]int
 	held      []*receipt // receipts waiting for a receiver bind
+	hold      bool       // HoldReceipts: hold every new receipt
 	stats     Stats
 	nextID    uint64
 	nextConn  uint64
@@ -381,6 +385,21 @@ func (s *SMSC) RefuseBinds(status uint32) {
 	s.mu.Lock()
 	s.refuse = status
 	s.mu.Unlock()
+}
+
+// HoldReceipts holds every new receipt, as if no receiver were bound,
+// while on; turning it off sends the held ones.
+func (s *SMSC) HoldReceipts(on bool) {
+	s.mu.Lock()
+	s.hold = on
+	var flush []*receipt
+	if !on {
+		flush, s.held = s.held, nil
+	}
+	s.mu.Unlock()
+	for _, r := range flush {
+		s.sendReceipt(r)
+	}
 }
 
 // CloseAll drops every TCP connection now; the listener stays up.
@@ -648,6 +667,10 @@ func (c *conn) handle(h header, full []byte) {
 				s.stats.ReceiptsAcked++
 			case d.rcpt != nil:
 				s.stats.ReceiptsNack++
+				if s.opts.ReceiptRetry > 0 {
+					rc := d.rcpt
+					s.after(s.opts.ReceiptRetry, func() { s.sendReceipt(rc) })
+				}
 			case status == 0:
 				s.stats.MOAcked++
 			}
@@ -712,7 +735,7 @@ func (c *conn) handleBind(h header, full []byte) {
 	s.stats.Binds++
 	s.notifyLocked()
 	var flush []*receipt
-	if c.kind.canReceive() {
+	if c.kind.canReceive() && !s.hold {
 		keep := s.held[:0]
 		for _, r := range s.held {
 			if r.systemID == c.systemID {

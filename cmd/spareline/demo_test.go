@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// `spareline demo --exit` runs the whole system headless: the bulk
+// completes, the failed operator's traffic goes to the modems, and the
+// status page it announces is served while it runs. It cleans up after
+// itself: a second run in the same process binds the same HTTP address and
+// leaves no goroutine behind.
+func TestDemoHeadless(t *testing.T) {
+	first := runDemo(t, "127.0.0.1:0")
+	assertNoLeak(t)
+	second := runDemo(t, first) // the first run's port must be free again
+	if second != first {
+		t.Fatalf("second run served on %s, asked for %s", second, first)
+	}
+	assertNoLeak(t)
+}
+
+var (
+	statusLine = regexp.MustCompile(`status page:\s+http://(\S+)/status`)
+	doneLine   = regexp.MustCompile(`done: (\d+) acknowledged, (\d+) refused, (\d+) receipts`)
+	modemsCol  = regexp.MustCompile(`\| modems\s+(\d+) \|`)
+	failedCol  = regexp.MustCompile(`unicom\s+(\d+)`)
+)
+
+// runDemo runs the demo with its status page on httpAddr and returns the
+// address it served on.
+func runDemo(t *testing.T, httpAddr string) string {
+	t.Helper()
+	const n = 60
+	out := &demoOutput{t: t}
+	errb := &bytes.Buffer{}
+	rc := make(chan int, 1)
+	go func() {
+		rc <- run([]string{"demo", "--exit", "--http", httpAddr, "--messages", strconv.Itoa(n), "--modem-delay", "20ms",
+			"--fail", "unicom"}, out, errb)
+	}()
+	select {
+	case code := <-rc:
+		if code != 0 {
+			t.Fatalf("demo exited %d: %s\n%s", code, errb.String(), out.String())
+		}
+	case <-time.After(3 * time.Minute): // a hang detector, never waited out on success
+		buf := make([]byte, 1<<20)
+		t.Fatalf("demo still running after 3 minutes:\n%s\n%s", out.String(), buf[:runtime.Stack(buf, true)])
+	}
+	text := out.String()
+	t.Logf("demo output:\n%s", strings.ReplaceAll(text, "\r", "\n"))
+
+	// The status page was announced and served while the demo ran.
+	out.mu.Lock()
+	addr, page, pageErr := out.addr, out.page, out.pageErr
+	out.mu.Unlock()
+	if addr == "" {
+		t.Fatal("the demo never printed its status page address")
+	}
+	if page == "" && pageErr == nil {
+		t.Fatal("the status page was never fetched while the demo ran")
+	}
+	if pageErr != nil {
+		t.Fatalf("the status page at %s was not served while the demo ran: %v", addr, pageErr)
+	}
+	for _, want := range []string{"spareline status", "mobile", "unicom", "telecom", "gsm0", "gsm1", "platform"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the status page served during the demo lacks %q", want)
+		}
+	}
+	// The bulk completed: every message acknowledged, every receipt back.
+	m := doneLine.FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no summary line in the output")
+	}
+	if m[1] != strconv.Itoa(n) || m[2] != "0" {
+		t.Errorf("summary %q: want all %d acknowledged, 0 refused", m[0], n)
+	}
+	if r, _ := strconv.Atoi(m[3]); r < n {
+		t.Errorf("summary %q: %d receipts for %d messages", m[0], r, n)
+	}
+	// The operator failed and its traffic went to the modems.
+	if !strings.Contains(text, ">>> operator unicom is DOWN") || !strings.Contains(text, ">>> operator unicom is back") {
+		t.Error("the output does not tell that unicom failed and came back")
+	}
+	progress := modemsCol.FindAllStringSubmatch(text, -1)
+	if len(progress) == 0 {
+		t.Fatal("no progress line in the output")
+	}
+	if sent, _ := strconv.Atoi(progress[len(progress)-1][1]); sent == 0 {
+		t.Error("the modems sent nothing after unicom failed")
+	}
+	// unicom took every third message until it failed at a third of the job.
+	last := strings.Split(text, "\r")
+	if c := failedCol.FindStringSubmatch(last[len(last)-1]); c != nil {
+		if got, _ := strconv.Atoi(c[1]); got >= n/3 {
+			t.Errorf("unicom received %d of its %d messages although it failed midway", got, n/3)
+		}
+	}
+	return addr
+}
+
+// demoOutput collects the demo's output (written from several goroutines)
+// and, when the status page address appears, fetches the page while the
+// demo is still running.
+type demoOutput struct {
+	t       *testing.T
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	addr    string // guarded by mu
+	fetched bool   // guarded by mu
+	page    string // guarded by mu
+	pageErr error  // guarded by mu
+}
+
+func (o *demoOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	o.buf.Write(p)
+	if o.addr == "" {
+		if m := statusLine.FindSubmatch(o.buf.Bytes()); m != nil {
+			o.addr = string(m[1])
+		}
+	}
+	// Midway, with the platform bound and the operator just failed.
+	var addr string
+	if o.addr != "" && !o.fetched && bytes.Contains(o.buf.Bytes(), []byte(">>> operator")) {
+		o.fetched, addr = true, o.addr
+	}
+	o.mu.Unlock()
+	if addr != "" {
+		page, err := fetchPage("http://" + addr + "/status")
+		o.mu.Lock()
+		o.page, o.pageErr = page, err
+		o.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+func (o *demoOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+func fetchPage(u string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return string(b), nil
+}
+
+// assertNoLeak waits (bounded) until no goroutine of spareline, its
+// simulators or an HTTP server is left.
+func assertNoLeak(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leaks := leakedGoroutines()
+		if len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after the demo ended:\n%s", len(leaks), strings.Join(leaks, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond) // polling the runtime: there is no event to await
+	}
+}
+
+func leakedGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "TestDemoHeadless") || strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "spareline/") {
+			continue
+		}
+		if strings.Contains(g, "github.com/spareline/spareline/") || strings.Contains(g, "net/http.(*") ||
+			strings.Contains(g, "go.bug.st/serial") || strings.Contains(g, "creack/pty") {
+			out = append(out, g)
+		}
+	}
+	return out
+}

@@ -1,0 +1,497 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/linxGnu/gosmpp/data"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/store"
+)
+
+// query_sm and cancel_sm from the platform (SMPP 3.4 §4.8, §4.9).
+//
+// spareline gives the platform its own message ids, so it answers both from
+// the store itself; nothing is relayed to a carrier.
+//
+// query_sm: a transmitter or transceiver session asks about one of its
+// account's messages. The answer is the message_state (§5.2.28) the store
+// knows: ENROUTE while the message is anywhere on its way (with a carrier,
+// in the modem queue, on a modem, waiting for a status report); once a final
+// receipt was produced, the state of its stat (DELIVRD -> DELIVERED,
+// UNDELIV -> UNDELIVERABLE, EXPIRED, DELETED, REJECTD -> REJECTED, ACCEPTD ->
+// ACCEPTED, anything else UNKNOWN), final_date the time spareline recorded
+// that outcome (§7.1.1, UTC) and error_code the receipt's err: value when it
+// is a decimal number up to 255 (else 0). A message a modem sent without a
+// receipt asked is ACCEPTED (the network took it; no outcome will come); a
+// message its carrier took without a receipt asked stays ENROUTE, since no
+// outcome ever comes back. A message refused at submit (its id was never
+// given out) is REJECTED.
+//
+// An id that is unknown, expired from the store, or another account's, and
+// a source_addr that is set but differs from the message's (TON and NPI are
+// not compared), all get ESME_RQUERYFAIL: the answer never tells whether
+// another account's message exists.
+//
+// cancel_sm: only a message still waiting in the modem queue, and not held
+// by a queue worker of this process at that moment, can be cancelled. It is
+// marked DELETED (its final receipt, stat DELETED, goes to the platform when
+// registered_delivery asked for one: platforms close their records on the
+// final receipt; §4.9 leaves this open), taken out of the queue, and the
+// answer is OK; it is never sent. Any other message (with a carrier already,
+// on a modem, finished), an unknown id or another account's, a source_addr
+// or destination_addr that is set and differs, and a cancel_sm without a
+// message_id (cancel all from source to destination, §4.9.1: there is no
+// index to find them) get ESME_RCANCELFAIL. A cancel is never relayed to a
+// carrier. Gateways sharing one Redis: the cancel is a compare-and-set
+// (store.FinishMessage, queued -> done) and a queue worker of any gateway
+// takes a message only by its own compare-and-set from queued (failover.go),
+// so exactly one of them wins: a cancelled message is never sent, and a
+// message a worker took is never reported cancelled.
+//
+// Malformed bodies are answered with the field's status (ESME_RINVMSGLEN
+// when a field runs past the end or octets are left over, ESME_RINVMSGID,
+// ESME_RINVSRCADR, ESME_RINVDSTADR or ESME_RINVSERTYP for an over-long
+// field); the session lives on. replace_sm, submit_multi and data_sm stay
+// ESME_RINVCMDID (server.go).
+
+// Command statuses of query_sm and cancel_sm (SMPP 3.4 §5.1.3).
+const (
+	statusQueryFail  = uint32(data.ESME_RQUERYFAIL)
+	statusCancelFail = uint32(data.ESME_RCANCELFAIL)
+	statusInvMsgID   = uint32(data.ESME_RINVMSGID)
+	statusInvSrcAdr  = uint32(data.ESME_RINVSRCADR)
+	statusInvSerTyp  = uint32(data.ESME_RINVSERTYP)
+)
+
+// northbound_queries_total command: query_sm, cancel_sm; status: ESME_*
+// names of statusNames, or "other".
+var metricNorthQueries = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "spareline_northbound_queries_total", Help: "query_sm and cancel_sm from platforms, by the status answered.",
+}, []string{"account", "command", "status"})
+
+// queryStatusName is a bounded label for the statuses query_sm and
+// cancel_sm are answered with.
+func queryStatusName(status uint32) string {
+	switch status {
+	case statusQueryFail:
+		return "ESME_RQUERYFAIL"
+	case statusCancelFail:
+		return "ESME_RCANCELFAIL"
+	case statusInvMsgID:
+		return "ESME_RINVMSGID"
+	}
+	return statusName(status)
+}
+
+// maxMessageID is the longest message_id C-Octet String with its NUL
+// (SMPP 3.4 §4.8.1).
+const maxMessageID = 65
+
+// queryTimeout bounds the store work behind one query_sm or cancel_sm.
+const queryTimeout = 10 * time.Second
+
+// message_state values (SMPP 3.4 §5.2.28).
+const (
+	stateEnroute       = byte(1)
+	stateDelivered     = byte(2)
+	stateExpired       = byte(3)
+	stateDeleted       = byte(4)
+	stateUndeliverable = byte(5)
+	stateAccepted      = byte(6)
+	stateUnknown       = byte(7)
+	stateRejected      = byte(8)
+)
+
+// QueryRequest is a query_sm body (SMPP 3.4 §4.8.1).
+type QueryRequest struct {
+	MessageID string
+	SourceTON byte
+	SourceNPI byte
+	Source    string
+}
+
+// CancelRequest is a cancel_sm body (SMPP 3.4 §4.9.1).
+type CancelRequest struct {
+	ServiceType string
+	MessageID   string
+	SourceTON   byte
+	SourceNPI   byte
+	Source      string
+	DestTON     byte
+	DestNPI     byte
+	Dest        string
+}
+
+// field reads a C-Octet String of at most max octets with its NUL: one
+// that runs past the body is ESME_RINVMSGLEN, one that is too long the
+// field's own status.
+func (r *bodyReader) field(max int, name string, status uint32) (string, error) {
+	off := r.off
+	s, err := r.cstr(max, name, status)
+	if err != nil {
+		if bytes.IndexByte(r.b[off:], 0) < 0 {
+			return "", &BodyError{Status: statusInvMsgLen, Field: name + " (no terminating NUL)", Offset: off}
+		}
+		return "", err
+	}
+	return s, nil
+}
+
+// end fails when octets are left after the last mandatory field: neither
+// PDU has optional parameters in SMPP 3.4.
+func (r *bodyReader) end() error {
+	if r.off != len(r.b) {
+		return &BodyError{Status: statusInvMsgLen, Field: fmt.Sprintf("%d octets after the last field", len(r.b)-r.off), Offset: r.off}
+	}
+	return nil
+}
+
+// ParseQuerySM parses a query_sm body; errors are *BodyError.
+func ParseQuerySM(body []byte) (*QueryRequest, error) {
+	r := &bodyReader{b: body}
+	q := &QueryRequest{}
+	var err error
+	if q.MessageID, err = r.field(maxMessageID, "message_id", statusInvMsgID); err != nil {
+		return nil, err
+	}
+	if q.SourceTON, err = r.byte1("source_addr_ton"); err != nil {
+		return nil, err
+	}
+	if q.SourceNPI, err = r.byte1("source_addr_npi"); err != nil {
+		return nil, err
+	}
+	if q.Source, err = r.field(maxAddr, "source_addr", statusInvSrcAdr); err != nil {
+		return nil, err
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// ParseCancelSM parses a cancel_sm body; errors are *BodyError.
+func ParseCancelSM(body []byte) (*CancelRequest, error) {
+	r := &bodyReader{b: body}
+	c := &CancelRequest{}
+	var err error
+	if c.ServiceType, err = r.field(maxServiceType, "service_type", statusInvSerTyp); err != nil {
+		return nil, err
+	}
+	if c.MessageID, err = r.field(maxMessageID, "message_id", statusInvMsgID); err != nil {
+		return nil, err
+	}
+	if c.SourceTON, err = r.byte1("source_addr_ton"); err != nil {
+		return nil, err
+	}
+	if c.SourceNPI, err = r.byte1("source_addr_npi"); err != nil {
+		return nil, err
+	}
+	if c.Source, err = r.field(maxAddr, "source_addr", statusInvSrcAdr); err != nil {
+		return nil, err
+	}
+	if c.DestTON, err = r.byte1("dest_addr_ton"); err != nil {
+		return nil, err
+	}
+	if c.DestNPI, err = r.byte1("dest_addr_npi"); err != nil {
+		return nil, err
+	}
+	if c.Dest, err = r.field(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
+		return nil, err
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// QueryResult is what query_sm_resp reports (SMPP 3.4 §4.8.2).
+type QueryResult struct {
+	State     byte      // message_state (§5.2.28)
+	FinalDate time.Time // zero while the state is not final
+	ErrorCode byte
+}
+
+// queryResult reads a message record as query_sm_resp reports it.
+func queryResult(m *store.Message) QueryResult {
+	switch m.State {
+	case store.StateDone:
+		r := QueryResult{State: finalState(m.FinalStat), FinalDate: m.Done, ErrorCode: errorCode(m.FinalErr)}
+		if m.FinalStat == "" {
+			r.State = stateAccepted // done before spareline kept the outcome: it left us, no more is known
+		}
+		if r.State == stateEnroute {
+			r.FinalDate = time.Time{} // an intermediate notification is not final
+		}
+		return r
+	case store.StateFailed:
+		// Refused at submit time; the refusal was the submit_sm_resp.
+		return QueryResult{State: stateRejected, FinalDate: m.Created}
+	default: // accepted, carrier, sent, queued, modem, modemsent
+		return QueryResult{State: stateEnroute}
+	}
+}
+
+// finalState maps a receipt stat (SMPP 3.4 Appendix B) to message_state.
+func finalState(stat string) byte {
+	switch stat {
+	case "ENROUTE":
+		return stateEnroute
+	case "DELIVRD":
+		return stateDelivered
+	case "EXPIRED":
+		return stateExpired
+	case "DELETED":
+		return stateDeleted
+	case "UNDELIV":
+		return stateUndeliverable
+	case "ACCEPTD":
+		return stateAccepted
+	case "REJECTD":
+		return stateRejected
+	}
+	return stateUnknown
+}
+
+// errorCode reads a receipt's err: value as query_sm_resp's one-octet
+// error_code: a decimal number up to 255, else 0.
+func errorCode(s string) byte {
+	v, err := strconv.ParseUint(s, 10, 8)
+	if err != nil {
+		return 0
+	}
+	return byte(v)
+}
+
+// smppTime writes an absolute time in SMPP format, "YYMMDDhhmmsstnnp"
+// (SMPP 3.4 §7.1.1), in UTC ("00+"); "" for the zero time.
+func smppTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	t = t.UTC()
+	return fmt.Sprintf("%02d%02d%02d%02d%02d%02d%d00+", t.Year()%100, int(t.Month()), t.Day(), t.Hour(), t.Minute(),
+		t.Second(), t.Nanosecond()/100_000_000)
+}
+
+// queryRespBody is the body of a query_sm_resp (SMPP 3.4 §4.8.2).
+func queryRespBody(id string, r QueryResult) []byte {
+	b := cstring(make([]byte, 0, len(id)+21), id)
+	b = cstring(b, smppTime(r.FinalDate))
+	return append(b, r.State, r.ErrorCode)
+}
+
+// lookupOwn reads a message of account; ErrNotFound for another account's,
+// so that callers cannot tell the two apart.
+func lookupOwn(ctx context.Context, st store.Store, account, id string) (*store.Message, error) {
+	if id == "" {
+		return nil, store.ErrNotFound
+	}
+	m, err := st.GetMessage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if m.Account != account {
+		return nil, store.ErrNotFound
+	}
+	return m, nil
+}
+
+// requestStarted admits a query_sm or cancel_sm: bound as a transmitter or
+// transceiver (SMPP 3.4 §2.3), and within the session's window, which it
+// shares with submit_sm; refused with ESME_RSYSERR while the server shuts
+// down. It returns the account, or nil after answering.
+func (n *northSession) requestStarted(f Frame) *Account {
+	acct, bt := n.boundAs()
+	if acct == nil || !bt.transmits() {
+		n.sess.Respond(f, statusInvBndSts, nil)
+		return nil
+	}
+	if n.pending.Load() >= n.window {
+		n.sess.Respond(f, statusThrottled, nil)
+		return nil
+	}
+	// As in handleSubmit: draining is checked under mu with the Add, so
+	// no request slips in once Shutdown waits on inflight.
+	n.mu.Lock()
+	if n.draining.Load() {
+		n.mu.Unlock()
+		n.sess.Respond(f, statusSysErr, nil) // shutting down: ask again (another instance, or after the restart)
+		return nil
+	}
+	n.pending.Add(1)
+	n.inflight.Add(1)
+	n.mu.Unlock()
+	return acct
+}
+
+func (n *northSession) requestDone() {
+	n.pending.Add(-1)
+	n.inflight.Done()
+}
+
+// bodyStatus is the status that answers a body parse error.
+func bodyStatus(err error) uint32 {
+	var be *BodyError
+	if errors.As(err, &be) {
+		return be.Status
+	}
+	return statusInvMsgLen
+}
+
+// handleQuery answers a query_sm (SMPP 3.4 §4.8) from the store. It runs on
+// the session's reader goroutine and answers from its own.
+func (n *northSession) handleQuery(f Frame) {
+	s := n.sess
+	acct := n.requestStarted(f)
+	if acct == nil {
+		return
+	}
+	q, err := ParseQuerySM(f.Body)
+	if err != nil {
+		n.requestDone()
+		s.log.Info("malformed query_sm", zap.Error(err), zap.String("account", acct.SystemID))
+		s.Respond(f, bodyStatus(err), nil)
+		return
+	}
+	go func() {
+		defer n.requestDone()
+		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+		defer cancel()
+		status, body := n.query(ctx, acct, q)
+		// No body when command_status is not 0, as for submit_sm_resp (§4.4.2).
+		s.Respond(f, status, body)
+		metricNorthQueries.WithLabelValues(acct.SystemID, "query_sm", queryStatusName(status)).Inc()
+	}()
+}
+
+func (n *northSession) query(ctx context.Context, acct *Account, q *QueryRequest) (uint32, []byte) {
+	d := n.srv.disp
+	m, err := lookupOwn(ctx, d.store, acct.SystemID, q.MessageID)
+	if errors.Is(err, store.ErrNotFound) {
+		return statusQueryFail, nil
+	}
+	if err != nil {
+		d.storeError(n.sess.log, "store read for query_sm failed", err)
+		return statusSysErr, nil
+	}
+	// §4.8.1: source_addr is the original message's; an ESME may leave it
+	// empty. TON and NPI are not compared (platforms fill them loosely).
+	if q.Source != "" && q.Source != m.Source {
+		return statusQueryFail, nil
+	}
+	return statusOK, queryRespBody(q.MessageID, queryResult(m))
+}
+
+// handleCancel answers a cancel_sm (SMPP 3.4 §4.9).
+func (n *northSession) handleCancel(f Frame) {
+	s := n.sess
+	acct := n.requestStarted(f)
+	if acct == nil {
+		return
+	}
+	c, err := ParseCancelSM(f.Body)
+	if err != nil {
+		n.requestDone()
+		s.log.Info("malformed cancel_sm", zap.Error(err), zap.String("account", acct.SystemID))
+		s.Respond(f, bodyStatus(err), nil)
+		return
+	}
+	go func() {
+		defer n.requestDone()
+		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+		defer cancel()
+		status := n.cancel(ctx, acct, c)
+		s.Respond(f, status, nil) // cancel_sm_resp has no body (§4.9.2)
+		metricNorthQueries.WithLabelValues(acct.SystemID, "cancel_sm", queryStatusName(status)).Inc()
+	}()
+}
+
+func (n *northSession) cancel(ctx context.Context, acct *Account, c *CancelRequest) uint32 {
+	d := n.srv.disp
+	fo := d.failover.Load()
+	if c.MessageID == "" || fo == nil {
+		// Cancel-all by source and destination is not supported; without a
+		// modem pool nothing ever waits in a queue.
+		return statusCancelFail
+	}
+	status := fo.cancelQueued(ctx, acct.SystemID, c)
+	if status == statusOK {
+		n.sess.log.Info("message cancelled by the platform", zap.String("id", c.MessageID),
+			zap.String("account", acct.SystemID))
+	}
+	return status
+}
+
+// processClaimed processes a claimed queue entry, marked as held by this
+// process so that cancel_sm leaves it alone.
+func (f *Failover) processClaimed(ctx context.Context, id string) {
+	f.cancelMu.Lock()
+	if f.claimed == nil {
+		f.claimed = map[string]int{}
+	}
+	f.claimed[id]++
+	f.cancelMu.Unlock()
+	defer func() {
+		f.cancelMu.Lock()
+		if f.claimed[id]--; f.claimed[id] <= 0 {
+			delete(f.claimed, id)
+		}
+		f.cancelMu.Unlock()
+	}()
+	f.process(ctx, id)
+}
+
+// cancelQueued cancels a message of account waiting in the modem queue.
+// Under cancelMu no worker of this process can start on the entry: one that
+// claims it after the record says DELETED acks it unsent (process).
+func (f *Failover) cancelQueued(ctx context.Context, account string, c *CancelRequest) uint32 {
+	f.cancelMu.Lock()
+	defer f.cancelMu.Unlock()
+	st := f.d.store
+	m, err := lookupOwn(ctx, st, account, c.MessageID)
+	if errors.Is(err, store.ErrNotFound) {
+		return statusCancelFail
+	}
+	if err != nil {
+		f.d.storeError(f.log, "store read for cancel_sm failed", err)
+		return statusSysErr
+	}
+	if m.State != store.StateQueued || f.claimed[m.ID] > 0 {
+		return statusCancelFail
+	}
+	sm, err := ParseShortMessage(m.Body)
+	if err != nil { // cannot happen: it was parsed when submitted
+		return statusCancelFail
+	}
+	// §4.9.1: source_addr must match the original's; destination_addr is
+	// optional when message_id is given. TON and NPI are not compared.
+	if c.Source != "" && c.Source != m.Source {
+		return statusCancelFail
+	}
+	if c.Dest != "" && c.Dest != sm.Dest && c.Dest != m.Dest {
+		return statusCancelFail
+	}
+	won, err := f.finish(ctx, m, sm, []store.State{store.StateQueued}, "DELETED", "000", "cancelled by the platform (cancel_sm)")
+	if err != nil {
+		return statusSysErr
+	}
+	if !won { // a worker (of any gateway) took it first
+		return statusCancelFail
+	}
+	// The record says DELETED: a worker that claims the entry before it is
+	// gone acks it unsent (its compare-and-set from queued fails), so a
+	// failed ack here costs nothing but a claim.
+	if err := st.AckModem(context.WithoutCancel(ctx), m.ID); err != nil {
+		f.log.Warn("store write removing a cancelled message from the modem queue failed", zap.String("id", m.ID),
+			zap.Error(err))
+	}
+	return statusOK
+}

@@ -1,0 +1,220 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Group commit of the embedded store.
+//
+// Every bolt write goes through Bolt.write: the caller queues its function
+// and waits; one writer goroutine takes the first waiting write, then every
+// other write already waiting (up to writeBatchMax), runs them all in one
+// db.Update (one transaction, one fsync), answers each, and loops. There is
+// no timer: at low load a write waits for one commit, and under load the
+// batch grows by itself while the previous commit's fsync runs. bbolt's
+// NoSync stays false: nothing is answered before its commit is fsynced.
+//
+// A failing function does not sink the others (as in bbolt's DB.Batch): the
+// transaction is rolled back, the failing function is taken out, the rest
+// run again in a new transaction, and the failing one then runs alone in
+// its own transaction, whose result its caller gets. So a function may run
+// more than once and must set its results afresh on each run.
+//
+// A write whose ctx ends before the writer takes it into a transaction is
+// not applied and its caller gets ctx.Err(); once taken it runs to the end.
+// The queue holds writeQueueMax writes; callers beyond that wait for room
+// (or their ctx). Close commits the writes already queued and refuses new
+// ones with ErrClosed.
+
+const (
+	// writeBatchMax bounds the writes in one transaction, as bbolt's
+	// DefaultMaxBatchSize. The writes of this store are small (a message
+	// record of a few hundred octets and its index entries), so the count
+	// also bounds the octets (about 1 MB at most).
+	writeBatchMax = 1000
+	// writeQueueMax bounds the writes waiting for the writer.
+	writeQueueMax = 2 * writeBatchMax
+)
+
+// The state of a writeReq, moved on by compare-and-swap so that the writer
+// and a caller whose ctx ended agree on whether the write runs.
+const (
+	reqQueued    int32 = iota
+	reqStarted         // taken into a transaction by the writer: it will be answered
+	reqAbandoned       // not to be run: its ctx ended or the store closed first
+)
+
+// writeReq is one caller's write waiting for the writer.
+type writeReq struct {
+	ctx   context.Context
+	fn    func(*bolt.Tx) error
+	state atomic.Int32
+	done  chan error // capacity 1: the writer's one answer, sent without blocking
+}
+
+// writePanic carries a panic of a write function from the writer goroutine
+// back to its caller, which panics with it again.
+type writePanic struct{ v any }
+
+func (p writePanic) Error() string {
+	return fmt.Sprintf("store: bolt write function panicked: %v", p.v)
+}
+
+// write runs fn through the writer (see the comment at the top of this
+// file) and returns when its transaction is committed and fsynced.
+func (s *Bolt) write(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-s.stop:
+		return ErrClosed
+	default:
+	}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.writes <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
+	}
+	var err error
+	select {
+	case err = <-r.done:
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			return ctx.Err() // the writer will skip it
+		}
+		err = <-r.done // started: wait for its outcome
+	case <-s.wdone:
+		// The writer answers every write it took before it exits; a write
+		// queued after its last look at the queue was never taken.
+		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			return ErrClosed
+		}
+		err = <-r.done
+	}
+	if p, ok := err.(writePanic); ok {
+		panic(p.v)
+	}
+	return err
+}
+
+// writer owns the write side of the database until Close: it commits the
+// queued writes in groups (see the comment at the top of this file).
+func (s *Bolt) writer() {
+	defer close(s.wdone)
+	batch := make([]*writeReq, 0, writeBatchMax)
+	var solo []*writeReq
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.writes:
+			batch = take(batch, r)
+		case <-s.stop:
+			s.drain(batch, solo)
+			return
+		}
+	gather:
+		for len(batch) < writeBatchMax {
+			select {
+			case r := <-s.writes:
+				batch = take(batch, r)
+			default:
+				break gather
+			}
+		}
+		solo = s.commit(batch, solo[:0])
+		clear(batch[:cap(batch)]) // let the answered writes go
+	}
+}
+
+// drain commits what is left in the queue after Close.
+func (s *Bolt) drain(batch, solo []*writeReq) {
+	for {
+		batch = batch[:0]
+	fill:
+		for len(batch) < writeBatchMax {
+			select {
+			case r := <-s.writes:
+				batch = take(batch, r)
+			default:
+				break fill
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		solo = s.commit(batch, solo[:0])
+	}
+}
+
+// take appends r to batch and marks it started, unless its caller gave up
+// or its ctx has ended (then it answers ctx.Err() and leaves it out).
+func take(batch []*writeReq, r *writeReq) []*writeReq {
+	if err := r.ctx.Err(); err != nil {
+		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			r.done <- err
+		}
+		return batch
+	}
+	if !r.state.CompareAndSwap(reqQueued, reqStarted) {
+		return batch // abandoned by its caller
+	}
+	return append(batch, r)
+}
+
+// commit runs batch in one transaction and answers each write. A function
+// that fails is taken out and the rest run again; the failed ones then run
+// alone, each in its own transaction. solo is scratch space, returned for
+// reuse.
+func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
+	for len(batch) > 0 {
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, r := range batch {
+				if err := call(r.fn, tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, r := range batch {
+				r.done <- err // nil, or the commit's own error (disk, closed), for all
+			}
+			break
+		}
+		solo = append(solo, batch[failed])
+		batch = append(batch[:failed], batch[failed+1:]...)
+	}
+	for _, r := range solo {
+		r.done <- s.db.Update(func(tx *bolt.Tx) error { return call(r.fn, tx) })
+	}
+	return solo
+}
+
+// call runs fn, turning a panic into a writePanic for its caller.
+func call(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = writePanic{v}
+		}
+	}()
+	return fn(tx)
+}
+
+// boltOpenOptions gives the bbolt options of OpenBolt (a variable for the
+// benchmarks that compare options).
+var boltOpenOptions = func() *bolt.Options {
+	return &bolt.Options{
+		Timeout: 2 * time.Second, // another process holds the file lock
+	}
+}

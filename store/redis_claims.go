@@ -1,0 +1,176 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keys of the claims (under keyPrefix, so in the {sl} slot):
+//
+//	dl:<account>  string  the worker holding the account's deliveries   PX lease
+func delivLeaseKey(account string) string { return keyPrefix + "dl:" + account }
+
+var (
+	// KEYS: list, hash, lease; ARGV: max, worker, lease ms.
+	// Returns {'leased', holder} or {'ok', id, value, id, value...}.
+	claimDeliveriesScript = redis.NewScript(`
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[2] then return {'leased', holder} end
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then
+  redis.call('DEL', KEYS[3])
+  return {'ok'}
+end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+local vals = redis.call('HMGET', KEYS[2], unpack(ids))
+local out = {'ok'}
+for i, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = vals[i]
+end
+return out`)
+
+	// KEYS: lease; ARGV: worker.
+	releaseDeliveriesScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+	// KEYS: msg, index, list, hash, seq.
+	// ARGV: msg record, ttl ms, index value ('' = no index), delivery id
+	// ('' = assign), delivery record ('' = no delivery), from states...
+	// Returns {1, delivery id}, {0, stored state}, {-1} absent, {-2} corrupt.
+	//
+	// The state is read from the stored record (codec.go, version 1): after
+	// the version octet come six length-prefixed fields (ID, Account,
+	// Carrier, Source, Dest, Body), two octets (RegDeliv, Priority), then
+	// the State string. Lengths are uvarints.
+	finishScript = redis.NewScript(`
+local rec = redis.call('GET', KEYS[1])
+if not rec then return {-1} end
+local function uvarint(pos)
+  local v, mul = 0, 1
+  while true do
+    local b = string.byte(rec, pos)
+    if not b or mul > 2^49 then return nil end
+    pos = pos + 1
+    v = v + (b % 128) * mul
+    if b < 128 then return v, pos end
+    mul = mul * 128
+  end
+end
+if string.byte(rec, 1) ~= 1 then return {-2} end
+local pos = 2
+for _ = 1, 6 do
+  local n
+  n, pos = uvarint(pos)
+  if not n then return {-2} end
+  pos = pos + n
+end
+local n
+n, pos = uvarint(pos + 2)
+if not n or pos + n - 1 > #rec then return {-2} end
+local state = string.sub(rec, pos, pos + n - 1)
+local match = false
+for i = 6, #ARGV do
+  if ARGV[i] == state then match = true end
+end
+if not match then return {0, state} end
+local px = tonumber(ARGV[2])
+if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[3] ~= '' then
+  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
+end
+local id = ARGV[4]
+if ARGV[5] ~= '' then
+  if id == '' then id = tostring(redis.call('INCR', KEYS[5])) end
+  if redis.call('HSET', KEYS[4], id, ARGV[5]) == 1 then redis.call('RPUSH', KEYS[3], id) end
+end
+return {1, id}`)
+)
+
+// ClaimDeliveries implements Claims in one script; the lease is a key
+// with a PX expiry, judged by the Redis server's clock.
+func (r *Redis) ClaimDeliveries(ctx context.Context, account, worker string, max int, lease time.Duration) ([]*Delivery, error) {
+	if max <= 0 || max > maxClaim {
+		max = maxClaim
+	}
+	keys := []string{delivListKey(account), delivHashKey(account), delivLeaseKey(account)}
+	vals, err := claimDeliveriesScript.Run(ctx, r.rdb, keys, max, worker, leaseMS(lease)).Slice()
+	if err != nil {
+		return nil, wrapRedis("claim deliveries of "+account, err)
+	}
+	if len(vals) == 0 {
+		return nil, fmt.Errorf("store: redis claim deliveries of %s: empty script reply", account)
+	}
+	if tag, _ := vals[0].(string); tag == "leased" {
+		return nil, ErrLeased
+	}
+	out := make([]*Delivery, 0, (len(vals)-1)/2)
+	for i := 1; i+1 < len(vals); i += 2 {
+		id, _ := vals[i].(string)
+		v, ok := vals[i+1].(string)
+		if !ok { // listed but no body: a half-acked entry; skip it
+			continue
+		}
+		d, err := decodeDelivery([]byte(v))
+		if err != nil {
+			return nil, err
+		}
+		d.ID = id
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// ReleaseDeliveries implements Claims.
+func (r *Redis) ReleaseDeliveries(ctx context.Context, account, worker string) error {
+	err := releaseDeliveriesScript.Run(ctx, r.rdb, []string{delivLeaseKey(account)}, worker).Err()
+	return wrapRedis("release deliveries of "+account, err)
+}
+
+// FinishMessage implements Claims in one script.
+func (r *Redis) FinishMessage(ctx context.Context, from []State, m *Message, d *Delivery) (bool, error) {
+	acct := m.Account
+	if d != nil {
+		acct = d.Account
+	}
+	idx, idxVal := msgKey(m.ID), "" // a key of the same slot when unused
+	if m.CarrierID != "" {
+		idx, idxVal = carrierKey("c", m.Carrier, m.CarrierID), m.ID
+	}
+	keys := []string{msgKey(m.ID), idx, delivListKey(acct), delivHashKey(acct), delivSeqKey}
+	args := make([]any, 0, 5+len(from))
+	args = append(args, encodeMessage(m), r.ttlMS(), idxVal)
+	if d != nil {
+		stored := *d
+		stored.ID = "" // the id is the hash field
+		args = append(args, d.ID, encodeDelivery(&stored))
+	} else {
+		args = append(args, "", "")
+	}
+	for _, s := range from {
+		args = append(args, string(s))
+	}
+	vals, err := finishScript.Run(ctx, r.rdb, keys, args...).Slice()
+	if err != nil {
+		return false, wrapRedis("finish message "+m.ID, err)
+	}
+	code, _ := vals[0].(int64)
+	switch code {
+	case 1:
+		if d != nil && len(vals) > 1 {
+			id, _ := vals[1].(string)
+			d.ID = id
+		}
+		return true, nil
+	case 0:
+		return false, nil
+	case -1:
+		return false, ErrNotFound
+	default:
+		return false, &CorruptError{Record: "message", Field: "state", Reason: "unreadable in redis record " + m.ID}
+	}
+}

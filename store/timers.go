@@ -1,0 +1,40 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Timers are durable due times and lease renewal, for work that must happen
+// even if the process that scheduled it is killed.
+//
+// A timer is a message id with a due time. SetTimer schedules (or moves) it;
+// ClearTimer removes it once its work is done. ClaimTimers returns the ids
+// whose due time has passed and, in the same atomic step, moves each one
+// lease into the future: the caller that claimed it does the work and then
+// clears it; if that caller dies first, the timer comes due again when the
+// lease passes and another caller (or the restarted one) claims it. A timer
+// therefore fires at least once: its work must be idempotent (the failover
+// path re-reads the message and acts only on the state it expects).
+//
+// Timers never expire; they leave only by ClearTimer. One id has at most one
+// timer. As for the modem queue, due times are judged by the clock of the
+// calling process.
+//
+// ExtendModem renews the lease of a modem queue entry that this caller
+// claimed, so that leases can be short (a killed worker's entries come back
+// soon) while a long modem send keeps its entry. It is a no-op when the entry
+// is no longer leased (acked, released, or its lease passed and it is due
+// again).
+type Timers interface {
+	// SetTimer schedules id's timer at due, replacing an earlier one.
+	SetTimer(ctx context.Context, id string, due time.Time) error
+	// ClearTimer removes id's timer; clearing an absent timer is not an error.
+	ClearTimer(ctx context.Context, id string) error
+	// ClaimTimers returns up to limit ids whose timers are due, each moved to
+	// now+lease in the same atomic step.
+	ClaimTimers(ctx context.Context, lease time.Duration, limit int) ([]string, error)
+	// ExtendModem moves the lease end of a claimed modem queue entry to
+	// now+lease.
+	ExtendModem(ctx context.Context, id string, lease time.Duration) error
+}
