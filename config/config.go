@@ -12,6 +12,19 @@ import "time"
 
 // Config is the whole file.
 type Config struct {
+	// Instance names this gateway among those sharing a store (Redis): it
+	// is the owner written in the store's per-account delivery leases, so
+	// that one gateway at a time delivers an account's receipts and MO
+	// messages. Empty (the default) uses the host name and the SMPP listen
+	// addresses, which is distinct between live gateways on plain hosts and
+	// stable across restarts (a restarted gateway takes its own leases back
+	// at once). Set it when the host name is not unique — two replicas with
+	// a fixed hostname (a compose `hostname:`, a k8s pod spec) listening on
+	// the same port would share one lease and both deliver, duplicating
+	// receipts. Printable, at most 64 characters; keep it stable across
+	// restarts and distinct between replicas (e.g. the StatefulSet pod
+	// name).
+	Instance string `yaml:"instance"`
 	// SMPP is the northbound (platform-facing) SMPP server.
 	SMPP SMPP `yaml:"smpp"`
 	// HTTP serves /metrics, /healthz, /readyz and /status.

@@ -138,6 +138,10 @@ func TestProblems(t *testing.T) {
 		{"password and password_env", strings.Replace(minimal, "password: secret", "password: secret #<\n    password_env: HOME", 1), "accounts[0].password", "only one of password, password_env and password_file"},
 		{"password_env and password_file", strings.Replace(minimal, "password: pw", "password_env: HOME\n    password_file: /etc/hostname #<", 1), "carriers[0].password_file", "only one of"},
 		{"no store", minimal + "store:\n  path: \"\" #<\n", "store.path", "empty"},
+		{"instance too long", minimal + "instance: " + strings.Repeat("n", 65) + " #<\n", "instance", "65 characters, more than 64"},
+		{"instance with a control character", minimal + "instance: \"pod\\t0\" #<\n", "instance", "unprintable character U+0009"},
+		{"instance blank", minimal + "instance: \"  \" #<\n", "instance", "only spaces"},
+		{"instance not a string", minimal + "instance: [a] #<\n", "instance", ""},
 		{"merge key", minimal + "http: &h\n  listen: \":1\"\nfailover:\n  <<: *h #<\n", "failover.<<", "merge keys"},
 		{"yaml syntax", minimal + "routing:\n  preset: [cn #<\n", "", "YAML syntax"},
 		{"tab indentation", minimal + "routing:\n\tpreset: cn #<\n", "", "YAML syntax"},
@@ -572,4 +576,25 @@ func FuzzParse(f *testing.F) {
 		_ = cfg.Redacted()
 		_ = cfg.String()
 	})
+}
+
+// instance names the gateway in shared account leases: default empty (the
+// gateway uses host name and listen addresses), else kept as given.
+func TestInstance(t *testing.T) {
+	cfg, err := Parse([]byte(minimal), "i.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Instance != "" {
+		t.Errorf("default instance %q, want empty", cfg.Instance)
+	}
+	for _, name := range []string{"spareline-1", "网关 北京 01", strings.Repeat("é", MaxInstanceLen)} {
+		cfg, err := Parse([]byte(minimal+"instance: \""+name+"\"\n"), "i.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		if cfg.Instance != name {
+			t.Errorf("instance %q, want %q", cfg.Instance, name)
+		}
+	}
 }

@@ -10,7 +10,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // SMPP 3.4 field limits (§5.2.1 system_id, §5.2.2 password, §5.2.3
@@ -48,6 +51,9 @@ func validate(c *Config, d *decoder) {
 	pAt := func(key, at string, format string, args ...any) {
 		d.problem(key, d.line(at), format, args...)
 	}
+
+	// instance
+	checkInstance(p, c.Instance)
 
 	// smpp
 	s := &c.SMPP
@@ -294,6 +300,33 @@ func checkPasswordLen(p problemFunc, k, pw, env, file string) {
 }
 
 // checkListen checks a listen address; empty means disabled.
+// MaxInstanceLen bounds the instance name (characters).
+const MaxInstanceLen = 64
+
+// checkInstance: printable UTF-8 (it is written in leases and logs, so no
+// control characters), at most MaxInstanceLen characters, not blank.
+func checkInstance(p problemFunc, name string) {
+	if name == "" {
+		return
+	}
+	if !utf8.ValidString(name) {
+		p("instance", "not valid UTF-8")
+		return
+	}
+	if n := utf8.RuneCountInString(name); n > MaxInstanceLen {
+		p("instance", "%d characters, more than %d", n, MaxInstanceLen)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			p("instance", "contains the unprintable character %U", r)
+			return
+		}
+	}
+	if strings.TrimSpace(name) == "" {
+		p("instance", "only spaces: leave it empty for the default (host name and listen addresses)")
+	}
+}
+
 func checkListen(p problemFunc, key, addr string) {
 	if addr == "" {
 		return

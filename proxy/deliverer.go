@@ -61,11 +61,7 @@ func (d *Dispatcher) kickDeliveries(account string) {
 		}
 		dl = &deliverer{d: d, account: account, worker: worker, kick: make(chan struct{}, 1)}
 		d.deliverers[account] = dl
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			dl.run(d.deliverCtx)
-		}()
+		d.spawn(func() { dl.run(d.deliverCtx) }) // not after shutdown began (dispatcher.go)
 	}
 	d.deliverMu.Unlock()
 	select {
@@ -85,10 +81,6 @@ func (d *Dispatcher) StartDeliverers(accounts []string) {
 		d.kickDeliveries(a)
 	}
 }
-
-// Wait waits for background work (deliverers, receipt handlers) after the
-// dispatcher's context ended.
-func (d *Dispatcher) Wait() { d.wg.Wait() }
 
 func (dl *deliverer) run(ctx context.Context) {
 	log := dl.d.log.With(zap.String("account", dl.account))

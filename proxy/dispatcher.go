@@ -46,9 +46,14 @@ import (
 //
 // A failed store write marks the store down; while it is down every new
 // submit is refused with ESME_RMSGQFUL before it reaches a carrier (a
-// status platforms retry), and a probe pings the store every
-// storeProbeEvery until it answers (any successful write also clears the
-// mark). A link write that fails after the carrier accepted is retried
+// status platforms retry), and a probe writes to the store
+// (store.ProbeWrite) every storeProbeEvery until a write succeeds (any
+// successful write also clears the mark). The probe writes rather than
+// pings: a Redis refusing writes while it answers PING (MISCONF on a full
+// disk, READONLY after a failover) or a bbolt file whose commits fail must
+// keep the mark, or every submit would reach the carrier and then fail its
+// link write (ESME_RSYSERR, a duplicate at the handset). Ping stays for
+// /readyz. A link write that fails after the carrier accepted is retried
 // for up to linkRetryFor; if the store is still failing the platform gets
 // ESME_RSYSERR, never an OK that is not durable (see linkCarrier).
 
@@ -85,7 +90,15 @@ type Dispatcher struct {
 	moAccount   atomic.Value // string
 	instance    atomic.Value // string: this gateway's name among those sharing the store (SetInstance)
 	throttleMax int
-	wg          sync.WaitGroup
+
+	// wg counts the background goroutines (deliverers, receipt handlers,
+	// the store probe, early-receipt retries). They are started only by
+	// spawn, which adds to wg under spawnMu and refuses once the
+	// dispatcher's context ended or Wait began (WaitGroup: no Add from zero
+	// after Wait started).
+	wg       sync.WaitGroup
+	spawnMu  sync.Mutex
+	stopping bool // Wait began; guarded by spawnMu
 
 	// storeDown is set by a failed store write and cleared by a successful
 	// one or by the probe (noteStore); storeProbing while a probe runs.
@@ -392,13 +405,38 @@ func (d *Dispatcher) noteStore(err error) (news bool) {
 	}
 	news = d.storeDown.CompareAndSwap(false, true)
 	if news {
-		d.log.Error("store failed; refusing submits until the store answers", zap.Error(err))
+		d.log.Error("store failed; refusing submits until the store takes writes again", zap.Error(err))
 	}
-	if d.storeProbing.CompareAndSwap(false, true) {
-		d.wg.Add(1)
-		go d.probeStore()
+	if d.storeProbing.CompareAndSwap(false, true) && !d.spawn(d.probeStore) {
+		d.storeProbing.Store(false) // shutting down: no probe
 	}
 	return news
+}
+
+// spawn runs fn in a goroutine counted by d.wg, unless the dispatcher is
+// stopping (its context ended, or Wait began); it reports whether fn runs.
+func (d *Dispatcher) spawn(fn func()) bool {
+	d.spawnMu.Lock()
+	defer d.spawnMu.Unlock()
+	if d.stopping || d.deliverCtx.Err() != nil {
+		return false
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Wait waits for background work (deliverers, receipt handlers, the store
+// probe) after the dispatcher's context ended. No new background work
+// starts once it is called.
+func (d *Dispatcher) Wait() {
+	d.spawnMu.Lock()
+	d.stopping = true
+	d.spawnMu.Unlock()
+	d.wg.Wait()
 }
 
 // storeError notes a failed store call and logs it: at error level when
@@ -411,11 +449,10 @@ func (d *Dispatcher) storeError(log *zap.Logger, msg string, err error) {
 	}
 }
 
-// probeStore pings the store every storeProbeEvery while it is marked
-// down, and marks it up when it answers. It ends with the dispatcher's
-// context.
+// probeStore writes to the store (ProbeWrite) every storeProbeEvery while
+// it is marked down, and marks it up when a write succeeds. It ends with
+// the dispatcher's context.
 func (d *Dispatcher) probeStore() {
-	defer d.wg.Done()
 	t := time.NewTicker(storeProbeEvery)
 	defer t.Stop()
 	for {
@@ -427,7 +464,7 @@ func (d *Dispatcher) probeStore() {
 			case <-t.C:
 			}
 			ctx, cancel := context.WithTimeout(d.deliverCtx, storeProbeEvery)
-			err := d.store.Ping(ctx)
+			err := d.store.ProbeWrite(ctx)
 			cancel()
 			if err == nil {
 				d.noteStore(nil)

@@ -54,7 +54,9 @@ import (
 // due, so a kill -9 between the send and its report (the pool's TP-MR map
 // lives in memory, and a report arriving while no process reads the modem is
 // lost) still ends in a receipt. A timer fires at least once; firing checks
-// the message's state first (only "modemsent" gets the ACCEPTD receipt).
+// the message's state first: "modemsent", or "modem" (the send succeeded
+// but its record is not written yet: a timer is set only after a successful
+// send), gets the ACCEPTD receipt; any other state clears the timer.
 //
 // Several gateways on one store: every transition two of them could race
 // for is a compare-and-set on the stored state (store.FinishMessage), so
@@ -69,11 +71,16 @@ import (
 // timer), and no longer carries the cross-instance guarantee.
 //
 // Crash windows of the queue, and what closes them: an entry is leased for
-// queueLease and the lease is renewed while the send runs, so the entries of
-// a killed worker come back within queueLease; a worker killed after the
-// modem sent but before the entry was acked finds the message in state
-// "modemsent" and only acks the entry (its receipt is the timer's); a worker
-// killed inside the send resends it (a possible duplicate, never a loss).
+// queueLease and the lease is renewed while the send runs, while a queued
+// message goes back to its carrier and while the record of a send is
+// retried, so the entries of a killed worker come back within queueLease; a
+// worker killed after the modem sent but before the entry was acked finds
+// the message in state "modemsent" and only acks the entry (its receipt is
+// the timer's); a worker killed inside the send resends it (a possible
+// duplicate, never a loss). The entry is acked only once the outcome is
+// durable: a "modemsent" record that the store will not take is retried
+// until shutdown, then left to the lease; a message taken back by its
+// carrier whose link the store will not take is released, not acked.
 
 // ModemSender is the modem pool as the failover path uses it.
 type ModemSender interface {
@@ -283,10 +290,27 @@ func (f *Failover) onFailedReceipt(ctx context.Context, c *Carrier, m *store.Mes
 	if !f.config().ResendFailedReceipts || !failedStats[stat] || m.State != store.StateSent {
 		return false, nil
 	}
+	// sent -> queued by compare-and-set: of two copies of the receipt (a
+	// carrier resending it, or two instances) only one queues the message.
+	m.State, m.Note = store.StateQueued, "carrier receipt "+stat
+	won, err := f.d.store.FinishMessage(ctx, []store.State{store.StateSent}, m, nil)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !won) {
+		return true, nil // expired, or a duplicate: the first copy queued it
+	}
+	if err != nil {
+		return true, err
+	}
+	if err := f.d.store.EnqueueModem(ctx, m.ID, m.Priority, time.Now()); err != nil {
+		// Back to sent, so that the carrier's resent receipt tries again.
+		m.State, m.Note = store.StateSent, "carrier receipt "+stat+": queueing failed"
+		_, _ = f.d.store.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateQueued}, m, nil)
+		return true, err
+	}
+	f.kickWorkers()
 	metricFailovers.WithLabelValues(c.Name, "receipt").Inc()
 	f.log.Info("carrier receipt failed; resending by modem", zap.String("id", m.ID), zap.String("carrier", c.Name),
 		zap.String("stat", stat))
-	return true, f.enqueue(ctx, m, "carrier receipt "+stat, time.Now())
+	return true, nil
 }
 
 func (f *Failover) worker(ctx context.Context) {
@@ -358,8 +382,19 @@ func (f *Failover) process(ctx context.Context, id string) {
 		if !f.take(ctx, id, m, log) {
 			return
 		}
-		if f.backToCarrier(ctx, c, m, sm, log) {
-			_ = st.AckModem(ctx, id)
+		// The lease is renewed meanwhile: the response timeout and the
+		// carrier's rate limit may outlast queueLease.
+		stopRenew := f.renewLease(ctx, id)
+		back := f.backToCarrier(ctx, c, m, sm, log)
+		stopRenew()
+		switch back {
+		case backDone:
+			_ = st.AckModem(context.WithoutCancel(ctx), id)
+			return
+		case backUnrecorded:
+			// The carrier has it but the store did not take the link: the
+			// entry comes back (state carrier) and is tried again.
+			_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
 			return
 		}
 	}
@@ -430,17 +465,60 @@ func (f *Failover) process(ctx context.Context, id string) {
 		m.State, m.FinalStat, m.Done = store.StateDone, "ACCEPTD", time.Now()
 	} else if timeout := f.config().ModemReceiptTimeout; timeout > 0 {
 		// The timer before the record: a kill between them leaves a timer
-		// that finds the message not "modemsent" and clears itself.
+		// that finds the message at "modem" and gives its ACCEPTD receipt.
 		if err := st.SetTimer(context.WithoutCancel(ctx), m.ID, time.Now().Add(timeout)); err != nil {
 			log.Warn("store write of the receipt timer failed", zap.Error(err))
 		}
 	}
-	if err := st.PutMessage(context.WithoutCancel(ctx), m); err != nil {
-		log.Warn("store write after a modem send failed", zap.Error(err))
+	// The record must say "modemsent" before the entry is acked: a record
+	// left at "modem" would ignore the status report. The write is retried
+	// (the lease renewed meanwhile) until it succeeds or the worker stops;
+	// then the entry stays unacked and comes back when its lease passes (a
+	// resend: a possible duplicate, never a message without a receipt).
+	stopRenew = f.renewLease(context.WithoutCancel(ctx), id)
+	won, err := f.recordSent(ctx, m, log)
+	stopRenew()
+	if err != nil {
+		log.Error("store write after a modem send failed until shutdown; the entry is left to its lease",
+			zap.Error(err))
+		return
 	}
 	_ = st.AckModem(context.WithoutCancel(ctx), id)
-	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
+	if won {
+		log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
+	}
 	f.kickTimers()
+}
+
+// recordSent writes a modem-sent message's record (from state modem, by
+// compare-and-set), retrying a failing store with a growing pause until it
+// succeeds or ctx ends (each try on its own context: a cancelled caller
+// does not cut a write short). won is false when the record had left state
+// modem meanwhile (its receipt timer fired, or another worker took it):
+// nothing is left to write.
+func (f *Failover) recordSent(ctx context.Context, m *store.Message, log *zap.Logger) (won bool, err error) {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		won, err = f.d.store.FinishMessage(wctx, []store.State{store.StateModem}, m, nil)
+		cancel()
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil // expired: nothing to record
+		}
+		if err == nil {
+			if !won {
+				log.Info("message left state modem while its send was recorded; not overwritten")
+			}
+			return won, nil
+		}
+		log.Warn("store write after a modem send failed; retrying", zap.Error(err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, err
+		case <-t.C:
+		}
+	}
 }
 
 // workerFrom are the states in which a queue worker may take a message:
@@ -485,7 +563,12 @@ func (f *Failover) renewLease(ctx context.Context, id string) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := f.d.store.ExtendModem(ctx, id, queueLease); err != nil && ctx.Err() == nil {
+				err := f.d.store.ExtendModem(ctx, id, f.config().Worker, queueLease)
+				switch {
+				case errors.Is(err, store.ErrClaimed):
+					f.log.Warn("modem queue entry claimed by another worker (a renewal came too late); it may be sent twice",
+						zap.String("id", id))
+				case err != nil && ctx.Err() == nil:
 					f.log.Warn("modem queue lease renewal failed", zap.String("id", id), zap.Error(err))
 				}
 			}
@@ -507,15 +590,26 @@ func (f *Failover) recorded(ctx context.Context, id string) {
 	}
 }
 
-// backToCarrier tries the message on its recovered carrier. It reports
-// whether the message is finished with (accepted, or refused for its number).
-func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) bool {
+// backResult is the outcome of backToCarrier.
+type backResult int
+
+const (
+	backNotTaken   backResult = iota // the carrier did not take it: on to the modems
+	backDone                         // accepted and recorded, or refused for its number: ack the entry
+	backUnrecorded                   // accepted, or refused, but the store did not record it: release the entry
+)
+
+// backToCarrier tries the message on its recovered carrier. An accepted
+// message is recorded as the carrier path records it (linkCarrier: record,
+// carrier id link and an early receipt, in one step, retried), so that its
+// receipt finds it.
+func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) backResult {
 	res, err := c.Submit(ctx, m.Body)
 	if err != nil {
 		if errors.Is(err, ErrResponseTimeout) {
 			f.d.health.Note(c.Name, OutcomeTimeout)
 		}
-		return false
+		return backNotTaken
 	}
 	switch Classify(res.Status) {
 	case ClassOK:
@@ -523,18 +617,30 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		m.CarrierID = canonicalCarrierID(c.Config().ReceiptID, res.MessageID, false)
 		m.State, m.Note = store.StateSent, "returned to carrier"
 		m.Attempts++
-		if err := f.d.store.PutMessage(ctx, m); err == nil {
-			f.d.adoptOrphan(ctx, c, m)
+		orphan, err := f.d.linkCarrier(m)
+		if err != nil {
+			// Not acked: released, it is tried again later (a possible
+			// duplicate at the handset; the receipt of this send stays an
+			// orphan), never left OK-ed without a record its receipt finds.
+			log.Error("store write of the carrier id failed; the queue entry is released, not acked",
+				zap.String("carrier_id", res.MessageID), zap.Error(err))
+			return backUnrecorded
+		}
+		if orphan != nil {
+			f.d.deliverOrphan(ctx, c, m, orphan)
 		}
 		metricModemPath.WithLabelValues("returned").Inc()
 		log.Debug("queued message went back to its carrier")
-		return true
+		return backDone
 	case ClassNumber:
 		f.d.health.Note(c.Name, OutcomeAnswered)
-		_, err := f.finish(ctx, m, sm, []store.State{store.StateCarrier}, "REJECTD", "000", "carrier refused the number: "+StatusString(res.Status))
-		return err == nil
+		if _, err := f.finish(ctx, m, sm, []store.State{store.StateCarrier}, "REJECTD", "000",
+			"carrier refused the number: "+StatusString(res.Status)); err != nil {
+			return backUnrecorded
+		}
+		return backDone
 	default:
-		return false
+		return backNotTaken
 	}
 }
 
@@ -593,11 +699,14 @@ func (f *Failover) fireTimer(ctx context.Context, id string) {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return // claimed again when its lease passes
-	case m.State == store.StateModemSent:
+	case m.State == store.StateModemSent || m.State == store.StateModem:
+		// "modem" too: a timer is set only after a successful send, so a
+		// record still at "modem" is one whose "modemsent" write has not
+		// succeeded yet (recordSent), not a send in doubt.
 		sm, perr := ParseShortMessage(m.Body)
 		if perr == nil {
 			// Lost the compare-and-set: the report's receipt went out.
-			if _, err := f.finish(ctx, m, sm, []store.State{store.StateModemSent}, "ACCEPTD", "000",
+			if _, err := f.finish(ctx, m, sm, []store.State{store.StateModemSent, store.StateModem}, "ACCEPTD", "000",
 				"no status report from the network in time"); err != nil {
 				return
 			}

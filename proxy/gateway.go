@@ -224,17 +224,22 @@ func (g *Gateway) Start() error {
 	for _, a := range cfg.Accounts {
 		accts = append(accts, a.SystemID)
 	}
-	g.Disp.SetInstance(instanceName(g.listeners))
+	g.Disp.SetInstance(instanceName(cfg.Instance, g.listeners))
 	g.Disp.StartDeliverers(accts)
 	return nil
 }
 
 // instanceName names this process among the gateways sharing a store: the
-// host and the SMPP addresses it listens on. It is stable across restarts
-// (a gateway started again after a crash takes back its own account
-// leases at once instead of waiting for them to pass) and distinct between
-// live gateways (two cannot listen on the same host and port).
-func instanceName(lns []net.Listener) string {
+// configured instance (config.Config.Instance) when set, else the host and
+// the SMPP addresses it listens on. It is stable across restarts (a gateway
+// started again after a crash takes back its own account leases at once
+// instead of waiting for them to pass) and distinct between live gateways
+// on distinct hosts (two cannot listen on the same host and port) — but not
+// between replicas given the same fixed hostname, hence the config key.
+func instanceName(configured string, lns []net.Listener) string {
+	if configured != "" {
+		return configured
+	}
 	host, err := os.Hostname()
 	if err != nil {
 		host = "localhost"
@@ -316,6 +321,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	if cfg.Store != g.cfg.Store {
 		restart = append(restart, "store")
+	}
+	if cfg.Instance != g.cfg.Instance {
+		restart = append(restart, "instance")
 	}
 	if !slices.Equal(cfg.Modems, g.cfg.Modems) {
 		restart = append(restart, "modems")

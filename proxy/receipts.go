@@ -28,6 +28,12 @@ import (
 // step); both sides write first and look second, so neither can miss the
 // other. While the store fails, a deliver_sm is answered ESME_RX_T_APPN,
 // never OK, so that the carrier sends it again.
+//
+// A final receipt finishes its message by a compare-and-set from state
+// "sent" (store.FinishMessage), so a receipt the carrier sends twice (or
+// two instances each get) reaches the platform once; intermediate receipts
+// (ENROUTE, ACCEPTD) are passed on without finishing it (see
+// deliverCarrierReceipt).
 
 // canonicalCarrierID turns a carrier message id into the key of the carrier
 // id index. mode is the carrier's receipt_id setting: "as_is" keeps the text;
@@ -204,9 +210,7 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 		s.Respond(f, status, nil)
 		return
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
+	started := d.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		status := d.carrierDeliver(ctx, c, sm, f.Body)
@@ -216,7 +220,11 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 			body = []byte{0}
 		}
 		s.Respond(f, status, body)
-	}()
+	})
+	if !started {
+		// Shutting down: the carrier sends it again, to us or a sibling.
+		s.Respond(f, statusRXTAppn, nil)
+	}
 }
 
 func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMessage, body []byte) uint32 {
@@ -280,73 +288,139 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	return statusOK
 }
 
+// intermediateStats are the receipt words carriers send as intermediate
+// notifications (registered_delivery bit 4, SMPP 3.4 §5.2.17), ahead of the
+// final receipt. The final words are DELIVRD, EXPIRED, DELETED, UNDELIV,
+// REJECTD and UNKNOWN (Appendix B; message_state, §5.2.28).
+var intermediateStats = map[string]bool{"ENROUTE": true, "ACCEPTD": true}
+
+// isFinalReceipt reports whether a carrier receipt ends its message: not an
+// intermediate delivery notification (esm_class message type 0x20, SMPP 3.4
+// §5.2.12), nor stat ENROUTE or ACCEPTD. A stat word outside the standard
+// ones counts as final, as a carrier's own name for an outcome, as before:
+// finishing keeps such receipts deduplicated.
+func isFinalReceipt(sm *ShortMessage, stat string) bool {
+	return sm.ESMClass&0x3C != 0x20 && !intermediateStats[stat]
+}
+
 // deliverCarrierReceipt records a receipt for m's account (or resends m by
 // modem when the receipt failed and failover says so).
+//
+// A final receipt finishes the message by a compare-and-set from state
+// "sent" (store.FinishMessage): the record and the platform's receipt are
+// written together only if no other receipt finished the message first. So
+// a carrier resending a receipt while the first copy is still being handled
+// (its deliver_sm_resp timer ran out on a slow store), or two instances
+// each getting a copy, give the platform one receipt: the loser is a
+// duplicate, answered OK and dropped. m is the record as read before; the
+// store, not that copy, decides.
+//
+// An intermediate receipt (ENROUTE, ACCEPTD, esm_class 0x20) is passed on
+// without finishing the message (the same compare-and-set from "sent",
+// state unchanged, so one arriving after the final receipt is dropped), and
+// the final receipt that follows it is delivered too. A resent intermediate
+// receipt may reach the platform twice (nothing distinguishes it from a
+// second notification).
 func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, body []byte, stat string) error {
-	if fo := d.failover.Load(); fo != nil {
+	cp := *m
+	m = &cp // changed below; a caller retrying after an error passes its own copy again
+	final := isFinalReceipt(sm, stat)
+	if fo := d.failover.Load(); fo != nil && final {
 		handled, err := fo.onFailedReceipt(ctx, c, m, sm, stat)
 		if handled || err != nil {
 			return err
 		}
 	}
-	if m.State == store.StateDone {
-		return nil // a duplicate receipt: the platform already has one
+	if m.State != store.StateSent {
+		return nil // finished already (a duplicate), or taken by the modem path
 	}
-	m.State = store.StateDone
-	m.Note = "carrier receipt " + stat
-	m.FinalStat, m.Done = stat, time.Now() // query_sm reads them (query.go)
-	_, _, m.FinalErr = receiptFields(sm.Payload())
-	if m.RegDeliv&0x03 == 0 {
-		// The platform did not ask for a receipt.
-		return d.store.PutMessage(ctx, m)
+	var del *store.Delivery
+	newDelivery := func() *store.Delivery {
+		return &store.Delivery{ID: d.ids.Next(), Account: m.Account, Body: rewriteReceipt(sm, body, m.ID), MsgID: m.ID,
+			Created: time.Now()}
 	}
-	del := &store.Delivery{ID: d.ids.Next(), Account: m.Account, Body: rewriteReceipt(sm, body, m.ID), MsgID: m.ID,
-		Created: time.Now()}
-	if err := d.store.AddDelivery(ctx, del, m); err != nil {
+	if final {
+		m.State = store.StateDone
+		m.Note = "carrier receipt " + stat
+		m.FinalStat, m.Done = stat, time.Now() // query_sm reads them (query.go)
+		_, _, m.FinalErr = receiptFields(sm.Payload())
+		if m.RegDeliv&0x03 != 0 {
+			del = newDelivery()
+		}
+	} else {
+		if m.RegDeliv&0x13 == 0 {
+			return nil // the platform asked for no receipt of any kind
+		}
+		m.Note = "carrier receipt " + stat + " (intermediate)"
+		del = newDelivery()
+	}
+	won, err := d.store.FinishMessage(ctx, []store.State{store.StateSent}, m, del)
+	if errors.Is(err, store.ErrNotFound) {
+		d.log.Info("receipt for an expired message record dropped", zap.String("id", m.ID), zap.String("stat", stat))
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	metricReceipts.WithLabelValues(c.Name, statLabel(stat)).Inc()
-	d.kickDeliveries(m.Account)
-	d.log.Debug("receipt rewritten", zap.String("id", m.ID), zap.String("stat", stat))
-	return nil
-}
-
-// adoptOrphan takes and delivers a receipt that arrived before m's link
-// was written by PutMessage. (The carrier path links with LinkCarrier,
-// which takes the orphan itself: see deliverOrphan.)
-func (d *Dispatcher) adoptOrphan(ctx context.Context, c *Carrier, m *store.Message) {
-	body, err := d.store.TakeOrphan(ctx, c.Name, m.CarrierID)
-	if err != nil {
-		return
+	if !won {
+		d.log.Debug("duplicate or late receipt dropped (the message is finished)", zap.String("id", m.ID),
+			zap.String("stat", stat))
+		return nil
 	}
-	d.deliverOrphan(ctx, c, m, body)
+	if del != nil {
+		metricReceipts.WithLabelValues(c.Name, statLabel(stat)).Inc()
+		d.kickDeliveries(m.Account)
+		d.log.Debug("receipt rewritten", zap.String("id", m.ID), zap.String("stat", stat), zap.Bool("final", final))
+	}
+	return nil
 }
 
 // deliverOrphan delivers a receipt taken back from the orphans when its
 // message was linked. It was answered OK to the carrier when stashed, so
-// it is ours to deliver now.
+// it is ours to deliver now: the store is retried for linkRetryFor while
+// the caller waits (the platform's submit_sm_resp, on the carrier path),
+// then in the background until the dispatcher's context ends (shutdown).
+// Only a store failing from the link until shutdown loses the receipt
+// (logged at error level with the message id). Retrying cannot deliver it
+// twice: the final write is a compare-and-set (deliverCarrierReceipt).
 func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Message, body []byte) {
 	sm, err := ParseShortMessage(body)
 	if err != nil {
 		return
 	}
 	_, stat := receiptID(sm)
-	// The orphan is out of the store now: retry a failing store a while
-	// before giving the receipt up.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), linkRetryFor)
-	defer cancel()
-	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
-		err = d.deliverCarrierReceipt(rctx, c, m, sm, body, stat)
+	err = d.retryOrphan(rctx, c, m, sm, body, stat)
+	cancel()
+	if err == nil {
+		return
+	}
+	later := func() {
+		if err := d.retryOrphan(d.deliverCtx, c, m, sm, body, stat); err != nil {
+			d.log.Error("adopting an early receipt failed until shutdown; it is lost", zap.String("id", m.ID),
+				zap.String("stat", stat), zap.Error(err))
+		}
+	}
+	if !d.spawn(later) {
+		d.log.Error("adopting an early receipt failed at shutdown; it is lost", zap.String("id", m.ID),
+			zap.String("stat", stat), zap.Error(err))
+	}
+}
+
+// retryOrphan tries deliverCarrierReceipt until it succeeds or ctx ends,
+// with a growing pause (at most storeProbeEvery) between tries.
+func (d *Dispatcher) retryOrphan(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, body []byte, stat string) error {
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, storeProbeEvery) {
+		err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat)
 		d.noteStore(err)
 		if err == nil {
-			return
+			return nil
 		}
 		t := time.NewTimer(wait)
 		select {
-		case <-rctx.Done():
+		case <-ctx.Done():
 			t.Stop()
-			d.log.Error("adopting an early receipt failed; it is lost", zap.String("id", m.ID), zap.Error(err))
-			return
+			return err
 		case <-t.C:
 		}
 	}

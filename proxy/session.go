@@ -542,7 +542,10 @@ func (s *Session) flushAndClose(err error) {
 
 func (s *Session) writeLoop() {
 	defer s.wg.Done()
-	w := bufio.NewWriterSize(s.conn, 16<<10)
+	// The deadline is armed by deadlineWriter before every write that
+	// reaches the socket, so WriteTimeout bounds each write, not a batch: a
+	// peer that reads steadily, slower than we produce, is never cut.
+	w := bufio.NewWriterSize(deadlineWriter{s.conn, s.cfg.WriteTimeout}, writeBufSize)
 	var markers []chan struct{}
 	for {
 		var f outFrame
@@ -551,14 +554,11 @@ func (s *Session) writeLoop() {
 		case <-s.done:
 			return
 		}
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		markers = markers[:0]
-		yields := 0
+		frames, octets, yields := 0, 0, 0
+		var yieldStart time.Time
 	batch:
 		for {
-			if f.flushed != nil {
-				markers = append(markers, f.flushed)
-			}
 			if f.call != nil {
 				// Set before the write: "written" means "the peer may have it",
 				// so ErrNotSent is only ever reported for requests that
@@ -570,8 +570,18 @@ func (s *Session) writeLoop() {
 					s.closeWith(fmt.Errorf("write: %w", err))
 					return
 				}
+				frames++
+				octets += len(f.buf)
 			}
-			if w.Buffered() > 24<<10 {
+			if f.flushed != nil {
+				// A flush marker (unbind, close after a generic_nack) is
+				// waited on: flush now, whatever else is queued.
+				markers = append(markers, f.flushed)
+				break
+			}
+			if octets >= maxBatchOctets {
+				// Bounded, so that a steady flood still flushes often and
+				// the markers behind it are reached.
 				break
 			}
 			select {
@@ -581,13 +591,22 @@ func (s *Session) writeLoop() {
 			}
 			// The queue is empty. Frames usually come in bursts (a store
 			// batch commits, a read buffer holds many requests) from
-			// goroutines that are runnable but have not run yet: yield
-			// once so they queue their frames, and write them all in one
-			// syscall. A write syscall and the wake-up of the peer's
-			// reader cost far more than a yield, and a yield adds no
-			// latency when nothing else is runnable. Bounded, so that a
-			// steady trickle still gets flushed.
-			if yields >= maxWriteYields {
+			// goroutines that are runnable but have not run yet: yield so
+			// they queue their frames, and write them all in one syscall.
+			// A write syscall and the wake-up of the peer's reader cost far
+			// more than a yield, and a yield adds no latency when nothing
+			// else is runnable. But on a loaded CPU a yield can wait a
+			// scheduler slice: yield only while the batch is small (a
+			// large one already pays for its syscall) and while the yields
+			// have cost under maxYieldDelay in all, at most maxWriteYields
+			// times. The clock is read only on this path (never while the
+			// queue keeps the writer busy).
+			if yields >= maxWriteYields || frames >= maxYieldFrames {
+				break
+			}
+			if yields == 0 {
+				yieldStart = time.Now()
+			} else if time.Since(yieldStart) > maxYieldDelay {
 				break
 			}
 			yields++
@@ -606,6 +625,17 @@ func (s *Session) writeLoop() {
 			close(m)
 		}
 	}
+}
+
+// deadlineWriter arms the connection's write deadline before each write.
+type deadlineWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.conn.Write(p)
 }
 
 // keepAlive sends enquire_link after EnquireLink without input and closes the
@@ -649,9 +679,20 @@ func (s *Session) keepAlive() {
 	}
 }
 
-// maxWriteYields bounds the yields of the writer before one flush (see
-// writeLoop).
-const maxWriteYields = 4
+// The writer's batching (see writeLoop). writeBufSize is small because a
+// gateway holds thousands of sessions; a batch ends once it holds
+// maxBatchOctets (3/4 of the buffer: a frame that does not fit makes bufio
+// write the buffer out, and a batch is meant to be one write), when the
+// queue stays empty, or at a flush marker. The writer yields at most
+// maxWriteYields times for more frames, only while the batch holds fewer
+// than maxYieldFrames and the yields have cost under maxYieldDelay.
+const (
+	writeBufSize   = 16 << 10
+	maxBatchOctets = writeBufSize * 3 / 4
+	maxWriteYields = 4
+	maxYieldFrames = 32
+	maxYieldDelay  = 50 * time.Microsecond
+)
 
 // writeQueueLen sizes a session's write queue: our requests are bounded by
 // the window and the peer's by its own; a full queue only makes the writer

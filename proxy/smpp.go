@@ -381,21 +381,59 @@ func (m *ShortMessage) validateContent() (uint32, error) {
 		}
 		body = p[int(p[0])+1:]
 	}
-	if reservedDataCoding(m.DataCoding) {
-		return uint32(data.ESME_RSUBMITFAIL), fmt.Errorf("smpp: data_coding 0x%02X is reserved (SMPP 3.4 §5.2.19)", m.DataCoding)
+	if refusedDataCoding(m.DataCoding) {
+		return uint32(data.ESME_RSUBMITFAIL), fmt.Errorf(
+			"smpp: data_coding 0x%02X is reserved in SMPP 3.4 §5.2.19 and in 3GPP TS 23.038 §4, or compressed", m.DataCoding)
 	}
-	if m.DataCoding == 0x08 && len(body)%2 != 0 {
+	if ucs2DataCoding(m.DataCoding) && len(body)%2 != 0 {
 		return statusInvMsgLen, errors.New("smpp: UCS2 text of odd length")
 	}
 	return statusOK, nil
 }
 
-// reservedDataCoding reports the data_coding values SMPP 3.4 §5.2.19
-// reserves: 0x0B-0x0C, 0x10-0xBF and 0xE0-0xEF. 0x0F, reserved there too, is
-// GBK by the Chinese convention (CMPP) that spareline transcodes. No carrier
-// or modem can be expected to render a reserved coding, so such a submit is
-// refused (ESME_RSUBMITFAIL: 3.4 has no data_coding status) instead of
-// being relayed or queued.
-func reservedDataCoding(dc byte) bool {
-	return dc == 0x0B || dc == 0x0C || (dc >= 0x10 && dc <= 0xBF) || (dc >= 0xE0 && dc <= 0xEF)
+// refusedDataCoding reports the data_coding values no carrier or modem can
+// be expected to render. A value is read two ways: SMPP 3.4 §5.2.19 defines
+// 0x00-0x0A, 0x0D-0x0E and, deferring to GSM 03.38, 0xC0-0xDF and
+// 0xF0-0xFF; 0x0F is GBK by the Chinese convention (CMPP) that spareline
+// transcodes. But platforms send 3GPP TS 23.038 §4 data coding schemes
+// directly, and SMSCs accept them: 0x10-0x1B (general group with a message
+// class: 0x10 and 0x18 are the GSM 7-bit and UCS2 "flash" class 0), 0x0B
+// (UCS2), 0x40-0x5B (automatic deletion group), 0xE0-0xEF (message waiting,
+// UCS2) and 0xF0-0xF7. So a value is relayed when either reading defines
+// it, and refused only when:
+//
+//   - both readings reserve it: the coding groups 0x80-0xBF, and the
+//     alphabet 11 (bits 3-2) of the general and automatic deletion groups
+//     (0x0C, 0x1C-0x1F, 0x4C-0x4F, 0x5C-0x5F; 0x0D-0x0F are SMPP values);
+//   - or it announces text compressed per TS 23.042 (bit 5 of groups
+//     0x00-0x7F: 0x20-0x3F, 0x60-0x7F): the modem path cannot send it and
+//     no platform of ours produces it.
+//
+// 0xF8-0xFF set bit 3, reserved in group 1111, but their alphabet and class
+// are defined: relayed (the modem path clears the bit). Refused submits are
+// answered ESME_RSUBMITFAIL (3.4 has no data_coding status), not relayed or
+// queued. modem/sms maps the relayed values to TP-DCS for a failover.
+func refusedDataCoding(dc byte) bool {
+	switch {
+	case dc <= 0x0F:
+		return dc == 0x0C
+	case dc < 0x80: // TS 23.038 general data coding 00xx, automatic deletion 01xx
+		return dc&0x20 != 0 || dc&0x0C == 0x0C
+	case dc < 0xC0: // TS 23.038 reserved coding groups 1000-1011
+		return true
+	}
+	return false
+}
+
+// ucs2DataCoding reports a data_coding whose text is UCS2: SMPP 0x08, and
+// the TS 23.038 values whose alphabet bits say UCS2 (0x0B, 0x18-0x1B,
+// 0x48-0x4B, 0x58-0x5B, 0xE0-0xEF).
+func ucs2DataCoding(dc byte) bool {
+	switch {
+	case dc == 0x08 || dc == 0x0B:
+		return true
+	case dc >= 0x10 && dc < 0x80:
+		return dc&0x2C == 0x08
+	}
+	return dc >= 0xE0 && dc <= 0xEF
 }

@@ -514,6 +514,26 @@ func (s *Bolt) Ping(ctx context.Context) error {
 	return s.view("ping", func(tx *bolt.Tx) error { return nil })
 }
 
+// Bolt meta bucket (created on first use): "probe" -> unix ms of the last
+// ProbeWrite.
+var (
+	bMeta     = []byte("meta")
+	metaProbe = []byte("probe")
+)
+
+// ProbeWrite implements Store: an update of one fixed key through the
+// group-commit writer, answered once committed and fsynced like every
+// write.
+func (s *Bolt) ProbeWrite(ctx context.Context) error {
+	return s.batch(ctx, "probe write", func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bMeta)
+		if err != nil {
+			return err
+		}
+		return b.Put(metaProbe, u64(msU64(time.Now())))
+	})
+}
+
 // Close stops the sweeper, commits the writes already queued (later ones
 // get ErrClosed) and closes the file.
 func (s *Bolt) Close() error {

@@ -98,19 +98,20 @@ func (s *Bolt) ClaimTimers(ctx context.Context, lease time.Duration, limit int) 
 	return ids, nil
 }
 
-// ExtendModem implements Timers.
-func (s *Bolt) ExtendModem(ctx context.Context, id string, lease time.Duration) error {
+// ExtendModem implements Timers: the lease record (lease end, worker) is
+// kept until the entry is acked, released or claimed again, so a late
+// renewal by the worker that claimed it last still finds it.
+func (s *Bolt) ExtendModem(ctx context.Context, id, worker string, lease time.Duration) error {
 	return s.batch(ctx, "extend lease "+id, func(tx *bolt.Tx) error {
 		leases := tx.Bucket(bLease)
 		l := leases.Get([]byte(id))
 		if len(l) < 8 || tx.Bucket(bQueueIdx).Get([]byte(id)) == nil {
-			return nil
+			return nil // not claimed
 		}
-		now := msU64(time.Now())
-		if binary.BigEndian.Uint64(l[:8]) <= now {
-			return nil // the lease passed: the entry may be someone else's now
+		if string(l[8:]) != worker {
+			return ErrClaimed // claimed since by another worker
 		}
-		val := append(u64(now+uint64(max(lease.Milliseconds(), 1))), l[8:]...)
+		val := append(u64(msU64(time.Now())+uint64(max(lease.Milliseconds(), 1))), worker...)
 		return leases.Put([]byte(id), val)
 	})
 }

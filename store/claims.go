@@ -39,7 +39,7 @@ import (
 // transition that two instances could race for goes through it: a queue
 // worker taking a message (queued -> modem), cancel_sm (queued -> done), a
 // final receipt (modemsent -> done, from a status report or the receipt
-// timer). Exactly one of the racers wins; the others see ok false and leave
+// timer; sent -> done, from a carrier's receipt). Exactly one of the racers wins; the others see ok false and leave
 // the message alone.
 type Claims interface {
 	// ClaimDeliveries leases account to worker for lease and returns up to

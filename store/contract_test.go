@@ -609,6 +609,20 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("ProbeWrite", func(t *testing.T) {
+		// The outage probe's write (dispatcher.go): it succeeds on a
+		// working store, survives a restart, and fails once closed.
+		s := open(t, longTTL)
+		must(t, s.ProbeWrite(ctx))
+		must(t, s.ProbeWrite(ctx))
+		must(t, s.Close())
+		if err := s.ProbeWrite(ctx); err == nil {
+			t.Error("ProbeWrite on a closed store succeeded")
+		}
+		s = open(t, longTTL)
+		must(t, s.ProbeWrite(ctx))
+	})
+
 	t.Run("Concurrent", func(t *testing.T) {
 		s := open(t, longTTL)
 		const workers, each = 8, 40

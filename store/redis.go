@@ -35,6 +35,8 @@ const keyPrefix = "spareline:{sl}:"
 //	q:r                     zset    due ids, score (3-pri)*1e13+enq_ms   none
 //	q:w                     zset    not-yet-due ids, score due_ms        none
 //	q:l                     zset    leased ids, score lease end ms       none
+//	q:o                     hash    queued id -> worker that claimed it last  none
+//	probe                   string  ProbeWrite's key                     10 s
 //
 // The carrier name is length-prefixed so that no carrier name or id can
 // make two (carrier, id) pairs share a key.
@@ -51,6 +53,8 @@ const (
 	qReadyKey    = keyPrefix + "q:r"
 	qWaitKey     = keyPrefix + "q:w"
 	qLeaseKey    = keyPrefix + "q:l"
+	qOwnerKey    = keyPrefix + "q:o" // hash, not a zset: never in qKeys' ZREM loops
+	probeKey     = keyPrefix + "probe"
 	maxPending   = 1000 // PendingDeliveries' largest page (Lua unpack limit)
 	promoteLimit = 1000 // entries moved to ready per claim, to bound the script's run time
 )
@@ -104,10 +108,14 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 if ARGV[4] == '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) else redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
 return 1`)
 
-	// KEYS: all, ready, wait, lease; ARGV: now ms, lease end ms, promote limit.
+	// KEYS: all, ready, wait, lease, owners; ARGV: now ms, lease end ms,
+	// promote limit, worker. A passed lease moves its entry back to ready
+	// but keeps its owner, so that a late ExtendModem by that owner finds
+	// it (timers.go).
 	claimScript = redis.NewScript(`
 local function ready(id)
   local s = redis.call('ZSCORE', KEYS[1], id)
@@ -130,12 +138,14 @@ while true do
   if #top == 0 then return false end
   if redis.call('ZSCORE', KEYS[1], top[1]) then
     redis.call('ZADD', KEYS[4], ARGV[2], top[1])
+    redis.call('HSET', KEYS[5], top[1], ARGV[4])
     return top[1]
   end
 end`)
 
-	// KEYS: all, ready, wait, lease; ARGV: id, due ms or '' when due now.
+	// KEYS: all, ready, wait, lease, owners; ARGV: id, due ms or '' when due now.
 	releaseScript = redis.NewScript(`
+redis.call('HDEL', KEYS[5], ARGV[1])
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not s then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -152,6 +162,9 @@ return 1`)
 )
 
 var qKeys = []string{qAllKey, qReadyKey, qWaitKey, qLeaseKey}
+
+// qOwnKeys are qKeys and the claim owners (KEYS[5] of the queue scripts).
+var qOwnKeys = []string{qAllKey, qReadyKey, qWaitKey, qLeaseKey, qOwnerKey}
 
 // RedisOptions tunes a Redis store. The zero value is valid: no expiry,
 // batching with the defaults.
@@ -536,7 +549,7 @@ func (r *Redis) EnqueueModem(ctx context.Context, id string, priority byte, due 
 	if d := due.UnixMilli(); d > now {
 		dueArg = strconv.FormatInt(d, 10)
 	}
-	err := enqueueScript.Run(ctx, r.rdb, qKeys, id,
+	err := enqueueScript.Run(ctx, r.rdb, qOwnKeys, id,
 		strconv.FormatFloat(allScore(pri, now), 'f', 0, 64),
 		strconv.FormatFloat(readyScore(pri, now), 'f', 0, 64), dueArg).Err()
 	return wrapRedis("enqueue "+id, err)
@@ -546,7 +559,7 @@ func (r *Redis) EnqueueModem(ctx context.Context, id string, priority byte, due 
 func (r *Redis) ClaimModem(ctx context.Context, worker string, lease time.Duration) (string, error) {
 	now := nowMS()
 	until := now + max(lease.Milliseconds(), 1)
-	id, err := claimScript.Run(ctx, r.rdb, qKeys, now, until, promoteLimit).Text()
+	id, err := claimScript.Run(ctx, r.rdb, qOwnKeys, now, until, promoteLimit, worker).Text()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrEmpty
 	}
@@ -562,6 +575,7 @@ func (r *Redis) AckModem(ctx context.Context, id string) error {
 		for _, k := range qKeys {
 			p.ZRem(ctx, k, id)
 		}
+		p.HDel(ctx, qOwnerKey, id)
 		return nil
 	})
 	return wrapRedis("ack modem "+id, err)
@@ -573,7 +587,7 @@ func (r *Redis) ReleaseModem(ctx context.Context, id string, due time.Time) erro
 	if d := due.UnixMilli(); d > nowMS() {
 		dueArg = strconv.FormatInt(d, 10)
 	}
-	n, err := releaseScript.Run(ctx, r.rdb, qKeys, id, dueArg).Int()
+	n, err := releaseScript.Run(ctx, r.rdb, qOwnKeys, id, dueArg).Int()
 	if err != nil {
 		return wrapRedis("release "+id, err)
 	}
@@ -605,6 +619,16 @@ func (r *Redis) ModemQueue(ctx context.Context) (int, time.Time, error) {
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error {
 	return wrapRedis("ping", r.rdb.Ping(ctx).Err())
+}
+
+// probeTTL bounds the life of ProbeWrite's key.
+const probeTTL = 10 * time.Second
+
+// ProbeWrite implements Store: a SET with a short TTL, through the same
+// client as every other write, so that MISCONF, READONLY or NOREPLICAS
+// answers (Ping still answers) show as an error.
+func (r *Redis) ProbeWrite(ctx context.Context) error {
+	return wrapRedis("probe write", r.rdb.Set(ctx, probeKey, nowMS(), probeTTL).Err())
 }
 
 // Close stops the batching writers (writes still waiting get ErrClosed)

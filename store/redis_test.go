@@ -172,3 +172,24 @@ func BenchmarkRedisMemoryPerMessage(b *testing.B) {
 	b.ReportMetric(per, "redis-bytes/msg")
 	b.ReportMetric(float64(len(encodeMessage(m))), "value-bytes/msg")
 }
+
+// A Redis that answers PING but refuses writes (here NOREPLICAS, as
+// MISCONF on a full disk or READONLY after a failover would) fails
+// ProbeWrite while Ping passes: the outage probe must not take it for
+// healthy.
+func TestRedisProbeWriteSeesRefusedWrites(t *testing.T) {
+	srv := redisserver.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	must(t, s.ProbeWrite(ctx))
+	must(t, s.rdb.ConfigSet(ctx, "min-replicas-to-write", "1").Err())
+	must(t, s.Ping(ctx))
+	if err := s.ProbeWrite(ctx); err == nil {
+		t.Fatal("ProbeWrite succeeded on a Redis that refuses writes")
+	}
+	if err := s.PutMessage(ctx, testMessage("refused")); err == nil {
+		t.Fatal("PutMessage succeeded on a Redis that refuses writes (the test's premise)")
+	}
+	must(t, s.rdb.ConfigSet(ctx, "min-replicas-to-write", "0").Err())
+	must(t, s.ProbeWrite(ctx))
+}

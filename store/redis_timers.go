@@ -19,6 +19,17 @@ var (
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return ids`)
+
+	// KEYS: all, ready, wait, lease, owners; ARGV: id, worker, lease end ms.
+	// 1 renewed, 0 not claimed, -1 claimed by another worker.
+	extendScript = redis.NewScript(`
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local owner = redis.call('HGET', KEYS[5], ARGV[1])
+if not owner then return 0 end
+if owner ~= ARGV[2] then return -1 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return 1`)
 )
 
 // SetTimer implements Timers.
@@ -43,9 +54,18 @@ func (r *Redis) ClaimTimers(ctx context.Context, lease time.Duration, limit int)
 	return ids, nil
 }
 
-// ExtendModem implements Timers: ZADD XX changes the lease end only while
-// the entry is in the lease set.
-func (r *Redis) ExtendModem(ctx context.Context, id string, lease time.Duration) error {
+// ExtendModem implements Timers in one script: the entry must still be
+// queued and claimed last by worker (q:o); it goes (back) to the lease set
+// with the new lease end, also when its lease passed and a claim moved it
+// to ready meanwhile.
+func (r *Redis) ExtendModem(ctx context.Context, id, worker string, lease time.Duration) error {
 	until := nowMS() + max(lease.Milliseconds(), 1)
-	return wrapRedis("extend lease "+id, r.rdb.ZAddXX(ctx, qLeaseKey, redis.Z{Score: float64(until), Member: id}).Err())
+	n, err := extendScript.Run(ctx, r.rdb, qOwnKeys, id, worker, strconv.FormatInt(until, 10)).Int()
+	if err != nil {
+		return wrapRedis("extend lease "+id, err)
+	}
+	if n < 0 {
+		return ErrClaimed
+	}
+	return nil
 }

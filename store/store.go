@@ -205,8 +205,16 @@ type Store interface {
 	// (zero when empty).
 	ModemQueue(ctx context.Context) (depth int, oldest time.Time, err error)
 
-	// Ping checks that the store answers.
+	// Ping checks that the store answers (a read: /readyz).
 	Ping(ctx context.Context) error
+	// ProbeWrite checks that the store takes writes, by a write of its own
+	// through the normal write path (Redis: SET of a probe key with a short
+	// TTL; bbolt: a tiny update of a fixed key in a meta bucket, committed
+	// and fsynced by the group-commit writer). A store can answer Ping and
+	// still refuse every write (Redis MISCONF on a full disk, READONLY after
+	// a failover, a bbolt file whose commits fail): the dispatcher's outage
+	// probe uses this, not Ping.
+	ProbeWrite(ctx context.Context) error
 	// Close releases the store.
 	Close() error
 

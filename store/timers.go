@@ -2,8 +2,13 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// ErrClaimed is returned by ExtendModem when another worker claimed the
+// entry since the caller did.
+var ErrClaimed = errors.New("store: modem queue entry claimed by another worker")
 
 // Timers are durable due times and lease renewal, for work that must happen
 // even if the process that scheduled it is killed.
@@ -21,11 +26,19 @@ import (
 // timer. As for the modem queue, due times are judged by the clock of the
 // calling process.
 //
-// ExtendModem renews the lease of a modem queue entry that this caller
-// claimed, so that leases can be short (a killed worker's entries come back
-// soon) while a long modem send keeps its entry. It is a no-op when the entry
-// is no longer leased (acked, released, or its lease passed and it is due
-// again).
+// ExtendModem renews the lease of a modem queue entry that worker claimed,
+// so that leases can be short (a killed worker's entries come back soon)
+// while a long modem send keeps its entry. Both stores judge it the same
+// way, by who claimed the entry last:
+//   - claimed last by worker: renewed, even when the renewal comes after the
+//     lease passed (a stalled renewer): nobody else claimed the entry since,
+//     so it is still the worker's, and renewing closes the window in which
+//     another worker would take it and send it again;
+//   - claimed since by another worker: ErrClaimed, and the other worker's
+//     lease is left alone (the caller should expect a duplicate);
+//   - not claimed (acked, released, never claimed): a no-op.
+//
+// worker is the claim name given to ClaimModem (one per gateway instance).
 type Timers interface {
 	// SetTimer schedules id's timer at due, replacing an earlier one.
 	SetTimer(ctx context.Context, id string, due time.Time) error
@@ -34,7 +47,8 @@ type Timers interface {
 	// ClaimTimers returns up to limit ids whose timers are due, each moved to
 	// now+lease in the same atomic step.
 	ClaimTimers(ctx context.Context, lease time.Duration, limit int) ([]string, error)
-	// ExtendModem moves the lease end of a claimed modem queue entry to
-	// now+lease.
-	ExtendModem(ctx context.Context, id string, lease time.Duration) error
+	// ExtendModem moves the lease end of a modem queue entry claimed last
+	// by worker to now+lease; ErrClaimed when another worker claimed it
+	// since; a no-op when it is not claimed.
+	ExtendModem(ctx context.Context, id, worker string, lease time.Duration) error
 }

@@ -97,17 +97,68 @@ func runTimers(t *testing.T, open func(t *testing.T) Store) {
 	// acked entry nor leases an unclaimed one.
 	must(t, s.EnqueueModem(ctx, "q1", 0, past))
 	id := claim(t, s, time.Hour)
-	must(t, s.ExtendModem(ctx, id, time.Hour))
+	must(t, s.ExtendModem(ctx, id, "w1", time.Hour))
 	wantEmpty(t, s)
 	must(t, s.AckModem(ctx, id))
-	must(t, s.ExtendModem(ctx, id, time.Hour))
+	must(t, s.ExtendModem(ctx, id, "w1", time.Hour))
 	wantEmpty(t, s)
 	must(t, s.EnqueueModem(ctx, "q2", 0, past))
-	must(t, s.ExtendModem(ctx, "q2", time.Hour))
+	must(t, s.ExtendModem(ctx, "q2", "w1", time.Hour))
 	if got, err := s.ClaimModem(ctx, "w1", time.Hour); err != nil || got != "q2" {
 		t.Fatalf("ClaimModem after extending an unclaimed entry = %q, %v; want q2", got, err)
 	}
 	if _, err := s.ClaimModem(ctx, "w1", time.Hour); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("ClaimModem = %v, want ErrEmpty", err)
+	}
+	must(t, s.AckModem(ctx, "q2"))
+
+	// A late renewal (the lease passed, nobody claimed the entry since)
+	// keeps the entry its claimer's, in both stores, also after another
+	// worker's claim passed it over for a better entry.
+	must(t, s.EnqueueModem(ctx, "late", 0, past))
+	if got, err := s.ClaimModem(ctx, "w1", time.Millisecond); err != nil || got != "late" {
+		t.Fatalf("ClaimModem = %q, %v; want late", got, err)
+	}
+	waitPast(2 * time.Millisecond)
+	must(t, s.EnqueueModem(ctx, "urgent", 3, past))
+	if got, err := s.ClaimModem(ctx, "w2", time.Hour); err != nil || got != "urgent" {
+		t.Fatalf("ClaimModem = %q, %v; want urgent (priority 3 first)", got, err)
+	}
+	must(t, s.ExtendModem(ctx, "late", "w1", time.Hour))
+	if got, err := s.ClaimModem(ctx, "w2", time.Hour); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("ClaimModem after a late renewal = %q, %v; want ErrEmpty (the entry is w1's again)", got, err)
+	}
+
+	// Claimed since by another worker: ErrClaimed, and the other worker's
+	// lease stands.
+	must(t, s.EnqueueModem(ctx, "lost", 0, past))
+	if got, err := s.ClaimModem(ctx, "w1", time.Millisecond); err != nil || got != "lost" {
+		t.Fatalf("ClaimModem = %q, %v; want lost", got, err)
+	}
+	waitPast(2 * time.Millisecond)
+	if got, err := s.ClaimModem(ctx, "w2", time.Hour); err != nil || got != "lost" {
+		t.Fatalf("ClaimModem by w2 after w1's lease passed = %q, %v; want lost", got, err)
+	}
+	if err := s.ExtendModem(ctx, "lost", "w1", time.Hour); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("ExtendModem by the former claimer = %v, want ErrClaimed", err)
+	}
+	must(t, s.ExtendModem(ctx, "lost", "w2", time.Hour))
+	if got, err := s.ClaimModem(ctx, "w3", time.Hour); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("ClaimModem = %q, %v; want ErrEmpty (w2 holds lost)", got, err)
+	}
+
+	// A released entry is nobody's: renewing it does not take it back.
+	must(t, s.ReleaseModem(ctx, "lost", past))
+	must(t, s.ExtendModem(ctx, "lost", "w2", time.Hour))
+	if got, err := s.ClaimModem(ctx, "w3", time.Hour); err != nil || got != "lost" {
+		t.Fatalf("ClaimModem after release = %q, %v; want lost", got, err)
+	}
+}
+
+// waitPast waits until d of wall-clock time has passed (a lease running
+// out: time itself is the event).
+func waitPast(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		time.Sleep(d / 4)
 	}
 }

@@ -17,9 +17,10 @@ import (
 
 // cmdBench measures spareline on this machine (test/bench): throughput
 // relayed vs direct, added latency, failover times, modem pool use and
-// memory, against the floors and targets. Progress goes to stderr,
-// the results to stdout (a table, or JSON with --format json) and to --json
-// FILE.
+// memory, against the floors and targets; and, when named, a soak
+// with latency spikes (false downs, detection, lost messages). Progress
+// goes to stderr, the results to stdout (a table, or JSON with --format
+// json) and to --json FILE.
 func cmdBench(args []string, stdout, stderr io.Writer) int {
 	d := bench.DefaultOptions()
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -40,6 +41,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&d.Sessions, "sessions", d.Sessions, "memory: platform sessions to bind")
 	fs.DurationVar(&d.Soak, "soak", d.Soak, "soak: length of the load (the issue's figure is 1h)")
 	fs.Float64Var(&d.SoakRate, "soak-rate", d.SoakRate, "soak: offered msg/s over the three carriers")
+	fs.DurationVar(&d.SoakSpikeMax, "soak-spike-max", d.SoakSpikeMax, "soak: highest latency of a spike (spikes are 50ms to this)")
 	fs.Int64Var(&d.Seed, "seed", 0, "soak: seed of the latency spike schedule (0 = from the clock; the run prints it)")
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
 	format := fs.String("format", "table", "stdout format: table or json")

@@ -13,12 +13,21 @@
 //     are read as ISO-8859-1 octets (ASCII is its lower half): that is what
 //     most platforms send with 0; GSM unpacked septets are not accepted.
 //     8 is UCS2 big-endian (surrogate pairs allowed), 15 is GBK and is
-//     transcoded. 2 and 4 are 8-bit binary data, sent with TP-DCS 0x04. Any
-//     other data_coding is an *Error.
+//     transcoded. 2 and 4 are 8-bit binary data, sent with TP-DCS 0x04.
+//     0x0B and 0x10-0xFF are read as a 23.038 §4 data coding scheme, which
+//     platforms send for a message class ("flash" 0x10, 0x18, 0xF0) or a
+//     message waiting indication: the alphabet comes from the DCS bits (GSM
+//     7-bit text is read like 0). Refused with an *Error: the other SMPP
+//     values, the reserved groups 0x80-0xBF, compressed text and the
+//     reserved alphabet (bits 3-2 = 11) of groups 0x00-0x7F.
 //   - Alphabet out (23.038 §4, §6.2.1). Text whose every character is in the
 //     GSM 7-bit default alphabet or its extension table (€ [ ] { } \ ^ ~ |
 //     and form feed) goes as GSM 7-bit, TP-DCS 0x00; anything else as UCS2
 //     (UTF-16BE, surrogate pairs for characters beyond the BMP), TP-DCS 0x08.
+//     A 23.038 data_coding keeps its coding group, message class and
+//     indication in TP-DCS, only the alphabet bits follow the text (0x18
+//     with Chinese text goes as 0x18, with "hello" as 0x10: still class 0);
+//     see submitDCS.
 //   - Splitting (23.040 §9.2.3.24.1, §9.2.3.24.8). One SMS holds 160 septets,
 //     70 UCS2 characters or 140 octets. Longer text is cut into at most 255
 //     parts of 153 septets / 67 characters / 134 octets with an 8-bit
@@ -51,8 +60,9 @@ type Submit struct {
 	Dest string
 	// DataCoding is the SMPP data_coding: 0 (SMSC default, read as
 	// ASCII/Latin-1 octets — see package doc), 1 (IA5/ASCII), 3 (Latin-1),
-	// 8 (UCS2 big-endian), 15 (GBK), 2/4 (8-bit binary). Other values are an
-	// *Error.
+	// 8 (UCS2 big-endian), 15 (GBK), 2/4 (8-bit binary), or a TS 23.038
+	// DCS (0x0B, 0x10-0x7F uncompressed, 0xC0-0xFF), whose class and group
+	// are kept in TP-DCS. Other values are an *Error.
 	DataCoding byte
 	// UDHI says Payload begins with the platform's own User Data Header
 	// (SMPP esm_class 0x40); it is kept as is.

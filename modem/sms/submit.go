@@ -74,7 +74,9 @@ func encodeSubmit(s Submit, concatRef uint16) ([]Part, error) {
 		return nil, err
 	}
 	b := encodeBody(text, binary, payload)
-	head[dcsAt] = b.dcs()
+	if head[dcsAt], err = submitDCS(s.DataCoding, b.alpha); err != nil {
+		return nil, err
+	}
 
 	build := func(hdr, seg []byte) Part {
 		pdu := make([]byte, 0, len(head)+1+140)

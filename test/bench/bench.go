@@ -27,6 +27,12 @@
 //     id index entry until then), and VmRSS per 1,000 bound platform sessions.
 //     The load generator lives in the same process; it keeps no history, so
 //     its share is its open sessions only.
+//   - Soak (only when named: `--scenario soak`, see soak.go): a steady load
+//     for minutes to hours while each carrier's answers are delayed at
+//     random by spikes below response_timeout (a faultnet relay before each
+//     simulator) and each carrier has one real outage; it counts false downs
+//     (Health.OnChange), true detection times, modem sends, and per message
+//     (by its number in the text) lost messages and possible duplicates.
 package bench
 
 import (
@@ -72,6 +78,10 @@ type Options struct {
 	Soak     time.Duration // "soak": length of the load; default 2m
 	SoakRate float64       // "soak": offered msg/s over the three carriers; default 300
 	Seed     int64         // "soak": seed of the spike schedule; 0 = from the clock (printed)
+	// SoakSpikeMax is the "soak" spikes' highest latency; default 800ms
+	// (below response_timeout 1s). Above 1s it shows what a spike beyond
+	// the response timeout does.
+	SoakSpikeMax time.Duration
 
 	// HeapProfile, when set, is where the memory scenario writes a heap
 	// profile while its platform sessions are bound.
@@ -89,6 +99,7 @@ func DefaultOptions() Options {
 		Duration: 5 * time.Second, RealisticRates: []float64{1500, 5000}, SMSCRate: 250, LatencyRate: 1000,
 		Modems: 4, ModemSend: 300 * time.Millisecond, ModemPerMinute: 100, ModemWindow: time.Minute,
 		Backlog: 10000, Sessions: 1000, Soak: 2 * time.Minute, SoakRate: 300,
+		SoakSpikeMax: 800 * time.Millisecond,
 	}
 }
 
@@ -135,6 +146,9 @@ func (o *Options) fill() {
 	}
 	if o.SoakRate <= 0 {
 		o.SoakRate = d.SoakRate
+	}
+	if o.SoakSpikeMax <= 0 {
+		o.SoakSpikeMax = d.SoakSpikeMax
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
@@ -208,6 +222,7 @@ type Report struct {
 	Results  []Result  `json:"results"`
 	Phases   []Phase   `json:"phases"`
 	Failures []string  `json:"failures,omitempty"` // scenarios that could not run, and why
+	Soak     *SoakLog  `json:"soak,omitempty"`     // the soak's schedule and the carrier state changes it caused
 }
 
 type runner struct {

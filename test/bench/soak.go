@@ -23,7 +23,8 @@ import (
 // 64, response_timeout 1s, down_after_timeouts 3, two emulated modems; a
 // steady open-loop load (Options.SoakRate, spread evenly over the three
 // carriers) for Options.Soak. On each carrier's relay, latency spikes at
-// random (seeded by Options.Seed, printed): 50-800 ms on the answers
+// random (seeded by Options.Seed, printed): 50 ms to Options.SoakSpikeMax
+// (default 800 ms) on the answers
 // (faultnet SetLatency downstream, below response_timeout), lasting 1-5 s,
 // 3-15 s apart (about five a minute per carrier): an SMSC that is slow but
 // alive. At a known moment (Soak x (i+1)/4 for carrier i) one real outage
@@ -68,7 +69,7 @@ func soakOutageLen(d time.Duration) time.Duration {
 }
 
 // planSoak draws the schedule for a soak of length d from seed.
-func planSoak(d time.Duration, seed int64, carriers []string) soakPlan {
+func planSoak(d time.Duration, seed int64, spikeMax time.Duration, carriers []string) soakPlan {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5EED))
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
 	var p soakPlan
@@ -81,7 +82,7 @@ func planSoak(d time.Duration, seed int64, carriers []string) soakPlan {
 		quietFrom, quietTo := o.Start-time.Second, o.End+soakUpAfter+2*time.Second
 		t := between(0, 5*time.Second)
 		for t < d {
-			s := soakSpike{Carrier: name, Start: t, Latency: between(50*time.Millisecond, 800*time.Millisecond)}
+			s := soakSpike{Carrier: name, Start: t, Latency: between(50*time.Millisecond, max(spikeMax, 50*time.Millisecond))}
 			s.End = t + between(time.Second, 5*time.Second)
 			if s.End > quietFrom && s.Start < quietTo {
 				t = quietTo + between(0, 3*time.Second)
@@ -92,6 +93,35 @@ func planSoak(d time.Duration, seed int64, carriers []string) soakPlan {
 		}
 	}
 	return p
+}
+
+// SoakLog is the soak scenario's detail in the JSON report: the seed, the
+// injected faults and every carrier state change, times in seconds since
+// the load started.
+type SoakLog struct {
+	Seed    int64           `json:"seed"`
+	Spikes  []SoakLogSpike  `json:"spikes"`
+	Outages []SoakLogSpike  `json:"outages"`
+	Changes []SoakLogChange `json:"state_changes"`
+}
+
+// SoakLogSpike is one injected spike (latency on the answers) or outage
+// (no answer; LatencyMs 0).
+type SoakLogSpike struct {
+	Carrier   string  `json:"carrier"`
+	Start     float64 `json:"start_s"`
+	End       float64 `json:"end_s"`
+	LatencyMs float64 `json:"latency_ms,omitempty"`
+}
+
+// SoakLogChange is one carrier state change seen by the gateway.
+type SoakLogChange struct {
+	Carrier string  `json:"carrier"`
+	At      float64 `json:"at_s"`
+	From    string  `json:"from"`
+	To      string  `json:"to"`
+	Reason  string  `json:"reason"`
+	False   bool    `json:"false_down,omitempty"`
 }
 
 // soakEvent is one timed action of the fault driver.
@@ -114,7 +144,7 @@ func (r *runner) soak(ctx context.Context) error {
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
-	plan := planSoak(o.Soak, seed, carrierNames)
+	plan := planSoak(o.Soak, seed, o.SoakSpikeMax, carrierNames)
 	var maxLat time.Duration
 	for _, s := range plan.spikes {
 		maxLat = max(maxLat, s.Latency)
@@ -251,6 +281,7 @@ func (r *runner) soak(ctx context.Context) error {
 	chMu.Lock()
 	seen := slices.Clone(changes)
 	chMu.Unlock()
+	slices.SortFunc(seen, func(a, b stateChange) int { return a.At.Compare(b.At) })
 	at := func(t time.Time) time.Duration { return t.Sub(start) }
 	// An outage's window: from its start until the carrier is up again
 	// (probation passed), or its end plus probation and a margin.
@@ -266,16 +297,32 @@ func (r *runner) soak(ctx context.Context) error {
 		}
 		outageWin[out.Carrier] = w
 	}
+	slog := &SoakLog{Seed: seed}
+	for _, s := range plan.spikes {
+		slog.Spikes = append(slog.Spikes, SoakLogSpike{Carrier: s.Carrier, Start: s.Start.Seconds(), End: s.End.Seconds(), LatencyMs: ms(s.Latency)})
+	}
+	for _, o := range plan.outages {
+		slog.Outages = append(slog.Outages, SoakLogSpike{Carrier: o.Carrier, Start: o.Start.Seconds(), End: o.End.Seconds()})
+	}
+	r.mu.Lock()
+	r.report.Soak = slog
+	r.mu.Unlock()
 	falseDowns := 0
 	var falseNotes []string
 	for _, c := range seen {
-		if c.To != proxy.StateDown || c.At.Before(start) {
+		if c.At.Before(start) {
+			continue
+		}
+		slog.Changes = append(slog.Changes, SoakLogChange{Carrier: c.Carrier, At: at(c.At).Seconds(), From: c.From.String(),
+			To: c.To.String(), Reason: c.Reason})
+		if c.To != proxy.StateDown {
 			continue
 		}
 		if w := outageWin[c.Carrier]; at(c.At) >= w.from && at(c.At) <= w.to {
 			continue
 		}
 		falseDowns++
+		slog.Changes[len(slog.Changes)-1].False = true
 		if len(falseNotes) < 5 {
 			falseNotes = append(falseNotes, fmt.Sprintf("%s at %.1fs (%s)", c.Carrier, at(c.At).Seconds(), c.Reason))
 		}
@@ -322,23 +369,23 @@ func (r *runner) soak(ctx context.Context) error {
 			}
 		}
 	}
-	slices.SortFunc(seen, func(a, b stateChange) int { return a.At.Compare(b.At) })
-
-	note := fmt.Sprintf("seed %d; %d spikes of 50-800 ms (max %v) on the answers; %d state changes in all", seed, len(plan.spikes),
-		maxLat, len(seen))
+	note := fmt.Sprintf("seed %d; %d spikes of 50ms-%v (max %v) on the answers; %d state changes in all", seed, len(plan.spikes),
+		o.SoakSpikeMax, maxLat.Round(time.Millisecond), len(seen))
 	if len(falseNotes) > 0 {
 		note += "; first: " + fmt.Sprint(falseNotes)
 	}
 	r.add(Result{Metric: "false downs (carrier marked down while only slow)", Value: float64(falseDowns), Unit: "count",
 		Target: ptr(0), Note: note})
 	floor := (soakResponseTimeout + time.Second).Seconds()
+	detected, outages := 0, 0
 	for _, out := range plan.outages {
 		if out.Start >= o.Soak {
 			continue
 		}
+		outages++
 		var down time.Duration = -1
 		for _, c := range seen {
-			if c.Carrier == out.Carrier && c.To == proxy.StateDown && at(c.At) >= out.Start {
+			if c.Carrier == out.Carrier && c.To == proxy.StateDown && at(c.At) >= out.Start && at(c.At) <= outageWin[out.Carrier].to {
 				down = at(c.At) - out.Start
 				break
 			}
@@ -354,9 +401,12 @@ func (r *runner) soak(ctx context.Context) error {
 			}
 		}
 		if down < 0 {
+			// Not detected: the value is a lower bound (until now).
 			r.add(Result{Metric: fmt.Sprintf("outage of %s at %.0fs: never marked down", out.Carrier, out.Start.Seconds()),
-				Value: -1, Unit: "s", Floor: ptr(floor), Target: ptr(2), Note: "BELOW FLOOR: a true outage was not detected"})
+				Value: (time.Since(start) - out.Start).Seconds(), Unit: "s", Floor: ptr(floor), Target: ptr(2),
+				Note: fmt.Sprintf("silent for %v and never marked down", out.End-out.Start)})
 		} else {
+			detected++
 			r.add(Result{Metric: fmt.Sprintf("outage of %s at %.0fs: to marked down", out.Carrier, out.Start.Seconds()),
 				Value: down.Seconds(), Unit: "s", Floor: ptr(floor), Target: ptr(2),
 				Note: fmt.Sprintf("silent for %v, up again after %.1fs", out.End-out.Start, (outageWin[out.Carrier].to - out.Start).Seconds())})
@@ -366,6 +416,8 @@ func (r *runner) soak(ctx context.Context) error {
 				Value: modem.Seconds(), Unit: "s", Floor: ptr(floor), Target: ptr(2), Note: "modem send time 20ms"})
 		}
 	}
+	r.add(Result{Metric: "true outages detected (marked down)", Value: float64(detected), Unit: "count", Floor: ptr(float64(outages)),
+		Higher: true, Note: fmt.Sprintf("of %d outages", outages)})
 	r.add(Result{Metric: "messages sent by modem that were submitted during a spike (outside outages)", Value: float64(duringSpikes),
 		Unit: "count", Target: ptr(0), Note: fmt.Sprintf("%d more outside spikes and outages, %d during the outages and their probation; failovers by reason %s",
 			calm, inOutage, failoverDelta(fo0, failoversBy()))})

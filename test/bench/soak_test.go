@@ -39,7 +39,7 @@ func TestBenchSoak(t *testing.T) {
 	for _, m := range []string{"false downs (carrier marked down while only slow)",
 		"messages sent by modem that were submitted during a spike (outside outages)", "platform latency p50",
 		"platform latency p99", "platform latency max", "messages lost (answered OK, reached no SMSC and no modem)",
-		"possible duplicates (taken more than once)"} {
+		"possible duplicates (taken more than once)", "true outages detected (marked down)"} {
 		res, ok := find(rep, StoreRedis, m)
 		if !ok {
 			t.Errorf("no figure %q", m)
@@ -85,11 +85,11 @@ func TestBenchSoak(t *testing.T) {
 // the scenario promises and clear of the outages.
 func TestSoakPlan(t *testing.T) {
 	const d = time.Hour
-	p := planSoak(d, 7, carrierNames)
-	if q := planSoak(d, 7, carrierNames); !slices.Equal(p.spikes, q.spikes) || !slices.Equal(p.outages, q.outages) {
+	p := planSoak(d, 7, 800*time.Millisecond, carrierNames)
+	if q := planSoak(d, 7, 800*time.Millisecond, carrierNames); !slices.Equal(p.spikes, q.spikes) || !slices.Equal(p.outages, q.outages) {
 		t.Fatal("the same seed gave another schedule")
 	}
-	if q := planSoak(d, 8, carrierNames); slices.Equal(p.spikes, q.spikes) {
+	if q := planSoak(d, 8, 800*time.Millisecond, carrierNames); slices.Equal(p.spikes, q.spikes) {
 		t.Fatal("another seed gave the same schedule")
 	}
 	if len(p.outages) != len(carrierNames) {

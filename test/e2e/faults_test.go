@@ -288,20 +288,24 @@ func TestHostileGaps(t *testing.T) {
 		name string
 		run  func(t *testing.T, r *rawConn)
 	}{
-		// SMPP 3.4 §5.2.19: 0x0B-0x0C, 0x10-0xBF and 0xE0-0xEF are reserved
-		// (0x0F is taken as GBK, the Chinese convention spareline supports).
-		// A reserved data_coding is refused with ESME_RSUBMITFAIL, the
-		// session lives; a defined one (0xF1, GSM message class 1) relays.
+		// A data_coding reserved both in SMPP 3.4 §5.2.19 and in 3GPP TS
+		// 23.038 §4 (groups 0x80-0xBF, alphabet 11: 0x0C, 0x1C), or
+		// compressed (0x3F, 0x7F), is refused with ESME_RSUBMITFAIL, the
+		// session lives; TS 23.038 values platforms send (0x10 GSM class 0
+		// "flash", 0x11, 0xD0 message waiting, 0xF1 GSM class 1) relay.
 		{"reserved data_coding", func(t *testing.T, r *rawConn) {
 			r.bind(idBindTX)
-			for i, dc := range []byte{0x0B, 0x0C, 0x10, 0x7F, 0xBF, 0xE0, 0xEF} {
+			for i, dc := range []byte{0x0C, 0x1C, 0x3F, 0x7F, 0x80, 0xBF} {
 				seq := uint32(2 + i)
 				r.send(idSubmitSM, seq, submitBody("13800138000", 0, dc, 5, []byte("hello")))
 				r.expect(idSubmitSM|respBit, stSubFail, seq)
 			}
 			r.alive(20)
-			r.send(idSubmitSM, 21, submitBody("13800138000", 0, 0xF1, 5, []byte("hello")))
-			r.expect(idSubmitSM|respBit, 0, 21)
+			for i, dc := range []byte{0x10, 0x11, 0xD0, 0xF1} {
+				seq := uint32(21 + i)
+				r.send(idSubmitSM, seq, submitBody("13800138000", 0, dc, 5, []byte("hello")))
+				r.expect(idSubmitSM|respBit, 0, seq)
+			}
 		}},
 		// Beyond smpp.max_command_length (default 65536): generic_nack
 		// ESME_RINVCMDLEN, then the gateway closes (it cannot resync).

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/modem"
+	"github.com/spareline/spareline/modem/sms"
+	"github.com/spareline/spareline/store"
+	"github.com/spareline/spareline/test/smscsim"
+)
+
+// linkFaultStore fails LinkCarrier (and a PutMessage of a carrier-accepted
+// record) while failing is set.
+type linkFaultStore struct {
+	*faultStore
+	failing atomic.Bool
+}
+
+func (s *linkFaultStore) LinkCarrier(ctx context.Context, m *store.Message) ([]byte, error) {
+	if s.failing.Load() {
+		return nil, errInjected
+	}
+	return s.faultStore.LinkCarrier(ctx, m)
+}
+
+// queuedForModem writes a message queued for the modem pool (carrier cm,
+// queued because cm was down) and claims its queue entry for fo's worker.
+func queuedForModem(t *testing.T, st store.Store, d *Dispatcher, fo *Failover) (*store.Message, string) {
+	t.Helper()
+	ctx := context.Background()
+	m := putTestMessage(t, st, d, "acct", func(m *store.Message) { m.Carrier, m.RegDeliv = "cm", 1 })
+	if err := fo.enqueue(ctx, m, "down", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	id, err := st.ClaimModem(ctx, fo.config().Worker, time.Minute)
+	if err != nil || id != m.ID {
+		t.Fatalf("ClaimModem = %q, %v; want %s", id, err, m.ID)
+	}
+	return m, id
+}
+
+// A modem send whose "modemsent" record fails to write at first is
+// recorded once the store takes it, and only then is its queue entry
+// acked: the status report that follows gives the platform its receipt.
+func TestModemSentRecordRetriedUntilDurable(t *testing.T) {
+	st := openTestBolt(t)
+	var fails atomic.Int32
+	fails.Store(3)
+	failSent := func(m *store.Message) error {
+		if m.State == store.StateModemSent && fails.Add(-1) >= 0 {
+			return errInjected
+		}
+		return nil
+	}
+	fs := &faultStore{Store: st, put: failSent, finish: func(_ []store.State, m *store.Message) error { return failSent(m) }}
+	d := newTestDispatcher(t, fs)
+	pool := &fakePool{}
+	fo := NewFailover(d, pool, FailoverConfig{ModemReceiptTimeout: time.Hour}, zap.NewNop())
+	ctx := context.Background()
+	m, id := queuedForModem(t, st, d, fo)
+	fo.process(ctx, id)
+
+	if sent := pool.sentIDs(); len(sent) != 1 || sent[0] != m.ID {
+		t.Fatalf("modem sends %v, want one of %s", sent, m.ID)
+	}
+	got, err := st.GetMessage(ctx, m.ID)
+	if err != nil || got.State != store.StateModemSent {
+		t.Fatalf("record after the send: %+v, %v; want modemsent", got, err)
+	}
+	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 0 {
+		t.Fatalf("modem queue depth %d, %v; want 0 (acked once durable)", depth, err)
+	}
+	fo.handleReport(ctx, modem.Report{ID: m.ID, Part: 1, Parts: 1, Modem: "fake", Status: &sms.StatusReport{MR: 1}})
+	if stats, ids := heldReceipts(t, st, "acct"); len(stats) != 1 || stats[0] != "DELIVRD" || ids[0] != m.ID {
+		t.Fatalf("platform receipts %v for %v, want one DELIVRD for %s", stats, ids, m.ID)
+	}
+}
+
+// A receipt timer that finds its message still at "modem" (the send
+// succeeded, its record did not reach the store) gives the ACCEPTD receipt
+// rather than clearing itself without one.
+func TestReceiptTimerFiresForUnrecordedSend(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	fo := NewFailover(d, &fakePool{}, FailoverConfig{ModemReceiptTimeout: time.Hour}, zap.NewNop())
+	ctx := context.Background()
+	m := putTestMessage(t, st, d, "acct", func(m *store.Message) { m.State, m.RegDeliv = store.StateModem, 1 })
+	if err := st.SetTimer(ctx, m.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	fo.fireTimer(ctx, m.ID)
+	if stats, ids := heldReceipts(t, st, "acct"); len(stats) != 1 || stats[0] != "ACCEPTD" || ids[0] != m.ID {
+		t.Fatalf("platform receipts %v for %v, want one ACCEPTD for %s", stats, ids, m.ID)
+	}
+	if ids, err := st.ClaimTimers(ctx, time.Hour, 10); err != nil || len(ids) != 0 {
+		t.Fatalf("timers left: %v, %v; want none", ids, err)
+	}
+}
+
+// A queued message that goes back to its recovered carrier, whose link the
+// store does not take, is not acked (its receipt would find no record): the
+// entry is released for a later try, and the modem does not send it.
+func TestReturnedToCarrierUnrecordedIsReleased(t *testing.T) {
+	smsc, err := smscsim.Start(smscsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = smsc.Close() })
+	st := openTestBolt(t)
+	ls := &linkFaultStore{faultStore: &faultStore{Store: st}}
+	ls.put = func(m *store.Message) error {
+		if ls.failing.Load() && m.State == store.StateSent {
+			return errInjected
+		}
+		return nil
+	}
+	health := NewHealth(3, 0, zap.NewNop())
+	c := NewCarrier(config.Carrier{Name: "cm", Address: smsc.Addr(), Binds: 1, Window: 8,
+		EnquireLink:     config.Duration(10 * time.Second),
+		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
+		health, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherConfig{Store: ls, Carriers: []*Carrier{c}, Health: health})
+	t.Cleanup(func() { cancel(); c.Stop(); d.Wait() })
+	c.Start(ctx)
+	waitCond(t, "the carrier bound and up", func() bool { return c.Bound() == 1 && health.State("cm") != StateDown })
+	pool := &fakePool{}
+	fo := NewFailover(d, pool, FailoverConfig{}, zap.NewNop())
+	m, id := queuedForModem(t, st, d, fo)
+
+	ls.failing.Store(true)
+	fo.process(ctx, id)
+	if n := smsc.Stats().Submits; n != 1 {
+		t.Fatalf("carrier got %d submits, want 1", n)
+	}
+	if sent := pool.sentIDs(); len(sent) != 0 {
+		t.Fatalf("modem sent %v: a message the carrier took", sent)
+	}
+	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 1 {
+		t.Fatalf("modem queue depth %d, %v; want 1 (released, not acked)", depth, err)
+	}
+	if got, err := st.GetMessage(ctx, m.ID); err != nil || got.State == store.StateSent {
+		t.Fatalf("record %+v, %v: not expected to say sent (the link failed)", got, err)
+	}
+}
