@@ -13,6 +13,15 @@ import (
 //   - down: no bind is bound, or down_after_timeouts consecutive submits got
 //     no answer within response_timeout (a carrier that keeps TCP open and
 //     goes silent), or the connection was lost with submits in flight.
+//     A timeout counts towards down only when the carrier answered nothing
+//     (no submit of any status) during the last response_timeout, i.e. while
+//     the timed-out submit waited: the submits in flight time out together,
+//     within milliseconds, when the answers are merely late, as when the
+//     gateway is descheduled on a busy machine while a slow-but-alive SMSC's
+//     answers sit unread (BENCHMARKS.md, soak: one such stall during a
+//     778 ms spike gave five downs and flapping probations). A silent carrier
+//     answers nothing, so its timeouts count as before and it is down about
+//     response_timeout after it fell silent.
 //   - probation: a bind came back (or a probe submit was answered) after
 //     being down. It lasts up_after; a timeout during it sends the carrier
 //     back down. Messages queued for the modems during the outage go back to
@@ -66,6 +75,11 @@ type carrierHealth struct {
 	lastProbe  time.Time
 	lastReason string
 	ok, failed uint64 // lifetime submit outcomes (status page rates)
+	// lastAnswer is when the carrier last answered a submit; respTimeout
+	// its response_timeout (learnt when a bind comes up; 0 = unknown, every
+	// timeout counts).
+	lastAnswer  time.Time
+	respTimeout time.Duration
 }
 
 // NewHealth makes a tracker.
@@ -178,6 +192,7 @@ func (h *Health) noteBindUp(c *Carrier) {
 	h.mu.Lock()
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
+	ch.respTimeout = c.Config().ResponseTimeout.D()
 	after := func() {}
 	if ch.state == StateDown && !ch.everUp {
 		ch.everUp = true
@@ -231,17 +246,24 @@ func (h *Health) Note(name string, o Outcome) {
 	case OutcomeAnswered:
 		ch.ok++
 		ch.timeouts = 0
+		ch.lastAnswer = h.now()
 		if ch.state == StateDown && ch.bound > 0 {
 			after = h.change(name, ch, StateProbation, "carrier answered again")
 		}
 	case OutcomeTransient:
 		ch.failed++
 		ch.timeouts = 0
+		ch.lastAnswer = h.now()
 		if ch.state == StateDown && ch.bound > 0 {
 			after = h.change(name, ch, StateProbation, "carrier answered again")
 		}
 	case OutcomeTimeout:
 		ch.failed++
+		if !ch.lastAnswer.IsZero() && h.now().Sub(ch.lastAnswer) < ch.respTimeout {
+			// The carrier answered while this submit waited: late, not
+			// silent (see the doc above).
+			break
+		}
 		ch.timeouts++
 		if ch.timeouts >= h.downAfter || ch.state == StateProbation {
 			after = h.change(name, ch, StateDown, "submits unanswered within response_timeout")

@@ -237,7 +237,8 @@ func (r *runner) soak(ctx context.Context) error {
 	r.phase("soak load", ld.loadResult)
 
 	// Drain: wait until every message answered OK was taken by an SMSC or a
-	// modem (the modem queue empties, probation ends), at most a minute.
+	// modem (the modem queue empties, or its messages go back to their
+	// recovered carrier), at most a minute; what is still missing is lost.
 	modemTaken := func() map[int]int {
 		got := map[int]int{}
 		for _, s := range e.sims {
@@ -297,15 +298,15 @@ func (r *runner) soak(ctx context.Context) error {
 		}
 		outageWin[out.Carrier] = w
 	}
-	slog := &SoakLog{Seed: seed}
+	detail := &SoakLog{Seed: seed}
 	for _, s := range plan.spikes {
-		slog.Spikes = append(slog.Spikes, SoakLogSpike{Carrier: s.Carrier, Start: s.Start.Seconds(), End: s.End.Seconds(), LatencyMs: ms(s.Latency)})
+		detail.Spikes = append(detail.Spikes, SoakLogSpike{Carrier: s.Carrier, Start: s.Start.Seconds(), End: s.End.Seconds(), LatencyMs: ms(s.Latency)})
 	}
 	for _, o := range plan.outages {
-		slog.Outages = append(slog.Outages, SoakLogSpike{Carrier: o.Carrier, Start: o.Start.Seconds(), End: o.End.Seconds()})
+		detail.Outages = append(detail.Outages, SoakLogSpike{Carrier: o.Carrier, Start: o.Start.Seconds(), End: o.End.Seconds()})
 	}
 	r.mu.Lock()
-	r.report.Soak = slog
+	r.report.Soak = detail
 	r.mu.Unlock()
 	falseDowns := 0
 	var falseNotes []string
@@ -313,7 +314,7 @@ func (r *runner) soak(ctx context.Context) error {
 		if c.At.Before(start) {
 			continue
 		}
-		slog.Changes = append(slog.Changes, SoakLogChange{Carrier: c.Carrier, At: at(c.At).Seconds(), From: c.From.String(),
+		detail.Changes = append(detail.Changes, SoakLogChange{Carrier: c.Carrier, At: at(c.At).Seconds(), From: c.From.String(),
 			To: c.To.String(), Reason: c.Reason})
 		if c.To != proxy.StateDown {
 			continue
@@ -322,7 +323,7 @@ func (r *runner) soak(ctx context.Context) error {
 			continue
 		}
 		falseDowns++
-		slog.Changes[len(slog.Changes)-1].False = true
+		detail.Changes[len(detail.Changes)-1].False = true
 		if len(falseNotes) < 5 {
 			falseNotes = append(falseNotes, fmt.Sprintf("%s at %.1fs (%s)", c.Carrier, at(c.At).Seconds(), c.Reason))
 		}
