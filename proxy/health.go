@@ -74,7 +74,8 @@ type carrierHealth struct {
 	everUp     bool // the first bind after start goes straight to up
 	lastProbe  time.Time
 	lastReason string
-	ok, failed uint64 // lifetime submit outcomes (status page rates)
+	ok, failed uint64     // lifetime submit outcomes
+	recent     rateWindow // the last minute's outcomes (status page rates)
 	// lastAnswer is when the carrier last answered a submit; respTimeout
 	// its response_timeout (learnt when a bind comes up; 0 = unknown, every
 	// timeout counts).
@@ -174,6 +175,49 @@ type CarrierHealthInfo struct {
 	OK        uint64    `json:"ok"`
 	Failed    uint64    `json:"failed"`
 	BoundBind int       `json:"bound"`
+	// PerSecond is the submits the carrier was given per second over the
+	// last rateSeconds whole seconds; ErrorRate the fraction of the last
+	// minute's submits that failed (transient error, no answer in time,
+	// connection lost). Throttled answers count as answered.
+	PerSecond float64 `json:"submits_per_second"`
+	ErrorRate float64 `json:"error_rate"`
+}
+
+// rateSeconds is the window of CarrierHealthInfo.PerSecond.
+const rateSeconds = 10
+
+// rateWindow counts submit outcomes in one-second buckets over the last
+// minute (60 buckets indexed by the Unix second; a bucket from an older
+// minute is reset when reused). Guarded by Health.mu.
+type rateWindow struct {
+	sec      [60]int64
+	ok, fail [60]uint32
+}
+
+func (w *rateWindow) add(t time.Time, ok bool) {
+	s := t.Unix()
+	i := s % 60
+	if w.sec[i] != s {
+		w.sec[i], w.ok[i], w.fail[i] = s, 0, 0
+	}
+	if ok {
+		w.ok[i]++
+	} else {
+		w.fail[i]++
+	}
+}
+
+// sums adds the outcomes of the n whole seconds before t's second.
+func (w *rateWindow) sums(t time.Time, n int64) (ok, failed uint64) {
+	s := t.Unix()
+	for k := int64(1); k <= n && k <= 59; k++ {
+		sec := s - k
+		if i := sec % 60; w.sec[i] == sec {
+			ok += uint64(w.ok[i])
+			failed += uint64(w.fail[i])
+		}
+	}
+	return ok, failed
 }
 
 // Info returns a snapshot.
@@ -183,6 +227,12 @@ func (h *Health) Info(name string) CarrierHealthInfo {
 	after := h.settle(name, ch)
 	info := CarrierHealthInfo{State: ch.state.String(), Since: ch.since, Reason: ch.lastReason, Timeouts: ch.timeouts,
 		OK: ch.ok, Failed: ch.failed, BoundBind: ch.bound}
+	now := h.now()
+	ok10, failed10 := ch.recent.sums(now, rateSeconds)
+	info.PerSecond = float64(ok10+failed10) / rateSeconds
+	if ok60, failed60 := ch.recent.sums(now, 60); ok60+failed60 > 0 {
+		info.ErrorRate = float64(failed60) / float64(ok60+failed60)
+	}
 	h.mu.Unlock()
 	after()
 	return info
@@ -241,6 +291,7 @@ const (
 func (h *Health) Note(name string, o Outcome) {
 	h.mu.Lock()
 	ch := h.get(name)
+	ch.recent.add(h.now(), o == OutcomeAnswered)
 	after := func() {}
 	switch o {
 	case OutcomeAnswered:

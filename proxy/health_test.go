@@ -45,3 +45,34 @@ func TestHealthTimeoutsCountOnlyWhenTheCarrierWasSilent(t *testing.T) {
 		t.Fatalf("after 3 timeouts with the carrier silent for longer than response_timeout: %v, want down", st)
 	}
 }
+
+// The status page's carrier rates: submits per second over the last 10
+// whole seconds and the failed fraction over the last minute.
+func TestHealthRates(t *testing.T) {
+	clock := time.Unix(1_000_000, 0)
+	h := NewHealth(3, time.Second, zap.NewNop())
+	h.now = func() time.Time { return clock }
+	for sec := 0; sec < 20; sec++ {
+		for i := 0; i < 5; i++ {
+			h.Note("mobile", OutcomeAnswered)
+		}
+		if sec >= 15 {
+			h.Note("mobile", OutcomeTransient) // one failure a second in the last 5 s
+		}
+		clock = clock.Add(time.Second)
+	}
+	info := h.Info("mobile")
+	// The last 10 whole seconds: 10 x 5 answered + 5 failures.
+	if info.PerSecond != 5.5 {
+		t.Errorf("PerSecond = %v, want 5.5", info.PerSecond)
+	}
+	// The last minute (20 seconds of traffic): 5 failed of 105.
+	if want := 5.0 / 105; info.ErrorRate != want {
+		t.Errorf("ErrorRate = %v, want %v", info.ErrorRate, want)
+	}
+	// A minute later with no traffic, both are zero.
+	clock = clock.Add(2 * time.Minute)
+	if info := h.Info("mobile"); info.PerSecond != 0 || info.ErrorRate != 0 {
+		t.Errorf("after a quiet minute: %v/s, %v failed", info.PerSecond, info.ErrorRate)
+	}
+}

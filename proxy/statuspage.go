@@ -15,6 +15,7 @@ var statusHTML string
 
 var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"join": func(s []string) string { return strings.Join(s, ", ") },
+	"pct":  func(f float64) float64 { return 100 * f },
 }).Parse(statusHTML))
 
 // serveStatus renders /status: a self-refreshing page with no external

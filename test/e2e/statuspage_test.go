@@ -69,6 +69,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if row := p.row("mobile"); !strings.Contains(row, "2 bound") {
 		t.Errorf("carrier row %q: want 2 binds bound", row)
 	}
+	// Each carrier shows its recent traffic: submits per second and the
+	// failed share of the last minute.
+	if row := p.row("telecom"); !strings.Contains(row, "/s, ") || !strings.Contains(row, "% failed") {
+		t.Errorf("carrier row %q: want its submits per second and failed share", row)
+	}
 	for _, name := range []string{"gsm0", "gsm1"} {
 		row := p.row(name)
 		// The emulator answers AT+CSQ with rssi 20: -113 + 2*20 dBm.
