@@ -82,7 +82,7 @@ type HTTP struct {
 // Store selects where in-flight state lives.
 type Store struct {
 	// Redis is a redis URL (redis://, rediss://, or redis-sentinel style
-	// options, see README). Empty uses the embedded store at Path.
+	// options, see docs/operations.md and the store package doc). Empty uses the embedded store at Path.
 	Redis string `yaml:"redis"`
 	// Path is the embedded store's directory. Default "./spareline-data".
 	Path string `yaml:"path"`

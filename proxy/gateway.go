@@ -308,6 +308,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	var restart []string
 	for _, cc := range cfg.Carriers {
 		if c := g.carriers[cc.Name]; c != nil {
+			if cc.Binds != c.Config().Binds {
+				restart = append(restart, "carriers: binds of "+cc.Name)
+			}
 			c.Reconfigure(cc)
 		} else {
 			restart = append(restart, "carriers: new carrier "+cc.Name)
@@ -318,6 +321,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	if cfg.SMPP.Listen != g.cfg.SMPP.Listen || cfg.SMPP.TLSListen != g.cfg.SMPP.TLSListen {
 		restart = append(restart, "smpp.listen / smpp.tls_listen")
+	}
+	if cfg.HTTP.Listen != g.cfg.HTTP.Listen {
+		restart = append(restart, "http.listen")
 	}
 	if cfg.Store != g.cfg.Store {
 		restart = append(restart, "store")

@@ -54,7 +54,8 @@ var (
 		Name: "spareline_northbound_submits_total", Help: "submit_sm from platforms, by the status answered.",
 	}, []string{"account", "status"})
 	// submit_latency_seconds path: carrier (platform submit to answer, through
-	// a carrier), modem (platform submit to answer, queued for modems).
+	// a carrier), modem (platform submit to answer, queued for modems), error
+	// (refused: store down, no route, a carrier's error passed through).
 	metricSubmitLatency = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "spareline_submit_latency_seconds",
 		Help:    "Time from a platform's submit_sm to spareline's submit_sm_resp.",

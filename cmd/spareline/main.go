@@ -3,6 +3,7 @@
 //	spareline run --config FILE        the gateway
 //	spareline check --config FILE      validate a config, one line per problem
 //	spareline demo                     the whole system on one machine
+//	spareline bench                    measure throughput, latency, failover, memory (BENCHMARKS.md)
 //	spareline modem probe --device P   ask a modem who and how it is
 //	spareline version
 package main
@@ -36,11 +37,14 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: spareline <command> [flags]
 
 commands:
-  run --config FILE [--log-format json|console] [--log-level info]   run the gateway
+  run --config FILE [--log-format json|console] [--log-level info] [--drain 30s]
+                                                                      run the gateway
   check --config FILE                                                 validate a config file
-  demo [--http 127.0.0.1:9090] [--messages N]                          the whole system on one machine
-  bench [--scenario NAMES] [--json FILE] [--cpuprofile FILE]           measure throughput, latency, failover, memory
-  modem probe --device PATH [--baud N]                                 query a GSM modem
+  demo [--http 127.0.0.1:9090] [--messages N] [--fail unicom] [--exit] [--modem-delay D] [--log]
+                                                                      the whole system on one machine
+  bench [--scenario NAMES] [--store redis,bolt] [--json FILE] [--cpuprofile FILE]
+                                                                      measure throughput, latency, failover, memory
+  modem probe --device PATH [--baud N] [--timeout D]                  query a GSM modem
   version                                                             print the version
 `)
 }
