@@ -167,22 +167,30 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 // renew keeps the account lease while a batch is in flight; the returned
 // function stops it. A claim renews the lease; max 1 keeps it cheap.
 func (dl *deliverer) renew(ctx context.Context, log *zap.Logger) (stop func()) {
+	return every(ctx, deliveryLease/4, func(ctx context.Context) {
+		_, err := dl.d.store.ClaimDeliveries(ctx, dl.account, dl.worker, 1, deliveryLease)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("renewing the delivery lease failed; another gateway may send this batch again",
+				zap.Error(err))
+		}
+	})
+}
+
+// every runs renew every period until the returned stop is called (stop
+// waits for a renewal in progress). Leases held while work runs use it.
+func every(ctx context.Context, period time.Duration, renew func(ctx context.Context)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(deliveryLease / 4)
+		t := time.NewTicker(period)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_, err := dl.d.store.ClaimDeliveries(ctx, dl.account, dl.worker, 1, deliveryLease)
-				if err != nil && ctx.Err() == nil {
-					log.Warn("renewing the delivery lease failed; another gateway may send this batch again",
-						zap.Error(err))
-				}
+				renew(ctx)
 			}
 		}
 	}()

@@ -552,29 +552,16 @@ func (f *Failover) take(ctx context.Context, id string, m *store.Message, log *z
 // renewLease keeps the claimed queue entry id leased while a send runs;
 // the returned function stops it.
 func (f *Failover) renewLease(ctx context.Context, id string) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(queueLease / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				err := f.d.store.ExtendModem(ctx, id, f.config().Worker, queueLease)
-				switch {
-				case errors.Is(err, store.ErrClaimed):
-					f.log.Warn("modem queue entry claimed by another worker (a renewal came too late); it may be sent twice",
-						zap.String("id", id))
-				case err != nil && ctx.Err() == nil:
-					f.log.Warn("modem queue lease renewal failed", zap.String("id", id), zap.Error(err))
-				}
-			}
+	return every(ctx, queueLease/4, func(ctx context.Context) {
+		err := f.d.store.ExtendModem(ctx, id, f.config().Worker, queueLease)
+		switch {
+		case errors.Is(err, store.ErrClaimed):
+			f.log.Warn("modem queue entry claimed by another worker (a renewal came too late); it may be sent twice",
+				zap.String("id", id))
+		case err != nil && ctx.Err() == nil:
+			f.log.Warn("modem queue lease renewal failed", zap.String("id", id), zap.Error(err))
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // recorded ends a send: reports that arrived before the record are handled now.

@@ -349,15 +349,25 @@ func bodyStatus(err error) uint32 {
 // handleQuery answers a query_sm (SMPP 3.4 §4.8) from the store. It runs on
 // the session's reader goroutine and answers from its own.
 func (n *northSession) handleQuery(f Frame) {
+	serveStoreRequest(n, f, "query_sm", ParseQuerySM, n.query)
+}
+
+// serveStoreRequest answers a request that is served from the store
+// (query_sm, cancel_sm): counted in the session's window like a submit,
+// parsed on the reader goroutine (a malformed body is answered at once),
+// then answered from its own goroutine within queryTimeout. No body goes
+// with a status other than 0 (§4.4.2, §4.8.2, §4.9.2).
+func serveStoreRequest[R any](n *northSession, f Frame, command string, parse func([]byte) (R, error),
+	serve func(context.Context, *Account, R) (uint32, []byte)) {
 	s := n.sess
 	acct := n.requestStarted(f)
 	if acct == nil {
 		return
 	}
-	q, err := ParseQuerySM(f.Body)
+	req, err := parse(f.Body)
 	if err != nil {
 		n.requestDone()
-		s.log.Info("malformed query_sm", zap.Error(err), zap.String("account", acct.SystemID))
+		s.log.Info("malformed "+command, zap.Error(err), zap.String("account", acct.SystemID))
 		s.Respond(f, bodyStatus(err), nil)
 		return
 	}
@@ -365,10 +375,9 @@ func (n *northSession) handleQuery(f Frame) {
 		defer n.requestDone()
 		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 		defer cancel()
-		status, body := n.query(ctx, acct, q)
-		// No body when command_status is not 0, as for submit_sm_resp (§4.4.2).
+		status, body := serve(ctx, acct, req)
 		s.Respond(f, status, body)
-		metricNorthQueries.WithLabelValues(acct.SystemID, "query_sm", queryStatusName(status)).Inc()
+		metricNorthQueries.WithLabelValues(acct.SystemID, command, queryStatusName(status)).Inc()
 	}()
 }
 
@@ -392,26 +401,10 @@ func (n *northSession) query(ctx context.Context, acct *Account, q *QueryRequest
 
 // handleCancel answers a cancel_sm (SMPP 3.4 §4.9).
 func (n *northSession) handleCancel(f Frame) {
-	s := n.sess
-	acct := n.requestStarted(f)
-	if acct == nil {
-		return
-	}
-	c, err := ParseCancelSM(f.Body)
-	if err != nil {
-		n.requestDone()
-		s.log.Info("malformed cancel_sm", zap.Error(err), zap.String("account", acct.SystemID))
-		s.Respond(f, bodyStatus(err), nil)
-		return
-	}
-	go func() {
-		defer n.requestDone()
-		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
-		defer cancel()
-		status := n.cancel(ctx, acct, c)
-		s.Respond(f, status, nil) // cancel_sm_resp has no body (§4.9.2)
-		metricNorthQueries.WithLabelValues(acct.SystemID, "cancel_sm", queryStatusName(status)).Inc()
-	}()
+	// cancel_sm_resp has no body (§4.9.2).
+	serveStoreRequest(n, f, "cancel_sm", ParseCancelSM, func(ctx context.Context, acct *Account, c *CancelRequest) (uint32, []byte) {
+		return n.cancel(ctx, acct, c), nil
+	})
 }
 
 func (n *northSession) cancel(ctx context.Context, acct *Account, c *CancelRequest) uint32 {

@@ -511,11 +511,17 @@ func (r *Redis) PendingDeliveries(ctx context.Context, account string, max int) 
 	if err != nil {
 		return nil, wrapRedis("pending deliveries for "+account, err)
 	}
+	return decodeDeliveryPairs(vals)
+}
+
+// decodeDeliveryPairs decodes a script's reply of id, body, id, body...
+// An id listed with no body (a half-acked entry) is skipped.
+func decodeDeliveryPairs(vals []any) ([]*Delivery, error) {
 	out := make([]*Delivery, 0, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
 		id, _ := vals[i].(string)
 		v, ok := vals[i+1].(string)
-		if !ok { // listed but no body: a half-acked entry; skip it
+		if !ok {
 			continue
 		}
 		d, err := decodeDelivery([]byte(v))

@@ -108,21 +108,7 @@ func (r *Redis) ClaimDeliveries(ctx context.Context, account, worker string, max
 	if tag, _ := vals[0].(string); tag == "leased" {
 		return nil, ErrLeased
 	}
-	out := make([]*Delivery, 0, (len(vals)-1)/2)
-	for i := 1; i+1 < len(vals); i += 2 {
-		id, _ := vals[i].(string)
-		v, ok := vals[i+1].(string)
-		if !ok { // listed but no body: a half-acked entry; skip it
-			continue
-		}
-		d, err := decodeDelivery([]byte(v))
-		if err != nil {
-			return nil, err
-		}
-		d.ID = id
-		out = append(out, d)
-	}
-	return out, nil
+	return decodeDeliveryPairs(vals[1:])
 }
 
 // ReleaseDeliveries implements Claims.
