@@ -218,11 +218,27 @@ func (m *Modem) Command(ctx context.Context, cmd string) ([]string, error) {
 // Init runs the init sequence (see the package doc). A SIM problem is a
 // *SIMError; registration is reported in Info, not as an error.
 func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
-	// The first AT after opening may meet boot noise or a half-typed line.
+	// The first AT after opening may meet boot noise or a half-typed line,
+	// or a "> " prompt left open by a process killed inside AT+CMGS: the
+	// modem then takes every command as PDU text and answers nothing. A
+	// modem answers AT at once, so a first try without an answer within a
+	// second is followed by ESC (27.005 §3.5.1: it ends the prompt; a modem
+	// in command state ignores it), 100 ms to drop the answer to the ESC,
+	// and AT again.
 	var err error
 	for i := 0; i < 3; i++ {
-		if _, err = m.s.Command(ctx, "AT"); err == nil || errors.Is(err, at.ErrClosed) || ctx.Err() != nil {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err = m.s.Command(actx, "AT")
+		cancel()
+		if err == nil || errors.Is(err, at.ErrClosed) || ctx.Err() != nil {
 			break
+		}
+		var te *at.TimeoutError
+		if errors.As(err, &te) {
+			if aerr := m.s.Abort(ctx, 100*time.Millisecond); aerr != nil {
+				err = aerr
+				break
+			}
 		}
 	}
 	if err != nil {

@@ -302,6 +302,9 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 		if orphan != nil {
 			d.deliverOrphan(ctx, c, m, orphan)
 		}
+		if d.log.Core().Enabled(zap.DebugLevel) {
+			log.get().Debug("carrier accepted the message", zap.String("carrier_id", m.CarrierID))
+		}
 		return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathCarrier}
 	case ClassNumber, ClassThrottle:
 		d.health.Note(c.Name, OutcomeAnswered)

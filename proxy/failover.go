@@ -421,6 +421,7 @@ func (f *Failover) process(ctx context.Context, id string) {
 	if !f.take(ctx, id, m, log) { // the attempt is recorded before it is made
 		return
 	}
+	log.Debug("sending by modem", zap.Int("attempt", m.Attempts))
 	sub := sms.Submit{Dest: f.modemDest(m.Dest), DataCoding: sm.DataCoding, UDHI: sm.UDHI(), Payload: sm.Payload(),
 		StatusReport: m.RegDeliv&0x03 != 0}
 	if !m.Expires.IsZero() {
@@ -453,8 +454,15 @@ func (f *Failover) process(ctx context.Context, id string) {
 		}
 		metricModemPath.WithLabelValues("failed").Inc()
 		log.Warn("modem send failed; will retry", zap.Error(err))
+		// Back to queued only from modem (compare-and-set): a record that
+		// left state modem meanwhile (a receipt timer of an earlier send
+		// finished it, another worker took it over) is not overwritten.
 		m.State, m.Note = store.StateQueued, err.Error()
-		_ = st.PutMessage(context.WithoutCancel(ctx), m)
+		won, werr := st.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModem}, m, nil)
+		if werr == nil && !won {
+			f.leftUs(ctx, id, log)
+			return
+		}
 		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(2*time.Second))
 		return
 	}
@@ -483,11 +491,35 @@ func (f *Failover) process(ctx context.Context, id string) {
 			zap.Error(err))
 		return
 	}
-	_ = st.AckModem(context.WithoutCancel(ctx), id)
-	if won {
-		log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
+	if !won {
+		f.leftUs(ctx, id, log)
+		f.kickTimers()
+		return
 	}
+	_ = st.AckModem(context.WithoutCancel(ctx), id)
+	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
 	f.kickTimers()
+}
+
+// leftUs handles a queue entry whose record left the state this worker had
+// written (a compare-and-set lost): the entry is acked if the message is
+// finished or sent, and otherwise left alone, to whoever wrote the record's
+// new state (a worker that released it for a retry, or holds it): acking it
+// then would take the message off the queue unsent. A store error leaves it
+// to its lease too.
+func (f *Failover) leftUs(ctx context.Context, id string, log *zap.Logger) {
+	cur, err := f.d.store.GetMessage(context.WithoutCancel(ctx), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		_ = f.d.store.AckModem(context.WithoutCancel(ctx), id)
+	case err != nil:
+	case cur.State == store.StateDone || cur.State == store.StateFailed || cur.State == store.StateModemSent ||
+		cur.State == store.StateSent:
+		_ = f.d.store.AckModem(context.WithoutCancel(ctx), id)
+	default:
+		log.Info("queued message taken over while this worker held it; its entry is left to the new holder",
+			zap.String("state", string(cur.State)))
+	}
 }
 
 // recordSent writes a modem-sent message's record (from state modem, by

@@ -149,3 +149,77 @@ func TestReturnedToCarrierUnrecordedIsReleased(t *testing.T) {
 		t.Fatalf("record %+v, %v: not expected to say sent (the link failed)", got, err)
 	}
 }
+
+// hookPool runs during each send a hook that plays what another worker did
+// meanwhile, then answers with err (nil: sent).
+type hookPool struct {
+	fakePool
+	during func()
+	err    error
+}
+
+func (p *hookPool) Send(ctx context.Context, id string, s sms.Submit) (*modem.Sent, error) {
+	p.during()
+	if p.err != nil {
+		return nil, p.err
+	}
+	return p.fakePool.Send(ctx, id, s)
+}
+
+// A worker whose entry was taken over while it sent (its lease passed; the
+// other worker's send failed: record back to queued, entry released for a
+// retry) must not ack the entry when its own record write loses: the
+// message would stay queued with no entry, never sent again, no receipt.
+func TestModemWorkerLosingItsRecordLeavesTheEntry(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	pool := &hookPool{}
+	fo := NewFailover(d, pool, FailoverConfig{ModemReceiptTimeout: time.Hour}, zap.NewNop())
+	ctx := context.Background()
+	m, id := queuedForModem(t, st, d, fo)
+	pool.during = func() {
+		other := *m
+		other.State, other.Note = store.StateQueued, "the other worker's send failed"
+		if err := st.PutMessage(ctx, &other); err != nil {
+			t.Error(err)
+		}
+		if err := st.ReleaseModem(ctx, id, time.Now()); err != nil {
+			t.Error(err)
+		}
+	}
+	fo.process(ctx, id)
+	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 1 {
+		t.Fatalf("queue depth %d, %v after the worker lost its record: want the entry kept (1)", depth, err)
+	}
+	again, err := st.ClaimModem(ctx, fo.config().Worker, time.Minute)
+	if err != nil || again != id {
+		t.Fatalf("ClaimModem = %q, %v; want %s claimable again", again, err, id)
+	}
+}
+
+// A worker whose send fails after the message was finished meanwhile (the
+// receipt timer of an earlier send gave its ACCEPTD receipt) must not write
+// it back to queued: that would send it again and give a second receipt.
+func TestModemWorkerFailingAfterFinishKeepsTheFinish(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	pool := &hookPool{err: errInjected}
+	fo := NewFailover(d, pool, FailoverConfig{ModemReceiptTimeout: time.Hour}, zap.NewNop())
+	ctx := context.Background()
+	m, id := queuedForModem(t, st, d, fo)
+	pool.during = func() {
+		done := *m
+		done.State, done.FinalStat = store.StateDone, "ACCEPTD"
+		if err := st.PutMessage(ctx, &done); err != nil {
+			t.Error(err)
+		}
+	}
+	fo.process(ctx, id)
+	got, err := st.GetMessage(ctx, m.ID)
+	if err != nil || got.State != store.StateDone {
+		t.Fatalf("record %+v, %v: want it left done", got, err)
+	}
+	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 0 {
+		t.Fatalf("queue depth %d, %v: want the finished message's entry acked", depth, err)
+	}
+}

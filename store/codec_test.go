@@ -107,11 +107,26 @@ func TestParseRedisURL(t *testing.T) {
 		if kind != c.kind || !reflect.DeepEqual(cfg.addrs(), c.addr) || (c.want != nil && !c.want(cfg)) {
 			t.Errorf("%s: kind %s addrs %v", c.url, kind, cfg.addrs())
 		}
+		// go-redis must never send a command twice (client's doc).
+		_ = cfg.client().Close()
+		retries := map[string]int{}
+		if cfg.simple != nil {
+			retries["simple"] = cfg.simple.MaxRetries
+		}
+		if cfg.failover != nil {
+			retries["failover"] = cfg.failover.MaxRetries
+		}
+		if cfg.cluster != nil {
+			retries["cluster"] = cfg.cluster.MaxRetries
+		}
+		if retries[kind] != -1 {
+			t.Errorf("%s: go-redis MaxRetries %d, want -1 (no retries)", c.url, retries[kind])
+		}
 	}
 	for _, bad := range []string{
 		"", "localhost:6379", "http://h:1", "redis-sentinel://:secret@h:1", "redis-sentinel://:secret@h/m",
 		"redis-sentinel://h:1,/m", "redis-sentinel://h:99999/m", "redis-cluster://h:1/x", "redis-cluster://h:1?db=2",
-		"redis-sentinel://h:1/m?colour=red", "redis://:secret@h:1/notanumber",
+		"redis-sentinel://h:1/m?colour=red", "redis://:secret@h:1/notanumber", "redis://:secret@h:1/0?max_retries=3",
 	} {
 		_, err := parseRedisURL(bad)
 		var ue *URLError

@@ -30,13 +30,25 @@ type redisConfig struct {
 }
 
 // client builds the go-redis client for the config.
+//
+// go-redis's own retries are turned off (MaxRetries -1): it would send a
+// command again after a read timeout or a dropped connection, when the first
+// copy may already have run, and the store's scripts are not idempotent (a
+// modem-queue claim or release run twice, a compare-and-set that then finds
+// its own write and reports that it lost, a GETDEL whose value is gone). A
+// failed call returns its error; spareline retries where a retry is safe
+// (the dispatcher's link retries, the queue's release-and-claim-again, the
+// store probe).
 func (c *redisConfig) client() redis.UniversalClient {
 	switch {
 	case c.failover != nil:
+		c.failover.MaxRetries = -1
 		return redis.NewFailoverClient(c.failover)
 	case c.cluster != nil:
+		c.cluster.MaxRetries = -1
 		return redis.NewClusterClient(c.cluster)
 	default:
+		c.simple.MaxRetries = -1
 		return redis.NewClient(c.simple)
 	}
 }
@@ -86,6 +98,9 @@ func parseRedisURL(raw string) (*redisConfig, error) {
 	}
 	switch scheme {
 	case "redis", "rediss":
+		if _, query, _ := strings.Cut(rest, "?"); strings.Contains(query, "max_retries") {
+			return nil, bad("max_retries: spareline turns go-redis's retries off (a command sent again may run twice); remove it")
+		}
 		o, err := redis.ParseURL(raw)
 		if err != nil {
 			// A *url.Error quotes the whole URL, password included.

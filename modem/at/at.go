@@ -71,6 +71,8 @@ type request struct {
 	ctx    context.Context
 	cmd    string
 	pdu    string // hex, only for an SMS command
+	abort  bool   // Abort: ESC, then the guard time
+	guard  time.Duration
 	result chan result
 }
 
@@ -158,6 +160,38 @@ func (s *Session) Command(ctx context.Context, cmd string) ([]string, error) {
 // prompt, writes pdu (hex) and Ctrl-Z, and returns the answer lines.
 func (s *Session) SMSCommand(ctx context.Context, cmd, pdu string) ([]string, error) {
 	return s.do(ctx, cmd, pdu)
+}
+
+// Abort writes ESC, which ends a "> " prompt left open by whoever used the
+// port before (27.005 §3.5.1: a process killed between AT+CMGS and its PDU
+// leaves the modem taking every later character as PDU text), and then drops
+// the lines that are not URCs for guard (the session's GuardTime when 0):
+// the modem's answer to the ESC, or a late answer of a command of that
+// process. A modem in command state ignores the ESC. It returns once the
+// guard time has passed.
+func (s *Session) Abort(ctx context.Context, guard time.Duration) error {
+	if guard <= 0 {
+		guard = s.opts.GuardTime
+	}
+	r := &request{ctx: ctx, cmd: "<ESC>", abort: true, guard: guard, result: make(chan result, 1)}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return &TimeoutError{Cmd: r.cmd, Err: ctx.Err()}
+	case <-s.done:
+		return s.Err()
+	}
+	if res := <-r.result; res.err != nil {
+		return res.err
+	}
+	select { // the guard time: the owner takes no request until it passes
+	case s.reqs <- nil:
+		return nil
+	case <-ctx.Done():
+		return &TimeoutError{Cmd: r.cmd, Err: ctx.Err()}
+	case <-s.done:
+		return s.Err()
+	}
 }
 
 // Done is closed when the session has ended (port broken or Close).
@@ -352,6 +386,19 @@ func (s *Session) ownerLoop() {
 		case <-guardC:
 			guardC = nil
 		case r := <-reqs:
+			if r == nil { // Abort waiting out its guard time: it has passed
+				continue
+			}
+			if r.abort {
+				if err := write("\x1b"); err != nil {
+					shutdown(err)
+					return
+				}
+				r.result <- result{}
+				guard = time.NewTimer(r.guard)
+				guardC = guard.C
+				continue
+			}
 			if err := r.ctx.Err(); err != nil {
 				r.result <- result{err: &TimeoutError{Cmd: r.cmd, Err: err}}
 				continue

@@ -206,6 +206,30 @@ func TestSMSCommandTimeoutSendsEscAndRecovers(t *testing.T) {
 	}
 }
 
+// Abort ends a prompt a killed process left open: it writes ESC, drops the
+// modem's answer to it (and any late answer) for the guard time, and the
+// next command gets its own answer, not the stale one.
+func TestAbortEndsAnOpenPromptAndDropsItsAnswer(t *testing.T) {
+	s, f := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "ESC":
+			f.send("\r\n+CMGS: 7\r\n\r\nOK\r\n") // a late answer, then the ESC's own
+		case "AT+CGMI":
+			f.send("\r\nSIEMENS\r\n\r\nOK\r\n")
+		}
+	})
+	if err := s.Abort(ctxT(t), 0); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Command(ctxT(t), "AT+CGMI")
+	if err != nil || !reflect.DeepEqual(info, []string{"SIEMENS"}) {
+		t.Fatalf("the command after Abort got %q, %v; want its own answer", info, err)
+	}
+	if w := f.wrote(); !strings.HasPrefix(w, "\x1b") {
+		t.Fatalf("Abort did not write ESC first: %q", w)
+	}
+}
+
 func TestUnpluggedPortFailsPendingCommands(t *testing.T) {
 	received := make(chan struct{})
 	s, f := start(t, func(f *fakeModem, cmd string) {

@@ -218,6 +218,23 @@ func (e *env) dialDirect(ctx context.Context, n, window int, bt platform.BindTyp
 	return cs, dests, nil
 }
 
+// dialVia binds n clients to addr (a relay in front of the first
+// simulator) with the simulators' credentials.
+func (e *env) dialVia(ctx context.Context, addr string, n, window int, bt platform.BindType) ([]*platform.Client, []string, error) {
+	var cs []*platform.Client
+	var dests []string
+	for range n {
+		c, err := platform.Dial(ctx, addr, "direct", "pw", platform.Options{BindType: bt, Window: window, NoHistory: true})
+		if err != nil {
+			closeAll(cs)
+			return nil, nil, err
+		}
+		cs = append(cs, c)
+		dests = append(dests, samples[e.names[0]])
+	}
+	return cs, dests, nil
+}
+
 // dialRelay binds n platform sessions to the gateway; client i sends to the
 // carriers in turn, so that the load spreads as in dialDirect.
 func (e *env) dialRelay(ctx context.Context, n, window int, bt platform.BindType) ([]*platform.Client, []string, error) {

@@ -77,6 +77,9 @@ type world struct {
 	modems  []*modemsim.Sim
 	cfgPath string
 	addr    string // spareline's SMPP address, the same across restarts
+	storeAt string // the Redis URL or the bbolt directory, for the diagnosis of a failure
+
+	children []*child // every run, for the diagnosis of a failure
 
 	mu       sync.Mutex
 	submits  []Submit
@@ -156,6 +159,9 @@ func runCrash(t *testing.T, kind string, seed int64, n int) Report {
 	r := w.final()
 	r.Store, r.Seed, r.Kills = kind, seed, w.kills
 	t.Logf("%d kills on the %s store:\n%s", w.kills, kind, r.Table())
+	if r.Lost > 0 || r.ReceiptsLost > 0 {
+		w.diagnose(r)
+	}
 	if r.Lost > 0 {
 		t.Errorf("%d acknowledged messages delivered nowhere: %v", r.Lost, first(r.LostTokens, 20))
 	}
@@ -194,9 +200,11 @@ func newWorld(t *testing.T, kind string, seed int64, redisOpts ...redisserver.Op
 	fmt.Fprintf(&y, "smpp: { listen: %q, enquire_link: 5s }\nhttp: { listen: \"\" }\n", w.addr)
 	if kind == "redis" {
 		rs := redisserver.Start(t, append([]redisserver.Option{redisserver.WithAOF()}, redisOpts...)...)
-		fmt.Fprintf(&y, "store: { redis: %q }\n", rs.URL())
+		w.storeAt = rs.URL()
+		fmt.Fprintf(&y, "store: { redis: %q }\n", w.storeAt)
 	} else {
-		fmt.Fprintf(&y, "store: { path: %q }\n", filepath.Join(t.TempDir(), "data"))
+		w.storeAt = filepath.Join(t.TempDir(), "data")
+		fmt.Fprintf(&y, "store: { path: %q }\n", w.storeAt)
 	}
 	y.WriteString("accounts:\n  - { system_id: platform, password: secret }\ncarriers:\n")
 	for _, c := range carriers {
@@ -255,7 +263,8 @@ func (c *child) tail() string {
 // running" log line.
 func start(ctx context.Context, t *testing.T, cfgPath string) *child {
 	t.Helper()
-	cmd := exec.Command(binary, "run", "--config", cfgPath, "--log-level", "info")
+	// Debug: each message's life is logged, for the diagnosis of a failure.
+	cmd := exec.Command(binary, "run", "--config", cfgPath, "--log-level", "debug")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -382,6 +391,7 @@ func (w *world) addReceipts(rs []platform.Receipt) {
 func (w *world) cycle(i int) {
 	t := w.t
 	c := start(w.ctx, t, w.cfgPath)
+	w.children = append(w.children, c)
 	pc := w.dial()
 	msgs := w.batch(newPerCycle)
 	killAt := time.Duration(w.rng.Int64N(int64(killWithin)))
@@ -495,6 +505,7 @@ func (w *world) history(extra []platform.Receipt) History {
 func (w *world) final() Report {
 	t := w.t
 	c := start(w.ctx, t, w.cfgPath)
+	w.children = append(w.children, c)
 	pc := w.dial()
 	defer pc.Close()
 	for round := 0; ; round++ {

@@ -1,0 +1,99 @@
+package modem_test
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spareline/spareline/modem/sms"
+	"github.com/spareline/spareline/test/modemsim"
+)
+
+// killedMidSend plays a gateway process killed inside AT+CMGS: it opens the
+// device, types the command, waits for the "> " prompt and, when pdu, types
+// the PDU and Ctrl-Z; then it closes the port without reading the answer.
+func killedMidSend(t *testing.T, sim *modemsim.Sim, text string, pdu bool) {
+	t.Helper()
+	f, err := os.OpenFile(sim.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	parts, err := sms.EncodeSubmit(sms.Submit{Dest: "+8613800138000", Payload: []byte(text), StatusReport: true}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "AT+CMGS=%d\r", parts[0].TPDULen)
+	r := bufio.NewReader(f)
+	var seen strings.Builder
+	for !strings.Contains(seen.String(), "> ") {
+		b, err := r.ReadByte()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen.WriteByte(b)
+	}
+	if pdu {
+		fmt.Fprintf(f, "%s\x1a", strings.ToUpper(hex.EncodeToString(parts[0].PDU)))
+	}
+}
+
+// A gateway killed inside AT+CMGS leaves the modem in a state the next
+// process must recover from by itself: a prompt still open (the modem takes
+// every later character as PDU text until ESC or Ctrl-Z), or an answer and a
+// status report of the killed send still buffered or still coming. The
+// restarted pool must come up, and every later send must be confirmed with
+// the TP-MR of its own transmission, never with a stale answer.
+func TestModemRecoversFromAKilledSend(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pdu   bool          // the killed process wrote the PDU
+		delay time.Duration // the modem's time to send: the answer lands after the restart
+	}{
+		{"prompt-left-open", false, 0},
+		{"answer-buffered", true, 0},
+		{"answer-after-restart", true, 150 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, "s", modemsim.Options{SendDelay: 2*time.Millisecond + tc.delay, ReportDelay: 5 * time.Millisecond})
+			killedMidSend(t, sim, "killed", tc.pdu)
+			ctx := testCtx(t, 60*time.Second)
+			if tc.pdu && tc.delay == 0 {
+				if _, err := sim.WaitSent(ctx, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+			waitUp(t, ctx, p, "m0")
+			for i := range 5 {
+				txt := fmt.Sprintf("after-%d", i)
+				sent, err := p.Send(ctx, txt, sms.Submit{Dest: "+8613800138000", Payload: []byte(txt), StatusReport: true})
+				if err != nil {
+					t.Fatalf("send %s: %v", txt, err)
+				}
+				var mrs []int
+				for _, m := range sim.Sent() {
+					if m.Text == txt {
+						mrs = append(mrs, m.MRs...)
+					}
+				}
+				if len(mrs) != 1 || len(sent.Refs) != 1 || sent.Refs[0] != mrs[0] {
+					t.Fatalf("send %s confirmed with TP-MR %v; the modem sent it %d times with %v", txt, sent.Refs, len(mrs), mrs)
+				}
+			}
+			killed := 0
+			for _, m := range sim.Sent() {
+				if m.Text == "killed" {
+					killed++
+				}
+			}
+			if want := map[bool]int{false: 0, true: 1}[tc.pdu]; killed != want {
+				t.Errorf("the killed send went out %d times, want %d", killed, want)
+			}
+		})
+	}
+}
