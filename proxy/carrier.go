@@ -345,7 +345,22 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 			case cmdDeliverSM:
 				c.onDeliver(c, s, f)
 			case cmdDataSM:
-				s.Respond(f, statusInvCmdID, nil)
+				// A receipt or an MO message by data_sm (SMPP 3.4 §4.7):
+				// handled as the deliver_sm it stands for, answered with
+				// data_sm_resp.
+				body, err := dataSMAsDeliver(f.Body)
+				if err != nil {
+					status := statusInvMsgLen
+					var be *BodyError
+					if errors.As(err, &be) {
+						status = be.Status
+					}
+					s.log.Warn("malformed data_sm from carrier", zap.Error(err))
+					s.Respond(f, status, nil)
+					return
+				}
+				f.Body = body
+				c.onDeliver(c, s, f)
 			case cmdAlertNotif:
 				// No response (SMPP 3.4 §4.12).
 			default:

@@ -108,6 +108,39 @@ func TestReceiptsCarryOurIDs(t *testing.T) {
 	})
 }
 
+// A carrier that sends its receipts by data_sm (SMPP 3.4 §4.7) instead of
+// deliver_sm: spareline answers data_sm_resp, and the platform gets an
+// ordinary deliver_sm receipt with spareline's id in the TLV and the text.
+func TestReceiptsByDataSM(t *testing.T) {
+	storeKinds(t, func(t *testing.T, kind string) {
+		e := startEnv(t, kind, func(o *envOpts) {
+			o.smscMutate = func(_ string, so *smscsim.Options) { so.ReceiptsByDataSM = true }
+		})
+		c := e.dial("platform", "secret", platform.BindTRX)
+		want := map[string]bool{}
+		for _, cs := range carrierSetups {
+			res, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: cs.sample, Text: "receipt by data_sm", RegisteredDelivery: 1})
+			if err != nil || res.Status != 0 {
+				t.Fatalf("%s: %v 0x%X", cs.name, err, res.Status)
+			}
+			want[res.MessageID] = true
+		}
+		for range len(want) {
+			r := e.nextReceipt(c)
+			if !want[r.ID] || r.TLVID != r.ID || r.Stat != "DELIVRD" {
+				t.Fatalf("receipt id %q, TLV id %q, stat %q: want one of ours, DELIVRD", r.ID, r.TLVID, r.Stat)
+			}
+			delete(want, r.ID)
+		}
+		for _, cs := range carrierSetups {
+			s := e.smscs[cs.name]
+			if err := s.WaitUntil(e.ctx, func(st smscsim.Stats) bool { return st.ReceiptsAcked == 1 }); err != nil {
+				t.Fatalf("%s: its data_sm receipt was not acknowledged with data_sm_resp OK: %v (%+v)", cs.name, err, s.Stats())
+			}
+		}
+	})
+}
+
 // Chinese UCS2 text and a 3-part concatenated message arrive byte for byte.
 func TestUCS2AndConcatenatedByteExact(t *testing.T) {
 	storeKinds(t, func(t *testing.T, kind string) {

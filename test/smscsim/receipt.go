@@ -136,6 +136,18 @@ func (s *SMSC) sendReceipt(r *receipt) {
 	s.mu.Unlock()
 
 	m := r.msg
+	if s.opts.ReceiptsByDataSM {
+		d := pdu.NewDataSM().(*pdu.DataSM)
+		d.SourceAddr = addr(m.DestTON, m.DestNPI, m.Dest)
+		d.DestAddr = addr(m.SourceTON, m.SourceNPI, m.Source)
+		d.EsmClass = data.SM_SMSC_DLV_RCPT_TYPE
+		c.send(encode(d, 0, seq, []TLV{
+			{Tag: TagReceiptedMessageID, Value: append([]byte(m.ReceiptID), 0)},
+			{Tag: TagMessageState, Value: []byte{MessageState(r.stat)}},
+			{Tag: 0x0424, Value: r.text}, // message_payload: the receipt text
+		}))
+		return
+	}
 	d := pdu.NewDeliverSM().(*pdu.DeliverSM)
 	// A receipt travels back: from the original destination to the original source.
 	d.SourceAddr = addr(m.DestTON, m.DestNPI, m.Dest)

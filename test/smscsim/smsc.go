@@ -91,6 +91,10 @@ type Options struct {
 	// ReceiptRetry: a receipt answered with an error status is sent again
 	// after ReceiptRetry, as real SMSCs do; 0 = never sent again.
 	ReceiptRetry time.Duration
+	// ReceiptsByDataSM sends receipts as data_sm (SMPP 3.4 §4.7, as some
+	// SMSCs do): receipted_message_id, message_state and the receipt text
+	// in message_payload; data_sm_resp answers them.
+	ReceiptsByDataSM bool
 
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
@@ -664,7 +668,7 @@ func (c *conn) handle(h header, full []byte) {
 		}
 	case data.SUBMIT_SM:
 		c.handleSubmit(h, full)
-	case data.DELIVER_SM_RESP, data.GENERIC_NACK:
+	case data.DELIVER_SM_RESP, data.DATA_SM_RESP, data.GENERIC_NACK:
 		status := h.Status
 		if data.CommandIDType(h.ID) == data.GENERIC_NACK && status == 0 {
 			status = uint32(data.ESME_RSYSERR)

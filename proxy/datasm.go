@@ -1,0 +1,69 @@
+package proxy
+
+import (
+	"github.com/linxGnu/gosmpp/data"
+)
+
+// dataSMAsDeliver rewrites the body of a data_sm a carrier sent (SMPP 3.4
+// §4.7.1: an SMSC may deliver receipts and MO messages by data_sm instead of
+// deliver_sm) as the body of the deliver_sm that carries the same thing
+// (§4.6.1): the fields data_sm shares with deliver_sm are kept, those it
+// lacks are set to their defaults (protocol_id 0, priority_flag 0, no
+// schedule or validity, replace_if_present 0, sm_default_msg_id 0) and the
+// content stays where data_sm carries it, in the optional parameters
+// (message_payload, receipted_message_id, message_state...), with
+// sm_length 0. The platform so gets an ordinary deliver_sm, and the receipt
+// path rewrites it like any other.
+func dataSMAsDeliver(body []byte) ([]byte, error) {
+	r := &bodyReader{b: body}
+	if _, err := r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
+		if _, err := r.byte1(f); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"dest_addr_ton", "dest_addr_npi"} {
+		if _, err := r.byte1(f); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.cstr(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
+		return nil, err
+	}
+	if _, err := r.byte1("esm_class"); err != nil {
+		return nil, err
+	}
+	head := r.off // service_type .. esm_class: the same in both
+	regDeliv, err := r.byte1("registered_delivery")
+	if err != nil {
+		return nil, err
+	}
+	dc, err := r.byte1("data_coding")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(body)+8)
+	out = append(out, body[:head]...)
+	out = append(out,
+		0,    // protocol_id
+		0,    // priority_flag
+		0,    // schedule_delivery_time ""
+		0,    // validity_period ""
+		regDeliv,
+		0,  // replace_if_present_flag
+		dc, // data_coding
+		0,  // sm_default_msg_id
+		0,  // sm_length: the content is in message_payload
+	)
+	out = append(out, body[r.off:]...) // the optional parameters, as sent
+	// The optional parameters are checked by the deliver_sm parser.
+	if _, err := ParseShortMessage(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

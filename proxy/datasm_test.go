@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+)
+
+// dataSMBody builds a data_sm body (SMPP 3.4 §4.7.1) with the given TLVs.
+func dataSMBody(src, dst string, esm, regDeliv, dc byte, tlvs ...TLV) []byte {
+	b := cstring(nil, "")            // service_type
+	b = append(b, 1, 1)              // source ton, npi
+	b = cstring(b, src)              // source_addr
+	b = append(b, 1, 1)              // dest ton, npi
+	b = cstring(b, dst)              // destination_addr
+	b = append(b, esm, regDeliv, dc) // esm_class, registered_delivery, data_coding
+	for _, t := range tlvs {
+		b = binary.BigEndian.AppendUint16(b, t.Tag)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(t.Value)))
+		b = append(b, t.Value...)
+	}
+	return b
+}
+
+// A receipt and an MO message by data_sm become the deliver_sm bodies that
+// carry the same: addresses, esm_class, data_coding and every optional
+// parameter kept, the content in message_payload, an empty short_message.
+func TestDataSMAsDeliver(t *testing.T) {
+	receipt := dataSMBody("13800138000", "10690001", 0x04, 0, 0,
+		TLV{Tag: tagReceiptedMessageID, Value: []byte("1234567\x00")}, TLV{Tag: 0x0427, Value: []byte{2}},
+		TLV{Tag: tagMessagePayload, Value: []byte(receiptText)})
+	out, err := dataSMAsDeliver(receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseShortMessage(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Source != "13800138000" || m.Dest != "10690001" || !m.IsReceipt() || len(m.Message) != 0 || len(m.TLVs) != 3 {
+		t.Fatalf("converted receipt: %+v", m)
+	}
+	if id, stat := receiptID(m); id != "1234567" || stat == "" {
+		t.Fatalf("receipt id %q stat %q", id, stat)
+	}
+
+	mo := dataSMBody("13800138000", "10690001", 0, 0, 8, TLV{Tag: tagMessagePayload, Value: []byte{0x4F, 0x60, 0x59, 0x7D}})
+	out, err = dataSMAsDeliver(mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = ParseShortMessage(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.IsReceipt() || m.DataCoding != 8 || !bytes.Equal(m.Payload(), []byte{0x4F, 0x60, 0x59, 0x7D}) {
+		t.Fatalf("converted MO: %+v, payload %X", m, m.Payload())
+	}
+
+	for _, bad := range [][]byte{receipt[:5], receipt[:len(receipt)-2], {}} {
+		var be *BodyError
+		if _, err := dataSMAsDeliver(bad); !errors.As(err, &be) || be.Status == statusOK {
+			t.Errorf("% X: %v, want a *BodyError with a status", bad, err)
+		}
+	}
+}
+
+// Whatever a carrier sends as data_sm, the conversion never panics, and a
+// body it returns parses as a deliver_sm with the same addresses, esm_class,
+// data_coding and optional parameters.
+func FuzzDataSMAsDeliver(f *testing.F) {
+	f.Add(dataSMBody("13800138000", "10690001", 0x04, 0, 0,
+		TLV{Tag: tagReceiptedMessageID, Value: []byte("abc\x00")}, TLV{Tag: 0x0427, Value: []byte{2}}))
+	f.Add(dataSMBody("1", "2", 0, 1, 8, TLV{Tag: tagMessagePayload, Value: []byte("hi")}))
+	f.Add([]byte{0, 1, 1, 0})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := dataSMAsDeliver(body)
+		if err != nil {
+			var be *BodyError
+			if !errors.As(err, &be) || be.Status == statusOK {
+				t.Fatalf("error %v is not a *BodyError with a status", err)
+			}
+			return
+		}
+		m, err := ParseShortMessage(out)
+		if err != nil {
+			t.Fatalf("converted body does not parse: %v", err)
+		}
+		if len(m.Message) != 0 || !bytes.HasSuffix(body, out[m.tlvStart:]) {
+			t.Fatalf("content moved: short_message %X, optional parameters %X", m.Message, out[m.tlvStart:])
+		}
+	})
+}
