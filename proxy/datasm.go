@@ -50,10 +50,10 @@ func dataSMAsDeliver(body []byte) ([]byte, error) {
 	out := make([]byte, 0, len(body)+8)
 	out = append(out, body[:head]...)
 	out = append(out,
-		0,    // protocol_id
-		0,    // priority_flag
-		0,    // schedule_delivery_time ""
-		0,    // validity_period ""
+		0, // protocol_id
+		0, // priority_flag
+		0, // schedule_delivery_time ""
+		0, // validity_period ""
 		regDeliv,
 		0,  // replace_if_present_flag
 		dc, // data_coding
