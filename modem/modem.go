@@ -3,11 +3,15 @@
 //
 // # One modem
 //
-// Init runs ATE0, AT+CMEE=1, AT+CPIN? (entering the PIN when asked), AT+CMGF=0
-// (PDU mode), AT+CSMS? (service 1 means +CDS/+CMT must be acknowledged with
-// AT+CNMA, 27.005 §3.2.1), AT+CNMI=2,1,0,1,0 (27.005 §3.4.1: incoming messages
-// stored with a +CMTI index, status reports routed as +CDS), then reads
-// identity, SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
+// Init runs AT (an unanswered one is followed by ESC: a "> " prompt left
+// open by a process killed inside AT+CMGS would swallow every command), ATE0,
+// AT+CMEE=1 (a modem that refuses it still works), AT+CPIN? (entering the PIN
+// when asked), AT+CMGF=0 (PDU mode), AT+CSMS? (service 1 means +CDS/+CMT must
+// be acknowledged with AT+CNMA, 27.005 §3.2.1), AT+CNMI=2,1,0,1,0 (27.005
+// §3.4.1: incoming messages stored with a +CMTI index, status reports routed
+// as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then without
+// status reports, then without indications at all), then reads identity,
+// SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
 // A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
 // failure, as some Siemens firmware answers it to a failed send. Incoming
 // messages are read (AT+CMGR) and then deleted (AT+CMGD); at start-up,
@@ -144,6 +148,7 @@ type Modem struct {
 	opts   Options
 	events chan Event // written by the session's URC dispatcher, read by the owner
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
+	cnmi   string     // the AT+CNMI setting the modem took; "" none
 }
 
 // New wraps rw; call Init next.
@@ -244,10 +249,16 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("modem %s: no answer to AT: %w", m.opts.Name, err)
 	}
-	for _, c := range []string{"ATE0", "AT+CMEE=1"} {
-		if _, err := m.s.Command(ctx, c); err != nil {
-			return nil, fmt.Errorf("modem %s: %s: %w", m.opts.Name, c, err)
+	if _, err := m.s.Command(ctx, "ATE0"); err != nil {
+		return nil, fmt.Errorf("modem %s: ATE0: %w", m.opts.Name, err)
+	}
+	// Numeric +CME/+CMS errors help classify failures; a modem that refuses
+	// them still works (its errors are then bare ERRORs: temporary).
+	if _, err := m.s.Command(ctx, "AT+CMEE=1"); err != nil {
+		if !refused(err) {
+			return nil, fmt.Errorf("modem %s: AT+CMEE=1: %w", m.opts.Name, err)
 		}
+		m.log.Warn("modem refuses AT+CMEE=1 (numeric error codes); send errors will be bare ERRORs", zap.String("modem", m.opts.Name))
 	}
 	if err := m.unlockSIM(ctx, pin); err != nil {
 		return nil, err
@@ -259,8 +270,30 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		svc, _ := at.Int(at.Fields(l[0]), 0)
 		m.ackCDS = svc == 1
 	}
-	if _, err := m.s.Command(ctx, "AT+CNMI=2,1,0,1,0"); err != nil {
-		return nil, fmt.Errorf("modem %s: AT+CNMI=2,1,0,1,0: %w", m.opts.Name, err)
+	// New-message indications (27.005 §3.4.1): stored MO messages announced
+	// by +CMTI (mt=1), status reports routed as +CDS (ds=1). Modems differ in
+	// the modes they take: mode 2 (buffer while the link is busy) first,
+	// then mode 1, then without status reports. A modem that takes none
+	// still sends: its receipts then come from failover.modem_receipt_timeout
+	// (ACCEPTD) and its stored MO messages are read at each start.
+	m.cnmi = ""
+	for _, mode := range cnmiModes {
+		_, err := m.s.Command(ctx, "AT+CNMI="+mode)
+		if err == nil {
+			m.cnmi = mode
+			break
+		}
+		if !refused(err) {
+			return nil, fmt.Errorf("modem %s: AT+CNMI=%s: %w", m.opts.Name, mode, err)
+		}
+	}
+	switch m.cnmi {
+	case cnmiModes[0]:
+	case "":
+		m.log.Warn("modem refuses every AT+CNMI mode tried: no status reports, incoming messages read only at start",
+			zap.String("modem", m.opts.Name), zap.Strings("tried", cnmiModes))
+	default:
+		m.log.Info("modem takes AT+CNMI="+m.cnmi, zap.String("modem", m.opts.Name))
 	}
 	info := &Info{}
 	info.Manufacturer = m.first(ctx, "AT+CGMI")
@@ -332,6 +365,17 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 	default:
 		return &SIMError{State: st}
 	}
+}
+
+// cnmiModes are the AT+CNMI settings Init tries, in order.
+var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,0,0", "1,1,0,0,0"}
+
+// refused reports whether err is the modem saying no (ERROR, +CME ERROR,
+// +CMS ERROR), as opposed to no answer or a broken port.
+func refused(err error) bool {
+	var cme *at.CMEError
+	var cms *at.CMSError
+	return errors.Is(err, at.ErrError) || errors.As(err, &cme) || errors.As(err, &cms)
 }
 
 // Health reads AT+CSQ and AT+CREG?.

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,6 +61,9 @@ type Options struct {
 	PIN          string        // when set, the SIM asks for it after each power-up
 	SMSC         string        // default "+8613800100500"
 	Signal       int           // +CSQ rssi, default 20
+	// Refuse lists commands (upper case, without "AT", e.g. "+CNMI=2,1,0,1,0")
+	// answered ERROR, as a modem that lacks a mode or a feature does.
+	Refuse []string
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -447,6 +451,10 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		return 0, false
 	}
 	body := up[2:]
+	if slices.Contains(s.opts.Refuse, body) {
+		c.write("\r\nERROR\r\n")
+		return 0, false
+	}
 	arg := func(prefix string) (string, bool) {
 		if strings.HasPrefix(body, prefix) {
 			return cmd[2+len(prefix):], true

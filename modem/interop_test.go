@@ -97,3 +97,44 @@ func TestModemRecoversFromAKilledSend(t *testing.T) {
 		})
 	}
 }
+
+// Modems differ in the AT+CNMI modes and features they take. One that
+// refuses numeric error codes and the buffered indication mode comes up on
+// mode 1 and still routes status reports; one that refuses every mode tried
+// comes up and sends all the same (its receipts come from the gateway's
+// receipt timer).
+func TestModemTakesWhatInitItCan(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		refuse  []string
+		reports bool
+	}{
+		{"no-cmee-no-mode-2", []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, true},
+		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, Refuse: tc.refuse})
+			ctx := testCtx(t, 30*time.Second)
+			p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+			waitUp(t, ctx, p, "m0")
+			sent, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("init tolerant"), StatusReport: true})
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			if got := sim.Sent(); len(got) != 1 || got[0].Text != "init tolerant" || got[0].MRs[0] != sent.Refs[0] {
+				t.Fatalf("the modem sent %+v; confirmed refs %v", got, sent.Refs)
+			}
+			if !tc.reports {
+				return
+			}
+			select {
+			case r := <-p.Reports():
+				if r.ID != "id1" || !r.Status.Delivered() {
+					t.Fatalf("report %+v", r)
+				}
+			case <-ctx.Done():
+				t.Fatal("no status report routed on AT+CNMI=1,1,0,1,0")
+			}
+		})
+	}
+}
