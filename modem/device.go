@@ -142,6 +142,15 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 				return
 			}
 			health = h
+			if !m.Announces() { // no +CMTI: incoming messages are polled
+				if msgs, err := m.ReadAll(ctx); err != nil {
+					log.Warn("reading stored messages", zap.Error(err))
+				} else {
+					for _, st := range msgs {
+						stored(st)
+					}
+				}
+			}
 		}
 		if !health.Registered {
 			lastErr = ErrNotRegistered

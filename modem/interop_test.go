@@ -125,6 +125,18 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 				t.Fatalf("the modem sent %+v; confirmed refs %v", got, sent.Refs)
 			}
 			if !tc.reports {
+				// No +CMTI: an incoming message is found by polling.
+				if err := sim.Deliver("+8613900000000", "reply without CNMI"); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case in := <-p.Incoming():
+					if in.Text != "reply without CNMI" {
+						t.Fatalf("incoming %+v", in)
+					}
+				case <-ctx.Done():
+					t.Fatal("an incoming message on a modem without AT+CNMI was never read")
+				}
 				return
 			}
 			select {

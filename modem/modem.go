@@ -275,7 +275,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	// the modes they take: mode 2 (buffer while the link is busy) first,
 	// then mode 1, then without status reports. A modem that takes none
 	// still sends: its receipts then come from failover.modem_receipt_timeout
-	// (ACCEPTD) and its stored MO messages are read at each start.
+	// (ACCEPTD) and its stored MO messages are polled at each health probe.
 	m.cnmi = ""
 	for _, mode := range cnmiModes {
 		_, err := m.s.Command(ctx, "AT+CNMI="+mode)
@@ -290,7 +290,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	switch m.cnmi {
 	case cnmiModes[0]:
 	case "":
-		m.log.Warn("modem refuses every AT+CNMI mode tried: no status reports, incoming messages read only at start",
+		m.log.Warn("modem refuses every AT+CNMI mode tried: no status reports, incoming messages polled",
 			zap.String("modem", m.opts.Name), zap.Strings("tried", cnmiModes))
 	default:
 		m.log.Info("modem takes AT+CNMI="+m.cnmi, zap.String("modem", m.opts.Name))
@@ -366,6 +366,10 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 		return &SIMError{State: st}
 	}
 }
+
+// Announces reports whether the modem took an AT+CNMI mode that announces
+// incoming messages (+CMTI); without one, its owner polls with ReadAll.
+func (m *Modem) Announces() bool { return m.cnmi != "" }
 
 // cnmiModes are the AT+CNMI settings Init tries, in order.
 var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,0,0", "1,1,0,0,0"}
