@@ -67,3 +67,27 @@ func dataSMAsDeliver(body []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// legacyBody is a deliver_sm body for an SMPP 3.3 ESME (interface_version
+// below 0x34), which knows no optional parameters: they are cut. A receipt
+// keeps its id and stat in its text (Appendix B). Content carried only in
+// message_payload (a data_sm MO, a long receipt text) moves into
+// short_message when it fits its 254 octets; when it does not, the body is
+// left whole: a 3.3 ESME may then ignore the tail, which is better than
+// getting an empty message.
+func legacyBody(body []byte) []byte {
+	m, err := ParseShortMessage(body)
+	if err != nil || len(m.TLVs) == 0 {
+		return body
+	}
+	msg := m.Message
+	if len(msg) == 0 {
+		if p, ok := m.TLV(tagMessagePayload); ok {
+			if len(p) > 254 {
+				return body
+			}
+			msg = p
+		}
+	}
+	return m.rebuildBody(body, msg, nil)
+}

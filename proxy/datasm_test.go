@@ -58,6 +58,13 @@ func TestDataSMAsDeliver(t *testing.T) {
 		t.Fatalf("converted MO: %+v, payload %X", m, m.Payload())
 	}
 
+	// For an SMPP 3.3 platform: no optional parameters, the MO's content
+	// moved into short_message.
+	legacy, err := ParseShortMessage(legacyBody(out))
+	if err != nil || len(legacy.TLVs) != 0 || !bytes.Equal(legacy.Message, []byte{0x4F, 0x60, 0x59, 0x7D}) || legacy.DataCoding != 8 {
+		t.Fatalf("legacy body: %+v, %v", legacy, err)
+	}
+
 	for _, bad := range [][]byte{receipt[:5], receipt[:len(receipt)-2], {}} {
 		var be *BodyError
 		if _, err := dataSMAsDeliver(bad); !errors.As(err, &be) || be.Status == statusOK {
@@ -89,6 +96,13 @@ func FuzzDataSMAsDeliver(f *testing.F) {
 		}
 		if len(m.Message) != 0 || !bytes.HasSuffix(body, out[m.tlvStart:]) {
 			t.Fatalf("content moved: short_message %X, optional parameters %X", m.Message, out[m.tlvStart:])
+		}
+		l, err := ParseShortMessage(legacyBody(out))
+		if err != nil {
+			t.Fatalf("the SMPP 3.3 body does not parse: %v", err)
+		}
+		if p, ok := m.TLV(tagMessagePayload); len(l.TLVs) != 0 && (!ok || len(p) <= 254) {
+			t.Fatalf("the SMPP 3.3 body keeps optional parameters: %v", l.TLVs)
 		}
 	})
 }

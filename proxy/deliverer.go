@@ -208,7 +208,11 @@ func (dl *deliverer) release(ctx context.Context, log *zap.Logger) {
 }
 
 func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, log *zap.Logger) bool {
-	f, err := s.Request(ctx, cmdDeliverSM, del.Body)
+	body := del.Body
+	if n, ok := s.Value.(*northSession); ok && n.legacy.Load() {
+		body = legacyBody(body)
+	}
+	f, err := s.Request(ctx, cmdDeliverSM, body)
 	if err != nil {
 		if !errors.Is(err, ErrNotSent) {
 			log.Info("deliver_sm unanswered; will retry", zap.String("delivery", del.ID), zap.Error(err))

@@ -376,6 +376,10 @@ type northSession struct {
 	bind  bindType
 	since time.Time
 
+	// legacy is set when the platform bound with interface_version below
+	// 0x34 (SMPP 3.3): it gets no optional parameters (legacyBody).
+	legacy atomic.Bool
+
 	window   int32
 	pending  atomic.Int32   // submits being processed
 	inflight sync.WaitGroup // the same, to wait on at shutdown
@@ -503,8 +507,14 @@ func (n *northSession) handleBind(f Frame) {
 	n.acct, n.bind, n.since = acct, bt, time.Now()
 	n.mu.Unlock()
 	body := cstring(nil, "spareline")
-	// sc_interface_version (SMPP 3.4 §5.3.2.25): we speak 3.4.
-	body = append(body, byte(tagSCInterfaceVersion>>8), byte(tagSCInterfaceVersion&0xFF), 0, 1, 0x34)
+	if req.InterfaceVersion < 0x34 {
+		// An SMPP 3.3 ESME knows no optional parameters: none in the
+		// bind response nor in what it receives (legacyBody).
+		n.legacy.Store(true)
+	} else {
+		// sc_interface_version (SMPP 3.4 §5.3.2.25): we speak 3.4.
+		body = append(body, byte(tagSCInterfaceVersion>>8), byte(tagSCInterfaceVersion&0xFF), 0, 1, 0x34)
+	}
 	s.Respond(f, statusOK, body)
 	metricNorthSessions.WithLabelValues(acct.SystemID, bt.String()).Inc()
 	s.log.Info("platform bound", zap.String("account", acct.SystemID), zap.String("bind", bt.String()))

@@ -141,6 +141,40 @@ func TestReceiptsByDataSM(t *testing.T) {
 	})
 }
 
+// An SMPP 3.3 platform (interface_version 0x33) knows no optional
+// parameters: its receipts come without them, with spareline's id in the
+// text, also when the carrier sent the receipt by data_sm with the text in
+// message_payload.
+func TestSMPP33PlatformGetsReceiptsWithoutTLVs(t *testing.T) {
+	e := startEnv(t, "bolt", func(o *envOpts) {
+		o.smscMutate = func(name string, so *smscsim.Options) { so.ReceiptsByDataSM = name == "telecom" }
+	})
+	c, err := platform.Dial(e.ctx, e.gw.SMPPAddr().String(), "platform", "secret",
+		platform.Options{BindType: platform.BindTRX, InterfaceVersion: 0x33})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	want := map[string]bool{}
+	for _, cs := range carrierSetups {
+		res, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: cs.sample, Text: "legacy platform", RegisteredDelivery: 1})
+		if err != nil || res.Status != 0 {
+			t.Fatalf("%s: %v 0x%X", cs.name, err, res.Status)
+		}
+		want[res.MessageID] = true
+	}
+	for range len(want) {
+		r := e.nextReceipt(c)
+		if !want[r.ID] || r.Stat != "DELIVRD" {
+			t.Fatalf("receipt text id %q stat %q: want one of ours, DELIVRD", r.ID, r.Stat)
+		}
+		if r.TLVID != "" || len(r.Deliver.TLVs) != 0 {
+			t.Fatalf("an SMPP 3.3 platform got optional parameters: %+v", r.Deliver.TLVs)
+		}
+		delete(want, r.ID)
+	}
+}
+
 // Chinese UCS2 text and a 3-part concatenated message arrive byte for byte.
 func TestUCS2AndConcatenatedByteExact(t *testing.T) {
 	storeKinds(t, func(t *testing.T, kind string) {

@@ -57,6 +57,9 @@ type Options struct {
 	EnquireLink     time.Duration // interval of our enquire_link; 0 = none
 	ResponseTimeout time.Duration // per request; default 10s
 	SystemType      string
+	// InterfaceVersion of the bind (SMPP 3.4 §5.2.4); 0 = 0x34. 0x33 binds
+	// as an SMPP 3.3 ESME.
+	InterfaceVersion byte
 	// NoHistory keeps no History of submits (for long load runs, whose
 	// memory would otherwise grow with every message).
 	NoHistory bool
@@ -232,6 +235,9 @@ func (c *Client) bind(ctx context.Context, bt pdu.BindingType, password string) 
 	req.SystemID = c.systemID
 	req.Password = password
 	req.SystemType = c.opts.SystemType
+	if c.opts.InterfaceVersion != 0 {
+		req.InterfaceVersion = c.opts.InterfaceVersion
+	}
 	seq := c.nextSeq()
 	deadline, ok := ctx.Deadline()
 	if !ok {
