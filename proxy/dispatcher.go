@@ -349,8 +349,15 @@ func (ml *msgLogger) get() *zap.Logger {
 func (d *Dispatcher) linkCarrier(m *store.Message) ([]byte, error) {
 	ctx := d.linkContext()
 	wait := 20 * time.Millisecond
+	link := d.store.LinkCarrier
+	if m.CarrierID == "" {
+		// The carrier accepted it but gave no message_id (some do when they
+		// issue no receipts): nothing to link a receipt to, the record is
+		// written alone.
+		link = func(ctx context.Context, m *store.Message) ([]byte, error) { return nil, d.store.PutMessage(ctx, m) }
+	}
 	for {
-		orphan, err := d.store.LinkCarrier(ctx, m)
+		orphan, err := link(ctx, m)
 		d.noteStore(err)
 		if err == nil || ctx.Err() != nil {
 			return orphan, err

@@ -175,6 +175,23 @@ func TestSMPP33PlatformGetsReceiptsWithoutTLVs(t *testing.T) {
 	}
 }
 
+// A carrier that accepts with an empty message_id (it issues no receipts):
+// the platform gets OK with spareline's id, not an error.
+func TestCarrierAcceptsWithoutMessageID(t *testing.T) {
+	storeKinds(t, func(t *testing.T, kind string) {
+		e := startEnv(t, kind)
+		e.smscs["mobile"].SetBehaviour(func(smscsim.Message, int) smscsim.Reply { return smscsim.Reply{NoID: true} })
+		c := e.dial("platform", "secret", platform.BindTRX)
+		res, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "no id back"})
+		if err != nil || res.Status != 0 || res.MessageID == "" {
+			t.Fatalf("submit: %v, status 0x%X, id %q: want OK with our id", err, res.Status, res.MessageID)
+		}
+		if got := e.smscs["mobile"].Received(); len(got) != 1 || got[0].ID != "" {
+			t.Fatalf("the carrier got %d messages (first id %q)", len(got), got[0].ID)
+		}
+	})
+}
+
 // Chinese UCS2 text and a 3-part concatenated message arrive byte for byte.
 func TestUCS2AndConcatenatedByteExact(t *testing.T) {
 	storeKinds(t, func(t *testing.T, kind string) {

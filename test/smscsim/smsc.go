@@ -115,6 +115,7 @@ type Reply struct {
 	ReceiptStat string        // receipt stat: DELIVRD (default), UNDELIV, EXPIRED, REJECTD...
 	ReceiptErr  string        // receipt err: field; default "000"
 	NoReceipt   bool          // send no receipt even if asked
+	NoID        bool          // accept with an empty message_id (and send no receipt)
 }
 
 // Behaviour decides the answer to a submit_sm; attempt is 1 for the first
@@ -850,7 +851,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 			reply.Status = uint32(data.ESME_RTHROTTLED)
 		}
 	}
-	if reply.Status == 0 && !reply.Silent {
+	if reply.Status == 0 && !reply.Silent && !reply.NoID {
 		m.ID, m.ReceiptID = s.newIDs()
 	}
 	m.Status = reply.Status
@@ -892,7 +893,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	case 2:
 		wantReceipt = stat != "DELIVRD"
 	}
-	wantReceipt = wantReceipt && reply.Status == 0 && !reply.NoReceipt
+	wantReceipt = wantReceipt && reply.Status == 0 && !reply.NoReceipt && !reply.NoID
 	s.after(s.opts.ResponseDelay+reply.Delay+wait, func() {
 		if !c.send(resp) || !wantReceipt {
 			return
