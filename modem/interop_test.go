@@ -150,3 +150,35 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 		})
 	}
 }
+
+// A modem that leaves the SMSC address out of its PDU lines (+CDS, +CMGR,
+// +CMGL): status reports and incoming messages decode all the same, by the
+// TPDU length the header line announces.
+func TestModemPDUsWithoutSMSCAddress(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, NoSCA: true})
+	ctx := testCtx(t, 30*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("no sca"), StatusReport: true}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-p.Reports():
+		if r.ID != "id1" || !r.Status.Delivered() {
+			t.Fatalf("report %+v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no status report decoded from a +CDS without the SMSC address")
+	}
+	if err := sim.Deliver("+8613900000000", "incoming without sca"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "incoming without sca" || in.From != "+8613900000000" {
+			t.Fatalf("incoming %+v", in)
+		}
+	case <-ctx.Done():
+		t.Fatal("no incoming message decoded from a +CMGR without the SMSC address")
+	}
+}

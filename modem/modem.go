@@ -186,12 +186,12 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	})
 	pduURC := func(kind EventKind) at.IndicationHandler {
 		return func(l []string) {
-			b, err := hex.DecodeString(l[1])
+			b, err := hex.DecodeString(strings.TrimSpace(l[1]))
 			if err != nil {
 				log.Warn("malformed PDU line", zap.String("urc", l[0]), zap.Error(err))
 				return
 			}
-			push(Event{Kind: kind, PDU: b})
+			push(Event{Kind: kind, PDU: withSCA(b, l[0])})
 		}
 	}
 	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
@@ -476,7 +476,7 @@ func (m *Modem) Read(ctx context.Context, index int) (*Stored, error) {
 	var st *Stored
 	for i := 0; i+1 < len(l); i++ {
 		if strings.HasPrefix(l[i], "+CMGR:") {
-			st = decodeStored(index, l[i+1])
+			st = decodeStored(index, l[i+1], l[i])
 			break
 		}
 	}
@@ -505,7 +505,7 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		if !ok {
 			continue
 		}
-		out = append(out, decodeStored(idx, l[i+1]))
+		out = append(out, decodeStored(idx, l[i+1], l[i]))
 		i++
 	}
 	for _, st := range out {
@@ -516,14 +516,32 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 	return out, nil
 }
 
-func decodeStored(index int, hexPDU string) *Stored {
+func decodeStored(index int, hexPDU, header string) *Stored {
 	st := &Stored{Index: index}
 	b, err := hex.DecodeString(strings.TrimSpace(hexPDU))
 	if err != nil {
 		st.Err = fmt.Errorf("modem: stored message %d: PDU is not hex: %w", index, err)
 		return st
 	}
+	b = withSCA(b, header)
 	st.PDU = b
 	st.Deliver, st.Err = sms.DecodeDeliver(b)
 	return st
+}
+
+// withSCA returns a PDU line's octets with the SMSC address field first, as
+// the decoders read them. 27.005 puts the SC address before the TPDU in PDU
+// mode (+CMT, +CDS, +CMGR, +CMGL), and the header line's last field is the
+// TPDU's length without it; some modems leave the SC address out. When the
+// octets are exactly that length, an empty SC address (0x00) is put in front.
+func withSCA(b []byte, header string) []byte {
+	f := at.Fields(header)
+	if len(f) == 0 {
+		return b
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(f[len(f)-1]))
+	if err != nil || n <= 0 || n != len(b) {
+		return b
+	}
+	return append([]byte{0}, b...)
 }

@@ -64,6 +64,10 @@ type Options struct {
 	// Refuse lists commands (upper case, without "AT", e.g. "+CNMI=2,1,0,1,0")
 	// answered ERROR, as a modem that lacks a mode or a feature does.
 	Refuse []string
+	// NoSCA leaves the SMSC address field out of the PDUs it gives (+CDS,
+	// +CMGR, +CMGL), as some modems do; the announced length is the TPDU's
+	// either way.
+	NoSCA bool
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -541,7 +545,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			c.write("\r\n+CMS ERROR: 321\r\n")
 			break
 		}
-		c.info(fmt.Sprintf("+CMGR: 0,,%d", tpduLen(p)), strings.ToUpper(hex.EncodeToString(p)))
+		c.info(fmt.Sprintf("+CMGR: 0,,%d", tpduLen(p)), s.pduHex(p))
 	case strings.HasPrefix(body, "+CMGL="):
 		s.mu.Lock()
 		var idx []int
@@ -552,7 +556,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		var lines []string
 		for _, i := range idx {
 			p := s.store[i]
-			lines = append(lines, fmt.Sprintf("+CMGL: %d,0,,%d", i, tpduLen(p)), strings.ToUpper(hex.EncodeToString(p)))
+			lines = append(lines, fmt.Sprintf("+CMGL: %d,0,,%d", i, tpduLen(p)), s.pduHex(p))
 		}
 		s.mu.Unlock()
 		c.info(lines...)
@@ -689,5 +693,14 @@ func (s *Sim) report(c *conn, mr int, dest string) {
 	if err != nil {
 		return
 	}
-	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), strings.ToUpper(hex.EncodeToString(pdu))), func() bool { return c.cnmiDS > 0 })
+	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS > 0 })
+}
+
+// pduHex is a PDU (SMSC address field first) as the modem writes it: hex,
+// without the SMSC address field when Options.NoSCA.
+func (s *Sim) pduHex(p []byte) string {
+	if s.opts.NoSCA && len(p) > 0 && int(p[0])+1 <= len(p) {
+		p = p[int(p[0])+1:]
+	}
+	return strings.ToUpper(hex.EncodeToString(p))
 }
