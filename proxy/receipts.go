@@ -36,7 +36,8 @@ import (
 // deliverCarrierReceipt).
 
 // canonicalCarrierID turns a carrier message id into the key of the carrier
-// id index. mode is the carrier's receipt_id setting: "as_is" keeps the text;
+// id index. mode is the carrier's receipt_id setting: "as_is" keeps the text
+// (a decimal id without its leading zeros);
 // "hex" means the carrier's receipts write in hex the id its submit_sm_resp
 // wrote in decimal, "decimal" the reverse. In both, the key is the decimal
 // value, so both sides meet.
@@ -55,6 +56,13 @@ func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 			base = 10
 		}
 	default:
+		// A decimal id loses its leading zeros: carriers pad the id in
+		// receipt texts ("id:0000012345" for a submit_sm_resp of "12345").
+		if len(id) > 1 && id[0] == '0' && isDigits(id) {
+			if id = strings.TrimLeft(id, "0"); id == "" {
+				id = "0"
+			}
+		}
 		return id
 	}
 	v, err := strconv.ParseUint(id, base, 64)
@@ -424,4 +432,14 @@ func (d *Dispatcher) retryOrphan(ctx context.Context, c *Carrier, m *store.Messa
 		case <-t.C:
 		}
 	}
+}
+
+// isDigits reports whether s is all ASCII decimal digits.
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

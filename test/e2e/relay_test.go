@@ -175,6 +175,26 @@ func TestSMPP33PlatformGetsReceiptsWithoutTLVs(t *testing.T) {
 	}
 }
 
+// A carrier that pads the id in its receipts ("id:0000000042" for a
+// submit_sm_resp of "42"), with receipt_id as_is: the receipts still match.
+func TestReceiptsWithPaddedIDs(t *testing.T) {
+	e := startEnv(t, "bolt", func(o *envOpts) {
+		o.smscMutate = func(name string, so *smscsim.Options) {
+			if name == "mobile" {
+				so.ReceiptIDFormat = smscsim.ReceiptPadded
+			}
+		}
+	})
+	c := e.dial("platform", "secret", platform.BindTRX)
+	res, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "padded", RegisteredDelivery: 1})
+	if err != nil || res.Status != 0 {
+		t.Fatalf("submit: %v 0x%X", err, res.Status)
+	}
+	if r := e.nextReceipt(c); r.ID != res.MessageID || r.TLVID != res.MessageID {
+		t.Fatalf("receipt ids %q / %q, want %q", r.ID, r.TLVID, res.MessageID)
+	}
+}
+
 // A carrier that accepts with an empty message_id (it issues no receipts):
 // the platform gets OK with spareline's id, not an error.
 func TestCarrierAcceptsWithoutMessageID(t *testing.T) {

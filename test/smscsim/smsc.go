@@ -63,6 +63,7 @@ const (
 	ReceiptSame    ReceiptIDFormat = "same"    // as IDFormat
 	ReceiptHex     ReceiptIDFormat = "hex"     // receipt in hex whatever IDFormat is
 	ReceiptDecimal ReceiptIDFormat = "decimal" // receipt in decimal whatever IDFormat is
+	ReceiptPadded  ReceiptIDFormat = "padded"  // receipt in decimal, zero-padded to 10 digits
 )
 
 // ThrottleMode is what happens above MaxTPSPerBind.
@@ -206,9 +207,9 @@ func Start(opts Options) (*SMSC, error) {
 		return nil, fmt.Errorf("smscsim: Options.IDFormat %q: want decimal or hex", opts.IDFormat)
 	}
 	switch opts.ReceiptIDFormat {
-	case ReceiptSame, ReceiptHex, ReceiptDecimal:
+	case ReceiptSame, ReceiptHex, ReceiptDecimal, ReceiptPadded:
 	default:
-		return nil, fmt.Errorf("smscsim: Options.ReceiptIDFormat %q: want same, hex or decimal", opts.ReceiptIDFormat)
+		return nil, fmt.Errorf("smscsim: Options.ReceiptIDFormat %q: want same, hex, decimal or padded", opts.ReceiptIDFormat)
 	}
 	switch opts.Throttle {
 	case ThrottleReject, ThrottleDelay:
@@ -489,6 +490,8 @@ func (s *SMSC) newIDs() (resp, rcpt string) {
 		rcpt = formatID(n, IDHex)
 	case ReceiptDecimal:
 		rcpt = formatID(n, IDDecimal)
+	case ReceiptPadded:
+		rcpt = fmt.Sprintf("%010d", n)
 	default:
 		rcpt = resp
 	}
