@@ -179,7 +179,7 @@ func TestCanonicalCarrierID(t *testing.T) {
 		{"as_is", "0012", "0012", "12"},
 		{"as_is", "12345", "0000012345", "12345"}, // receipts that pad the id
 		{"as_is", "000", "0", "0"},
-		{"as_is", "00ab", "00ab", "00ab"}, // not decimal: kept
+		{"as_is", "00ab", "00ab", "00ab"},             // not decimal: kept
 		{"hex", "1234567", "12D687", "1234567"},       // resp decimal, receipt hex
 		{"hex", "900000", "dbba0", "900000"},          // lower-case hex
 		{"decimal", "ABC000", "11255808", "11255808"}, // resp hex, receipt decimal
