@@ -237,6 +237,10 @@ func NewRedisWithOptions(ctx context.Context, url string, o RedisOptions, log *z
 	if o.BatchWriters <= 0 {
 		o.BatchWriters = 4
 	}
+	// go-redis's own log lines (dial failures while Redis is down...) go to
+	// our logger at debug level, not as plain text on stderr: spareline
+	// logs the outage itself, once, in its log format.
+	redis.SetLogger(redisLogger{log.With(zap.String("component", "go-redis"))})
 	rdb := cfg.client()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
@@ -670,4 +674,13 @@ func (r *Redis) CheckPersistence(ctx context.Context) (warning string) {
 		return "redis has appendfsync=" + fsync + ": messages acknowledged to the platform may be lost if the redis host crashes; set appendfsync everysec"
 	}
 	return ""
+}
+
+// redisLogger routes go-redis's internal log lines to zap at debug level.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
 }

@@ -101,6 +101,13 @@ func testMetricsAfterFailover(t *testing.T, kind string) {
 				return false
 			}
 		}
+		// A bind cut meanwhile (an enquire_link unanswered on a loaded
+		// machine) is back within its reconnect backoff.
+		for _, name := range []string{"unicom", "telecom"} {
+			if m.get("spareline_carrier_binds", "carrier", name) != 2 {
+				return false
+			}
+		}
 		return n >= float64(len(msgs)-unanswered) && m.get("spareline_modem_queue_depth") == 0
 	})
 
