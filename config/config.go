@@ -127,8 +127,14 @@ type Carrier struct {
 	PasswordFile string `yaml:"password_file"`
 	// SystemType is sent in the bind. Default "".
 	SystemType string `yaml:"system_type"`
-	// Binds is the number of transceiver connections. Default 1.
+	// Binds is the number of transceiver connections (with BindMode
+	// "transmitter_receiver": of transmitter and receiver pairs). Default 1.
 	Binds int `yaml:"binds"`
+	// BindMode is how spareline binds: "transceiver" (default: one
+	// bind_transceiver connection per bind) or "transmitter_receiver" (a
+	// bind_transmitter connection for submits and a bind_receiver one for
+	// receipts per bind, for SMSCs that take no transceiver binds).
+	BindMode string `yaml:"bind_mode"`
 	// Window is the number of unanswered submits per bind. Default 64.
 	Window int `yaml:"window"`
 	// MaxTPS caps submits per second across the carrier's binds. 0 = unlimited.

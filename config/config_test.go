@@ -108,6 +108,7 @@ func TestProblems(t *testing.T) {
 		{"IP not CIDR", strings.Replace(minimal, "carriers:", "    allow:\n      - 10.1.2.3 #<\ncarriers:", 1), "accounts[0].allow[0]", "10.1.2.3/32"},
 		{"two MO accounts", strings.Replace(minimal, "carriers:", "    mo: true\n  - system_id: other\n    password: x\n    mo: true #<\ncarriers:", 1), "accounts[1].mo", "only one account"},
 		{"bad receipt_id", minimal + "    receipt_id: base64 #<\n", "carriers[0].receipt_id", `"base64" is not one of as_is, hex, decimal`},
+		{"bad bind_mode", minimal + "    bind_mode: duplex #<\n", "carriers[0].bind_mode", `"duplex" is not one of transceiver, transmitter_receiver`},
 		{"bad on_unknown", minimal + "failover:\n  on_unknown: drop #<\n", "failover.on_unknown", `"drop" is not one of resend, hold`},
 		{"tls_insecure without tls", minimal + "    tls_insecure: true #<\n", "carriers[0].tls_insecure", "without tls"},
 		{"tls_ca without tls", minimal + "    tls_ca: " + garbage + " #<\n", "carriers[0].tls_ca", "without tls"},

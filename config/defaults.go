@@ -27,6 +27,7 @@ const (
 	DefaultCarrierRespTimeout   = 5 * time.Second
 	DefaultCarrierConnTimeout   = 10 * time.Second
 	DefaultReceiptID            = "as_is"
+	DefaultBindMode             = "transceiver"
 	DefaultCountryCode          = "86"
 	DefaultPreset               = "cn"
 	DefaultModemBaud            = 115200
@@ -82,6 +83,7 @@ func applyDefaults(c *Config, d *decoder) {
 		dDur(&ca.ResponseTimeout, p+"response_timeout", DefaultCarrierRespTimeout)
 		dDur(&ca.ConnectTimeout, p+"connect_timeout", DefaultCarrierConnTimeout)
 		dStr(&ca.ReceiptID, p+"receipt_id", DefaultReceiptID)
+		dStr(&ca.BindMode, p+"bind_mode", DefaultBindMode)
 	}
 
 	dStr(&c.Routing.CountryCode, "routing.country_code", DefaultCountryCode)

@@ -181,6 +181,11 @@ func validate(c *Config, d *decoder) {
 		positive(p, d, k+".enquire_link", ca.EnquireLink)
 		positive(p, d, k+".response_timeout", ca.ResponseTimeout)
 		positive(p, d, k+".connect_timeout", ca.ConnectTimeout)
+		switch ca.BindMode {
+		case "transceiver", "transmitter_receiver":
+		default:
+			p(k+".bind_mode", "%q is not one of transceiver, transmitter_receiver", ca.BindMode)
+		}
 		switch ca.ReceiptID {
 		case "as_is", "hex", "decimal":
 		default:

@@ -77,6 +77,7 @@ type Carrier struct {
 type carrierBind struct {
 	c     *Carrier
 	index int
+	kind  bindType // bindTRX; bindTX and bindRX with bind_mode transmitter_receiver
 	sess  atomic.Pointer[Session]
 	state atomic.Value  // string: connecting, bound, backoff, auth_failed, stopped
 	retry chan struct{} // kicked by reload to retry after auth failure
@@ -92,10 +93,16 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	d := &net.Dialer{}
 	c.dialer = d.DialContext
 	n := max(cfg.Binds, 1)
+	kinds := []bindType{bindTRX}
+	if cfg.BindMode == "transmitter_receiver" {
+		kinds = []bindType{bindTX, bindRX}
+	}
 	for i := range n {
-		b := &carrierBind{c: c, index: i, retry: make(chan struct{}, 1)}
-		b.state.Store("stopped")
-		c.binds = append(c.binds, b)
+		for _, k := range kinds {
+			b := &carrierBind{c: c, index: i, kind: k, retry: make(chan struct{}, 1)}
+			b.state.Store("stopped")
+			c.binds = append(c.binds, b)
+		}
 	}
 	metricCarrierBinds.WithLabelValues(c.Name).Set(0)
 	return c
@@ -150,14 +157,19 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	}
 }
 
-// Bound is the number of bound binds.
+// Bound is the number of bound binds that can submit (transceivers, or
+// transmitters with bind_mode transmitter_receiver).
 func (c *Carrier) Bound() int { return int(c.bound.Load()) }
 
-// BindStates lists each bind's state (status page).
+// BindStates lists each bind's state (status page); a receiver bind's state
+// is prefixed "rx:".
 func (c *Carrier) BindStates() []string {
 	out := make([]string, len(c.binds))
 	for i, b := range c.binds {
 		out[i] = b.state.Load().(string)
+		if b.kind == bindRX {
+			out[i] = "rx:" + out[i]
+		}
 	}
 	return out
 }
@@ -167,7 +179,11 @@ func (c *Carrier) pick() *Session {
 	var best *Session
 	start := int(c.rr.Add(1))
 	for i := range c.binds {
-		s := c.binds[(start+i)%len(c.binds)].sess.Load()
+		b := c.binds[(start+i)%len(c.binds)]
+		if !b.kind.transmits() {
+			continue
+		}
+		s := b.sess.Load()
 		if s == nil {
 			continue
 		}
@@ -226,6 +242,9 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 func (b *carrierBind) run(ctx context.Context) {
 	c := b.c
 	log := c.log.With(zap.Int("bind", b.index))
+	if b.kind != bindTRX {
+		log = log.With(zap.String("bind_type", b.kind.String()))
+	}
 	backoff := time.Second
 	for ctx.Err() == nil {
 		b.state.Store("connecting")
@@ -369,13 +388,21 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		},
 		Log: log.With(zap.String("side", "carrier")),
 	}).Start()
-	// bind_transceiver (SMPP 3.4 §4.1.5): system_id, password, system_type,
-	// interface_version 0x34, addr_ton, addr_npi, address_range.
+	// bind_transceiver (SMPP 3.4 §4.1.5; bind_transmitter §4.1.1 and
+	// bind_receiver §4.1.3 have the same body): system_id, password,
+	// system_type, interface_version 0x34, addr_ton, addr_npi, address_range.
 	body := cstring(nil, cfg.SystemID)
 	body = cstring(body, cfg.Password)
 	body = cstring(body, cfg.SystemType)
 	body = append(body, 0x34, 0, 0, 0)
-	f, err := s.RequestTimeout(dctx, cmdBindTransceiver, body, cfg.ConnectTimeout.D())
+	cmd := cmdBindTransceiver
+	switch b.kind {
+	case bindTX:
+		cmd = cmdBindTransmitter
+	case bindRX:
+		cmd = cmdBindReceiver
+	}
+	f, err := s.RequestTimeout(dctx, cmd, body, cfg.ConnectTimeout.D())
 	if err != nil {
 		s.Close()
 		s.Wait()
@@ -388,10 +415,31 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		case statusInvPaswd, statusInvSysID, statusInvSysTyp:
 			return &AuthError{Status: f.Status}
 		}
+		if b.kind == bindTRX && (f.ID == cmdGenericNack || f.Status == statusInvCmdID) {
+			log.Error("carrier does not take bind_transceiver; set this carrier's bind_mode: transmitter_receiver",
+				zap.String("status", StatusString(f.Status)))
+		}
 		return fmt.Errorf("bind refused: %s", StatusString(f.Status))
 	}
 	b.sess.Store(s)
 	b.state.Store("bound")
+	if !b.kind.transmits() {
+		// A receiver bind brings receipts; it does not make the carrier
+		// able to take submits, so health and the bound count ignore it.
+		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
+		if c.connGen.Load() != gen {
+			go s.Unbind(context.Background())
+		}
+		select {
+		case <-s.Done():
+		case <-ctx.Done():
+			s.Unbind(context.Background())
+		}
+		b.sess.Store(nil)
+		err = s.Err()
+		s.Wait()
+		return err
+	}
 	n := c.bound.Add(1)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 	log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))

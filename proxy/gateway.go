@@ -311,6 +311,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 			if cc.Binds != c.Config().Binds {
 				restart = append(restart, "carriers: binds of "+cc.Name)
 			}
+			if cc.BindMode != c.Config().BindMode {
+				restart = append(restart, "carriers: bind_mode of "+cc.Name)
+			}
 			c.Reconfigure(cc)
 		} else {
 			restart = append(restart, "carriers: new carrier "+cc.Name)

@@ -60,6 +60,7 @@ type envOpts struct {
 	// redis, for kind "redis": use this server, not a new one.
 	redis       *redisserver.Server
 	carrierAddr func(name, addr string) string // e.g. a faultnet relay in front of the simulator
+	carrierYAML func(name string) string       // extra keys of a carrier's entry ("\n    key: value" lines)
 	httpListen  string
 }
 
@@ -108,6 +109,9 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
     response_timeout: 2s
     enquire_link: 5s
     receipt_id: %s`, cs.name, addr, o.Password, cs.mode)
+		if eo.carrierYAML != nil {
+			carriers.WriteString(eo.carrierYAML(cs.name))
+		}
 	}
 	storeYAML := fmt.Sprintf("store: { path: %q }\n", t.TempDir())
 	if kind == "redis" {

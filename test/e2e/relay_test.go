@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/spareline/spareline/test/platform"
@@ -192,6 +193,51 @@ func TestReceiptsWithPaddedIDs(t *testing.T) {
 	}
 	if r := e.nextReceipt(c); r.ID != res.MessageID || r.TLVID != res.MessageID {
 		t.Fatalf("receipt ids %q / %q, want %q", r.ID, r.TLVID, res.MessageID)
+	}
+}
+
+// An SMSC that takes no bind_transceiver (generic_nack ESME_RINVCMDID), with
+// bind_mode transmitter_receiver: spareline binds a transmitter and a
+// receiver per bind; submits go over the transmitters, receipts come over
+// the receivers and reach the platform with spareline's id.
+func TestCarrierTransmitterReceiverBinds(t *testing.T) {
+	e := startEnv(t, "bolt", func(o *envOpts) {
+		o.smscMutate = func(name string, so *smscsim.Options) { so.NoTransceiver = name == "mobile" }
+		o.carrierYAML = func(name string) string {
+			if name == "mobile" {
+				return "\n    bind_mode: transmitter_receiver"
+			}
+			return ""
+		}
+	})
+	mobile := e.smscs["mobile"]
+	if err := mobile.WaitUntil(e.ctx, func(st smscsim.Stats) bool { return st.Bound == 4 }); err != nil {
+		t.Fatalf("mobile: want 2 transmitters and 2 receivers bound: %v", err)
+	}
+	c := e.dial("platform", "secret", platform.BindTRX)
+	want := map[string]bool{}
+	for i := range 4 {
+		res, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: fmt.Sprintf("tx/rx %d", i), RegisteredDelivery: 1})
+		if err != nil || res.Status != 0 {
+			t.Fatalf("submit: %v 0x%X", err, res.Status)
+		}
+		want[res.MessageID] = true
+	}
+	for range len(want) {
+		r := e.nextReceipt(c)
+		if !want[r.ID] || r.TLVID != r.ID {
+			t.Fatalf("receipt ids %q / %q: not one of ours", r.ID, r.TLVID)
+		}
+		delete(want, r.ID)
+	}
+	var states []string
+	for _, cs := range e.gw.Snapshot(e.ctx).Carriers {
+		if cs.Name == "mobile" {
+			states = cs.Binds
+		}
+	}
+	if fmt.Sprint(states) != "[bound rx:bound bound rx:bound]" {
+		t.Fatalf("mobile's bind states %v, want two transmitters and two receivers bound", states)
 	}
 }
 

@@ -96,6 +96,10 @@ type Options struct {
 	// SMSCs do): receipted_message_id, message_state and the receipt text
 	// in message_payload; data_sm_resp answers them.
 	ReceiptsByDataSM bool
+	// NoTransceiver answers bind_transceiver with generic_nack
+	// ESME_RINVCMDID, as an SMSC that takes only transmitter and receiver
+	// binds (SMPP 3.3 style) does.
+	NoTransceiver bool
 
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
@@ -659,7 +663,13 @@ func (c *conn) isSilent() bool {
 func (c *conn) handle(h header, full []byte) {
 	s := c.s
 	switch data.CommandIDType(h.ID) {
-	case data.BIND_TRANSMITTER, data.BIND_RECEIVER, data.BIND_TRANSCEIVER:
+	case data.BIND_TRANSCEIVER:
+		if s.opts.NoTransceiver {
+			c.send(headerOnly(cmdGenericNack, uint32(data.ESME_RINVCMDID), h.Seq))
+			return
+		}
+		c.handleBind(h, full)
+	case data.BIND_TRANSMITTER, data.BIND_RECEIVER:
 		c.handleBind(h, full)
 	case data.ENQUIRE_LINK:
 		if !c.isSilent() {
