@@ -1,6 +1,10 @@
 package proxy
 
 import (
+	"fmt"
+	"strings"
+	"time"
+
 	"github.com/linxGnu/gosmpp/data"
 )
 
@@ -87,7 +91,37 @@ func legacyBody(body []byte) []byte {
 				return body
 			}
 			msg = p
+		} else if m.IsReceipt() {
+			if msg = receiptTextFromTLVs(m); len(msg) > 254 {
+				return body // an absurd id: left whole
+			}
 		}
 	}
 	return m.rebuildBody(body, msg, nil)
+}
+
+// receiptTextFromTLVs writes the Appendix B text of a receipt that carries
+// only receipted_message_id and message_state (a carrier's data_sm may), for
+// a platform that reads no optional parameters. The dates are unknown: the
+// time of writing stands for both.
+func receiptTextFromTLVs(m *ShortMessage) []byte {
+	idv, ok := m.TLV(tagReceiptedMessageID)
+	if !ok {
+		return nil
+	}
+	id := strings.TrimRight(string(idv), "\x00")
+	stat := "UNKNOWN"
+	if v, ok := m.TLV(tagMessageState); ok && len(v) == 1 {
+		for name, code := range messageStates {
+			if code == v[0] {
+				stat = name
+			}
+		}
+	}
+	dlvrd := "000"
+	if stat == "DELIVRD" {
+		dlvrd = "001"
+	}
+	now := time.Now().Format("0601021504")
+	return fmt.Appendf(nil, "id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:000 text:", id, dlvrd, now, now, stat)
 }
