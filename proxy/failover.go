@@ -247,7 +247,14 @@ func (f *Failover) queue(ctx context.Context, m *store.Message, reason string, l
 	return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathModem}
 }
 
+// enqueue makes m durable in the modem queue, due at due or, when the
+// platform scheduled it later (schedule_delivery_time, SMPP 3.4 §5.2.15),
+// at its scheduled time: a message scheduled for 8:00 that meets a carrier
+// outage at 3:00 goes by modem at 8:00, not at 3:00.
 func (f *Failover) enqueue(ctx context.Context, m *store.Message, reason string, due time.Time) error {
+	if at := scheduledAt(m); at.After(due) {
+		due = at // the note stays: "down" and "route" decide the way back to the carrier
+	}
 	m.State = store.StateQueued
 	m.Note = reason
 	if err := f.d.store.PutMessage(ctx, m); err != nil {
@@ -258,6 +265,16 @@ func (f *Failover) enqueue(ctx context.Context, m *store.Message, reason string,
 	}
 	f.kickWorkers()
 	return nil
+}
+
+// scheduledAt is the message's schedule_delivery_time (absolute, or
+// relative to its submission), zero when it has none.
+func scheduledAt(m *store.Message) time.Time {
+	sm, err := ParseShortMessage(m.Body)
+	if err != nil || sm.ScheduleDelivery == "" {
+		return time.Time{}
+	}
+	return validityEnd(sm.ScheduleDelivery, m.Created) // the same SMPP time format (§7.1.1)
 }
 
 // afterCarrierFailure queues a message its carrier did not take.

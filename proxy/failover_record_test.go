@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,5 +223,46 @@ func TestModemWorkerFailingAfterFinishKeepsTheFinish(t *testing.T) {
 	}
 	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 0 {
 		t.Fatalf("queue depth %d, %v: want the finished message's entry acked", depth, err)
+	}
+}
+
+// A message the platform scheduled for later (schedule_delivery_time) that
+// meets a carrier outage waits in the modem queue until its time, as the
+// carrier would have held it: not claimable now, claimable once due.
+func TestModemQueueKeepsTheSchedule(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	fo := NewFailover(d, &fakePool{}, FailoverConfig{}, zap.NewNop())
+	ctx := context.Background()
+	for _, tc := range []struct {
+		schedule string
+		later    bool
+	}{
+		{"000000000200000R", true},  // relative: in two seconds
+		{"991231235959000+", true},  // absolute, far ahead
+		{"000000000000000R", false}, // relative zero: now
+		{"", false},                 // none
+	} {
+		m := putTestMessage(t, st, d, "acct", func(m *store.Message) {
+			m.Body = bytes.Replace(m.Body, []byte{0x02, 0x00}, append(append([]byte{0x02}, tc.schedule...), 0), 1)
+		})
+		if sm, err := ParseShortMessage(m.Body); err != nil || sm.ScheduleDelivery != tc.schedule {
+			t.Fatalf("test body: schedule %q, %v", sm.ScheduleDelivery, err)
+		}
+		if err := fo.enqueue(ctx, m, "down", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		id, err := st.ClaimModem(ctx, "w", time.Minute)
+		if tc.later {
+			if !errors.Is(err, store.ErrEmpty) {
+				t.Fatalf("schedule %q: claimed %q, %v at once; want it held until its time", tc.schedule, id, err)
+			}
+			_ = st.AckModem(ctx, m.ID)
+			continue
+		}
+		if err != nil || id != m.ID {
+			t.Fatalf("schedule %q: ClaimModem = %q, %v; want %s now", tc.schedule, id, err, m.ID)
+		}
+		_ = st.AckModem(ctx, id)
 	}
 }
