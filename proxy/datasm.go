@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -118,10 +117,6 @@ func receiptTextFromTLVs(m *ShortMessage) []byte {
 			}
 		}
 	}
-	dlvrd := "000"
-	if stat == "DELIVRD" {
-		dlvrd = "001"
-	}
-	now := time.Now().Format("0601021504")
-	return fmt.Appendf(nil, "id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:000 text:", id, dlvrd, now, now, stat)
+	now := time.Now()
+	return appendixBText(id, stat, "000", now, now, nil)
 }

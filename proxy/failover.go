@@ -852,6 +852,18 @@ func (f *Failover) finish(ctx context.Context, m *store.Message, sm *ShortMessag
 	return true, nil
 }
 
+// appendixBText is a delivery receipt's text (SMPP 3.4 Appendix B): one
+// message, submitted and finished at the given times, sample its first
+// octets.
+func appendixBText(id, stat, errCode string, submit, done time.Time, sample []byte) []byte {
+	dlvrd := "000"
+	if stat == "DELIVRD" {
+		dlvrd = "001"
+	}
+	return fmt.Appendf(nil, "id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%s text:%s",
+		id, dlvrd, submit.Format("0601021504"), done.Format("0601021504"), stat, errCode, sample)
+}
+
 // message_state values (SMPP 3.4 §5.2.28).
 var messageStates = map[string]byte{"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5,
 	"ACCEPTD": 6, "UNKNOWN": 7, "REJECTD": 8}
@@ -859,10 +871,6 @@ var messageStates = map[string]byte{"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "D
 // buildReceipt writes a delivery receipt deliver_sm body (SMPP 3.4 §4.6.1,
 // Appendix B text) from the handset back to the message's source.
 func buildReceipt(m *store.Message, sm *ShortMessage, stat, errCode string, done time.Time) []byte {
-	dlvrd := "000"
-	if stat == "DELIVRD" {
-		dlvrd = "001"
-	}
 	sample := sm.Payload()
 	if sm.UDHI() && len(sample) > 0 && int(sample[0])+1 <= len(sample) {
 		sample = sample[int(sample[0])+1:]
@@ -873,8 +881,7 @@ func buildReceipt(m *store.Message, sm *ShortMessage, stat, errCode string, done
 	if len(sample) > 20 {
 		sample = sample[:20]
 	}
-	text := fmt.Sprintf("id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%s text:%s",
-		m.ID, dlvrd, m.Created.Format("0601021504"), done.Format("0601021504"), stat, errCode, sample)
+	text := appendixBText(m.ID, stat, errCode, m.Created, done, sample)
 	b := cstring(nil, "")                     // service_type
 	b = append(b, sm.DestTON, sm.DestNPI)     // source = the handset
 	b = cstring(b, sm.Dest)                   //
