@@ -108,6 +108,11 @@ func testMetricsAfterFailover(t *testing.T, kind string) {
 				return false
 			}
 		}
+		// And the stopped carrier's last bind has seen its connection end
+		// (it may be marked down by its timeouts first).
+		if m.get("spareline_carrier_binds", "carrier", "mobile") != 0 {
+			return false
+		}
 		return n >= float64(len(msgs)-unanswered) && m.get("spareline_modem_queue_depth") == 0
 	})
 
