@@ -423,27 +423,17 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	}
 	b.sess.Store(s)
 	b.state.Store("bound")
-	if !b.kind.transmits() {
-		// A receiver bind brings receipts; it does not make the carrier
-		// able to take submits, so health and the bound count ignore it.
+	// A receiver bind brings receipts; it does not make the carrier able to
+	// take submits, so health and the bound count ignore it.
+	tx := b.kind.transmits()
+	if tx {
+		n := c.bound.Add(1)
+		metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+		log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
+		c.health.noteBindUp(c)
+	} else {
 		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
-		if c.connGen.Load() != gen {
-			go s.Unbind(context.Background())
-		}
-		select {
-		case <-s.Done():
-		case <-ctx.Done():
-			s.Unbind(context.Background())
-		}
-		b.sess.Store(nil)
-		err = s.Err()
-		s.Wait()
-		return err
 	}
-	n := c.bound.Add(1)
-	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
-	log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
-	c.health.noteBindUp(c)
 	if c.connGen.Load() != gen {
 		// Reconfigure changed the connection settings while this bind
 		// connected under the old ones, and may not have seen the session.
@@ -455,7 +445,12 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		s.Unbind(context.Background())
 	}
 	b.sess.Store(nil)
-	n = c.bound.Add(-1)
+	if !tx {
+		err = s.Err()
+		s.Wait()
+		return err
+	}
+	n := c.bound.Add(-1)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 	err = s.Err()
 	c.health.noteBindDown(c, err)
