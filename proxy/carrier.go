@@ -221,12 +221,44 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 	if err != nil {
 		return SubmitResult{}, err
 	}
+	return submitResult(f), nil
+}
+
+// TrySubmit is Submit for a caller that must not wait (a session's reader
+// goroutine): it reports false at once, having sent nothing, when Submit
+// would wait or fail before sending (no bind up, no free window slot on the
+// bind it picks, the rate limit). Otherwise done gets Submit's outcome
+// exactly once, where Session.RequestAsync calls it; done must not block.
+func (c *Carrier) TrySubmit(body []byte, done func(SubmitResult, error)) bool {
+	s := c.pick()
+	if s == nil || s.Free() == 0 {
+		return false
+	}
+	l := c.limiter.Load()
+	if !l.Allow() {
+		return false
+	}
+	ok := s.RequestAsync(cmdSubmitSM, body, c.cfg.Load().ResponseTimeout.D(), func(f Frame, err error) {
+		if err != nil {
+			done(SubmitResult{}, err)
+			return
+		}
+		done(submitResult(f), nil)
+	})
+	if !ok {
+		l.giveBack()
+	}
+	return ok
+}
+
+// submitResult reads a carrier's answer to a submit_sm.
+func submitResult(f Frame) SubmitResult {
 	if f.ID == cmdGenericNack {
 		st := f.Status
 		if st == statusOK {
 			st = statusSysErr
 		}
-		return SubmitResult{Status: st}, nil
+		return SubmitResult{Status: st}
 	}
 	res := SubmitResult{Status: f.Status}
 	if f.Status == statusOK {
@@ -236,7 +268,7 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 		}
 		res.MessageID = string(id)
 	}
-	return res, nil
+	return res
 }
 
 func (b *carrierBind) run(ctx context.Context) {

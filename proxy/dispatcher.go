@@ -220,15 +220,76 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 	return d.toCarrier(ctx, c, m, fo, log)
 }
 
+// SubmitAsync is Submit for a caller that must not wait (a platform
+// session's reader goroutine). It runs the common case, a carrier that is
+// up, with a free window slot on one of its binds, accepting the message,
+// and a store that takes the write, without a goroutine waiting per
+// message: the submit goes out from here, the carrier's answer is handled
+// on the carrier session's reader goroutine, and the store's write on its
+// writer goroutine, which calls done (issue 6: each goroutine hand-off and
+// parked waiter costs CPU at saturation). Every other case runs Submit's
+// path on a goroutine that run gives it, at the point where it left the
+// common case. done is called exactly once, and must not block.
+func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, run func(func()), done func(SubmitOutcome)) {
+	al, _ := d.store.(store.AsyncLinker)
+	carrierName, dest := d.router.Load().Route(sm.Dest)
+	c := (*d.carriers.Load())[carrierName]
+	fo := d.failover.Load()
+	if al == nil || d.storeDown.Load() || c == nil || (fo != nil && d.health.State(c.Name) != StateUp) {
+		run(func() { done(d.Submit(context.Background(), account, sm, body)) })
+		return
+	}
+	now := time.Now()
+	m := &store.Message{
+		ID: d.ids.Next(), Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
+		Body: body, RegDeliv: sm.RegisteredDelivery, Priority: sm.Priority, Created: now,
+		Expires: validityEnd(sm.Validity, now), State: store.StateCarrier, Attempts: 1,
+	}
+	log := &msgLogger{d: d, m: m}
+	sent := c.TrySubmit(body, func(res SubmitResult, err error) {
+		if err != nil || res.Status != statusOK {
+			run(func() { done(d.carrierAnswered(context.Background(), c, m, fo, log, res, err)) })
+			return
+		}
+		d.accepted(c, m, res)
+		linkNow := func() {
+			orphan, err := d.linkCarrier(m)
+			done(d.linked(context.Background(), c, m, log, res, orphan, err))
+		}
+		if m.CarrierID == "" || !al.TryLinkCarrier(m, func(orphan []byte, err error) {
+			if err == nil && orphan == nil {
+				d.noteStore(nil)
+				done(d.linked(context.Background(), c, m, log, res, nil, nil))
+				return
+			}
+			run(func() {
+				if err != nil {
+					d.noteStore(err) // then linkCarrier's own tries and retries
+					orphan, err = d.linkCarrier(m)
+				}
+				done(d.linked(context.Background(), c, m, log, res, orphan, err))
+			})
+		}) {
+			run(linkNow)
+		}
+	})
+	if !sent {
+		run(func() { done(d.toCarrier(context.Background(), c, m, fo, log)) })
+	}
+}
+
 // toCarrier sends a message to its carrier and decides the answer.
 func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *msgLogger) SubmitOutcome {
-	var res SubmitResult
-	var err error
-	for attempt := 0; ; attempt++ {
-		res, err = c.Submit(ctx, m.Body)
-		if err != nil || Classify(res.Status) != ClassThrottle || attempt >= d.throttleMax {
-			break
-		}
+	res, err := c.Submit(ctx, m.Body)
+	return d.carrierAnswered(ctx, c, m, fo, log, res, err)
+}
+
+// carrierAnswered decides the answer to a submit once the carrier gave its
+// first answer (res, or err when it gave none): throttling is retried on
+// the carrier here, an acceptance is made durable, a failure goes to the
+// modems or back to the platform.
+func (d *Dispatcher) carrierAnswered(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *msgLogger, res SubmitResult, err error) SubmitOutcome {
+	for attempt := 0; err == nil && Classify(res.Status) == ClassThrottle && attempt < d.throttleMax; attempt++ {
 		metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
 		metricSubmits.WithLabelValues(c.Name, "throttled").Inc()
 		d.health.Note(c.Name, OutcomeAnswered)
@@ -245,6 +306,7 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 		if err != nil {
 			break
 		}
+		res, err = c.Submit(ctx, m.Body)
 	}
 	if err != nil {
 		reason, outcome, mayHave := "down", OutcomeLost, false
@@ -275,37 +337,13 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 		return fo.afterCarrierFailure(ctx, m, reason, mayHave, log.get())
 	}
 	if res.Status == statusOK {
-		c.mStatusOK.get(metricSubmitStatus, c.Name, statusNameOK).Inc()
-	} else {
-		metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
+		d.accepted(c, m, res)
+		orphan, err := d.linkCarrier(m)
+		return d.linked(ctx, c, m, log, res, orphan, err)
 	}
+	metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
 	class := Classify(res.Status)
 	switch class {
-	case ClassOK:
-		d.health.Note(c.Name, OutcomeAnswered)
-		c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
-		m.CarrierID = canonicalCarrierID(c.Config().ReceiptID, res.MessageID, false)
-		m.State = store.StateSent
-		orphan, err := d.linkCarrier(m)
-		if err != nil {
-			// The carrier has the message but we could not make it durable.
-			// OK would break the promise (nothing is answered OK before it is
-			// durable): after a restart we could neither find the message nor
-			// rewrite its receipt. So the platform gets ESME_RSYSERR and will
-			// most likely send it again: a possible duplicate at the handset,
-			// limited to the submits already in flight when the store failed
-			// (later ones are refused before the carrier, see Submit).
-			log.get().Error("store write of the carrier id failed; answering ESME_RSYSERR (the carrier has the message)",
-				zap.String("carrier_id", res.MessageID), zap.Error(err))
-			return SubmitOutcome{Status: statusSysErr, Path: pathError}
-		}
-		if orphan != nil {
-			d.deliverOrphan(ctx, c, m, orphan)
-		}
-		if d.log.Core().Enabled(zap.DebugLevel) {
-			log.get().Debug("carrier accepted the message", zap.String("carrier_id", m.CarrierID))
-		}
-		return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathCarrier}
 	case ClassNumber, ClassThrottle:
 		d.health.Note(c.Name, OutcomeAnswered)
 	default:
@@ -323,6 +361,42 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 	}
 	log.get().Info("carrier refused the message", zap.String("status", StatusString(res.Status)))
 	return SubmitOutcome{Status: res.Status, Path: pathError}
+}
+
+// accepted notes that m's carrier accepted it (health, metrics) and sets
+// the carrier's id and the state on m, before the store write.
+func (d *Dispatcher) accepted(c *Carrier, m *store.Message, res SubmitResult) {
+	c.mStatusOK.get(metricSubmitStatus, c.Name, statusNameOK).Inc()
+	d.health.Note(c.Name, OutcomeAnswered)
+	c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
+	m.CarrierID = canonicalCarrierID(c.Config().ReceiptID, res.MessageID, false)
+	m.State = store.StateSent
+}
+
+// linked is the answer to an accepted message once the store write of its
+// acceptance (linkCarrier) is done: err when it failed for good, orphan the
+// receipt that overtook it. ctx is needed (for the orphan's delivery) only
+// when orphan is not nil.
+func (d *Dispatcher) linked(ctx context.Context, c *Carrier, m *store.Message, log *msgLogger, res SubmitResult, orphan []byte, err error) SubmitOutcome {
+	if err != nil {
+		// The carrier has the message but we could not make it durable.
+		// OK would break the promise (nothing is answered OK before it is
+		// durable): after a restart we could neither find the message nor
+		// rewrite its receipt. So the platform gets ESME_RSYSERR and will
+		// most likely send it again: a possible duplicate at the handset,
+		// limited to the submits already in flight when the store failed
+		// (later ones are refused before the carrier, see Submit).
+		log.get().Error("store write of the carrier id failed; answering ESME_RSYSERR (the carrier has the message)",
+			zap.String("carrier_id", res.MessageID), zap.Error(err))
+		return SubmitOutcome{Status: statusSysErr, Path: pathError}
+	}
+	if orphan != nil {
+		d.deliverOrphan(ctx, c, m, orphan)
+	}
+	if d.log.Core().Enabled(zap.DebugLevel) {
+		log.get().Debug("carrier accepted the message", zap.String("carrier_id", m.CarrierID))
+	}
+	return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathCarrier}
 }
 
 // msgLogger gives a message's logger, built on first use: most messages

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"sync"
 	"time"
+
+	"github.com/spareline/spareline/store"
 )
 
 // IDGen makes spareline's message ids: unique across carriers and across
@@ -23,7 +25,9 @@ type IDGen struct {
 	now  func() time.Time
 }
 
-var idEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+// idEpoch is shared with the store, which reads an id's time
+// (store.TimeOfID) for the embedded store's expiry sweep.
+var idEpoch = store.IDEpoch
 
 // NewIDGen returns a generator with a random instance tag.
 func NewIDGen() *IDGen {

@@ -48,6 +48,16 @@ func (l *rateLimiter) Allow() bool {
 	return false
 }
 
+// giveBack returns a token taken by Allow that was not used.
+func (l *rateLimiter) giveBack() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.tokens = min(l.tokens+1, max(l.rate, 1))
+	l.mu.Unlock()
+}
+
 // Wait takes a token, waiting for one until ctx ends.
 func (l *rateLimiter) Wait(ctx context.Context) error {
 	if l == nil {

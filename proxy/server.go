@@ -607,21 +607,34 @@ func (n *northSession) handleSubmit(f Frame) {
 	n.inflight.Add(1)
 	n.mu.Unlock()
 	start := time.Now()
-	n.srv.workers.run(func() {
-		defer n.inflight.Done()
-		defer n.pending.Add(-1)
-		res := n.srv.disp.Submit(context.Background(), acct.SystemID, sm, f.Body)
+	// The answer is given where the outcome is known (a carrier session's
+	// reader, the store's writer, a worker: SubmitAsync), without waiting
+	// there: a full write queue hands the answer to a worker.
+	n.srv.disp.SubmitAsync(acct.SystemID, sm, f.Body, n.srv.workers.run, func(res SubmitOutcome) {
 		var body []byte
 		if res.Status == statusOK {
 			body = cstring(make([]byte, 0, len(res.ID)+1), res.ID)
 		}
 		// SMPP 3.4 §4.4.2: no body when command_status is not 0.
-		s.Respond(f, res.Status, body)
-		if res.Status == statusOK {
-			acct.mSubmitsOK.get(metricNorthSubmits, acct.SystemID, statusNameOK).Inc()
-		} else {
-			metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
+		if s.TryRespond(f, res.Status, body) {
+			n.submitAnswered(acct, res, start)
+			return
 		}
-		observeSubmitLatency(res.Path, time.Since(start).Seconds())
+		n.srv.workers.run(func() {
+			s.Respond(f, res.Status, body)
+			n.submitAnswered(acct, res, start)
+		})
 	})
+}
+
+// submitAnswered counts a submit answered (metrics, the window, the drain).
+func (n *northSession) submitAnswered(acct *Account, res SubmitOutcome, start time.Time) {
+	if res.Status == statusOK {
+		acct.mSubmitsOK.get(metricNorthSubmits, acct.SystemID, statusNameOK).Inc()
+	} else {
+		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
+	}
+	observeSubmitLatency(res.Path, time.Since(start).Seconds())
+	n.pending.Add(-1)
+	n.inflight.Done()
 }

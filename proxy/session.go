@@ -77,7 +77,10 @@ func (c *SessionConfig) defaults() {
 }
 
 type call struct {
-	ch       chan Frame // buffered 1; the reader delivers the response
+	ch chan Frame // buffered 1; the reader delivers the response (Request)
+	// cb replaces ch for RequestAsync: called once with the outcome, after
+	// the call's window slot is freed (complete).
+	cb       func(Frame, error)
 	written  atomic.Bool
 	deadline int64 // of the response, in nanoseconds since the session's epoch
 	// timedOut is set by sweepLoop before it sends the zero Frame on ch
@@ -200,10 +203,25 @@ func (s *Session) closeWith(err error) {
 	close(s.done)
 	_ = s.conn.Close()
 	for _, c := range pending {
+		if c.cb != nil {
+			err := ErrNotSent
+			if c.written.Load() {
+				err = ErrConnLost
+			}
+			s.complete(c, Frame{}, err)
+			continue
+		}
 		// Closing the channel tells the waiter the connection is gone;
 		// it checks written to choose ErrConnLost or ErrNotSent.
 		close(c.ch)
 	}
+}
+
+// complete ends a RequestAsync call: it frees the call's window slot, then
+// gives the outcome to its callback.
+func (s *Session) complete(c *call, f Frame, err error) {
+	<-s.window
+	c.cb(f, err)
 }
 
 func (s *Session) nextSeq() uint32 {
@@ -296,6 +314,66 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 	}
 }
 
+// RequestAsync sends a request without waiting for anything: it reports
+// false at once, having sent nothing, when the window has no free slot, the
+// write queue is full or the session has ended. Otherwise it reports true
+// and done is called exactly once with what Request would have returned:
+// on the reader goroutine (the response), the sweeper (ErrResponseTimeout)
+// or the goroutine that closes the session (ErrConnLost, ErrNotSent). done
+// must not block: it runs where the session's own work runs.
+//
+// It is how the gateway relays a submit without a goroutine waiting for
+// each answer (issue 6): a caller that cannot wait falls back to Request
+// on a goroutine of its own.
+func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, done func(Frame, error)) bool {
+	select {
+	case s.window <- struct{}{}:
+	default:
+		return false
+	}
+	c := &call{cb: done, deadline: int64(time.Since(s.epoch) + timeout)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.window
+		return false
+	}
+	seq := s.nextSeq()
+	for s.pending[seq] != nil {
+		seq = s.nextSeq()
+	}
+	s.pending[seq] = c // registered before it is written
+	kick := s.nextSweep == 0 || c.deadline < s.nextSweep
+	if kick {
+		s.nextSweep = c.deadline
+	}
+	s.mu.Unlock()
+	if kick {
+		select {
+		case s.sweepKick <- struct{}{}:
+		default:
+		}
+	}
+	select {
+	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body), call: c}:
+		return true
+	default:
+	}
+	// The write queue is full: take the call back, unless the session
+	// closed (or the sweeper ended it) meanwhile, which then completes it.
+	s.mu.Lock()
+	mine := s.pending[seq] == c
+	if mine {
+		delete(s.pending, seq)
+	}
+	s.mu.Unlock()
+	if !mine {
+		return true
+	}
+	<-s.window
+	return false
+}
+
 // answer is the outcome of a request once its channel delivered (ok false:
 // closed by closeWith). It frees the request's window slot.
 func (s *Session) answer(c *call, f Frame, ok bool) (Frame, error) {
@@ -350,8 +428,12 @@ func (s *Session) sweepLoop() {
 		s.nextSweep = next
 		s.mu.Unlock()
 		for i, c := range expired {
-			c.timedOut = true
-			c.ch <- Frame{} // buffered, and nobody else sends once it left pending
+			if c.cb != nil {
+				s.complete(c, Frame{}, ErrResponseTimeout)
+			} else {
+				c.timedOut = true
+				c.ch <- Frame{} // buffered, and nobody else sends once it left pending
+			}
 			expired[i] = nil
 		}
 		if next != 0 {
@@ -376,6 +458,19 @@ func (s *Session) forget(seq uint32) {
 // Respond answers a request with the given status and body.
 func (s *Session) Respond(req Frame, status uint32, body []byte) {
 	s.send(req.ID|cmdRespBit, status, req.Seq, body)
+}
+
+// TryRespond is Respond for a caller that must not wait: it reports false,
+// having queued nothing, when the write queue is full.
+func (s *Session) TryRespond(req Frame, status uint32, body []byte) bool {
+	select {
+	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), req.ID|cmdRespBit, status, req.Seq, body)}:
+		return true
+	case <-s.done:
+		return true // as Respond: nothing to answer on an ended session
+	default:
+		return false
+	}
 }
 
 // send queues a frame that expects no response. It does not block once the
@@ -496,6 +591,10 @@ func (s *Session) dispatch(f Frame) {
 			// A late answer to a request that timed out, or a stray.
 			s.log.Debug("response with no request waiting", zap.Uint32("seq", f.Seq),
 				zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)))
+			return
+		}
+		if c.cb != nil {
+			s.complete(c, f, nil)
 			return
 		}
 		c.ch <- f

@@ -440,3 +440,75 @@ func TestStrayResponseIgnored(t *testing.T) {
 		t.Fatalf("free %d", s.Free())
 	}
 }
+
+// asyncResult collects the outcomes of RequestAsync calls.
+type asyncResult struct {
+	tag string
+	f   Frame
+	err error
+}
+
+// RequestAsync gives each request's outcome to its callback, once: the
+// response, the timeout or the lost connection, as Request would return
+// them. It refuses, having sent nothing, when the window is full.
+func TestRequestAsync(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 3})
+	out := make(chan asyncResult, 8)
+	send := func(tag string, timeout time.Duration) bool {
+		return s.RequestAsync(cmdSubmitSM, []byte(tag), timeout, func(f Frame, err error) { out <- asyncResult{tag, f, err} })
+	}
+	next := func() asyncResult {
+		t.Helper()
+		select {
+		case r := <-out:
+			return r
+		case <-time.After(hangGuard):
+			t.Fatal("no outcome")
+			return asyncResult{}
+		}
+	}
+	if !send("answered", time.Minute) || !send("timed out", 30*time.Millisecond) || !send("lost", time.Minute) {
+		t.Fatal("RequestAsync refused with free window slots")
+	}
+	if send("over", time.Minute) {
+		t.Fatal("RequestAsync took a request beyond the window")
+	}
+	reqs := map[string]Frame{}
+	for range 3 {
+		f := p.read()
+		reqs[string(f.Body)] = f
+	}
+	if _, ok := reqs["over"]; ok {
+		t.Fatal("the refused request was sent")
+	}
+	p.write(cmdSubmitSMResp, statusOK, reqs["answered"].Seq, []byte("id-1\x00"))
+	got := map[string]asyncResult{}
+	for range 2 { // the answer and the timeout, in either order
+		r := next()
+		got[r.tag] = r
+	}
+	if r := got["answered"]; r.err != nil || string(r.f.Body) != "id-1\x00" {
+		t.Errorf("answered: %q, %v", r.f.Body, r.err)
+	}
+	if r := got["timed out"]; !errors.Is(r.err, ErrResponseTimeout) {
+		t.Errorf("unanswered: %v, want ErrResponseTimeout", r.err)
+	}
+	if s.Free() != 2 {
+		t.Errorf("free %d after an answer and a timeout, want 2", s.Free())
+	}
+	// The late answer to the timed-out request goes nowhere.
+	p.write(cmdSubmitSMResp, statusOK, reqs["timed out"].Seq, nil)
+	_ = p.conn.Close()
+	if r := next(); r.tag != "lost" || !errors.Is(r.err, ErrConnLost) {
+		t.Errorf("written request on a closed connection: %s %v, want lost ErrConnLost", r.tag, r.err)
+	}
+	awaitDone(t, s)
+	if send("after", time.Minute) {
+		t.Error("RequestAsync took a request on an ended session")
+	}
+	select {
+	case r := <-out:
+		t.Errorf("an outcome too many: %s %v", r.tag, r.err)
+	default:
+	}
+}

@@ -116,6 +116,26 @@ func must(t testing.TB, err error) {
 	}
 }
 
+// tryLink runs TryLinkCarrier and waits for its outcome.
+func tryLink(t *testing.T, al AsyncLinker, m *Message) ([]byte, error) {
+	t.Helper()
+	type res struct {
+		orphan []byte
+		err    error
+	}
+	ch := make(chan res, 1)
+	if !al.TryLinkCarrier(m, func(orphan []byte, err error) { ch <- res{orphan, err} }) {
+		t.Fatal("TryLinkCarrier refused the write of an idle store")
+	}
+	select {
+	case r := <-ch:
+		return r.orphan, r.err
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryLinkCarrier's done never called")
+		return nil, nil
+	}
+}
+
 // claim claims one entry or fails the test.
 func claim(t *testing.T, s Store, lease time.Duration) string {
 	t.Helper()
@@ -296,6 +316,43 @@ func runContract(t *testing.T, open opener) {
 	// The receipt side writes first and looks second (proxy/receipts.go):
 	// StashOrphan, FindByCarrierID, and TakeOrphan when the link is there.
 	// Racing LinkCarrier, every receipt is taken by exactly one side.
+	t.Run("TryLinkCarrier", func(t *testing.T) {
+		s := open(t, longTTL)
+		al, ok := s.(AsyncLinker)
+		if !ok {
+			t.Fatalf("%T does not implement AsyncLinker", s)
+		}
+		// As LinkCarrier, without waiting: ids of the gateway's own form
+		// (the embedded store writes those without expiry index entries).
+		a := testMessage(genID(time.Now(), 1))
+		a.CarrierID, a.State = "T1", StateSent
+		if orphan, err := tryLink(t, al, a); err != nil || orphan != nil {
+			t.Fatalf("TryLinkCarrier = %q, %v; want no orphan", orphan, err)
+		}
+		sameMessage(t, mustGet(t, s, a.ID), a)
+		got, err := s.FindByCarrierID(ctx, "mobile", "T1")
+		must(t, err)
+		sameMessage(t, got, a)
+
+		must(t, s.StashOrphan(ctx, "mobile", "T2", []byte("early receipt")))
+		b := testMessage(genID(time.Now(), 2))
+		b.CarrierID, b.State = "T2", StateSent
+		if orphan, err := tryLink(t, al, b); err != nil || string(orphan) != "early receipt" {
+			t.Errorf("TryLinkCarrier = %q, %v; want the early receipt", orphan, err)
+		}
+		if _, err := s.TakeOrphan(ctx, "mobile", "T2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TakeOrphan after the link took it: %v, want ErrNotFound", err)
+		}
+
+		// Closed: refused at once, nothing left waiting.
+		must(t, s.Close())
+		c := testMessage(genID(time.Now(), 3))
+		c.CarrierID = "T3"
+		if al.TryLinkCarrier(c, func([]byte, error) { t.Error("done called for a refused write") }) {
+			t.Error("TryLinkCarrier on a closed store took the write")
+		}
+	})
+
 	t.Run("LinkRacesReceipt", func(t *testing.T) {
 		s := open(t, longTTL)
 		const n = 200

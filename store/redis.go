@@ -193,6 +193,9 @@ type Redis struct {
 	log  *zap.Logger
 
 	putc      chan *putReq  // PutMessage -> batch writers
+	asyncc    chan *putReq  // TryLinkCarrier -> batch writers (buffered: its callers do not wait)
+	asyncMu   sync.RWMutex  // asyncDone is set under it by Close (see TryLinkCarrier)
+	asyncDone bool
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
 	wg        sync.WaitGroup // batch writers
@@ -210,6 +213,16 @@ type putReq struct {
 	n              int              // commands queued in cmds
 	take           *redis.StringCmd // GETDEL of orphanKey
 	done           chan error
+	cb             func(error) // replaces done for TryLinkCarrier
+}
+
+// answer gives req its outcome (once).
+func (req *putReq) answer(err error) {
+	if req.cb != nil {
+		req.cb(err)
+		return
+	}
+	req.done <- err
 }
 
 // NewRedis connects to the Redis at url (see the package doc for the forms),
@@ -251,6 +264,7 @@ func NewRedisWithOptions(ctx context.Context, url string, o RedisOptions, log *z
 		opts:   o,
 		log:    log.With(zap.Strings("redis", cfg.addrs())),
 		putc:   make(chan *putReq),
+		asyncc: make(chan *putReq, asyncQueueLen),
 		closed: make(chan struct{}),
 	}
 	if !o.NoBatch {
@@ -303,6 +317,48 @@ func (r *Redis) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
 		return nil, nil
 	}
 	return b, wrapRedis("link carrier id", err)
+}
+
+// asyncQueueLen bounds the TryLinkCarrier writes waiting for a batch
+// writer; beyond it TryLinkCarrier reports false (its caller then waits in
+// LinkCarrier on a goroutine of its own).
+const asyncQueueLen = 4096
+
+// TryLinkCarrier implements AsyncLinker: LinkCarrier through the batching
+// writers without waiting for them.
+func (r *Redis) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) bool {
+	if m.CarrierID == "" || r.opts.NoBatch {
+		return false
+	}
+	req := &putReq{key: msgKey(m.ID), val: encodeMessage(m),
+		idxKey: carrierKey("c", m.Carrier, m.CarrierID), idxVal: m.ID,
+		orphanKey: carrierKey("o", m.Carrier, m.CarrierID)}
+	req.cb = func(err error) {
+		if err != nil {
+			done(nil, wrapRedis("link "+m.ID+" to carrier id "+m.CarrierID, err))
+			return
+		}
+		b, err := req.take.Bytes()
+		if errors.Is(err, redis.Nil) {
+			done(nil, nil)
+			return
+		}
+		done(b, wrapRedis("link carrier id", err))
+	}
+	// Under the read lock: Close sets asyncDone under the write lock, then
+	// answers whatever is still queued once the writers have stopped, so
+	// nothing queued here is left unanswered.
+	r.asyncMu.RLock()
+	defer r.asyncMu.RUnlock()
+	if r.asyncDone {
+		return false
+	}
+	select {
+	case r.asyncc <- req:
+		return true
+	default:
+		return false
+	}
 }
 
 // write sends req through the batching writer (or on its own with
@@ -379,6 +435,8 @@ func (r *Redis) batchWriter() {
 		select {
 		case req := <-r.putc:
 			batch = append(batch, req)
+		case req := <-r.asyncc:
+			batch = append(batch, req)
 		case <-r.closed:
 			return
 		}
@@ -391,6 +449,8 @@ func (r *Redis) batchWriter() {
 				select {
 				case req := <-r.putc:
 					batch = append(batch, req)
+				case req := <-r.asyncc:
+					batch = append(batch, req)
 				default:
 					break gather
 				}
@@ -398,6 +458,8 @@ func (r *Redis) batchWriter() {
 			}
 			select {
 			case req := <-r.putc:
+				batch = append(batch, req)
+			case req := <-r.asyncc:
 				batch = append(batch, req)
 			case <-timer.C:
 				break gather
@@ -425,7 +487,7 @@ func (r *Redis) flush(batch []*putReq) {
 		return nil
 	})
 	for _, req := range batch {
-		req.done <- req.result(err)
+		req.answer(req.result(err))
 	}
 }
 
@@ -646,8 +708,22 @@ func (r *Redis) ProbeWrite(ctx context.Context) error {
 func (r *Redis) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
+		r.asyncMu.Lock()
+		r.asyncDone = true
+		r.asyncMu.Unlock()
 		close(r.closed)
 		r.wg.Wait()
+		// The writers have stopped: what TryLinkCarrier queued and they
+		// did not take is answered here, not left waiting.
+		for {
+			select {
+			case req := <-r.asyncc:
+				req.answer(ErrClosed)
+				continue
+			default:
+			}
+			break
+		}
 		err = r.rdb.Close()
 	})
 	return err

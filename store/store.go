@@ -151,6 +151,21 @@ type Delivery struct {
 	Created time.Time `json:"t"`
 }
 
+// AsyncLinker is implemented by the stores (both of this package) that can
+// also take LinkCarrier without making the caller wait: the gateway's
+// carrier path calls it where a carrier session's reader goroutine handles
+// the submit_sm_resp, which must not block (issue 6: no goroutine waits
+// per relayed message).
+type AsyncLinker interface {
+	// TryLinkCarrier queues LinkCarrier(m) and reports true, or reports
+	// false at once having done nothing (the write queue full, the store
+	// closing, batching off). When it reports true, done is called exactly
+	// once with what LinkCarrier would have returned, on the store's
+	// writer goroutine after the write is durable (or failed); done must
+	// not block, and m must not change until it is called.
+	TryLinkCarrier(m *Message, done func(orphan []byte, err error)) bool
+}
+
 // Store is the in-flight state. All methods are safe for concurrent use.
 type Store interface {
 	// PutMessage writes (creates or replaces) a message record. When

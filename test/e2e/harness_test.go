@@ -42,6 +42,7 @@ type env struct {
 	cfgYAML string
 	store   store.Store
 	kind    string
+	binds   int // each carrier's
 }
 
 // storeKinds runs f with each store.
@@ -62,6 +63,13 @@ type envOpts struct {
 	carrierAddr func(name, addr string) string // e.g. a faultnet relay in front of the simulator
 	carrierYAML func(name string) string       // extra keys of a carrier's entry ("\n    key: value" lines)
 	httpListen  string
+	binds       int // of each carrier; default 2
+	window      int // of each carrier bind; default 32
+}
+
+// withCarrierBinds sets each carrier's binds and their window.
+func withCarrierBinds(binds, window int) envOption {
+	return func(o *envOpts) { o.binds, o.window = binds, window }
 }
 
 func withYAML(s string) envOption { return func(o *envOpts) { o.extraYAML += s } }
@@ -80,6 +88,9 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx, smscs: map[string]*smscsim.SMSC{}, kind: kind}
+	if eo.binds == 0 {
+		eo.binds, eo.window = 2, 32
+	}
 	var carriers strings.Builder
 	for _, cs := range carrierSetups {
 		o := cs.opts
@@ -104,11 +115,11 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
     address: %q
     system_id: ent01
     password: %q
-    binds: 2
-    window: 32
+    binds: %d
+    window: %d
     response_timeout: 2s
     enquire_link: 5s
-    receipt_id: %s`, cs.name, addr, o.Password, cs.mode)
+    receipt_id: %s`, cs.name, addr, o.Password, eo.binds, eo.window, cs.mode)
 		if eo.carrierYAML != nil {
 			carriers.WriteString(eo.carrierYAML(cs.name))
 		}
@@ -150,15 +161,16 @@ routing:
 	})
 	e.gw = gw
 	e.store = gw.Store
+	e.binds = eo.binds
 	e.waitCarriersBound()
 	return e
 }
 
-// waitCarriersBound waits until every simulator has its two binds.
+// waitCarriersBound waits until every simulator has all its binds.
 func (e *env) waitCarriersBound() {
 	e.t.Helper()
 	for name, s := range e.smscs {
-		if err := s.WaitUntil(e.ctx, func(st smscsim.Stats) bool { return st.Bound >= 2 }); err != nil {
+		if err := s.WaitUntil(e.ctx, func(st smscsim.Stats) bool { return st.Bound >= e.binds }); err != nil {
 			e.t.Fatalf("carrier %s never bound: %v", name, err)
 		}
 	}
