@@ -23,6 +23,11 @@ import (
 //	c   <len>:<carrier>:<cid> -> exp, our id
 //	o   <len>:<carrier>:<cid> -> exp, receipt body
 //	x   exp(8) kind(1) key -> nil      expiry index for the sweep (kind 'm', 'c' or 'o')
+//	d   account -> bucket of seq(8) -> encoded Delivery; d's own sequence numbers deliveries
+//	di  account -> bucket of delivery id -> seq(8)
+//	q   (3-pri)(1) enq ms(8) id -> due ms(8)   modem queue, best first
+//	qi  id -> its q key
+//	ql  id -> lease end ms(8), worker
 //
 // A message's first write by LinkCarrier (the carrier path's one store step
 // per message) writes m and c without entries in x, when the id is one of
@@ -30,11 +35,6 @@ import (
 // (sweepByID), which is the order the messages were made. Two B+tree
 // insertions fewer per relayed message (issue 6). Every other write indexes
 // its expiry in x, as does a LinkCarrier that replaces an earlier link.
-//	d   account -> bucket of seq(8) -> encoded Delivery; d's own sequence numbers deliveries
-//	di  account -> bucket of delivery id -> seq(8)
-//	q   (3-pri)(1) enq ms(8) id -> due ms(8)   modem queue, best first
-//	qi  id -> its q key
-//	ql  id -> lease end ms(8), worker
 var (
 	bMsg      = []byte("m")
 	bCarrier  = []byte("c")

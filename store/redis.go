@@ -192,9 +192,9 @@ type Redis struct {
 	opts RedisOptions          // read-only after NewRedis
 	log  *zap.Logger
 
-	putc      chan *putReq  // PutMessage -> batch writers
-	asyncc    chan *putReq  // TryLinkCarrier -> batch writers (buffered: its callers do not wait)
-	asyncMu   sync.RWMutex  // asyncDone is set under it by Close (see TryLinkCarrier)
+	putc      chan *putReq // PutMessage -> batch writers
+	asyncc    chan *putReq // TryLinkCarrier -> batch writers (buffered: its callers do not wait)
+	asyncMu   sync.RWMutex // asyncDone is set under it by Close (see TryLinkCarrier)
 	asyncDone bool
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
