@@ -63,7 +63,11 @@ type Bolt struct {
 	stop   chan struct{}  // closed by Close: ends the sweeper, makes the writer drain and exit
 	done   chan struct{}  // closed by the sweeper when it exits
 	wdone  chan struct{}  // closed by the writer when it exits, after answering every write it took
-	once   sync.Once
+	// callbacks carries tryWrite's answered writes to the completer, a
+	// batch at a time; cdone is closed when the completer has run them all.
+	callbacks chan []*writeReq
+	cdone     chan struct{}
+	once      sync.Once
 	// asyncClosed refuses tryWrite once Close began (see tryWrite).
 	asyncMu     sync.RWMutex
 	asyncClosed bool
@@ -106,8 +110,10 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 		db: db, ttl: ttl, log: log.With(zap.String("store", path)),
 		writes: make(chan *writeReq, writeQueueMax),
 		stop:   make(chan struct{}), done: make(chan struct{}), wdone: make(chan struct{}),
+		callbacks: make(chan []*writeReq, 16), cdone: make(chan struct{}),
 	}
 	go s.writer()
+	go s.completer()
 	if ttl > 0 {
 		go s.sweeper(min(max(ttl/4, 50*time.Millisecond), time.Minute))
 	} else {
@@ -310,7 +316,7 @@ func (s *Bolt) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) b
 	enc := encodeMessage(m)
 	exp := s.expiry()
 	key := boltCarrierKey(m.Carrier, m.CarrierID)
-	var orphan []byte // written by fn and read by the callback, both on the writer goroutine
+	var orphan []byte // written by fn on the writer goroutine, read by the callback after the commit
 	return s.tryWrite(func(tx *bolt.Tx) error {
 		var err error
 		orphan, err = linkTx(tx, m, enc, exp, key)
@@ -640,6 +646,7 @@ func (s *Bolt) Close() error {
 		close(s.stop)
 		<-s.done
 		<-s.wdone
+		<-s.cdone
 		err = s.db.Close()
 	})
 	return err

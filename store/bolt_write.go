@@ -55,22 +55,46 @@ type writeReq struct {
 	fn    func(*bolt.Tx) error
 	state atomic.Int32
 	done  chan error // capacity 1: the writer's one answer, sent without blocking
-	// cb replaces done for tryWrite: the writer calls it with the answer.
-	cb func(error)
+	// cb replaces done for tryWrite: called with the answer by the
+	// completer goroutine, off the writer's critical path.
+	cb  func(error)
+	err error // the answer, for the completer
 }
 
-// answer gives r its outcome (once).
-func (r *writeReq) answer(err error) {
+// answer gives r its outcome (once). The callbacks of tryWrite's writes
+// are collected in *later and run by the completer after the batch, so that
+// the writer goes on to the next commit at once (at saturation a batch
+// holds a hundred writes, and their callbacks answer the platform).
+func (r *writeReq) answer(err error, later *[]*writeReq) {
 	if r.cb != nil {
-		r.cb(err)
+		r.err = err
+		*later = append(*later, r)
 		return
 	}
 	r.done <- err
 }
 
+// completer runs the callbacks of tryWrite's writes, a batch at a time,
+// until the writer closes the channel.
+func (s *Bolt) completer() {
+	defer close(s.cdone)
+	for batch := range s.callbacks {
+		for _, r := range batch {
+			r.cb(r.err)
+		}
+	}
+}
+
+// handOver gives the callbacks collected during a commit to the completer.
+func (s *Bolt) handOver(later []*writeReq) {
+	if len(later) > 0 {
+		s.callbacks <- later
+	}
+}
+
 // tryWrite queues fn for the writer without waiting: it reports false,
 // having queued nothing, when the queue is full or the store is closing.
-// Otherwise cb gets the write's outcome exactly once, on the writer
+// Otherwise cb gets the write's outcome exactly once, on the completer
 // goroutine, after the commit (a panic of fn comes as a writePanic error).
 func (s *Bolt) tryWrite(fn func(*bolt.Tx) error, cb func(error)) bool {
 	r := &writeReq{ctx: context.Background(), fn: fn, cb: cb}
@@ -142,7 +166,10 @@ func (s *Bolt) write(ctx context.Context, fn func(*bolt.Tx) error) error {
 // writer owns the write side of the database until Close: it commits the
 // queued writes in groups (see the comment at the top of this file).
 func (s *Bolt) writer() {
-	defer close(s.wdone)
+	defer func() {
+		close(s.callbacks) // the completer runs what it holds, then exits
+		close(s.wdone)
+	}()
 	batch := make([]*writeReq, 0, writeBatchMax)
 	var solo []*writeReq
 	for {
@@ -193,7 +220,11 @@ func (s *Bolt) drain(batch, solo []*writeReq) {
 func take(batch []*writeReq, r *writeReq) []*writeReq {
 	if err := r.ctx.Err(); err != nil {
 		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
-			r.answer(err)
+			var later []*writeReq
+			r.answer(err, &later)
+			for _, r := range later { // not on the critical path: nothing was committed
+				r.cb(r.err)
+			}
 		}
 		return batch
 	}
@@ -208,6 +239,8 @@ func take(batch []*writeReq, r *writeReq) []*writeReq {
 // alone, each in its own transaction. solo is scratch space, returned for
 // reuse.
 func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
+	var later []*writeReq
+	defer func() { s.handOver(later) }()
 	for len(batch) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -221,7 +254,7 @@ func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 		})
 		if failed < 0 {
 			for _, r := range batch {
-				r.answer(err) // nil, or the commit's own error (disk, closed), for all
+				r.answer(err, &later) // nil, or the commit's own error (disk, closed), for all
 			}
 			break
 		}
@@ -229,7 +262,7 @@ func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 		batch = append(batch[:failed], batch[failed+1:]...)
 	}
 	for _, r := range solo {
-		r.answer(s.db.Update(func(tx *bolt.Tx) error { return call(r.fn, tx) }))
+		r.answer(s.db.Update(func(tx *bolt.Tx) error { return call(r.fn, tx) }), &later)
 	}
 	return solo
 }

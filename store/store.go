@@ -160,9 +160,9 @@ type AsyncLinker interface {
 	// TryLinkCarrier queues LinkCarrier(m) and reports true, or reports
 	// false at once having done nothing (the write queue full, the store
 	// closing, batching off). When it reports true, done is called exactly
-	// once with what LinkCarrier would have returned, on the store's
-	// writer goroutine after the write is durable (or failed); done must
-	// not block, and m must not change until it is called.
+	// once with what LinkCarrier would have returned, on a goroutine of
+	// the store, after the write is durable (or failed); done must not
+	// block, and m must not change until it is called.
 	TryLinkCarrier(m *Message, done func(orphan []byte, err error)) bool
 }
 
