@@ -369,7 +369,7 @@ func (d *Dispatcher) accepted(c *Carrier, m *store.Message, res SubmitResult) {
 	c.mStatusOK.get(metricSubmitStatus, c.Name, statusNameOK).Inc()
 	d.health.Note(c.Name, OutcomeAnswered)
 	c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
-	m.CarrierID = canonicalCarrierID(c.Config().ReceiptID, res.MessageID, false)
+	m.CarrierID = canonicalCarrierID(c.cfg.Load().ReceiptID, res.MessageID, false)
 	m.State = store.StateSent
 }
 

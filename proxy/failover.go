@@ -650,7 +650,7 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 	switch Classify(res.Status) {
 	case ClassOK:
 		f.d.health.Note(c.Name, OutcomeAnswered)
-		m.CarrierID = canonicalCarrierID(c.Config().ReceiptID, res.MessageID, false)
+		m.CarrierID = canonicalCarrierID(c.cfg.Load().ReceiptID, res.MessageID, false)
 		m.State, m.Note = store.StateSent, "returned to carrier"
 		m.Attempts++
 		orphan, err := f.d.linkCarrier(m)

@@ -291,13 +291,14 @@ const (
 func (h *Health) Note(name string, o Outcome) {
 	h.mu.Lock()
 	ch := h.get(name)
-	ch.recent.add(h.now(), o == OutcomeAnswered)
+	now := h.now()
+	ch.recent.add(now, o == OutcomeAnswered)
 	after := func() {}
 	switch o {
 	case OutcomeAnswered:
 		ch.ok++
 		ch.timeouts = 0
-		ch.lastAnswer = h.now()
+		ch.lastAnswer = now
 		if ch.state == StateDown && ch.bound > 0 {
 			after = h.change(name, ch, StateProbation, "carrier answered again")
 		}

@@ -257,7 +257,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		log.Warn("receipt without an id dropped")
 		return statusOK
 	}
-	key := canonicalCarrierID(c.Config().ReceiptID, rawID, true)
+	key := canonicalCarrierID(c.cfg.Load().ReceiptID, rawID, true)
 	m, err := d.store.FindByCarrierID(ctx, c.Name, key)
 	if errors.Is(err, store.ErrNotFound) {
 		// The link may be on its way (our submit_sm_resp handling races the
