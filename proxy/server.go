@@ -607,6 +607,15 @@ func (n *northSession) handleSubmit(f Frame) {
 	n.inflight.Add(1)
 	n.mu.Unlock()
 	start := time.Now()
+	started := false
+	defer func() {
+		if !started {
+			// SubmitAsync panicked (handle recovers and nacks): the submit
+			// never started, so it must not hold the window or the drain.
+			n.pending.Add(-1)
+			n.inflight.Done()
+		}
+	}()
 	// The answer is given where the outcome is known (a carrier session's
 	// reader, the store's writer, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
@@ -625,6 +634,7 @@ func (n *northSession) handleSubmit(f Frame) {
 			n.submitAnswered(acct, res, start)
 		})
 	})
+	started = true
 }
 
 // submitAnswered counts a submit answered (metrics, the window, the drain).

@@ -256,27 +256,10 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 		}
 	}
 	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout)}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	seq, ok := s.register(c)
+	if !ok {
 		<-s.window
 		return Frame{}, ErrNotSent
-	}
-	seq := s.nextSeq()
-	for s.pending[seq] != nil { // a 2^31 wrap onto a request still waiting
-		seq = s.nextSeq()
-	}
-	s.pending[seq] = c // registered before it is written
-	kick := s.nextSweep == 0 || c.deadline < s.nextSweep
-	if kick {
-		s.nextSweep = c.deadline
-	}
-	s.mu.Unlock()
-	if kick {
-		select {
-		case s.sweepKick <- struct{}{}:
-		default:
-		}
 	}
 
 	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body)
@@ -332,27 +315,10 @@ func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, do
 		return false
 	}
 	c := &call{cb: done, deadline: int64(time.Since(s.epoch) + timeout)}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	seq, ok := s.register(c)
+	if !ok {
 		<-s.window
 		return false
-	}
-	seq := s.nextSeq()
-	for s.pending[seq] != nil {
-		seq = s.nextSeq()
-	}
-	s.pending[seq] = c // registered before it is written
-	kick := s.nextSweep == 0 || c.deadline < s.nextSweep
-	if kick {
-		s.nextSweep = c.deadline
-	}
-	s.mu.Unlock()
-	if kick {
-		select {
-		case s.sweepKick <- struct{}{}:
-		default:
-		}
 	}
 	select {
 	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body), call: c}:
@@ -372,6 +338,34 @@ func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, do
 	}
 	<-s.window
 	return false
+}
+
+// register enters c in the in-flight table under a new sequence number,
+// before it is written, and makes the sweeper look at its deadline if it is
+// the earliest; false if the session has ended.
+func (s *Session) register(c *call) (uint32, bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, false
+	}
+	seq := s.nextSeq()
+	for s.pending[seq] != nil { // a 2^31 wrap onto a request still waiting
+		seq = s.nextSeq()
+	}
+	s.pending[seq] = c
+	kick := s.nextSweep == 0 || c.deadline < s.nextSweep
+	if kick {
+		s.nextSweep = c.deadline
+	}
+	s.mu.Unlock()
+	if kick {
+		select {
+		case s.sweepKick <- struct{}{}:
+		default:
+		}
+	}
+	return seq, true
 }
 
 // answer is the outcome of a request once its channel delivered (ok false:

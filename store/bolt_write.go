@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,17 +98,23 @@ func (s *Bolt) handOver(later []*writeReq) {
 // Otherwise cb gets the write's outcome exactly once, on the completer
 // goroutine, after the commit (a panic of fn comes as a writePanic error).
 func (s *Bolt) tryWrite(fn func(*bolt.Tx) error, cb func(error)) bool {
-	r := &writeReq{ctx: context.Background(), fn: fn, cb: cb}
-	// Under the read lock, so that Close (which takes the write lock before
-	// it stops the writer) never leaves a queued write unanswered: every
-	// write queued here is queued before the writer's last look.
-	s.asyncMu.RLock()
-	defer s.asyncMu.RUnlock()
-	if s.asyncClosed {
+	// Close sets asyncClosed before it stops the writer, so every write
+	// queued here is queued before the writer's last look (it drains the
+	// queue on Close): none is left unanswered.
+	return offer(&s.asyncMu, &s.asyncClosed, s.writes, &writeReq{ctx: context.Background(), fn: fn, cb: cb})
+}
+
+// offer sends v on ch without waiting, unless *closed (read under mu's read
+// lock; Close sets it under the write lock). It is how the stores queue the
+// writes of callers that must not wait (AsyncLinker).
+func offer[T any](mu *sync.RWMutex, closed *bool, ch chan<- T, v T) bool {
+	mu.RLock()
+	defer mu.RUnlock()
+	if *closed {
 		return false
 	}
 	select {
-	case s.writes <- r:
+	case ch <- v:
 		return true
 	default:
 		return false

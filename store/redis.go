@@ -345,20 +345,9 @@ func (r *Redis) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) 
 		}
 		done(b, wrapRedis("link carrier id", err))
 	}
-	// Under the read lock: Close sets asyncDone under the write lock, then
-	// answers whatever is still queued once the writers have stopped, so
-	// nothing queued here is left unanswered.
-	r.asyncMu.RLock()
-	defer r.asyncMu.RUnlock()
-	if r.asyncDone {
-		return false
-	}
-	select {
-	case r.asyncc <- req:
-		return true
-	default:
-		return false
-	}
+	// Close sets asyncDone, then answers whatever is still queued once the
+	// writers have stopped: nothing queued here is left unanswered.
+	return offer(&r.asyncMu, &r.asyncDone, r.asyncc, req)
 }
 
 // write sends req through the batching writer (or on its own with
