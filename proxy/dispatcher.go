@@ -252,20 +252,22 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 			return
 		}
 		d.accepted(c, m, res)
+		// The store write has linkCarrier's time limit, tries included.
+		ctx := d.linkContext()
 		linkNow := func() {
-			orphan, err := d.linkCarrier(m)
+			orphan, err := d.linkCarrierWithin(ctx, m)
 			done(d.linked(context.Background(), c, m, log, res, orphan, err))
 		}
-		if m.CarrierID == "" || !al.TryLinkCarrier(m, func(orphan []byte, err error) {
+		if m.CarrierID == "" || !al.TryLinkCarrier(ctx, m, func(orphan []byte, err error) {
 			if err == nil && orphan == nil {
 				d.noteStore(nil)
 				done(d.linked(context.Background(), c, m, log, res, nil, nil))
 				return
 			}
 			run(func() {
-				if err != nil {
-					d.noteStore(err) // then linkCarrier's own tries and retries
-					orphan, err = d.linkCarrier(m)
+				d.noteStore(err)
+				if err != nil && ctx.Err() == nil {
+					orphan, err = d.linkCarrierWithin(ctx, m) // linkCarrier's further tries
 				}
 				done(d.linked(context.Background(), c, m, log, res, orphan, err))
 			})
@@ -421,7 +423,11 @@ func (ml *msgLogger) get() *zap.Logger {
 // Its context is its own, not the caller's: a LinkCarrier that took an
 // orphan must not be abandoned.
 func (d *Dispatcher) linkCarrier(m *store.Message) ([]byte, error) {
-	ctx := d.linkContext()
+	return d.linkCarrierWithin(d.linkContext(), m)
+}
+
+// linkCarrierWithin is linkCarrier within ctx, a linkContext.
+func (d *Dispatcher) linkCarrierWithin(ctx context.Context, m *store.Message) ([]byte, error) {
 	wait := 20 * time.Millisecond
 	link := d.store.LinkCarrier
 	if m.CarrierID == "" {

@@ -607,11 +607,14 @@ func (n *northSession) handleSubmit(f Frame) {
 	n.inflight.Add(1)
 	n.mu.Unlock()
 	start := time.Now()
-	started := false
+	// settled makes the answer and the panic guard below exclusive: each
+	// submit leaves the window and the drain exactly once.
+	settled := new(atomic.Bool)
+	returned := false
 	defer func() {
-		if !started {
-			// SubmitAsync panicked (handle recovers and nacks): the submit
-			// never started, so it must not hold the window or the drain.
+		if !returned && settled.CompareAndSwap(false, true) {
+			// SubmitAsync panicked (handle recovers and nacks): this
+			// submit gets no other answer, even if some part of it went on.
 			n.pending.Add(-1)
 			n.inflight.Done()
 		}
@@ -620,6 +623,9 @@ func (n *northSession) handleSubmit(f Frame) {
 	// reader, the store's writer, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
 	n.srv.disp.SubmitAsync(acct.SystemID, sm, f.Body, n.srv.workers.run, func(res SubmitOutcome) {
+		if !settled.CompareAndSwap(false, true) {
+			return // nacked after a panic
+		}
 		var body []byte
 		if res.Status == statusOK {
 			body = cstring(make([]byte, 0, len(res.ID)+1), res.ID)
@@ -634,7 +640,7 @@ func (n *northSession) handleSubmit(f Frame) {
 			n.submitAnswered(acct, res, start)
 		})
 	})
-	started = true
+	returned = true
 }
 
 // submitAnswered counts a submit answered (metrics, the window, the drain).

@@ -309,7 +309,7 @@ func (s *Bolt) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
 
 // TryLinkCarrier implements AsyncLinker: LinkCarrier through the group
 // commit without waiting for it.
-func (s *Bolt) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) bool {
+func (s *Bolt) TryLinkCarrier(ctx context.Context, m *Message, done func(orphan []byte, err error)) bool {
 	if m.CarrierID == "" {
 		return false
 	}
@@ -317,7 +317,7 @@ func (s *Bolt) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) b
 	exp := s.expiry()
 	key := boltCarrierKey(m.Carrier, m.CarrierID)
 	var orphan []byte // written by fn on the writer goroutine, read by the callback after the commit
-	return s.tryWrite(func(tx *bolt.Tx) error {
+	return s.tryWrite(ctx, func(tx *bolt.Tx) error {
 		var err error
 		orphan, err = linkTx(tx, m, enc, exp, key)
 		return err

@@ -97,11 +97,13 @@ func (s *Bolt) handOver(later []*writeReq) {
 // having queued nothing, when the queue is full or the store is closing.
 // Otherwise cb gets the write's outcome exactly once, on the completer
 // goroutine, after the commit (a panic of fn comes as a writePanic error).
-func (s *Bolt) tryWrite(fn func(*bolt.Tx) error, cb func(error)) bool {
+// As with write, if ctx ends before the writer takes fn into a transaction,
+// fn never runs and cb gets ctx.Err(); once taken, it runs to the end.
+func (s *Bolt) tryWrite(ctx context.Context, fn func(*bolt.Tx) error, cb func(error)) bool {
 	// Close sets asyncClosed before it stops the writer, so every write
 	// queued here is queued before the writer's last look (it drains the
 	// queue on Close): none is left unanswered.
-	return offer(&s.asyncMu, &s.asyncClosed, s.writes, &writeReq{ctx: context.Background(), fn: fn, cb: cb})
+	return offer(&s.asyncMu, &s.asyncClosed, s.writes, &writeReq{ctx: ctx, fn: fn, cb: cb})
 }
 
 // offer sends v on ch without waiting, unless *closed (read under mu's read
@@ -292,9 +294,11 @@ func call(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 // etcd runs bbolt the same way. At relay saturation this cut the process's
 // CPU per relayed message by about a fifth (the array freelist rewritten,
 // and its pages written, at every group commit); the cost moves to the
-// open, one scan of the file's pages. Durability is unchanged: the pages a
-// commit wrote are fsynced before it returns, and the freelist is derived
-// from them.
+// open, one scan of the file's pages, and to a commit that fails (a full
+// disk, an I/O error), whose rollback rebuilds the freelist by the same
+// scan (a write function that returns an error rolls back cheaply).
+// Durability is unchanged: the pages a commit wrote are fsynced before it
+// returns, and the freelist is derived from them.
 var boltOpenOptions = func() *bolt.Options {
 	return &bolt.Options{
 		Timeout:        2 * time.Second, // another process holds the file lock

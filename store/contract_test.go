@@ -124,7 +124,7 @@ func tryLink(t *testing.T, al AsyncLinker, m *Message) ([]byte, error) {
 		err    error
 	}
 	ch := make(chan res, 1)
-	if !al.TryLinkCarrier(m, func(orphan []byte, err error) { ch <- res{orphan, err} }) {
+	if !al.TryLinkCarrier(context.Background(), m, func(orphan []byte, err error) { ch <- res{orphan, err} }) {
 		t.Fatal("TryLinkCarrier refused the write of an idle store")
 	}
 	select {
@@ -344,11 +344,32 @@ func runContract(t *testing.T, open opener) {
 			t.Errorf("TakeOrphan after the link took it: %v, want ErrNotFound", err)
 		}
 
+		// Its ctx ended: refused at once, or answered with ctx's error and
+		// not written.
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+		e := testMessage(genID(time.Now(), 4))
+		e.CarrierID = "T4"
+		errc := make(chan error, 1)
+		if al.TryLinkCarrier(ended, e, func(_ []byte, err error) { errc <- err }) {
+			select {
+			case err := <-errc:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("TryLinkCarrier with an ended ctx: %v, want context.Canceled", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("TryLinkCarrier's done never called")
+			}
+		}
+		if _, err := s.GetMessage(ctx, e.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a link whose ctx ended before it was taken was written: %v", err)
+		}
+
 		// Closed: refused at once, nothing left waiting.
 		must(t, s.Close())
 		c := testMessage(genID(time.Now(), 3))
 		c.CarrierID = "T3"
-		if al.TryLinkCarrier(c, func([]byte, error) { t.Error("done called for a refused write") }) {
+		if al.TryLinkCarrier(ctx, c, func([]byte, error) { t.Error("done called for a refused write") }) {
 			t.Error("TryLinkCarrier on a closed store took the write")
 		}
 	})

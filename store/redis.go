@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -213,7 +214,8 @@ type putReq struct {
 	n              int              // commands queued in cmds
 	take           *redis.StringCmd // GETDEL of orphanKey
 	done           chan error
-	cb             func(error) // replaces done for TryLinkCarrier
+	cb             func(error)     // replaces done for TryLinkCarrier
+	ctx            context.Context // TryLinkCarrier's: an ended one is not sent
 }
 
 // answer gives req its outcome (once).
@@ -326,14 +328,26 @@ const asyncQueueLen = 4096
 
 // TryLinkCarrier implements AsyncLinker: LinkCarrier through the batching
 // writers without waiting for them.
-func (r *Redis) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) bool {
-	if m.CarrierID == "" || r.opts.NoBatch {
+func (r *Redis) TryLinkCarrier(ctx context.Context, m *Message, done func(orphan []byte, err error)) bool {
+	if m.CarrierID == "" || r.opts.NoBatch || ctx.Err() != nil {
 		return false
 	}
 	req := &putReq{key: msgKey(m.ID), val: encodeMessage(m),
 		idxKey: carrierKey("c", m.Carrier, m.CarrierID), idxVal: m.ID,
-		orphanKey: carrierKey("o", m.Carrier, m.CarrierID)}
+		orphanKey: carrierKey("o", m.Carrier, m.CarrierID), ctx: ctx}
+	// One outcome: the transaction's, or ctx's end if that comes first (as
+	// LinkCarrier returns ctx.Err() then; the write may still be applied).
+	var answered atomic.Bool
+	stop := context.AfterFunc(ctx, func() {
+		if answered.CompareAndSwap(false, true) {
+			done(nil, ctx.Err())
+		}
+	})
 	req.cb = func(err error) {
+		stop()
+		if !answered.CompareAndSwap(false, true) {
+			return
+		}
 		if err != nil {
 			done(nil, wrapRedis("link "+m.ID+" to carrier id "+m.CarrierID, err))
 			return
@@ -347,7 +361,22 @@ func (r *Redis) TryLinkCarrier(m *Message, done func(orphan []byte, err error)) 
 	}
 	// Close sets asyncDone, then answers whatever is still queued once the
 	// writers have stopped: nothing queued here is left unanswered.
-	return offer(&r.asyncMu, &r.asyncDone, r.asyncc, req)
+	if offer(&r.asyncMu, &r.asyncDone, r.asyncc, req) {
+		return true
+	}
+	stop()
+	// Refused, unless ctx ended meanwhile and its outcome was given.
+	return !answered.CompareAndSwap(false, true)
+}
+
+// takeReq adds req to batch, unless it is TryLinkCarrier's and its ctx has
+// ended (answered ctx.Err(), not sent).
+func takeReq(batch []*putReq, req *putReq) []*putReq {
+	if req.ctx != nil && req.ctx.Err() != nil {
+		req.answer(req.ctx.Err())
+		return batch
+	}
+	return append(batch, req)
 }
 
 // write sends req through the batching writer (or on its own with
@@ -425,7 +454,7 @@ func (r *Redis) batchWriter() {
 		case req := <-r.putc:
 			batch = append(batch, req)
 		case req := <-r.asyncc:
-			batch = append(batch, req)
+			batch = takeReq(batch, req)
 		case <-r.closed:
 			return
 		}
@@ -439,7 +468,7 @@ func (r *Redis) batchWriter() {
 				case req := <-r.putc:
 					batch = append(batch, req)
 				case req := <-r.asyncc:
-					batch = append(batch, req)
+					batch = takeReq(batch, req)
 				default:
 					break gather
 				}
@@ -449,7 +478,7 @@ func (r *Redis) batchWriter() {
 			case req := <-r.putc:
 				batch = append(batch, req)
 			case req := <-r.asyncc:
-				batch = append(batch, req)
+				batch = takeReq(batch, req)
 			case <-timer.C:
 				break gather
 			}
@@ -457,7 +486,9 @@ func (r *Redis) batchWriter() {
 		if timer != nil {
 			timer.Stop()
 		}
-		r.flush(batch)
+		if len(batch) > 0 {
+			r.flush(batch)
+		}
 		clear(batch)
 		batch = batch[:0]
 	}

@@ -193,3 +193,35 @@ func TestRedisProbeWriteSeesRefusedWrites(t *testing.T) {
 	must(t, s.rdb.ConfigSet(ctx, "min-replicas-to-write", "0").Err())
 	must(t, s.ProbeWrite(ctx))
 }
+
+// TryLinkCarrier answers by its ctx's end even while the transaction it
+// went into is stuck in Redis (as LinkCarrier returns then): the gateway's
+// answer to the platform waits no longer than the link's time limit.
+func TestRedisTryLinkCarrierEndsWithItsContext(t *testing.T) {
+	srv := redisserver.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	// Every write stalls for 2 s (as on a Redis that stopped answering).
+	must(t, s.rdb.Do(ctx, "CLIENT", "PAUSE", "2000", "WRITE").Err())
+	lctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	m := testMessage(genID(time.Now(), 1))
+	m.CarrierID = "stuck"
+	errc := make(chan error, 2)
+	if !s.TryLinkCarrier(lctx, m, func(_ []byte, err error) { errc <- err }) {
+		t.Fatal("TryLinkCarrier refused the write of an idle store")
+	}
+	if err := <-errc; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("TryLinkCarrier during the stall: %v, want context.DeadlineExceeded", err)
+	}
+	// The transaction completes when the pause ends: no second outcome.
+	must(t, s.rdb.Do(ctx, "CLIENT", "UNPAUSE").Err())
+	if _, err := s.GetMessage(ctx, m.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("a second outcome: %v", err)
+	default:
+	}
+}

@@ -157,13 +157,14 @@ type Delivery struct {
 // the submit_sm_resp, which must not block (issue 6: no goroutine waits
 // per relayed message).
 type AsyncLinker interface {
-	// TryLinkCarrier queues LinkCarrier(m) and reports true, or reports
-	// false at once having done nothing (the write queue full, the store
-	// closing, batching off). When it reports true, done is called exactly
-	// once with what LinkCarrier would have returned, on a goroutine of
-	// the store, after the write is durable (or failed); done must not
-	// block, and m must not change until it is called.
-	TryLinkCarrier(m *Message, done func(orphan []byte, err error)) bool
+	// TryLinkCarrier queues LinkCarrier(ctx, m) and reports true, or
+	// reports false at once having done nothing (the write queue full, the
+	// store closing, batching off). When it reports true, done is called
+	// exactly once with what LinkCarrier would have returned, on a
+	// goroutine of the store, after the write is durable (or failed), or
+	// with ctx.Err() when LinkCarrier would have returned that; done must
+	// not block, and m must not change until it is called.
+	TryLinkCarrier(ctx context.Context, m *Message, done func(orphan []byte, err error)) bool
 }
 
 // Store is the in-flight state. All methods are safe for concurrent use.
