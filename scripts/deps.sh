@@ -7,6 +7,7 @@
 #   redis-server  redis-server     store/ and end-to-end tests (test/redisserver)
 #   chromium      chromium         status page test in a real browser (test/e2e)
 #   chromedriver  chromium-driver  drives that browser (W3C WebDriver)
+#   g++           g++              builds a third-party SMSC simulator from source (test/e2e)
 set -euo pipefail
 
 # binary:package pairs.
@@ -14,6 +15,7 @@ deps=(
 	"redis-server:redis-server"
 	"chromium:chromium"
 	"chromedriver:chromium-driver"
+	"g++:g++"
 )
 
 missing=()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,6 +66,16 @@ type envOpts struct {
 	httpListen  string
 	binds       int // of each carrier; default 2
 	window      int // of each carrier bind; default 32
+	// elsewhere names a carrier whose SMSC is not its simulator (see
+	// withCarrierElsewhere), and elseAddr that SMSC's address.
+	elsewhere, elseAddr string
+}
+
+// withCarrierElsewhere points carrier name at an SMSC at addr that is not
+// its simulator; startEnv then waits for the gateway's bind to it (the
+// carrier's health going up) instead of the simulator's binds.
+func withCarrierElsewhere(name, addr string) envOption {
+	return func(o *envOpts) { o.elsewhere, o.elseAddr = name, addr }
 }
 
 // withCarrierBinds sets each carrier's binds and their window.
@@ -110,6 +121,9 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
 		if eo.carrierAddr != nil {
 			addr = eo.carrierAddr(cs.name, addr)
 		}
+		if cs.name == eo.elsewhere {
+			addr = eo.elseAddr
+		}
 		fmt.Fprintf(&carriers, `
   - name: %s
     address: %q
@@ -151,6 +165,15 @@ routing:
 	if err != nil {
 		t.Fatal(err)
 	}
+	elseUp := make(chan struct{})
+	if eo.elsewhere != "" {
+		var once sync.Once
+		gw.Health.OnChange = func(carrier string, _, to proxy.CarrierState, _ string) {
+			if carrier == eo.elsewhere && to == proxy.StateUp {
+				once.Do(func() { close(elseUp) })
+			}
+		}
+	}
 	if err := gw.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +185,14 @@ routing:
 	e.gw = gw
 	e.store = gw.Store
 	e.binds = eo.binds
+	if eo.elsewhere != "" {
+		delete(e.smscs, eo.elsewhere) // its simulator takes no traffic
+		select {
+		case <-elseUp:
+		case <-ctx.Done():
+			t.Fatalf("carrier %s never bound to %s", eo.elsewhere, eo.elseAddr)
+		}
+	}
 	e.waitCarriersBound()
 	return e
 }
