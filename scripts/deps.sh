@@ -8,6 +8,11 @@
 #   chromium      chromium         status page test in a real browser (test/e2e)
 #   chromedriver  chromium-driver  drives that browser (W3C WebDriver)
 #   g++           g++              builds a third-party SMSC simulator from source (test/e2e)
+#   bearerbox     kannel           Kannel as a third-party platform (test/e2e); in /usr/sbin
+#
+# Packages that would start a daemon when installed (redis-server, kannel)
+# are kept from doing so (policy-rc.d): the tests start their own, on
+# loopback ports of their choosing.
 set -euo pipefail
 
 # binary:package pairs.
@@ -16,13 +21,18 @@ deps=(
 	"chromium:chromium"
 	"chromedriver:chromium-driver"
 	"g++:g++"
+	"bearerbox:kannel"
 )
+
+# has reports whether a binary is installed (on PATH, or in /usr/sbin,
+# which a user's PATH may lack).
+has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 missing=()
 for pair in "${deps[@]}"; do
 	bin=${pair%%:*}
 	pkg=${pair#*:}
-	if ! command -v "$bin" >/dev/null 2>&1; then
+	if ! has "$bin"; then
 		missing+=("$pkg")
 	fi
 done
@@ -44,13 +54,18 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 echo "deps.sh: installing ${missing[*]}"
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+	"${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+	trap '"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 "${SUDO[@]}" apt-get update -q
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 
 for pair in "${deps[@]}"; do
 	bin=${pair%%:*}
-	if ! command -v "$bin" >/dev/null 2>&1; then
-		echo "deps.sh: $bin still not on PATH after install" >&2
+	if ! has "$bin"; then
+		echo "deps.sh: $bin still not installed" >&2
 		exit 1
 	fi
 done

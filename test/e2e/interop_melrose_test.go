@@ -25,7 +25,7 @@ import (
 // MO messages to the platform.
 //
 // g++ is installed by scripts/deps.sh; without it the test is skipped,
-// unless SPARELINE_REQUIRE_CXX is set (scripts/test.sh sets it).
+// unless SPARELINE_REQUIRE_THIRDPARTY is set (scripts/test.sh sets it).
 func TestThirdPartySMSCMelrose(t *testing.T) {
 	bin := buildMelroseSMSC(t)
 	storeKinds(t, func(t *testing.T, kind string) {
@@ -90,7 +90,7 @@ func buildMelroseSMSC(t *testing.T) string {
 	t.Helper()
 	cxx, err := exec.LookPath("g++")
 	if err != nil {
-		if os.Getenv("SPARELINE_REQUIRE_CXX") != "" {
+		if os.Getenv("SPARELINE_REQUIRE_THIRDPARTY") != "" {
 			t.Fatal("g++ not found (scripts/deps.sh installs it)")
 		}
 		t.Skip("g++ not found: run scripts/deps.sh")
@@ -153,20 +153,29 @@ func startMelroseSMSC(t *testing.T, bin string) string {
 		}
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := waitListening(context.Background(), addr, exited); err != nil {
+		t.Fatalf("the simulator: %v\n%s", err, logs.String())
+	}
+	return addr
+}
+
+// waitListening waits until addr accepts a connection, for up to 10 s or
+// until exited is closed (the process that should listen is gone).
+func waitListening(ctx context.Context, addr string, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			_ = conn.Close()
-			return addr
+			return nil
 		}
 		select {
 		case <-exited:
-			t.Fatalf("the simulator exited:\n%s", logs.String())
+			return fmt.Errorf("exited before listening on %s", addr)
 		case <-ctx.Done():
-			t.Fatalf("the simulator never listened on %s: %v", addr, err)
+			return fmt.Errorf("never listened on %s: %w", addr, err)
 		case <-time.After(20 * time.Millisecond): // polling a port: no event to wait on
 		}
 	}
