@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +159,30 @@ func TestBoltSweepByIDResumes(t *testing.T) {
 	if got := len(keys(t, s, bMsg)); got != 10 {
 		t.Errorf("%d records left, want the 10 alive", got)
 	}
+}
+
+// FuzzTimeOfID: any string is read without a panic, and only the ids of
+// proxy.IDGen's form (20 lowercase hex digits) are taken, with the time
+// their first 16 digits say.
+func FuzzTimeOfID(f *testing.F) {
+	f.Add(genID(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC), 5))
+	f.Add("m1")
+	f.Add("0123456789ABCDEF0123")
+	f.Add("ffffffffffffffffffff")
+	f.Fuzz(func(t *testing.T, id string) {
+		made, ok := TimeOfID(id)
+		if !ok {
+			return
+		}
+		if len(id) != 20 || strings.Trim(id, "0123456789abcdef") != "" {
+			t.Fatalf("TimeOfID took %q", id)
+		}
+		v, err := strconv.ParseUint(id[:16], 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := IDEpoch.UnixMilli() + int64(v>>20); made.UnixMilli() != want {
+			t.Fatalf("TimeOfID(%q) = %d ms, want %d", id, made.UnixMilli(), want)
+		}
+	})
 }
