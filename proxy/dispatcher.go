@@ -225,9 +225,9 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 // up, with a free window slot on one of its binds, accepting the message,
 // and a store that takes the write, without a goroutine waiting per
 // message: the submit goes out from here, the carrier's answer is handled
-// on the carrier session's reader goroutine, and the store's write on its
-// writer goroutine, which calls done (issue 6: each goroutine hand-off and
-// parked waiter costs CPU at saturation). Every other case runs Submit's
+// on the carrier session's reader goroutine, and the store calls done from
+// a goroutine of its own once the write is durable (issue 6: each goroutine
+// hand-off and parked waiter costs CPU at saturation). Every other case runs Submit's
 // path on a goroutine that run gives it, at the point where it left the
 // common case. done is called exactly once, and must not block.
 func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, run func(func()), done func(SubmitOutcome)) {

@@ -620,7 +620,7 @@ func (n *northSession) handleSubmit(f Frame) {
 		}
 	}()
 	// The answer is given where the outcome is known (a carrier session's
-	// reader, the store's writer, a worker: SubmitAsync), without waiting
+	// reader, a goroutine of the store, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
 	n.srv.disp.SubmitAsync(acct.SystemID, sm, f.Body, n.srv.workers.run, func(res SubmitOutcome) {
 		if !settled.CompareAndSwap(false, true) {
