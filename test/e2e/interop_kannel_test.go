@@ -48,8 +48,10 @@ func TestThirdPartyClientKannel(t *testing.T) {
 	ports := freePorts(t, 3) // admin, smsbox link, sendsms
 	conf := fmt.Sprintf(`group = core
 admin-port = %[1]d
+admin-interface = 127.0.0.1
 admin-password = adm
 smsbox-port = %[2]d
+smsbox-interface = 127.0.0.1
 box-allow-ip = 127.0.0.1
 log-file = "%[4]s/bearerbox.log"
 log-level = 0
@@ -71,6 +73,7 @@ group = smsbox
 bearerbox-host = 127.0.0.1
 bearerbox-port = %[2]d
 sendsms-port = %[3]d
+sendsms-interface = 127.0.0.1
 log-file = "%[4]s/smsbox.log"
 log-level = 0
 
@@ -199,15 +202,23 @@ func fileExists(p string) bool {
 	return err == nil && !st.IsDir()
 }
 
-// runBox runs a Kannel box until the test ends; the channel is closed if
-// it exits.
+// runBox runs a Kannel box until the test ends, its output in
+// dir/name.out; the channel is closed if it exits.
 func runBox(t *testing.T, bin, conf, dir, name string) <-chan struct{} {
 	t.Helper()
 	out, err := os.Create(filepath.Join(dir, name+".out"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, conf)
+	t.Cleanup(func() { _ = out.Close() }) // after runProcess's cleanup: cleanups run last first
+	return runProcess(t, out, bin, conf)
+}
+
+// runProcess runs bin with args, its output to out, until the test ends
+// (then it is killed and waited for); the channel is closed when it exits.
+func runProcess(t *testing.T, out io.Writer, bin string, args ...string) <-chan struct{} {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -217,7 +228,6 @@ func runBox(t *testing.T, bin, conf, dir, name string) <-chan struct{} {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
-		_ = out.Close()
 	})
 	return exited
 }

@@ -128,26 +128,10 @@ func buildMelroseSMSC(t *testing.T) string {
 // returns its SMPP address once it accepts connections.
 func startMelroseSMSC(t *testing.T, bin string) string {
 	t.Helper()
-	ports := make([]int, 2)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, fmt.Sprint(ports[0]), fmt.Sprint(ports[1]))
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
+	ports := freePorts(t, 2) // SMPP, admin
+	var logs syncBuffer
+	exited := runProcess(t, &logs, bin, fmt.Sprint(ports[0]), fmt.Sprint(ports[1]))
+	t.Cleanup(func() { // before runProcess's: the simulator still runs, its output may grow
 		if t.Failed() {
 			t.Logf("Melrose SMSC output (tail):\n%s", tail(logs.String(), 3000))
 		}
