@@ -246,6 +246,9 @@ routing: { country_code: "86", preset: cn }
 	if err := good.WaitUntil(ctx, func(s smscsim.Stats) bool { return s.Bound >= 1 }); err != nil {
 		t.Fatalf("carrier with password_file never bound: %v", err)
 	}
+	// The simulator counts the bind when it answers it; the gateway takes
+	// the bind a moment later.
+	waitHealth(ctx, t, gw, "mobile", proxy.StateUp)
 	if err := bad.WaitUntil(ctx, func(s smscsim.Stats) bool { return s.BindsRefused >= 1 }); err != nil {
 		t.Fatal(err)
 	}
