@@ -254,10 +254,6 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 		d.accepted(c, m, res)
 		// The store write has linkCarrier's time limit, tries included.
 		ctx := d.linkContext()
-		linkNow := func() {
-			orphan, err := d.linkCarrierWithin(ctx, m)
-			done(d.linked(context.Background(), c, m, log, res, orphan, err))
-		}
 		if m.CarrierID == "" || !al.TryLinkCarrier(ctx, m, func(orphan []byte, err error) {
 			if err == nil && orphan == nil {
 				d.noteStore(nil)
@@ -272,7 +268,10 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 				done(d.linked(context.Background(), c, m, log, res, orphan, err))
 			})
 		}) {
-			run(linkNow)
+			run(func() { // no carrier id, or the store's queue is full: wait for the write here
+				orphan, err := d.linkCarrierWithin(ctx, m)
+				done(d.linked(context.Background(), c, m, log, res, orphan, err))
+			})
 		}
 	})
 	if !sent {
