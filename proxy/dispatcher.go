@@ -169,6 +169,12 @@ func (d *Dispatcher) setReceivers(r receiverSource) { d.recv = r }
 
 // Submit handles one platform submit_sm whose body has been validated.
 func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessage, body []byte) SubmitOutcome {
+	return d.SubmitAs(ctx, d.ids.Next(), account, sm, body)
+}
+
+// SubmitAs is Submit for a message whose id the caller chose (a
+// destination of a submit_multi, multi.go).
+func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *ShortMessage, body []byte) SubmitOutcome {
 	if d.storeDown.Load() {
 		// Nothing could be made durable: refuse before the carrier sees it.
 		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
@@ -178,7 +184,7 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 	c := carriers[carrierName]
 	now := time.Now()
 	m := &store.Message{
-		ID: d.ids.Next(), Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
+		ID: id, Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
 		Body: body, RegDeliv: sm.RegisteredDelivery, Priority: sm.Priority, Created: now,
 		Expires: validityEnd(sm.Validity, now),
 	}

@@ -881,7 +881,7 @@ func buildReceipt(m *store.Message, sm *ShortMessage, stat, errCode string, done
 	if len(sample) > 20 {
 		sample = sample[:20]
 	}
-	text := appendixBText(m.ID, stat, errCode, m.Created, done, sample)
+	text := appendixBText(platformID(m.ID), stat, errCode, m.Created, done, sample)
 	b := cstring(nil, "")                     // service_type
 	b = append(b, sm.DestTON, sm.DestNPI)     // source = the handset
 	b = cstring(b, sm.Dest)                   //
@@ -893,7 +893,7 @@ func buildReceipt(m *store.Message, sm *ShortMessage, stat, errCode string, done
 	b = append(b, 0, 0, 0, 0)                 // registered_delivery, replace, data_coding, default_msg_id
 	b = append(b, byte(len(text)))            // sm_length
 	b = append(b, text...)                    //
-	b = appendTLV(b, tagReceiptedMessageID, append([]byte(m.ID), 0))
+	b = appendTLV(b, tagReceiptedMessageID, append([]byte(platformID(m.ID)), 0))
 	b = appendTLV(b, tagMessageState, []byte{messageStates[stat]})
 	return b
 }

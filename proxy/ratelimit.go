@@ -48,6 +48,24 @@ func (l *rateLimiter) Allow() bool {
 	return false
 }
 
+// AllowN takes n tokens if min(n, burst) are available now. A request for
+// more than the burst (a submit_multi to more destinations than max_tps)
+// is let through when the bucket is full and leaves it in debt, so the
+// long-run rate holds.
+func (l *rateLimiter) AllowN(n int) bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refill(time.Now())
+	if l.tokens >= min(float64(n), max(l.rate, 1)) {
+		l.tokens -= float64(n)
+		return true
+	}
+	return false
+}
+
 // giveBack returns a token taken by Allow that was not used.
 func (l *rateLimiter) giveBack() {
 	if l == nil {

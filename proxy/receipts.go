@@ -344,7 +344,7 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 	}
 	var del *store.Delivery
 	newDelivery := func() *store.Delivery {
-		return &store.Delivery{ID: d.ids.Next(), Account: m.Account, Body: rewriteReceipt(sm, body, m.ID), MsgID: m.ID,
+		return &store.Delivery{ID: d.ids.Next(), Account: m.Account, Body: rewriteReceipt(sm, body, platformID(m.ID)), MsgID: m.ID,
 			Created: time.Now()}
 	}
 	if final {

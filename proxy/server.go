@@ -430,7 +430,9 @@ func (n *northSession) handle(s *Session, f Frame) {
 		n.handleQuery(f) // query.go
 	case cmdCancelSM:
 		n.handleCancel(f) // query.go
-	case cmdReplaceSM, cmdSubmitMulti, cmdDataSM:
+	case cmdSubmitMulti:
+		n.handleSubmitMulti(f) // multi.go
+	case cmdReplaceSM, cmdDataSM:
 		if acct, _ := n.boundAs(); acct == nil {
 			s.Respond(f, statusInvBndSts, nil)
 			return

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -138,8 +139,10 @@ func TestThirdPartyClientGosmpp(t *testing.T) {
 			case <-changed:
 			case <-deadline:
 				mu.Lock()
-				t.Fatalf("after 30 s: %d of %d submit_sm_resp, %d receipts, %d enquire_link_resp; problems %q",
+				msg := fmt.Sprintf("after 30 s: %d of %d submit_sm_resp, %d receipts, %d enquire_link_resp; problems %q",
 					len(ids), len(sent), len(receipts), links, problems)
+				mu.Unlock() // the session's OnClosed takes mu as Fatalf closes it
+				t.Fatal(msg)
 			}
 		}
 

@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/linxGnu/gosmpp/data"
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/store"
+)
+
+// submit_multi (SMPP 3.4 §4.5): one message for up to 254 destinations.
+// It is the platform handing over "the text and the recipient list" (seed
+// patent [0019]): spareline splits it into one submit_sm per destination,
+// each routed by its own number, so a list that spans the three operators
+// goes to each operator's carrier (or to the modems for one that is down)
+// exactly as if the platform had sent the submit_sms itself. The carriers
+// see ordinary submit_sm traffic.
+//
+// The platform gets one message_id for the whole submit_multi, and the
+// receipts of every destination carry that id (a receipt's source_addr
+// tells the destinations apart, as from an SMSC). Each destination is
+// stored as its own message: the first under that id, the n-th (from 0)
+// under "<id>-<n>" (platformID maps it back), so query_sm and cancel_sm on
+// the id act on the first destination.
+
+const (
+	statusInvNumDests = uint32(data.ESME_RINVNUMDESTS)
+	statusInvDestFlag = uint32(data.ESME_RINVDESTFLAG)
+	statusCntSubDL    = uint32(data.ESME_RCNTSUBDL)
+	statusSubmitFail  = uint32(data.ESME_RSUBMITFAIL)
+	maxMultiDests     = 254 // number_of_dests, §4.5.1
+	destFlagSME       = 1   // dest_flag: SME address
+	destFlagDL        = 2   // dest_flag: distribution list name
+)
+
+// multiDest is one dest_address of a submit_multi.
+type multiDest struct {
+	dl   bool // a distribution list name (spareline keeps no lists)
+	ton  byte
+	npi  byte
+	addr string // destination_addr, or dl_name
+}
+
+// SubmitMulti is a parsed submit_multi body. The fields every destination
+// shares are kept as on the wire, so that each destination's submit_sm
+// body is the platform's octets with its one address in place.
+type SubmitMulti struct {
+	Dests []multiDest
+	head  []byte // service_type .. source_addr
+	tail  []byte // esm_class .. the end (short_message, TLVs)
+	// shared is the submit_sm of an empty destination: the fields all
+	// destinations share, parsed.
+	shared *ShortMessage
+}
+
+// ParseSubmitMulti parses a submit_multi body. A field that does not parse
+// gives a *BodyError with the status to answer; the fields after the
+// destinations are checked by parsing the first destination's submit_sm.
+func ParseSubmitMulti(body []byte) (*SubmitMulti, error) {
+	r := &bodyReader{b: body}
+	if _, err := r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
+		if _, err := r.byte1(f); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+		return nil, err
+	}
+	m := &SubmitMulti{head: body[:r.off]}
+	at := r.off
+	n, err := r.byte1("number_of_dests")
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 || n > maxMultiDests {
+		return nil, &BodyError{Status: statusInvNumDests, Field: "number_of_dests", Offset: at}
+	}
+	m.Dests = make([]multiDest, 0, n)
+	for range n {
+		at := r.off
+		flag, err := r.byte1("dest_flag")
+		if err != nil {
+			return nil, err
+		}
+		var d multiDest
+		switch flag {
+		case destFlagSME:
+			if d.ton, err = r.byte1("dest_addr_ton"); err != nil {
+				return nil, err
+			}
+			if d.npi, err = r.byte1("dest_addr_npi"); err != nil {
+				return nil, err
+			}
+			if d.addr, err = r.cstr(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
+				return nil, err
+			}
+		case destFlagDL:
+			d.dl = true
+			if d.addr, err = r.cstr(maxAddr, "dl_name", uint32(data.ESME_RINVDLNAME)); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, &BodyError{Status: statusInvDestFlag, Field: "dest_flag", Offset: at}
+		}
+		m.Dests = append(m.Dests, d)
+	}
+	m.tail = body[r.off:]
+	if m.shared, err = ParseShortMessage(m.partBody(multiDest{})); err != nil {
+		var be *BodyError
+		if errors.As(err, &be) {
+			be.Offset += r.off - len(m.head) - 3 // as an offset in the submit_multi
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// partBody is the submit_sm body for one destination.
+func (m *SubmitMulti) partBody(d multiDest) []byte {
+	b := make([]byte, 0, len(m.head)+3+len(d.addr)+len(m.tail))
+	b = append(b, m.head...)
+	b = append(b, d.ton, d.npi)
+	b = cstring(b, d.addr)
+	return append(b, m.tail...)
+}
+
+// partID is the store id of the i-th destination of the submit_multi the
+// platform knows as group.
+func partID(group string, i int) string {
+	if i == 0 {
+		return group
+	}
+	return group + "-" + strconv.Itoa(i)
+}
+
+// platformID is the id the platform knows a message by: its own, or for a
+// destination of a submit_multi (partID), the submit_multi's.
+func platformID(id string) string {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 {
+		return id
+	}
+	if _, ok := store.TimeOfID(id[:i]); !ok || !isDigits(id[i+1:]) {
+		return id
+	}
+	return id[:i]
+}
+
+// submitMultiResp builds a submit_multi_resp body (§4.5.2): the id (empty
+// when no destination was taken) and the destinations not taken, each
+// with the status it got.
+func submitMultiResp(id string, m *SubmitMulti, out []SubmitOutcome) []byte {
+	b := cstring(make([]byte, 0, len(id)+2), id)
+	at := len(b)
+	b = append(b, 0)
+	failed := 0
+	for i, o := range out {
+		if o.Status == statusOK {
+			continue
+		}
+		d := m.Dests[i]
+		b = append(b, d.ton, d.npi)
+		b = cstring(b, d.addr)
+		b = binary.BigEndian.AppendUint32(b, o.Status)
+		failed++
+	}
+	b[at] = byte(failed)
+	return b
+}
+
+// multiStatus is the submit_multi_resp's command_status: OK when any
+// destination was taken; else the destinations' common status, or
+// ESME_RSUBMITFAIL when they differ.
+func multiStatus(out []SubmitOutcome) uint32 {
+	status := out[0].Status
+	for _, o := range out {
+		if o.Status == statusOK {
+			return statusOK
+		}
+		if o.Status != status {
+			status = statusSubmitFail
+		}
+	}
+	return status
+}
+
+func (n *northSession) handleSubmitMulti(f Frame) {
+	s := n.sess
+	acct, bt := n.boundAs()
+	if acct == nil || !bt.transmits() {
+		s.Respond(f, statusInvBndSts, nil)
+		return
+	}
+	if n.draining.Load() {
+		s.Respond(f, statusMsgQFul, nil)
+		return
+	}
+	if n.pending.Load() >= n.window {
+		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
+		s.Respond(f, statusThrottled, nil)
+		return
+	}
+	m, err := ParseSubmitMulti(f.Body)
+	if err == nil {
+		if status, verr := m.shared.validateContent(); verr != nil {
+			err = &BodyError{Status: status, Field: verr.Error()}
+		}
+	}
+	if err != nil {
+		status := statusInvMsgLen
+		var be *BodyError
+		if errors.As(err, &be) {
+			status = be.Status
+		}
+		s.log.Info("submit_multi refused", zap.Error(err), zap.String("account", acct.SystemID))
+		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
+		s.Respond(f, status, nil)
+		return
+	}
+	// Each destination is a message: max_tps counts them all.
+	if !acct.limiter.AllowN(len(m.Dests)) {
+		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
+		s.Respond(f, statusThrottled, nil)
+		return
+	}
+	n.mu.Lock() // as in handleSubmit
+	if n.draining.Load() {
+		n.mu.Unlock()
+		s.Respond(f, statusMsgQFul, nil)
+		return
+	}
+	n.pending.Add(1)
+	n.inflight.Add(1)
+	n.mu.Unlock()
+
+	start := time.Now()
+	group := n.srv.disp.IDs().Next()
+	out := make([]SubmitOutcome, len(m.Dests))
+	var left atomic.Int32
+	left.Store(int32(len(m.Dests)))
+	done := func() {
+		if left.Add(-1) != 0 {
+			return
+		}
+		status := multiStatus(out)
+		id := ""
+		if status == statusOK {
+			id = group
+		}
+		body := submitMultiResp(id, m, out)
+		answered := func() {
+			for _, o := range out {
+				metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(o.Status)).Inc()
+				observeSubmitLatency(o.Path, time.Since(start).Seconds())
+			}
+			n.pending.Add(-1)
+			n.inflight.Done()
+		}
+		if s.TryRespond(f, status, body) {
+			answered()
+			return
+		}
+		n.srv.workers.run(func() {
+			s.Respond(f, status, body)
+			answered()
+		})
+	}
+	s.log.Debug("submit_multi split", zap.String("id", group), zap.Int("destinations", len(m.Dests)))
+	for i, d := range m.Dests {
+		if d.dl {
+			out[i] = SubmitOutcome{Status: statusCntSubDL, Path: pathError}
+			done()
+			continue
+		}
+		n.srv.workers.run(func() {
+			body := m.partBody(d)
+			sm, err := ParseShortMessage(body)
+			if err != nil { // cannot happen: the body parsed with another address of the same bounds
+				out[i] = SubmitOutcome{Status: statusInvDstAdr, Path: pathError}
+			} else {
+				out[i] = n.srv.disp.SubmitAs(context.Background(), partID(group, i), acct.SystemID, sm, body)
+			}
+			done()
+		})
+	}
+}
