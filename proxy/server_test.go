@@ -215,3 +215,65 @@ func toString(v any) string {
 	}
 	return ""
 }
+
+// submitWithTimes is a submit_sm body with the given schedule_delivery_time
+// and validity_period (SMPP 3.4 §4.4.1).
+func submitWithTimes(sched, validity string) []byte {
+	b := []byte{0, 1, 1}
+	b = cstring(b, "10690001")
+	b = append(b, 1, 1)
+	b = cstring(b, "8613800138000")
+	b = append(b, 0, 0, 0) // esm_class, protocol_id, priority_flag
+	b = cstring(b, sched)
+	b = cstring(b, validity)
+	b = append(b, 1, 0, 0, 0) // registered_delivery, replace_if_present, data_coding, sm_default_msg_id
+	return append(b, 2, 'h', 'i')
+}
+
+// schedule_delivery_time and validity_period are checked against SMPP 3.4
+// §7.1.1 (YYMMDDhhmmsstnnp, p one of + - R, or empty): a bad one is
+// answered ESME_RINVSCHED / ESME_RINVEXPIRY at once, as an SMSC would,
+// instead of being relayed (a carrier's refusal would read as transient and
+// send the message by modem with no expiry at all).
+func TestServerChecksSMPPTimes(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := ts.connect(t)
+	defer p.conn.Close()
+	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
+	if f := p.read(); f.Status != statusOK {
+		t.Fatalf("bind answer %+v", f.Header)
+	}
+	const (
+		invSched  = uint32(0x61) // ESME_RINVSCHED
+		invExpiry = uint32(0x62) // ESME_RINVEXPIRY
+		noRoute   = statusInvDstAdr
+	)
+	cases := []struct {
+		sched, validity string
+		want            uint32
+	}{
+		{"", "", noRoute},
+		{"000001000000000R", "000002000000000R", noRoute},
+		{"250314153000132+", "991231235959948-", noRoute},
+		{"2503141530", "", invSched},        // 10 digits, no tnnp
+		{"250314153000000X", "", invSched},  // p not + - R
+		{"251314153000000+", "", invSched},  // month 13
+		{"250300153000000+", "", invSched},  // day 0
+		{"250314253000000+", "", invSched},  // hour 25
+		{"250314156000000+", "", invSched},  // minute 60
+		{"250314153000049+", "", invSched},  // 49 quarter hours
+		{"", "25031415300000", invExpiry},   // 14 characters
+		{"", "0000010000000a0R", invExpiry}, // not a digit
+		{"", "2503141530000 0+", invExpiry}, // a space
+		{"000001000000000R", "abcdefghijklmnop", invExpiry},
+	}
+	for i, tc := range cases {
+		seq := uint32(i + 2)
+		p.write(cmdSubmitSM, 0, seq, submitWithTimes(tc.sched, tc.validity))
+		f := p.read()
+		if f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
+			t.Errorf("schedule %q validity %q: answer %+v, want status 0x%X", tc.sched, tc.validity, f.Header, tc.want)
+		}
+	}
+}

@@ -54,6 +54,8 @@ const (
 	statusInvEsmClass = uint32(data.ESME_RINVESMCLASS)
 	statusInvSysTyp   = uint32(data.ESME_RINVSYSTYP)
 	statusThrottled   = uint32(data.ESME_RTHROTTLED)
+	statusInvSched    = uint32(data.ESME_RINVSCHED)
+	statusInvExpiry   = uint32(data.ESME_RINVEXPIRY)
 	statusInvDCS      = uint32(0x00000104) // ESME_RINVDCS (SMPP 5.0 name; 3.4 leaves 0x104 reserved, widely used)
 	statusRXTAppn     = uint32(data.ESME_RX_T_APPN)
 	statusRXPAppn     = uint32(data.ESME_RX_P_APPN)
@@ -359,9 +361,16 @@ func (m *ShortMessage) IsReceipt() bool {
 // errNoUDH is returned when UDHI is set but the UDH does not fit.
 var errNoUDH = errors.New("smpp: UDH longer than the message")
 
-// validateContent checks what a carrier or a modem would refuse: a UDH
+// validateContent checks what a carrier or a modem would refuse: a
+// schedule_delivery_time or validity_period that is not an SMPP time, a UDH
 // longer than the message, odd-length UCS2. It returns the status to answer.
 func (m *ShortMessage) validateContent() (uint32, error) {
+	if !smppTimeValid(m.ScheduleDelivery) {
+		return statusInvSched, fmt.Errorf("smpp: schedule_delivery_time %q is not an SMPP time (§7.1.1)", m.ScheduleDelivery)
+	}
+	if !smppTimeValid(m.Validity) {
+		return statusInvExpiry, fmt.Errorf("smpp: validity_period %q is not an SMPP time (§7.1.1)", m.Validity)
+	}
 	p := m.Payload()
 	if len(m.Message) > 254 {
 		// SMPP 3.4 §5.2.21: sm_length is 0 to 254; longer text goes in
@@ -436,4 +445,38 @@ func ucs2DataCoding(dc byte) bool {
 		return dc&0x2C == 0x08
 	}
 	return dc >= 0xE0 && dc <= 0xEF
+}
+
+// smppTimeValid reports whether v is empty or a time in the format of SMPP
+// 3.4 §7.1.1, "YYMMDDhhmmsstnnp": fifteen digits and p. p is '+' or '-' for
+// an absolute time (nn quarter hours ahead of or behind UTC, 00-48; month
+// 01-12, day 01-31, hour 00-23, minute and second 00-59) or 'R' for a time
+// relative to now (any digits: "000001000000000R" is one day). An SMSC
+// refuses anything else (ESME_RINVSCHED, ESME_RINVEXPIRY), and so does
+// spareline: relayed, it would be refused by the carrier with a status that
+// reads as transient, and the modem path could not tell when it expires.
+func smppTimeValid(v string) bool {
+	if v == "" {
+		return true
+	}
+	if len(v) != 16 {
+		return false
+	}
+	var n [15]int
+	for i := range n {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n[i] = int(c - '0')
+	}
+	two := func(i int) int { return n[i]*10 + n[i+1] }
+	switch v[15] {
+	case 'R':
+		return true
+	case '+', '-':
+		mo, dd, hh, mi, ss, nn := two(2), two(4), two(6), two(8), two(10), two(13)
+		return mo >= 1 && mo <= 12 && dd >= 1 && dd <= 31 && hh <= 23 && mi <= 59 && ss <= 59 && nn <= 48
+	}
+	return false
 }
