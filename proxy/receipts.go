@@ -352,7 +352,11 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 		m.Note = "carrier receipt " + stat
 		m.FinalStat, m.Done = stat, time.Now() // query_sm reads them (query.go)
 		_, _, m.FinalErr = receiptFields(sm.Payload())
-		if m.RegDeliv&0x03 != 0 {
+		// SMPP 3.4 §5.2.17: 1 = a receipt on success or failure, 2 = on
+		// failure only. Carriers that treat 2 as 1 send DELIVRD anyway; the
+		// platform did not ask for it (the modem path does the same,
+		// Failover.finish).
+		if want := m.RegDeliv & 0x03; want != 0 && (want != 2 || stat != "DELIVRD") {
 			del = newDelivery()
 		}
 	} else {
