@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -274,6 +275,42 @@ func TestServerChecksSMPPTimes(t *testing.T) {
 		f := p.read()
 		if f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
 			t.Errorf("schedule %q validity %q: answer %+v, want status 0x%X", tc.sched, tc.validity, f.Header, tc.want)
+		}
+	}
+}
+
+// A submit_sm whose body ends inside a field (command_length too short for
+// what it says) is ESME_RINVMSGLEN, as for query_sm and cancel_sm: the
+// field's own status (ESME_RINVSERTYP for an empty body, ESME_RINVDSTADR for
+// a body cut in destination_addr) would blame a value the platform never
+// sent. A field that is terminated but too long keeps its own status.
+func TestServerTruncatedSubmit(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := ts.connect(t)
+	defer p.conn.Close()
+	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
+	if f := p.read(); f.Status != statusOK {
+		t.Fatalf("bind answer %+v", f.Header)
+	}
+	full := submitWithTimes("", "")
+	dest := bytes.Index(full, []byte("8613800138000"))
+	cases := []struct {
+		name string
+		body []byte
+		want uint32
+	}{
+		{"no body", nil, statusInvMsgLen},
+		{"cut in service_type", []byte("CM"), statusInvMsgLen},
+		{"cut in destination_addr", full[:dest+4], statusInvMsgLen},
+		{"destination_addr of 21 octets", append(append(append([]byte{}, full[:dest]...), strings.Repeat("1", 21)...),
+			full[dest+13:]...), statusInvDstAdr},
+	}
+	for i, tc := range cases {
+		seq := uint32(i + 2)
+		p.write(cmdSubmitSM, 0, seq, tc.body)
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
+			t.Errorf("%s: answer %+v, want status 0x%X", tc.name, f.Header, tc.want)
 		}
 	}
 }

@@ -255,6 +255,21 @@ func (r *bodyReader) cstr(max int, field string, status uint32) (string, error) 
 	return s, nil
 }
 
+// field reads a C-Octet String of at most max octets with its NUL: one
+// that runs past the body is ESME_RINVMSGLEN, one that is too long the
+// field's own status.
+func (r *bodyReader) field(max int, name string, status uint32) (string, error) {
+	off := r.off
+	s, err := r.cstr(max, name, status)
+	if err != nil {
+		if bytes.IndexByte(r.b[off:], 0) < 0 {
+			return "", &BodyError{Status: statusInvMsgLen, Field: name + " (no terminating NUL)", Offset: off}
+		}
+		return "", err
+	}
+	return s, nil
+}
+
 func (r *bodyReader) byte1(field string) (byte, error) {
 	if r.off >= len(r.b) {
 		return 0, &BodyError{Status: statusInvMsgLen, Field: field, Offset: r.off}
@@ -271,24 +286,27 @@ func ParseShortMessage(body []byte) (*ShortMessage, error) {
 	var err error
 	steps := []func() error{
 		func() error {
-			m.ServiceType, err = r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP))
+			m.ServiceType, err = r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP))
 			return err
 		},
 		func() error { m.SourceTON, err = r.byte1("source_addr_ton"); return err },
 		func() error { m.SourceNPI, err = r.byte1("source_addr_npi"); return err },
-		func() error { m.Source, err = r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); return err },
+		func() error {
+			m.Source, err = r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR))
+			return err
+		},
 		func() error { m.DestTON, err = r.byte1("dest_addr_ton"); return err },
 		func() error { m.DestNPI, err = r.byte1("dest_addr_npi"); return err },
-		func() error { m.Dest, err = r.cstr(maxAddr, "destination_addr", statusInvDstAdr); return err },
+		func() error { m.Dest, err = r.field(maxAddr, "destination_addr", statusInvDstAdr); return err },
 		func() error { m.ESMClass, err = r.byte1("esm_class"); return err },
 		func() error { m.ProtocolID, err = r.byte1("protocol_id"); return err },
 		func() error { m.Priority, err = r.byte1("priority_flag"); return err },
 		func() error {
-			m.ScheduleDelivery, err = r.cstr(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED))
+			m.ScheduleDelivery, err = r.field(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED))
 			return err
 		},
 		func() error {
-			m.Validity, err = r.cstr(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY))
+			m.Validity, err = r.field(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY))
 			return err
 		},
 		func() error { m.RegisteredDelivery, err = r.byte1("registered_delivery"); return err },

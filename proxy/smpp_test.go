@@ -112,11 +112,12 @@ func TestParseShortMessageErrors(t *testing.T) {
 		status uint32
 		field  string
 	}{
-		{"unterminated destination_addr", full[:destStart+5], statusInvDstAdr, "destination_addr"},
+		{"unterminated destination_addr", full[:destStart+5], statusInvMsgLen, "destination_addr (no terminating NUL)"},
 		{"destination_addr over 20 octets",
 			append(append(append([]byte{}, full[:destStart]...), strings.Repeat("1", 21)...), full[destStart+13:]...),
 			statusInvDstAdr, "destination_addr"},
-		{"unterminated service_type", []byte("CMT"), uint32(data.ESME_RINVSERTYP), "service_type"},
+		{"unterminated service_type", []byte("CMT"), statusInvMsgLen, "service_type (no terminating NUL)"},
+		{"service_type of 6 octets", append([]byte("ABCDEF\x00"), full[1:]...), uint32(data.ESME_RINVSERTYP), "service_type"},
 		{"body ends before data_coding", full[:bytes.Index(full, []byte("000001000000000R"))+17+2],
 			statusInvMsgLen, "data_coding"},
 		{"sm_length beyond the body", goldenSubmit(t, "20 4F60", ""), statusInvMsgLen, "short_message"},
