@@ -238,6 +238,12 @@ func TestRewriteReceipt(t *testing.T) {
 			t.Fatalf("got %q, want %q", out, want)
 		}
 	})
+	t.Run("id: in the text: field is the message's, not the receipt's", func(t *testing.T) {
+		text := "sub:001 stat:DELIVRD text:my id:1234567"
+		if out := rewriteReceiptText([]byte(text), "M42"); string(out) != text {
+			t.Fatalf("got %q, want the text unchanged", out)
+		}
+	})
 	t.Run("id: inside another key is not the id", func(t *testing.T) {
 		out := rewriteReceiptText([]byte("msgid:5 id:1234567 stat:DELIVRD"), "M42")
 		if want := "msgid:5 id:M42 stat:DELIVRD"; string(out) != want {
@@ -316,5 +322,22 @@ func TestValidityEnd(t *testing.T) {
 		if got := validityEnd(tc.v, now); !got.Equal(tc.want) {
 			t.Errorf("%q: %v, want %v", tc.v, got, tc.want)
 		}
+	}
+}
+
+// The text: field of a receipt (SMPP 3.4 Appendix B) is the first 20
+// characters of the message, whatever they say: words in it that look like
+// fields are not the receipt's. A message that read "stat:UNDELIV" must not
+// turn its DELIVRD receipt into a failure (resent by modem: a duplicate).
+func TestReceiptFieldsIgnoreTheText(t *testing.T) {
+	text := "id:77 sub:001 dlvrd:001 submit date:2503141530 done date:2503141531 stat:DELIVRD err:000 " +
+		"text:see stat:UNDELIV err:99 id:5"
+	id, stat, errCode := receiptFields([]byte(text))
+	if id != "77" || stat != "DELIVRD" || errCode != "000" {
+		t.Fatalf("got id %q stat %q err %q, want 77 DELIVRD 000", id, stat, errCode)
+	}
+	// Without a text: field every field is read as before.
+	if id, stat, errCode := receiptFields([]byte("id:78 stat:EXPIRED err:12")); id != "78" || stat != "EXPIRED" || errCode != "12" {
+		t.Fatalf("got id %q stat %q err %q", id, stat, errCode)
 	}
 }
