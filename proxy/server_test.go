@@ -314,3 +314,45 @@ func TestServerTruncatedSubmit(t *testing.T) {
 		}
 	}
 }
+
+// sar_msg_ref_num, sar_total_segments and sar_segment_seqnum (SMPP 3.4
+// §5.3.2.22-24) come together, with their lengths (2, 1, 1 octets) and
+// 1 <= seqnum <= total; else ESME_RINVPARLEN, ESME_RMISSINGOPTPARAM or
+// ESME_RINVOPTPARAMVAL, as an SMSC answers. Optional parameters spareline does
+// not know pass whatever their length.
+func TestServerChecksSARParameters(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := bound(t, ts, cmdBindTransmitter)
+	const (
+		invParLen   = uint32(0xC2) // ESME_RINVPARLEN
+		missingOpt  = uint32(0xC3) // ESME_RMISSINGOPTPARAM
+		invOptValue = uint32(0xC4) // ESME_RINVOPTPARAMVAL
+		accepted    = statusInvDstAdr
+	)
+	cases := []struct {
+		name string
+		sm   string
+		tlvs string
+		want uint32
+	}{
+		{"segment 2 of 3", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0001 02", accepted},
+		{"one segment of one, in another order", "02 4F60", "020F 0001 01 020E 0001 01 020C 0002 0001", accepted},
+		{"unknown parameters of any length", "02 4F60", "1400 0000 1401 0005 0102030405", accepted},
+		{"message_payload with sm_length 0", "00", "0424 0004 4F60597D", accepted},
+		{"sar_msg_ref_num of 1 octet", "02 4F60", "020C 0001 12 020E 0001 03 020F 0001 02", invParLen},
+		{"sar_total_segments of 2 octets", "02 4F60", "020C 0002 1234 020E 0002 0003 020F 0001 02", invParLen},
+		{"sar_segment_seqnum of 0 octets", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0000", invParLen},
+		{"no sar_segment_seqnum", "02 4F60", "020C 0002 1234 020E 0001 03", missingOpt},
+		{"sar_total_segments 0", "02 4F60", "020C 0002 1234 020E 0001 00 020F 0001 01", invOptValue},
+		{"segment 0", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0001 00", invOptValue},
+		{"segment 4 of 3", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0001 04", invOptValue},
+	}
+	for i, tc := range cases {
+		seq := uint32(i + 2)
+		p.write(cmdSubmitSM, 0, seq, goldenSubmit(t, tc.sm, tc.tlvs))
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
+			t.Errorf("%s: answer %+v, want status 0x%X", tc.name, f.Header, tc.want)
+		}
+	}
+}

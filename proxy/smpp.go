@@ -56,6 +56,9 @@ const (
 	statusThrottled   = uint32(data.ESME_RTHROTTLED)
 	statusInvSched    = uint32(data.ESME_RINVSCHED)
 	statusInvExpiry   = uint32(data.ESME_RINVEXPIRY)
+	statusInvParLen   = uint32(data.ESME_RINVPARLEN)
+	statusMissingOpt  = uint32(data.ESME_RMISSINGOPTPARAM)
+	statusInvOptValue = uint32(data.ESME_RINVOPTPARAMVAL)
 	statusInvDCS      = uint32(0x00000104) // ESME_RINVDCS (SMPP 5.0 name; 3.4 leaves 0x104 reserved, widely used)
 	statusRXTAppn     = uint32(data.ESME_RX_T_APPN)
 	statusRXPAppn     = uint32(data.ESME_RX_P_APPN)
@@ -380,14 +383,18 @@ func (m *ShortMessage) IsReceipt() bool {
 var errNoUDH = errors.New("smpp: UDH longer than the message")
 
 // validateContent checks what a carrier or a modem would refuse: a
-// schedule_delivery_time or validity_period that is not an SMPP time, a UDH
-// longer than the message, odd-length UCS2. It returns the status to answer.
+// schedule_delivery_time or validity_period that is not an SMPP time, sar_*
+// parameters that do not describe a segment, a UDH longer than the message,
+// odd-length UCS2. It returns the status to answer.
 func (m *ShortMessage) validateContent() (uint32, error) {
 	if !smppTimeValid(m.ScheduleDelivery) {
 		return statusInvSched, fmt.Errorf("smpp: schedule_delivery_time %q is not an SMPP time (§7.1.1)", m.ScheduleDelivery)
 	}
 	if !smppTimeValid(m.Validity) {
 		return statusInvExpiry, fmt.Errorf("smpp: validity_period %q is not an SMPP time (§7.1.1)", m.Validity)
+	}
+	if status, err := m.checkSAR(); err != nil {
+		return status, err
 	}
 	p := m.Payload()
 	if len(m.Message) > 254 {
@@ -497,4 +504,30 @@ func smppTimeValid(v string) bool {
 		return mo >= 1 && mo <= 12 && dd >= 1 && dd <= 31 && hh <= 23 && mi <= 59 && ss <= 59 && nn <= 48
 	}
 	return false
+}
+
+// checkSAR checks the concatenation parameters of SMPP 3.4 §5.3.2.22-24:
+// sar_msg_ref_num (2 octets), sar_total_segments (1 octet, 1-255) and
+// sar_segment_seqnum (1 octet, 1 to the total) come all three or not at
+// all. Other optional parameters are not checked: they are relayed as sent.
+func (m *ShortMessage) checkSAR() (uint32, error) {
+	ref, hasRef := m.TLV(tagSarMsgRefNum)
+	total, hasTotal := m.TLV(tagSarTotalSegments)
+	seq, hasSeq := m.TLV(tagSarSegmentSeqnum)
+	if !hasRef && !hasTotal && !hasSeq {
+		return statusOK, nil
+	}
+	switch {
+	case hasRef && len(ref) != 2:
+		return statusInvParLen, fmt.Errorf("smpp: sar_msg_ref_num of %d octets, not 2", len(ref))
+	case hasTotal && len(total) != 1:
+		return statusInvParLen, fmt.Errorf("smpp: sar_total_segments of %d octets, not 1", len(total))
+	case hasSeq && len(seq) != 1:
+		return statusInvParLen, fmt.Errorf("smpp: sar_segment_seqnum of %d octets, not 1", len(seq))
+	case !hasRef || !hasTotal || !hasSeq:
+		return statusMissingOpt, errors.New("smpp: sar_msg_ref_num, sar_total_segments and sar_segment_seqnum go together")
+	case total[0] == 0 || seq[0] == 0 || seq[0] > total[0]:
+		return statusInvOptValue, fmt.Errorf("smpp: sar segment %d of %d", seq[0], total[0])
+	}
+	return statusOK, nil
 }

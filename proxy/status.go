@@ -84,6 +84,9 @@ var statusNames = map[uint32]string{
 	uint32(data.ESME_RPROVNOTALLWD):    "ESME_RPROVNOTALLWD",
 	uint32(data.ESME_RINVSERTYP):       "ESME_RINVSERTYP",
 	uint32(data.ESME_RINVOPTPARSTREAM): "ESME_RINVOPTPARSTREAM",
+	statusInvParLen:                    "ESME_RINVPARLEN",
+	statusMissingOpt:                   "ESME_RMISSINGOPTPARAM",
+	statusInvOptValue:                  "ESME_RINVOPTPARAMVAL",
 	statusInvDCS:                       "ESME_RINVDCS",
 }
 
