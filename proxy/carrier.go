@@ -192,6 +192,9 @@ func (c *Carrier) pick() *Session {
 			continue
 		default:
 		}
+		if s.Unbound() { // the SMSC unbound it: ending, takes nothing more
+			continue
+		}
 		if best == nil || s.Free() > best.Free() {
 			best = s
 		}

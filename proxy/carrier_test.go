@@ -34,9 +34,9 @@ func fakeSMSC(t *testing.T) (addr string, conns <-chan net.Conn) {
 	return ln.Addr().String(), ch
 }
 
-func startTestCarrier(t *testing.T, addr string) *Carrier {
+func startTestCarrier(t *testing.T, name, addr string) *Carrier {
 	t.Helper()
-	c := NewCarrier(config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
+	c := NewCarrier(config.Carrier{Name: name, Address: addr, Binds: 1, Window: 8,
 		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
 		NewHealth(3, 0, zap.NewNop()), zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -63,7 +63,7 @@ func nextConn(t *testing.T, conns <-chan net.Conn) *peer {
 // is tried again.
 func TestCarrierBindAnsweredByGenericNack(t *testing.T) {
 	addr, conns := fakeSMSC(t)
-	c := startTestCarrier(t, addr)
+	c := startTestCarrier(t, "cm", addr)
 	p := nextConn(t, conns)
 	f := p.read()
 	if f.ID != cmdBindTransceiver {
