@@ -72,6 +72,17 @@ func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 	return strconv.FormatUint(v, 10)
 }
 
+// statLongForms are the full words some SMSCs write as a receipt's stat,
+// for Appendix B's seven-letter ones (SMPP 3.4 Appendix B: DELIVRD,
+// EXPIRED, DELETED, UNDELIV, ACCEPTD, UNKNOWN, REJECTD).
+var statLongForms = map[string]string{
+	"DELIVERED":     "DELIVRD",
+	"UNDELIVERABLE": "UNDELIV",
+	"UNDELIVERED":   "UNDELIV",
+	"ACCEPTED":      "ACCEPTD",
+	"REJECTED":      "REJECTD",
+}
+
 // receiptFields extracts the "id:" and "stat:" and "err:" values of a
 // receipt text: the first of each, before "text:". The text: field (SMPP
 // 3.4 Appendix B) is the start of the message itself and comes last; what
@@ -91,6 +102,9 @@ func receiptFields(text []byte) (id, stat, errCode string) {
 		case "stat":
 			if stat == "" {
 				stat = strings.ToUpper(v)
+				if w, ok := statLongForms[stat]; ok {
+					stat = w
+				}
 			}
 		case "err":
 			if errCode == "" {

@@ -341,3 +341,24 @@ func TestReceiptFieldsIgnoreTheText(t *testing.T) {
 		t.Fatalf("got id %q stat %q err %q", id, stat, errCode)
 	}
 }
+
+// Some SMSCs write the receipt's stat in full words instead of Appendix B's
+// seven-letter ones. They are read as the word they stand for, so that an
+// undeliverable message fails over, a delivered one is not reported to a
+// platform that asked only for failures, and query_sm tells the state.
+func TestReceiptStatLongForms(t *testing.T) {
+	for text, want := range map[string]string{
+		"id:1 stat:DELIVERED err:000":     "DELIVRD",
+		"id:1 stat:delivered err:000":     "DELIVRD",
+		"id:1 stat:UNDELIVERABLE err:001": "UNDELIV",
+		"id:1 stat:UNDELIVERED err:001":   "UNDELIV",
+		"id:1 stat:REJECTED err:001":      "REJECTD",
+		"id:1 stat:ACCEPTED err:000":      "ACCEPTD",
+		"id:1 stat:EXPIRED err:000":       "EXPIRED",
+		"id:1 stat:FAILED err:000":        "FAILED", // no Appendix B word: kept as sent
+	} {
+		if _, stat, _ := receiptFields([]byte(text)); stat != want {
+			t.Errorf("%q: stat %q, want %q", text, stat, want)
+		}
+	}
+}
