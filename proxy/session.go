@@ -497,6 +497,16 @@ func (s *Session) GenericNack(seq, status uint32) {
 func (s *Session) Unbind(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	if s.Unbound() {
+		// The peer unbound first: the session is answering it and ends by
+		// itself once its unbind_resp is out; do not cut that short.
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+		}
+		s.closeWith(errors.New("unbound locally"))
+		return
+	}
 	_, _ = s.RequestTimeout(ctx, cmdUnbind, nil, 2*time.Second)
 	s.closeWith(errors.New("unbound locally"))
 }

@@ -61,8 +61,9 @@ func TestUnbindingPlatformGetsNoMoreDeliveries(t *testing.T) {
 
 // Once the peer sent unbind, no request of ours goes out on the session
 // (it would follow, or cross, the unbind_resp): Request reports ErrNotSent
-// at once and the peer sees nothing but its unbind_resp. A carrier bind the
-// SMSC unbinds is no longer picked for submits.
+// at once and the peer sees nothing but its unbind_resp, even when we unbind
+// meanwhile (shutdown). A carrier bind the SMSC unbinds is no longer picked
+// for submits.
 func TestNoRequestAfterPeerUnbind(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	s, p := newPair(t, SessionConfig{OnUnbind: func(*Session) { close(entered); <-release }})
@@ -77,11 +78,18 @@ func TestNoRequestAfterPeerUnbind(t *testing.T) {
 	if s.RequestAsync(cmdDeliverSM, []byte{0}, time.Second, func(Frame, error) {}) {
 		t.Fatal("RequestAsync took a request after the peer's unbind")
 	}
+	// Our own Unbind meanwhile (a shutdown) lets the unbind_resp go out.
+	unbound := make(chan struct{})
+	go func() {
+		s.Unbind(context.Background())
+		close(unbound)
+	}()
 	close(release)
 	if f := p.read(); f.ID != cmdUnbindResp || f.Seq != 7 {
 		t.Fatalf("peer got %+v, want only unbind_resp", f.Header)
 	}
 	p.expectClosed()
+	<-unbound
 
 	c := &Carrier{binds: []*carrierBind{{kind: bindTRX}}}
 	c.binds[0].sess.Store(s)
