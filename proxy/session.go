@@ -624,6 +624,13 @@ func (s *Session) dispatch(f Frame) {
 		s.Respond(f, statusOK, nil)
 		s.flushAndClose(errors.New("peer unbound"))
 	default:
+		if s.unbound.Load() {
+			// Sent after the peer's own unbind (SMPP 3.4 §4.2): the session
+			// is ending and an answer might never reach the peer; acting on
+			// it (a submit relayed) would leave the peer believing it failed.
+			s.Respond(f, statusInvBndSts, nil)
+			return
+		}
 		if s.cfg.Handler == nil {
 			s.GenericNack(f.Seq, statusInvCmdID)
 			return

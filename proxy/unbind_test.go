@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,5 +96,38 @@ func TestNoRequestAfterPeerUnbind(t *testing.T) {
 	c.binds[0].sess.Store(s)
 	if got := c.pick(); got != nil {
 		t.Fatal("pick chose a session its SMSC unbound")
+	}
+}
+
+// A request the peer sends after its unbind (an asynchronous client whose
+// submits race its own unbind) is not handed to the handler: relayed, its
+// answer would follow the unbind_resp on a closing connection, and the
+// platform, never told, would send it again. It is answered
+// ESME_RINVBNDSTS if the connection still takes it.
+func TestRequestAfterUnbindNotHandled(t *testing.T) {
+	var handled atomic.Int32
+	s, p := newPair(t, SessionConfig{Handler: func(s *Session, f Frame) {
+		handled.Add(1)
+		s.Respond(f, statusOK, []byte{0})
+	}})
+	both := appendFrame(nil, cmdUnbind, 0, 1, nil)
+	both = appendFrame(both, cmdSubmitSM, 0, 2, []byte{0})
+	p.writeRaw(both)
+	if f := p.read(); f.ID != cmdUnbindResp || f.Seq != 1 {
+		t.Fatalf("peer got %+v, want unbind_resp", f.Header)
+	}
+	for {
+		f, err := p.tryRead()
+		if err != nil {
+			break
+		}
+		if f.ID != cmdSubmitSMResp || f.Status != statusInvBndSts {
+			t.Fatalf("after unbind_resp %+v, want nothing or submit_sm_resp ESME_RINVBNDSTS", f.Header)
+		}
+	}
+	awaitDone(t, s)
+	s.Wait()
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("handler got %d requests sent after the unbind", n)
 	}
 }
