@@ -192,6 +192,9 @@ func (c *Carrier) pick() *Session {
 			continue
 		default:
 		}
+		if s.Unbound() { // the SMSC unbound it: ending, takes nothing more
+			continue
+		}
 		if best == nil || s.Free() > best.Free() {
 			best = s
 		}
@@ -440,7 +443,9 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		s.Wait()
 		return fmt.Errorf("bind: %w", err)
 	}
-	if f.Status != statusOK {
+	if f.Status != statusOK || f.ID == cmdGenericNack {
+		// A generic_nack is a refusal whatever its status (SMPP 3.4 §4.3;
+		// some SMSCs send ESME_ROK in it).
 		s.Close()
 		s.Wait()
 		switch f.Status {
@@ -450,6 +455,9 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		if b.kind == bindTRX && (f.ID == cmdGenericNack || f.Status == statusInvCmdID) {
 			log.Error("carrier does not take bind_transceiver; set this carrier's bind_mode: transmitter_receiver",
 				zap.String("status", StatusString(f.Status)))
+		}
+		if f.ID == cmdGenericNack {
+			return fmt.Errorf("bind refused: generic_nack %s", StatusString(f.Status))
 		}
 		return fmt.Errorf("bind refused: %s", StatusString(f.Status))
 	}

@@ -19,7 +19,7 @@ import (
 // path rewrites it like any other.
 func dataSMAsDeliver(body []byte) ([]byte, error) {
 	r := &bodyReader{b: body}
-	if _, err := r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
+	if _, err := r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
@@ -27,7 +27,7 @@ func dataSMAsDeliver(body []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if _, err := r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+	if _, err := r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{"dest_addr_ton", "dest_addr_npi"} {
@@ -35,7 +35,7 @@ func dataSMAsDeliver(body []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if _, err := r.cstr(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
+	if _, err := r.field(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
 		return nil, err
 	}
 	if _, err := r.byte1("esm_class"); err != nil {

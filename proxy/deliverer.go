@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -14,8 +15,9 @@ import (
 // Deliverers: one goroutine per account sends the account's stored
 // deliver_sm (receipts and MO) to its bound receiver and transceiver
 // sessions, oldest first, and removes each only when the platform answered
-// it with deliver_sm_resp OK. A timeout or ESME_RX_T_APPN leaves it for the
-// next round (retried after a pause); ESME_RX_P_APPN / ESME_RX_R_APPN mean
+// it with deliver_sm_resp OK. A timeout, a generic_nack (whatever its
+// status) or ESME_RX_T_APPN leaves it for the next round (retried after a
+// pause); ESME_RX_P_APPN / ESME_RX_R_APPN mean
 // the platform will never take it: it is dropped and logged. Deliveries wait
 // in the store, without limit of time, while no receiver is bound.
 //
@@ -217,6 +219,14 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 		if !errors.Is(err, ErrNotSent) {
 			log.Info("deliver_sm unanswered; will retry", zap.String("delivery", del.ID), zap.Error(err))
 		}
+		return false
+	}
+	if f.ID != cmdDeliverSMResp {
+		// generic_nack (SMPP 3.4 §4.3): the platform could not process the
+		// PDU; whatever its status (some send ESME_ROK), that is no
+		// acknowledgement. Kept for the next round like a refusal.
+		log.Info("platform answered a deliver_sm with generic_nack; will retry", zap.String("delivery", del.ID),
+			zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)), zap.String("status", StatusString(f.Status)))
 		return false
 	}
 	switch f.Status {

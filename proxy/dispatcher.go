@@ -367,7 +367,7 @@ func (d *Dispatcher) carrierAnswered(ctx context.Context, c *Carrier, m *store.M
 		log.get().Warn("store write failed", zap.Error(err))
 	}
 	log.get().Info("carrier refused the message", zap.String("status", StatusString(res.Status)))
-	return SubmitOutcome{Status: res.Status, Path: pathError}
+	return SubmitOutcome{Status: platformStatus(res.Status), Path: pathError}
 }
 
 // accepted notes that m's carrier accepted it (health, metrics) and sets

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -128,21 +127,6 @@ type CancelRequest struct {
 	DestTON     byte
 	DestNPI     byte
 	Dest        string
-}
-
-// field reads a C-Octet String of at most max octets with its NUL: one
-// that runs past the body is ESME_RINVMSGLEN, one that is too long the
-// field's own status.
-func (r *bodyReader) field(max int, name string, status uint32) (string, error) {
-	off := r.off
-	s, err := r.cstr(max, name, status)
-	if err != nil {
-		if bytes.IndexByte(r.b[off:], 0) < 0 {
-			return "", &BodyError{Status: statusInvMsgLen, Field: name + " (no terminating NUL)", Offset: off}
-		}
-		return "", err
-	}
-	return s, nil
 }
 
 // end fails when octets are left after the last mandatory field: neither

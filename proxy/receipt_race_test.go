@@ -301,3 +301,29 @@ func TestEarlyReceiptSurvivesSlowStore(t *testing.T) {
 		return len(stats) == 1
 	})
 }
+
+// registered_delivery 2 (SMPP 3.4 §5.2.17) asks for a receipt only when the
+// final outcome is a failure. A carrier that sends its DELIVRD receipt anyway
+// (many treat 2 as 1) finishes the message, but the platform gets no
+// receipt, as from the modem path (Failover.finish); a failure still gets one.
+func TestFailureOnlyReceiptsOnCarrierPath(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
+	ok := sentMessage(t, st, d, "C3", 2)
+	failed := sentMessage(t, st, d, "C4", 2)
+	for id, stat := range map[string]string{"C3": "DELIVRD", "C4": "UNDELIV"} {
+		sm, body := carrierReceipt(t, id, stat)
+		if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+			t.Fatalf("%s receipt answered %s", stat, StatusString(s))
+		}
+	}
+	stats, ids := heldReceipts(t, st, "acct")
+	if len(stats) != 1 || stats[0] != "UNDELIV" || ids[0] != failed.ID {
+		t.Fatalf("platform receipts %v for %v, want only UNDELIV for %s", stats, ids, failed.ID)
+	}
+	got, err := st.GetMessage(context.Background(), ok.ID)
+	if err != nil || got.State != store.StateDone || got.FinalStat != "DELIVRD" {
+		t.Fatalf("delivered message: %+v, %v; want done, DELIVRD (query_sm still knows)", got, err)
+	}
+}

@@ -72,8 +72,21 @@ func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 	return strconv.FormatUint(v, 10)
 }
 
+// statLongForms are the full words some SMSCs write as a receipt's stat,
+// for Appendix B's seven-letter ones (SMPP 3.4 Appendix B: DELIVRD,
+// EXPIRED, DELETED, UNDELIV, ACCEPTD, UNKNOWN, REJECTD).
+var statLongForms = map[string]string{
+	"DELIVERED":     "DELIVRD",
+	"UNDELIVERABLE": "UNDELIV",
+	"UNDELIVERED":   "UNDELIV",
+	"ACCEPTED":      "ACCEPTD",
+	"REJECTED":      "REJECTD",
+}
+
 // receiptFields extracts the "id:" and "stat:" and "err:" values of a
-// receipt text.
+// receipt text: the first of each, before "text:". The text: field (SMPP
+// 3.4 Appendix B) is the start of the message itself and comes last; what
+// it says is the sender's, not the receipt's.
 func receiptFields(text []byte) (id, stat, errCode string) {
 	fields := strings.Fields(string(text))
 	for _, f := range fields {
@@ -87,23 +100,40 @@ func receiptFields(text []byte) (id, stat, errCode string) {
 				id = v
 			}
 		case "stat":
-			stat = strings.ToUpper(v)
+			if stat == "" {
+				stat = strings.ToUpper(v)
+				if w, ok := statLongForms[stat]; ok {
+					stat = w
+				}
+			}
 		case "err":
-			errCode = v
+			if errCode == "" {
+				errCode = v
+			}
+		case "text":
+			return
 		}
 	}
 	return
 }
 
 // rewriteReceiptText replaces the value of the first "id:" field (SMPP 3.4
-// Appendix B): "id:" in any letter case, at the start or after a space, the
-// same field receiptFields reads. The search runs on the original octets
-// (bytes.ToLower may change the length of non-ASCII or invalid UTF-8 text,
-// which would shift the offsets), and never inside another field's name.
+// Appendix B): "id:" in any letter case, at the start or after a space and
+// before "text:", the same field receiptFields reads. The search runs on
+// the original octets (bytes.ToLower may change the length of non-ASCII or
+// invalid UTF-8 text, which would shift the offsets), and never inside
+// another field's name.
 func rewriteReceiptText(text []byte, newID string) []byte {
 	i := -1
 	for j := 0; j+3 <= len(text); j++ {
-		if (j == 0 || text[j-1] == ' ') && text[j]|0x20 == 'i' && text[j+1]|0x20 == 'd' && text[j+2] == ':' {
+		if j > 0 && text[j-1] != ' ' {
+			continue
+		}
+		if j+5 <= len(text) && text[j]|0x20 == 't' && text[j+1]|0x20 == 'e' && text[j+2]|0x20 == 'x' &&
+			text[j+3]|0x20 == 't' && text[j+4] == ':' {
+			break // the message's own text (receiptFields)
+		}
+		if text[j]|0x20 == 'i' && text[j+1]|0x20 == 'd' && text[j+2] == ':' {
 			i = j
 			break
 		}
@@ -352,7 +382,11 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 		m.Note = "carrier receipt " + stat
 		m.FinalStat, m.Done = stat, time.Now() // query_sm reads them (query.go)
 		_, _, m.FinalErr = receiptFields(sm.Payload())
-		if m.RegDeliv&0x03 != 0 {
+		// SMPP 3.4 §5.2.17: 1 = a receipt on success or failure, 2 = on
+		// failure only. Carriers that treat 2 as 1 send DELIVRD anyway; the
+		// platform did not ask for it (the modem path does the same,
+		// Failover.finish).
+		if want := m.RegDeliv & 0x03; want != 0 && (want != 2 || stat != "DELIVRD") {
 			del = newDelivery()
 		}
 	} else {

@@ -221,8 +221,12 @@ func (s *Server) accept(conn net.Conn) {
 		Handler:          n.handle,
 		// SMPP 3.4 §4.2: answer the submits still in flight before unbind_resp,
 		// so a platform that unbinds right after a burst loses no answers.
-		OnUnbind: func(*Session) { n.waitInflight(30 * time.Second) },
-		Log:      s.log.With(zap.String("side", "platform")),
+		// Deliveries stop at once: the platform is ending the session.
+		OnUnbind: func(*Session) {
+			s.detachReceiver(n)
+			n.waitInflight(30 * time.Second)
+		},
+		Log: s.log.With(zap.String("side", "platform")),
 	})
 	n.sess.Value = n
 	n.sess.Start()
@@ -250,20 +254,34 @@ func (s *Server) accept(conn net.Conn) {
 func (s *Server) removeSession(n *northSession) {
 	s.mu.Lock()
 	delete(s.sessions, n)
-	acct, bt := n.boundAs()
-	if acct != nil && bt.receives() {
-		list := s.receivers[acct.SystemID]
-		for i, r := range list {
-			if r == n {
-				s.receivers[acct.SystemID] = append(list[:i:i], list[i+1:]...)
-				break
-			}
-		}
-	}
+	s.detachReceiverLocked(n)
 	s.mu.Unlock()
+	acct, bt := n.boundAs()
 	if acct != nil {
 		metricNorthSessions.WithLabelValues(acct.SystemID, bt.String()).Dec()
 		n.sess.log.Info("platform session ended", zap.String("account", acct.SystemID), zap.Error(n.sess.Err()))
+	}
+}
+
+// detachReceiver takes n out of its account's receivers (no more
+// deliveries go to it); a session that is not there is left alone.
+func (s *Server) detachReceiver(n *northSession) {
+	s.mu.Lock()
+	s.detachReceiverLocked(n)
+	s.mu.Unlock()
+}
+
+func (s *Server) detachReceiverLocked(n *northSession) {
+	acct, bt := n.boundAs()
+	if acct == nil || !bt.receives() {
+		return
+	}
+	list := s.receivers[acct.SystemID]
+	for i, r := range list {
+		if r == n {
+			s.receivers[acct.SystemID] = append(list[:i:i], list[i+1:]...)
+			return
+		}
 	}
 }
 

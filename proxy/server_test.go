@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -214,4 +215,144 @@ func toString(v any) string {
 		return s
 	}
 	return ""
+}
+
+// submitWithTimes is a submit_sm body with the given schedule_delivery_time
+// and validity_period (SMPP 3.4 §4.4.1).
+func submitWithTimes(sched, validity string) []byte {
+	b := []byte{0, 1, 1}
+	b = cstring(b, "10690001")
+	b = append(b, 1, 1)
+	b = cstring(b, "8613800138000")
+	b = append(b, 0, 0, 0) // esm_class, protocol_id, priority_flag
+	b = cstring(b, sched)
+	b = cstring(b, validity)
+	b = append(b, 1, 0, 0, 0) // registered_delivery, replace_if_present, data_coding, sm_default_msg_id
+	return append(b, 2, 'h', 'i')
+}
+
+// schedule_delivery_time and validity_period are checked against SMPP 3.4
+// §7.1.1 (YYMMDDhhmmsstnnp, p one of + - R, or empty): a bad one is
+// answered ESME_RINVSCHED / ESME_RINVEXPIRY at once, as an SMSC would,
+// instead of being relayed (a carrier's refusal would read as transient and
+// send the message by modem with no expiry at all).
+func TestServerChecksSMPPTimes(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := ts.connect(t)
+	defer p.conn.Close()
+	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
+	if f := p.read(); f.Status != statusOK {
+		t.Fatalf("bind answer %+v", f.Header)
+	}
+	const (
+		invSched  = uint32(0x61) // ESME_RINVSCHED
+		invExpiry = uint32(0x62) // ESME_RINVEXPIRY
+		noRoute   = statusInvDstAdr
+	)
+	cases := []struct {
+		sched, validity string
+		want            uint32
+	}{
+		{"", "", noRoute},
+		{"000001000000000R", "000002000000000R", noRoute},
+		{"250314153000132+", "991231235959948-", noRoute},
+		{"2503141530", "", invSched},        // 10 digits, no tnnp
+		{"250314153000000X", "", invSched},  // p not + - R
+		{"251314153000000+", "", invSched},  // month 13
+		{"250300153000000+", "", invSched},  // day 0
+		{"250314253000000+", "", invSched},  // hour 25
+		{"250314156000000+", "", invSched},  // minute 60
+		{"250314153000049+", "", invSched},  // 49 quarter hours
+		{"", "25031415300000", invExpiry},   // 14 characters
+		{"", "0000010000000a0R", invExpiry}, // not a digit
+		{"", "2503141530000 0+", invExpiry}, // a space
+		{"000001000000000R", "abcdefghijklmnop", invExpiry},
+	}
+	for i, tc := range cases {
+		seq := uint32(i + 2)
+		p.write(cmdSubmitSM, 0, seq, submitWithTimes(tc.sched, tc.validity))
+		f := p.read()
+		if f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
+			t.Errorf("schedule %q validity %q: answer %+v, want status 0x%X", tc.sched, tc.validity, f.Header, tc.want)
+		}
+	}
+}
+
+// A submit_sm whose body ends inside a field (command_length too short for
+// what it says) is ESME_RINVMSGLEN, as for query_sm and cancel_sm: the
+// field's own status (ESME_RINVSERTYP for an empty body, ESME_RINVDSTADR for
+// a body cut in destination_addr) would blame a value the platform never
+// sent. A field that is terminated but too long keeps its own status.
+func TestServerTruncatedSubmit(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := ts.connect(t)
+	defer p.conn.Close()
+	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
+	if f := p.read(); f.Status != statusOK {
+		t.Fatalf("bind answer %+v", f.Header)
+	}
+	full := submitWithTimes("", "")
+	dest := bytes.Index(full, []byte("8613800138000"))
+	cases := []struct {
+		name string
+		body []byte
+		want uint32
+	}{
+		{"no body", nil, statusInvMsgLen},
+		{"cut in service_type", []byte("CM"), statusInvMsgLen},
+		{"cut in destination_addr", full[:dest+4], statusInvMsgLen},
+		{"destination_addr of 21 octets", append(append(append([]byte{}, full[:dest]...), strings.Repeat("1", 21)...),
+			full[dest+13:]...), statusInvDstAdr},
+	}
+	for i, tc := range cases {
+		seq := uint32(i + 2)
+		p.write(cmdSubmitSM, 0, seq, tc.body)
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
+			t.Errorf("%s: answer %+v, want status 0x%X", tc.name, f.Header, tc.want)
+		}
+	}
+}
+
+// sar_msg_ref_num, sar_total_segments and sar_segment_seqnum (SMPP 3.4
+// §5.3.2.22-24) come together, with their lengths (2, 1, 1 octets) and
+// 1 <= seqnum <= total; else ESME_RINVPARLEN, ESME_RMISSINGOPTPARAM or
+// ESME_RINVOPTPARAMVAL, as an SMSC answers. Optional parameters spareline does
+// not know pass whatever their length.
+func TestServerChecksSARParameters(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := bound(t, ts, cmdBindTransmitter)
+	const (
+		invParLen   = uint32(0xC2) // ESME_RINVPARLEN
+		missingOpt  = uint32(0xC3) // ESME_RMISSINGOPTPARAM
+		invOptValue = uint32(0xC4) // ESME_RINVOPTPARAMVAL
+		accepted    = statusInvDstAdr
+	)
+	cases := []struct {
+		name string
+		sm   string
+		tlvs string
+		want uint32
+	}{
+		{"segment 2 of 3", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0001 02", accepted},
+		{"one segment of one, in another order", "02 4F60", "020F 0001 01 020E 0001 01 020C 0002 0001", accepted},
+		{"unknown parameters of any length", "02 4F60", "1400 0000 1401 0005 0102030405", accepted},
+		{"message_payload with sm_length 0", "00", "0424 0004 4F60597D", accepted},
+		{"sar_msg_ref_num of 1 octet", "02 4F60", "020C 0001 12 020E 0001 03 020F 0001 02", invParLen},
+		{"sar_total_segments of 2 octets", "02 4F60", "020C 0002 1234 020E 0002 0003 020F 0001 02", invParLen},
+		{"sar_segment_seqnum of 0 octets", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0000", invParLen},
+		{"no sar_segment_seqnum", "02 4F60", "020C 0002 1234 020E 0001 03", missingOpt},
+		{"sar_total_segments 0", "02 4F60", "020C 0002 1234 020E 0001 00 020F 0001 01", invOptValue},
+		{"segment 0", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0001 00", invOptValue},
+		{"segment 4 of 3", "02 4F60", "020C 0002 1234 020E 0001 03 020F 0001 04", invOptValue},
+	}
+	for i, tc := range cases {
+		seq := uint32(i + 2)
+		p.write(cmdSubmitSM, 0, seq, goldenSubmit(t, tc.sm, tc.tlvs))
+		if f := p.read(); f.ID != cmdSubmitSMResp || f.Seq != seq || f.Status != tc.want {
+			t.Errorf("%s: answer %+v, want status 0x%X", tc.name, f.Header, tc.want)
+		}
+	}
 }

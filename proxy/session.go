@@ -105,11 +105,14 @@ type Session struct {
 	done   chan struct{} // closed when the session ends
 	window chan struct{} // a token per outstanding outgoing request
 
-	mu      sync.Mutex // guards pending, seq, closed, err, nextSweep
+	mu      sync.Mutex // guards pending, seq, closed, err, nextSweep; unbound is set under it
 	pending map[uint32]*call
 	seq     uint32
 	closed  bool
 	err     error
+	// unbound: the peer sent unbind. No request of ours goes out after it
+	// (SMPP 3.4 §4.2: the peer is ending the session and may not answer).
+	unbound atomic.Bool
 
 	// Response timeouts: one timer per session, not one per request (see
 	// sweepLoop). nextSweep is when sweepLoop will next look at pending (0:
@@ -173,6 +176,10 @@ func (s *Session) Err() error {
 
 // Outstanding is the number of requests waiting for a response.
 func (s *Session) Outstanding() int { return len(s.window) }
+
+// Unbound reports that the peer sent unbind: the session takes no more
+// requests of ours and is about to end.
+func (s *Session) Unbound() bool { return s.unbound.Load() }
 
 // Free is the number of requests that can be sent without waiting.
 func (s *Session) Free() int { return cap(s.window) - len(s.window) }
@@ -342,10 +349,10 @@ func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, do
 
 // register enters c in the in-flight table under a new sequence number,
 // before it is written, and makes the sweeper look at its deadline if it is
-// the earliest; false if the session has ended.
+// the earliest; false if the session has ended or the peer unbound.
 func (s *Session) register(c *call) (uint32, bool) {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.unbound.Load() {
 		s.mu.Unlock()
 		return 0, false
 	}
@@ -490,6 +497,16 @@ func (s *Session) GenericNack(seq, status uint32) {
 func (s *Session) Unbind(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	if s.Unbound() {
+		// The peer unbound first: the session is answering it and ends by
+		// itself once its unbind_resp is out; do not cut that short.
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+		}
+		s.closeWith(errors.New("unbound locally"))
+		return
+	}
 	_, _ = s.RequestTimeout(ctx, cmdUnbind, nil, 2*time.Second)
 	s.closeWith(errors.New("unbound locally"))
 }
@@ -598,12 +615,22 @@ func (s *Session) dispatch(f Frame) {
 	case cmdEnquireLink:
 		s.Respond(f, statusOK, nil)
 	case cmdUnbind:
+		s.mu.Lock() // with register: no request registers after this
+		s.unbound.Store(true)
+		s.mu.Unlock()
 		if s.cfg.OnUnbind != nil {
 			s.cfg.OnUnbind(s)
 		}
 		s.Respond(f, statusOK, nil)
 		s.flushAndClose(errors.New("peer unbound"))
 	default:
+		if s.unbound.Load() {
+			// Sent after the peer's own unbind (SMPP 3.4 §4.2): the session
+			// is ending and an answer might never reach the peer; acting on
+			// it (a submit relayed) would leave the peer believing it failed.
+			s.Respond(f, statusInvBndSts, nil)
+			return
+		}
 		if s.cfg.Handler == nil {
 			s.GenericNack(f.Seq, statusInvCmdID)
 			return

@@ -54,6 +54,11 @@ const (
 	statusInvEsmClass = uint32(data.ESME_RINVESMCLASS)
 	statusInvSysTyp   = uint32(data.ESME_RINVSYSTYP)
 	statusThrottled   = uint32(data.ESME_RTHROTTLED)
+	statusInvSched    = uint32(data.ESME_RINVSCHED)
+	statusInvExpiry   = uint32(data.ESME_RINVEXPIRY)
+	statusInvParLen   = uint32(data.ESME_RINVPARLEN)
+	statusMissingOpt  = uint32(data.ESME_RMISSINGOPTPARAM)
+	statusInvOptValue = uint32(data.ESME_RINVOPTPARAMVAL)
 	statusInvDCS      = uint32(0x00000104) // ESME_RINVDCS (SMPP 5.0 name; 3.4 leaves 0x104 reserved, widely used)
 	statusRXTAppn     = uint32(data.ESME_RX_T_APPN)
 	statusRXPAppn     = uint32(data.ESME_RX_P_APPN)
@@ -253,6 +258,21 @@ func (r *bodyReader) cstr(max int, field string, status uint32) (string, error) 
 	return s, nil
 }
 
+// field reads a C-Octet String of at most max octets with its NUL: one
+// that runs past the body is ESME_RINVMSGLEN, one that is too long the
+// field's own status.
+func (r *bodyReader) field(max int, name string, status uint32) (string, error) {
+	off := r.off
+	s, err := r.cstr(max, name, status)
+	if err != nil {
+		if bytes.IndexByte(r.b[off:], 0) < 0 {
+			return "", &BodyError{Status: statusInvMsgLen, Field: name + " (no terminating NUL)", Offset: off}
+		}
+		return "", err
+	}
+	return s, nil
+}
+
 func (r *bodyReader) byte1(field string) (byte, error) {
 	if r.off >= len(r.b) {
 		return 0, &BodyError{Status: statusInvMsgLen, Field: field, Offset: r.off}
@@ -269,24 +289,27 @@ func ParseShortMessage(body []byte) (*ShortMessage, error) {
 	var err error
 	steps := []func() error{
 		func() error {
-			m.ServiceType, err = r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP))
+			m.ServiceType, err = r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP))
 			return err
 		},
 		func() error { m.SourceTON, err = r.byte1("source_addr_ton"); return err },
 		func() error { m.SourceNPI, err = r.byte1("source_addr_npi"); return err },
-		func() error { m.Source, err = r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); return err },
+		func() error {
+			m.Source, err = r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR))
+			return err
+		},
 		func() error { m.DestTON, err = r.byte1("dest_addr_ton"); return err },
 		func() error { m.DestNPI, err = r.byte1("dest_addr_npi"); return err },
-		func() error { m.Dest, err = r.cstr(maxAddr, "destination_addr", statusInvDstAdr); return err },
+		func() error { m.Dest, err = r.field(maxAddr, "destination_addr", statusInvDstAdr); return err },
 		func() error { m.ESMClass, err = r.byte1("esm_class"); return err },
 		func() error { m.ProtocolID, err = r.byte1("protocol_id"); return err },
 		func() error { m.Priority, err = r.byte1("priority_flag"); return err },
 		func() error {
-			m.ScheduleDelivery, err = r.cstr(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED))
+			m.ScheduleDelivery, err = r.field(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED))
 			return err
 		},
 		func() error {
-			m.Validity, err = r.cstr(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY))
+			m.Validity, err = r.field(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY))
 			return err
 		},
 		func() error { m.RegisteredDelivery, err = r.byte1("registered_delivery"); return err },
@@ -359,9 +382,20 @@ func (m *ShortMessage) IsReceipt() bool {
 // errNoUDH is returned when UDHI is set but the UDH does not fit.
 var errNoUDH = errors.New("smpp: UDH longer than the message")
 
-// validateContent checks what a carrier or a modem would refuse: a UDH
-// longer than the message, odd-length UCS2. It returns the status to answer.
+// validateContent checks what a carrier or a modem would refuse: a
+// schedule_delivery_time or validity_period that is not an SMPP time, sar_*
+// parameters that do not describe a segment, a UDH longer than the message,
+// odd-length UCS2. It returns the status to answer.
 func (m *ShortMessage) validateContent() (uint32, error) {
+	if !smppTimeValid(m.ScheduleDelivery) {
+		return statusInvSched, fmt.Errorf("smpp: schedule_delivery_time %q is not an SMPP time (§7.1.1)", m.ScheduleDelivery)
+	}
+	if !smppTimeValid(m.Validity) {
+		return statusInvExpiry, fmt.Errorf("smpp: validity_period %q is not an SMPP time (§7.1.1)", m.Validity)
+	}
+	if status, err := m.checkSAR(); err != nil {
+		return status, err
+	}
 	p := m.Payload()
 	if len(m.Message) > 254 {
 		// SMPP 3.4 §5.2.21: sm_length is 0 to 254; longer text goes in
@@ -436,4 +470,64 @@ func ucs2DataCoding(dc byte) bool {
 		return dc&0x2C == 0x08
 	}
 	return dc >= 0xE0 && dc <= 0xEF
+}
+
+// smppTimeValid reports whether v is empty or a time in the format of SMPP
+// 3.4 §7.1.1, "YYMMDDhhmmsstnnp": fifteen digits and p. p is '+' or '-' for
+// an absolute time (nn quarter hours ahead of or behind UTC, 00-48; month
+// 01-12, day 01-31, hour 00-23, minute and second 00-59) or 'R' for a time
+// relative to now (any digits: "000001000000000R" is one day). An SMSC
+// refuses anything else (ESME_RINVSCHED, ESME_RINVEXPIRY), and so does
+// spareline: relayed, it would be refused by the carrier with a status that
+// reads as transient, and the modem path could not tell when it expires.
+func smppTimeValid(v string) bool {
+	if v == "" {
+		return true
+	}
+	if len(v) != 16 {
+		return false
+	}
+	var n [15]int
+	for i := range n {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n[i] = int(c - '0')
+	}
+	two := func(i int) int { return n[i]*10 + n[i+1] }
+	switch v[15] {
+	case 'R':
+		return true
+	case '+', '-':
+		mo, dd, hh, mi, ss, nn := two(2), two(4), two(6), two(8), two(10), two(13)
+		return mo >= 1 && mo <= 12 && dd >= 1 && dd <= 31 && hh <= 23 && mi <= 59 && ss <= 59 && nn <= 48
+	}
+	return false
+}
+
+// checkSAR checks the concatenation parameters of SMPP 3.4 §5.3.2.22-24:
+// sar_msg_ref_num (2 octets), sar_total_segments (1 octet, 1-255) and
+// sar_segment_seqnum (1 octet, 1 to the total) come all three or not at
+// all. Other optional parameters are not checked: they are relayed as sent.
+func (m *ShortMessage) checkSAR() (uint32, error) {
+	ref, hasRef := m.TLV(tagSarMsgRefNum)
+	total, hasTotal := m.TLV(tagSarTotalSegments)
+	seq, hasSeq := m.TLV(tagSarSegmentSeqnum)
+	if !hasRef && !hasTotal && !hasSeq {
+		return statusOK, nil
+	}
+	switch {
+	case hasRef && len(ref) != 2:
+		return statusInvParLen, fmt.Errorf("smpp: sar_msg_ref_num of %d octets, not 2", len(ref))
+	case hasTotal && len(total) != 1:
+		return statusInvParLen, fmt.Errorf("smpp: sar_total_segments of %d octets, not 1", len(total))
+	case hasSeq && len(seq) != 1:
+		return statusInvParLen, fmt.Errorf("smpp: sar_segment_seqnum of %d octets, not 1", len(seq))
+	case !hasRef || !hasTotal || !hasSeq:
+		return statusMissingOpt, errors.New("smpp: sar_msg_ref_num, sar_total_segments and sar_segment_seqnum go together")
+	case total[0] == 0 || seq[0] == 0 || seq[0] > total[0]:
+		return statusInvOptValue, fmt.Errorf("smpp: sar segment %d of %d", seq[0], total[0])
+	}
+	return statusOK, nil
 }

@@ -112,11 +112,12 @@ func TestParseShortMessageErrors(t *testing.T) {
 		status uint32
 		field  string
 	}{
-		{"unterminated destination_addr", full[:destStart+5], statusInvDstAdr, "destination_addr"},
+		{"unterminated destination_addr", full[:destStart+5], statusInvMsgLen, "destination_addr (no terminating NUL)"},
 		{"destination_addr over 20 octets",
 			append(append(append([]byte{}, full[:destStart]...), strings.Repeat("1", 21)...), full[destStart+13:]...),
 			statusInvDstAdr, "destination_addr"},
-		{"unterminated service_type", []byte("CMT"), uint32(data.ESME_RINVSERTYP), "service_type"},
+		{"unterminated service_type", []byte("CMT"), statusInvMsgLen, "service_type (no terminating NUL)"},
+		{"service_type of 6 octets", append([]byte("ABCDEF\x00"), full[1:]...), uint32(data.ESME_RINVSERTYP), "service_type"},
 		{"body ends before data_coding", full[:bytes.Index(full, []byte("000001000000000R"))+17+2],
 			statusInvMsgLen, "data_coding"},
 		{"sm_length beyond the body", goldenSubmit(t, "20 4F60", ""), statusInvMsgLen, "short_message"},
@@ -237,6 +238,12 @@ func TestRewriteReceipt(t *testing.T) {
 			t.Fatalf("got %q, want %q", out, want)
 		}
 	})
+	t.Run("id: in the text: field is the message's, not the receipt's", func(t *testing.T) {
+		text := "sub:001 stat:DELIVRD text:my id:1234567"
+		if out := rewriteReceiptText([]byte(text), "M42"); string(out) != text {
+			t.Fatalf("got %q, want the text unchanged", out)
+		}
+	})
 	t.Run("id: inside another key is not the id", func(t *testing.T) {
 		out := rewriteReceiptText([]byte("msgid:5 id:1234567 stat:DELIVRD"), "M42")
 		if want := "msgid:5 id:M42 stat:DELIVRD"; string(out) != want {
@@ -314,6 +321,44 @@ func TestValidityEnd(t *testing.T) {
 	for _, tc := range cases {
 		if got := validityEnd(tc.v, now); !got.Equal(tc.want) {
 			t.Errorf("%q: %v, want %v", tc.v, got, tc.want)
+		}
+	}
+}
+
+// The text: field of a receipt (SMPP 3.4 Appendix B) is the first 20
+// characters of the message, whatever they say: words in it that look like
+// fields are not the receipt's. A message that read "stat:UNDELIV" must not
+// turn its DELIVRD receipt into a failure (resent by modem: a duplicate).
+func TestReceiptFieldsIgnoreTheText(t *testing.T) {
+	text := "id:77 sub:001 dlvrd:001 submit date:2503141530 done date:2503141531 stat:DELIVRD err:000 " +
+		"text:see stat:UNDELIV err:99 id:5"
+	id, stat, errCode := receiptFields([]byte(text))
+	if id != "77" || stat != "DELIVRD" || errCode != "000" {
+		t.Fatalf("got id %q stat %q err %q, want 77 DELIVRD 000", id, stat, errCode)
+	}
+	// Without a text: field every field is read as before.
+	if id, stat, errCode := receiptFields([]byte("id:78 stat:EXPIRED err:12")); id != "78" || stat != "EXPIRED" || errCode != "12" {
+		t.Fatalf("got id %q stat %q err %q", id, stat, errCode)
+	}
+}
+
+// Some SMSCs write the receipt's stat in full words instead of Appendix B's
+// seven-letter ones. They are read as the word they stand for, so that an
+// undeliverable message fails over, a delivered one is not reported to a
+// platform that asked only for failures, and query_sm tells the state.
+func TestReceiptStatLongForms(t *testing.T) {
+	for text, want := range map[string]string{
+		"id:1 stat:DELIVERED err:000":     "DELIVRD",
+		"id:1 stat:delivered err:000":     "DELIVRD",
+		"id:1 stat:UNDELIVERABLE err:001": "UNDELIV",
+		"id:1 stat:UNDELIVERED err:001":   "UNDELIV",
+		"id:1 stat:REJECTED err:001":      "REJECTD",
+		"id:1 stat:ACCEPTED err:000":      "ACCEPTD",
+		"id:1 stat:EXPIRED err:000":       "EXPIRED",
+		"id:1 stat:FAILED err:000":        "FAILED", // no Appendix B word: kept as sent
+	} {
+		if _, stat, _ := receiptFields([]byte(text)); stat != want {
+			t.Errorf("%q: stat %q, want %q", text, stat, want)
 		}
 	}
 }

@@ -57,6 +57,32 @@ func Classify(status uint32) Class {
 	return ClassTransient
 }
 
+// linkStatuses are the command statuses that describe a session, not a
+// message (SMPP 3.4 §5.1.3): from a carrier they are about spareline's bind
+// with it, and mean nothing on the platform's own session.
+var linkStatuses = map[uint32]bool{
+	statusInvCmdLen: true, // 0x02
+	statusInvCmdID:  true, // 0x03
+	statusInvBndSts: true, // 0x04
+	statusAlyBnd:    true, // 0x05
+	statusBindFail:  true, // 0x0D
+	statusInvPaswd:  true, // 0x0E
+	statusInvSysID:  true, // 0x0F
+	statusInvSysTyp: true, // 0x53
+}
+
+// platformStatus is the status the platform gets for a submit the carrier
+// refused with status: the carrier's own, except a status about the
+// carrier link, which becomes ESME_RSYSERR (the system failed; ask again):
+// a platform told ESME_RINVBNDSTS would rebind, one told ESME_RINVCMDID
+// would think submit_sm is not offered.
+func platformStatus(status uint32) uint32 {
+	if linkStatuses[status] {
+		return statusSysErr
+	}
+	return status
+}
+
 // statusNames label metrics; any other status is "other" so that a carrier
 // cannot blow up the metric's cardinality.
 var statusNames = map[uint32]string{
@@ -84,6 +110,9 @@ var statusNames = map[uint32]string{
 	uint32(data.ESME_RPROVNOTALLWD):    "ESME_RPROVNOTALLWD",
 	uint32(data.ESME_RINVSERTYP):       "ESME_RINVSERTYP",
 	uint32(data.ESME_RINVOPTPARSTREAM): "ESME_RINVOPTPARSTREAM",
+	statusInvParLen:                    "ESME_RINVPARLEN",
+	statusMissingOpt:                   "ESME_RMISSINGOPTPARAM",
+	statusInvOptValue:                  "ESME_RINVOPTPARAMVAL",
 	statusInvDCS:                       "ESME_RINVDCS",
 }
 

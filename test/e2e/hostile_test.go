@@ -257,6 +257,21 @@ func TestHostilePlatforms(t *testing.T) {
 			r.expect(idSubmitSM|respBit, stInvEsmClass, 2)
 			r.alive(3)
 		}},
+		{"validity_period not an SMPP time", func(t *testing.T, r *rawConn) {
+			// SMPP 3.4 §7.1.1: YYMMDDhhmmsstnnp. A 12-digit absolute time
+			// is refused as an SMSC would, not relayed.
+			r.bind(idBindTX)
+			b := []byte{0, 1, 1}
+			b = append(append(b, "10690001"...), 0)
+			b = append(b, 1, 1)
+			b = append(append(b, "13800138000"...), 0)
+			b = append(b, 0, 0, 0, 0) // esm_class, protocol_id, priority_flag, schedule_delivery_time ""
+			b = append(append(b, "261231235959"...), 0)
+			b = append(b, 1, 0, 0, 0, 5)
+			r.send(idSubmitSM, 2, append(b, "hello"...))
+			r.expect(idSubmitSM|respBit, uint32(data.ESME_RINVEXPIRY), 2)
+			r.alive(3)
+		}},
 		{"odd-length UCS2", func(t *testing.T, r *rawConn) {
 			r.bind(idBindTX)
 			r.send(idSubmitSM, 2, submitBody("13800138000", 0, 0x08, 3, []byte{0x4F, 0x60, 0x59}))
