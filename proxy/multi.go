@@ -65,7 +65,7 @@ type SubmitMulti struct {
 // destinations are checked by parsing the first destination's submit_sm.
 func ParseSubmitMulti(body []byte) (*SubmitMulti, error) {
 	r := &bodyReader{b: body}
-	if _, err := r.cstr(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
+	if _, err := r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
@@ -73,7 +73,7 @@ func ParseSubmitMulti(body []byte) (*SubmitMulti, error) {
 			return nil, err
 		}
 	}
-	if _, err := r.cstr(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+	if _, err := r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
 		return nil, err
 	}
 	m := &SubmitMulti{head: body[:r.off]}
@@ -101,12 +101,12 @@ func ParseSubmitMulti(body []byte) (*SubmitMulti, error) {
 			if d.npi, err = r.byte1("dest_addr_npi"); err != nil {
 				return nil, err
 			}
-			if d.addr, err = r.cstr(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
+			if d.addr, err = r.field(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
 				return nil, err
 			}
 		case destFlagDL:
 			d.dl = true
-			if d.addr, err = r.cstr(maxAddr, "dl_name", uint32(data.ESME_RINVDLNAME)); err != nil {
+			if d.addr, err = r.field(maxAddr, "dl_name", uint32(data.ESME_RINVDLNAME)); err != nil {
 				return nil, err
 			}
 		default:

@@ -102,10 +102,10 @@ func TestParseSubmitMultiRefusals(t *testing.T) {
 		{"dest_flag 3", withDests(1, []byte("\x03\x01\x0113800138000\x00")), data.ESME_RINVDESTFLAG},
 		{"address of 21 octets", withDests(1, []byte("\x01\x01\x01123456789012345678901\x00")), data.ESME_RINVDSTADR},
 		{"dl_name of 21 octets", withDests(1, []byte("\x02123456789012345678901\x00")), data.ESME_RINVDLNAME},
-		{"cut in a destination", good[:head+4], data.ESME_RINVDSTADR},
+		{"cut in a destination", good[:head+4], data.ESME_RINVMSGLEN},
 		{"cut before the destinations", good[:head], data.ESME_RINVMSGLEN},
 		{"cut after them", good[:head+1+len(sme)], data.ESME_RINVMSGLEN},
-		{"bad source", []byte("\x00\x01\x01" + "1234567890123456789012345"), data.ESME_RINVSRCADR},
+		{"bad source", []byte("\x00\x01\x01" + "1234567890123456789012345\x00"), data.ESME_RINVSRCADR},
 		{"broken TLV", append(slices.Clone(good), 0x04, 0x24, 0x00), data.ESME_RINVOPTPARSTREAM},
 	}
 	for _, c := range cases {

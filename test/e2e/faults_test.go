@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -213,7 +214,19 @@ func TestFaultStoreDiskFull(t *testing.T) {
 		}
 	})
 	t.Cleanup(restore)
-	full := syscall.Rlimit{Cur: uint64(fi.Size()), Max: old.Max}
+	// The limit is the whole process's: the test binary's own log of the
+	// files and environment it used (go test's -test.testlogfile, for its
+	// cache) must still be able to grow meanwhile, or the run fails on
+	// "file too large" after every test passed. So the limit sits a margin
+	// above that log when the log is the larger file (the store then fills
+	// up to the limit instead of its own size).
+	limit := uint64(fi.Size())
+	if lf := flag.Lookup("test.testlogfile"); lf != nil && lf.Value.String() != "" {
+		if li, err := os.Stat(lf.Value.String()); err == nil {
+			limit = max(limit, uint64(li.Size())+256<<10)
+		}
+	}
+	full := syscall.Rlimit{Cur: limit, Max: old.Max}
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &full); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +284,7 @@ func TestFaultStoreDiskFull(t *testing.T) {
 		case <-time.After(50 * time.Millisecond): // the platform's retry interval
 		}
 	}
-	t.Logf("store file %d bytes: %d submits accepted before the first refusal (0x%X)", fi.Size(), refusedAt, status)
+	t.Logf("store file %d bytes, limit %d: %d submits accepted before the first refusal (0x%X)", fi.Size(), limit, refusedAt, status)
 	e.assertRelays(t)
 }
 
