@@ -25,8 +25,12 @@ import (
 // connection ends, and dials again after a jittered exponential backoff
 // (1 s doubling to 60 s, reset after a bind that stayed up 30 s). A bind
 // refused with ESME_RINVPASWD, ESME_RINVSYSID or ESME_RINVSYSTYP is not
-// retried: hammering a carrier with bad credentials gets accounts locked, so
-// the bind stops, logs an error and waits for a config reload. On shutdown
+// retried at that pace: hammering a carrier with bad credentials gets
+// accounts locked, so the bind logs an error and tries again only after
+// authRetry (5 minutes, jittered), or at once on a config reload. The slow
+// retry is for the carrier that refused by mistake (an SMSC whose own
+// account backend was down, a password changed on both sides out of step):
+// it comes back by itself, not only when someone reloads at 3 a.m. On shutdown
 // and reload every bind is unbound (SMPP 3.4 §4.2) before the socket closes.
 //
 // Submits go to the bound connection with the most free window, paced by
@@ -43,7 +47,12 @@ import (
 // ErrCarrierDown means no bind of the carrier is bound.
 var ErrCarrierDown = errors.New("carrier: no bind is up")
 
-// ErrAuth is a bind refused for credentials; the bind is not retried.
+// authRetry is how long a bind refused for credentials waits before it
+// tries again (a reload retries at once).
+var authRetry = 5 * time.Minute
+
+// AuthError is a bind refused for credentials; the bind waits authRetry
+// before it tries again.
 type AuthError struct{ Status uint32 }
 
 func (e *AuthError) Error() string { return "carrier refused the bind: " + StatusString(e.Status) }
@@ -291,14 +300,18 @@ func (b *carrierBind) run(ctx context.Context) {
 		var ae *AuthError
 		if errors.As(err, &ae) {
 			b.state.Store("auth_failed")
-			log.Error("carrier refused spareline's credentials; this bind stops until the config is reloaded",
-				zap.String("status", StatusString(ae.Status)))
+			wait := authRetry*3/4 + rand.N(authRetry/2+1)
+			log.Error("carrier refused spareline's credentials; this bind tries again only after a config reload or a long wait",
+				zap.String("status", StatusString(ae.Status)), zap.Duration("in", wait))
 			c.health.noteBindDown(c, err)
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+			case <-t.C:
 			case <-b.retry:
-				backoff = time.Second
 			}
+			t.Stop()
+			backoff = time.Second
 			continue
 		}
 		if time.Since(start) > 30*time.Second {

@@ -79,3 +79,39 @@ func TestCarrierBindAnsweredByGenericNack(t *testing.T) {
 		t.Fatalf("retry's first PDU %+v, want bind_transceiver", f.Header)
 	}
 }
+
+// A carrier that refuses spareline's credentials is not hammered: the bind
+// waits authRetry before it tries again (not the 1 s reconnect backoff),
+// and then binds once the carrier takes the credentials again (an SMSC
+// whose account backend was down comes back without a reload).
+func TestCarrierBindRefusedForCredentialsTriesAgainSlowly(t *testing.T) {
+	old := authRetry
+	authRetry = 400 * time.Millisecond // waits 300-500 ms
+	t.Cleanup(func() { authRetry = old })
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrier(t, "cm", addr)
+	p := nextConn(t, conns)
+	f := p.read()
+	p.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	refused := time.Now()
+	p.expectClosed()
+	if st := c.BindStates()[0]; st != "auth_failed" {
+		t.Errorf("bind state %q after ESME_RINVPASWD, want auth_failed", st)
+	}
+	p = nextConn(t, conns)
+	if waited := time.Since(refused); waited < 3*authRetry/4 {
+		t.Fatalf("tried again %s after a credentials refusal, want at least %s", waited, 3*authRetry/4)
+	}
+	f = p.read()
+	if f.ID != cmdBindTransceiver {
+		t.Fatalf("retry's first PDU %+v, want bind_transceiver", f.Header)
+	}
+	p.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	for c.Bound() != 1 { // polled: the bind counts itself up after the answer
+		select {
+		case <-time.After(hangGuard):
+			t.Fatalf("not bound after the carrier took the credentials: %v", c.BindStates())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
