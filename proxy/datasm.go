@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/binary"
+	"fmt"
 	"strings"
 	"time"
 
@@ -119,4 +121,80 @@ func receiptTextFromTLVs(m *ShortMessage) []byte {
 	}
 	now := time.Now()
 	return appendixBText(id, stat, "000", now, now, nil)
+}
+
+// tagQosTimeToLive is data_sm's qos_time_to_live (§5.3.2.9): seconds.
+const tagQosTimeToLive = uint16(0x0017)
+
+// submitName names the request a platform submitted a message with.
+func submitName(id uint32) string {
+	if id == cmdDataSM {
+		return "data_sm"
+	}
+	return "submit_sm"
+}
+
+// dataSMAsSubmit rewrites the body of a data_sm a platform sent (§4.7.1:
+// an ESME may submit by data_sm instead of submit_sm) as the submit_sm body
+// that carries the same message (§4.4.1), which is what the carrier and the
+// modem path then get: the fields data_sm shares with submit_sm are kept,
+// those it lacks take their defaults (protocol_id 0, priority_flag 0, no
+// schedule, replace_if_present 0, sm_default_msg_id 0). Content in
+// message_payload moves into short_message when it fits its 254 octets (the
+// carriers see the most ordinary submit_sm; longer content stays in
+// message_payload); qos_time_to_live becomes a relative validity_period;
+// every other optional parameter is kept as sent.
+func dataSMAsSubmit(body []byte) ([]byte, error) {
+	asDeliver, err := dataSMAsDeliver(body) // the same layout as submit_sm
+	if err != nil {
+		return nil, err
+	}
+	m, err := ParseShortMessage(asDeliver)
+	if err != nil {
+		return nil, err
+	}
+	validity := ""
+	msg := m.Message
+	tlvs := make([]TLV, 0, len(m.TLVs))
+	for _, t := range m.TLVs {
+		switch t.Tag {
+		case tagQosTimeToLive:
+			if len(t.Value) != 4 {
+				return nil, &BodyError{Status: statusInvParLen, Field: "qos_time_to_live length"}
+			}
+			validity = relativeTime(binary.BigEndian.Uint32(t.Value))
+			continue
+		case tagMessagePayload:
+			if len(msg) == 0 && len(t.Value) <= 254 {
+				msg = t.Value
+				continue
+			}
+		}
+		tlvs = append(tlvs, t)
+	}
+	// Mandatory fields up to validity_period: service_type .. priority_flag
+	// as rebuilt, then the schedule "" and the validity.
+	vStart := m.smOffset - 5 // validity "" (1), registered_delivery, replace, data_coding, sm_default_msg_id
+	out := make([]byte, 0, len(asDeliver)+len(validity)+len(msg))
+	out = append(out, asDeliver[:vStart]...)
+	out = append(cstring(out, validity), asDeliver[vStart+1:m.smOffset]...)
+	out = append(out, byte(len(msg)))
+	out = append(out, msg...)
+	for _, t := range tlvs {
+		out = binary.BigEndian.AppendUint16(out, t.Tag)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(t.Value)))
+		out = append(out, t.Value...)
+	}
+	return out, nil
+}
+
+// relativeTime writes a number of seconds as an SMPP relative time
+// (§7.1.1.2, "YYMMDDhhmmss000R"), at most 99 days.
+func relativeTime(secs uint32) string {
+	d := min(secs/86400, 99)
+	secs -= min(secs, d*86400)
+	if d == 99 {
+		secs = 0
+	}
+	return fmt.Sprintf("0000%02d%02d%02d%02d000R", d, secs/3600, secs/60%60, secs%60)
 }

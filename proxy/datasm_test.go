@@ -124,3 +124,90 @@ func FuzzDataSMAsDeliver(f *testing.F) {
 		}
 	})
 }
+
+// A platform's data_sm becomes the submit_sm a carrier expects: content in
+// short_message when it fits, qos_time_to_live as a relative validity, the
+// other optional parameters kept.
+func TestDataSMAsSubmit(t *testing.T) {
+	ttl := binary.BigEndian.AppendUint32(nil, 90061) // 1 day 1 h 1 min 1 s
+	sar := []byte{0x00, 0x07}
+	body := dataSMBody("10690001", "8613800138000", 0, 1, 8,
+		TLV{Tag: tagQosTimeToLive, Value: ttl},
+		TLV{Tag: tagMessagePayload, Value: []byte{0x4f, 0x60, 0x59, 0x7d}},
+		TLV{Tag: 0x0204, Value: sar}) // user_message_reference, kept
+	out, err := dataSMAsSubmit(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseShortMessage(out)
+	if err != nil {
+		t.Fatalf("not a submit_sm body: %v", err)
+	}
+	if m.Source != "10690001" || m.Dest != "8613800138000" || m.RegisteredDelivery != 1 || m.DataCoding != 8 ||
+		!bytes.Equal(m.Message, []byte{0x4f, 0x60, 0x59, 0x7d}) || m.Validity != "000001010101000R" || m.ScheduleDelivery != "" {
+		t.Errorf("submit_sm %+v", m)
+	}
+	if _, ok := m.TLV(tagMessagePayload); ok {
+		t.Error("message_payload kept beside short_message (§5.3.2.32 forbids both)")
+	}
+	if _, ok := m.TLV(tagQosTimeToLive); ok {
+		t.Error("qos_time_to_live kept: it is the validity_period now")
+	}
+	if v, ok := m.TLV(0x0204); !ok || !bytes.Equal(v, sar) {
+		t.Errorf("user_message_reference %x %v", v, ok)
+	}
+	if status, err := m.validateContent(); err != nil {
+		t.Errorf("refused by submit_sm's own checks: %#x %v", status, err)
+	}
+
+	long := bytes.Repeat([]byte("x"), 300)
+	out, err = dataSMAsSubmit(dataSMBody("10690001", "8613800138000", 0, 0, 0, TLV{Tag: tagMessagePayload, Value: long}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = ParseShortMessage(out); err != nil || len(m.Message) != 0 || !bytes.Equal(m.Payload(), long) || m.Validity != "" {
+		t.Errorf("300 octets: %v, short_message %d octets, payload %d", err, len(m.Message), len(m.Payload()))
+	}
+
+	var be *BodyError
+	if _, err := dataSMAsSubmit(dataSMBody("1", "2", 0, 0, 0, TLV{Tag: tagQosTimeToLive, Value: []byte{1}})); !errors.As(err, &be) || be.Status != statusInvParLen {
+		t.Errorf("qos_time_to_live of 1 octet: %v", err)
+	}
+	if _, err := dataSMAsSubmit(dataSMBody("1", "2", 0, 0, 0)[:5]); !errors.As(err, &be) || be.Status != statusInvMsgLen {
+		t.Errorf("cut body: %v", err)
+	}
+}
+
+func TestRelativeTime(t *testing.T) {
+	for secs, want := range map[uint32]string{
+		0: "000000000000000R", 59: "000000000059000R", 3600: "000000010000000R", 86399: "000000235959000R",
+		86400: "000001000000000R", 200 * 86400: "000099000000000R",
+	} {
+		if got := relativeTime(secs); got != want || !smppTimeValid(got) {
+			t.Errorf("relativeTime(%d) = %q, want %q", secs, got, want)
+		}
+	}
+}
+
+func FuzzDataSMAsSubmit(f *testing.F) {
+	f.Add(dataSMBody("10690001", "8613800138000", 0, 1, 8, TLV{Tag: tagMessagePayload, Value: []byte("hi")}))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := dataSMAsSubmit(body)
+		if err != nil {
+			var be *BodyError
+			if !errors.As(err, &be) || be.Status == statusOK {
+				t.Fatalf("error without a status: %v", err)
+			}
+			return
+		}
+		m, err := ParseShortMessage(out)
+		if err != nil {
+			t.Fatalf("result does not parse as submit_sm: %v", err)
+		}
+		if len(m.Message) > 0 {
+			if _, ok := m.TLV(tagMessagePayload); ok {
+				t.Fatal("short_message and message_payload both")
+			}
+		}
+	})
+}

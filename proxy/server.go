@@ -450,7 +450,9 @@ func (n *northSession) handle(s *Session, f Frame) {
 		n.handleCancel(f) // query.go
 	case cmdSubmitMulti:
 		n.handleSubmitMulti(f) // multi.go
-	case cmdReplaceSM, cmdDataSM:
+	case cmdDataSM:
+		n.handleDataSM(f) // datasm.go
+	case cmdReplaceSM:
 		if acct, _ := n.boundAs(); acct == nil {
 			s.Respond(f, statusInvBndSts, nil)
 			return
@@ -575,7 +577,15 @@ func (s *Server) noteBindFailure(addr net.Addr) time.Duration {
 	return min(d, 5*time.Second)
 }
 
-func (n *northSession) handleSubmit(f Frame) {
+func (n *northSession) handleSubmit(f Frame) { n.submit(f, nil) }
+
+// handleDataSM takes a platform's data_sm (§4.7) as the submit_sm it stands
+// for (dataSMAsSubmit) and answers data_sm_resp.
+func (n *northSession) handleDataSM(f Frame) { n.submit(f, dataSMAsSubmit) }
+
+// submit handles a submit_sm, or with convert a request whose body convert
+// turns into a submit_sm body (data_sm).
+func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	s := n.sess
 	acct, bt := n.boundAs()
 	if acct == nil || !bt.transmits() {
@@ -596,20 +606,28 @@ func (n *northSession) handleSubmit(f Frame) {
 		s.Respond(f, statusThrottled, nil)
 		return
 	}
-	sm, err := ParseShortMessage(f.Body)
+	body := f.Body
+	var err error
+	if convert != nil {
+		body, err = convert(f.Body)
+	}
+	var sm *ShortMessage
+	if err == nil {
+		sm, err = ParseShortMessage(body)
+	}
 	if err != nil {
 		var be *BodyError
 		status := statusInvMsgLen
 		if errors.As(err, &be) {
 			status = be.Status
 		}
-		s.log.Info("malformed submit_sm", zap.Error(err), zap.String("account", acct.SystemID))
+		s.log.Info("malformed "+submitName(f.ID), zap.Error(err), zap.String("account", acct.SystemID))
 		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
 		s.Respond(f, status, nil)
 		return
 	}
 	if status, err := sm.validateContent(); err != nil {
-		s.log.Info("invalid submit_sm content", zap.Error(err), zap.String("account", acct.SystemID))
+		s.log.Info("invalid "+submitName(f.ID)+" content", zap.Error(err), zap.String("account", acct.SystemID))
 		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
 		s.Respond(f, status, nil)
 		return
@@ -642,7 +660,7 @@ func (n *northSession) handleSubmit(f Frame) {
 	// The answer is given where the outcome is known (a carrier session's
 	// reader, a goroutine of the store, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
-	n.srv.disp.SubmitAsync(acct.SystemID, sm, f.Body, n.srv.workers.run, func(res SubmitOutcome) {
+	n.srv.disp.SubmitAsync(acct.SystemID, sm, body, n.srv.workers.run, func(res SubmitOutcome) {
 		if !settled.CompareAndSwap(false, true) {
 			return // nacked after a panic
 		}
