@@ -1,0 +1,33 @@
+package proxy
+
+import (
+	"github.com/spareline/spareline/modem/sms"
+)
+
+// modemSubmit is the SMS a modem sends for a platform's submit: the
+// payload as the platform sent it, with its own UDH when it set esm_class
+// UDHI. A segment the platform marked with the sar_* parameters instead
+// (SMPP 3.4 §5.3.2.22-24: the SMSC builds the concatenation header) gets
+// the header those parameters stand for (TS 23.040 §9.2.3.24.1, 8-bit
+// reference: the low octet of sar_msg_ref_num), so the handset joins the
+// parts as it would have from the carrier. A segment too long to carry that
+// header still goes, as a message of its own, rather than not at all.
+func modemSubmit(sm *ShortMessage, dest string, statusReport bool) sms.Submit {
+	sub := sms.Submit{Dest: dest, DataCoding: sm.DataCoding, UDHI: sm.UDHI(), Payload: sm.Payload(), StatusReport: statusReport}
+	if sub.UDHI {
+		return sub
+	}
+	ref, ok1 := sm.TLV(tagSarMsgRefNum)
+	total, ok2 := sm.TLV(tagSarTotalSegments)
+	seq, ok3 := sm.TLV(tagSarSegmentSeqnum)
+	if !ok1 || !ok2 || !ok3 || len(ref) != 2 || len(total) != 1 || len(seq) != 1 || total[0] < 2 {
+		return sub // not a segment (one of one needs no header)
+	}
+	with := sub
+	with.UDHI = true
+	with.Payload = append([]byte{5, 0x00, 3, ref[1], total[0], seq[0]}, sub.Payload...)
+	if _, err := sms.EncodeSubmit(with, 0); err != nil {
+		return sub
+	}
+	return with
+}
