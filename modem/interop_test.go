@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spareline/spareline/modem"
 	"github.com/spareline/spareline/modem/sms"
 	"github.com/spareline/spareline/test/modemsim"
 )
@@ -180,5 +181,47 @@ func TestModemPDUsWithoutSMSCAddress(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no incoming message decoded from a +CMGR without the SMSC address")
+	}
+}
+
+// sendOneWithReport sends one message with a status report request on a
+// one-modem pool over sim and checks the modem sent it and its report came
+// back under the caller's id.
+func sendOneWithReport(t *testing.T, sim *modemsim.Sim, tune func(*modem.PoolOptions)) {
+	t.Helper()
+	ctx := testCtx(t, 30*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, tune)
+	waitUp(t, ctx, p, "m0")
+	sent, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("variant"), StatusReport: true})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if got := sim.Sent(); len(got) != 1 || got[0].Text != "variant" || got[0].MRs[0] != sent.Refs[0] {
+		t.Fatalf("the modem sent %+v; confirmed refs %v", got, sent.Refs)
+	}
+	select {
+	case r := <-p.Reports():
+		if r.ID != "id1" || !r.Status.Delivered() {
+			t.Fatalf("report %+v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no status report")
+	}
+}
+
+// Modems as they come from other makers or with other stored profiles: each
+// must come up, send, and route its status report.
+func TestModemVariantsComeUpAndSend(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts modemsim.Options
+	}{
+		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
+		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.SendDelay, tc.opts.ReportDelay = 2*time.Millisecond, 5*time.Millisecond
+			sendOneWithReport(t, startSim(t, "s", tc.opts), nil)
+		})
 	}
 }

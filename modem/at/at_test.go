@@ -267,3 +267,35 @@ func TestFields(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// A modem whose stored profile has ATV0 gives numeric result codes (V.250
+// §6.2.6, Table 1): "0<CR>" for OK, "4<CR>" for ERROR; information text
+// still ends with CR LF, and +CMS/+CME ERROR stay text.
+func TestNumericResultCodes(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT":
+			f.send("0\r")
+		case "AT+CSQ":
+			f.send("+CSQ: 20,99\r\n0\r")
+		case "AT+CMGS=1":
+			f.send("+CMS ERROR: 331\r\n")
+		default:
+			f.send("4\r")
+		}
+	})
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("AT answered 0: %v", err)
+	}
+	info, err := s.Command(ctxT(t), "AT+CSQ")
+	if err != nil || !reflect.DeepEqual(info, []string{"+CSQ: 20,99"}) {
+		t.Fatalf("AT+CSQ: got %q, %v", info, err)
+	}
+	if _, err := s.Command(ctxT(t), "AT+NOPE"); !errors.Is(err, ErrError) {
+		t.Fatalf("4 is ERROR, got %v", err)
+	}
+	var cms *CMSError
+	if _, err := s.Command(ctxT(t), "AT+CMGS=1"); !errors.As(err, &cms) || cms.Code != 331 {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -200,9 +200,9 @@ func (e *CMEError) Temporary() bool { return true }
 // line; err is nil for OK.
 func parseFinal(line string) (final bool, err error) {
 	switch line {
-	case "OK":
+	case "OK", "0": // "0" and "4": the numeric forms of ATV0 (V.250 §6.2.6, Table 1)
 		return true, nil
-	case "ERROR":
+	case "ERROR", "4":
 		return true, ErrError
 	}
 	if rest, found := strings.CutPrefix(line, "+CMS ERROR:"); found {

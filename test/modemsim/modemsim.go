@@ -68,6 +68,9 @@ type Options struct {
 	// +CMGR, +CMGL), as some modems do; the announced length is the TPDU's
 	// either way.
 	NoSCA bool
+	// Numeric starts every power-up in ATV0 (a stored profile with numeric
+	// result codes: "0<CR>" for OK, "4<CR>" for ERROR) until ATV1.
+	Numeric bool
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -117,6 +120,7 @@ type conn struct {
 
 	// owned by the serve goroutine:
 	echo     bool
+	numeric  bool // ATV0: numeric result codes
 	cmee     int
 	unlocked bool
 	cnmiMT   int
@@ -228,7 +232,7 @@ func (s *Sim) Replug() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return err
 	}
-	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0, numeric: s.opts.Numeric}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -369,18 +373,45 @@ func (c *conn) write(text string) {
 func (c *conn) info(lines ...string) {
 	var b strings.Builder
 	for _, l := range lines {
-		b.WriteString("\r\n" + l + "\r\n")
+		if c.numeric {
+			b.WriteString(l + "\r\n") // V.250 §5.7.1: information text in ATV0 form
+		} else {
+			b.WriteString("\r\n" + l + "\r\n")
+		}
 	}
-	b.WriteString("\r\nOK\r\n")
+	b.WriteString(c.final("OK"))
 	c.write(b.String())
 }
 
+// final formats a final result code: "\r\nOK\r\n", or "0\r" / "4\r" in
+// ATV0 (V.250 §5.7.1, Table 1).
+func (c *conn) final(code string) string {
+	if !c.numeric {
+		return "\r\n" + code + "\r\n"
+	}
+	switch code {
+	case "OK":
+		return "0\r"
+	case "ERROR":
+		return "4\r"
+	}
+	return code + "\r\n"
+}
+
+// fail answers ERROR.
+func (c *conn) fail() { c.write(c.final("ERROR")) }
+
 func (c *conn) cmeError(code int) {
 	if c.cmee == 0 {
-		c.write("\r\nERROR\r\n")
+		c.fail()
 		return
 	}
-	c.write(fmt.Sprintf("\r\n+CME ERROR: %d\r\n", code))
+	c.write(c.final(fmt.Sprintf("+CME ERROR: %d", code)))
+}
+
+// cmsError answers +CMS ERROR: <code> (27.005 §3.2.5).
+func (c *conn) cmsError(code int) {
+	c.write(c.final(fmt.Sprintf("+CMS ERROR: %d", code)))
 }
 
 // serve is the goroutine of one power-up: it reads commands from the pty.
@@ -411,7 +442,7 @@ func (s *Sim) serve(c *conn) {
 				case 0x1b:
 					prompt = false
 					line = line[:0]
-					c.write("\r\nOK\r\n")
+					c.write(c.final("OK"))
 				case '\r', '\n':
 				default:
 					line = append(line, b)
@@ -451,12 +482,12 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	}
 	up := strings.ToUpper(cmd)
 	if !strings.HasPrefix(up, "AT") {
-		c.write("\r\nERROR\r\n")
+		c.fail()
 		return 0, false
 	}
 	body := up[2:]
 	if slices.Contains(s.opts.Refuse, body) {
-		c.write("\r\nERROR\r\n")
+		c.fail()
 		return 0, false
 	}
 	arg := func(prefix string) (string, bool) {
@@ -471,6 +502,9 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		c.info()
 	case body == "E0" || body == "E1":
 		c.echo = body == "E1"
+		c.info()
+	case body == "V0" || body == "V1":
+		c.numeric = body == "V0"
 		c.info()
 	case strings.HasPrefix(body, "+CMEE="):
 		c.cmee, _ = strconv.Atoi(body[6:])
@@ -527,11 +561,11 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		n, err := strconv.Atoi(body[6:])
 		switch {
 		case err != nil:
-			c.write("\r\n+CMS ERROR: 304\r\n")
+			c.cmsError(304)
 		case !simReady || !pinOK:
-			c.write("\r\n+CMS ERROR: 310\r\n")
+			c.cmsError(310)
 		case !reg:
-			c.write("\r\n+CMS ERROR: 331\r\n")
+			c.cmsError(331)
 		default:
 			c.write("\r\n> ")
 			return n, true
@@ -542,7 +576,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		p, ok := s.store[i]
 		s.mu.Unlock()
 		if !ok {
-			c.write("\r\n+CMS ERROR: 321\r\n")
+			c.cmsError(321)
 			break
 		}
 		c.info(fmt.Sprintf("+CMGR: 0,,%d", tpduLen(p)), s.pduHex(p))
@@ -567,7 +601,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		s.mu.Unlock()
 		c.info()
 	default:
-		c.write("\r\nERROR\r\n")
+		c.fail()
 	}
 	return 0, false
 }
@@ -602,17 +636,17 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 		return true
 	}
 	if fail != 0 {
-		c.write(fmt.Sprintf("\r\n+CMS ERROR: %d\r\n", fail))
+		c.cmsError(fail)
 		return true
 	}
 	raw, err := hex.DecodeString(hexPDU)
 	if err != nil || tpduLen(raw) != n {
-		c.write("\r\n+CMS ERROR: 304\r\n")
+		c.cmsError(304)
 		return true
 	}
 	sub, err := sms.DecodeSubmit(raw)
 	if err != nil {
-		c.write("\r\n+CMS ERROR: 304\r\n")
+		c.cmsError(304)
 		return true
 	}
 	if d := s.opts.SendDelay; d > 0 {
@@ -633,7 +667,7 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	mr := s.mr
 	s.record(sub, mr)
 	s.mu.Unlock()
-	c.write(fmt.Sprintf("\r\n+CMGS: %d\r\n\r\nOK\r\n", mr))
+	c.info(fmt.Sprintf("+CMGS: %d", mr))
 	if sub.StatusReport {
 		go s.report(c, mr, sub.Dest)
 	}
