@@ -218,6 +218,8 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 	}{
 		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
 		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".
+		{"huawei-refusals", modemsim.Options{Refuse: []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, RefuseWith: "COMMAND NOT SUPPORT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.SendDelay, tc.opts.ReportDelay = 2*time.Millisecond, 5*time.Millisecond

@@ -19,7 +19,8 @@
 //   - Echo on or off is tolerated: a line equal to the command in flight (or to
 //     the PDU after the prompt) is dropped.
 //   - Final result codes: OK; ERROR -> ErrError (also in the numeric form "0"
-//     and "4" of a modem left in ATV0, V.250 §6.2.6); "+CMS ERROR: n" -> *CMSError;
+//     and "4" of a modem left in ATV0, V.250 §6.2.6, and Huawei's "COMMAND
+//     NOT SUPPORT" and "TOO MANY PARAMETERS"); "+CMS ERROR: n" -> *CMSError;
 //     "+CME ERROR: n" -> *CMEError (classification documented on the types).
 //   - A command without a final result code when its context ends fails with
 //     *TimeoutError. For an SMS command ESC is sent first to abort the prompt

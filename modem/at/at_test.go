@@ -299,3 +299,25 @@ func TestNumericResultCodes(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Huawei modems end a command they do not know with "COMMAND NOT SUPPORT"
+// (and one with too many parameters with "TOO MANY PARAMETERS") instead of
+// ERROR: a final result code, not a line to wait past.
+func TestVendorRefusalsAreFinal(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT+CNMI=2,1,0,1,0":
+			f.send("\r\nCOMMAND NOT SUPPORT\r\n")
+		case "AT+CSCA=1,2,3,4":
+			f.send("\r\nTOO MANY PARAMETERS\r\n")
+		}
+	})
+	for _, cmd := range []string{"AT+CNMI=2,1,0,1,0", "AT+CSCA=1,2,3,4"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := s.Command(ctx, cmd)
+		cancel()
+		if !errors.Is(err, ErrError) {
+			t.Fatalf("%s: want ErrError, got %v", cmd, err)
+		}
+	}
+}

@@ -7,8 +7,9 @@ import (
 	"strings"
 )
 
-// ErrError is the bare final result code "ERROR" (V.250 §5.7.1). It carries no
-// cause, so callers treat it as temporary.
+// ErrError is the bare final result code "ERROR" (V.250 §5.7.1), and the
+// Huawei refusals "COMMAND NOT SUPPORT" and "TOO MANY PARAMETERS". It carries
+// no cause, so callers treat it as temporary.
 var ErrError = errors.New("at: modem answered ERROR")
 
 // ErrClosed is matched (errors.Is) by every *ClosedError.
@@ -203,6 +204,10 @@ func parseFinal(line string) (final bool, err error) {
 	case "OK", "0": // "0" and "4": the numeric forms of ATV0 (V.250 §6.2.6, Table 1)
 		return true, nil
 	case "ERROR", "4":
+		return true, ErrError
+	case "COMMAND NOT SUPPORT", "TOO MANY PARAMETERS":
+		// Huawei's refusals of an unknown command or of extra parameters:
+		// final, and as causeless as ERROR.
 		return true, ErrError
 	}
 	if rest, found := strings.CutPrefix(line, "+CMS ERROR:"); found {

@@ -64,6 +64,9 @@ type Options struct {
 	// Refuse lists commands (upper case, without "AT", e.g. "+CNMI=2,1,0,1,0")
 	// answered ERROR, as a modem that lacks a mode or a feature does.
 	Refuse []string
+	// RefuseWith is the final result code of a refused command; default
+	// "ERROR" (a Huawei answers "COMMAND NOT SUPPORT").
+	RefuseWith string
 	// NoSCA leaves the SMSC address field out of the PDUs it gives (+CDS,
 	// +CMGR, +CMGL), as some modems do; the announced length is the TPDU's
 	// either way.
@@ -487,6 +490,10 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	}
 	body := up[2:]
 	if slices.Contains(s.opts.Refuse, body) {
+		if s.opts.RefuseWith != "" {
+			c.write(c.final(s.opts.RefuseWith))
+			return 0, false
+		}
 		c.fail()
 		return 0, false
 	}
