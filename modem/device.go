@@ -161,7 +161,9 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 	refresh := func() {
 		probe()
 		ok := ready && health.Registered && errs < p.opts.MaxErrors
-		if ok != up || ok {
+		// A failed probe is reported each time, with its cause: a modem
+		// that never initialises is down with the reason, not "opening".
+		if ok != up || ok || lastErr != nil {
 			setUp(ok, lastErr)
 		}
 	}

@@ -2,6 +2,7 @@ package modem_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -224,6 +225,51 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.SendDelay, tc.opts.ReportDelay = 2*time.Millisecond, 5*time.Millisecond
 			sendOneWithReport(t, startSim(t, "s", tc.opts), nil)
+		})
+	}
+}
+
+// waitDown waits until modem name is down with a last error containing want.
+func waitDown(t *testing.T, ctx context.Context, p *modem.Pool, name, want string) modem.ModemStatus {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond) // polling the status API: there is no event to await
+	defer tick.Stop()
+	for {
+		for _, s := range p.Status() {
+			if s.Name == name && s.State == modem.StateDown && strings.Contains(s.LastError, want) {
+				return s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("modem %s not down with %q: %+v", name, want, p.Status())
+		case <-tick.C:
+		}
+	}
+}
+
+// A modem that cannot be initialised (no SIM, a PIN nobody configured, a
+// modem without PDU mode) is marked down with the reason, for the status
+// page and the modem_up metric, not left "opening" without a word.
+func TestModemThatCannotInitIsMarkedDownWithTheReason(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  modemsim.Options
+		noSIM bool
+		want  string
+	}{
+		{"no-sim", modemsim.Options{}, true, "SIM"},
+		{"pin-not-configured", modemsim.Options{PIN: "1234"}, false, "SIM PIN"},
+		{"text-mode-only", modemsim.Options{Refuse: []string{"+CMGF=0"}}, false, "PDU mode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, "s", tc.opts)
+			if tc.noSIM {
+				sim.SetSIMReady(false)
+			}
+			ctx := testCtx(t, 10*time.Second)
+			p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+			waitDown(t, ctx, p, "m0", tc.want)
 		})
 	}
 }

@@ -264,6 +264,9 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		return nil, err
 	}
 	if _, err := m.s.Command(ctx, "AT+CMGF=0"); err != nil {
+		if refused(err) {
+			return nil, fmt.Errorf("modem %s: no PDU mode (AT+CMGF=0 refused; text-mode-only modems are not supported): %w", m.opts.Name, err)
+		}
 		return nil, fmt.Errorf("modem %s: AT+CMGF=0 (PDU mode): %w", m.opts.Name, err)
 	}
 	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil && len(l) > 0 {
