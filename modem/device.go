@@ -3,6 +3,7 @@ package modem
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -17,6 +18,9 @@ func (p *Pool) runDevice(ctx context.Context, i int) {
 	cfg := p.devs[i].cfg
 	log := p.log.With(zap.String("modem", cfg.Name), zap.String("device", cfg.Device))
 	backoff := p.opts.ReopenMin
+	// pinRejected: the SIM refused cfg.PIN once; it is not entered again
+	// (three wrong PINs block the SIM) until the process restarts.
+	pinRejected := false
 	for ctx.Err() == nil {
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
 		rw, err := p.open(ctx, cfg)
@@ -27,7 +31,7 @@ func (p *Pool) runDevice(ctx context.Context, i int) {
 			backoff = min(2*backoff, p.opts.ReopenMax)
 			continue
 		}
-		served := p.serve(ctx, i, rw, log)
+		served := p.serve(ctx, i, rw, log, &pinRejected)
 		_ = rw.Close()
 		if ctx.Err() != nil {
 			return
@@ -74,7 +78,7 @@ func (p *Pool) idle(ctx context.Context, i int, d time.Duration) {
 
 // serve runs one opened port until it breaks or ctx ends. It reports whether
 // the modem got initialised (to reset the reopen backoff).
-func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger) bool {
+func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger, pinRejected *bool) bool {
 	cfg := p.devs[i].cfg
 	sendTimeout := p.opts.SendTimeout
 	if cfg.SendTimeout > 0 {
@@ -119,7 +123,20 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 	}
 	probe := func() {
 		if !ready {
-			info, err := m.Init(ctx, cfg.PIN)
+			pin := cfg.PIN
+			if *pinRejected {
+				pin = ""
+			}
+			info, err := m.Init(ctx, pin)
+			var se *SIMError
+			if errors.As(err, &se) && se.WrongPIN {
+				*pinRejected = true
+				log.Error("the SIM rejected the configured PIN; it will not be entered again (three wrong PINs block the SIM)", zap.Error(err))
+			}
+			if err != nil && *pinRejected && errors.As(err, &se) && !se.WrongPIN {
+				err = fmt.Errorf("%w; the configured pin was rejected earlier and is not entered again, "+
+					"so the SIM does not block (PUK): correct modems[].pin and restart", err)
+			}
 			if err != nil {
 				lastErr = err
 				return

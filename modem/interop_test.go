@@ -273,3 +273,32 @@ func TestModemThatCannotInitIsMarkedDownWithTheReason(t *testing.T) {
 		})
 	}
 }
+
+// A SIM blocks after three wrong PINs and then needs the PUK, which only a
+// person can give. A configured PIN the SIM rejected is therefore entered
+// once, never again at the re-probes: the modem stays down with the reason.
+func TestWrongPINIsNotRetried(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "0000"}}, nil)
+	// The first init and four re-probes (every 50 ms here) ask for the SIM state.
+	if err := sim.WaitCount(ctx, "+CPIN?", 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Count("+CPIN="); n != 1 || sim.PINBlocked() {
+		t.Fatalf("the wrong PIN was entered %d times (SIM blocked: %v); want once", n, sim.PINBlocked())
+	}
+	waitDown(t, ctx, p, "m0", "PIN")
+}
+
+// A SIM that asks for its PIN at power-up is unlocked with the configured
+// one and the modem comes up.
+func TestConfiguredPINUnlocksTheSIM(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, nil)
+	waitUp(t, ctx, p, "m0")
+	if _, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("pin ok")}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -83,6 +83,9 @@ var ErrNotRegistered = errors.New("modem: not registered on the network")
 type SIMError struct {
 	State string // the +CPIN answer ("SIM PIN", "NOT READY") or the cause
 	Err   error  // the underlying error, if any
+	// WrongPIN: the modem refused the configured PIN. Entering it again
+	// would block the SIM after three tries (27.007 §8.3: SIM PUK).
+	WrongPIN bool
 }
 
 func (e *SIMError) Error() string {
@@ -355,7 +358,7 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 			return &SIMError{State: st + " (no pin configured)"}
 		}
 		if _, err := m.s.Command(ctx, `AT+CPIN="`+pin+`"`); err != nil {
-			return &SIMError{State: "PIN rejected", Err: err}
+			return &SIMError{State: "PIN rejected", Err: err, WrongPIN: refused(err)}
 		}
 		st, err = m.SIMState(ctx)
 		if err != nil {

@@ -39,6 +39,12 @@ func startPool(t testing.TB, sims []*modemsim.Sim, maxPerMinute int, tune func(*
 	for i, s := range sims {
 		cfgs = append(cfgs, modem.Config{Name: fmt.Sprintf("m%d", i), Device: s.Path(), Baud: 115200, MaxPerMinute: maxPerMinute})
 	}
+	return startPoolConfigs(t, cfgs, tune)
+}
+
+// startPoolConfigs runs a pool of the given modems (names m0, m1...).
+func startPoolConfigs(t testing.TB, cfgs []modem.Config, tune func(*modem.PoolOptions)) *modem.Pool {
+	t.Helper()
 	o := modem.PoolOptions{
 		CommandTimeout: 2 * time.Second, SendTimeout: 5 * time.Second,
 		ReprobeInterval: 50 * time.Millisecond, ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,

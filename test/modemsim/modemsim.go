@@ -58,7 +58,7 @@ type Options struct {
 	ReportStatus byte          // TP-ST of the status reports (0 = delivered)
 	Manufacturer string        // default "SIEMENS"
 	Model        string        // default "TC35i"
-	PIN          string        // when set, the SIM asks for it after each power-up
+	PIN          string        // when set, the SIM asks for it after each power-up; 3 wrong PINs block it (SIM PUK)
 	SMSC         string        // default "+8613800100500"
 	Signal       int           // +CSQ rssi, default 20
 	// Refuse lists commands (upper case, without "AT", e.g. "+CNMI=2,1,0,1,0")
@@ -110,6 +110,9 @@ type Sim struct {
 	reg      bool                        // guarded by mu
 	garbage  bool                        // guarded by mu
 	garbSend bool                        // guarded by mu
+	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
+	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
+	cmdSeen  chan struct{}               // guarded by mu: closed and replaced on each command
 	closed   bool                        // guarded by mu
 	wg       sync.WaitGroup
 }
@@ -148,7 +151,8 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		opts.Name = "tc35i"
 	}
 	s := &Sim{opts: opts, notify: make(chan struct{}), partial: map[string][]*sms.SubmitPDU{},
-		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true}
+		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true,
+		counts: map[string]int{}, cmdSeen: make(chan struct{})}
 	s.dir = opts.Dir
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "modemsim")
@@ -283,6 +287,39 @@ func (s *Sim) WaitSent(ctx context.Context, n int) ([]Message, error) {
 			return s.Sent(), fmt.Errorf("modemsim: %d of %d messages sent: %w", got, n, ctx.Err())
 		}
 	}
+}
+
+// Count is how many times the modem received the command (upper case,
+// without "AT": "+CPIN?", "+CPIN=" for any PIN entry).
+func (s *Sim) Count(cmd string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[cmd]
+}
+
+// WaitCount waits until the modem received cmd at least n times.
+func (s *Sim) WaitCount(ctx context.Context, cmd string, n int) error {
+	for {
+		s.mu.Lock()
+		got, ch := s.counts[cmd], s.cmdSeen
+		s.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("modemsim: %s received %d of %d times: %w", cmd, got, n, ctx.Err())
+		}
+	}
+}
+
+// PINBlocked reports whether three wrong PINs blocked the SIM (it asks for
+// the PUK).
+func (s *Sim) PINBlocked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pinTries >= 3
 }
 
 // Stored is the number of messages in the SIM memory.
@@ -477,7 +514,17 @@ func (s *Sim) serve(c *conn) {
 // prompt was sent.
 func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	s.mu.Lock()
-	simReady, reg, garbage := s.simReady, s.reg, s.garbage
+	simReady, reg, garbage, blocked := s.simReady, s.reg, s.garbage, s.pinTries >= 3
+	key := strings.ToUpper(cmd)
+	if len(key) >= 2 {
+		key = key[2:]
+	}
+	if strings.HasPrefix(key, "+CPIN=") {
+		key = "+CPIN="
+	}
+	s.counts[key]++
+	close(s.cmdSeen)
+	s.cmdSeen = make(chan struct{})
 	s.mu.Unlock()
 	if garbage {
 		c.write("\r\n\xff#~^@junk\x07\r\n")
@@ -520,6 +567,8 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		switch {
 		case !simReady:
 			c.cmeError(10)
+		case blocked:
+			c.info("+CPIN: SIM PUK")
 		case !pinOK:
 			c.info("+CPIN: SIM PIN")
 		default:
@@ -527,11 +576,17 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		}
 	case strings.HasPrefix(body, "+CPIN="):
 		v, _ := arg("+CPIN=")
-		if strings.Trim(v, `"`) == s.opts.PIN {
+		switch {
+		case blocked:
+			c.cmeError(12) // SIM PUK required
+		case strings.Trim(v, `"`) == s.opts.PIN:
 			c.unlocked = true
 			c.info()
-		} else {
-			c.cmeError(16)
+		default:
+			s.mu.Lock()
+			s.pinTries++
+			s.mu.Unlock()
+			c.cmeError(16) // incorrect password
 		}
 	case body == "+CGMI":
 		c.info(s.opts.Manufacturer)
