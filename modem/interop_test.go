@@ -221,6 +221,10 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 		{"numeric-result-codes", modemsim.Options{Numeric: true}},
 		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".
 		{"huawei-refusals", modemsim.Options{Refuse: []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, RefuseWith: "COMMAND NOT SUPPORT"}},
+		// Unsolicited lines inside answers: Huawei's ^RSSI, ^BOOT, ^MODE;
+		// "+CPIN: READY", "Call Ready", "SMS Ready" of a SIMCom after boot.
+		{"unsolicited-lines-in-answers", modemsim.Options{Chatter: []string{
+			"^RSSI: 14", "^BOOT:20341,0,0,0,72", "^MODE:5,4", "+CPIN: READY", "Call Ready", "SMS Ready"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.SendDelay, tc.opts.ReportDelay = 2*time.Millisecond, 5*time.Millisecond

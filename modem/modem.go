@@ -199,7 +199,13 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	}
 	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
 	m.s.AddIndication("+CMT:", 1, pduURC(EventDeliver))
-	for _, p := range []string{"RING", "^SYSSTART", "+CREG:", "+CDSI:", "^SMGO", "+CIEV:"} {
+	// Status lines modems write at any time, even inside the answer to a
+	// command (where a line naming the command stays an answer, e.g.
+	// "+CPIN: READY" to AT+CPIN?): calls, registration, SIM and boot
+	// notices of Siemens, SIMCom ("Call Ready", "SMS Ready") and every
+	// Huawei "^XXX" line (^RSSI, ^BOOT, ^MODE, ^SRVST, ^SIMST...).
+	for _, p := range []string{"RING", "NO CARRIER", "+CRING:", "+CLIP:", "+CREG:", "+CGREG:", "+CEREG:",
+		"+CPIN:", "+CDSI:", "+CIEV:", "+CUSD:", "+CTZV:", "+PBREADY", "Call Ready", "SMS Ready", "^"} {
 		p := p
 		m.s.AddIndication(p, 0, func(l []string) { log.Debug("URC", zap.String("line", l[0])) })
 	}
@@ -272,9 +278,11 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		}
 		return nil, fmt.Errorf("modem %s: AT+CMGF=0 (PDU mode): %w", m.opts.Name, err)
 	}
-	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil && len(l) > 0 {
-		svc, _ := at.Int(at.Fields(l[0]), 0)
-		m.ackCDS = svc == 1
+	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil {
+		if a := answer(l, "+CSMS:"); a != "" {
+			svc, _ := at.Int(at.Fields(a), 0)
+			m.ackCDS = svc == 1
+		}
 	}
 	// New-message indications (27.005 §3.4.1): stored MO messages announced
 	// by +CMTI (mt=1), status reports routed as +CDS (ds=1). Modems differ in
@@ -304,8 +312,8 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	info := &Info{}
 	info.Manufacturer = m.first(ctx, "AT+CGMI")
 	info.Model = m.first(ctx, "AT+CGMM")
-	if l := m.first(ctx, "AT+CSCA?"); l != "" {
-		if f := at.Fields(l); len(f) > 0 {
+	if l, err := m.s.Command(ctx, "AT+CSCA?"); err == nil {
+		if f := at.Fields(answer(l, "+CSCA:")); len(f) > 0 {
 			info.SMSC = f[0]
 		}
 	}
@@ -335,14 +343,26 @@ func (m *Modem) SIMState(ctx context.Context) (string, error) {
 		}
 		return "", err
 	}
-	if len(l) == 0 {
+	a := answer(l, "+CPIN:")
+	if a == "" {
 		return "", &SIMError{State: "no +CPIN answer"}
 	}
-	f := at.Fields(l[0])
+	f := at.Fields(a)
 	if len(f) == 0 {
-		return "", &SIMError{State: l[0]}
+		return "", &SIMError{State: a}
 	}
 	return f[0], nil
+}
+
+// answer is the first line of l that starts with prefix ("+CSQ:"), "" if
+// none: an answer may hold lines the modem wrote unasked.
+func answer(l []string, prefix string) string {
+	for _, line := range l {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	return ""
 }
 
 func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
@@ -395,17 +415,15 @@ func (m *Modem) Health(ctx context.Context) (Health, error) {
 	if err != nil {
 		return h, fmt.Errorf("modem %s: AT+CSQ: %w", m.opts.Name, err)
 	}
-	if len(l) > 0 {
-		if rssi, ok := at.Int(at.Fields(l[0]), 0); ok {
-			h.SignalDBm = RSSIToDBm(rssi)
-		}
+	if rssi, ok := at.Int(at.Fields(answer(l, "+CSQ:")), 0); ok {
+		h.SignalDBm = RSSIToDBm(rssi)
 	}
 	l, err = m.s.Command(ctx, "AT+CREG?")
 	if err != nil {
 		return h, fmt.Errorf("modem %s: AT+CREG?: %w", m.opts.Name, err)
 	}
-	if len(l) > 0 {
-		f := at.Fields(l[0])
+	if a := answer(l, "+CREG:"); a != "" {
+		f := at.Fields(a)
 		// "+CREG: <n>,<stat>[,<lac>,<ci>]"; the unsolicited form has no <n>.
 		i := 1
 		if len(f) == 1 {

@@ -323,10 +323,13 @@ func (s *Session) match(line string) *indication {
 	return nil
 }
 
-// answers reports whether line prefix names the command cmd ("+CREG:" and
-// "AT+CREG?").
-func answers(cmd, prefix string) bool {
-	name := strings.TrimSuffix(strings.TrimSpace(prefix), ":")
+// answers reports whether the line's own prefix names the command cmd
+// ("+CREG: 0,1" and "AT+CREG?"). The line's name, not the indication's
+// prefix, decides: an indication registered as "^" catches every Huawei
+// "^XXX:" line, and "^SYSINFO: ..." still answers AT^SYSINFO.
+func answers(cmd, line string) bool {
+	name, _, _ := strings.Cut(line, ":")
+	name = strings.TrimSpace(name)
 	if !strings.HasPrefix(name, "+") && !strings.HasPrefix(name, "^") {
 		return false
 	}
@@ -448,7 +451,7 @@ func (s *Session) ownerLoop() {
 				}
 				continue
 			}
-			if ind := s.match(line); ind != nil && (cur == nil || !answers(cur.cmd, ind.prefix)) {
+			if ind := s.match(line); ind != nil && (cur == nil || !answers(cur.cmd, line)) {
 				u := urc{ind: ind, lines: []string{line}}
 				if ind.trailing == 0 {
 					if !s.queue(u) {

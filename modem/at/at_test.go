@@ -321,3 +321,32 @@ func TestVendorRefusalsAreFinal(t *testing.T) {
 		}
 	}
 }
+
+// An indication registered by a bare prefix ("^", every Huawei status line)
+// takes ^RSSI inside any answer, but the line naming the command in flight
+// ("^SYSINFO:" to AT^SYSINFO) stays its answer.
+func TestCatchAllIndicationLeavesTheAnswer(t *testing.T) {
+	got := make(chan string, 4)
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT^SYSINFO":
+			f.send("\r\n^RSSI: 14\r\n^SYSINFO: 2,3,0,5,1\r\n\r\nOK\r\n")
+		case "AT+CSQ":
+			f.send("\r\n^BOOT:20341,0,0,0,72\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+		}
+	})
+	s.AddIndication("^", 0, func(l []string) { got <- l[0] })
+	info, err := s.Command(ctxT(t), "AT^SYSINFO")
+	if err != nil || !reflect.DeepEqual(info, []string{"^SYSINFO: 2,3,0,5,1"}) {
+		t.Fatalf("AT^SYSINFO: got %q, %v", info, err)
+	}
+	info, err = s.Command(ctxT(t), "AT+CSQ")
+	if err != nil || !reflect.DeepEqual(info, []string{"+CSQ: 20,99"}) {
+		t.Fatalf("AT+CSQ: got %q, %v", info, err)
+	}
+	for _, want := range []string{"^RSSI: 14", "^BOOT:20341,0,0,0,72"} {
+		if g := <-got; g != want {
+			t.Fatalf("indication %q, want %q", g, want)
+		}
+	}
+}

@@ -74,6 +74,10 @@ type Options struct {
 	// Numeric starts every power-up in ATV0 (a stored profile with numeric
 	// result codes: "0<CR>" for OK, "4<CR>" for ERROR) until ATV1.
 	Numeric bool
+	// Chatter are unsolicited lines written inside every answer, before its
+	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
+	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
+	Chatter []string
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -126,7 +130,8 @@ type conn struct {
 
 	// owned by the serve goroutine:
 	echo     bool
-	numeric  bool // ATV0: numeric result codes
+	numeric  bool     // ATV0: numeric result codes
+	chatter  []string // Options.Chatter
 	cmee     int
 	unlocked bool
 	cnmiMT   int
@@ -239,7 +244,7 @@ func (s *Sim) Replug() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return err
 	}
-	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0, numeric: s.opts.Numeric}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0, numeric: s.opts.Numeric, chatter: s.opts.Chatter}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -412,7 +417,7 @@ func (c *conn) write(text string) {
 
 func (c *conn) info(lines ...string) {
 	var b strings.Builder
-	for _, l := range lines {
+	for _, l := range append(append([]string(nil), c.chatter...), lines...) {
 		if c.numeric {
 			b.WriteString(l + "\r\n") // V.250 §5.7.1: information text in ATV0 form
 		} else {
