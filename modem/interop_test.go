@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -304,5 +305,29 @@ func TestConfiguredPINUnlocksTheSIM(t *testing.T) {
 	waitUp(t, ctx, p, "m0")
 	if _, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("pin ok")}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A modem that keeps verbose errors (AT+CMEE=2 in its profile, AT+CMEE=1
+// refused) says "+CMS ERROR: Unidentified subscriber": a permanent number
+// error, returned at once and not sent again on another modem.
+func TestVerboseCMSErrorIsClassifiedByItsText(t *testing.T) {
+	a := startSim(t, "a", modemsim.Options{CMEE: 2, Refuse: []string{"+CMEE=1"}})
+	b := startSim(t, "b", modemsim.Options{CMEE: 2, Refuse: []string{"+CMEE=1"}})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{a, b}, 0, nil)
+	waitUp(t, ctx, p, "m0", "m1")
+	a.FailNext(28, 1)
+	b.FailNext(28, 1)
+	_, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800000000", Payload: []byte("hi")})
+	var se *modem.SendError
+	if !errors.As(err, &se) || !se.Permanent || !se.NumberError || se.Code != 28 {
+		t.Fatalf("want a permanent number error 28, got %v", err)
+	}
+	// One attempt only: the other modem still has its failure armed.
+	a.FailNext(0, 0)
+	b.FailNext(0, 0)
+	if n := a.Count("+CMGS=") + b.Count("+CMGS="); n != 1 {
+		t.Fatalf("AT+CMGS sent %d times for a permanent error", n)
 	}
 }

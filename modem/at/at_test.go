@@ -152,8 +152,64 @@ func TestFinalResultCodesAreTyped(t *testing.T) {
 		t.Fatalf("CME 10: got %#v", err)
 	}
 	_, err = s.Command(ctxT(t), "AT+D")
-	if !errors.As(err, &cme) || cme.Code != -1 || cme.Text != "SIM busy" {
+	if !errors.As(err, &cme) || cme.Code != 14 || cme.Text != "SIM busy" || !cme.SIMNotReady() {
 		t.Fatalf("verbose CME: got %#v", err)
+	}
+}
+
+// After AT+CMEE=2 (or on a modem that keeps it from its stored profile),
+// +CMS ERROR and +CME ERROR carry text: the 27.005 §3.2.5 and 27.007 §9.2
+// wording, or the RP-cause (24.011 Table 8.4) and TP-FCS (23.040
+// §9.2.3.22) names. They are classified as their numbers are.
+func TestVerboseErrorsAreClassifiedLikeTheirCodes(t *testing.T) {
+	for _, tc := range []struct {
+		line      string
+		code      int
+		permanent bool
+		number    bool
+	}{
+		{"+CMS ERROR: Unidentified subscriber", 28, true, true},
+		{"+CMS ERROR: Unassigned (unallocated) number", 1, true, true},
+		{"+CMS ERROR: unknown subscriber", 30, true, true},
+		{"+CMS ERROR: Invalid SME address", 0xC3, true, true},
+		{"+CMS ERROR: SM Rejected-Duplicate SM", 0xC5, true, false},
+		{"+CMS ERROR: invalid PDU mode parameter", 304, true, false},
+		{"+CMS ERROR: Congestion", 42, false, false},
+		{"+CMS ERROR: SMSC address unknown", 330, false, false},
+		{"+CMS ERROR: (U)SIM not inserted", 310, false, false},
+		{"+CMS ERROR: SIM busy", 314, false, false},
+		{"+CMS ERROR: no network service", 331, false, false},
+		{"+CMS ERROR: something only this firmware says", 500, false, false},
+	} {
+		ok, err := parseFinal(tc.line)
+		var cms *CMSError
+		if !ok || !errors.As(err, &cms) {
+			t.Fatalf("%q: not a +CMS ERROR: %v", tc.line, err)
+		}
+		if cms.Code != tc.code || cms.Permanent() != tc.permanent || cms.NumberError() != tc.number {
+			t.Errorf("%q: code %d permanent %v number %v; want %d %v %v", tc.line, cms.Code, cms.Permanent(), cms.NumberError(),
+				tc.code, tc.permanent, tc.number)
+		}
+	}
+	for _, tc := range []struct {
+		line string
+		code int
+		sim  bool
+	}{
+		{"+CME ERROR: SIM not inserted", 10, true},
+		{"+CME ERROR: SIM PIN required", 11, true},
+		{"+CME ERROR: SIM PUK required", 12, true},
+		{"+CME ERROR: incorrect password", 16, true},
+		{"+CME ERROR: no network service", 30, false},
+		{"+CME ERROR: operation not allowed", 3, false},
+		{"+CME ERROR: unknown", 100, false},
+		{"+CME ERROR: Whatever", -1, false},
+	} {
+		_, err := parseFinal(tc.line)
+		var cme *CMEError
+		if !errors.As(err, &cme) || cme.Code != tc.code || cme.SIMNotReady() != tc.sim {
+			t.Errorf("%q: got %#v; want code %d", tc.line, err, tc.code)
+		}
 	}
 }
 

@@ -74,6 +74,9 @@ type Options struct {
 	// Numeric starts every power-up in ATV0 (a stored profile with numeric
 	// result codes: "0<CR>" for OK, "4<CR>" for ERROR) until ATV1.
 	Numeric bool
+	// CMEE is the error format at power-up (AT+CMEE: 0 bare ERROR, 1
+	// numbers, 2 words), as a stored profile sets it.
+	CMEE int
 	// Chatter are unsolicited lines written inside every answer, before its
 	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
 	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
@@ -244,7 +247,7 @@ func (s *Sim) Replug() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return err
 	}
-	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0, numeric: s.opts.Numeric, chatter: s.opts.Chatter}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: s.opts.CMEE, numeric: s.opts.Numeric, chatter: s.opts.Chatter}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -295,7 +298,8 @@ func (s *Sim) WaitSent(ctx context.Context, n int) ([]Message, error) {
 }
 
 // Count is how many times the modem received the command (upper case,
-// without "AT": "+CPIN?", "+CPIN=" for any PIN entry).
+// without "AT", a set command without its parameters: "+CPIN?", "+CPIN=",
+// "+CMGS=").
 func (s *Sim) Count(cmd string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -447,17 +451,34 @@ func (c *conn) final(code string) string {
 func (c *conn) fail() { c.write(c.final("ERROR")) }
 
 func (c *conn) cmeError(code int) {
-	if c.cmee == 0 {
+	switch {
+	case c.cmee == 0:
 		c.fail()
-		return
+	case c.cmee == 2 && cmeTexts[code] != "":
+		c.write(c.final("+CME ERROR: " + cmeTexts[code]))
+	default:
+		c.write(c.final(fmt.Sprintf("+CME ERROR: %d", code)))
 	}
-	c.write(c.final(fmt.Sprintf("+CME ERROR: %d", code)))
 }
 
-// cmsError answers +CMS ERROR: <code> (27.005 §3.2.5).
+// cmsError answers +CMS ERROR: <code> (27.005 §3.2.5), in words after
+// AT+CMEE=2.
 func (c *conn) cmsError(code int) {
+	if c.cmee == 2 && cmsTexts[code] != "" {
+		c.write(c.final("+CMS ERROR: " + cmsTexts[code]))
+		return
+	}
 	c.write(c.final(fmt.Sprintf("+CMS ERROR: %d", code)))
 }
+
+// The verbose texts (AT+CMEE=2) of the errors the emulator gives or tests
+// ask for with FailNext: 27.007 §9.2, 27.005 §3.2.5, 24.011 Table 8.4.
+var (
+	cmeTexts = map[int]string{10: "SIM not inserted", 11: "SIM PIN required", 12: "SIM PUK required", 16: "incorrect password"}
+	cmsTexts = map[int]string{1: "Unassigned (unallocated) number", 28: "Unidentified subscriber", 42: "Congestion",
+		304: "invalid PDU mode parameter", 310: "SIM not inserted", 321: "invalid memory index",
+		330: "SMSC address unknown", 331: "no network service", 500: "unknown error"}
+)
 
 // serve is the goroutine of one power-up: it reads commands from the pty.
 func (s *Sim) serve(c *conn) {
@@ -524,8 +545,8 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	if len(key) >= 2 {
 		key = key[2:]
 	}
-	if strings.HasPrefix(key, "+CPIN=") {
-		key = "+CPIN="
+	if i := strings.IndexByte(key, '='); i >= 0 {
+		key = key[:i+1] // "+CPIN=", "+CMGS=": any parameters
 	}
 	s.counts[key]++
 	close(s.cmdSeen)
