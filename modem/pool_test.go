@@ -293,3 +293,35 @@ func TestProbeOverPty(t *testing.T) {
 		t.Fatalf("probe: %+v", r)
 	}
 }
+
+// A status report names the submit by TP-MR and recipient (23.040
+// §9.2.2.3). TP-MR is one octet per modem and wraps after 256 sends; a
+// late report (of a send before the wrap, or of another process) with the
+// same TP-MR but another recipient is not this message's receipt. The
+// recipient may come back in another format (national, no '+').
+func TestStatusReportMatchedByMRAndRecipient(t *testing.T) {
+	sim := startSim(t, "a", modemsim.Options{})
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	ctx := testCtx(t, 10*time.Second)
+	sent, err := p.Send(ctx, "our-1", sms.Submit{Dest: "+8613800138000", Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := sent.Refs[0]
+	if err := sim.InjectReport(mr, "+8613911112222", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.InjectReport(mr, "13800138000", 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"", "our-1"} {
+		select {
+		case r := <-p.Reports():
+			if r.ID != want || r.Status.MR != mr {
+				t.Fatalf("report %d (recipient %s) mapped to %q, want %q", i, r.Status.Recipient, r.ID, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("no status report")
+		}
+	}
+}

@@ -800,6 +800,25 @@ func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport})
 }
 
+// InjectReport makes the modem give a +CDS status report now (when
+// AT+CNMI asked for them) for TP-MR mr and recipient, whatever was sent: a
+// late report of an earlier send, or one in another number format.
+func (s *Sim) InjectReport(mr int, recipient string, status byte) error {
+	now := time.Now()
+	pdu, err := encodeStatusReport(mr, recipient, now.Add(-time.Second), now, status)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return errors.New("modemsim: unplugged")
+	}
+	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS > 0 })
+	return nil
+}
+
 func (s *Sim) report(c *conn, mr int, dest string) {
 	if d := s.opts.ReportDelay; d > 0 {
 		t := time.NewTimer(d)
