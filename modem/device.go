@@ -115,11 +115,14 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 		}
 	}
 	stored := func(st *Stored) {
-		if st.Err != nil {
-			log.Error("undecodable incoming message deleted", zap.Int("index", st.Index), zap.Error(st.Err))
-			return
+		switch {
+		case st.Err != nil:
+			log.Error("undecodable stored message deleted", zap.Int("index", st.Index), zap.Error(st.Err))
+		case st.Report != nil:
+			p.tell(ctx, devMsg{kind: msgReport, dev: i, report: st.Report})
+		case st.Deliver != nil:
+			deliver(st.Deliver)
 		}
-		deliver(st.Deliver)
 	}
 	probe := func() {
 		if !ready {
@@ -202,7 +205,7 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 		case ev := <-m.Events():
 			switch ev.Kind {
 			case EventStored:
-				st, err := m.Read(ctx, ev.Index)
+				st, err := m.Read(ctx, ev.Mem, ev.Index)
 				if err != nil {
 					log.Warn("reading incoming message", zap.Int("index", ev.Index), zap.Error(err))
 				}

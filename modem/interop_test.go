@@ -113,7 +113,8 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 		reports bool
 	}{
 		{"no-cmee-no-mode-2", []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, true},
-		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
+		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, Refuse: tc.refuse})
@@ -209,6 +210,9 @@ func sendOneWithReport(t *testing.T, sim *modemsim.Sim, tune func(*modem.PoolOpt
 	case <-ctx.Done():
 		t.Fatal("no status report")
 	}
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left in the modem's memory", n)
+	}
 }
 
 // Modems as they come from other makers or with other stored profiles: each
@@ -220,6 +224,8 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 	}{
 		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
 		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+		// Status reports only stored (AT+CNMI ds=2) and announced by +CDSI.
+		{"reports-stored-cdsi", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0"}}},
 		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".
 		{"huawei-refusals", modemsim.Options{Refuse: []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, RefuseWith: "COMMAND NOT SUPPORT"}},
 		// Unsolicited lines inside answers: Huawei's ^RSSI, ^BOOT, ^MODE;
@@ -329,5 +335,53 @@ func TestVerboseCMSErrorIsClassifiedByItsText(t *testing.T) {
 	b.FailNext(0, 0)
 	if n := a.Count("+CMGS=") + b.Count("+CMGS="); n != 1 {
 		t.Fatalf("AT+CMGS sent %d times for a permanent error", n)
+	}
+}
+
+// A status report waiting in the modem's memory (stored while the gateway
+// was down, or by a modem that stores them) is read at start-up as a status
+// report, not dropped as an undecodable incoming message.
+func TestStoredStatusReportIsReadAsAReport(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	now := time.Now()
+	pdu, err := sms.EncodeStatusReport(77, "+8613800138000", now.Add(-time.Minute), now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.DeliverPDU(pdu); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	select {
+	case r := <-p.Reports():
+		if r.Status.MR != 77 || r.Status.Recipient != "+8613800138000" || !r.Status.Delivered() {
+			t.Fatalf("report %+v", r.Status)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stored status report was not read as a report")
+	}
+}
+
+// +CMTI names the memory the message is in (27.005 §3.4.1); when it is not
+// the one AT+CMGR reads (+CPMS <mem1>), it is selected first.
+func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Mem: "ME"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "in ME" {
+			t.Fatalf("incoming %+v", in)
+		}
+	case <-ctx.Done():
+		t.Fatal("no incoming message")
+	}
+	if n := sim.Count("+CPMS="); n != 1 {
+		t.Fatalf("AT+CPMS=\"ME\" sent %d times, want once", n)
 	}
 }

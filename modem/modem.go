@@ -14,8 +14,10 @@
 // SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
 // A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
 // failure, as some Siemens firmware answers it to a failed send. Incoming
-// messages are read (AT+CMGR) and then deleted (AT+CMGD); at start-up,
-// AT+CMGL=4 picks up what arrived while we were down.
+// messages are read (AT+CMGR) and then deleted (AT+CMGD) from the memory
+// +CMTI names; status reports come as +CDS or, stored, as +CDSI and are
+// read the same way; at start-up, AT+CMGL=4 picks up what arrived while
+// we were down (messages and reports).
 //
 // # The pool
 //
@@ -121,7 +123,7 @@ type EventKind int
 
 // Event kinds.
 const (
-	EventStored       EventKind = iota // +CMTI: a message stored at Index
+	EventStored       EventKind = iota // +CMTI / +CDSI: a message or status report stored at Mem, Index
 	EventStatusReport                  // +CDS: PDU is an SMS-STATUS-REPORT
 	EventDeliver                       // +CMT: PDU is an SMS-DELIVER
 )
@@ -152,6 +154,7 @@ type Modem struct {
 	events chan Event // written by the session's URC dispatcher, read by the owner
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
 	cnmi   string     // the AT+CNMI setting the modem took; "" none
+	mem1   string     // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
 }
 
 // New wraps rw; call Init next.
@@ -197,6 +200,17 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 			push(Event{Kind: kind, PDU: withSCA(b, l[0])})
 		}
 	}
+	// +CDSI: a status report stored at <mem>,<index> (AT+CNMI ds=2,
+	// 27.005 §3.4.1): read like a stored incoming message.
+	m.s.AddIndication("+CDSI:", 0, func(l []string) {
+		f := at.Fields(l[0])
+		i, ok := at.Int(f, 1)
+		if !ok {
+			log.Warn("malformed +CDSI", zap.String("line", l[0]))
+			return
+		}
+		push(Event{Kind: EventStored, Mem: f[0], Index: i})
+	})
 	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
 	m.s.AddIndication("+CMT:", 1, pduURC(EventDeliver))
 	// Status lines modems write at any time, even inside the answer to a
@@ -205,7 +219,7 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	// notices of Siemens, SIMCom ("Call Ready", "SMS Ready") and every
 	// Huawei "^XXX" line (^RSSI, ^BOOT, ^MODE, ^SRVST, ^SIMST...).
 	for _, p := range []string{"RING", "NO CARRIER", "+CRING:", "+CLIP:", "+CREG:", "+CGREG:", "+CEREG:",
-		"+CPIN:", "+CDSI:", "+CIEV:", "+CUSD:", "+CTZV:", "+PBREADY", "Call Ready", "SMS Ready", "^"} {
+		"+CPIN:", "+CIEV:", "+CUSD:", "+CTZV:", "+PBREADY", "Call Ready", "SMS Ready", "^"} {
 		p := p
 		m.s.AddIndication(p, 0, func(l []string) { log.Debug("URC", zap.String("line", l[0])) })
 	}
@@ -277,6 +291,14 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 			return nil, fmt.Errorf("modem %s: no PDU mode (AT+CMGF=0 refused; text-mode-only modems are not supported): %w", m.opts.Name, err)
 		}
 		return nil, fmt.Errorf("modem %s: AT+CMGF=0 (PDU mode): %w", m.opts.Name, err)
+	}
+	// The memory read and deleted from (27.005 §3.2.2 <mem1>): +CMTI and
+	// +CDSI name theirs, which may be another one ("ME", "SR").
+	m.mem1 = ""
+	if l, err := m.s.Command(ctx, "AT+CPMS?"); err == nil {
+		if f := at.Fields(answer(l, "+CPMS:")); len(f) > 0 {
+			m.mem1 = f[0]
+		}
 	}
 	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil {
 		if a := answer(l, "+CSMS:"); a != "" {
@@ -398,7 +420,10 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 func (m *Modem) Announces() bool { return m.cnmi != "" }
 
 // cnmiModes are the AT+CNMI settings Init tries, in order.
-var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,0,0", "1,1,0,0,0"}
+//
+// Status reports routed (ds=1) first; a modem without that stores them and
+// announces them with +CDSI (ds=2); the last resort is no reports.
+var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0"}
 
 // refused reports whether err is the modem saying no (ERROR, +CME ERROR,
 // +CMS ERROR), as opposed to no answer or a broken port.
@@ -481,18 +506,23 @@ func (m *Modem) Ack(ctx context.Context) error {
 	return err
 }
 
-// Stored is a message read from the modem's memory.
+// Stored is a message read from the modem's memory: an incoming message
+// (SMS-DELIVER) or a status report (SMS-STATUS-REPORT, stored by AT+CNMI
+// ds=2 or kept from before).
 type Stored struct {
 	Index   int
 	PDU     []byte
-	Deliver *sms.Deliver // nil when the PDU is not a decodable SMS-DELIVER
-	Err     error        // the decoding error
+	Deliver *sms.Deliver      // an incoming message
+	Report  *sms.StatusReport // a status report
+	Err     error             // the decoding error (neither is set)
 }
 
-// Read reads the message at index (AT+CMGR) and deletes it (AT+CMGD). A
-// message that does not decode is deleted too (and returned with Err), so
-// one bad PDU cannot block the memory.
-func (m *Modem) Read(ctx context.Context, index int) (*Stored, error) {
+// Read reads the message at mem ("" or the current memory), index
+// (AT+CMGR) and deletes it (AT+CMGD). A message that does not decode is
+// deleted too (and returned with Err), so one bad PDU cannot block the
+// memory.
+func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error) {
+	m.selectMem(ctx, mem)
 	l, err := m.s.Command(ctx, "AT+CMGR="+strconv.Itoa(index))
 	if err != nil {
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: %w", m.opts.Name, index, err)
@@ -511,6 +541,21 @@ func (m *Modem) Read(ctx context.Context, index int) (*Stored, error) {
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: no message", m.opts.Name, index)
 	}
 	return st, nil
+}
+
+// selectMem makes mem the memory AT+CMGR and AT+CMGD work on (AT+CPMS,
+// 27.005 §3.2.2) when it is not already. A modem that refuses is read
+// as it is.
+func (m *Modem) selectMem(ctx context.Context, mem string) {
+	mem = strings.ToUpper(strings.TrimSpace(mem))
+	if mem == "" || mem == strings.ToUpper(m.mem1) {
+		return
+	}
+	if _, err := m.s.Command(ctx, `AT+CPMS="`+mem+`"`); err != nil {
+		m.log.Warn("cannot select the message memory", zap.String("mem", mem), zap.Error(err))
+		return
+	}
+	m.mem1 = mem
 }
 
 // ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
@@ -549,6 +594,10 @@ func decodeStored(index int, hexPDU, header string) *Stored {
 	}
 	b = withSCA(b, header)
 	st.PDU = b
+	if n := sms.TPDULen(b); n > 0 && b[len(b)-n]&0x03 == 0x02 { // TP-MTI: SMS-STATUS-REPORT
+		st.Report, st.Err = sms.DecodeStatusReport(b)
+		return st
+	}
 	st.Deliver, st.Err = sms.DecodeDeliver(b)
 	return st
 }

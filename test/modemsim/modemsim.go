@@ -13,7 +13,8 @@
 // then answers "+CMGS: <mr>" and records the message (parts of a
 // concatenated message are joined). A message counts as sent only once the
 // +CMGS answer is written. With TP-SRR, a +CDS status report follows after
-// ReportDelay when AT+CNMI asked for ds=1. Deliver stores incoming messages
+// ReportDelay when AT+CNMI asked for ds=1 (with ds=2 the report is stored
+// and announced with +CDSI; AT+CPMS names one memory). Deliver stores incoming messages
 // in the SIM memory and announces them with +CMTI.
 //
 // Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
@@ -77,6 +78,10 @@ type Options struct {
 	// CMEE is the error format at power-up (AT+CMEE: 0 bare ERROR, 1
 	// numbers, 2 words), as a stored profile sets it.
 	CMEE int
+	// Mem is the memory +CMTI and +CDSI name (default "SM"; AT+CPMS? says
+	// "SM" is <mem1>). The emulator has one memory under every name, so a
+	// test checks with Count("+CPMS=") that the client selected it.
+	Mem string
 	// Chatter are unsolicited lines written inside every answer, before its
 	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
 	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
@@ -151,6 +156,9 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	}
 	if opts.SMSC == "" {
 		opts.SMSC = "+8613800100500"
+	}
+	if opts.Mem == "" {
+		opts.Mem = "SM"
 	}
 	if opts.Signal == 0 {
 		opts.Signal = 20
@@ -377,26 +385,19 @@ func (s *Sim) Deliver(from, text string) error {
 	return s.DeliverPDU(pdus...)
 }
 
-// DeliverPDU stores raw SMS-DELIVER PDUs (with their SMSC field).
+// DeliverPDU stores raw PDUs (with their SMSC field; SMS-DELIVER, or
+// anything a modem may keep in its memory) and announces each with +CMTI.
 func (s *Sim) DeliverPDU(pdus ...[]byte) error {
 	for _, p := range pdus {
+		idx, err := s.storePDU(p)
+		if err != nil {
+			return err
+		}
 		s.mu.Lock()
-		idx := 0
-		for i := 1; i <= 30; i++ {
-			if _, used := s.store[i]; !used {
-				idx = i
-				break
-			}
-		}
-		if idx == 0 {
-			s.mu.Unlock()
-			return errors.New("modemsim: SIM memory full")
-		}
-		s.store[idx] = append([]byte(nil), p...)
 		c := s.conn
 		s.mu.Unlock()
 		if c != nil {
-			c.urc(fmt.Sprintf("+CMTI: \"SM\",%d", idx), func() bool { return c.cnmiMT > 0 })
+			c.urc(fmt.Sprintf("+CMTI: \"%s\",%d", s.opts.Mem, idx), func() bool { return c.cnmiMT > 0 })
 		}
 	}
 	return nil
@@ -630,6 +631,24 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		c.info(fmt.Sprintf("+CSCA: \"%s\",145", s.opts.SMSC))
 	case body == "+CMGF=0", body == "+CNMA":
 		c.info()
+	case body == "+CPMS?", strings.HasPrefix(body, "+CPMS="):
+		// One memory holds everything; "SM", "ME", "MT" and "SR" all name it.
+		if v, ok := arg("+CPMS="); ok {
+			for _, m := range strings.Split(v, ",") {
+				if !slices.Contains([]string{"SM", "ME", "MT", "SR"}, strings.ToUpper(strings.Trim(m, `" `))) {
+					c.cmsError(302)
+					return 0, false
+				}
+			}
+		}
+		s.mu.Lock()
+		n := len(s.store)
+		s.mu.Unlock()
+		if body == "+CPMS?" {
+			c.info(fmt.Sprintf(`+CPMS: "SM",%d,30,"SM",%d,30,"SM",%d,30`, n, n, n))
+		} else {
+			c.info(fmt.Sprintf("+CPMS: %d,30,%d,30,%d,30", n, n, n))
+		}
 	case body == "+CSMS?":
 		c.info("+CSMS: 0,1,1,1")
 	case strings.HasPrefix(body, "+CNMI="):
@@ -815,7 +834,7 @@ func (s *Sim) InjectReport(mr int, recipient string, status byte) error {
 	if c == nil {
 		return errors.New("modemsim: unplugged")
 	}
-	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS > 0 })
+	s.giveReport(c, pdu)
 	return nil
 }
 
@@ -834,7 +853,38 @@ func (s *Sim) report(c *conn, mr int, dest string) {
 	if err != nil {
 		return
 	}
-	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS > 0 })
+	s.giveReport(c, pdu)
+}
+
+// giveReport hands a status report over as AT+CNMI asked: routed as +CDS
+// (ds=1), or stored in the SIM memory and announced with +CDSI (ds=2,
+// 27.005 §3.4.1).
+func (s *Sim) giveReport(c *conn, pdu []byte) {
+	c.wmu.Lock()
+	ds := c.cnmiDS
+	c.wmu.Unlock()
+	if ds != 2 {
+		c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS == 1 })
+		return
+	}
+	idx, err := s.storePDU(pdu)
+	if err != nil {
+		return
+	}
+	c.urc(fmt.Sprintf("+CDSI: \"%s\",%d", s.opts.Mem, idx), func() bool { return c.cnmiDS == 2 })
+}
+
+// storePDU puts a PDU in the first free SIM slot.
+func (s *Sim) storePDU(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 1; i <= 30; i++ {
+		if _, used := s.store[i]; !used {
+			s.store[i] = append([]byte(nil), p...)
+			return i, nil
+		}
+	}
+	return 0, errors.New("modemsim: SIM memory full")
 }
 
 // pduHex is a PDU (SMSC address field first) as the modem writes it: hex,
