@@ -35,7 +35,7 @@
 // reassembled by the phone).
 //
 // A modem is healthy when its SIM is ready, it is registered (home or
-// roaming, 27.007 §7.2) and it has had fewer than MaxErrors consecutive
+// roaming, or on LTE for SMS: +CREG <stat> 1, 5, 6, 7, 9, 10; 27.007 §7.2) and it has had fewer than MaxErrors consecutive
 // temporary send failures; otherwise it is out until a re-probe succeeds.
 //
 // Failure policy:
@@ -112,9 +112,10 @@ type Info struct {
 type Health struct {
 	// SignalDBm is -113 + 2*rssi (27.007 §8.5); 0 when unknown (rssi 99).
 	SignalDBm int
-	// Reg is the +CREG <stat> (27.007 §7.2): 1 home, 5 roaming, 0/2/3/4 not.
+	// Reg is the +CREG <stat> (27.007 §7.2): 1 home, 5 roaming, 6/7 SMS
+	// only, 9/10 CSFB not preferred; 0/2/3/4/8 not registered.
 	Reg int
-	// Registered is Reg 1 or 5.
+	// Registered is Reg 1, 5, 6, 7, 9 or 10.
 	Registered bool
 }
 
@@ -447,17 +448,53 @@ func (m *Modem) Health(ctx context.Context) (Health, error) {
 	if err != nil {
 		return h, fmt.Errorf("modem %s: AT+CREG?: %w", m.opts.Name, err)
 	}
-	if a := answer(l, "+CREG:"); a != "" {
-		f := at.Fields(a)
-		// "+CREG: <n>,<stat>[,<lac>,<ci>]"; the unsolicited form has no <n>.
-		i := 1
-		if len(f) == 1 {
-			i = 0
-		}
-		h.Reg, _ = at.Int(f, i)
-	}
-	h.Registered = h.Reg == 1 || h.Reg == 5
+	h.Reg = cregStat(l)
+	h.Registered = registered(h.Reg)
 	return h, nil
+}
+
+// cregStat reads <stat> from the answer to AT+CREG? (27.007 §7.2):
+// "+CREG: <n>,<stat>[,<lac>,<ci>[,<AcT>]]". An unsolicited "+CREG:
+// <stat>[,<lac>,<ci>...]" (AT+CREG=1/2 in the modem's profile) can come in
+// the same answer; the solicited form wins, the unsolicited one is used
+// when it is all there is. They differ in the second field: <stat> is a
+// number, <lac> a quoted string.
+func cregStat(l []string) int {
+	stat, found := 0, false
+	for _, line := range l {
+		if !strings.HasPrefix(line, "+CREG:") {
+			continue
+		}
+		f := at.Fields(line)
+		_, rest, _ := strings.Cut(line, ",")
+		solicited := len(f) >= 2 && !strings.HasPrefix(strings.TrimSpace(rest), `"`)
+		i := 0
+		if solicited {
+			i = 1
+		}
+		n, ok := at.Int(f, i)
+		if !ok {
+			continue
+		}
+		if solicited {
+			return n
+		}
+		if !found {
+			stat, found = n, true
+		}
+	}
+	return stat
+}
+
+// registered reports whether a +CREG <stat> can carry SMS (27.007 §7.2):
+// 1 home, 5 roaming, and on E-UTRAN 6/7 "SMS only" and 9/10 "CSFB not
+// preferred" (home/roaming). 0, 2, 3, 4 and 8 (emergency only) cannot.
+func registered(stat int) bool {
+	switch stat {
+	case 1, 5, 6, 7, 9, 10:
+		return true
+	}
+	return false
 }
 
 // RSSIToDBm converts the +CSQ <rssi> (27.007 §8.5): 0 is -113 dBm or less,

@@ -325,3 +325,29 @@ func TestStatusReportMatchedByMRAndRecipient(t *testing.T) {
 		}
 	}
 }
+
+// +CREG <stat> (27.007 §7.2): home (1), roaming (5), and the LTE
+// registrations for SMS (6/7 "SMS only", 9/10 "CSFB not preferred", home
+// and roaming) can send; not searching (0), searching (2), denied (3) and
+// unknown (4) cannot.
+func TestRegistrationStates(t *testing.T) {
+	for _, tc := range []struct {
+		stat int
+		up   bool
+	}{{1, true}, {5, true}, {6, true}, {7, true}, {9, true}, {10, true}, {0, false}, {2, false}, {3, false}, {4, false}} {
+		t.Run(fmt.Sprint(tc.stat), func(t *testing.T) {
+			sim := startSim(t, "a", modemsim.Options{})
+			sim.SetRegStat(tc.stat)
+			p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+			ctx := testCtx(t, 10*time.Second)
+			if !tc.up {
+				waitDown(t, ctx, p, "m0", "not registered")
+				return
+			}
+			waitUp(t, ctx, p, "m0")
+			if st := p.Status()[0]; st.Registration != tc.stat {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+}

@@ -120,6 +120,7 @@ type Sim struct {
 	unplugAt bool                        // guarded by mu
 	simReady bool                        // guarded by mu
 	reg      bool                        // guarded by mu
+	regStat  int                         // guarded by mu: +CREG <stat> set by SetRegStat; 0 = from reg
 	garbage  bool                        // guarded by mu
 	garbSend bool                        // guarded by mu
 	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
@@ -364,7 +365,22 @@ func (s *Sim) UnplugOnNextSend() { s.mu.Lock(); s.unplugAt = true; s.mu.Unlock()
 func (s *Sim) SetSIMReady(ok bool) { s.mu.Lock(); s.simReady = ok; s.mu.Unlock() }
 
 // SetRegistered switches network registration (+CREG: 0,1 / 0,0).
-func (s *Sim) SetRegistered(ok bool) { s.mu.Lock(); s.reg = ok; s.mu.Unlock() }
+func (s *Sim) SetRegistered(ok bool) {
+	s.mu.Lock()
+	s.reg, s.regStat = ok, 0
+	s.mu.Unlock()
+}
+
+// SetRegStat sets the +CREG <stat> the modem reports (27.007 §7.2: 0 not
+// searching, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming, 6/7 SMS
+// only home/roaming, 9/10 CSFB not preferred home/roaming); sends work in
+// 1, 5, 6, 7, 9 and 10.
+func (s *Sim) SetRegStat(stat int) {
+	s.mu.Lock()
+	s.regStat = stat
+	s.reg = slices.Contains([]int{1, 5, 6, 7, 9, 10}, stat)
+	s.mu.Unlock()
+}
 
 // SetGarbage makes the modem answer noise instead of result codes.
 func (s *Sim) SetGarbage(on bool) { s.mu.Lock(); s.garbage = on; s.mu.Unlock() }
@@ -626,6 +642,11 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		if reg && simReady {
 			st = 1
 		}
+		s.mu.Lock()
+		if s.regStat != 0 && simReady {
+			st = s.regStat
+		}
+		s.mu.Unlock()
 		c.info(fmt.Sprintf("+CREG: 0,%d", st))
 	case body == "+CSCA?":
 		c.info(fmt.Sprintf("+CSCA: \"%s\",145", s.opts.SMSC))
