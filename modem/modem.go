@@ -35,8 +35,9 @@
 // reassembled by the phone).
 //
 // A modem is healthy when its SIM is ready, it is registered (home or
-// roaming, or on LTE for SMS: +CREG <stat> 1, 5, 6, 7, 9, 10; 27.007 §7.2) and it has had fewer than MaxErrors consecutive
-// temporary send failures; otherwise it is out until a re-probe succeeds.
+// roaming, or on LTE for SMS: +CREG <stat> 1, 5, 6, 7, 9, 10; 27.007
+// §7.2) and it has had fewer than MaxErrors consecutive temporary send
+// failures; otherwise it is out until a re-probe succeeds.
 //
 // Failure policy:
 //   - a permanent +CMS ERROR (number error, invalid PDU: see at.CMSError) is
