@@ -3,7 +3,7 @@
 //
 // Policy:
 //   - One reader goroutine splits the byte stream into lines (CR and/or LF end a
-//     line; empty lines are dropped) and recognises the "> " prompt that
+//     line; empty lines are dropped; a line over 4 KiB is noise, dropped) and recognises the "> " prompt that
 //     AT+CMGS sends without a line ending (27.005 §3.5.1).
 //   - One owner goroutine serialises commands: one in flight at a time, the
 //     others wait in order. It alone writes to the port.
@@ -234,10 +234,17 @@ func (s *Session) do(ctx context.Context, cmd, pdu string) ([]string, error) {
 	return res.info, res.err
 }
 
+// maxLine bounds a line: the longest we read is a PDU line (at most 2 x
+// 176 hex digits) or an information line of a few hundred characters. A
+// longer run without a line end is noise (wrong baud rate, bad cable) and
+// is dropped up to the next line end.
+const maxLine = 4096
+
 // readLoop is the reader goroutine: bytes -> lines and prompts.
 func (s *Session) readLoop() {
 	buf := make([]byte, 512)
 	var line []byte
+	overlong := false // dropping the rest of an overlong line
 	emit := func(ev readEvent) bool {
 		select {
 		case s.events <- ev:
@@ -251,14 +258,22 @@ func (s *Session) readLoop() {
 		for _, b := range buf[:n] {
 			switch b {
 			case '\r', '\n':
-				if l := strings.TrimSpace(string(line)); l != "" {
+				if l := strings.TrimSpace(string(line)); l != "" && !overlong {
 					if !emit(readEvent{line: l}) {
 						return
 					}
 				}
-				line = line[:0]
+				line, overlong = line[:0], false
 			case 0x1a, 0x1b, 0: // echoed Ctrl-Z / ESC, NUL noise
 			default:
+				if overlong {
+					continue
+				}
+				if len(line) >= maxLine {
+					s.log.Warn("at: line without end longer than maxLine dropped", zap.Int("max", maxLine))
+					line, overlong = line[:0], true
+					continue
+				}
 				line = append(line, b)
 				if len(line) == 2 && line[0] == '>' && line[1] == ' ' {
 					if !emit(readEvent{prompt: true}) {

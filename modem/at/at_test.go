@@ -406,3 +406,17 @@ func TestCatchAllIndicationLeavesTheAnswer(t *testing.T) {
 		}
 	}
 }
+
+// Noise without line ends (a wrong baud rate, a dying cable) must not grow
+// a line without bound: a line longer than any AT answer is dropped.
+func TestOverlongLineIsDropped(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		if cmd == "AT" {
+			f.send(strings.Repeat("\xfe~", 64<<10) + "\r\nOK\r\n")
+		}
+	})
+	info, err := s.Command(ctxT(t), "AT")
+	if err != nil || len(info) != 0 {
+		t.Fatalf("got %d lines (first %d bytes), %v; want the noise dropped", len(info), len(strings.Join(info, "")), err)
+	}
+}
