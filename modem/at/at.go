@@ -24,7 +24,10 @@
 //     "+CME ERROR: n" -> *CMEError (classification documented on the types).
 //   - A command without a final result code when its context ends fails with
 //     *TimeoutError. For an SMS command ESC is sent first to abort the prompt
-//     (27.005 §3.5.1). Then, during a guard time, lines that are not URCs are
+//     (27.005 §3.5.1). An SMS command whose "> " prompt does not come within
+//     the command timeout (Options.Timeout; the context may allow much
+//     longer for the network's answer) fails then, with ESC, as a
+//     *TimeoutError wrapping ErrNoPrompt: the PDU was never written. Then, during a guard time, lines that are not URCs are
 //     dropped as the late answer of the abandoned command.
 //   - A read or write error (EOF, device unplugged) fails the command in flight
 //     and all later ones with *ClosedError and closes Done().
@@ -359,13 +362,22 @@ func (s *Session) ownerLoop() {
 		cur         *request
 		info        []string
 		awaitPrompt bool
+		prompt      *time.Timer // bounds the wait for "> " (the command timeout)
+		promptC     <-chan time.Time
 		pending     *urc
 		guard       *time.Timer
 		guardC      <-chan time.Time
 	)
+	stopPrompt := func() {
+		if prompt != nil {
+			prompt.Stop()
+		}
+		promptC = nil
+	}
 	finish := func(err error) {
 		cur.result <- result{info: info, err: err}
 		cur, info, awaitPrompt = nil, nil, false
+		stopPrompt()
 	}
 	shutdown := func(cause error) {
 		ce := &ClosedError{Err: cause}
@@ -378,6 +390,7 @@ func (s *Session) ownerLoop() {
 		if guard != nil {
 			guard.Stop()
 		}
+		stopPrompt()
 		close(s.done)
 		// Requests already handed over cannot exist (reqs is unbuffered);
 		// callers blocked on reqs see done.
@@ -429,6 +442,22 @@ func (s *Session) ownerLoop() {
 				shutdown(err)
 				return
 			}
+			if awaitPrompt {
+				prompt = time.NewTimer(s.opts.Timeout)
+				promptC = prompt.C
+			}
+		case <-promptC:
+			// No "> " within the command timeout: the modem did not take
+			// the command, and the PDU was never written.
+			promptC = nil
+			if err := write("\x1b"); err != nil {
+				shutdown(err)
+				return
+			}
+			s.log.Warn("no > prompt to an SMS command", zap.String("cmd", cur.cmd))
+			finish(&TimeoutError{Cmd: cur.cmd, Err: ErrNoPrompt})
+			guard = time.NewTimer(s.opts.GuardTime)
+			guardC = guard.C
 		case <-ctxDone:
 			if awaitPrompt || cur.pdu != "" {
 				// Abort the prompt or the send (27.005 §3.5.1: ESC cancels).
@@ -446,6 +475,7 @@ func (s *Session) ownerLoop() {
 				s.trace("rx", ">")
 				if cur != nil && awaitPrompt {
 					awaitPrompt = false
+					stopPrompt()
 					if err := write(cur.pdu + "\x1a"); err != nil {
 						shutdown(err)
 						return

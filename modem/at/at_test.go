@@ -420,3 +420,35 @@ func TestOverlongLineIsDropped(t *testing.T) {
 		t.Fatalf("got %d lines (first %d bytes), %v; want the noise dropped", len(info), len(strings.Join(info, "")), err)
 	}
 }
+
+// A modem that never gives the "> " prompt to AT+CMGS has not taken the
+// PDU: the send fails after the command timeout (not the long send
+// timeout, which is for the network's answer), with ESC to leave the
+// prompt state, and says the PDU was never written.
+func TestSMSCommandWithoutPromptFailsAtTheCommandTimeout(t *testing.T) {
+	escaped := make(chan struct{}, 1)
+	f := newFake(func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "ESC":
+			escaped <- struct{}{}
+		case "AT":
+			f.send("\r\nOK\r\n")
+		}
+	})
+	s := New(f, Options{GuardTime: 20 * time.Millisecond, Timeout: 200 * time.Millisecond})
+	t.Cleanup(func() { s.Close(); f.unplugOnce() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // the send timeout
+	defer cancel()
+	start := time.Now()
+	_, err := s.SMSCommand(ctx, "AT+CMGS=10", "00")
+	if !errors.Is(err, ErrNoPrompt) {
+		t.Fatalf("want ErrNoPrompt, got %v after %v", err, time.Since(start))
+	}
+	<-escaped
+	if strings.Contains(f.wrote(), "00\x1a") {
+		t.Fatalf("the PDU was written without a prompt: %q", f.wrote())
+	}
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("session unusable after a missing prompt: %v", err)
+	}
+}

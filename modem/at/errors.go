@@ -12,6 +12,11 @@ import (
 // no cause, so callers treat it as temporary.
 var ErrError = errors.New("at: modem answered ERROR")
 
+// ErrNoPrompt is the cause (in a *TimeoutError) of an SMS command that got
+// no "> " prompt within the command timeout: the PDU was not written, so
+// the message was not sent.
+var ErrNoPrompt = errors.New("no \"> \" prompt")
+
 // ErrClosed is matched (errors.Is) by every *ClosedError.
 var ErrClosed = errors.New("at: session closed")
 
