@@ -96,6 +96,7 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 		lastErr error
 		reasm   sms.Reassembler
 		served  bool
+		warn    error // a problem that does not take the modem out (no SMSC address)
 	)
 	setUp := func(v bool, err error) {
 		up = v
@@ -146,6 +147,10 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			}
 			ready, served = true, true
 			health = info.Health
+			if info.NoSMSC {
+				warn = ErrNoSMSC
+				log.Warn("modem without SMSC address", zap.Error(warn))
+			}
 			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
 			if msgs, err := m.ReadAll(ctx); err != nil {
@@ -176,14 +181,14 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			lastErr = ErrNotRegistered
 			return
 		}
-		errs, lastErr = 0, nil
+		errs, lastErr = 0, warn
 	}
 	refresh := func() {
 		probe()
 		ok := ready && health.Registered && errs < p.opts.MaxErrors
 		// A failed probe is reported each time, with its cause: a modem
 		// that never initialises is down with the reason, not "opening".
-		if ok != up || ok || lastErr != nil {
+		if ok != up || ok || lastErr != nil { // ok with lastErr: up with a warning
 			setUp(ok, lastErr)
 		}
 	}

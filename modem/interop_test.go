@@ -388,3 +388,25 @@ func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
 		t.Fatalf("AT+CPMS=\"ME\" sent %d times, want once", n)
 	}
 }
+
+// A SIM without an SMSC address (`+CSCA: "",129`) cannot send: the PDUs
+// leave the SMSC to the SIM, and the modem answers +CMS ERROR: 330. Init
+// says so, on the status page, instead of leaving it to each failed send.
+func TestModemWithoutSMSCAddressSaysSo(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{NoSMSC: true})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	tick := time.NewTicker(10 * time.Millisecond) // polling the status API: there is no event to await
+	defer tick.Stop()
+	for {
+		st := p.Status()[0]
+		if strings.Contains(st.LastError, "SMSC") {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no word of the missing SMSC address: %+v", st)
+		case <-tick.C:
+		}
+	}
+}

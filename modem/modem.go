@@ -106,8 +106,14 @@ type Info struct {
 	Manufacturer string
 	Model        string
 	SMSC         string
+	// NoSMSC: AT+CSCA? answered an empty address. Our PDUs leave the SMSC
+	// to the SIM, so sends will fail (+CMS ERROR: 330) until one is set.
+	NoSMSC bool
 	Health
 }
+
+// ErrNoSMSC is the warning of a modem whose SIM has no SMSC address.
+var ErrNoSMSC = errors.New(`modem: the SIM has no SMSC address (AT+CSCA? is empty): sends will fail with +CMS ERROR: 330 until one is set with AT+CSCA="<number>"`)
 
 // Health is the radio state.
 type Health struct {
@@ -339,6 +345,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	if l, err := m.s.Command(ctx, "AT+CSCA?"); err == nil {
 		if f := at.Fields(answer(l, "+CSCA:")); len(f) > 0 {
 			info.SMSC = f[0]
+			info.NoSMSC = strings.Trim(f[0], `"+ `) == ""
 		}
 	}
 	h, err := m.Health(ctx)

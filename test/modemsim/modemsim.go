@@ -78,6 +78,10 @@ type Options struct {
 	// CMEE is the error format at power-up (AT+CMEE: 0 bare ERROR, 1
 	// numbers, 2 words), as a stored profile sets it.
 	CMEE int
+	// NoSMSC leaves the SIM without an SMSC address: AT+CSCA? answers
+	// `+CSCA: "",129` and sends fail with +CMS ERROR: 330 (SMSC address
+	// unknown), until AT+CSCA=<number> sets one.
+	NoSMSC bool
 	// Mem is the memory +CMTI and +CDSI name (default "SM"; AT+CPMS? says
 	// "SM" is <mem1>). The emulator has one memory under every name, so a
 	// test checks with Count("+CPMS=") that the client selected it.
@@ -124,6 +128,7 @@ type Sim struct {
 	garbage  bool                        // guarded by mu
 	garbSend bool                        // guarded by mu
 	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
+	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
 	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
 	cmdSeen  chan struct{}               // guarded by mu: closed and replaced on each command
 	closed   bool                        // guarded by mu
@@ -170,6 +175,9 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	s := &Sim{opts: opts, notify: make(chan struct{}), partial: map[string][]*sms.SubmitPDU{},
 		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true,
 		counts: map[string]int{}, cmdSeen: make(chan struct{})}
+	if !opts.NoSMSC {
+		s.smsc = opts.SMSC
+	}
 	s.dir = opts.Dir
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "modemsim")
@@ -280,6 +288,12 @@ func makeRaw(f *os.File) error {
 	t.Cflag |= unix.CS8
 	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
 	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
+}
+
+func (s *Sim) noSMSC() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.smsc == ""
 }
 
 // Sent returns the messages sent so far, in order.
@@ -649,7 +663,21 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		s.mu.Unlock()
 		c.info(fmt.Sprintf("+CREG: 0,%d", st))
 	case body == "+CSCA?":
-		c.info(fmt.Sprintf("+CSCA: \"%s\",145", s.opts.SMSC))
+		s.mu.Lock()
+		smsc := s.smsc
+		s.mu.Unlock()
+		if smsc == "" {
+			c.info(`+CSCA: "",129`)
+		} else {
+			c.info(fmt.Sprintf("+CSCA: \"%s\",145", smsc))
+		}
+	case strings.HasPrefix(body, "+CSCA="):
+		v, _ := arg("+CSCA=")
+		num, _, _ := strings.Cut(v, ",")
+		s.mu.Lock()
+		s.smsc = strings.Trim(num, `" `)
+		s.mu.Unlock()
+		c.info()
 	case body == "+CMGF=0", body == "+CNMA":
 		c.info()
 	case body == "+CPMS?", strings.HasPrefix(body, "+CPMS="):
@@ -694,6 +722,8 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			c.cmsError(310)
 		case !reg:
 			c.cmsError(331)
+		case s.noSMSC():
+			c.cmsError(330)
 		default:
 			c.write("\r\n> ")
 			return n, true
