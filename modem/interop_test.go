@@ -224,6 +224,9 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 	}{
 		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
 		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+		// A SIM still busy after boot (+CMS ERROR: 314) is not a modem
+		// that refuses every AT+CNMI mode: init is tried again.
+		{"sim-busy-at-init", modemsim.Options{SIMBusy: 8}},
 		// Status reports only stored (AT+CNMI ds=2) and announced by +CDSI.
 		{"reports-stored-cdsi", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0"}}},
 		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".

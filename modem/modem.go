@@ -327,7 +327,9 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 			m.cnmi = mode
 			break
 		}
-		if !refused(err) {
+		if !refused(err) || simBusy(err) {
+			// A SIM still busy after boot or PIN entry is not a modem
+			// that lacks the mode: init again at the next probe.
 			return nil, fmt.Errorf("modem %s: AT+CNMI=%s: %w", m.opts.Name, mode, err)
 		}
 	}
@@ -433,6 +435,14 @@ func (m *Modem) Announces() bool { return m.cnmi != "" }
 // Status reports routed (ds=1) first; a modem without that stores them and
 // announces them with +CDSI (ds=2); the last resort is no reports.
 var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0"}
+
+// simBusy reports the SIM-busy errors (27.005 §3.2.5 CMS 314, 27.007
+// §9.2.1 CME 14): a refusal for now, not for good.
+func simBusy(err error) bool {
+	var cme *at.CMEError
+	var cms *at.CMSError
+	return errors.As(err, &cms) && cms.Code == 314 || errors.As(err, &cme) && cme.Code == 14
+}
 
 // refused reports whether err is the modem saying no (ERROR, +CME ERROR,
 // +CMS ERROR), as opposed to no answer or a broken port.

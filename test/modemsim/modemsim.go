@@ -82,6 +82,10 @@ type Options struct {
 	// `+CSCA: "",129` and sends fail with +CMS ERROR: 330 (SMSC address
 	// unknown), until AT+CSCA=<number> sets one.
 	NoSMSC bool
+	// SIMBusy answers the first n message-service commands after each
+	// power-up (AT+CNMI, AT+CPMS, AT+CSMS, AT+CMGL/R/S/D) with +CMS ERROR: 314,
+	// "SIM busy", as a SIM still reading its files after boot or PIN entry.
+	SIMBusy int
 	// Mem is the memory +CMTI and +CDSI name (default "SM"; AT+CPMS? says
 	// "SM" is <mem1>). The emulator has one memory under every name, so a
 	// test checks with Count("+CPMS=") that the client selected it.
@@ -146,6 +150,7 @@ type conn struct {
 	echo     bool
 	numeric  bool     // ATV0: numeric result codes
 	chatter  []string // Options.Chatter
+	busyLeft int      // Options.SIMBusy left
 	cmee     int
 	unlocked bool
 	cnmiMT   int
@@ -264,7 +269,7 @@ func (s *Sim) Replug() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return err
 	}
-	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: s.opts.CMEE, numeric: s.opts.Numeric, chatter: s.opts.Chatter}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: s.opts.CMEE, numeric: s.opts.Numeric, chatter: s.opts.Chatter, busyLeft: s.opts.SIMBusy}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -608,6 +613,15 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		return "", false
 	}
 	pinOK := s.opts.PIN == "" || c.unlocked
+	if c.busyLeft > 0 {
+		for _, p := range []string{"+CNMI", "+CPMS", "+CSMS", "+CMGL", "+CMGR", "+CMGS", "+CMGD"} {
+			if strings.HasPrefix(body, p) {
+				c.busyLeft--
+				c.cmsError(314)
+				return 0, false
+			}
+		}
+	}
 	switch {
 	case body == "":
 		c.info()
