@@ -234,7 +234,7 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 		// Unsolicited lines inside answers: Huawei's ^RSSI, ^BOOT, ^MODE;
 		// "+CPIN: READY", "Call Ready", "SMS Ready" of a SIMCom after boot.
 		{"unsolicited-lines-in-answers", modemsim.Options{Chatter: []string{
-			"^RSSI: 14", "^BOOT:20341,0,0,0,72", "^MODE:5,4", "+CPIN: READY", "Call Ready", "SMS Ready"}}},
+			"^RSSI: 14", "^BOOT:20341,0,0,0,72", "^MODE:5,4", "RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"}}},
 		// An unsolicited "+CREG: <stat>,<lac>,<ci>" (AT+CREG=2 in the
 		// profile) ahead of the "+CREG: <n>,<stat>" answer to AT+CREG?.
 		{"creg-indication-in-answer", modemsim.Options{Chatter: []string{`+CREG: 1,"1A2B","0C3D"`}}},

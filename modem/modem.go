@@ -224,10 +224,11 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	// Status lines modems write at any time, even inside the answer to a
 	// command (where a line naming the command stays an answer, e.g.
 	// "+CPIN: READY" to AT+CPIN?): calls, registration, SIM and boot
-	// notices of Siemens, SIMCom ("Call Ready", "SMS Ready") and every
+	// notices of Siemens, SIMCom and Quectel ("RDY", "+CFUN: 1", "Call
+	// Ready", "SMS Ready") and every
 	// Huawei "^XXX" line (^RSSI, ^BOOT, ^MODE, ^SRVST, ^SIMST...).
 	for _, p := range []string{"RING", "NO CARRIER", "+CRING:", "+CLIP:", "+CREG:", "+CGREG:", "+CEREG:",
-		"+CPIN:", "+CIEV:", "+CUSD:", "+CTZV:", "+PBREADY", "Call Ready", "SMS Ready", "^"} {
+		"+CPIN:", "+CIEV:", "+CUSD:", "+CTZV:", "+CFUN:", "+PBREADY", "RDY", "Call Ready", "SMS Ready", "^"} {
 		p := p
 		m.s.AddIndication(p, 0, func(l []string) { log.Debug("URC", zap.String("line", l[0])) })
 	}
