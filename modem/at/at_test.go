@@ -452,3 +452,37 @@ func TestSMSCommandWithoutPromptFailsAtTheCommandTimeout(t *testing.T) {
 		t.Fatalf("session unusable after a missing prompt: %v", err)
 	}
 }
+
+// Modems differ in line ends (CR LF, LF only, CR only) and in the AT+CMGS
+// prompt (with or without the CR LF before it, with or without the space
+// after it).
+func TestLineEndsAndPromptForms(t *testing.T) {
+	for _, tc := range []struct{ name, eol, prompt string }{
+		{"crlf", "\r\n", "\r\n> "},
+		{"lf-only", "\n", "\n> "},
+		{"cr-only", "\r", "\r> "},
+		{"bare-prompt", "\r\n", "> "},
+		{"prompt-without-space", "\r\n", "\r\n>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := start(t, func(f *fakeModem, cmd string) {
+				switch {
+				case cmd == "AT+CSQ":
+					f.send(tc.eol + "+CSQ: 20,99" + tc.eol + tc.eol + "OK" + tc.eol)
+				case cmd == "AT+CMGS=10":
+					f.send(tc.prompt)
+				case strings.HasPrefix(cmd, "PDU:"):
+					f.send(tc.eol + "+CMGS: 7" + tc.eol + tc.eol + "OK" + tc.eol)
+				}
+			})
+			info, err := s.Command(ctxT(t), "AT+CSQ")
+			if err != nil || !reflect.DeepEqual(info, []string{"+CSQ: 20,99"}) {
+				t.Fatalf("AT+CSQ: %q, %v", info, err)
+			}
+			info, err = s.SMSCommand(ctxT(t), "AT+CMGS=10", "0011")
+			if err != nil || !reflect.DeepEqual(info, []string{"+CMGS: 7"}) {
+				t.Fatalf("AT+CMGS: %q, %v", info, err)
+			}
+		})
+	}
+}
