@@ -21,7 +21,15 @@
 // a send), UnplugOnNextSend (the port vanishes after the PDU was received,
 // before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
-// instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer).
+// instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
+// SetRegStat (any +CREG <stat>), InjectReport (a +CDS for any TP-MR and
+// recipient).
+//
+// Variants of other makers and stored profiles (Options): Numeric (ATV0
+// result codes), CMEE (verbose errors), Refuse/RefuseWith (Huawei's
+// COMMAND NOT SUPPORT), Chatter (^RSSI, +CPIN: READY... inside answers),
+// Mem (+CMTI/+CDSI memory), NoSCA, NoSMSC, SIMBusy, PIN (three wrong PINs
+// block the SIM). Count and WaitCount tell what the client asked.
 package modemsim
 
 import (
