@@ -224,6 +224,8 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 	}{
 		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
 		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+		// A modem that answers nothing for a while after power-up.
+		{"slow-boot", modemsim.Options{BootDelay: 1500 * time.Millisecond}},
 		// A SIM still busy after boot (+CMS ERROR: 314) is not a modem
 		// that refuses every AT+CNMI mode: init is tried again.
 		{"sim-busy-at-init", modemsim.Options{SIMBusy: 8}},

@@ -28,7 +28,7 @@
 // Variants of other makers and stored profiles (Options): Numeric (ATV0
 // result codes), CMEE (verbose errors), Refuse/RefuseWith (Huawei's
 // COMMAND NOT SUPPORT), Chatter (^RSSI, +CPIN: READY... inside answers),
-// Mem (+CMTI/+CDSI memory), NoSCA, NoSMSC, SIMBusy, PIN (three wrong PINs
+// Mem (+CMTI/+CDSI memory), NoSCA, NoSMSC, SIMBusy, BootDelay, PIN (three wrong PINs
 // block the SIM). Count and WaitCount tell what the client asked.
 package modemsim
 
@@ -90,6 +90,9 @@ type Options struct {
 	// `+CSCA: "",129` and sends fail with +CMS ERROR: 330 (SMSC address
 	// unknown), until AT+CSCA=<number> sets one.
 	NoSMSC bool
+	// BootDelay is how long the modem ignores what it receives after each
+	// power-up; then it writes "^SYSSTART".
+	BootDelay time.Duration
 	// SIMBusy answers the first n message-service commands after each
 	// power-up (AT+CNMI, AT+CPMS, AT+CSMS, AT+CMGL/R/S/D) with +CMS ERROR: 314,
 	// "SIM busy", as a SIM still reading its files after boot or PIN entry.
@@ -528,6 +531,20 @@ var (
 func (s *Sim) serve(c *conn) {
 	defer s.wg.Done()
 	buf := make([]byte, 1024)
+	booted := time.Now().Add(s.opts.BootDelay)
+	if s.opts.BootDelay > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			t := time.NewTimer(s.opts.BootDelay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				c.urc("^SYSSTART", nil)
+			case <-c.gone:
+			}
+		}()
+	}
 	var line []byte
 	prompt := false // reading a PDU after "> "
 	var pduLen int
@@ -535,6 +552,9 @@ func (s *Sim) serve(c *conn) {
 		n, err := c.master.Read(buf)
 		if err != nil {
 			return
+		}
+		if time.Now().Before(booted) {
+			continue // still booting: input is lost
 		}
 		for _, b := range buf[:n] {
 			if prompt {
