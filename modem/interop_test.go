@@ -224,6 +224,9 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 	}{
 		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
 		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+		// A modem without circuit-switched registration status (LTE-only
+		// firmware refusing AT+CREG?) tells it with AT+CEREG? / AT+CGREG?.
+		{"no-creg", modemsim.Options{Refuse: []string{"+CREG?"}}},
 		// A modem that answers nothing for a while after power-up.
 		{"slow-boot", modemsim.Options{BootDelay: 1500 * time.Millisecond}},
 		// A SIM still busy after boot (+CMS ERROR: 314) is not a modem

@@ -453,7 +453,8 @@ func refused(err error) bool {
 	return errors.Is(err, at.ErrError) || errors.As(err, &cme) || errors.As(err, &cms)
 }
 
-// Health reads AT+CSQ and AT+CREG?.
+// Health reads AT+CSQ and AT+CREG? (AT+CEREG? or AT+CGREG? when the modem
+// refuses AT+CREG?).
 func (m *Modem) Health(ctx context.Context) (Health, error) {
 	var h Health
 	l, err := m.s.Command(ctx, "AT+CSQ")
@@ -463,25 +464,36 @@ func (m *Modem) Health(ctx context.Context) (Health, error) {
 	if rssi, ok := at.Int(at.Fields(answer(l, "+CSQ:")), 0); ok {
 		h.SignalDBm = RSSIToDBm(rssi)
 	}
-	l, err = m.s.Command(ctx, "AT+CREG?")
-	if err != nil {
-		return h, fmt.Errorf("modem %s: AT+CREG?: %w", m.opts.Name, err)
+	// +CREG (circuit-switched registration) is what SMS needs. Firmware
+	// without it (LTE-only modems refuse AT+CREG?) tells the registration
+	// that carries its SMS (SGs or IMS) with +CEREG, or +CGREG.
+	var stat int
+	for _, name := range []string{"+CREG", "+CEREG", "+CGREG"} {
+		l, err = m.s.Command(ctx, "AT"+name+"?")
+		if err == nil {
+			stat = regStat(l, name+":")
+			break
+		}
+		if !refused(err) || name == "+CGREG" {
+			return h, fmt.Errorf("modem %s: AT%s?: %w", m.opts.Name, name, err)
+		}
 	}
-	h.Reg = cregStat(l)
+	h.Reg = stat
 	h.Registered = registered(h.Reg)
 	return h, nil
 }
 
-// cregStat reads <stat> from the answer to AT+CREG? (27.007 §7.2):
+// regStat reads <stat> from the answer to AT+CREG? (27.007 §7.2; +CGREG
+// §10.1.20 and +CEREG §10.1.22 have the same form), prefix "+CREG:":
 // "+CREG: <n>,<stat>[,<lac>,<ci>[,<AcT>]]". An unsolicited "+CREG:
 // <stat>[,<lac>,<ci>...]" (AT+CREG=1/2 in the modem's profile) can come in
 // the same answer; the solicited form wins, the unsolicited one is used
 // when it is all there is. They differ in the second field: <stat> is a
 // number, <lac> a quoted string.
-func cregStat(l []string) int {
+func regStat(l []string, prefix string) int {
 	stat, found := 0, false
 	for _, line := range l {
-		if !strings.HasPrefix(line, "+CREG:") {
+		if !strings.HasPrefix(line, prefix) {
 			continue
 		}
 		f := at.Fields(line)

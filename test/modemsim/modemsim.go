@@ -693,7 +693,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		c.info(s.opts.Model)
 	case body == "+CSQ":
 		c.info(fmt.Sprintf("+CSQ: %d,99", s.opts.Signal))
-	case body == "+CREG?":
+	case body == "+CREG?", body == "+CGREG?", body == "+CEREG?":
 		st := 0
 		if reg && simReady {
 			st = 1
@@ -703,7 +703,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			st = s.regStat
 		}
 		s.mu.Unlock()
-		c.info(fmt.Sprintf("+CREG: 0,%d", st))
+		c.info(fmt.Sprintf("%s: 0,%d", body[:len(body)-1], st))
 	case body == "+CSCA?":
 		s.mu.Lock()
 		smsc := s.smsc
