@@ -142,6 +142,10 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 					"so the SIM does not block (PUK): correct modems[].pin and restart", err)
 			}
 			if err != nil {
+				if lastErr == nil || lastErr.Error() != err.Error() { // once per cause, not per probe
+					log.Warn("modem init failed; tried again at each probe", zap.Error(err),
+						zap.Duration("probe_interval", p.opts.ReprobeInterval))
+				}
 				lastErr = err
 				return
 			}
