@@ -213,6 +213,12 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			refresh()
 		case ev := <-m.Events():
 			switch ev.Kind {
+			case EventRestarted:
+				if ready && !m.StaleRestart(ev) {
+					ready = false
+					setUp(false, ErrRestarted)
+					refresh() // init again now
+				}
 			case EventStored:
 				st, err := m.Read(ctx, ev.Mem, ev.Index)
 				if err != nil {

@@ -418,3 +418,42 @@ func TestModemWithoutSMSCAddressSaysSo(t *testing.T) {
 		}
 	}
 }
+
+// A modem on a serial line can restart (watchdog, brown-out) while the
+// port stays open: it says so ("^SYSSTART" on a Siemens, "RDY" on SIMCom
+// and Quectel) and has forgotten AT+CNMI, ATE0, AT+CMEE and the PIN. It
+// must be initialised again, or its status reports stop (and a SIM with a
+// PIN stays locked, the modem down for good).
+func TestModemRestartedOnAnOpenPortIsInitialisedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pin  string
+	}{{"no-pin", ""}, {"pin", "1234"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, "s", modemsim.Options{PIN: tc.pin, SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond})
+			ctx := testCtx(t, 10*time.Second)
+			p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: tc.pin}}, nil)
+			waitUp(t, ctx, p, "m0")
+			if err := sim.WaitCount(ctx, "+CNMI=", 1); err != nil {
+				t.Fatal(err)
+			}
+			cnmi := sim.Count("+CNMI=")
+			sim.Reset()
+			if err := sim.WaitCount(ctx, "+CNMI=", cnmi+1); err != nil {
+				t.Fatalf("not initialised again after ^SYSSTART: %v", err)
+			}
+			waitUp(t, ctx, p, "m0")
+			if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("after reset"), StatusReport: true}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-p.Reports():
+				if r.ID != "id1" {
+					t.Fatalf("report %+v", r)
+				}
+			case <-ctx.Done():
+				t.Fatal("no status report after the modem restarted")
+			}
+		})
+	}
+}

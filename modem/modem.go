@@ -68,6 +68,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spareline/spareline/modem/at"
@@ -77,6 +78,10 @@ import (
 
 // ErrNoMR is a send the modem answered without "+CMGS: <mr>".
 var ErrNoMR = errors.New("modem: send not confirmed (no +CMGS: <mr> in the answer)")
+
+// ErrRestarted: the modem said it restarted (^SYSSTART, RDY) on an open
+// port; it is initialised again.
+var ErrRestarted = errors.New("modem: restarted (^SYSSTART/RDY) while the port was open; initialising it again")
 
 // ErrNotRegistered means the modem is not registered on a network.
 var ErrNotRegistered = errors.New("modem: not registered on the network")
@@ -134,6 +139,7 @@ const (
 	EventStored       EventKind = iota // +CMTI / +CDSI: a message or status report stored at Mem, Index
 	EventStatusReport                  // +CDS: PDU is an SMS-STATUS-REPORT
 	EventDeliver                       // +CMT: PDU is an SMS-DELIVER
+	EventRestarted                     // ^SYSSTART / RDY: the modem restarted and lost its settings (Index: its sequence number)
 )
 
 // Event is a URC turned into data; the owner of the Modem handles it.
@@ -163,7 +169,15 @@ type Modem struct {
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
 	cnmi   string     // the AT+CNMI setting the modem took; "" none
 	mem1   string     // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
+	// restarts counts ^SYSSTART/RDY (written by the URC dispatcher);
+	// initSeq is its value when the last Init began (owner).
+	restarts atomic.Int64
+	initSeq  int64
 }
+
+// StaleRestart reports whether an EventRestarted came before the last Init
+// began (the boot notice of the power-up Init already handled).
+func (m *Modem) StaleRestart(ev Event) bool { return int64(ev.Index) <= m.initSeq }
 
 // New wraps rw; call Init next.
 func New(rw io.ReadWriter, opts Options) *Modem {
@@ -221,6 +235,16 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	})
 	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
 	m.s.AddIndication("+CMT:", 1, pduURC(EventDeliver))
+	// A modem that restarts while the port stays open (watchdog,
+	// brown-out) says so: "^SYSSTART" (Siemens), "RDY" (SIMCom,
+	// Quectel). It has lost ATE0, AT+CMEE, AT+CNMI, the PIN...: its owner
+	// initialises it again.
+	for _, p := range []string{"^SYSSTART", "RDY"} {
+		m.s.AddIndication(p, 0, func(l []string) {
+			log.Warn("modem restarted", zap.String("line", l[0]))
+			push(Event{Kind: EventRestarted, Index: int(m.restarts.Add(1))})
+		})
+	}
 	// Status lines modems write at any time, even inside the answer to a
 	// command (where a line naming the command stays an answer, e.g.
 	// "+CPIN: READY" to AT+CPIN?): calls, registration, SIM and boot
@@ -228,7 +252,7 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	// Ready", "SMS Ready") and every
 	// Huawei "^XXX" line (^RSSI, ^BOOT, ^MODE, ^SRVST, ^SIMST...).
 	for _, p := range []string{"RING", "NO CARRIER", "+CRING:", "+CLIP:", "+CREG:", "+CGREG:", "+CEREG:",
-		"+CPIN:", "+CIEV:", "+CUSD:", "+CTZV:", "+CFUN:", "+PBREADY", "RDY", "Call Ready", "SMS Ready", "^"} {
+		"+CPIN:", "+CIEV:", "+CUSD:", "+CTZV:", "+CFUN:", "+PBREADY", "Call Ready", "SMS Ready", "^"} {
 		p := p
 		m.s.AddIndication(p, 0, func(l []string) { log.Debug("URC", zap.String("line", l[0])) })
 	}
@@ -255,6 +279,7 @@ func (m *Modem) Command(ctx context.Context, cmd string) ([]string, error) {
 // Init runs the init sequence (see the package doc). A SIM problem is a
 // *SIMError; registration is reported in Info, not as an error.
 func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
+	m.initSeq = m.restarts.Load()
 	// The first AT after opening may meet boot noise or a half-typed line,
 	// or a "> " prompt left open by a process killed inside AT+CMGS: the
 	// modem then takes every command as PDU text and answers nothing. A

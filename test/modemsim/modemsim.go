@@ -166,6 +166,8 @@ type conn struct {
 	unlocked bool
 	cnmiMT   int
 	cnmiDS   int
+
+	resetPending bool // guarded by wmu: Reset asked the serve goroutine to forget its settings
 }
 
 // Start powers up an emulated modem. ctx bounds its life (Close also ends it).
@@ -249,6 +251,24 @@ func (s *Sim) Unplug() {
 	close(c.gone)
 	_ = c.master.Close()
 	_ = c.slave.Close()
+}
+
+// Reset restarts the modem on the same port, as a watchdog or a brown-out
+// does to a modem on a serial line (the port stays open): it forgets its
+// settings (echo on, no AT+CNMI, error format and result code form of
+// power-up, SIM locked again when it has a PIN) and writes "^SYSSTART".
+func (s *Sim) Reset() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.wmu.Lock()
+	c.cnmiMT, c.cnmiDS = 0, 0
+	c.resetPending = true // the serve goroutine resets its own state
+	c.wmu.Unlock()
+	c.urc("^SYSSTART", nil)
 }
 
 // Replug powers the modem up on a new pty behind the same path.
@@ -556,6 +576,14 @@ func (s *Sim) serve(c *conn) {
 		if time.Now().Before(booted) {
 			continue // still booting: input is lost
 		}
+		c.wmu.Lock()
+		if c.resetPending {
+			c.resetPending = false
+			c.echo, c.cmee, c.numeric, c.unlocked = true, s.opts.CMEE, s.opts.Numeric, false
+			c.busyLeft = s.opts.SIMBusy
+			line, prompt = line[:0], false
+		}
+		c.wmu.Unlock()
 		for _, b := range buf[:n] {
 			if prompt {
 				switch b {
