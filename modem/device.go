@@ -3,6 +3,7 @@ package modem
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -17,6 +18,9 @@ func (p *Pool) runDevice(ctx context.Context, i int) {
 	cfg := p.devs[i].cfg
 	log := p.log.With(zap.String("modem", cfg.Name), zap.String("device", cfg.Device))
 	backoff := p.opts.ReopenMin
+	// pinRejected: the SIM refused cfg.PIN once; it is not entered again
+	// (three wrong PINs block the SIM) until the process restarts.
+	pinRejected := false
 	for ctx.Err() == nil {
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
 		rw, err := p.open(ctx, cfg)
@@ -27,7 +31,7 @@ func (p *Pool) runDevice(ctx context.Context, i int) {
 			backoff = min(2*backoff, p.opts.ReopenMax)
 			continue
 		}
-		served := p.serve(ctx, i, rw, log)
+		served := p.serve(ctx, i, rw, log, &pinRejected)
 		_ = rw.Close()
 		if ctx.Err() != nil {
 			return
@@ -74,7 +78,7 @@ func (p *Pool) idle(ctx context.Context, i int, d time.Duration) {
 
 // serve runs one opened port until it breaks or ctx ends. It reports whether
 // the modem got initialised (to reset the reopen backoff).
-func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger) bool {
+func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger, pinRejected *bool) bool {
 	cfg := p.devs[i].cfg
 	sendTimeout := p.opts.SendTimeout
 	if cfg.SendTimeout > 0 {
@@ -92,6 +96,7 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 		lastErr error
 		reasm   sms.Reassembler
 		served  bool
+		warn    error // a problem that does not take the modem out (no SMSC address)
 	)
 	setUp := func(v bool, err error) {
 		up = v
@@ -111,21 +116,45 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 		}
 	}
 	stored := func(st *Stored) {
-		if st.Err != nil {
-			log.Error("undecodable incoming message deleted", zap.Int("index", st.Index), zap.Error(st.Err))
-			return
+		switch {
+		case st.Err != nil:
+			log.Error("undecodable stored message deleted", zap.Int("index", st.Index), zap.Error(st.Err))
+		case st.Report != nil:
+			p.tell(ctx, devMsg{kind: msgReport, dev: i, report: st.Report})
+		case st.Deliver != nil:
+			deliver(st.Deliver)
 		}
-		deliver(st.Deliver)
 	}
 	probe := func() {
 		if !ready {
-			info, err := m.Init(ctx, cfg.PIN)
+			pin := cfg.PIN
+			if *pinRejected {
+				pin = ""
+			}
+			info, err := m.Init(ctx, pin)
+			var se *SIMError
+			if errors.As(err, &se) && se.WrongPIN {
+				*pinRejected = true
+				log.Error("the SIM rejected the configured PIN; it will not be entered again (three wrong PINs block the SIM)", zap.Error(err))
+			}
+			if err != nil && *pinRejected && errors.As(err, &se) && !se.WrongPIN {
+				err = fmt.Errorf("%w; the configured pin was rejected earlier and is not entered again, "+
+					"so the SIM does not block (PUK): correct modems[].pin and restart", err)
+			}
 			if err != nil {
+				if lastErr == nil || lastErr.Error() != err.Error() { // once per cause, not per probe
+					log.Warn("modem init failed; tried again at each probe", zap.Error(err),
+						zap.Duration("probe_interval", p.opts.ReprobeInterval))
+				}
 				lastErr = err
 				return
 			}
 			ready, served = true, true
 			health = info.Health
+			if info.NoSMSC {
+				warn = ErrNoSMSC
+				log.Warn("modem without SMSC address", zap.Error(warn))
+			}
 			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
 			if msgs, err := m.ReadAll(ctx); err != nil {
@@ -156,12 +185,14 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			lastErr = ErrNotRegistered
 			return
 		}
-		errs, lastErr = 0, nil
+		errs, lastErr = 0, warn
 	}
 	refresh := func() {
 		probe()
 		ok := ready && health.Registered && errs < p.opts.MaxErrors
-		if ok != up || ok {
+		// A failed probe is reported each time, with its cause: a modem
+		// that never initialises is down with the reason, not "opening".
+		if ok != up || ok || lastErr != nil { // ok with lastErr: up with a warning
 			setUp(ok, lastErr)
 		}
 	}
@@ -182,8 +213,14 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			refresh()
 		case ev := <-m.Events():
 			switch ev.Kind {
+			case EventRestarted:
+				if ready && !m.StaleRestart(ev) {
+					ready = false
+					setUp(false, ErrRestarted)
+					refresh() // init again now
+				}
 			case EventStored:
-				st, err := m.Read(ctx, ev.Index)
+				st, err := m.Read(ctx, ev.Mem, ev.Index)
 				if err != nil {
 					log.Warn("reading incoming message", zap.Int("index", ev.Index), zap.Error(err))
 				}

@@ -2,13 +2,16 @@ package modem_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spareline/spareline/modem"
 	"github.com/spareline/spareline/modem/sms"
 	"github.com/spareline/spareline/test/modemsim"
 )
@@ -110,7 +113,8 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 		reports bool
 	}{
 		{"no-cmee-no-mode-2", []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, true},
-		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
+		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, Refuse: tc.refuse})
@@ -180,5 +184,276 @@ func TestModemPDUsWithoutSMSCAddress(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no incoming message decoded from a +CMGR without the SMSC address")
+	}
+}
+
+// sendOneWithReport sends one message with a status report request on a
+// one-modem pool over sim and checks the modem sent it and its report came
+// back under the caller's id.
+func sendOneWithReport(t *testing.T, sim *modemsim.Sim, tune func(*modem.PoolOptions)) {
+	t.Helper()
+	ctx := testCtx(t, 30*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, tune)
+	waitUp(t, ctx, p, "m0")
+	sent, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("variant"), StatusReport: true})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if got := sim.Sent(); len(got) != 1 || got[0].Text != "variant" || got[0].MRs[0] != sent.Refs[0] {
+		t.Fatalf("the modem sent %+v; confirmed refs %v", got, sent.Refs)
+	}
+	select {
+	case r := <-p.Reports():
+		if r.ID != "id1" || !r.Status.Delivered() {
+			t.Fatalf("report %+v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no status report")
+	}
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left in the modem's memory", n)
+	}
+}
+
+// Modems as they come from other makers or with other stored profiles: each
+// must come up, send, and route its status report.
+func TestModemVariantsComeUpAndSend(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts modemsim.Options
+	}{
+		// ATV0 in the stored profile: "0<CR>" for OK, "4<CR>" for ERROR.
+		{"numeric-result-codes", modemsim.Options{Numeric: true}},
+		// A modem without circuit-switched registration status (LTE-only
+		// firmware refusing AT+CREG?) tells it with AT+CEREG? / AT+CGREG?.
+		{"no-creg", modemsim.Options{Refuse: []string{"+CREG?"}}},
+		// A modem that answers nothing for a while after power-up.
+		{"slow-boot", modemsim.Options{BootDelay: 1500 * time.Millisecond}},
+		// A SIM still busy after boot (+CMS ERROR: 314) is not a modem
+		// that refuses every AT+CNMI mode: init is tried again.
+		{"sim-busy-at-init", modemsim.Options{SIMBusy: 8}},
+		// Status reports only stored (AT+CNMI ds=2) and announced by +CDSI.
+		{"reports-stored-cdsi", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0"}}},
+		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".
+		{"huawei-refusals", modemsim.Options{Refuse: []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, RefuseWith: "COMMAND NOT SUPPORT"}},
+		// Unsolicited lines inside answers: Huawei's ^RSSI, ^BOOT, ^MODE;
+		// "+CPIN: READY", "Call Ready", "SMS Ready" of a SIMCom after boot.
+		{"unsolicited-lines-in-answers", modemsim.Options{Chatter: []string{
+			"^RSSI: 14", "^BOOT:20341,0,0,0,72", "^MODE:5,4", "RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"}}},
+		// An unsolicited "+CREG: <stat>,<lac>,<ci>" (AT+CREG=2 in the
+		// profile) ahead of the "+CREG: <n>,<stat>" answer to AT+CREG?.
+		{"creg-indication-in-answer", modemsim.Options{Chatter: []string{`+CREG: 1,"1A2B","0C3D"`}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.SendDelay, tc.opts.ReportDelay = 2*time.Millisecond, 5*time.Millisecond
+			sendOneWithReport(t, startSim(t, "s", tc.opts), nil)
+		})
+	}
+}
+
+// waitDown waits until modem name is down with a last error containing want.
+func waitDown(t *testing.T, ctx context.Context, p *modem.Pool, name, want string) modem.ModemStatus {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond) // polling the status API: there is no event to await
+	defer tick.Stop()
+	for {
+		for _, s := range p.Status() {
+			if s.Name == name && s.State == modem.StateDown && strings.Contains(s.LastError, want) {
+				return s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("modem %s not down with %q: %+v", name, want, p.Status())
+		case <-tick.C:
+		}
+	}
+}
+
+// A modem that cannot be initialised (no SIM, a PIN nobody configured, a
+// modem without PDU mode) is marked down with the reason, for the status
+// page and the modem_up metric, not left "opening" without a word.
+func TestModemThatCannotInitIsMarkedDownWithTheReason(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  modemsim.Options
+		noSIM bool
+		want  string
+	}{
+		{"no-sim", modemsim.Options{}, true, "SIM"},
+		{"pin-not-configured", modemsim.Options{PIN: "1234"}, false, "SIM PIN"},
+		{"text-mode-only", modemsim.Options{Refuse: []string{"+CMGF=0"}}, false, "PDU mode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, "s", tc.opts)
+			if tc.noSIM {
+				sim.SetSIMReady(false)
+			}
+			ctx := testCtx(t, 10*time.Second)
+			p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+			waitDown(t, ctx, p, "m0", tc.want)
+		})
+	}
+}
+
+// A SIM blocks after three wrong PINs and then needs the PUK, which only a
+// person can give. A configured PIN the SIM rejected is therefore entered
+// once, never again at the re-probes: the modem stays down with the reason.
+func TestWrongPINIsNotRetried(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "0000"}}, nil)
+	// The first init and four re-probes (every 50 ms here) ask for the SIM state.
+	if err := sim.WaitCount(ctx, "+CPIN?", 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Count("+CPIN="); n != 1 || sim.PINBlocked() {
+		t.Fatalf("the wrong PIN was entered %d times (SIM blocked: %v); want once", n, sim.PINBlocked())
+	}
+	waitDown(t, ctx, p, "m0", "PIN")
+}
+
+// A SIM that asks for its PIN at power-up is unlocked with the configured
+// one and the modem comes up.
+func TestConfiguredPINUnlocksTheSIM(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, nil)
+	waitUp(t, ctx, p, "m0")
+	if _, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("pin ok")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A modem that keeps verbose errors (AT+CMEE=2 in its profile, AT+CMEE=1
+// refused) says "+CMS ERROR: Unidentified subscriber": a permanent number
+// error, returned at once and not sent again on another modem.
+func TestVerboseCMSErrorIsClassifiedByItsText(t *testing.T) {
+	a := startSim(t, "a", modemsim.Options{CMEE: 2, Refuse: []string{"+CMEE=1"}})
+	b := startSim(t, "b", modemsim.Options{CMEE: 2, Refuse: []string{"+CMEE=1"}})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{a, b}, 0, nil)
+	waitUp(t, ctx, p, "m0", "m1")
+	a.FailNext(28, 1)
+	b.FailNext(28, 1)
+	_, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800000000", Payload: []byte("hi")})
+	var se *modem.SendError
+	if !errors.As(err, &se) || !se.Permanent || !se.NumberError || se.Code != 28 {
+		t.Fatalf("want a permanent number error 28, got %v", err)
+	}
+	// One attempt only: the other modem still has its failure armed.
+	a.FailNext(0, 0)
+	b.FailNext(0, 0)
+	if n := a.Count("+CMGS=") + b.Count("+CMGS="); n != 1 {
+		t.Fatalf("AT+CMGS sent %d times for a permanent error", n)
+	}
+}
+
+// A status report waiting in the modem's memory (stored while the gateway
+// was down, or by a modem that stores them) is read at start-up as a status
+// report, not dropped as an undecodable incoming message.
+func TestStoredStatusReportIsReadAsAReport(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	now := time.Now()
+	pdu, err := sms.EncodeStatusReport(77, "+8613800138000", now.Add(-time.Minute), now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.DeliverPDU(pdu); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	select {
+	case r := <-p.Reports():
+		if r.Status.MR != 77 || r.Status.Recipient != "+8613800138000" || !r.Status.Delivered() {
+			t.Fatalf("report %+v", r.Status)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stored status report was not read as a report")
+	}
+}
+
+// +CMTI names the memory the message is in (27.005 §3.4.1); when it is not
+// the one AT+CMGR reads (+CPMS <mem1>), it is selected first.
+func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Mem: "ME"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "in ME" {
+			t.Fatalf("incoming %+v", in)
+		}
+	case <-ctx.Done():
+		t.Fatal("no incoming message")
+	}
+	if n := sim.Count("+CPMS="); n != 1 {
+		t.Fatalf("AT+CPMS=\"ME\" sent %d times, want once", n)
+	}
+}
+
+// A SIM without an SMSC address (`+CSCA: "",129`) cannot send: the PDUs
+// leave the SMSC to the SIM, and the modem answers +CMS ERROR: 330. Init
+// says so, on the status page, instead of leaving it to each failed send.
+func TestModemWithoutSMSCAddressSaysSo(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{NoSMSC: true})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	tick := time.NewTicker(10 * time.Millisecond) // polling the status API: there is no event to await
+	defer tick.Stop()
+	for {
+		st := p.Status()[0]
+		if strings.Contains(st.LastError, "SMSC") {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no word of the missing SMSC address: %+v", st)
+		case <-tick.C:
+		}
+	}
+}
+
+// A modem on a serial line can restart (watchdog, brown-out) while the
+// port stays open: it says so ("^SYSSTART" on a Siemens, "RDY" on SIMCom
+// and Quectel) and has forgotten AT+CNMI, ATE0, AT+CMEE and the PIN. It
+// must be initialised again, or its status reports stop (and a SIM with a
+// PIN stays locked, the modem down for good).
+func TestModemRestartedOnAnOpenPortIsInitialisedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pin  string
+	}{{"no-pin", ""}, {"pin", "1234"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, "s", modemsim.Options{PIN: tc.pin, SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond})
+			ctx := testCtx(t, 10*time.Second)
+			p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: tc.pin}}, nil)
+			waitUp(t, ctx, p, "m0")
+			if err := sim.WaitCount(ctx, "+CNMI=", 1); err != nil {
+				t.Fatal(err)
+			}
+			cnmi := sim.Count("+CNMI=")
+			sim.Reset()
+			if err := sim.WaitCount(ctx, "+CNMI=", cnmi+1); err != nil {
+				t.Fatalf("not initialised again after ^SYSSTART: %v", err)
+			}
+			waitUp(t, ctx, p, "m0")
+			if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("after reset"), StatusReport: true}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-p.Reports():
+				if r.ID != "id1" {
+					t.Fatalf("report %+v", r)
+				}
+			case <-ctx.Done():
+				t.Fatal("no status report after the modem restarted")
+			}
+		})
 	}
 }

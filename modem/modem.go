@@ -14,8 +14,10 @@
 // SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
 // A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
 // failure, as some Siemens firmware answers it to a failed send. Incoming
-// messages are read (AT+CMGR) and then deleted (AT+CMGD); at start-up,
-// AT+CMGL=4 picks up what arrived while we were down.
+// messages are read (AT+CMGR) and then deleted (AT+CMGD) from the memory
+// +CMTI names; status reports come as +CDS or, stored, as +CDSI and are
+// read the same way; at start-up, AT+CMGL=4 picks up what arrived while
+// we were down (messages and reports).
 //
 // # The pool
 //
@@ -33,8 +35,9 @@
 // reassembled by the phone).
 //
 // A modem is healthy when its SIM is ready, it is registered (home or
-// roaming, 27.007 §7.2) and it has had fewer than MaxErrors consecutive
-// temporary send failures; otherwise it is out until a re-probe succeeds.
+// roaming, or on LTE for SMS: +CREG <stat> 1, 5, 6, 7, 9, 10; 27.007
+// §7.2) and it has had fewer than MaxErrors consecutive temporary send
+// failures; otherwise it is out until a re-probe succeeds.
 //
 // Failure policy:
 //   - a permanent +CMS ERROR (number error, invalid PDU: see at.CMSError) is
@@ -65,6 +68,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spareline/spareline/modem/at"
@@ -75,6 +79,10 @@ import (
 // ErrNoMR is a send the modem answered without "+CMGS: <mr>".
 var ErrNoMR = errors.New("modem: send not confirmed (no +CMGS: <mr> in the answer)")
 
+// ErrRestarted: the modem said it restarted (^SYSSTART, RDY) on an open
+// port; it is initialised again.
+var ErrRestarted = errors.New("modem: restarted (^SYSSTART/RDY) while the port was open; initialising it again")
+
 // ErrNotRegistered means the modem is not registered on a network.
 var ErrNotRegistered = errors.New("modem: not registered on the network")
 
@@ -83,6 +91,9 @@ var ErrNotRegistered = errors.New("modem: not registered on the network")
 type SIMError struct {
 	State string // the +CPIN answer ("SIM PIN", "NOT READY") or the cause
 	Err   error  // the underlying error, if any
+	// WrongPIN: the modem refused the configured PIN. Entering it again
+	// would block the SIM after three tries (27.007 §8.3: SIM PUK).
+	WrongPIN bool
 }
 
 func (e *SIMError) Error() string {
@@ -100,16 +111,23 @@ type Info struct {
 	Manufacturer string
 	Model        string
 	SMSC         string
+	// NoSMSC: AT+CSCA? answered an empty address. Our PDUs leave the SMSC
+	// to the SIM, so sends will fail (+CMS ERROR: 330) until one is set.
+	NoSMSC bool
 	Health
 }
+
+// ErrNoSMSC is the warning of a modem whose SIM has no SMSC address.
+var ErrNoSMSC = errors.New(`modem: the SIM has no SMSC address (AT+CSCA? is empty): sends will fail with +CMS ERROR: 330 until one is set with AT+CSCA="<number>"`)
 
 // Health is the radio state.
 type Health struct {
 	// SignalDBm is -113 + 2*rssi (27.007 §8.5); 0 when unknown (rssi 99).
 	SignalDBm int
-	// Reg is the +CREG <stat> (27.007 §7.2): 1 home, 5 roaming, 0/2/3/4 not.
+	// Reg is the +CREG <stat> (27.007 §7.2): 1 home, 5 roaming, 6/7 SMS
+	// only, 9/10 CSFB not preferred; 0/2/3/4/8 not registered.
 	Reg int
-	// Registered is Reg 1 or 5.
+	// Registered is Reg 1, 5, 6, 7, 9 or 10.
 	Registered bool
 }
 
@@ -118,9 +136,10 @@ type EventKind int
 
 // Event kinds.
 const (
-	EventStored       EventKind = iota // +CMTI: a message stored at Index
+	EventStored       EventKind = iota // +CMTI / +CDSI: a message or status report stored at Mem, Index
 	EventStatusReport                  // +CDS: PDU is an SMS-STATUS-REPORT
 	EventDeliver                       // +CMT: PDU is an SMS-DELIVER
+	EventRestarted                     // ^SYSSTART / RDY: the modem restarted and lost its settings (Index: its sequence number)
 )
 
 // Event is a URC turned into data; the owner of the Modem handles it.
@@ -149,7 +168,16 @@ type Modem struct {
 	events chan Event // written by the session's URC dispatcher, read by the owner
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
 	cnmi   string     // the AT+CNMI setting the modem took; "" none
+	mem1   string     // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
+	// restarts counts ^SYSSTART/RDY (written by the URC dispatcher);
+	// initSeq is its value when the last Init began (owner).
+	restarts atomic.Int64
+	initSeq  int64
 }
+
+// StaleRestart reports whether an EventRestarted came before the last Init
+// began (the boot notice of the power-up Init already handled).
+func (m *Modem) StaleRestart(ev Event) bool { return int64(ev.Index) <= m.initSeq }
 
 // New wraps rw; call Init next.
 func New(rw io.ReadWriter, opts Options) *Modem {
@@ -194,9 +222,37 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 			push(Event{Kind: kind, PDU: withSCA(b, l[0])})
 		}
 	}
+	// +CDSI: a status report stored at <mem>,<index> (AT+CNMI ds=2,
+	// 27.005 §3.4.1): read like a stored incoming message.
+	m.s.AddIndication("+CDSI:", 0, func(l []string) {
+		f := at.Fields(l[0])
+		i, ok := at.Int(f, 1)
+		if !ok {
+			log.Warn("malformed +CDSI", zap.String("line", l[0]))
+			return
+		}
+		push(Event{Kind: EventStored, Mem: f[0], Index: i})
+	})
 	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
 	m.s.AddIndication("+CMT:", 1, pduURC(EventDeliver))
-	for _, p := range []string{"RING", "^SYSSTART", "+CREG:", "+CDSI:", "^SMGO", "+CIEV:"} {
+	// A modem that restarts while the port stays open (watchdog,
+	// brown-out) says so: "^SYSSTART" (Siemens), "RDY" (SIMCom,
+	// Quectel). It has lost ATE0, AT+CMEE, AT+CNMI, the PIN...: its owner
+	// initialises it again.
+	for _, p := range []string{"^SYSSTART", "RDY"} {
+		m.s.AddIndication(p, 0, func(l []string) {
+			log.Warn("modem restarted", zap.String("line", l[0]))
+			push(Event{Kind: EventRestarted, Index: int(m.restarts.Add(1))})
+		})
+	}
+	// Status lines modems write at any time, even inside the answer to a
+	// command (where a line naming the command stays an answer, e.g.
+	// "+CPIN: READY" to AT+CPIN?): calls, registration, SIM and boot
+	// notices of Siemens, SIMCom and Quectel ("RDY", "+CFUN: 1", "Call
+	// Ready", "SMS Ready") and every
+	// Huawei "^XXX" line (^RSSI, ^BOOT, ^MODE, ^SRVST, ^SIMST...).
+	for _, p := range []string{"RING", "NO CARRIER", "+CRING:", "+CLIP:", "+CREG:", "+CGREG:", "+CEREG:",
+		"+CPIN:", "+CIEV:", "+CUSD:", "+CTZV:", "+CFUN:", "+PBREADY", "Call Ready", "SMS Ready", "^"} {
 		p := p
 		m.s.AddIndication(p, 0, func(l []string) { log.Debug("URC", zap.String("line", l[0])) })
 	}
@@ -223,6 +279,7 @@ func (m *Modem) Command(ctx context.Context, cmd string) ([]string, error) {
 // Init runs the init sequence (see the package doc). A SIM problem is a
 // *SIMError; registration is reported in Info, not as an error.
 func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
+	m.initSeq = m.restarts.Load()
 	// The first AT after opening may meet boot noise or a half-typed line,
 	// or a "> " prompt left open by a process killed inside AT+CMGS: the
 	// modem then takes every command as PDU text and answers nothing. A
@@ -264,11 +321,24 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		return nil, err
 	}
 	if _, err := m.s.Command(ctx, "AT+CMGF=0"); err != nil {
+		if refused(err) {
+			return nil, fmt.Errorf("modem %s: no PDU mode (AT+CMGF=0 refused; text-mode-only modems are not supported): %w", m.opts.Name, err)
+		}
 		return nil, fmt.Errorf("modem %s: AT+CMGF=0 (PDU mode): %w", m.opts.Name, err)
 	}
-	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil && len(l) > 0 {
-		svc, _ := at.Int(at.Fields(l[0]), 0)
-		m.ackCDS = svc == 1
+	// The memory read and deleted from (27.005 §3.2.2 <mem1>): +CMTI and
+	// +CDSI name theirs, which may be another one ("ME", "SR").
+	m.mem1 = ""
+	if l, err := m.s.Command(ctx, "AT+CPMS?"); err == nil {
+		if f := at.Fields(answer(l, "+CPMS:")); len(f) > 0 {
+			m.mem1 = f[0]
+		}
+	}
+	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil {
+		if a := answer(l, "+CSMS:"); a != "" {
+			svc, _ := at.Int(at.Fields(a), 0)
+			m.ackCDS = svc == 1
+		}
 	}
 	// New-message indications (27.005 §3.4.1): stored MO messages announced
 	// by +CMTI (mt=1), status reports routed as +CDS (ds=1). Modems differ in
@@ -283,7 +353,9 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 			m.cnmi = mode
 			break
 		}
-		if !refused(err) {
+		if !refused(err) || simBusy(err) {
+			// A SIM still busy after boot or PIN entry is not a modem
+			// that lacks the mode: init again at the next probe.
 			return nil, fmt.Errorf("modem %s: AT+CNMI=%s: %w", m.opts.Name, mode, err)
 		}
 	}
@@ -298,9 +370,10 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	info := &Info{}
 	info.Manufacturer = m.first(ctx, "AT+CGMI")
 	info.Model = m.first(ctx, "AT+CGMM")
-	if l := m.first(ctx, "AT+CSCA?"); l != "" {
-		if f := at.Fields(l); len(f) > 0 {
+	if l, err := m.s.Command(ctx, "AT+CSCA?"); err == nil {
+		if f := at.Fields(answer(l, "+CSCA:")); len(f) > 0 {
 			info.SMSC = f[0]
+			info.NoSMSC = strings.Trim(f[0], `"+ `) == ""
 		}
 	}
 	h, err := m.Health(ctx)
@@ -329,14 +402,26 @@ func (m *Modem) SIMState(ctx context.Context) (string, error) {
 		}
 		return "", err
 	}
-	if len(l) == 0 {
+	a := answer(l, "+CPIN:")
+	if a == "" {
 		return "", &SIMError{State: "no +CPIN answer"}
 	}
-	f := at.Fields(l[0])
+	f := at.Fields(a)
 	if len(f) == 0 {
-		return "", &SIMError{State: l[0]}
+		return "", &SIMError{State: a}
 	}
 	return f[0], nil
+}
+
+// answer is the first line of l that starts with prefix ("+CSQ:"), "" if
+// none: an answer may hold lines the modem wrote unasked.
+func answer(l []string, prefix string) string {
+	for _, line := range l {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	return ""
 }
 
 func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
@@ -352,7 +437,7 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 			return &SIMError{State: st + " (no pin configured)"}
 		}
 		if _, err := m.s.Command(ctx, `AT+CPIN="`+pin+`"`); err != nil {
-			return &SIMError{State: "PIN rejected", Err: err}
+			return &SIMError{State: "PIN rejected", Err: err, WrongPIN: refused(err)}
 		}
 		st, err = m.SIMState(ctx)
 		if err != nil {
@@ -372,7 +457,18 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 func (m *Modem) Announces() bool { return m.cnmi != "" }
 
 // cnmiModes are the AT+CNMI settings Init tries, in order.
-var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,0,0", "1,1,0,0,0"}
+//
+// Status reports routed (ds=1) first; a modem without that stores them and
+// announces them with +CDSI (ds=2); the last resort is no reports.
+var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0"}
+
+// simBusy reports the SIM-busy errors (27.005 §3.2.5 CMS 314, 27.007
+// §9.2.1 CME 14): a refusal for now, not for good.
+func simBusy(err error) bool {
+	var cme *at.CMEError
+	var cms *at.CMSError
+	return errors.As(err, &cms) && cms.Code == 314 || errors.As(err, &cme) && cme.Code == 14
+}
 
 // refused reports whether err is the modem saying no (ERROR, +CME ERROR,
 // +CMS ERROR), as opposed to no answer or a broken port.
@@ -382,33 +478,79 @@ func refused(err error) bool {
 	return errors.Is(err, at.ErrError) || errors.As(err, &cme) || errors.As(err, &cms)
 }
 
-// Health reads AT+CSQ and AT+CREG?.
+// Health reads AT+CSQ and AT+CREG? (AT+CEREG? or AT+CGREG? when the modem
+// refuses AT+CREG?).
 func (m *Modem) Health(ctx context.Context) (Health, error) {
 	var h Health
 	l, err := m.s.Command(ctx, "AT+CSQ")
 	if err != nil {
 		return h, fmt.Errorf("modem %s: AT+CSQ: %w", m.opts.Name, err)
 	}
-	if len(l) > 0 {
-		if rssi, ok := at.Int(at.Fields(l[0]), 0); ok {
-			h.SignalDBm = RSSIToDBm(rssi)
+	if rssi, ok := at.Int(at.Fields(answer(l, "+CSQ:")), 0); ok {
+		h.SignalDBm = RSSIToDBm(rssi)
+	}
+	// +CREG (circuit-switched registration) is what SMS needs. Firmware
+	// without it (LTE-only modems refuse AT+CREG?) tells the registration
+	// that carries its SMS (SGs or IMS) with +CEREG, or +CGREG.
+	var stat int
+	for _, name := range []string{"+CREG", "+CEREG", "+CGREG"} {
+		l, err = m.s.Command(ctx, "AT"+name+"?")
+		if err == nil {
+			stat = regStat(l, name+":")
+			break
+		}
+		if !refused(err) || name == "+CGREG" {
+			return h, fmt.Errorf("modem %s: AT%s?: %w", m.opts.Name, name, err)
 		}
 	}
-	l, err = m.s.Command(ctx, "AT+CREG?")
-	if err != nil {
-		return h, fmt.Errorf("modem %s: AT+CREG?: %w", m.opts.Name, err)
-	}
-	if len(l) > 0 {
-		f := at.Fields(l[0])
-		// "+CREG: <n>,<stat>[,<lac>,<ci>]"; the unsolicited form has no <n>.
-		i := 1
-		if len(f) == 1 {
-			i = 0
-		}
-		h.Reg, _ = at.Int(f, i)
-	}
-	h.Registered = h.Reg == 1 || h.Reg == 5
+	h.Reg = stat
+	h.Registered = registered(h.Reg)
 	return h, nil
+}
+
+// regStat reads <stat> from the answer to AT+CREG? (27.007 §7.2; +CGREG
+// §10.1.20 and +CEREG §10.1.22 have the same form), prefix "+CREG:":
+// "+CREG: <n>,<stat>[,<lac>,<ci>[,<AcT>]]". An unsolicited "+CREG:
+// <stat>[,<lac>,<ci>...]" (AT+CREG=1/2 in the modem's profile) can come in
+// the same answer; the solicited form wins, the unsolicited one is used
+// when it is all there is. They differ in the second field: <stat> is a
+// number, <lac> a quoted string.
+func regStat(l []string, prefix string) int {
+	stat, found := 0, false
+	for _, line := range l {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := at.Fields(line)
+		_, rest, _ := strings.Cut(line, ",")
+		solicited := len(f) >= 2 && !strings.HasPrefix(strings.TrimSpace(rest), `"`)
+		i := 0
+		if solicited {
+			i = 1
+		}
+		n, ok := at.Int(f, i)
+		if !ok {
+			continue
+		}
+		if solicited {
+			return n
+		}
+		if !found {
+			stat, found = n, true
+		}
+	}
+	return stat
+}
+
+// registered reports whether a +CREG <stat> can carry SMS (27.007 §7.2):
+// 1 home, 5 roaming, and on E-UTRAN 6/7 "SMS only" and 9/10 "CSFB not
+// preferred" (home/roaming). 0, 2, 3, 4 and 8 (emergency only) cannot.
+func registered(stat int) bool {
+	switch stat {
+	case 1, 5, 6, 7, 9, 10:
+		return true
+	}
+	return false
 }
 
 // RSSIToDBm converts the +CSQ <rssi> (27.007 §8.5): 0 is -113 dBm or less,
@@ -457,18 +599,23 @@ func (m *Modem) Ack(ctx context.Context) error {
 	return err
 }
 
-// Stored is a message read from the modem's memory.
+// Stored is a message read from the modem's memory: an incoming message
+// (SMS-DELIVER) or a status report (SMS-STATUS-REPORT, stored by AT+CNMI
+// ds=2 or kept from before).
 type Stored struct {
 	Index   int
 	PDU     []byte
-	Deliver *sms.Deliver // nil when the PDU is not a decodable SMS-DELIVER
-	Err     error        // the decoding error
+	Deliver *sms.Deliver      // an incoming message
+	Report  *sms.StatusReport // a status report
+	Err     error             // the decoding error (neither is set)
 }
 
-// Read reads the message at index (AT+CMGR) and deletes it (AT+CMGD). A
-// message that does not decode is deleted too (and returned with Err), so
-// one bad PDU cannot block the memory.
-func (m *Modem) Read(ctx context.Context, index int) (*Stored, error) {
+// Read reads the message at mem ("" or the current memory), index
+// (AT+CMGR) and deletes it (AT+CMGD). A message that does not decode is
+// deleted too (and returned with Err), so one bad PDU cannot block the
+// memory.
+func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error) {
+	m.selectMem(ctx, mem)
 	l, err := m.s.Command(ctx, "AT+CMGR="+strconv.Itoa(index))
 	if err != nil {
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: %w", m.opts.Name, index, err)
@@ -487,6 +634,21 @@ func (m *Modem) Read(ctx context.Context, index int) (*Stored, error) {
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: no message", m.opts.Name, index)
 	}
 	return st, nil
+}
+
+// selectMem makes mem the memory AT+CMGR and AT+CMGD work on (AT+CPMS,
+// 27.005 §3.2.2) when it is not already. A modem that refuses is read
+// as it is.
+func (m *Modem) selectMem(ctx context.Context, mem string) {
+	mem = strings.ToUpper(strings.TrimSpace(mem))
+	if mem == "" || mem == strings.ToUpper(m.mem1) {
+		return
+	}
+	if _, err := m.s.Command(ctx, `AT+CPMS="`+mem+`"`); err != nil {
+		m.log.Warn("cannot select the message memory", zap.String("mem", mem), zap.Error(err))
+		return
+	}
+	m.mem1 = mem
 }
 
 // ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
@@ -525,6 +687,10 @@ func decodeStored(index int, hexPDU, header string) *Stored {
 	}
 	b = withSCA(b, header)
 	st.PDU = b
+	if n := sms.TPDULen(b); n > 0 && b[len(b)-n]&0x03 == 0x02 { // TP-MTI: SMS-STATUS-REPORT
+		st.Report, st.Err = sms.DecodeStatusReport(b)
+		return st
+	}
 	st.Deliver, st.Err = sms.DecodeDeliver(b)
 	return st
 }

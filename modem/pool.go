@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,7 +85,8 @@ func (e *SendError) Error() string {
 // Unwrap returns the last error.
 func (e *SendError) Unwrap() error { return e.Err }
 
-// Report is a status report mapped back to the caller's id.
+// Report is a status report mapped back to the caller's id, by the modem,
+// TP-MR and recipient (TP-RA) of the send it reports on.
 type Report struct {
 	ID     string // the id given to Send; "" when the report matched no recent send
 	Part   int    // 1-based part the report is about
@@ -160,6 +162,7 @@ type device struct {
 type job struct {
 	ctx      context.Context
 	id       string
+	dest     string // for matching status reports (TP-RA)
 	parts    []sms.Part
 	attempts int          // scheduler-owned
 	tried    map[int]bool // scheduler-owned
@@ -282,7 +285,7 @@ func (p *Pool) Send(ctx context.Context, id string, s sms.Submit) (*Sent, error)
 	if err != nil {
 		return nil, &SendError{Permanent: true, Err: err}
 	}
-	j := &job{ctx: ctx, id: id, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1)}
+	j := &job{ctx: ctx, id: id, dest: s.Dest, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1)}
 	select {
 	case p.submit <- j:
 	case <-ctx.Done():
@@ -356,6 +359,7 @@ type mrKey struct {
 
 type mrEntry struct {
 	id          string
+	dest        string
 	part, parts int
 }
 
@@ -413,7 +417,14 @@ func (p *Pool) schedule(ctx context.Context) {
 			case msgIncoming:
 				incoming = append(incoming, m.incoming)
 			case msgReport:
+				// TP-MR and TP-RA identify the submit (23.040 §9.2.2.3):
+				// TP-MR alone repeats after 256 sends on a modem.
 				e, ok := mrs[mrKey{m.dev, m.report.MR}]
+				if ok && !sameNumber(e.dest, m.report.Recipient) {
+					p.log.Info("status report for another recipient under the same TP-MR (late or stale): not matched",
+						zap.String("modem", name), zap.Int("mr", m.report.MR), zap.String("recipient", m.report.Recipient))
+					e, ok = mrEntry{}, false
+				}
 				if ok && !m.report.Temporary() {
 					delete(mrs, mrKey{m.dev, m.report.MR})
 				}
@@ -428,7 +439,7 @@ func (p *Pool) schedule(ctx context.Context) {
 				if m.err == nil {
 					metricSend(name, "ok")
 					for i, mr := range m.refs {
-						mrs[mrKey{m.dev, mr}] = mrEntry{id: j.id, part: i + 1, parts: len(m.refs)}
+						mrs[mrKey{m.dev, mr}] = mrEntry{id: j.id, dest: j.dest, part: i + 1, parts: len(m.refs)}
 					}
 					j.res <- jobResult{sent: &Sent{Modem: name, Refs: m.refs}}
 					continue
@@ -452,6 +463,28 @@ func (p *Pool) schedule(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// sameNumber reports whether a status report's recipient (TP-RA) can be
+// the destination a message was sent to. Networks give TP-RA in their own
+// format: international or national, with or without the country code or
+// trunk prefix. So the digits are compared without '+' and leading zeros,
+// and one may end the other (an alphanumeric or empty TP-RA matches).
+func sameNumber(dest, ra string) bool {
+	digits := func(s string) string {
+		s = strings.TrimLeft(strings.TrimPrefix(strings.TrimSpace(s), "+"), "0")
+		for _, c := range s {
+			if c < '0' || c > '9' {
+				return ""
+			}
+		}
+		return s
+	}
+	a, b := digits(dest), digits(ra)
+	if a == "" || b == "" {
+		return true
+	}
+	return strings.HasSuffix(a, b) || strings.HasSuffix(b, a)
 }
 
 // classify turns a send error into a *SendError, once.

@@ -39,6 +39,12 @@ func startPool(t testing.TB, sims []*modemsim.Sim, maxPerMinute int, tune func(*
 	for i, s := range sims {
 		cfgs = append(cfgs, modem.Config{Name: fmt.Sprintf("m%d", i), Device: s.Path(), Baud: 115200, MaxPerMinute: maxPerMinute})
 	}
+	return startPoolConfigs(t, cfgs, tune)
+}
+
+// startPoolConfigs runs a pool of the given modems (names m0, m1...).
+func startPoolConfigs(t testing.TB, cfgs []modem.Config, tune func(*modem.PoolOptions)) *modem.Pool {
+	t.Helper()
 	o := modem.PoolOptions{
 		CommandTimeout: 2 * time.Second, SendTimeout: 5 * time.Second,
 		ReprobeInterval: 50 * time.Millisecond, ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,
@@ -285,5 +291,63 @@ func TestProbeOverPty(t *testing.T) {
 	}
 	if r.Manufacturer != "SIEMENS" || r.Model != "TC35i" || r.SIM != "READY" || !r.Registered || r.SignalDBm != -73 || r.SMSC != "+8613800100500" {
 		t.Fatalf("probe: %+v", r)
+	}
+}
+
+// A status report names the submit by TP-MR and recipient (23.040
+// §9.2.2.3). TP-MR is one octet per modem and wraps after 256 sends; a
+// late report (of a send before the wrap, or of another process) with the
+// same TP-MR but another recipient is not this message's receipt. The
+// recipient may come back in another format (national, no '+').
+func TestStatusReportMatchedByMRAndRecipient(t *testing.T) {
+	sim := startSim(t, "a", modemsim.Options{})
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	ctx := testCtx(t, 10*time.Second)
+	sent, err := p.Send(ctx, "our-1", sms.Submit{Dest: "+8613800138000", Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := sent.Refs[0]
+	if err := sim.InjectReport(mr, "+8613911112222", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.InjectReport(mr, "13800138000", 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"", "our-1"} {
+		select {
+		case r := <-p.Reports():
+			if r.ID != want || r.Status.MR != mr {
+				t.Fatalf("report %d (recipient %s) mapped to %q, want %q", i, r.Status.Recipient, r.ID, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("no status report")
+		}
+	}
+}
+
+// +CREG <stat> (27.007 §7.2): home (1), roaming (5), and the LTE
+// registrations for SMS (6/7 "SMS only", 9/10 "CSFB not preferred", home
+// and roaming) can send; not searching (0), searching (2), denied (3) and
+// unknown (4) cannot.
+func TestRegistrationStates(t *testing.T) {
+	for _, tc := range []struct {
+		stat int
+		up   bool
+	}{{1, true}, {5, true}, {6, true}, {7, true}, {9, true}, {10, true}, {0, false}, {2, false}, {3, false}, {4, false}} {
+		t.Run(fmt.Sprint(tc.stat), func(t *testing.T) {
+			sim := startSim(t, "a", modemsim.Options{})
+			sim.SetRegStat(tc.stat)
+			p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+			ctx := testCtx(t, 10*time.Second)
+			if !tc.up {
+				waitDown(t, ctx, p, "m0", "not registered")
+				return
+			}
+			waitUp(t, ctx, p, "m0")
+			if st := p.Status()[0]; st.Registration != tc.stat {
+				t.Fatalf("status %+v", st)
+			}
+		})
 	}
 }

@@ -47,8 +47,8 @@ func Probe(ctx context.Context, rw io.ReadWriter) (*ProbeResult, error) {
 	} else {
 		r.SIM = st
 	}
-	if l := m.first(ctx, "AT+CSCA?"); l != "" {
-		if f := at.Fields(l); len(f) > 0 {
+	if l, err := m.Command(ctx, "AT+CSCA?"); err == nil {
+		if f := at.Fields(answer(l, "+CSCA:")); len(f) > 0 {
 			r.SMSC = f[0]
 		}
 	}

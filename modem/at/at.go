@@ -3,7 +3,7 @@
 //
 // Policy:
 //   - One reader goroutine splits the byte stream into lines (CR and/or LF end a
-//     line; empty lines are dropped) and recognises the "> " prompt that
+//     line; empty lines are dropped; a line over 4 KiB is noise, dropped) and recognises the "> " prompt that
 //     AT+CMGS sends without a line ending (27.005 §3.5.1).
 //   - One owner goroutine serialises commands: one in flight at a time, the
 //     others wait in order. It alone writes to the port.
@@ -18,11 +18,16 @@
 //     session; hand the work to another goroutine instead.
 //   - Echo on or off is tolerated: a line equal to the command in flight (or to
 //     the PDU after the prompt) is dropped.
-//   - Final result codes: OK; ERROR -> ErrError; "+CMS ERROR: n" -> *CMSError;
+//   - Final result codes: OK; ERROR -> ErrError (also in the numeric form "0"
+//     and "4" of a modem left in ATV0, V.250 §6.2.6, and Huawei's "COMMAND
+//     NOT SUPPORT" and "TOO MANY PARAMETERS"); "+CMS ERROR: n" -> *CMSError;
 //     "+CME ERROR: n" -> *CMEError (classification documented on the types).
 //   - A command without a final result code when its context ends fails with
 //     *TimeoutError. For an SMS command ESC is sent first to abort the prompt
-//     (27.005 §3.5.1). Then, during a guard time, lines that are not URCs are
+//     (27.005 §3.5.1). An SMS command whose "> " prompt does not come within
+//     the command timeout (Options.Timeout; the context may allow much
+//     longer for the network's answer) fails then, with ESC, as a
+//     *TimeoutError wrapping ErrNoPrompt: the PDU was never written. Then, during a guard time, lines that are not URCs are
 //     dropped as the late answer of the abandoned command.
 //   - A read or write error (EOF, device unplugged) fails the command in flight
 //     and all later ones with *ClosedError and closes Done().
@@ -232,10 +237,17 @@ func (s *Session) do(ctx context.Context, cmd, pdu string) ([]string, error) {
 	return res.info, res.err
 }
 
+// maxLine bounds a line: the longest we read is a PDU line (at most 2 x
+// 176 hex digits) or an information line of a few hundred characters. A
+// longer run without a line end is noise (wrong baud rate, bad cable) and
+// is dropped up to the next line end.
+const maxLine = 4096
+
 // readLoop is the reader goroutine: bytes -> lines and prompts.
 func (s *Session) readLoop() {
 	buf := make([]byte, 512)
 	var line []byte
+	overlong := false // dropping the rest of an overlong line
 	emit := func(ev readEvent) bool {
 		select {
 		case s.events <- ev:
@@ -249,14 +261,22 @@ func (s *Session) readLoop() {
 		for _, b := range buf[:n] {
 			switch b {
 			case '\r', '\n':
-				if l := strings.TrimSpace(string(line)); l != "" {
+				if l := strings.TrimSpace(string(line)); l != "" && !overlong {
 					if !emit(readEvent{line: l}) {
 						return
 					}
 				}
-				line = line[:0]
+				line, overlong = line[:0], false
 			case 0x1a, 0x1b, 0: // echoed Ctrl-Z / ESC, NUL noise
 			default:
+				if overlong {
+					continue
+				}
+				if len(line) >= maxLine {
+					s.log.Warn("at: line without end longer than maxLine dropped", zap.Int("max", maxLine))
+					line, overlong = line[:0], true
+					continue
+				}
 				line = append(line, b)
 				if len(line) == 2 && line[0] == '>' && line[1] == ' ' {
 					if !emit(readEvent{prompt: true}) {
@@ -321,10 +341,13 @@ func (s *Session) match(line string) *indication {
 	return nil
 }
 
-// answers reports whether line prefix names the command cmd ("+CREG:" and
-// "AT+CREG?").
-func answers(cmd, prefix string) bool {
-	name := strings.TrimSuffix(strings.TrimSpace(prefix), ":")
+// answers reports whether the line's own prefix names the command cmd
+// ("+CREG: 0,1" and "AT+CREG?"). The line's name, not the indication's
+// prefix, decides: an indication registered as "^" catches every Huawei
+// "^XXX:" line, and "^SYSINFO: ..." still answers AT^SYSINFO.
+func answers(cmd, line string) bool {
+	name, _, _ := strings.Cut(line, ":")
+	name = strings.TrimSpace(name)
 	if !strings.HasPrefix(name, "+") && !strings.HasPrefix(name, "^") {
 		return false
 	}
@@ -339,13 +362,22 @@ func (s *Session) ownerLoop() {
 		cur         *request
 		info        []string
 		awaitPrompt bool
+		prompt      *time.Timer // bounds the wait for "> " (the command timeout)
+		promptC     <-chan time.Time
 		pending     *urc
 		guard       *time.Timer
 		guardC      <-chan time.Time
 	)
+	stopPrompt := func() {
+		if prompt != nil {
+			prompt.Stop()
+		}
+		promptC = nil
+	}
 	finish := func(err error) {
 		cur.result <- result{info: info, err: err}
 		cur, info, awaitPrompt = nil, nil, false
+		stopPrompt()
 	}
 	shutdown := func(cause error) {
 		ce := &ClosedError{Err: cause}
@@ -358,6 +390,7 @@ func (s *Session) ownerLoop() {
 		if guard != nil {
 			guard.Stop()
 		}
+		stopPrompt()
 		close(s.done)
 		// Requests already handed over cannot exist (reqs is unbuffered);
 		// callers blocked on reqs see done.
@@ -409,6 +442,22 @@ func (s *Session) ownerLoop() {
 				shutdown(err)
 				return
 			}
+			if awaitPrompt {
+				prompt = time.NewTimer(s.opts.Timeout)
+				promptC = prompt.C
+			}
+		case <-promptC:
+			// No "> " within the command timeout: the modem did not take
+			// the command, and the PDU was never written.
+			promptC = nil
+			if err := write("\x1b"); err != nil {
+				shutdown(err)
+				return
+			}
+			s.log.Warn("no > prompt to an SMS command", zap.String("cmd", cur.cmd))
+			finish(&TimeoutError{Cmd: cur.cmd, Err: ErrNoPrompt})
+			guard = time.NewTimer(s.opts.GuardTime)
+			guardC = guard.C
 		case <-ctxDone:
 			if awaitPrompt || cur.pdu != "" {
 				// Abort the prompt or the send (27.005 §3.5.1: ESC cancels).
@@ -426,6 +475,7 @@ func (s *Session) ownerLoop() {
 				s.trace("rx", ">")
 				if cur != nil && awaitPrompt {
 					awaitPrompt = false
+					stopPrompt()
 					if err := write(cur.pdu + "\x1a"); err != nil {
 						shutdown(err)
 						return
@@ -446,7 +496,7 @@ func (s *Session) ownerLoop() {
 				}
 				continue
 			}
-			if ind := s.match(line); ind != nil && (cur == nil || !answers(cur.cmd, ind.prefix)) {
+			if ind := s.match(line); ind != nil && (cur == nil || !answers(cur.cmd, line)) {
 				u := urc{ind: ind, lines: []string{line}}
 				if ind.trailing == 0 {
 					if !s.queue(u) {

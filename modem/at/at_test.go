@@ -152,8 +152,64 @@ func TestFinalResultCodesAreTyped(t *testing.T) {
 		t.Fatalf("CME 10: got %#v", err)
 	}
 	_, err = s.Command(ctxT(t), "AT+D")
-	if !errors.As(err, &cme) || cme.Code != -1 || cme.Text != "SIM busy" {
+	if !errors.As(err, &cme) || cme.Code != 14 || cme.Text != "SIM busy" || !cme.SIMNotReady() {
 		t.Fatalf("verbose CME: got %#v", err)
+	}
+}
+
+// After AT+CMEE=2 (or on a modem that keeps it from its stored profile),
+// +CMS ERROR and +CME ERROR carry text: the 27.005 §3.2.5 and 27.007 §9.2
+// wording, or the RP-cause (24.011 Table 8.4) and TP-FCS (23.040
+// §9.2.3.22) names. They are classified as their numbers are.
+func TestVerboseErrorsAreClassifiedLikeTheirCodes(t *testing.T) {
+	for _, tc := range []struct {
+		line      string
+		code      int
+		permanent bool
+		number    bool
+	}{
+		{"+CMS ERROR: Unidentified subscriber", 28, true, true},
+		{"+CMS ERROR: Unassigned (unallocated) number", 1, true, true},
+		{"+CMS ERROR: unknown subscriber", 30, true, true},
+		{"+CMS ERROR: Invalid SME address", 0xC3, true, true},
+		{"+CMS ERROR: SM Rejected-Duplicate SM", 0xC5, true, false},
+		{"+CMS ERROR: invalid PDU mode parameter", 304, true, false},
+		{"+CMS ERROR: Congestion", 42, false, false},
+		{"+CMS ERROR: SMSC address unknown", 330, false, false},
+		{"+CMS ERROR: (U)SIM not inserted", 310, false, false},
+		{"+CMS ERROR: SIM busy", 314, false, false},
+		{"+CMS ERROR: no network service", 331, false, false},
+		{"+CMS ERROR: something only this firmware says", 500, false, false},
+	} {
+		ok, err := parseFinal(tc.line)
+		var cms *CMSError
+		if !ok || !errors.As(err, &cms) {
+			t.Fatalf("%q: not a +CMS ERROR: %v", tc.line, err)
+		}
+		if cms.Code != tc.code || cms.Permanent() != tc.permanent || cms.NumberError() != tc.number {
+			t.Errorf("%q: code %d permanent %v number %v; want %d %v %v", tc.line, cms.Code, cms.Permanent(), cms.NumberError(),
+				tc.code, tc.permanent, tc.number)
+		}
+	}
+	for _, tc := range []struct {
+		line string
+		code int
+		sim  bool
+	}{
+		{"+CME ERROR: SIM not inserted", 10, true},
+		{"+CME ERROR: SIM PIN required", 11, true},
+		{"+CME ERROR: SIM PUK required", 12, true},
+		{"+CME ERROR: incorrect password", 16, true},
+		{"+CME ERROR: no network service", 30, false},
+		{"+CME ERROR: operation not allowed", 3, false},
+		{"+CME ERROR: unknown", 100, false},
+		{"+CME ERROR: Whatever", -1, false},
+	} {
+		_, err := parseFinal(tc.line)
+		var cme *CMEError
+		if !errors.As(err, &cme) || cme.Code != tc.code || cme.SIMNotReady() != tc.sim {
+			t.Errorf("%q: got %#v; want code %d", tc.line, err, tc.code)
+		}
 	}
 }
 
@@ -265,5 +321,168 @@ func TestFields(t *testing.T) {
 	got := Fields(`+CMGL: 1,0,"a,b",23`)
 	if !reflect.DeepEqual(got, []string{"1", "0", "a,b", "23"}) {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// A modem whose stored profile has ATV0 gives numeric result codes (V.250
+// §6.2.6, Table 1): "0<CR>" for OK, "4<CR>" for ERROR; information text
+// still ends with CR LF, and +CMS/+CME ERROR stay text.
+func TestNumericResultCodes(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT":
+			f.send("0\r")
+		case "AT+CSQ":
+			f.send("+CSQ: 20,99\r\n0\r")
+		case "AT+CMGS=1":
+			f.send("+CMS ERROR: 331\r\n")
+		default:
+			f.send("4\r")
+		}
+	})
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("AT answered 0: %v", err)
+	}
+	info, err := s.Command(ctxT(t), "AT+CSQ")
+	if err != nil || !reflect.DeepEqual(info, []string{"+CSQ: 20,99"}) {
+		t.Fatalf("AT+CSQ: got %q, %v", info, err)
+	}
+	if _, err := s.Command(ctxT(t), "AT+NOPE"); !errors.Is(err, ErrError) {
+		t.Fatalf("4 is ERROR, got %v", err)
+	}
+	var cms *CMSError
+	if _, err := s.Command(ctxT(t), "AT+CMGS=1"); !errors.As(err, &cms) || cms.Code != 331 {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Huawei modems end a command they do not know with "COMMAND NOT SUPPORT"
+// (and one with too many parameters with "TOO MANY PARAMETERS") instead of
+// ERROR: a final result code, not a line to wait past.
+func TestVendorRefusalsAreFinal(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT+CNMI=2,1,0,1,0":
+			f.send("\r\nCOMMAND NOT SUPPORT\r\n")
+		case "AT+CSCA=1,2,3,4":
+			f.send("\r\nTOO MANY PARAMETERS\r\n")
+		}
+	})
+	for _, cmd := range []string{"AT+CNMI=2,1,0,1,0", "AT+CSCA=1,2,3,4"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := s.Command(ctx, cmd)
+		cancel()
+		if !errors.Is(err, ErrError) {
+			t.Fatalf("%s: want ErrError, got %v", cmd, err)
+		}
+	}
+}
+
+// An indication registered by a bare prefix ("^", every Huawei status line)
+// takes ^RSSI inside any answer, but the line naming the command in flight
+// ("^SYSINFO:" to AT^SYSINFO) stays its answer.
+func TestCatchAllIndicationLeavesTheAnswer(t *testing.T) {
+	got := make(chan string, 4)
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "AT^SYSINFO":
+			f.send("\r\n^RSSI: 14\r\n^SYSINFO: 2,3,0,5,1\r\n\r\nOK\r\n")
+		case "AT+CSQ":
+			f.send("\r\n^BOOT:20341,0,0,0,72\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+		}
+	})
+	s.AddIndication("^", 0, func(l []string) { got <- l[0] })
+	info, err := s.Command(ctxT(t), "AT^SYSINFO")
+	if err != nil || !reflect.DeepEqual(info, []string{"^SYSINFO: 2,3,0,5,1"}) {
+		t.Fatalf("AT^SYSINFO: got %q, %v", info, err)
+	}
+	info, err = s.Command(ctxT(t), "AT+CSQ")
+	if err != nil || !reflect.DeepEqual(info, []string{"+CSQ: 20,99"}) {
+		t.Fatalf("AT+CSQ: got %q, %v", info, err)
+	}
+	for _, want := range []string{"^RSSI: 14", "^BOOT:20341,0,0,0,72"} {
+		if g := <-got; g != want {
+			t.Fatalf("indication %q, want %q", g, want)
+		}
+	}
+}
+
+// Noise without line ends (a wrong baud rate, a dying cable) must not grow
+// a line without bound: a line longer than any AT answer is dropped.
+func TestOverlongLineIsDropped(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		if cmd == "AT" {
+			f.send(strings.Repeat("\xfe~", 64<<10) + "\r\nOK\r\n")
+		}
+	})
+	info, err := s.Command(ctxT(t), "AT")
+	if err != nil || len(info) != 0 {
+		t.Fatalf("got %d lines (first %d bytes), %v; want the noise dropped", len(info), len(strings.Join(info, "")), err)
+	}
+}
+
+// A modem that never gives the "> " prompt to AT+CMGS has not taken the
+// PDU: the send fails after the command timeout (not the long send
+// timeout, which is for the network's answer), with ESC to leave the
+// prompt state, and says the PDU was never written.
+func TestSMSCommandWithoutPromptFailsAtTheCommandTimeout(t *testing.T) {
+	escaped := make(chan struct{}, 1)
+	f := newFake(func(f *fakeModem, cmd string) {
+		switch cmd {
+		case "ESC":
+			escaped <- struct{}{}
+		case "AT":
+			f.send("\r\nOK\r\n")
+		}
+	})
+	s := New(f, Options{GuardTime: 20 * time.Millisecond, Timeout: 200 * time.Millisecond})
+	t.Cleanup(func() { s.Close(); f.unplugOnce() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // the send timeout
+	defer cancel()
+	start := time.Now()
+	_, err := s.SMSCommand(ctx, "AT+CMGS=10", "00")
+	if !errors.Is(err, ErrNoPrompt) {
+		t.Fatalf("want ErrNoPrompt, got %v after %v", err, time.Since(start))
+	}
+	<-escaped
+	if strings.Contains(f.wrote(), "00\x1a") {
+		t.Fatalf("the PDU was written without a prompt: %q", f.wrote())
+	}
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("session unusable after a missing prompt: %v", err)
+	}
+}
+
+// Modems differ in line ends (CR LF, LF only, CR only) and in the AT+CMGS
+// prompt (with or without the CR LF before it, with or without the space
+// after it).
+func TestLineEndsAndPromptForms(t *testing.T) {
+	for _, tc := range []struct{ name, eol, prompt string }{
+		{"crlf", "\r\n", "\r\n> "},
+		{"lf-only", "\n", "\n> "},
+		{"cr-only", "\r", "\r> "},
+		{"bare-prompt", "\r\n", "> "},
+		{"prompt-without-space", "\r\n", "\r\n>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := start(t, func(f *fakeModem, cmd string) {
+				switch {
+				case cmd == "AT+CSQ":
+					f.send(tc.eol + "+CSQ: 20,99" + tc.eol + tc.eol + "OK" + tc.eol)
+				case cmd == "AT+CMGS=10":
+					f.send(tc.prompt)
+				case strings.HasPrefix(cmd, "PDU:"):
+					f.send(tc.eol + "+CMGS: 7" + tc.eol + tc.eol + "OK" + tc.eol)
+				}
+			})
+			info, err := s.Command(ctxT(t), "AT+CSQ")
+			if err != nil || !reflect.DeepEqual(info, []string{"+CSQ: 20,99"}) {
+				t.Fatalf("AT+CSQ: %q, %v", info, err)
+			}
+			info, err = s.SMSCommand(ctxT(t), "AT+CMGS=10", "0011")
+			if err != nil || !reflect.DeepEqual(info, []string{"+CMGS: 7"}) {
+				t.Fatalf("AT+CMGS: %q, %v", info, err)
+			}
+		})
 	}
 }

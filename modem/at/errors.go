@@ -7,9 +7,15 @@ import (
 	"strings"
 )
 
-// ErrError is the bare final result code "ERROR" (V.250 §5.7.1). It carries no
-// cause, so callers treat it as temporary.
+// ErrError is the bare final result code "ERROR" (V.250 §5.7.1), and the
+// Huawei refusals "COMMAND NOT SUPPORT" and "TOO MANY PARAMETERS". It carries
+// no cause, so callers treat it as temporary.
 var ErrError = errors.New("at: modem answered ERROR")
+
+// ErrNoPrompt is the cause (in a *TimeoutError) of an SMS command that got
+// no "> " prompt within the command timeout: the PDU was not written, so
+// the message was not sent.
+var ErrNoPrompt = errors.New("no \"> \" prompt")
 
 // ErrClosed is matched (errors.Is) by every *ClosedError.
 var ErrClosed = errors.New("at: session closed")
@@ -74,12 +80,21 @@ func (e *TimeoutError) Unwrap() error { return e.Err }
 //
 // "Temporary" here means "this message may succeed later or on another
 // modem": a fault of our SIM, ME or network is temporary for the message.
+//
+// A verbose error (AT+CMEE=2: "+CMS ERROR: Unidentified subscriber") gets
+// the number its text names in 27.005 §3.2.5, 24.011 Table 8.4 or 23.040
+// §9.2.3.22, and 500 (unknown error) for a text we do not know.
 type CMSError struct {
 	Code int
 	Line string // the raw result line
 }
 
 func (e *CMSError) Error() string {
+	if rest, _ := strings.CutPrefix(e.Line, "+CMS ERROR:"); rest != "" {
+		if _, err := strconv.Atoi(strings.TrimSpace(rest)); err != nil { // verbose
+			return fmt.Sprintf("at: +CMS ERROR: %s (%d)", strings.TrimSpace(rest), e.Code)
+		}
+	}
 	return fmt.Sprintf("at: +CMS ERROR: %d (%s)", e.Code, cmsText(e.Code))
 }
 
@@ -178,13 +193,13 @@ func cmsText(c int) string {
 // (10 SIM not inserted, 11 SIM PIN required, 14 SIM busy, 30 no network
 // service, 31 network timeout, 100 unknown...).
 type CMEError struct {
-	Code int    // -1 when the modem gave text
+	Code int    // for verbose text, its 27.007 number; -1 when the text is unknown
 	Text string // verbose text, if any
 	Line string
 }
 
 func (e *CMEError) Error() string {
-	if e.Code < 0 {
+	if e.Text != "" {
 		return "at: +CME ERROR: " + e.Text
 	}
 	return fmt.Sprintf("at: +CME ERROR: %d", e.Code)
@@ -200,16 +215,20 @@ func (e *CMEError) Temporary() bool { return true }
 // line; err is nil for OK.
 func parseFinal(line string) (final bool, err error) {
 	switch line {
-	case "OK":
+	case "OK", "0": // "0" and "4": the numeric forms of ATV0 (V.250 §6.2.6, Table 1)
 		return true, nil
-	case "ERROR":
+	case "ERROR", "4":
+		return true, ErrError
+	case "COMMAND NOT SUPPORT", "TOO MANY PARAMETERS":
+		// Huawei's refusals of an unknown command or of extra parameters:
+		// final, and as causeless as ERROR.
 		return true, ErrError
 	}
 	if rest, found := strings.CutPrefix(line, "+CMS ERROR:"); found {
 		rest = strings.TrimSpace(rest)
 		n, perr := strconv.Atoi(rest)
 		if perr != nil {
-			n = 500 // verbose text: unknown error
+			n = cmsCode(rest) // verbose (AT+CMEE=2): its number, or 500 unknown error
 		}
 		return true, &CMSError{Code: n, Line: line}
 	}
@@ -217,7 +236,7 @@ func parseFinal(line string) (final bool, err error) {
 		rest = strings.TrimSpace(rest)
 		n, perr := strconv.Atoi(rest)
 		if perr != nil {
-			return true, &CMEError{Code: -1, Text: rest, Line: line}
+			return true, &CMEError{Code: cmeCode(rest), Text: rest, Line: line}
 		}
 		return true, &CMEError{Code: n, Line: line}
 	}

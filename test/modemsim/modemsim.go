@@ -13,14 +13,23 @@
 // then answers "+CMGS: <mr>" and records the message (parts of a
 // concatenated message are joined). A message counts as sent only once the
 // +CMGS answer is written. With TP-SRR, a +CDS status report follows after
-// ReportDelay when AT+CNMI asked for ds=1. Deliver stores incoming messages
+// ReportDelay when AT+CNMI asked for ds=1 (with ds=2 the report is stored
+// and announced with +CDSI; AT+CPMS names one memory). Deliver stores incoming messages
 // in the SIM memory and announces them with +CMTI.
 //
 // Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
 // a send), UnplugOnNextSend (the port vanishes after the PDU was received,
 // before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
-// instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer).
+// instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
+// SetRegStat (any +CREG <stat>), InjectReport (a +CDS for any TP-MR and
+// recipient).
+//
+// Variants of other makers and stored profiles (Options): Numeric (ATV0
+// result codes), CMEE (verbose errors), Refuse/RefuseWith (Huawei's
+// COMMAND NOT SUPPORT), Chatter (^RSSI, +CPIN: READY... inside answers),
+// Mem (+CMTI/+CDSI memory), NoSCA, NoSMSC, SIMBusy, BootDelay, PIN (three wrong PINs
+// block the SIM). Count and WaitCount tell what the client asked.
 package modemsim
 
 import (
@@ -58,16 +67,44 @@ type Options struct {
 	ReportStatus byte          // TP-ST of the status reports (0 = delivered)
 	Manufacturer string        // default "SIEMENS"
 	Model        string        // default "TC35i"
-	PIN          string        // when set, the SIM asks for it after each power-up
+	PIN          string        // when set, the SIM asks for it after each power-up; 3 wrong PINs block it (SIM PUK)
 	SMSC         string        // default "+8613800100500"
 	Signal       int           // +CSQ rssi, default 20
 	// Refuse lists commands (upper case, without "AT", e.g. "+CNMI=2,1,0,1,0")
 	// answered ERROR, as a modem that lacks a mode or a feature does.
 	Refuse []string
+	// RefuseWith is the final result code of a refused command; default
+	// "ERROR" (a Huawei answers "COMMAND NOT SUPPORT").
+	RefuseWith string
 	// NoSCA leaves the SMSC address field out of the PDUs it gives (+CDS,
 	// +CMGR, +CMGL), as some modems do; the announced length is the TPDU's
 	// either way.
 	NoSCA bool
+	// Numeric starts every power-up in ATV0 (a stored profile with numeric
+	// result codes: "0<CR>" for OK, "4<CR>" for ERROR) until ATV1.
+	Numeric bool
+	// CMEE is the error format at power-up (AT+CMEE: 0 bare ERROR, 1
+	// numbers, 2 words), as a stored profile sets it.
+	CMEE int
+	// NoSMSC leaves the SIM without an SMSC address: AT+CSCA? answers
+	// `+CSCA: "",129` and sends fail with +CMS ERROR: 330 (SMSC address
+	// unknown), until AT+CSCA=<number> sets one.
+	NoSMSC bool
+	// BootDelay is how long the modem ignores what it receives after each
+	// power-up; then it writes "^SYSSTART".
+	BootDelay time.Duration
+	// SIMBusy answers the first n message-service commands after each
+	// power-up (AT+CNMI, AT+CPMS, AT+CSMS, AT+CMGL/R/S/D) with +CMS ERROR: 314,
+	// "SIM busy", as a SIM still reading its files after boot or PIN entry.
+	SIMBusy int
+	// Mem is the memory +CMTI and +CDSI name (default "SM"; AT+CPMS? says
+	// "SM" is <mem1>). The emulator has one memory under every name, so a
+	// test checks with Count("+CPMS=") that the client selected it.
+	Mem string
+	// Chatter are unsolicited lines written inside every answer, before its
+	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
+	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
+	Chatter []string
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -102,8 +139,13 @@ type Sim struct {
 	unplugAt bool                        // guarded by mu
 	simReady bool                        // guarded by mu
 	reg      bool                        // guarded by mu
+	regStat  int                         // guarded by mu: +CREG <stat> set by SetRegStat; 0 = from reg
 	garbage  bool                        // guarded by mu
 	garbSend bool                        // guarded by mu
+	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
+	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
+	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
+	cmdSeen  chan struct{}               // guarded by mu: closed and replaced on each command
 	closed   bool                        // guarded by mu
 	wg       sync.WaitGroup
 }
@@ -117,10 +159,15 @@ type conn struct {
 
 	// owned by the serve goroutine:
 	echo     bool
+	numeric  bool     // ATV0: numeric result codes
+	chatter  []string // Options.Chatter
+	busyLeft int      // Options.SIMBusy left
 	cmee     int
 	unlocked bool
 	cnmiMT   int
 	cnmiDS   int
+
+	resetPending bool // guarded by wmu: Reset asked the serve goroutine to forget its settings
 }
 
 // Start powers up an emulated modem. ctx bounds its life (Close also ends it).
@@ -134,6 +181,9 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	if opts.SMSC == "" {
 		opts.SMSC = "+8613800100500"
 	}
+	if opts.Mem == "" {
+		opts.Mem = "SM"
+	}
 	if opts.Signal == 0 {
 		opts.Signal = 20
 	}
@@ -141,7 +191,11 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		opts.Name = "tc35i"
 	}
 	s := &Sim{opts: opts, notify: make(chan struct{}), partial: map[string][]*sms.SubmitPDU{},
-		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true}
+		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true,
+		counts: map[string]int{}, cmdSeen: make(chan struct{})}
+	if !opts.NoSMSC {
+		s.smsc = opts.SMSC
+	}
 	s.dir = opts.Dir
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "modemsim")
@@ -199,6 +253,24 @@ func (s *Sim) Unplug() {
 	_ = c.slave.Close()
 }
 
+// Reset restarts the modem on the same port, as a watchdog or a brown-out
+// does to a modem on a serial line (the port stays open): it forgets its
+// settings (echo on, no AT+CNMI, error format and result code form of
+// power-up, SIM locked again when it has a PIN) and writes "^SYSSTART".
+func (s *Sim) Reset() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.wmu.Lock()
+	c.cnmiMT, c.cnmiDS = 0, 0
+	c.resetPending = true // the serve goroutine resets its own state
+	c.wmu.Unlock()
+	c.urc("^SYSSTART", nil)
+}
+
 // Replug powers the modem up on a new pty behind the same path.
 func (s *Sim) Replug() error {
 	s.mu.Lock()
@@ -228,7 +300,7 @@ func (s *Sim) Replug() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return err
 	}
-	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: 0}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: s.opts.CMEE, numeric: s.opts.Numeric, chatter: s.opts.Chatter, busyLeft: s.opts.SIMBusy}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -254,6 +326,12 @@ func makeRaw(f *os.File) error {
 	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
+func (s *Sim) noSMSC() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.smsc == ""
+}
+
 // Sent returns the messages sent so far, in order.
 func (s *Sim) Sent() []Message {
 	s.mu.Lock()
@@ -276,6 +354,40 @@ func (s *Sim) WaitSent(ctx context.Context, n int) ([]Message, error) {
 			return s.Sent(), fmt.Errorf("modemsim: %d of %d messages sent: %w", got, n, ctx.Err())
 		}
 	}
+}
+
+// Count is how many times the modem received the command (upper case,
+// without "AT", a set command without its parameters: "+CPIN?", "+CPIN=",
+// "+CMGS=").
+func (s *Sim) Count(cmd string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[cmd]
+}
+
+// WaitCount waits until the modem received cmd at least n times.
+func (s *Sim) WaitCount(ctx context.Context, cmd string, n int) error {
+	for {
+		s.mu.Lock()
+		got, ch := s.counts[cmd], s.cmdSeen
+		s.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("modemsim: %s received %d of %d times: %w", cmd, got, n, ctx.Err())
+		}
+	}
+}
+
+// PINBlocked reports whether three wrong PINs blocked the SIM (it asks for
+// the PUK).
+func (s *Sim) PINBlocked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pinTries >= 3
 }
 
 // Stored is the number of messages in the SIM memory.
@@ -303,7 +415,22 @@ func (s *Sim) UnplugOnNextSend() { s.mu.Lock(); s.unplugAt = true; s.mu.Unlock()
 func (s *Sim) SetSIMReady(ok bool) { s.mu.Lock(); s.simReady = ok; s.mu.Unlock() }
 
 // SetRegistered switches network registration (+CREG: 0,1 / 0,0).
-func (s *Sim) SetRegistered(ok bool) { s.mu.Lock(); s.reg = ok; s.mu.Unlock() }
+func (s *Sim) SetRegistered(ok bool) {
+	s.mu.Lock()
+	s.reg, s.regStat = ok, 0
+	s.mu.Unlock()
+}
+
+// SetRegStat sets the +CREG <stat> the modem reports (27.007 §7.2: 0 not
+// searching, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming, 6/7 SMS
+// only home/roaming, 9/10 CSFB not preferred home/roaming); sends work in
+// 1, 5, 6, 7, 9 and 10.
+func (s *Sim) SetRegStat(stat int) {
+	s.mu.Lock()
+	s.regStat = stat
+	s.reg = slices.Contains([]int{1, 5, 6, 7, 9, 10}, stat)
+	s.mu.Unlock()
+}
 
 // SetGarbage makes the modem answer noise instead of result codes.
 func (s *Sim) SetGarbage(on bool) { s.mu.Lock(); s.garbage = on; s.mu.Unlock() }
@@ -324,26 +451,19 @@ func (s *Sim) Deliver(from, text string) error {
 	return s.DeliverPDU(pdus...)
 }
 
-// DeliverPDU stores raw SMS-DELIVER PDUs (with their SMSC field).
+// DeliverPDU stores raw PDUs (with their SMSC field; SMS-DELIVER, or
+// anything a modem may keep in its memory) and announces each with +CMTI.
 func (s *Sim) DeliverPDU(pdus ...[]byte) error {
 	for _, p := range pdus {
+		idx, err := s.storePDU(p)
+		if err != nil {
+			return err
+		}
 		s.mu.Lock()
-		idx := 0
-		for i := 1; i <= 30; i++ {
-			if _, used := s.store[i]; !used {
-				idx = i
-				break
-			}
-		}
-		if idx == 0 {
-			s.mu.Unlock()
-			return errors.New("modemsim: SIM memory full")
-		}
-		s.store[idx] = append([]byte(nil), p...)
 		c := s.conn
 		s.mu.Unlock()
 		if c != nil {
-			c.urc(fmt.Sprintf("+CMTI: \"SM\",%d", idx), func() bool { return c.cnmiMT > 0 })
+			c.urc(fmt.Sprintf("+CMTI: \"%s\",%d", s.opts.Mem, idx), func() bool { return c.cnmiMT > 0 })
 		}
 	}
 	return nil
@@ -368,25 +488,83 @@ func (c *conn) write(text string) {
 
 func (c *conn) info(lines ...string) {
 	var b strings.Builder
-	for _, l := range lines {
-		b.WriteString("\r\n" + l + "\r\n")
+	for _, l := range append(append([]string(nil), c.chatter...), lines...) {
+		if c.numeric {
+			b.WriteString(l + "\r\n") // V.250 §5.7.1: information text in ATV0 form
+		} else {
+			b.WriteString("\r\n" + l + "\r\n")
+		}
 	}
-	b.WriteString("\r\nOK\r\n")
+	b.WriteString(c.final("OK"))
 	c.write(b.String())
 }
 
+// final formats a final result code: "\r\nOK\r\n", or "0\r" / "4\r" in
+// ATV0 (V.250 §5.7.1, Table 1).
+func (c *conn) final(code string) string {
+	if !c.numeric {
+		return "\r\n" + code + "\r\n"
+	}
+	switch code {
+	case "OK":
+		return "0\r"
+	case "ERROR":
+		return "4\r"
+	}
+	return code + "\r\n"
+}
+
+// fail answers ERROR.
+func (c *conn) fail() { c.write(c.final("ERROR")) }
+
 func (c *conn) cmeError(code int) {
-	if c.cmee == 0 {
-		c.write("\r\nERROR\r\n")
+	switch {
+	case c.cmee == 0:
+		c.fail()
+	case c.cmee == 2 && cmeTexts[code] != "":
+		c.write(c.final("+CME ERROR: " + cmeTexts[code]))
+	default:
+		c.write(c.final(fmt.Sprintf("+CME ERROR: %d", code)))
+	}
+}
+
+// cmsError answers +CMS ERROR: <code> (27.005 §3.2.5), in words after
+// AT+CMEE=2.
+func (c *conn) cmsError(code int) {
+	if c.cmee == 2 && cmsTexts[code] != "" {
+		c.write(c.final("+CMS ERROR: " + cmsTexts[code]))
 		return
 	}
-	c.write(fmt.Sprintf("\r\n+CME ERROR: %d\r\n", code))
+	c.write(c.final(fmt.Sprintf("+CMS ERROR: %d", code)))
 }
+
+// The verbose texts (AT+CMEE=2) of the errors the emulator gives or tests
+// ask for with FailNext: 27.007 §9.2, 27.005 §3.2.5, 24.011 Table 8.4.
+var (
+	cmeTexts = map[int]string{10: "SIM not inserted", 11: "SIM PIN required", 12: "SIM PUK required", 16: "incorrect password"}
+	cmsTexts = map[int]string{1: "Unassigned (unallocated) number", 28: "Unidentified subscriber", 42: "Congestion",
+		304: "invalid PDU mode parameter", 310: "SIM not inserted", 321: "invalid memory index",
+		330: "SMSC address unknown", 331: "no network service", 500: "unknown error"}
+)
 
 // serve is the goroutine of one power-up: it reads commands from the pty.
 func (s *Sim) serve(c *conn) {
 	defer s.wg.Done()
 	buf := make([]byte, 1024)
+	booted := time.Now().Add(s.opts.BootDelay)
+	if s.opts.BootDelay > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			t := time.NewTimer(s.opts.BootDelay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				c.urc("^SYSSTART", nil)
+			case <-c.gone:
+			}
+		}()
+	}
 	var line []byte
 	prompt := false // reading a PDU after "> "
 	var pduLen int
@@ -395,6 +573,17 @@ func (s *Sim) serve(c *conn) {
 		if err != nil {
 			return
 		}
+		if time.Now().Before(booted) {
+			continue // still booting: input is lost
+		}
+		c.wmu.Lock()
+		if c.resetPending {
+			c.resetPending = false
+			c.echo, c.cmee, c.numeric, c.unlocked = true, s.opts.CMEE, s.opts.Numeric, false
+			c.busyLeft = s.opts.SIMBusy
+			line, prompt = line[:0], false
+		}
+		c.wmu.Unlock()
 		for _, b := range buf[:n] {
 			if prompt {
 				switch b {
@@ -411,7 +600,7 @@ func (s *Sim) serve(c *conn) {
 				case 0x1b:
 					prompt = false
 					line = line[:0]
-					c.write("\r\nOK\r\n")
+					c.write(c.final("OK"))
 				case '\r', '\n':
 				default:
 					line = append(line, b)
@@ -443,7 +632,17 @@ func (s *Sim) serve(c *conn) {
 // prompt was sent.
 func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	s.mu.Lock()
-	simReady, reg, garbage := s.simReady, s.reg, s.garbage
+	simReady, reg, garbage, blocked := s.simReady, s.reg, s.garbage, s.pinTries >= 3
+	key := strings.ToUpper(cmd)
+	if len(key) >= 2 {
+		key = key[2:]
+	}
+	if i := strings.IndexByte(key, '='); i >= 0 {
+		key = key[:i+1] // "+CPIN=", "+CMGS=": any parameters
+	}
+	s.counts[key]++
+	close(s.cmdSeen)
+	s.cmdSeen = make(chan struct{})
 	s.mu.Unlock()
 	if garbage {
 		c.write("\r\n\xff#~^@junk\x07\r\n")
@@ -451,12 +650,16 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	}
 	up := strings.ToUpper(cmd)
 	if !strings.HasPrefix(up, "AT") {
-		c.write("\r\nERROR\r\n")
+		c.fail()
 		return 0, false
 	}
 	body := up[2:]
 	if slices.Contains(s.opts.Refuse, body) {
-		c.write("\r\nERROR\r\n")
+		if s.opts.RefuseWith != "" {
+			c.write(c.final(s.opts.RefuseWith))
+			return 0, false
+		}
+		c.fail()
 		return 0, false
 	}
 	arg := func(prefix string) (string, bool) {
@@ -466,11 +669,23 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		return "", false
 	}
 	pinOK := s.opts.PIN == "" || c.unlocked
+	if c.busyLeft > 0 {
+		for _, p := range []string{"+CNMI", "+CPMS", "+CSMS", "+CMGL", "+CMGR", "+CMGS", "+CMGD"} {
+			if strings.HasPrefix(body, p) {
+				c.busyLeft--
+				c.cmsError(314)
+				return 0, false
+			}
+		}
+	}
 	switch {
 	case body == "":
 		c.info()
 	case body == "E0" || body == "E1":
 		c.echo = body == "E1"
+		c.info()
+	case body == "V0" || body == "V1":
+		c.numeric = body == "V0"
 		c.info()
 	case strings.HasPrefix(body, "+CMEE="):
 		c.cmee, _ = strconv.Atoi(body[6:])
@@ -479,6 +694,8 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		switch {
 		case !simReady:
 			c.cmeError(10)
+		case blocked:
+			c.info("+CPIN: SIM PUK")
 		case !pinOK:
 			c.info("+CPIN: SIM PIN")
 		default:
@@ -486,11 +703,17 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		}
 	case strings.HasPrefix(body, "+CPIN="):
 		v, _ := arg("+CPIN=")
-		if strings.Trim(v, `"`) == s.opts.PIN {
+		switch {
+		case blocked:
+			c.cmeError(12) // SIM PUK required
+		case strings.Trim(v, `"`) == s.opts.PIN:
 			c.unlocked = true
 			c.info()
-		} else {
-			c.cmeError(16)
+		default:
+			s.mu.Lock()
+			s.pinTries++
+			s.mu.Unlock()
+			c.cmeError(16) // incorrect password
 		}
 	case body == "+CGMI":
 		c.info(s.opts.Manufacturer)
@@ -498,16 +721,53 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		c.info(s.opts.Model)
 	case body == "+CSQ":
 		c.info(fmt.Sprintf("+CSQ: %d,99", s.opts.Signal))
-	case body == "+CREG?":
+	case body == "+CREG?", body == "+CGREG?", body == "+CEREG?":
 		st := 0
 		if reg && simReady {
 			st = 1
 		}
-		c.info(fmt.Sprintf("+CREG: 0,%d", st))
+		s.mu.Lock()
+		if s.regStat != 0 && simReady {
+			st = s.regStat
+		}
+		s.mu.Unlock()
+		c.info(fmt.Sprintf("%s: 0,%d", body[:len(body)-1], st))
 	case body == "+CSCA?":
-		c.info(fmt.Sprintf("+CSCA: \"%s\",145", s.opts.SMSC))
+		s.mu.Lock()
+		smsc := s.smsc
+		s.mu.Unlock()
+		if smsc == "" {
+			c.info(`+CSCA: "",129`)
+		} else {
+			c.info(fmt.Sprintf("+CSCA: \"%s\",145", smsc))
+		}
+	case strings.HasPrefix(body, "+CSCA="):
+		v, _ := arg("+CSCA=")
+		num, _, _ := strings.Cut(v, ",")
+		s.mu.Lock()
+		s.smsc = strings.Trim(num, `" `)
+		s.mu.Unlock()
+		c.info()
 	case body == "+CMGF=0", body == "+CNMA":
 		c.info()
+	case body == "+CPMS?", strings.HasPrefix(body, "+CPMS="):
+		// One memory holds everything; "SM", "ME", "MT" and "SR" all name it.
+		if v, ok := arg("+CPMS="); ok {
+			for _, m := range strings.Split(v, ",") {
+				if !slices.Contains([]string{"SM", "ME", "MT", "SR"}, strings.ToUpper(strings.Trim(m, `" `))) {
+					c.cmsError(302)
+					return 0, false
+				}
+			}
+		}
+		s.mu.Lock()
+		n := len(s.store)
+		s.mu.Unlock()
+		if body == "+CPMS?" {
+			c.info(fmt.Sprintf(`+CPMS: "SM",%d,30,"SM",%d,30,"SM",%d,30`, n, n, n))
+		} else {
+			c.info(fmt.Sprintf("+CPMS: %d,30,%d,30,%d,30", n, n, n))
+		}
 	case body == "+CSMS?":
 		c.info("+CSMS: 0,1,1,1")
 	case strings.HasPrefix(body, "+CNMI="):
@@ -527,11 +787,13 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		n, err := strconv.Atoi(body[6:])
 		switch {
 		case err != nil:
-			c.write("\r\n+CMS ERROR: 304\r\n")
+			c.cmsError(304)
 		case !simReady || !pinOK:
-			c.write("\r\n+CMS ERROR: 310\r\n")
+			c.cmsError(310)
 		case !reg:
-			c.write("\r\n+CMS ERROR: 331\r\n")
+			c.cmsError(331)
+		case s.noSMSC():
+			c.cmsError(330)
 		default:
 			c.write("\r\n> ")
 			return n, true
@@ -542,7 +804,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		p, ok := s.store[i]
 		s.mu.Unlock()
 		if !ok {
-			c.write("\r\n+CMS ERROR: 321\r\n")
+			c.cmsError(321)
 			break
 		}
 		c.info(fmt.Sprintf("+CMGR: 0,,%d", tpduLen(p)), s.pduHex(p))
@@ -567,7 +829,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		s.mu.Unlock()
 		c.info()
 	default:
-		c.write("\r\nERROR\r\n")
+		c.fail()
 	}
 	return 0, false
 }
@@ -602,17 +864,17 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 		return true
 	}
 	if fail != 0 {
-		c.write(fmt.Sprintf("\r\n+CMS ERROR: %d\r\n", fail))
+		c.cmsError(fail)
 		return true
 	}
 	raw, err := hex.DecodeString(hexPDU)
 	if err != nil || tpduLen(raw) != n {
-		c.write("\r\n+CMS ERROR: 304\r\n")
+		c.cmsError(304)
 		return true
 	}
 	sub, err := sms.DecodeSubmit(raw)
 	if err != nil {
-		c.write("\r\n+CMS ERROR: 304\r\n")
+		c.cmsError(304)
 		return true
 	}
 	if d := s.opts.SendDelay; d > 0 {
@@ -633,7 +895,7 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	mr := s.mr
 	s.record(sub, mr)
 	s.mu.Unlock()
-	c.write(fmt.Sprintf("\r\n+CMGS: %d\r\n\r\nOK\r\n", mr))
+	c.info(fmt.Sprintf("+CMGS: %d", mr))
 	if sub.StatusReport {
 		go s.report(c, mr, sub.Dest)
 	}
@@ -678,6 +940,25 @@ func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport})
 }
 
+// InjectReport makes the modem give a +CDS status report now (when
+// AT+CNMI asked for them) for TP-MR mr and recipient, whatever was sent: a
+// late report of an earlier send, or one in another number format.
+func (s *Sim) InjectReport(mr int, recipient string, status byte) error {
+	now := time.Now()
+	pdu, err := encodeStatusReport(mr, recipient, now.Add(-time.Second), now, status)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return errors.New("modemsim: unplugged")
+	}
+	s.giveReport(c, pdu)
+	return nil
+}
+
 func (s *Sim) report(c *conn, mr int, dest string) {
 	if d := s.opts.ReportDelay; d > 0 {
 		t := time.NewTimer(d)
@@ -693,7 +974,38 @@ func (s *Sim) report(c *conn, mr int, dest string) {
 	if err != nil {
 		return
 	}
-	c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS > 0 })
+	s.giveReport(c, pdu)
+}
+
+// giveReport hands a status report over as AT+CNMI asked: routed as +CDS
+// (ds=1), or stored in the SIM memory and announced with +CDSI (ds=2,
+// 27.005 §3.4.1).
+func (s *Sim) giveReport(c *conn, pdu []byte) {
+	c.wmu.Lock()
+	ds := c.cnmiDS
+	c.wmu.Unlock()
+	if ds != 2 {
+		c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS == 1 })
+		return
+	}
+	idx, err := s.storePDU(pdu)
+	if err != nil {
+		return
+	}
+	c.urc(fmt.Sprintf("+CDSI: \"%s\",%d", s.opts.Mem, idx), func() bool { return c.cnmiDS == 2 })
+}
+
+// storePDU puts a PDU in the first free SIM slot.
+func (s *Sim) storePDU(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 1; i <= 30; i++ {
+		if _, used := s.store[i]; !used {
+			s.store[i] = append([]byte(nil), p...)
+			return i, nil
+		}
+	}
+	return 0, errors.New("modemsim: SIM memory full")
 }
 
 // pduHex is a PDU (SMSC address field first) as the modem writes it: hex,
