@@ -68,8 +68,10 @@ type Carrier struct {
 	health    *Health
 
 	limiter atomic.Pointer[rateLimiter]
-	binds   []*carrierBind
-	bound   atomic.Int32
+	// binds is replaced whole when a reload changes binds or bind_mode
+	// (resize); readers take the slice they load.
+	binds atomic.Pointer[[]*carrierBind]
+	bound atomic.Int32
 	rr      atomic.Uint32
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
@@ -77,6 +79,8 @@ type Carrier struct {
 	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	wg     sync.WaitGroup
+	mu     sync.Mutex // Start, Stop and resize
+	ctx    context.Context
 	cancel context.CancelFunc
 
 	// Cached metric children of the accepted submit (metrics.go).
@@ -90,7 +94,30 @@ type carrierBind struct {
 	sess  atomic.Pointer[Session]
 	state atomic.Value  // string: connecting, bound, backoff, auth_failed, stopped
 	retry chan struct{} // kicked by reload to retry after auth failure
+	// cancel ends this bind alone (a reload that takes it away).
+	cancel context.CancelFunc
+	// up is closed when the bind is first bound.
+	up     chan struct{}
+	upOnce sync.Once
 }
+
+func newCarrierBind(c *Carrier, index int, kind bindType) *carrierBind {
+	b := &carrierBind{c: c, index: index, kind: kind, retry: make(chan struct{}, 1), up: make(chan struct{})}
+	b.state.Store("stopped")
+	return b
+}
+
+// bindKinds are the binds of each of a carrier's connections for a
+// bind_mode.
+func bindKinds(mode string) []bindType {
+	if mode == "transmitter_receiver" {
+		return []bindType{bindTX, bindRX}
+	}
+	return []bindType{bindTRX}
+}
+
+// bindList is the carrier's binds now.
+func (c *Carrier) bindList() []*carrierBind { return *c.binds.Load() }
 
 // NewCarrier makes a carrier; Start dials its binds.
 func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
@@ -101,18 +128,13 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	}
 	d := &net.Dialer{}
 	c.dialer = d.DialContext
-	n := max(cfg.Binds, 1)
-	kinds := []bindType{bindTRX}
-	if cfg.BindMode == "transmitter_receiver" {
-		kinds = []bindType{bindTX, bindRX}
-	}
-	for i := range n {
-		for _, k := range kinds {
-			b := &carrierBind{c: c, index: i, kind: k, retry: make(chan struct{}, 1)}
-			b.state.Store("stopped")
-			c.binds = append(c.binds, b)
+	var list []*carrierBind
+	for i := range max(cfg.Binds, 1) {
+		for _, k := range bindKinds(cfg.BindMode) {
+			list = append(list, newCarrierBind(c, i, k))
 		}
 	}
+	c.binds.Store(&list)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(0)
 	return c
 }
@@ -122,22 +144,168 @@ func (c *Carrier) Config() config.Carrier { return *c.cfg.Load() }
 
 // Start dials every bind; they run until Stop.
 func (c *Carrier) Start(ctx context.Context) {
-	ctx, c.cancel = context.WithCancel(ctx)
-	for _, b := range c.binds {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			b.run(ctx)
-		}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx != nil {
+		return // started already
 	}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	for _, b := range c.bindList() {
+		c.startBind(b)
+	}
+}
+
+// startBind runs b until its own cancel or the carrier's; c.mu is held.
+func (c *Carrier) startBind(b *carrierBind) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	b.cancel = cancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		b.run(ctx)
+	}()
 }
 
 // Stop unbinds every bind and waits for them to end.
 func (c *Carrier) Stop() {
+	c.mu.Lock()
 	if c.cancel != nil {
 		c.cancel()
 	}
+	c.mu.Unlock()
 	c.wg.Wait()
+}
+
+// Retire takes the carrier out of service: each bind leaves once the
+// submits in flight on it are answered (at most wait), then Stop.
+func (c *Carrier) Retire(wait time.Duration) {
+	var wg sync.WaitGroup
+	for _, b := range c.bindList() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.drain(wait)
+		}()
+	}
+	wg.Wait()
+	c.Stop()
+}
+
+// drain waits, at most wait, until no submit is in flight on b's session.
+// b is no longer in the carrier's list, so none is added meanwhile.
+func (b *carrierBind) drain(wait time.Duration) {
+	s := b.sess.Load()
+	if s == nil {
+		return
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond) // no event for an empty window; a reload is rare
+	defer tick.Stop()
+	for s.Outstanding() > 0 {
+		select {
+		case <-s.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// resize makes the binds match cfg's binds and bind_mode (a reload): binds
+// that stay keep their connections, new ones dial, and the others leave
+// once the submits in flight on them are answered (at most
+// response_timeout), unbinding as on shutdown. When no bind that submits
+// stays (bind_mode changed), the old ones leave only once a new one is
+// bound, or connect_timeout has passed, so that the carrier does not count
+// as down for the change.
+func (c *Carrier) resize(cfg config.Carrier) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	type key struct {
+		index int
+		kind  bindType
+	}
+	old := c.bindList()
+	have := make(map[key]*carrierBind, len(old))
+	for _, b := range old {
+		have[key{b.index, b.kind}] = b
+	}
+	var list, added []*carrierBind
+	keptTX := false
+	for i := range max(cfg.Binds, 1) {
+		for _, k := range bindKinds(cfg.BindMode) {
+			if b := have[key{i, k}]; b != nil {
+				delete(have, key{i, k})
+				list = append(list, b)
+				keptTX = keptTX || k.transmits()
+				continue
+			}
+			b := newCarrierBind(c, i, k)
+			list = append(list, b)
+			added = append(added, b)
+		}
+	}
+	var retired []*carrierBind
+	for _, b := range old {
+		if have[key{b.index, b.kind}] == b {
+			retired = append(retired, b)
+		}
+	}
+	c.binds.Store(&list)
+	c.log.Info("carrier binds changed by a reload", zap.Int("binds", len(list)), zap.Int("added", len(added)),
+		zap.Int("leaving", len(retired)), zap.String("bind_mode", cfg.BindMode))
+	if c.ctx == nil || c.ctx.Err() != nil {
+		return // not running: the list is all there is
+	}
+	for _, b := range added {
+		c.startBind(b)
+	}
+	if len(retired) == 0 {
+		return
+	}
+	var firstUp <-chan struct{}
+	if !keptTX {
+		up := make(chan struct{})
+		var once sync.Once
+		for _, b := range added {
+			if b.kind.transmits() {
+				go func() {
+					select {
+					case <-b.up:
+						once.Do(func() { close(up) })
+					case <-c.ctx.Done():
+					}
+				}()
+			}
+		}
+		firstUp = up
+	}
+	ctx := c.ctx
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if firstUp != nil {
+			t := time.NewTimer(cfg.ConnectTimeout.D() + cfg.ResponseTimeout.D())
+			select {
+			case <-firstUp:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		var wg sync.WaitGroup
+		for _, b := range retired {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.drain(cfg.ResponseTimeout.D())
+				b.cancel()
+			}()
+		}
+		wg.Wait()
+	}()
 }
 
 // Reconfigure applies new settings (reload). Connection settings (address,
@@ -146,6 +314,9 @@ func (c *Carrier) Stop() {
 // an auth failure retries.
 func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	old := c.cfg.Swap(&cfg)
+	if max(cfg.Binds, 1) != max(old.Binds, 1) || cfg.BindMode != old.BindMode {
+		c.resize(cfg)
+	}
 	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
 	reconnect := old.Address != cfg.Address || old.SystemID != cfg.SystemID || old.Password != cfg.Password ||
 		old.SystemType != cfg.SystemType || old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
@@ -153,7 +324,7 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	if reconnect {
 		c.connGen.Add(1)
 	}
-	for _, b := range c.binds {
+	for _, b := range c.bindList() {
 		select {
 		case b.retry <- struct{}{}:
 		default:
@@ -173,8 +344,9 @@ func (c *Carrier) Bound() int { return int(c.bound.Load()) }
 // BindStates lists each bind's state (status page); a receiver bind's state
 // is prefixed "rx:".
 func (c *Carrier) BindStates() []string {
-	out := make([]string, len(c.binds))
-	for i, b := range c.binds {
+	binds := c.bindList()
+	out := make([]string, len(binds))
+	for i, b := range binds {
 		out[i] = b.state.Load().(string)
 		if b.kind == bindRX {
 			out[i] = "rx:" + out[i]
@@ -187,8 +359,9 @@ func (c *Carrier) BindStates() []string {
 func (c *Carrier) pick() *Session {
 	var best *Session
 	start := int(c.rr.Add(1))
-	for i := range c.binds {
-		b := c.binds[(start+i)%len(c.binds)]
+	binds := c.bindList()
+	for i := range binds {
+		b := binds[(start+i)%len(binds)]
 		if !b.kind.transmits() {
 			continue
 		}
@@ -476,6 +649,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	}
 	b.sess.Store(s)
 	b.state.Store("bound")
+	b.upOnce.Do(func() { close(b.up) })
 	// A receiver bind brings receipts; it does not make the carrier able to
 	// take submits, so health and the bound count ignore it.
 	tx := b.kind.transmits()

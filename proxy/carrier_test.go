@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,5 +114,105 @@ func TestCarrierBindRefusedForCredentialsTriesAgainSlowly(t *testing.T) {
 			t.Fatalf("not bound after the carrier took the credentials: %v", c.BindStates())
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+}
+
+// bindOK answers a peer's bind request with OK.
+func bindOK(t *testing.T, p *peer, want uint32) {
+	t.Helper()
+	f := p.read()
+	if f.ID != want {
+		t.Fatalf("first PDU %+v, want command 0x%08X", f.Header, want)
+	}
+	p.write(f.ID|cmdRespBit, statusOK, f.Seq, cstring(nil, "smsc"))
+}
+
+// expectUnbind reads the unbind a leaving bind sends and answers it.
+func expectUnbind(t *testing.T, p *peer) {
+	t.Helper()
+	f := p.read()
+	if f.ID != cmdUnbind {
+		t.Fatalf("got %+v, want unbind", f.Header)
+	}
+	p.write(cmdUnbindResp, statusOK, f.Seq, nil)
+	p.expectClosed()
+}
+
+func waitBound(t *testing.T, c *Carrier, n int) {
+	t.Helper()
+	deadline := time.After(hangGuard)
+	for c.Bound() != n { // polled: the bind counts itself up after the answer
+		select {
+		case <-deadline:
+			t.Fatalf("bound %d, want %d (%v)", c.Bound(), n, c.BindStates())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// A reload that changes binds or bind_mode changes the connections without
+// a restart: added binds dial, the binds that stay keep their connection,
+// the others unbind; when the mode changes, the old transceiver leaves only
+// once a new transmitter is bound, so the carrier never counts as down.
+func TestCarrierReloadChangesBinds(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	h := NewHealth(3, 0, zap.NewNop())
+	var mu sync.Mutex
+	var downs []string
+	h.OnChange = func(_ string, _, to CarrierState, reason string) {
+		if to == StateDown {
+			mu.Lock()
+			downs = append(downs, reason)
+			mu.Unlock()
+		}
+	}
+	cfg := config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
+		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}
+	c := NewCarrier(cfg, h, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	c.Start(ctx)
+	t.Cleanup(func() { cancel(); c.Stop() })
+
+	first := nextConn(t, conns)
+	bindOK(t, first, cmdBindTransceiver)
+	waitBound(t, c, 1)
+
+	cfg.Binds = 3
+	c.Reconfigure(cfg)
+	second, third := nextConn(t, conns), nextConn(t, conns)
+	bindOK(t, second, cmdBindTransceiver)
+	bindOK(t, third, cmdBindTransceiver)
+	waitBound(t, c, 3)
+
+	cfg.Binds = 1
+	c.Reconfigure(cfg)
+	expectUnbind(t, second) // binds 1 and 2 leave; bind 0 stays
+	expectUnbind(t, third)
+	waitBound(t, c, 1)
+	if st := c.BindStates(); len(st) != 1 || st[0] != "bound" {
+		t.Fatalf("bind states %v after going back to 1 bind", st)
+	}
+
+	cfg.BindMode = "transmitter_receiver"
+	c.Reconfigure(cfg)
+	a, b := nextConn(t, conns), nextConn(t, conns)
+	fa, fb := a.read(), b.read()
+	if fa.ID == cmdBindReceiver {
+		a, b, fa, fb = b, a, fb, fa
+	}
+	if fa.ID != cmdBindTransmitter || fb.ID != cmdBindReceiver {
+		t.Fatalf("new binds sent %+v and %+v, want bind_transmitter and bind_receiver", fa.Header, fb.Header)
+	}
+	b.write(cmdBindReceiver|cmdRespBit, statusOK, fb.Seq, cstring(nil, "smsc"))
+	a.write(cmdBindTransmitter|cmdRespBit, statusOK, fa.Seq, cstring(nil, "smsc"))
+	expectUnbind(t, first) // only now: the transmitter is up
+	waitBound(t, c, 1)
+	if st := c.BindStates(); len(st) != 2 || st[0] != "bound" || st[1] != "rx:bound" {
+		t.Fatalf("bind states %v, want a bound transmitter and receiver", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(downs) != 0 {
+		t.Errorf("carrier went down during the reloads: %q", downs)
 	}
 }

@@ -292,8 +292,16 @@ func (g *Gateway) Carrier(name string) *Carrier {
 }
 
 // Reload applies a new config without dropping sessions: accounts, routing,
-// carrier settings and failover policy. Carriers added or removed, and
-// listener or store changes, need a restart (they are reported).
+// carriers (settings, binds and bind_mode, carriers added or removed) and
+// failover policy. Listener, store, instance and modem changes need a
+// restart (they are reported).
+//
+// A new carrier joins before the routing that names it and starts dialing
+// (down until its first bind is up, so its first messages may go by modem);
+// a removed carrier leaves the routing first, then each of its binds
+// unbinds once the submits in flight on it are answered (at most its
+// response_timeout); its receipts still to come are lost with its binds
+// (messages queued for the modems with it go by modem).
 func (g *Gateway) Reload(cfg *config.Config) error {
 	table, err := routingTable(cfg)
 	if err != nil {
@@ -306,21 +314,33 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var restart []string
+	var added, removed []*Carrier
+	named := make(map[string]bool, len(cfg.Carriers))
 	for _, cc := range cfg.Carriers {
+		named[cc.Name] = true
 		if c := g.carriers[cc.Name]; c != nil {
-			if cc.Binds != c.Config().Binds {
-				restart = append(restart, "carriers: binds of "+cc.Name)
-			}
-			if cc.BindMode != c.Config().BindMode {
-				restart = append(restart, "carriers: bind_mode of "+cc.Name)
-			}
 			c.Reconfigure(cc)
-		} else {
-			restart = append(restart, "carriers: new carrier "+cc.Name)
+			continue
+		}
+		c := NewCarrier(cc, g.Health, g.log)
+		g.Health.Register(c.Name)
+		g.carriers[c.Name] = c
+		added = append(added, c)
+	}
+	for name, c := range g.carriers {
+		if !named[name] {
+			removed = append(removed, c)
+			delete(g.carriers, name)
 		}
 	}
-	if len(cfg.Carriers) != len(g.carriers) {
-		restart = append(restart, "carriers: a carrier was removed or added")
+	if len(added)+len(removed) > 0 {
+		// Both sets while the routing changes: no message is routed to a
+		// carrier the dispatcher does not know.
+		g.Disp.SetCarriers(append(g.carrierList(), removed...))
+		for _, c := range added {
+			g.log.Info("carrier added by a reload", zap.String("carrier", c.Name))
+			c.Start(g.ctx)
+		}
 	}
 	if cfg.SMPP.Listen != g.cfg.SMPP.Listen || cfg.SMPP.TLSListen != g.cfg.SMPP.TLSListen {
 		restart = append(restart, "smpp.listen / smpp.tls_listen")
@@ -340,6 +360,22 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.Server.SetAccounts(accounts)
 	g.Server.SetConfig(ServerConfigFrom(cfg.SMPP, g.log))
 	g.Disp.SetRouter(table)
+	if len(removed) > 0 {
+		g.Disp.SetCarriers(g.carrierList())
+	}
+	for _, c := range removed {
+		g.log.Info("carrier removed by a reload; unbinding it", zap.String("carrier", c.Name))
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			c.Retire(c.Config().ResponseTimeout.D())
+			g.mu.Lock()
+			if g.carriers[c.Name] == nil { // not added back meanwhile
+				g.Health.Forget(c.Name)
+			}
+			g.mu.Unlock()
+		}()
+	}
 	g.Disp.SetMOAccount(moAccount(cfg))
 	g.Health.SetPolicy(cfg.Failover.DownAfterTimeouts, cfg.Failover.UpAfter.D())
 	if g.Failover != nil {
@@ -357,6 +393,15 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	return nil
 }
 
+// carrierList is the carriers now; g.mu is held.
+func (g *Gateway) carrierList() []*Carrier {
+	list := make([]*Carrier, 0, len(g.carriers))
+	for _, c := range g.carriers {
+		list = append(list, c)
+	}
+	return list
+}
+
 // Shutdown stops accepting, lets in-flight submits finish until ctx ends,
 // unbinds everything and closes the store. What was acknowledged and not yet
 // delivered stays in the store for the next start.
@@ -367,7 +412,10 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		_ = g.httpSrv.Shutdown(ctx)
 	}
 	g.cancel()
-	for _, c := range g.carriers {
+	g.mu.Lock()
+	carriers := g.carrierList()
+	g.mu.Unlock()
+	for _, c := range carriers {
 		c.Stop()
 	}
 	g.wg.Wait()

@@ -155,6 +155,18 @@ func (h *Health) Register(name string) {
 	h.mu.Unlock()
 }
 
+// Forget drops a carrier a reload removed (after its binds ended): its
+// state and its carrier_up / carrier_state / carrier_binds series, so that
+// no alert fires for a carrier that is gone.
+func (h *Health) Forget(name string) {
+	h.mu.Lock()
+	delete(h.carriers, name)
+	h.mu.Unlock()
+	metricCarrierUp.DeleteLabelValues(name)
+	metricCarrierState.DeleteLabelValues(name)
+	metricCarrierBinds.DeleteLabelValues(name)
+}
+
 // State returns the carrier's state now.
 func (h *Health) State(name string) CarrierState {
 	h.mu.Lock()

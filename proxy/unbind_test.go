@@ -92,8 +92,9 @@ func TestNoRequestAfterPeerUnbind(t *testing.T) {
 	p.expectClosed()
 	<-unbound
 
-	c := &Carrier{binds: []*carrierBind{{kind: bindTRX}}}
-	c.binds[0].sess.Store(s)
+	c := &Carrier{}
+	c.binds.Store(&[]*carrierBind{{kind: bindTRX}})
+	c.bindList()[0].sess.Store(s)
 	if got := c.pick(); got != nil {
 		t.Fatal("pick chose a session its SMSC unbound")
 	}
