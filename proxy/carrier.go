@@ -72,7 +72,7 @@ type Carrier struct {
 	// (resize); readers take the slice they load.
 	binds atomic.Pointer[[]*carrierBind]
 	bound atomic.Int32
-	rr      atomic.Uint32
+	rr    atomic.Uint32
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
