@@ -388,11 +388,12 @@ func (f *Failover) process(ctx context.Context, id string) {
 		return
 	}
 	// The original carrier is back: it is fast, the modem is not.
-	// Only messages queued because their carrier was down go back: one that
-	// its carrier just failed (an error, a timeout, a failed receipt) goes by
+	// Only messages queued because their carrier was down go back, however
+	// often a modem failed them meanwhile (returnsToCarrier): one that its
+	// carrier just failed (an error, a timeout, a failed receipt) goes by
 	// modem, not through the same carrier again.
 	if c := (*f.d.carriers.Load())[m.Carrier]; c != nil && f.d.health.State(c.Name) != StateDown &&
-		(m.Note == "down" || m.Note == "route") {
+		returnsToCarrier(m.Note) {
 		// Taken (queued -> carrier) before the carrier sees it, so that a
 		// cancel_sm or another instance cannot take it too.
 		m.State = store.StateCarrier
@@ -474,7 +475,10 @@ func (f *Failover) process(ctx context.Context, id string) {
 		// Back to queued only from modem (compare-and-set): a record that
 		// left state modem meanwhile (a receipt timer of an earlier send
 		// finished it, another worker took it over) is not overwritten.
-		m.State, m.Note = store.StateQueued, err.Error()
+		// The note keeps why it was queued: a message queued because its
+		// carrier was down still goes back to the carrier once it is up,
+		// however often the modems failed it meanwhile.
+		m.State, m.Note = store.StateQueued, modemFailedNote(m.Note, err)
 		won, werr := st.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModem}, m, nil)
 		if werr == nil && !won {
 			f.leftUs(ctx, id, log)
@@ -516,6 +520,34 @@ func (f *Failover) process(ctx context.Context, id string) {
 	_ = st.AckModem(context.WithoutCancel(ctx), id)
 	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
 	f.kickTimers()
+}
+
+// lastModemError separates, in a queued message's note, the reason it was
+// queued (enqueue's: "down" and "route" decide the way back to its carrier)
+// from the last error of a modem send that will be retried.
+const lastModemError = "; last modem error: "
+
+// queueReason is the reason a queued message's note gives for its queueing,
+// without the last modem error.
+func queueReason(note string) string {
+	reason, _, _ := strings.Cut(note, lastModemError)
+	return reason
+}
+
+// returnsToCarrier reports whether a queued message with this note goes back
+// to its carrier once the carrier is up again: only one queued because the
+// carrier was down (or it had no route then). One that its carrier failed
+// (an error, a timeout, a failed receipt) goes by modem, not through the
+// same carrier again.
+func returnsToCarrier(note string) bool {
+	r := queueReason(note)
+	return r == "down" || r == "route"
+}
+
+// modemFailedNote is the note of a queued message whose modem send failed
+// with err and will be retried: the queue reason, then the error.
+func modemFailedNote(note string, err error) string {
+	return queueReason(note) + lastModemError + err.Error()
 }
 
 // leftUs handles a queue entry whose record left the state this worker had
