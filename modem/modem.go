@@ -48,6 +48,12 @@
 //   - a message given to a modem that went down before it wrote anything is
 //     requeued without counting an attempt.
 //
+// A message waits in the queue while no modem can take it (none up, or all
+// over their budget). SendUnless lets its caller give it up meanwhile (the
+// failover returns it to its carrier once the carrier is up again): a
+// waiting message is answered ErrWithdrawn at once; one on a modem finishes
+// its attempt, and is not retried if that attempt failed.
+//
 // Duplicates: the pool sends a message again only after an attempt whose
 // outcome is unknown or failed. When the port breaks or the send times out
 // after the PDU was written, the modem may have transmitted it: the retry on

@@ -128,6 +128,11 @@ type ModemStatus struct {
 // ErrPoolStopped is returned by Send when Run has ended.
 var ErrPoolStopped = errors.New("modem pool: stopped")
 
+// ErrWithdrawn is returned by SendUnless when the caller gave the message up
+// while it waited for a modem: no modem is sending it, and every attempt
+// made (if any) failed.
+var ErrWithdrawn = errors.New("modem pool: withdrawn while waiting for a modem")
+
 // Pool is a set of modems behind one scheduler (see the package doc).
 type Pool struct {
 	cfgs []Config
@@ -137,6 +142,7 @@ type Pool struct {
 
 	submit   chan *job     // Send -> scheduler
 	cancel   chan *job     // Send -> scheduler: withdraw a queued job
+	withdraw chan *job     // SendUnless -> scheduler: no new attempt of a job
 	fromDev  chan devMsg   // device owners -> scheduler
 	reports  chan Report   // scheduler -> consumer
 	incoming chan Incoming // scheduler -> consumer
@@ -166,7 +172,10 @@ type job struct {
 	parts    []sms.Part
 	attempts int          // scheduler-owned
 	tried    map[int]bool // scheduler-owned
-	res      chan jobResult
+	// withdrawn: its caller gave it up (SendUnless); an attempt on a modem
+	// ends normally, but no new attempt starts. Scheduler-owned.
+	withdrawn bool
+	res       chan jobResult
 }
 
 type jobResult struct {
@@ -231,6 +240,7 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 		log:      opts.Logger,
 		submit:   make(chan *job),
 		cancel:   make(chan *job),
+		withdraw: make(chan *job),
 		fromDev:  make(chan devMsg, 16),
 		reports:  make(chan Report),
 		incoming: make(chan Incoming),
@@ -280,6 +290,15 @@ func (p *Pool) Status() []ModemStatus {
 // confirmed, failed (*SendError) or ctx ends. id is the caller's id, used in
 // Reports.
 func (p *Pool) Send(ctx context.Context, id string, s sms.Submit) (*Sent, error) {
+	return p.SendUnless(ctx, nil, id, s)
+}
+
+// SendUnless is Send, given up when giveUp is closed while the message
+// waits for a modem (before its first attempt, or between attempts): it
+// then returns ErrWithdrawn at once. An attempt already on a modem is not
+// cut short (that could leave its outcome unknown): it ends as in Send, with
+// no further attempt if it failed. A nil giveUp is never closed.
+func (p *Pool) SendUnless(ctx context.Context, giveUp <-chan struct{}, id string, s sms.Submit) (*Sent, error) {
 	ref := uint16(p.ref.Add(1)%255 + 1) // 1..255: 8-bit concatenation IE
 	parts, err := sms.EncodeSubmit(s, ref)
 	if err != nil {
@@ -296,6 +315,15 @@ func (p *Pool) Send(ctx context.Context, id string, s sms.Submit) (*Sent, error)
 	select {
 	case r := <-j.res:
 		return r.sent, r.err
+	case <-giveUp:
+		// No new attempt; a job still queued is answered ErrWithdrawn at
+		// once, one on a modem when its attempt ends.
+		select {
+		case p.withdraw <- j:
+		case <-p.stopped:
+		case r := <-j.res:
+			return r.sent, r.err
+		}
 	case <-ctx.Done():
 		// Withdraw the job if it is still queued; a job already on a modem
 		// ends soon (its send uses ctx) and is answered normally.
@@ -402,6 +430,17 @@ func (p *Pool) schedule(ctx context.Context) {
 					break
 				}
 			}
+		case j := <-p.withdraw:
+			// Not in the queue: on a modem (answered when its attempt
+			// ends, without a retry) or answered already.
+			j.withdrawn = true
+			for k, q := range queue {
+				if q == j {
+					queue = append(queue[:k], queue[k+1:]...)
+					j.res <- jobResult{err: ErrWithdrawn}
+					break
+				}
+			}
 		case <-timer.C:
 		case repC <- rep:
 			reports = reports[1:]
@@ -433,6 +472,10 @@ func (p *Pool) schedule(ctx context.Context) {
 				d.busy = false
 				j := m.job
 				if !m.attempted {
+					if j.withdrawn {
+						j.res <- jobResult{err: ErrWithdrawn}
+						continue
+					}
 					queue = append([]*job{j}, queue...)
 					continue
 				}
@@ -453,7 +496,7 @@ func (p *Pool) schedule(ctx context.Context) {
 					continue
 				}
 				metricSend(name, "error")
-				if j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil {
+				if j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil || j.withdrawn {
 					j.res <- jobResult{err: se}
 					continue
 				}

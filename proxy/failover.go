@@ -42,7 +42,11 @@ import (
 // modem a worker checks: an expired validity_period gives an EXPIRED
 // receipt; a carrier that is up (or on probation) again takes the message
 // back; otherwise the attempt is recorded (state modem, attempts+1) and the
-// pool sends it. Entries are leased: a worker that dies leaves them to be
+// pool sends it. A message queued because its carrier was down keeps that
+// reason through failed modem sends (the note adds the last modem error),
+// and one still waiting in the pool for a modem when its carrier comes back
+// is given up by the pool (no modem is sending it) and goes to the carrier
+// at once, so a modem that cannot send does not keep it. Entries are leased: a worker that dies leaves them to be
 // claimed again when the lease passes (queueLease).
 //
 // Receipts: a modem's +CDS status report becomes a DELIVRD or UNDELIV
@@ -84,7 +88,9 @@ import (
 
 // ModemSender is the modem pool as the failover path uses it.
 type ModemSender interface {
-	Send(ctx context.Context, id string, s sms.Submit) (*modem.Sent, error)
+	// SendUnless sends s, or gives it up with modem.ErrWithdrawn when
+	// giveUp is closed while it waits for a modem (modem.Pool.SendUnless).
+	SendUnless(ctx context.Context, giveUp <-chan struct{}, id string, s sms.Submit) (*modem.Sent, error)
 	Reports() <-chan modem.Report
 	Incoming() <-chan modem.Incoming
 	Status() []modem.ModemStatus
@@ -388,11 +394,19 @@ func (f *Failover) process(ctx context.Context, id string) {
 		return
 	}
 	// The original carrier is back: it is fast, the modem is not.
-	// Only messages queued because their carrier was down go back: one that
-	// its carrier just failed (an error, a timeout, a failed receipt) goes by
+	// Only messages queued because their carrier was down go back, however
+	// often a modem failed them meanwhile (returnsToCarrier): one that its
+	// carrier just failed (an error, a timeout, a failed receipt) goes by
 	// modem, not through the same carrier again.
-	if c := (*f.d.carriers.Load())[m.Carrier]; c != nil && f.d.health.State(c.Name) != StateDown &&
-		(m.Note == "down" || m.Note == "route") {
+	//
+	// waitBack: the carrier is down now and would take the message back;
+	// the modem send below is given up if the carrier comes back while the
+	// message still waits for a modem (none up, or all busy or over budget):
+	// a worker must not hold it in the pool while its carrier could send it.
+	c := (*f.d.carriers.Load())[m.Carrier]
+	waitBack := c != nil && returnsToCarrier(m.Note)
+	if waitBack && f.d.health.State(c.Name) != StateDown {
+		waitBack = false // tried now; if the carrier does not take it, the modems do
 		// Taken (queued -> carrier) before the carrier sees it, so that a
 		// cancel_sm or another instance cannot take it too.
 		m.State = store.StateCarrier
@@ -450,9 +464,27 @@ func (f *Failover) process(ctx context.Context, id string) {
 	defer f.recorded(ctx, m.ID)
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	stopRenew := f.renewLease(sctx, id)
-	sent, err := f.pool.Send(sctx, m.ID, sub)
+	var carrierBack <-chan struct{}
+	if waitBack {
+		carrierBack = f.carrierBack(sctx, c.Name)
+	}
+	sent, err := f.pool.SendUnless(sctx, carrierBack, m.ID, sub)
 	stopRenew()
 	cancel()
+	if errors.Is(err, modem.ErrWithdrawn) {
+		// No modem sent it: back to queued (from modem, by compare-and-set,
+		// as below) and due now, for its carrier.
+		log.Info("carrier back while the message waited for a modem; it goes back to the carrier")
+		m.State = store.StateQueued
+		won, werr := st.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModem}, m, nil)
+		if werr == nil && !won {
+			f.leftUs(ctx, id, log)
+			return
+		}
+		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now())
+		f.kickWorkers()
+		return
+	}
 	if err != nil {
 		var se *modem.SendError
 		if errors.As(err, &se) && se.Permanent {
@@ -474,13 +506,21 @@ func (f *Failover) process(ctx context.Context, id string) {
 		// Back to queued only from modem (compare-and-set): a record that
 		// left state modem meanwhile (a receipt timer of an earlier send
 		// finished it, another worker took it over) is not overwritten.
-		m.State, m.Note = store.StateQueued, err.Error()
+		// The note keeps why it was queued: a message queued because its
+		// carrier was down still goes back to the carrier once it is up,
+		// however often the modems failed it meanwhile.
+		m.State, m.Note = store.StateQueued, modemFailedNote(m.Note, err)
 		won, werr := st.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModem}, m, nil)
 		if werr == nil && !won {
 			f.leftUs(ctx, id, log)
 			return
 		}
-		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(2*time.Second))
+		due := time.Now().Add(2 * time.Second)
+		if closed(carrierBack) {
+			due = time.Now() // its carrier is back: no pause before it goes there
+			defer f.kickWorkers()
+		}
+		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, due)
 		return
 	}
 	metricModemPath.WithLabelValues("sent").Inc()
@@ -516,6 +556,65 @@ func (f *Failover) process(ctx context.Context, id string) {
 	_ = st.AckModem(context.WithoutCancel(ctx), id)
 	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
 	f.kickTimers()
+}
+
+// lastModemError separates, in a queued message's note, the reason it was
+// queued (enqueue's: "down" and "route" decide the way back to its carrier)
+// from the last error of a modem send that will be retried.
+const lastModemError = "; last modem error: "
+
+// queueReason is the reason a queued message's note gives for its queueing,
+// without the last modem error.
+func queueReason(note string) string {
+	reason, _, _ := strings.Cut(note, lastModemError)
+	return reason
+}
+
+// returnsToCarrier reports whether a queued message with this note goes back
+// to its carrier once the carrier is up again: only one queued because the
+// carrier was down (or it had no route then). One that its carrier failed
+// (an error, a timeout, a failed receipt) goes by modem, not through the
+// same carrier again.
+func returnsToCarrier(note string) bool {
+	r := queueReason(note)
+	return r == "down" || r == "route"
+}
+
+// modemFailedNote is the note of a queued message whose modem send failed
+// with err and will be retried: the queue reason, then the error.
+func modemFailedNote(note string, err error) string {
+	return queueReason(note) + lastModemError + err.Error()
+}
+
+// carrierBack returns a channel closed once carrier name is no longer down
+// (up or on probation), or never if ctx ends first.
+func (f *Failover) carrierBack(ctx context.Context, name string) <-chan struct{} {
+	back := make(chan struct{})
+	go func() {
+		for {
+			changed := f.d.health.Changed() // before the read: no change is missed
+			if f.d.health.State(name) != StateDown {
+				close(back)
+				return
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return back
+}
+
+// closed reports whether ch (nil: never) is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // leftUs handles a queue entry whose record left the state this worker had

@@ -160,12 +160,12 @@ type hookPool struct {
 	err    error
 }
 
-func (p *hookPool) Send(ctx context.Context, id string, s sms.Submit) (*modem.Sent, error) {
+func (p *hookPool) SendUnless(ctx context.Context, giveUp <-chan struct{}, id string, s sms.Submit) (*modem.Sent, error) {
 	p.during()
 	if p.err != nil {
 		return nil, p.err
 	}
-	return p.fakePool.Send(ctx, id, s)
+	return p.fakePool.SendUnless(ctx, giveUp, id, s)
 }
 
 // A worker whose entry was taken over while it sent (its lease passed; the

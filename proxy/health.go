@@ -63,6 +63,8 @@ type Health struct {
 	log       *zap.Logger
 	// OnChange, if set, is called (outside the lock) on every state change.
 	OnChange func(carrier string, from, to CarrierState, reason string)
+	// changed is closed and replaced at every state change (Changed).
+	changed chan struct{}
 }
 
 type carrierHealth struct {
@@ -90,6 +92,17 @@ func NewHealth(downAfterTimeouts int, upAfter time.Duration, log *zap.Logger) *H
 	}
 	return &Health{carriers: map[string]*carrierHealth{}, downAfter: downAfterTimeouts, upAfter: upAfter,
 		now: time.Now, log: log}
+}
+
+// Changed returns a channel that is closed at the next state change of any
+// carrier: read the states after taking it, and wait on it for a change.
+func (h *Health) Changed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.changed == nil {
+		h.changed = make(chan struct{})
+	}
+	return h.changed
 }
 
 // SetPolicy changes the thresholds (reload).
@@ -128,6 +141,10 @@ func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason 
 	}
 	metricCarrierUp.WithLabelValues(name).Set(up)
 	metricCarrierState.WithLabelValues(name).Set(float64(to))
+	if h.changed != nil {
+		close(h.changed)
+		h.changed = nil // made again by the next Changed
+	}
 	cb := h.OnChange
 	return func() {
 		if h.log != nil {

@@ -284,7 +284,7 @@ type fakePool struct {
 	sent []string
 }
 
-func (p *fakePool) Send(_ context.Context, id string, _ sms.Submit) (*modem.Sent, error) {
+func (p *fakePool) SendUnless(_ context.Context, _ <-chan struct{}, id string, _ sms.Submit) (*modem.Sent, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sent = append(p.sent, id)

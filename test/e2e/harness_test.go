@@ -197,7 +197,12 @@ routing:
 	return e
 }
 
-// waitCarriersBound waits until every simulator has all its binds.
+// waitCarriersBound waits until every simulator has all its binds, then
+// until the gateway has them too: every bind of every configured carrier
+// bound on the gateway's side and the carrier's health up. The simulator
+// counts a bind when it answers it; the gateway takes the bind a moment
+// later, so a test starting on the simulator's count alone could meet a
+// carrier the gateway still holds down.
 func (e *env) waitCarriersBound() {
 	e.t.Helper()
 	for name, s := range e.smscs {
@@ -205,6 +210,33 @@ func (e *env) waitCarriersBound() {
 			e.t.Fatalf("carrier %s never bound: %v", name, err)
 		}
 	}
+	// The gateway has no event for a bind count: its state is polled.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for _, cs := range carrierSetups {
+		c := e.gw.Carrier(cs.name)
+		if c == nil {
+			e.t.Fatalf("carrier %s not configured on the gateway", cs.name)
+		}
+		for !gatewayBound(e.gw, c) {
+			select {
+			case <-e.ctx.Done():
+				e.t.Fatalf("carrier %s never bound on the gateway's side: binds %v, health %s",
+					cs.name, c.BindStates(), e.gw.Health.State(cs.name))
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// gatewayBound reports whether every bind of c is bound and c's health is up.
+func gatewayBound(gw *proxy.Gateway, c *proxy.Carrier) bool {
+	for _, st := range c.BindStates() {
+		if strings.TrimPrefix(st, "rx:") != "bound" {
+			return false
+		}
+	}
+	return gw.Health.State(c.Name) == proxy.StateUp
 }
 
 // dial binds a platform client.
