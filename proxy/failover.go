@@ -453,8 +453,7 @@ func (f *Failover) process(ctx context.Context, id string) {
 		return
 	}
 	log.Debug("sending by modem", zap.Int("attempt", m.Attempts))
-	sub := sms.Submit{Dest: f.modemDest(m.Dest), DataCoding: sm.DataCoding, UDHI: sm.UDHI(), Payload: sm.Payload(),
-		StatusReport: m.RegDeliv&0x03 != 0}
+	sub := modemSubmit(sm, f.modemDest(m.Dest), m.RegDeliv&0x03 != 0) // modempayload.go
 	if !m.Expires.IsZero() {
 		sub.Validity = time.Until(m.Expires)
 	}

@@ -1,0 +1,39 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/spareline/spareline/proxy"
+	"github.com/spareline/spareline/test/platform"
+)
+
+// A long message the platform segmented with sar_* parameters (SMPP 3.4
+// §5.3.2.22-24; the SMSC builds the concatenation header) is sent by a
+// modem (its carrier is down) as concatenated parts the handset joins into
+// the whole text, not as separate messages.
+func TestSARSegmentsJoinedOnTheModem(t *testing.T) {
+	sims, my := startModems(t, 1)
+	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
+	e.smscs["mobile"].Stop()
+	waitHealth(e.ctx, t, e.gw, "mobile", proxy.StateDown)
+	c := e.dial("platform", "secret", platform.BindTRX)
+	const dest = "8613800138000"
+	segs := []string{"第一段：变电站告警，", "第二段：请立即处理。"}
+	for i, s := range segs {
+		r, err := c.Submit(e.ctx, platform.Submit{Dest: dest, Text: s, TLVs: []platform.TLV{
+			{Tag: 0x020C, Value: []byte{0x01, 0x2C}}, // sar_msg_ref_num 300
+			{Tag: 0x020E, Value: []byte{byte(len(segs))}},
+			{Tag: 0x020F, Value: []byte{byte(i + 1)}},
+		}})
+		if err != nil || r.Status != 0 {
+			t.Fatalf("segment %d: %v 0x%X", i+1, err, r.Status)
+		}
+	}
+	got, err := sims[0].WaitSent(e.ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Parts != 2 || got[0].Text != segs[0]+segs[1] {
+		t.Fatalf("the modem sent %d part(s) joined as %q, want the 2 segments as one message", got[0].Parts, got[0].Text)
+	}
+}
