@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/linxGnu/gosmpp/data"
 )
 
 // dataSMAsDeliver rewrites the body of a data_sm a carrier sent (SMPP 3.4
@@ -21,15 +19,7 @@ import (
 // path rewrites it like any other.
 func dataSMAsDeliver(body []byte) ([]byte, error) {
 	r := &bodyReader{b: body}
-	if _, err := r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
-		return nil, err
-	}
-	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
-		if _, err := r.byte1(f); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+	if err := r.skipSource(); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{"dest_addr_ton", "dest_addr_npi"} {

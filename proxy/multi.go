@@ -65,15 +65,7 @@ type SubmitMulti struct {
 // destinations are checked by parsing the first destination's submit_sm.
 func ParseSubmitMulti(body []byte) (*SubmitMulti, error) {
 	r := &bodyReader{b: body}
-	if _, err := r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
-		return nil, err
-	}
-	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
-		if _, err := r.byte1(f); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+	if err := r.skipSource(); err != nil {
 		return nil, err
 	}
 	m := &SubmitMulti{head: body[:r.off]}
@@ -196,52 +188,27 @@ func multiStatus(out []SubmitOutcome) uint32 {
 
 func (n *northSession) handleSubmitMulti(f Frame) {
 	s := n.sess
-	acct, bt := n.boundAs()
-	if acct == nil || !bt.transmits() {
-		s.Respond(f, statusInvBndSts, nil)
-		return
-	}
-	if n.draining.Load() {
-		s.Respond(f, statusMsgQFul, nil)
-		return
-	}
-	if n.pending.Load() >= n.window {
-		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
-		s.Respond(f, statusThrottled, nil)
+	acct := n.admitSubmit(f)
+	if acct == nil {
 		return
 	}
 	m, err := ParseSubmitMulti(f.Body)
-	if err == nil {
-		if status, verr := m.shared.validateContent(); verr != nil {
-			err = &BodyError{Status: status, Field: verr.Error()}
-		}
-	}
 	if err != nil {
-		status := statusInvMsgLen
-		var be *BodyError
-		if errors.As(err, &be) {
-			status = be.Status
-		}
-		s.log.Info("submit_multi refused", zap.Error(err), zap.String("account", acct.SystemID))
-		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
-		s.Respond(f, status, nil)
+		n.refuseSubmit(f, acct, "malformed submit_multi", bodyStatus(err), err)
+		return
+	}
+	if status, err := m.shared.validateContent(); err != nil {
+		n.refuseSubmit(f, acct, "invalid submit_multi content", status, err)
 		return
 	}
 	// Each destination is a message: max_tps counts them all.
 	if !acct.limiter.AllowN(len(m.Dests)) {
-		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
-		s.Respond(f, statusThrottled, nil)
+		n.throttled(f, acct)
 		return
 	}
-	n.mu.Lock() // as in handleSubmit
-	if n.draining.Load() {
-		n.mu.Unlock()
-		s.Respond(f, statusMsgQFul, nil)
+	if !n.enter(f, statusMsgQFul) {
 		return
 	}
-	n.pending.Add(1)
-	n.inflight.Add(1)
-	n.mu.Unlock()
 
 	start := time.Now()
 	group := n.srv.disp.IDs().Next()
@@ -263,8 +230,7 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 				metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(o.Status)).Inc()
 				observeSubmitLatency(o.Path, time.Since(start).Seconds())
 			}
-			n.pending.Add(-1)
-			n.inflight.Done()
+			n.requestDone()
 		}
 		if s.TryRespond(f, status, body) {
 			answered()

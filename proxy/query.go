@@ -302,17 +302,9 @@ func (n *northSession) requestStarted(f Frame) *Account {
 		n.sess.Respond(f, statusThrottled, nil)
 		return nil
 	}
-	// As in handleSubmit: draining is checked under mu with the Add, so
-	// no request slips in once Shutdown waits on inflight.
-	n.mu.Lock()
-	if n.draining.Load() {
-		n.mu.Unlock()
-		n.sess.Respond(f, statusSysErr, nil) // shutting down: ask again (another instance, or after the restart)
+	if !n.enter(f, statusSysErr) { // shutting down: ask again (another instance, or after the restart)
 		return nil
 	}
-	n.pending.Add(1)
-	n.inflight.Add(1)
-	n.mu.Unlock()
 	return acct
 }
 

@@ -583,27 +583,65 @@ func (n *northSession) handleSubmit(f Frame) { n.submit(f, nil) }
 // for (dataSMAsSubmit) and answers data_sm_resp.
 func (n *northSession) handleDataSM(f Frame) { n.submit(f, dataSMAsSubmit) }
 
+// admitSubmit answers a submit that cannot be taken whatever its body (no
+// transmitting bind, draining, the window full) and returns nil; else the
+// account.
+func (n *northSession) admitSubmit(f Frame) *Account {
+	s := n.sess
+	acct, bt := n.boundAs()
+	switch {
+	case acct == nil || !bt.transmits():
+		s.Respond(f, statusInvBndSts, nil)
+	case n.draining.Load():
+		s.Respond(f, statusMsgQFul, nil)
+	case n.pending.Load() >= n.window:
+		n.throttled(f, acct)
+	default:
+		return acct
+	}
+	return nil
+}
+
+// throttled answers ESME_RTHROTTLED (the window or max_tps).
+func (n *northSession) throttled(f Frame, acct *Account) {
+	metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
+	n.sess.Respond(f, statusThrottled, nil)
+}
+
+// refuseSubmit answers a submit whose body was refused.
+func (n *northSession) refuseSubmit(f Frame, acct *Account, what string, status uint32, err error) {
+	n.sess.log.Info(what, zap.Error(err), zap.String("account", acct.SystemID))
+	metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
+	n.sess.Respond(f, status, nil)
+}
+
+// enter counts a request in the window and the drain, or answers
+// whenDraining and reports false when the drain began meanwhile. Checked
+// under mu together with the Add: Shutdown sets draining under mu before it
+// Waits, so no request slips in after the Wait began (and Add never races
+// Wait, which sync.WaitGroup forbids). requestDone undoes it.
+func (n *northSession) enter(f Frame, whenDraining uint32) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.draining.Load() {
+		n.sess.Respond(f, whenDraining, nil)
+		return false
+	}
+	n.pending.Add(1)
+	n.inflight.Add(1)
+	return true
+}
+
 // submit handles a submit_sm, or with convert a request whose body convert
 // turns into a submit_sm body (data_sm).
 func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	s := n.sess
-	acct, bt := n.boundAs()
-	if acct == nil || !bt.transmits() {
-		s.Respond(f, statusInvBndSts, nil)
-		return
-	}
-	if n.draining.Load() {
-		s.Respond(f, statusMsgQFul, nil)
-		return
-	}
-	if n.pending.Load() >= n.window {
-		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
-		s.Respond(f, statusThrottled, nil)
+	acct := n.admitSubmit(f)
+	if acct == nil {
 		return
 	}
 	if !acct.limiter.Allow() {
-		metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
-		s.Respond(f, statusThrottled, nil)
+		n.throttled(f, acct)
 		return
 	}
 	body := f.Body
@@ -616,34 +654,16 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 		sm, err = ParseShortMessage(body)
 	}
 	if err != nil {
-		var be *BodyError
-		status := statusInvMsgLen
-		if errors.As(err, &be) {
-			status = be.Status
-		}
-		s.log.Info("malformed "+submitName(f.ID), zap.Error(err), zap.String("account", acct.SystemID))
-		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
-		s.Respond(f, status, nil)
+		n.refuseSubmit(f, acct, "malformed "+submitName(f.ID), bodyStatus(err), err)
 		return
 	}
 	if status, err := sm.validateContent(); err != nil {
-		s.log.Info("invalid "+submitName(f.ID)+" content", zap.Error(err), zap.String("account", acct.SystemID))
-		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
-		s.Respond(f, status, nil)
+		n.refuseSubmit(f, acct, "invalid "+submitName(f.ID)+" content", status, err)
 		return
 	}
-	// Checked again under mu together with the Add: Shutdown sets draining
-	// under mu before it Waits, so no submit slips in after the Wait began
-	// (and Add never races Wait, which sync.WaitGroup forbids).
-	n.mu.Lock()
-	if n.draining.Load() {
-		n.mu.Unlock()
-		s.Respond(f, statusMsgQFul, nil)
+	if !n.enter(f, statusMsgQFul) {
 		return
 	}
-	n.pending.Add(1)
-	n.inflight.Add(1)
-	n.mu.Unlock()
 	start := time.Now()
 	// settled makes the answer and the panic guard below exclusive: each
 	// submit leaves the window and the drain exactly once.
@@ -653,8 +673,7 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 		if !returned && settled.CompareAndSwap(false, true) {
 			// SubmitAsync panicked (handle recovers and nacks): this
 			// submit gets no other answer, even if some part of it went on.
-			n.pending.Add(-1)
-			n.inflight.Done()
+			n.requestDone()
 		}
 	}()
 	// The answer is given where the outcome is known (a carrier session's
@@ -689,6 +708,5 @@ func (n *northSession) submitAnswered(acct *Account, res SubmitOutcome, start ti
 		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
 	}
 	observeSubmitLatency(res.Path, time.Since(start).Seconds())
-	n.pending.Add(-1)
-	n.inflight.Done()
+	n.requestDone()
 }

@@ -282,6 +282,21 @@ func (r *bodyReader) byte1(field string) (byte, error) {
 	return v, nil
 }
 
+// skipSource reads the fields submit_sm, data_sm and submit_multi begin
+// with: service_type and the source address (ton, npi, source_addr).
+func (r *bodyReader) skipSource() error {
+	if _, err := r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
+		return err
+	}
+	for _, f := range []string{"source_addr_ton", "source_addr_npi"} {
+		if _, err := r.byte1(f); err != nil {
+			return err
+		}
+	}
+	_, err := r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR))
+	return err
+}
+
 // ParseShortMessage parses a submit_sm or deliver_sm body.
 func ParseShortMessage(body []byte) (*ShortMessage, error) {
 	m := &ShortMessage{}
