@@ -3,11 +3,9 @@ package e2e
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/linxGnu/gosmpp"
 	"github.com/linxGnu/gosmpp/data"
 	"github.com/linxGnu/gosmpp/pdu"
 )
@@ -20,46 +18,19 @@ func TestPlatformDataSM(t *testing.T) {
 	storeKinds(t, func(t *testing.T, kind string) {
 		e := startEnv(t, kind)
 		var (
-			mu       sync.Mutex
 			resp     *pdu.DataSMResp
 			receipts = map[string]string{}
-			problems []string
-			changed  = make(chan struct{}, 1)
 		)
-		sess, err := gosmpp.NewSession(
-			gosmpp.TRXConnector(gosmpp.NonTLSDialer, gosmpp.Auth{
-				SMSC: e.gw.SMPPAddr().String(), SystemID: "platform", Password: "secret",
-			}),
-			gosmpp.Settings{
-				EnquireLink: time.Second,
-				ReadTimeout: 10 * time.Second,
-				OnPDU: func(p pdu.PDU, _ bool) {
-					mu.Lock()
-					defer mu.Unlock()
-					switch pd := p.(type) {
-					case *pdu.DataSMResp:
-						resp = pd
-					case *pdu.DeliverSM:
-						id, stat := receiptFields(pd)
-						receipts[id] = stat
-					case *pdu.GenericNack:
-						problems = append(problems, "generic_nack")
-					}
-					select {
-					case changed <- struct{}{}:
-					default:
-					}
-				},
-				OnClosed: func(st gosmpp.State) {
-					mu.Lock()
-					problems = append(problems, "closed: "+st.String())
-					mu.Unlock()
-				},
-			}, 5*time.Second)
-		if err != nil {
-			t.Fatalf("gosmpp bind: %v", err)
-		}
-		defer func() { _ = sess.Close() }()
+		g := dialGosmpp(t, e, time.Second, func(p pdu.PDU) string {
+			switch pd := p.(type) {
+			case *pdu.DataSMResp:
+				resp = pd
+			case *pdu.DeliverSM:
+				id, stat := receiptFields(pd)
+				receipts[id] = stat
+			}
+			return ""
+		})
 
 		const text = "Feeder 12 restored at 04:10"
 		d := pdu.NewDataSM().(*pdu.DataSM)
@@ -70,28 +41,14 @@ func TestPlatformDataSM(t *testing.T) {
 		d.RegisteredDelivery = 1
 		d.RegisterOptionalParam(pdu.Field{Tag: pdu.TagMessagePayload, Data: []byte(text)})
 		d.RegisterOptionalParam(pdu.Field{Tag: pdu.TagQosTimeToLive, Data: binary.BigEndian.AppendUint32(nil, 7200)})
-		if err := sess.Transceiver().Submit(d); err != nil {
+		if err := g.sess.Transceiver().Submit(d); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.After(30 * time.Second)
-		for {
-			mu.Lock()
-			done := resp != nil && (resp.CommandStatus != data.ESME_ROK || receipts[resp.MessageID] != "")
-			mu.Unlock()
-			if done {
-				break
-			}
-			select {
-			case <-changed:
-			case <-deadline:
-				mu.Lock()
-				msg := fmt.Sprintf("after 30 s: resp %+v, receipts %v, problems %q", resp, receipts, problems)
-				mu.Unlock() // the session's OnClosed takes mu as Fatal closes it
-				t.Fatal(msg)
-			}
-		}
-		mu.Lock()
-		defer mu.Unlock()
+		g.waitUntil(t, func() bool {
+			return resp != nil && (resp.CommandStatus != data.ESME_ROK || receipts[resp.MessageID] != "")
+		}, func() string { return fmt.Sprintf("resp %+v, receipts %v", resp, receipts) })
+		g.mu.Lock()
+		defer g.mu.Unlock()
 		if resp.CommandStatus != data.ESME_ROK || resp.MessageID == "" {
 			t.Errorf("data_sm_resp: status %v, id %q", resp.CommandStatus, resp.MessageID)
 			return
@@ -99,8 +56,8 @@ func TestPlatformDataSM(t *testing.T) {
 		if receipts[resp.MessageID] != "DELIVRD" {
 			t.Errorf("receipts %v, want DELIVRD under %s", receipts, resp.MessageID)
 		}
-		if len(problems) != 0 {
-			t.Errorf("gosmpp session problems: %q", problems)
+		if len(g.problems) != 0 {
+			t.Errorf("gosmpp session problems: %q", g.problems)
 		}
 		got := e.smscs["unicom"].Received()
 		if len(got) != 1 {

@@ -26,68 +26,27 @@ func TestThirdPartyClientGosmpp(t *testing.T) {
 	storeKinds(t, func(t *testing.T, kind string) {
 		e := startEnv(t, kind)
 		var (
-			mu       sync.Mutex
 			ids      = map[int32]string{} // submit sequence -> message_id answered
 			statuses = map[int32]data.CommandStatusType{}
 			receipts = map[string]string{} // receipted id -> stat
 			links    int                   // enquire_link_resp received
-			problems []string
-			changed  = make(chan struct{}, 1)
 		)
-		note := func() {
-			select {
-			case changed <- struct{}{}:
-			default:
+		g := dialGosmpp(t, e, 200*time.Millisecond, func(p pdu.PDU) string {
+			switch pd := p.(type) {
+			case *pdu.SubmitSMResp:
+				ids[pd.SequenceNumber] = pd.MessageID
+				statuses[pd.SequenceNumber] = pd.CommandStatus
+			case *pdu.DeliverSM:
+				id, stat := receiptFields(pd)
+				if id == "" {
+					return "deliver_sm without a receipt id"
+				}
+				receipts[id] = stat
+			case *pdu.EnquireLinkResp:
+				links++
 			}
-		}
-		sess, err := gosmpp.NewSession(
-			gosmpp.TRXConnector(gosmpp.NonTLSDialer, gosmpp.Auth{
-				SMSC: e.gw.SMPPAddr().String(), SystemID: "platform", Password: "secret",
-			}),
-			gosmpp.Settings{
-				EnquireLink: 200 * time.Millisecond,
-				ReadTimeout: 5 * time.Second,
-				OnPDU: func(p pdu.PDU, _ bool) {
-					mu.Lock()
-					defer mu.Unlock()
-					defer note()
-					switch pd := p.(type) {
-					case *pdu.SubmitSMResp:
-						ids[pd.SequenceNumber] = pd.MessageID
-						statuses[pd.SequenceNumber] = pd.CommandStatus
-					case *pdu.DeliverSM:
-						id, stat := receiptFields(pd)
-						if id == "" {
-							problems = append(problems, "deliver_sm without a receipt id")
-							return
-						}
-						receipts[id] = stat
-					case *pdu.EnquireLinkResp:
-						links++
-					case *pdu.GenericNack:
-						problems = append(problems, "generic_nack")
-					}
-				},
-				OnReceivingError: func(err error) {
-					mu.Lock()
-					problems = append(problems, "receiving: "+err.Error())
-					mu.Unlock()
-				},
-				OnSubmitError: func(_ pdu.PDU, err error) {
-					mu.Lock()
-					problems = append(problems, "submit: "+err.Error())
-					mu.Unlock()
-				},
-				OnClosed: func(st gosmpp.State) {
-					mu.Lock()
-					problems = append(problems, "closed: "+st.String())
-					mu.Unlock()
-				},
-			}, 5*time.Second)
-		if err != nil {
-			t.Fatalf("gosmpp bind: %v", err)
-		}
-		defer func() { _ = sess.Close() }()
+			return ""
+		})
 
 		long := strings.Repeat("电网应急演练通知，请各单位按预案执行。", 8) // 152 characters: 3 UCS2 parts
 		texts := []struct {
@@ -122,32 +81,16 @@ func TestThirdPartyClientGosmpp(t *testing.T) {
 			t.Fatalf("gosmpp made %d submit_sm, want 5 (1 + 1 + 3 parts)", len(sent))
 		}
 		for _, p := range sent {
-			if err := sess.Transceiver().Submit(p); err != nil {
+			if err := g.sess.Transceiver().Submit(p); err != nil {
 				t.Fatal(err)
 			}
 		}
+		g.waitUntil(t, func() bool { return len(ids) == len(sent) && len(receipts) == len(sent) && links >= 2 }, func() string {
+			return fmt.Sprintf("%d of %d submit_sm_resp, %d receipts, %d enquire_link_resp", len(ids), len(sent), len(receipts), links)
+		})
 
-		deadline := time.After(30 * time.Second)
-		for {
-			mu.Lock()
-			done := len(ids) == len(sent) && len(receipts) == len(sent) && links >= 2
-			mu.Unlock()
-			if done {
-				break
-			}
-			select {
-			case <-changed:
-			case <-deadline:
-				mu.Lock()
-				msg := fmt.Sprintf("after 30 s: %d of %d submit_sm_resp, %d receipts, %d enquire_link_resp; problems %q",
-					len(ids), len(sent), len(receipts), links, problems)
-				mu.Unlock() // the session's OnClosed takes mu as Fatalf closes it
-				t.Fatal(msg)
-			}
-		}
-
-		mu.Lock()
-		defer mu.Unlock()
+		g.mu.Lock()
+		defer g.mu.Unlock()
 		for _, p := range sent {
 			seq := p.SequenceNumber
 			if statuses[seq] != data.ESME_ROK || ids[seq] == "" {
@@ -158,8 +101,8 @@ func TestThirdPartyClientGosmpp(t *testing.T) {
 				t.Errorf("message %s: receipt %q (found %v), want DELIVRD under the id the platform was given", ids[seq], stat, ok)
 			}
 		}
-		if len(problems) != 0 {
-			t.Errorf("gosmpp session problems: %q", problems)
+		if len(g.problems) != 0 {
+			t.Errorf("gosmpp session problems: %q", g.problems)
 		}
 
 		// The carrier got the texts intact (the long one as UDH parts that
@@ -212,4 +155,78 @@ func receiptFields(d *pdu.DeliverSM) (id, stat string) {
 		}
 	}
 	return id, stat
+}
+
+// gosmppPlatform is gosmpp's own client session (not our test client) bound
+// to the gateway as a transceiver. Every PDU it receives is handed to the
+// test's onPDU with mu held (a problem it returns is noted); generic_nacks,
+// receive and submit errors and a close are noted in problems.
+type gosmppPlatform struct {
+	mu       sync.Mutex
+	problems []string
+	changed  chan struct{}
+	sess     *gosmpp.Session
+}
+
+func dialGosmpp(t *testing.T, e *env, enquireLink time.Duration, onPDU func(pdu.PDU) (problem string)) *gosmppPlatform {
+	t.Helper()
+	g := &gosmppPlatform{changed: make(chan struct{}, 1)}
+	note := func(problem string) {
+		g.mu.Lock()
+		g.problems = append(g.problems, problem)
+		g.mu.Unlock()
+	}
+	sess, err := gosmpp.NewSession(
+		gosmpp.TRXConnector(gosmpp.NonTLSDialer, gosmpp.Auth{
+			SMSC: e.gw.SMPPAddr().String(), SystemID: "platform", Password: "secret",
+		}),
+		gosmpp.Settings{
+			EnquireLink: enquireLink,
+			ReadTimeout: 10 * time.Second,
+			OnPDU: func(p pdu.PDU, _ bool) {
+				g.mu.Lock()
+				if _, nack := p.(*pdu.GenericNack); nack {
+					g.problems = append(g.problems, "generic_nack")
+				} else if problem := onPDU(p); problem != "" {
+					g.problems = append(g.problems, problem)
+				}
+				g.mu.Unlock()
+				select {
+				case g.changed <- struct{}{}:
+				default:
+				}
+			},
+			OnReceivingError: func(err error) { note("receiving: " + err.Error()) },
+			OnSubmitError:    func(_ pdu.PDU, err error) { note("submit: " + err.Error()) },
+			OnClosed:         func(st gosmpp.State) { note("closed: " + st.String()) },
+		}, 5*time.Second)
+	if err != nil {
+		t.Fatalf("gosmpp bind: %v", err)
+	}
+	t.Cleanup(func() { _ = sess.Close() })
+	g.sess = sess
+	return g
+}
+
+// waitUntil waits, 30 s at most, until done (called with mu held) holds;
+// else the test fails with state (called with mu held) and the problems.
+func (g *gosmppPlatform) waitUntil(t *testing.T, done func() bool, state func() string) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		g.mu.Lock()
+		ok := done()
+		g.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-g.changed:
+		case <-deadline:
+			g.mu.Lock()
+			msg := fmt.Sprintf("after 30 s: %s; problems %q", state(), g.problems)
+			g.mu.Unlock() // the session's OnClosed takes mu as it closes
+			t.Fatal(msg)
+		}
+	}
 }

@@ -3,11 +3,9 @@ package e2e
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/linxGnu/gosmpp"
 	"github.com/linxGnu/gosmpp/data"
 	"github.com/linxGnu/gosmpp/pdu"
 
@@ -32,46 +30,19 @@ func TestSubmitMultiSplitsByOperator(t *testing.T) {
 			return smscsim.Reply{}
 		})
 		var (
-			mu       sync.Mutex
 			resp     *pdu.SubmitMultiResp
 			receipts = map[string][]string{} // receipted id -> the handsets they came from
-			problems []string
-			changed  = make(chan struct{}, 1)
 		)
-		sess, err := gosmpp.NewSession(
-			gosmpp.TRXConnector(gosmpp.NonTLSDialer, gosmpp.Auth{
-				SMSC: e.gw.SMPPAddr().String(), SystemID: "platform", Password: "secret",
-			}),
-			gosmpp.Settings{
-				EnquireLink: time.Second,
-				ReadTimeout: 10 * time.Second,
-				OnPDU: func(p pdu.PDU, _ bool) {
-					mu.Lock()
-					defer mu.Unlock()
-					switch pd := p.(type) {
-					case *pdu.SubmitMultiResp:
-						resp = pd
-					case *pdu.DeliverSM:
-						id, _ := receiptFields(pd)
-						receipts[id] = append(receipts[id], pd.SourceAddr.Address())
-					case *pdu.GenericNack:
-						problems = append(problems, "generic_nack")
-					}
-					select {
-					case changed <- struct{}{}:
-					default:
-					}
-				},
-				OnClosed: func(st gosmpp.State) {
-					mu.Lock()
-					problems = append(problems, "closed: "+st.String())
-					mu.Unlock()
-				},
-			}, 5*time.Second)
-		if err != nil {
-			t.Fatalf("gosmpp bind: %v", err)
-		}
-		defer func() { _ = sess.Close() }()
+		g := dialGosmpp(t, e, time.Second, func(p pdu.PDU) string {
+			switch pd := p.(type) {
+			case *pdu.SubmitMultiResp:
+				resp = pd
+			case *pdu.DeliverSM:
+				id, _ := receiptFields(pd)
+				receipts[id] = append(receipts[id], pd.SourceAddr.Address())
+			}
+			return ""
+		})
 
 		sm := pdu.NewSubmitMulti().(*pdu.SubmitMulti)
 		_ = sm.SourceAddr.SetAddress("10690001")
@@ -94,29 +65,14 @@ func TestSubmitMultiSplitsByOperator(t *testing.T) {
 		if err := sm.Message.SetMessageWithEncoding(text, data.UCS2); err != nil {
 			t.Fatal(err)
 		}
-		if err := sess.Transceiver().Submit(sm); err != nil {
+		if err := g.sess.Transceiver().Submit(sm); err != nil {
 			t.Fatal(err)
 		}
-
-		deadline := time.After(30 * time.Second)
-		for {
-			mu.Lock()
-			done := resp != nil && (resp.CommandStatus != data.ESME_ROK || len(receipts[resp.MessageID]) == len(delivered))
-			mu.Unlock()
-			if done {
-				break
-			}
-			select {
-			case <-changed:
-			case <-deadline:
-				mu.Lock()
-				msg := fmt.Sprintf("after 30 s: resp %+v, receipts %v, problems %q", resp, receipts, problems)
-				mu.Unlock() // the session's OnClosed takes mu as Fatalf closes it
-				t.Fatal(msg)
-			}
-		}
-		mu.Lock()
-		defer mu.Unlock()
+		g.waitUntil(t, func() bool {
+			return resp != nil && (resp.CommandStatus != data.ESME_ROK || len(receipts[resp.MessageID]) == len(delivered))
+		}, func() string { return fmt.Sprintf("resp %+v, receipts %v", resp, receipts) })
+		g.mu.Lock()
+		defer g.mu.Unlock()
 		if resp.CommandStatus != data.ESME_ROK || resp.MessageID == "" {
 			t.Errorf("submit_multi_resp: status %v, id %q", resp.CommandStatus, resp.MessageID)
 			return
@@ -135,8 +91,8 @@ func TestSubmitMultiSplitsByOperator(t *testing.T) {
 		if len(receipts) != 1 {
 			t.Errorf("receipts under %d ids, want only the submit_multi's: %v", len(receipts), receipts)
 		}
-		if len(problems) != 0 {
-			t.Errorf("gosmpp session problems: %q", problems)
+		if len(g.problems) != 0 {
+			t.Errorf("gosmpp session problems: %q", g.problems)
 		}
 
 		// Each carrier saw an ordinary submit_sm for its own numbers, with
