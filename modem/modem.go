@@ -209,15 +209,20 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 		case <-m.s.Done():
 		}
 	}
-	m.s.AddIndication("+CMTI:", 0, func(l []string) {
-		f := at.Fields(l[0])
-		i, ok := at.Int(f, 1)
-		if !ok {
-			log.Warn("malformed +CMTI", zap.String("line", l[0]))
-			return
+	// +CMTI (a message) and +CDSI (a status report, AT+CNMI ds=2; 27.005
+	// §3.4.1): stored at <mem>,<index>, read the same way.
+	stored := func(urc string) at.IndicationHandler {
+		return func(l []string) {
+			f := at.Fields(l[0])
+			i, ok := at.Int(f, 1)
+			if !ok {
+				log.Warn("malformed "+urc, zap.String("line", l[0]))
+				return
+			}
+			push(Event{Kind: EventStored, Mem: f[0], Index: i})
 		}
-		push(Event{Kind: EventStored, Mem: f[0], Index: i})
-	})
+	}
+	m.s.AddIndication("+CMTI:", 0, stored("+CMTI"))
 	pduURC := func(kind EventKind) at.IndicationHandler {
 		return func(l []string) {
 			b, err := hex.DecodeString(strings.TrimSpace(l[1]))
@@ -228,17 +233,7 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 			push(Event{Kind: kind, PDU: withSCA(b, l[0])})
 		}
 	}
-	// +CDSI: a status report stored at <mem>,<index> (AT+CNMI ds=2,
-	// 27.005 §3.4.1): read like a stored incoming message.
-	m.s.AddIndication("+CDSI:", 0, func(l []string) {
-		f := at.Fields(l[0])
-		i, ok := at.Int(f, 1)
-		if !ok {
-			log.Warn("malformed +CDSI", zap.String("line", l[0]))
-			return
-		}
-		push(Event{Kind: EventStored, Mem: f[0], Index: i})
-	})
+	m.s.AddIndication("+CDSI:", 0, stored("+CDSI"))
 	m.s.AddIndication("+CDS:", 1, pduURC(EventStatusReport))
 	m.s.AddIndication("+CMT:", 1, pduURC(EventDeliver))
 	// A modem that restarts while the port stays open (watchdog,

@@ -75,6 +75,21 @@ func (ts *testServer) connect(t testing.TB) *peer {
 }
 
 // stop unbinds what is left and waits for every goroutine.
+// boundTransmitter is a platform bound as a transmitter to a new test
+// server, both ended with the test.
+func boundTransmitter(t *testing.T) *peer {
+	t.Helper()
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := ts.connect(t)
+	t.Cleanup(func() { _ = p.conn.Close() })
+	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
+	if f := p.read(); f.Status != statusOK {
+		t.Fatalf("bind answer %+v", f.Header)
+	}
+	return p
+}
+
 func (ts *testServer) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -237,14 +252,7 @@ func submitWithTimes(sched, validity string) []byte {
 // instead of being relayed (a carrier's refusal would read as transient and
 // send the message by modem with no expiry at all).
 func TestServerChecksSMPPTimes(t *testing.T) {
-	ts := newTestServer(t, ServerConfig{})
-	t.Cleanup(ts.stop)
-	p := ts.connect(t)
-	defer p.conn.Close()
-	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
-	if f := p.read(); f.Status != statusOK {
-		t.Fatalf("bind answer %+v", f.Header)
-	}
+	p := boundTransmitter(t)
 	const (
 		invSched  = uint32(0x61) // ESME_RINVSCHED
 		invExpiry = uint32(0x62) // ESME_RINVEXPIRY
@@ -285,14 +293,7 @@ func TestServerChecksSMPPTimes(t *testing.T) {
 // a body cut in destination_addr) would blame a value the platform never
 // sent. A field that is terminated but too long keeps its own status.
 func TestServerTruncatedSubmit(t *testing.T) {
-	ts := newTestServer(t, ServerConfig{})
-	t.Cleanup(ts.stop)
-	p := ts.connect(t)
-	defer p.conn.Close()
-	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
-	if f := p.read(); f.Status != statusOK {
-		t.Fatalf("bind answer %+v", f.Header)
-	}
+	p := boundTransmitter(t)
 	full := submitWithTimes("", "")
 	dest := bytes.Index(full, []byte("8613800138000"))
 	cases := []struct {
