@@ -168,6 +168,12 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			h, err := m.Health(ctx)
 			if err != nil {
 				lastErr = err
+				if te := (*at.TimeoutError)(nil); errors.As(err, &te) {
+					// It stopped answering: down now (not picked for sends
+					// that would time out after their PDU was written, each
+					// an unknown outcome), initialised again at the next probe.
+					ready = false
+				}
 				return
 			}
 			health = h

@@ -457,3 +457,49 @@ func TestModemRestartedOnAnOpenPortIsInitialisedAgain(t *testing.T) {
 		})
 	}
 }
+
+// A SIM not ready to take its PIN yet answers +CME ERROR: 14 (SIM busy): no
+// try was used, so the PIN is entered again at the next probe and the modem
+// comes up (a wrong PIN, +CME ERROR: 16, is never entered twice:
+// TestWrongPINIsNotRetried).
+func TestPINEnteredAgainAfterSIMBusy(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{PIN: "1234", PINBusy: 1})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, nil)
+	waitUp(t, ctx, p, "m0")
+	if n := sim.Count("+CPIN="); n != 2 {
+		t.Fatalf("the PIN was entered %d times, want twice (busy, then taken)", n)
+	}
+}
+
+// A modem that answers AT+CMGS in lower case ("+cmgs:7") has still sent the
+// message: the send is confirmed once, not taken as unconfirmed and sent
+// again on another modem (a duplicate at the handset).
+func TestLowercaseCMGSAnswerConfirmsTheSend(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{CMGSForm: "+cmgs:%d"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	sent, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("once")})
+	if err != nil || len(sent.Refs) != 1 {
+		t.Fatalf("send: %+v, %v", sent, err)
+	}
+	if n := len(sim.Sent()); n != 1 {
+		t.Fatalf("the modem sent it %d times", n)
+	}
+}
+
+// A modem that stops answering (firmware hung, the port still open) is
+// taken out at its next health probe, not left up to be picked for sends
+// that would each time out after the PDU was written; once it answers
+// again, it is initialised again and comes back.
+func TestMutedModemIsTakenOutAtTheProbe(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	ctx := testCtx(t, 20*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, func(o *modem.PoolOptions) { o.CommandTimeout = 200 * time.Millisecond })
+	waitUp(t, ctx, p, "m0")
+	sim.Mute(true)
+	waitDown(t, ctx, p, "m0", "")
+	sim.Mute(false)
+	waitUp(t, ctx, p, "m0")
+}

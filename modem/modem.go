@@ -329,17 +329,27 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	}
 	// The memory read and deleted from (27.005 §3.2.2 <mem1>): +CMTI and
 	// +CDSI name theirs, which may be another one ("ME", "SR").
-	m.mem1 = ""
-	if l, err := m.s.Command(ctx, "AT+CPMS?"); err == nil {
+	// A refusal of either query leaves the default (a modem may not have
+	// them), but a busy SIM does not: its answer would have mattered (with
+	// +CSMS: 1 every +CDS must be acknowledged, or the modem stops routing
+	// them), so init again at the next probe, as for AT+CNMI below.
+	m.mem1, m.ackCDS = "", false
+	l, err := m.s.Command(ctx, "AT+CPMS?")
+	if err == nil {
 		if f := at.Fields(answer(l, "+CPMS:")); len(f) > 0 {
 			m.mem1 = f[0]
 		}
+	} else if simBusy(err) {
+		return nil, fmt.Errorf("modem %s: AT+CPMS?: %w", m.opts.Name, err)
 	}
-	if l, err := m.s.Command(ctx, "AT+CSMS?"); err == nil {
+	l, err = m.s.Command(ctx, "AT+CSMS?")
+	if err == nil {
 		if a := answer(l, "+CSMS:"); a != "" {
 			svc, _ := at.Int(at.Fields(a), 0)
 			m.ackCDS = svc == 1
 		}
+	} else if simBusy(err) {
+		return nil, fmt.Errorf("modem %s: AT+CSMS?: %w", m.opts.Name, err)
 	}
 	// New-message indications (27.005 §3.4.1): stored MO messages announced
 	// by +CMTI (mt=1), status reports routed as +CDS (ds=1). Modems differ in
@@ -438,7 +448,7 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 			return &SIMError{State: st + " (no pin configured)"}
 		}
 		if _, err := m.s.Command(ctx, `AT+CPIN="`+pin+`"`); err != nil {
-			return &SIMError{State: "PIN rejected", Err: err, WrongPIN: refused(err)}
+			return &SIMError{State: "PIN rejected", Err: err, WrongPIN: pinRefused(err)}
 		}
 		st, err = m.SIMState(ctx)
 		if err != nil {
@@ -473,6 +483,22 @@ func simBusy(err error) bool {
 
 // refused reports whether err is the modem saying no (ERROR, +CME ERROR,
 // +CMS ERROR), as opposed to no answer or a broken port.
+// pinRefused reports an answer to AT+CPIN=<pin> saying the PIN itself was
+// wrong, so that entering it again would use up another of the SIM's tries
+// (27.007 §9.2.1: 16 incorrect password; 12 and 18, a PUK now required; a
+// plain ERROR or a text the table does not know, which say nothing more,
+// count as wrong: blocking the SIM is worse than waiting for an operator).
+// A busy SIM (14), no SIM (10), a SIM failure (13), an operation not
+// allowed now (3) and any +CMS answer used no try: the PIN is entered again
+// at the next probe.
+func pinRefused(err error) bool {
+	var cme *at.CMEError
+	if errors.As(err, &cme) {
+		return cme.Code == 16 || cme.Code == 12 || cme.Code == 18 || cme.Code < 0
+	}
+	return errors.Is(err, at.ErrError)
+}
+
 func refused(err error) bool {
 	var cme *at.CMEError
 	var cms *at.CMSError
@@ -576,8 +602,11 @@ func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err err
 		}
 		mr := -1
 		for _, line := range l {
-			if strings.HasPrefix(line, "+CMGS:") {
-				if n, ok := at.Int(at.Fields(line), 0); ok {
+			// Anywhere in the line, in any case: an echo of the PDU glued
+			// to it, or a lowercase answer, still says the send was done
+			// (not finding it would send the message again: a duplicate).
+			if i := strings.Index(strings.ToUpper(line), "+CMGS:"); i >= 0 {
+				if n, ok := at.Int(at.Fields(line[i:]), 0); ok {
 					mr = n
 				}
 			}

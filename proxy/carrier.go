@@ -179,8 +179,13 @@ func (c *Carrier) Stop() {
 // Retire takes the carrier out of service: each bind leaves once the
 // submits in flight on it are answered (at most wait), then Stop.
 func (c *Carrier) Retire(wait time.Duration) {
+	// No bind is picked from now on (a submit that loaded the carrier set
+	// before the reload finds none free and goes the way of a carrier
+	// without binds).
+	old := c.bindList()
+	c.binds.Store(&[]*carrierBind{})
 	var wg sync.WaitGroup
-	for _, b := range c.bindList() {
+	for _, b := range old {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -266,6 +271,7 @@ func (c *Carrier) resize(cfg config.Carrier) {
 		return
 	}
 	var firstUp <-chan struct{}
+	waited := make(chan struct{}) // the watchers below end with the wait
 	if !keptTX {
 		up := make(chan struct{})
 		var once sync.Once
@@ -275,7 +281,7 @@ func (c *Carrier) resize(cfg config.Carrier) {
 					select {
 					case <-b.up:
 						once.Do(func() { close(up) })
-					case <-c.ctx.Done():
+					case <-waited:
 					}
 				}()
 			}
@@ -295,6 +301,7 @@ func (c *Carrier) resize(cfg config.Carrier) {
 			}
 			t.Stop()
 		}
+		close(waited)
 		var wg sync.WaitGroup
 		for _, b := range retired {
 			wg.Add(1)

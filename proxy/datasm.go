@@ -152,7 +152,9 @@ func dataSMAsSubmit(body []byte) ([]byte, error) {
 			if len(t.Value) != 4 {
 				return nil, &BodyError{Status: statusInvParLen, Field: "qos_time_to_live length"}
 			}
-			validity = relativeTime(binary.BigEndian.Uint32(t.Value))
+			if ttl := binary.BigEndian.Uint32(t.Value); ttl > 0 { // 0: none given
+				validity = relativeTime(ttl)
+			}
 			continue
 		case tagMessagePayload:
 			if len(msg) == 0 && len(t.Value) <= 254 {

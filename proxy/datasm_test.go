@@ -169,6 +169,10 @@ func TestDataSMAsSubmit(t *testing.T) {
 		t.Errorf("300 octets: %v, short_message %d octets, payload %d", err, len(m.Message), len(m.Payload()))
 	}
 
+	out, err = dataSMAsSubmit(dataSMBody("1", "2", 0, 0, 0, TLV{Tag: tagQosTimeToLive, Value: []byte{0, 0, 0, 0}}))
+	if m, _ := ParseShortMessage(out); err != nil || m.Validity != "" {
+		t.Errorf("qos_time_to_live 0 (none): %v, validity %q", err, m.Validity)
+	}
 	var be *BodyError
 	if _, err := dataSMAsSubmit(dataSMBody("1", "2", 0, 0, 0, TLV{Tag: tagQosTimeToLive, Value: []byte{1}})); !errors.As(err, &be) || be.Status != statusInvParLen {
 		t.Errorf("qos_time_to_live of 1 octet: %v", err)

@@ -592,6 +592,9 @@ func (f *Failover) carrierBack(ctx context.Context, name string) <-chan struct{}
 	go func() {
 		for {
 			changed := f.d.health.Changed() // before the read: no change is missed
+			if (*f.d.carriers.Load())[name] == nil {
+				return // removed by a reload: it will not come back
+			}
 			if f.d.health.State(name) != StateDown {
 				close(back)
 				return

@@ -104,7 +104,7 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	var list []*Carrier
 	for _, cc := range cfg.Carriers {
 		c := NewCarrier(cc, g.Health, log)
-		g.Health.Register(c.Name)
+		g.Health.Attach(c)
 		g.carriers[c.Name] = c
 		list = append(list, c)
 	}
@@ -323,7 +323,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 			continue
 		}
 		c := NewCarrier(cc, g.Health, g.log)
-		g.Health.Register(c.Name)
+		g.Health.Attach(c)
 		g.carriers[c.Name] = c
 		added = append(added, c)
 	}
@@ -429,8 +429,11 @@ func (g *Gateway) Ready(ctx context.Context) error {
 	if err := g.Store.Ping(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	for name := range g.carriers {
-		if g.Health.State(name) != StateDown {
+	g.mu.Lock()
+	carriers := g.carrierList()
+	g.mu.Unlock()
+	for _, c := range carriers {
+		if g.Health.State(c.Name) != StateDown {
 			return nil
 		}
 	}

@@ -65,6 +65,13 @@ type Health struct {
 	OnChange func(carrier string, from, to CarrierState, reason string)
 	// changed is closed and replaced at every state change (Changed).
 	changed chan struct{}
+	// owner is the carrier object whose binds a carrier's bind notes come
+	// from (Attach); notes from another object of the same name, one a
+	// reload removed and that is still unbinding, are ignored.
+	owner map[string]*Carrier
+	// gone are the carriers a reload removed (Forget), until one of the
+	// same name is registered again.
+	gone map[string]bool
 }
 
 type carrierHealth struct {
@@ -168,8 +175,41 @@ func (h *Health) settle(name string, ch *carrierHealth) func() {
 // Register makes the carrier known (down until a bind is up).
 func (h *Health) Register(name string) {
 	h.mu.Lock()
+	delete(h.gone, name)
 	h.get(name)
 	h.mu.Unlock()
+}
+
+// Attach registers c as the carrier of its name: only its binds' notes
+// count from now on.
+func (h *Health) Attach(c *Carrier) {
+	h.mu.Lock()
+	delete(h.gone, c.Name)
+	h.get(c.Name)
+	if h.owner == nil {
+		h.owner = map[string]*Carrier{}
+	}
+	h.owner[c.Name] = c
+	h.mu.Unlock()
+}
+
+// stale reports a bind note from a carrier object that is not (or no
+// longer) the one attached under its name; h.mu is held.
+func (h *Health) stale(c *Carrier) bool {
+	if h.gone[c.Name] {
+		return true
+	}
+	o := h.owner[c.Name]
+	return o != nil && o != c
+}
+
+// peek is a carrier's health without making it known: a name no carrier
+// has (one a reload removed) reads as down and adds no series; h.mu is held.
+func (h *Health) peek(name string) *carrierHealth {
+	if ch := h.carriers[name]; ch != nil {
+		return ch
+	}
+	return &carrierHealth{state: StateDown, lastReason: "no such carrier"}
 }
 
 // Forget drops a carrier a reload removed (after its binds ended): its
@@ -178,16 +218,22 @@ func (h *Health) Register(name string) {
 func (h *Health) Forget(name string) {
 	h.mu.Lock()
 	delete(h.carriers, name)
+	delete(h.owner, name)
+	if h.gone == nil {
+		h.gone = map[string]bool{}
+	}
+	h.gone[name] = true
 	h.mu.Unlock()
 	metricCarrierUp.DeleteLabelValues(name)
 	metricCarrierState.DeleteLabelValues(name)
 	metricCarrierBinds.DeleteLabelValues(name)
 }
 
-// State returns the carrier's state now.
+// State returns the carrier's state now (down for a carrier it does not
+// know).
 func (h *Health) State(name string) CarrierState {
 	h.mu.Lock()
-	ch := h.get(name)
+	ch := h.peek(name)
 	after := h.settle(name, ch)
 	st := ch.state
 	h.mu.Unlock()
@@ -252,7 +298,7 @@ func (w *rateWindow) sums(t time.Time, n int64) (ok, failed uint64) {
 // Info returns a snapshot.
 func (h *Health) Info(name string) CarrierHealthInfo {
 	h.mu.Lock()
-	ch := h.get(name)
+	ch := h.peek(name)
 	after := h.settle(name, ch)
 	info := CarrierHealthInfo{State: ch.state.String(), Since: ch.since, Reason: ch.lastReason, Timeouts: ch.timeouts,
 		OK: ch.ok, Failed: ch.failed, BoundBind: ch.bound}
@@ -269,6 +315,10 @@ func (h *Health) Info(name string) CarrierHealthInfo {
 
 func (h *Health) noteBindUp(c *Carrier) {
 	h.mu.Lock()
+	if h.stale(c) {
+		h.mu.Unlock()
+		return
+	}
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
 	ch.respTimeout = c.Config().ResponseTimeout.D()
@@ -290,6 +340,10 @@ func (h *Health) noteBindUp(c *Carrier) {
 
 func (h *Health) noteBindDown(c *Carrier, err error) {
 	h.mu.Lock()
+	if h.stale(c) {
+		h.mu.Unlock()
+		return
+	}
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
 	after := func() {}

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
 	"github.com/spareline/spareline/config"
@@ -75,4 +78,71 @@ func TestHealthRates(t *testing.T) {
 	if info := h.Info("mobile"); info.PerSecond != 0 || info.ErrorRate != 0 {
 		t.Errorf("after a quiet minute: %v/s, %v failed", info.PerSecond, info.ErrorRate)
 	}
+}
+
+// A carrier removed by a reload and added back by another while the old one
+// still unbinds: the old binds going down do not mark the new carrier,
+// whose binds are up, down.
+func TestHealthIgnoresTheBindsOfAReplacedCarrier(t *testing.T) {
+	h := NewHealth(3, 0, zap.NewNop())
+	cfg := config.Carrier{Name: "x", Binds: 1}
+	old := NewCarrier(cfg, h, zap.NewNop())
+	h.Attach(old)
+	old.bound.Store(1)
+	h.noteBindUp(old)
+	h.Forget("x") // removed; its binds are unbinding
+	re := NewCarrier(cfg, h, zap.NewNop())
+	h.Attach(re) // added back
+	re.bound.Store(1)
+	h.noteBindUp(re)
+	old.bound.Store(0)
+	h.noteBindDown(old, errors.New("unbound locally"))
+	if st := h.State("x"); st != StateUp {
+		t.Fatalf("state %v after the replaced carrier's bind went down, want up", st)
+	}
+	if info := h.Info("x"); info.BoundBind != 1 {
+		t.Fatalf("%d binds counted, want the new carrier's 1", info.BoundBind)
+	}
+}
+
+// A forgotten carrier (removed by a reload) stays forgotten: reading its
+// state (queued messages that named it) or a late note of its binds brings
+// back no series, so no "carrier down" alert fires for a carrier that is
+// gone.
+func TestHealthForgetLeavesNoSeries(t *testing.T) {
+	h := NewHealth(3, 0, zap.NewNop())
+	c := NewCarrier(config.Carrier{Name: "gone-carrier", Binds: 1}, h, zap.NewNop())
+	h.Attach(c)
+	h.Forget("gone-carrier")
+	if st := h.State("gone-carrier"); st != StateDown {
+		t.Fatalf("state %v, want down", st)
+	}
+	h.noteBindDown(c, nil)
+	_ = h.Info("gone-carrier")
+	for _, v := range []*prometheus.GaugeVec{metricCarrierUp, metricCarrierState, metricCarrierBinds} {
+		if seriesOf(v, "gone-carrier") {
+			t.Fatal("a series of the forgotten carrier is exported")
+		}
+	}
+	h.mu.Lock()
+	_, back := h.carriers["gone-carrier"]
+	h.mu.Unlock()
+	if back {
+		t.Fatal("the forgotten carrier is tracked again")
+	}
+}
+
+// seriesOf reports whether v exports a series with a label of value value.
+func seriesOf(v *prometheus.GaugeVec, value string) bool {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { v.Collect(ch); close(ch) }()
+	found := false
+	for m := range ch {
+		var d dto.Metric
+		_ = m.Write(&d)
+		for _, l := range d.GetLabel() {
+			found = found || l.GetValue() == value
+		}
+	}
+	return found
 }

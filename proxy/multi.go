@@ -201,12 +201,24 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 		n.refuseSubmit(f, acct, "invalid submit_multi content", status, err)
 		return
 	}
-	// Each destination is a message: max_tps counts them all.
+	// Each destination is a message in flight: it takes a slot of the
+	// session's window (a list longer than the window passes when nothing
+	// else is in flight), and max_tps counts them all.
+	slots := 0
+	for _, d := range m.Dests {
+		if !d.dl {
+			slots++
+		}
+	}
+	if p := int(n.pending.Load()); p > 0 && p+slots > int(n.window) {
+		n.throttled(f, acct)
+		return
+	}
 	if !acct.limiter.AllowN(len(m.Dests)) {
 		n.throttled(f, acct)
 		return
 	}
-	if !n.enter(f, statusMsgQFul) {
+	if !n.enterN(f, statusMsgQFul, slots) {
 		return
 	}
 
@@ -230,7 +242,7 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 				metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(o.Status)).Inc()
 				observeSubmitLatency(o.Path, time.Since(start).Seconds())
 			}
-			n.requestDone()
+			n.leave(slots)
 		}
 		if s.TryRespond(f, status, body) {
 			answered()
@@ -249,14 +261,21 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 			continue
 		}
 		n.srv.workers.run(func() {
+			defer done()
+			defer func() {
+				if r := recover(); r != nil { // this destination fails; the others and the process go on
+					metricPanics.Inc()
+					s.log.Error("panic in a submit_multi destination", zap.Any("panic", r), zap.Stack("stack"))
+					out[i] = SubmitOutcome{Status: statusSysErr, Path: pathError}
+				}
+			}()
 			body := m.partBody(d)
 			sm, err := ParseShortMessage(body)
 			if err != nil { // cannot happen: the body parsed with another address of the same bounds
 				out[i] = SubmitOutcome{Status: statusInvDstAdr, Path: pathError}
-			} else {
-				out[i] = n.srv.disp.SubmitAs(context.Background(), partID(group, i), acct.SystemID, sm, body)
+				return
 			}
-			done()
+			out[i] = n.srv.disp.SubmitAs(context.Background(), partID(group, i), acct.SystemID, sm, body)
 		})
 	}
 }

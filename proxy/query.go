@@ -308,8 +308,11 @@ func (n *northSession) requestStarted(f Frame) *Account {
 	return acct
 }
 
-func (n *northSession) requestDone() {
-	n.pending.Add(-1)
+func (n *northSession) requestDone() { n.leave(1) }
+
+// leave undoes enterN.
+func (n *northSession) leave(slots int) {
+	n.pending.Add(-int32(slots))
 	n.inflight.Done()
 }
 

@@ -125,8 +125,9 @@ func receiptFields(text []byte) (id, stat, errCode string) {
 // another field's name.
 func rewriteReceiptText(text []byte, newID string) []byte {
 	i := -1
+	// Fields are split at any white space, as receiptFields splits them.
 	for j := 0; j+3 <= len(text); j++ {
-		if j > 0 && text[j-1] != ' ' {
+		if j > 0 && !asciiSpace(text[j-1]) {
 			continue
 		}
 		if j+5 <= len(text) && text[j]|0x20 == 't' && text[j+1]|0x20 == 'e' && text[j+2]|0x20 == 'x' &&
@@ -143,13 +144,18 @@ func rewriteReceiptText(text []byte, newID string) []byte {
 	}
 	start := i + 3
 	end := start
-	for end < len(text) && text[end] != ' ' {
+	for end < len(text) && !asciiSpace(text[end]) {
 		end++
 	}
 	out := make([]byte, 0, len(text)+len(newID))
 	out = append(out, text[:start]...)
 	out = append(out, newID...)
 	return append(out, text[end:]...)
+}
+
+// asciiSpace reports the octets strings.Fields splits ASCII text at.
+func asciiSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
 // rebuildBody writes a message body with a new short_message and TLVs,

@@ -621,14 +621,21 @@ func (n *northSession) refuseSubmit(f Frame, acct *Account, what string, status 
 // Waits, so no request slips in after the Wait began (and Add never races
 // Wait, which sync.WaitGroup forbids). requestDone undoes it.
 func (n *northSession) enter(f Frame, whenDraining uint32) bool {
+	return n.enterN(f, whenDraining, 1)
+}
+
+// enterN is enter for a request that takes slots window slots (a
+// submit_multi: one per destination); leave(slots) undoes it.
+func (n *northSession) enterN(f Frame, whenDraining uint32, slots int) bool {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.draining.Load() {
+		n.mu.Unlock() // Respond may wait on a peer that does not read
 		n.sess.Respond(f, whenDraining, nil)
 		return false
 	}
-	n.pending.Add(1)
+	n.pending.Add(int32(slots))
 	n.inflight.Add(1)
+	n.mu.Unlock()
 	return true
 }
 

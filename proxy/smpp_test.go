@@ -244,6 +244,15 @@ func TestRewriteReceipt(t *testing.T) {
 			t.Fatalf("got %q, want the text unchanged", out)
 		}
 	})
+	t.Run("fields split by tabs and line ends, as receiptFields reads them", func(t *testing.T) {
+		text := "sub:001\tid:1234567\r\nstat:DELIVRD"
+		if id, _, _ := receiptFields([]byte(text)); id != "1234567" {
+			t.Fatalf("receiptFields read id %q", id)
+		}
+		if out, want := rewriteReceiptText([]byte(text), "M42"), "sub:001\tid:M42\r\nstat:DELIVRD"; string(out) != want {
+			t.Fatalf("got %q, want %q", out, want)
+		}
+	})
 	t.Run("id: inside another key is not the id", func(t *testing.T) {
 		out := rewriteReceiptText([]byte("msgid:5 id:1234567 stat:DELIVRD"), "M42")
 		if want := "msgid:5 id:M42 stat:DELIVRD"; string(out) != want {

@@ -517,7 +517,18 @@ func (s *Session) ownerLoop() {
 			if strings.EqualFold(line, cur.cmd) || (cur.pdu != "" && strings.EqualFold(line, cur.pdu)) {
 				continue // echo
 			}
-			if final, err := parseFinal(line); final {
+			final, err := parseFinal(line)
+			if awaitPrompt && (!final || err == nil) {
+				// 27.005 §3.5.1: before its prompt an SMS command gets only
+				// "> " or an error. An OK or an information line now is the
+				// late answer of an earlier command (a send that timed out
+				// while the modem was already transmitting): taking it as
+				// this one's would report this message sent, never sent.
+				s.log.Warn("at: late answer of an earlier command ignored while waiting for the prompt",
+					zap.String("cmd", maskCmd(cur.cmd)), zap.String("line", line))
+				continue
+			}
+			if final {
 				finish(err)
 				continue
 			}

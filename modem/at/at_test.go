@@ -486,3 +486,47 @@ func TestLineEndsAndPromptForms(t *testing.T) {
 		})
 	}
 }
+
+// A send times out after its PDU was written, and the modem's late answer
+// ("+CMGS: 7", OK) arrives while the next AT+CMGS waits for its prompt. That
+// answer is not the next send's (27.005 §3.5.1: before the prompt only "> "
+// or an error): the next PDU is written and its own answer taken.
+func TestLateAnswerIsNotTheNextSendsAnswer(t *testing.T) {
+	n := 0
+	pdus := make(chan string, 4)
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch {
+		case cmd == "AT+CMGS=10":
+			n++
+			if n == 2 {
+				f.send("\r\n+CMGS: 7\r\n\r\nOK\r\n") // the first send's, late
+			}
+			f.send("\r\n> ")
+		case strings.HasPrefix(cmd, "PDU:"):
+			pdus <- cmd[4:]
+			if n == 2 {
+				f.send("\r\n+CMGS: 8\r\n\r\nOK\r\n")
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond) // the modem never answers the first
+	defer cancel()
+	if _, err := s.SMSCommand(ctx, "AT+CMGS=10", "AA"); err == nil {
+		t.Fatal("the first send should have timed out")
+	}
+	if p := <-pdus; p != "AA" {
+		t.Fatalf("first PDU %q", p)
+	}
+	info, err := s.SMSCommand(ctxT(t), "AT+CMGS=10", "BB")
+	if err != nil || len(info) != 1 || info[0] != "+CMGS: 8" {
+		t.Fatalf("second send: %q, %v; want its own +CMGS: 8", info, err)
+	}
+	select {
+	case p := <-pdus:
+		if p != "BB" {
+			t.Fatalf("second PDU %q", p)
+		}
+	default:
+		t.Fatal("the second send was answered but its PDU never written")
+	}
+}

@@ -64,6 +64,7 @@ type envOpts struct {
 	carrierAddr func(name, addr string) string // e.g. a faultnet relay in front of the simulator
 	carrierYAML func(name string) string       // extra keys of a carrier's entry ("\n    key: value" lines)
 	httpListen  string
+	smppWindow  int // smpp.window; 0: the default
 	binds       int // of each carrier; default 2
 	window      int // of each carrier bind; default 32
 	// elsewhere names a carrier whose SMSC is not its simulator (see
@@ -87,6 +88,9 @@ func withYAML(s string) envOption { return func(o *envOpts) { o.extraYAML += s }
 
 // withHTTP turns on the HTTP endpoint (/status, /metrics) on a free loopback
 // port; Gateway.HTTPAddr tells which.
+// withSMPPWindow sets smpp.window, the platform sessions' window.
+func withSMPPWindow(n int) envOption { return func(o *envOpts) { o.smppWindow = n } }
+
 func withHTTP() envOption { return func(o *envOpts) { o.httpListen = "127.0.0.1:0" } }
 
 // startEnv starts three SMSC simulators and a gateway on the given store.
@@ -146,7 +150,11 @@ func startEnv(t testing.TB, kind string, opts ...envOption) *env {
 		}
 		storeYAML = fmt.Sprintf("store: { redis: %q }\n", rs.URL())
 	}
-	e.cfgYAML = fmt.Sprintf(`smpp: { listen: "127.0.0.1:0", enquire_link: 5s }
+	smppExtra := ""
+	if eo.smppWindow > 0 {
+		smppExtra = fmt.Sprintf(", window: %d", eo.smppWindow)
+	}
+	e.cfgYAML = fmt.Sprintf(`smpp: { listen: "127.0.0.1:0", enquire_link: 5s%s }
 http: { listen: %q }
 %saccounts:
   - { system_id: platform, password: secret, allow: ["127.0.0.0/8"] }
@@ -155,7 +163,7 @@ carriers:%s
 routing:
   country_code: "86"
   preset: cn
-%s`, eo.httpListen, storeYAML, carriers.String(), eo.extraYAML)
+%s`, smppExtra, eo.httpListen, storeYAML, carriers.String(), eo.extraYAML)
 	cfg, err := config.Parse([]byte(e.cfgYAML), "e2e.yaml")
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfgYAML)

@@ -160,3 +160,30 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// Each destination of a submit_multi in flight takes a slot of the
+// session's window: with a window of 4 and three destinations still at the
+// carrier, a submit_multi to two more is ESME_RTHROTTLED, while one more
+// submit_sm fits; and a list longer than the window passes when nothing
+// else is in flight.
+func TestSubmitMultiTakesAWindowSlotPerDestination(t *testing.T) {
+	e := startEnv(t, "bolt", withSMPPWindow(4))
+	e.smscs["mobile"].SetBehaviour(func(smscsim.Message, int) smscsim.Reply {
+		return smscsim.Reply{Delay: time.Second} // the three stay in flight meanwhile
+	})
+	r := e.rawDial(t)
+	r.bind(idBindTRX)
+	head := append([]byte{0, 0, 0}, "10690001\x00"...)
+	tail := submitBody("", 0, 0, 5, []byte("hello"))[15:]
+	sme := func(n string) []byte { return append([]byte{1, 0, 1}, n+"\x00"...) }
+	r.send(idSubmitMulti, 10, slices.Concat(head, []byte{3}, sme("13800138000"), sme("13800138001"), sme("13800138002"), tail))
+	r.send(idSubmitMulti, 11, slices.Concat(head, []byte{2}, sme("13012345678"), sme("13312345678"), tail))
+	r.expect(idSubmitMulti|respBit, uint32(data.ESME_RTHROTTLED), 11)
+	r.send(idSubmitSM, 12, submitBody("13012345678", 0, 0, 5, []byte("hello")))
+	r.expect(idSubmitSM|respBit, 0, 12)
+	r.expect(idSubmitMulti|respBit, 0, 10)
+	six := slices.Concat(head, []byte{6}, sme("13012345671"), sme("13012345672"), sme("13012345673"),
+		sme("13012345674"), sme("13012345675"), sme("13012345676"), tail)
+	r.send(idSubmitMulti, 13, six)
+	r.expect(idSubmitMulti|respBit, 0, 13)
+}

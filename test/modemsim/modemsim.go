@@ -97,6 +97,13 @@ type Options struct {
 	// power-up (AT+CNMI, AT+CPMS, AT+CSMS, AT+CMGL/R/S/D) with +CMS ERROR: 314,
 	// "SIM busy", as a SIM still reading its files after boot or PIN entry.
 	SIMBusy int
+	// PINBusy answers the first n AT+CPIN=<pin> with +CME ERROR: 14, "SIM
+	// busy" (27.007 §9.2.1), as a SIM not ready to take its PIN yet: no
+	// try is used.
+	PINBusy int
+	// CMGSForm is the format of the answer to AT+CMGS (default "+CMGS: %d"),
+	// e.g. "+cmgs:%d" for a modem that answers in lower case.
+	CMGSForm string
 	// Mem is the memory +CMTI and +CDSI name (default "SM"; AT+CPMS? says
 	// "SM" is <mem1>). The emulator has one memory under every name, so a
 	// test checks with Count("+CPMS=") that the client selected it.
@@ -143,6 +150,8 @@ type Sim struct {
 	garbage  bool                        // guarded by mu
 	garbSend bool                        // guarded by mu
 	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
+	muted    bool                        // guarded by mu: Mute
+	pinBusy  int                         // guarded by mu: AT+CPIN=<pin> answered SIM busy so far (Options.PINBusy)
 	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
 	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
 	cmdSeen  chan struct{}               // guarded by mu: closed and replaced on each command
@@ -404,6 +413,10 @@ func (s *Sim) FailNext(code, n int) {
 	s.mu.Unlock()
 }
 
+// Mute makes the modem answer no command at all (firmware hung, the port
+// still open); it still counts them.
+func (s *Sim) Mute(on bool) { s.mu.Lock(); s.muted = on; s.mu.Unlock() }
+
 // Hang makes sends get no answer at all (the PDU is swallowed, not sent).
 func (s *Sim) Hang(on bool) { s.mu.Lock(); s.hang = on; s.mu.Unlock() }
 
@@ -632,7 +645,7 @@ func (s *Sim) serve(c *conn) {
 // prompt was sent.
 func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	s.mu.Lock()
-	simReady, reg, garbage, blocked := s.simReady, s.reg, s.garbage, s.pinTries >= 3
+	simReady, reg, garbage, blocked, muted := s.simReady, s.reg, s.garbage, s.pinTries >= 3, s.muted
 	key := strings.ToUpper(cmd)
 	if len(key) >= 2 {
 		key = key[2:]
@@ -647,6 +660,9 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	if garbage {
 		c.write("\r\n\xff#~^@junk\x07\r\n")
 		return 0, false
+	}
+	if muted {
+		return 0, false // counted, never answered
 	}
 	up := strings.ToUpper(cmd)
 	if !strings.HasPrefix(up, "AT") {
@@ -703,7 +719,15 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		}
 	case strings.HasPrefix(body, "+CPIN="):
 		v, _ := arg("+CPIN=")
+		s.mu.Lock()
+		busy := s.pinBusy < s.opts.PINBusy
+		if busy {
+			s.pinBusy++
+		}
+		s.mu.Unlock()
 		switch {
+		case busy:
+			c.cmeError(14) // SIM busy
 		case blocked:
 			c.cmeError(12) // SIM PUK required
 		case strings.Trim(v, `"`) == s.opts.PIN:
@@ -895,7 +919,11 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	mr := s.mr
 	s.record(sub, mr)
 	s.mu.Unlock()
-	c.info(fmt.Sprintf("+CMGS: %d", mr))
+	form := s.opts.CMGSForm
+	if form == "" {
+		form = "+CMGS: %d"
+	}
+	c.info(fmt.Sprintf(form, mr))
 	if sub.StatusReport {
 		go s.report(c, mr, sub.Dest)
 	}
