@@ -140,15 +140,16 @@ type Pool struct {
 	opts PoolOptions
 	log  *zap.Logger
 
-	submit   chan *job     // Send -> scheduler
-	cancel   chan *job     // Send -> scheduler: withdraw a queued job
-	withdraw chan *job     // SendUnless -> scheduler: no new attempt of a job
-	fromDev  chan devMsg   // device owners -> scheduler
-	reports  chan Report   // scheduler -> consumer
-	incoming chan Incoming // scheduler -> consumer
-	stopped  chan struct{} // closed when Run returns
-	devs     []*device     // fixed after NewPool
-	ref      atomic.Uint32 // concatenation reference counter
+	submit   chan *job                // Send -> scheduler
+	cancel   chan *job                // Send -> scheduler: withdraw a queued job
+	withdraw chan *job                // SendUnless -> scheduler: no new attempt of a job
+	fromDev  chan devMsg              // device owners -> scheduler
+	reports  chan Report              // scheduler -> consumer
+	incoming chan Incoming            // scheduler -> consumer
+	stopped  chan struct{}            // closed when Run returns
+	devs     []*device                // fixed after NewPool
+	pins     map[string]threadPinning // scheduler-owned: the modem of each concatenated message's parts
+	ref      atomic.Uint32            // concatenation reference counter
 	started  atomic.Bool
 
 	mu     sync.Mutex
@@ -172,6 +173,9 @@ type job struct {
 	parts    []sms.Part
 	attempts int          // scheduler-owned
 	tried    map[int]bool // scheduler-owned
+	// thread names the concatenated message this one is a part of (the
+	// platform's own UDH): all its parts go out on one modem (threadKey).
+	thread string
 	// withdrawn: its caller gave it up (SendUnless); an attempt on a modem
 	// ends normally, but no new attempt starts. Scheduler-owned.
 	withdrawn bool
@@ -246,6 +250,7 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 		incoming: make(chan Incoming),
 		stopped:  make(chan struct{}),
 		window:   make([][]time.Time, len(mods)),
+		pins:     map[string]threadPinning{},
 	}
 	now := time.Now()
 	for _, c := range mods {
@@ -304,7 +309,8 @@ func (p *Pool) SendUnless(ctx context.Context, giveUp <-chan struct{}, id string
 	if err != nil {
 		return nil, &SendError{Permanent: true, Err: err}
 	}
-	j := &job{ctx: ctx, id: id, dest: s.Dest, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1)}
+	j := &job{ctx: ctx, id: id, dest: s.Dest, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1),
+		thread: threadKey(s)}
 	select {
 	case p.submit <- j:
 	case <-ctx.Done():
@@ -554,10 +560,17 @@ func (p *Pool) dispatch(queue []*job) []*job {
 			j.res <- jobResult{err: err}
 			continue
 		}
+		// A part of a concatenated message whose other parts went out on
+		// a modem that is still up waits for that modem: a handset joins
+		// parts only from one sender.
+		pinned := -1
+		if pin, ok := p.pins[j.thread]; ok && j.thread != "" && now.Sub(pin.at) < threadPin && p.devs[pin.dev].up {
+			pinned = pin.dev
+		}
 		best := -1
 		bestN, bestTried := 0, true
 		for i, d := range p.devs {
-			if !d.up || d.busy {
+			if !d.up || d.busy || (pinned >= 0 && i != pinned) {
 				continue
 			}
 			n := p.inWindow(i, now)
@@ -576,6 +589,9 @@ func (p *Pool) dispatch(queue []*job) []*job {
 			rest = append(rest, j)
 			continue
 		}
+		if j.thread != "" {
+			p.pin(j.thread, best, now)
+		}
 		d := p.devs[best]
 		d.busy = true
 		d.lastUsed = now
@@ -587,6 +603,55 @@ func (p *Pool) dispatch(queue []*job) []*job {
 		d.jobs <- j // capacity 1 and the device was not busy: never blocks
 	}
 	return rest
+}
+
+// threadPin is how long the parts of one concatenated message stay on the
+// modem the first went out on (a handset keeps parts waiting for their
+// siblings for minutes, not hours).
+const threadPin = 30 * time.Minute
+
+type threadPinning struct {
+	dev int
+	at  time.Time
+}
+
+// pin notes that a part of thread went out on modem dev; scheduler-owned.
+func (p *Pool) pin(thread string, dev int, now time.Time) {
+	if len(p.pins) >= 4096 {
+		for k, v := range p.pins {
+			if now.Sub(v.at) >= threadPin {
+				delete(p.pins, k)
+			}
+		}
+	}
+	p.pins[thread] = threadPinning{dev: dev, at: now}
+}
+
+// threadKey names the concatenated message s is a part of, from the
+// concatenation element of the UDH the platform gave (TS 23.040
+// §9.2.3.24.1 8-bit and §9.2.3.24.8 16-bit reference): the destination, the
+// reference and the number of parts. "" for a message without one (the
+// parts of a text the pool splits itself go out together on one modem).
+func threadKey(s sms.Submit) string {
+	if !s.UDHI || len(s.Payload) == 0 {
+		return ""
+	}
+	udh := s.Payload[1:min(len(s.Payload), 1+int(s.Payload[0]))]
+	for len(udh) >= 2 {
+		iei, l := udh[0], int(udh[1])
+		if 2+l > len(udh) {
+			return ""
+		}
+		v := udh[2 : 2+l]
+		switch {
+		case iei == 0x00 && l == 3:
+			return fmt.Sprintf("%s/%d/%d", s.Dest, v[0], v[1])
+		case iei == 0x08 && l == 4:
+			return fmt.Sprintf("%s/%d/%d", s.Dest, int(v[0])<<8|int(v[1]), v[2])
+		}
+		udh = udh[2+l:]
+	}
+	return ""
 }
 
 // inWindow prunes and counts the sends of modem i in the last minute.

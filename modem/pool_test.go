@@ -351,3 +351,31 @@ func TestRegistrationStates(t *testing.T) {
 		})
 	}
 }
+
+// The parts of a long message the platform segmented itself (its own
+// concatenation UDH) go out on one modem, though the pool would otherwise
+// take the other, least recently used one for the second: a handset joins
+// parts only from one sender.
+func TestPartsOfOneMessageGoOutOnOneModem(t *testing.T) {
+	a, b := startSim(t, "a", modemsim.Options{}), startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{a, b}, 0, nil)
+	waitUp(t, ctx, p, "m0", "m1")
+	for i, text := range []string{"Breaker 7 tripped, ", "call the duty officer"} {
+		payload := append([]byte{5, 0, 3, 0x2A, 2, byte(i + 1)}, text...)
+		if _, err := p.Send(ctx, fmt.Sprint("part", i), sms.Submit{Dest: "+8613800138000", UDHI: true, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var joined []modemsim.Message
+	for _, s := range []*modemsim.Sim{a, b} {
+		for _, m := range s.Sent() {
+			if m.Dest == "+8613800138000" {
+				joined = append(joined, m)
+			}
+		}
+	}
+	if len(joined) != 1 || joined[0].Parts != 2 || joined[0].Text != "Breaker 7 tripped, call the duty officer" {
+		t.Fatalf("the handset got %+v, want the two parts joined from one modem", joined)
+	}
+}
