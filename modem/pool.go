@@ -362,20 +362,37 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	p.schedule(ctx)
 	cancel()
-	// Drain device messages so no owner blocks while stopping.
+	// Drain device messages so no owner blocks while stopping, and answer
+	// every send they finish; once the owners have ended, what is still
+	// buffered is answered too (a send answered by no one would leave its
+	// caller waiting for ever).
+	devsDone, drained := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(drained)
+		answer := func(m devMsg) {
+			if m.kind == msgSendDone {
+				m.job.res <- jobResult{err: ctx.Err()}
+			}
+		}
 		for {
 			select {
 			case m := <-p.fromDev:
-				if m.kind == msgSendDone {
-					m.job.res <- jobResult{err: ctx.Err()}
+				answer(m)
+			case <-devsDone:
+				for {
+					select {
+					case m := <-p.fromDev:
+						answer(m)
+					default:
+						return
+					}
 				}
-			case <-p.stopped:
-				return
 			}
 		}
 	}()
 	wg.Wait()
+	close(devsDone)
+	<-drained
 	for _, d := range p.devs {
 		select {
 		case j := <-d.jobs:
