@@ -81,13 +81,7 @@ func boundTransmitter(t *testing.T) *peer {
 	t.Helper()
 	ts := newTestServer(t, ServerConfig{})
 	t.Cleanup(ts.stop)
-	p := ts.connect(t)
-	t.Cleanup(func() { _ = p.conn.Close() })
-	p.write(cmdBindTransmitter, 0, 1, bindBody("platform", "secret"))
-	if f := p.read(); f.Status != statusOK {
-		t.Fatalf("bind answer %+v", f.Header)
-	}
-	return p
+	return bound(t, ts, cmdBindTransmitter) // query_test.go
 }
 
 func (ts *testServer) stop() {
