@@ -40,6 +40,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	tty := isTerminal(stdout)
 
 	dir, err := os.MkdirTemp("", "spareline-demo")
 	if err != nil {
@@ -165,7 +166,11 @@ carriers:
 		for i := range *n {
 			if i == failedAt {
 				smscs[*fail].Stop()
-				fmt.Fprintf(stdout, "\n>>> operator %s is DOWN: its connections are closed; spareline moves its traffic to the modems\n", *fail)
+				flushDown := "\n"
+				if !tty {
+					flushDown = ""
+				}
+				fmt.Fprintf(stdout, "%s>>> operator %s is DOWN: its connections are closed; spareline moves its traffic to the modems\n", flushDown, *fail)
 			}
 			select {
 			case jobs <- i:
@@ -176,14 +181,36 @@ carriers:
 		}
 		close(jobs)
 	}()
+	// On a terminal the progress line is rewritten in place; into a pipe or
+	// a file (CI logs) a line is written when the figures change, at most
+	// every 2 s, so that the log reads line by line.
+	var lastLine string
+	var lastAt time.Time
 	progress := func() {
 		modemSent := 0
 		for _, s := range sims {
 			modemSent += len(s.Sent())
 		}
-		fmt.Fprintf(stdout, "\rsubmitted %4d/%d ok %4d | mobile %4d  unicom %4d  telecom %4d | modems %4d | receipts %4d ",
+		line := fmt.Sprintf("submitted %4d/%d ok %4d | mobile %4d  unicom %4d  telecom %4d | modems %4d | receipts %4d ",
 			ok.Load()+failed.Load(), *n, ok.Load(), len(smscs["mobile"].Received()), len(smscs["unicom"].Received()),
 			len(smscs["telecom"].Received()), modemSent, receipts.Load())
+		switch {
+		case tty:
+			fmt.Fprint(stdout, "\r"+line)
+		case line != lastLine && time.Since(lastAt) >= 2*time.Second:
+			fmt.Fprintln(stdout, strings.TrimSpace(line))
+			lastLine, lastAt = line, time.Now()
+		}
+	}
+	// flush writes the last figures when they were not written yet.
+	flush := func() {
+		if !tty {
+			lastAt = time.Time{}
+		}
+		progress()
+		if tty {
+			fmt.Fprintln(stdout)
+		}
 	}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -221,7 +248,8 @@ carriers:
 	}
 	if ctx.Err() == nil {
 		if err := smscs[*fail].Restart(); err == nil {
-			fmt.Fprintf(stdout, "\n>>> operator %s is back: on probation, then traffic returns to it\n", *fail)
+			flush()
+			fmt.Fprintf(stdout, ">>> operator %s is back: on probation, then traffic returns to it\n", *fail)
 		}
 	}
 	deadline := time.After(30 * time.Second)
@@ -235,8 +263,7 @@ wait:
 		case <-tick.C:
 		}
 	}
-	progress()
-	fmt.Fprintln(stdout)
+	flush()
 	st := gw.Snapshot(ctx)
 	for _, c := range st.Carriers {
 		say("carrier %-8s %-9s since %s (%s)", c.Name, c.State, c.Since.Format("15:04:05"), c.Reason)
@@ -251,4 +278,15 @@ wait:
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping")
 	return 0
+}
+
+// isTerminal reports whether w is a terminal (a character device), where a
+// line can be rewritten in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

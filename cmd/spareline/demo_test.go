@@ -102,8 +102,13 @@ func runDemo(t *testing.T, httpAddr string) string {
 		t.Error("the modems sent nothing after unicom failed")
 	}
 	// unicom took every third message until it failed at a third of the job.
-	last := strings.Split(text, "\r")
-	if c := failedCol.FindStringSubmatch(last[len(last)-1]); c != nil {
+	// The last progress line (rewritten in place on a terminal, one per line
+	// into a pipe as here).
+	cols := failedCol.FindAllStringSubmatch(text, -1)
+	if len(cols) == 0 {
+		t.Fatal("no progress line with unicom's count")
+	}
+	if c := cols[len(cols)-1]; c != nil {
 		if got, _ := strconv.Atoi(c[1]); got >= n/3 {
 			t.Errorf("unicom received %d of its %d messages although it failed midway", got, n/3)
 		}
