@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/spareline/spareline/store"
 )
 
 // SMPP 3.4 field limits (§5.2.1 system_id, §5.2.2 password, §5.2.3
@@ -104,6 +106,11 @@ func validate(c *Config, d *decoder) {
 	// store
 	if c.Store.Redis == "" && c.Store.Path == "" {
 		p("store.path", "empty: set store.path (embedded store) or store.redis")
+	}
+	if c.Store.Redis != "" {
+		if err := store.CheckRedisURL(c.Store.Redis); err != nil {
+			p("store.redis", "%v", err)
+		}
 	}
 	positive(p, d, "store.ttl", c.Store.TTL)
 

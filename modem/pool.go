@@ -115,14 +115,14 @@ const (
 
 // ModemStatus is one row of Status().
 type ModemStatus struct {
-	Name           string
-	Device         string
-	State          State
-	SignalDBm      int // 0 unknown
-	Registration   int // +CREG stat
-	SentLastMinute int // SMS parts
-	LastError      string
-	LastChange     time.Time
+	Name           string    `json:"name"`
+	Device         string    `json:"device"`
+	State          State     `json:"state"`
+	SignalDBm      int       `json:"signal_dbm,omitempty"` // 0 (left out) unknown
+	Registration   int       `json:"registration"`         // +CREG stat
+	SentLastMinute int       `json:"sent_last_minute"`     // SMS parts
+	LastError      string    `json:"last_error,omitempty"`
+	LastChange     time.Time `json:"last_change"`
 }
 
 // ErrPoolStopped is returned by Send when Run has ended.

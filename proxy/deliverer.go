@@ -50,6 +50,20 @@ type deliverer struct {
 	account string
 	worker  string // this deliverer's name in the account lease: the instance's (SetInstance), so a restart takes its leases back
 	kick    chan struct{}
+	counted time.Time // when spareline_deliveries_pending was last set from the store
+}
+
+// count sets spareline_deliveries_pending from the store, at most once a
+// second: every held receipt of the account, whether or not a receiver is
+// bound (SparelineReceiptsHeld fires when none is, for long).
+func (dl *deliverer) count(ctx context.Context) {
+	if time.Since(dl.counted) < time.Second {
+		return
+	}
+	dl.counted = time.Now()
+	if n, err := dl.d.store.CountDeliveries(ctx, dl.account); err == nil {
+		metricDeliveriesPending.WithLabelValues(dl.account).Set(float64(n))
+	}
 }
 
 // kickDeliveries wakes the account's deliverer (starting it if needed).
@@ -121,6 +135,7 @@ func (dl *deliverer) run(ctx context.Context) {
 // round sends one batch. more says there may be more to send now.
 func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, more bool) {
 	d := dl.d
+	dl.count(ctx)
 	if d.recv == nil {
 		return false, false
 	}
@@ -136,8 +151,8 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 		log.Warn("reading held deliveries failed", zap.Error(err))
 		return false, true
 	}
-	metricDeliveriesPending.WithLabelValues(dl.account).Set(float64(len(list)))
 	if len(list) == 0 {
+		metricDeliveriesPending.WithLabelValues(dl.account).Set(0)
 		return false, false
 	}
 	defer dl.renew(ctx, log)()

@@ -342,8 +342,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 			c.Start(g.ctx)
 		}
 	}
-	if cfg.SMPP.Listen != g.cfg.SMPP.Listen || cfg.SMPP.TLSListen != g.cfg.SMPP.TLSListen {
-		restart = append(restart, "smpp.listen / smpp.tls_listen")
+	if cfg.SMPP.Listen != g.cfg.SMPP.Listen || cfg.SMPP.TLSListen != g.cfg.SMPP.TLSListen ||
+		cfg.SMPP.TLSCert != g.cfg.SMPP.TLSCert || cfg.SMPP.TLSKey != g.cfg.SMPP.TLSKey {
+		restart = append(restart, "smpp.listen / smpp.tls_listen / smpp.tls_cert / smpp.tls_key")
 	}
 	if cfg.HTTP.Listen != g.cfg.HTTP.Listen {
 		restart = append(restart, "http.listen")
@@ -379,9 +380,17 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.Disp.SetMOAccount(moAccount(cfg))
 	g.Health.SetPolicy(cfg.Failover.DownAfterTimeouts, cfg.Failover.UpAfter.D())
 	if g.Failover != nil {
-		g.Failover.SetConfig(failoverConfig(cfg, len(cfg.Modems)))
+		g.Failover.SetConfig(failoverConfig(cfg, len(g.cfg.Modems)))
 	}
-	g.cfg = cfg
+	// What runs is the new config but for the parts a restart applies: they
+	// keep their running values, so that the next reload compares with what
+	// runs (a file put back says nothing; a change still pending is said
+	// again).
+	running := *cfg
+	running.SMPP.Listen, running.SMPP.TLSListen = g.cfg.SMPP.Listen, g.cfg.SMPP.TLSListen
+	running.SMPP.TLSCert, running.SMPP.TLSKey = g.cfg.SMPP.TLSCert, g.cfg.SMPP.TLSKey
+	running.HTTP.Listen, running.Store, running.Instance, running.Modems = g.cfg.HTTP.Listen, g.cfg.Store, g.cfg.Instance, g.cfg.Modems
+	g.cfg = &running
 	for _, a := range cfg.Accounts {
 		g.Disp.kickDeliveries(a.SystemID)
 	}
@@ -474,6 +483,9 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	}
 	g.mu.Unlock()
 	st.Sessions = g.Server.Sessions()
+	if st.Sessions == nil {
+		st.Sessions = []SessionInfo{} // [] in /status.json, not null
+	}
 	st.Queue.Depth, st.Queue.Oldest, _ = g.Store.ModemQueue(ctx)
 	if fo := g.Disp.failover.Load(); fo != nil {
 		st.Modems = fo.modemStatus()

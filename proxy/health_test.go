@@ -146,3 +146,17 @@ func seriesOf(v *prometheus.GaugeVec, value string) bool {
 	}
 	return found
 }
+
+// Log lines name every SMPP 3.4 status (a carrier's bind refusal reads
+// ESME_RINVPASWD, not a bare number); a status outside the spec stays a
+// number.
+func TestStatusStringNamesEveryStatus(t *testing.T) {
+	for status, want := range map[uint32]string{
+		0x0E: "ESME_RINVPASWD(0x0000000E)", 0x0D: "ESME_RBINDFAIL(0x0000000D)", 0x58: "ESME_RTHROTTLED(0x00000058)",
+		0x0400: "0x00000400",
+	} {
+		if got := StatusString(status); got != want {
+			t.Errorf("StatusString(0x%X) = %q, want %q", status, got, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/linxGnu/gosmpp/data"
 )
@@ -127,6 +128,11 @@ func statusName(status uint32) string {
 // StatusString is a readable form for logs and errors.
 func StatusString(status uint32) string {
 	if n, ok := statusNames[status]; ok {
+		return fmt.Sprintf("%s(0x%08X)", n, status)
+	}
+	// Every other SMPP 3.4 name (ESME_RINVPASWD, ESME_RBINDFAIL...), as
+	// gosmpp's table has them; a status outside the table stays a number.
+	if n := data.CommandStatusType(status).String(); strings.HasPrefix(n, "ESME_") {
 		return fmt.Sprintf("%s(0x%08X)", n, status)
 	}
 	return fmt.Sprintf("0x%08X", status)

@@ -466,6 +466,19 @@ func (s *Bolt) PendingDeliveries(ctx context.Context, account string, max int) (
 	return out, err
 }
 
+// CountDeliveries implements Store.
+func (s *Bolt) CountDeliveries(ctx context.Context, account string) (int, error) {
+	n := 0
+	err := s.view("count deliveries for "+account, func(tx *bolt.Tx) error {
+		n = 0
+		if idx := tx.Bucket(bDelivIdx).Bucket([]byte(account)); idx != nil {
+			n = idx.Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
+}
+
 // AckDelivery implements Store; acking an unknown id is not an error.
 func (s *Bolt) AckDelivery(ctx context.Context, account, id string) error {
 	return s.batch(ctx, "ack delivery "+id, func(tx *bolt.Tx) error {

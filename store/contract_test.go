@@ -478,6 +478,11 @@ func runContract(t *testing.T, open opener) {
 		if len(none) != 0 {
 			t.Errorf("unknown account: %d deliveries", len(none))
 		}
+		for account, want := range map[string]int{"acme": 3, "other": 5, "nobody": 0} {
+			if n, err := s.CountDeliveries(ctx, account); err != nil || n != want {
+				t.Errorf("CountDeliveries(%s) = %d, %v; want %d", account, n, err, want)
+			}
+		}
 		// A caller-chosen id is kept; adding it again replaces the body in place.
 		must(t, s.AddDelivery(ctx, &Delivery{ID: "mine", Account: "acme", Body: []byte("v1")}, nil))
 		must(t, s.AddDelivery(ctx, &Delivery{ID: "mine", Account: "acme", Body: []byte("v2")}, nil))
@@ -485,6 +490,9 @@ func runContract(t *testing.T, open opener) {
 		must(t, err)
 		if n := len(got); n != 4 || got[3].ID != "mine" || string(got[3].Body) != "v2" {
 			t.Errorf("after re-adding: %d deliveries, last %+v", n, got[len(got)-1])
+		}
+		if n, err := s.CountDeliveries(ctx, "acme"); err != nil || n != 4 {
+			t.Errorf("CountDeliveries after re-adding = %d, %v; want 4", n, err)
 		}
 	})
 

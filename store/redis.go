@@ -600,6 +600,13 @@ func (r *Redis) PendingDeliveries(ctx context.Context, account string, max int) 
 	return decodeDeliveryPairs(vals)
 }
 
+// CountDeliveries implements Store: the length of the account's list (an
+// entry whose ack is half done counts until it is gone).
+func (r *Redis) CountDeliveries(ctx context.Context, account string) (int, error) {
+	n, err := r.rdb.LLen(ctx, delivListKey(account)).Result()
+	return int(n), wrapRedis("count deliveries for "+account, err)
+}
+
 // decodeDeliveryPairs decodes a script's reply of id, body, id, body...
 // An id listed with no body (a half-acked entry) is skipped.
 func decodeDeliveryPairs(vals []any) ([]*Delivery, error) {

@@ -88,6 +88,18 @@ func redactURL(raw string) string {
 }
 
 // parseRedisURL parses the store's Redis URL forms (see the package doc).
+// CheckRedisURL reports what NewRedis would refuse in a URL (scheme,
+// address, database number, options), without connecting: `spareline check`
+// and a reload refuse a URL that a start would refuse. The error names the
+// URL with its password redacted.
+func CheckRedisURL(raw string) error {
+	_, err := parseRedisURL(raw)
+	if ue := (*URLError)(nil); errors.As(err, &ue) {
+		return errors.New(ue.Reason)
+	}
+	return err
+}
+
 func parseRedisURL(raw string) (*redisConfig, error) {
 	bad := func(format string, args ...any) error {
 		return &URLError{URL: redactURL(raw), Reason: fmt.Sprintf(format, args...)}

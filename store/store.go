@@ -203,6 +203,8 @@ type Store interface {
 	// PendingDeliveries returns up to max of an account's deliveries, oldest
 	// first.
 	PendingDeliveries(ctx context.Context, account string, max int) ([]*Delivery, error)
+	// CountDeliveries is how many deliveries an account has pending.
+	CountDeliveries(ctx context.Context, account string) (int, error)
 	// AckDelivery removes a delivery once the platform answered it.
 	AckDelivery(ctx context.Context, account, id string) error
 

@@ -49,7 +49,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&d.HeapProfile, "memprofile", "", "memory scenario: write a heap profile while the platform sessions are bound")
 	verbose := fs.Bool("log", false, "show the gateway's warnings and errors (console format, stderr)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "bench: unexpected argument %q\n", fs.Arg(0))

@@ -35,7 +35,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	sendDelay := fs.Duration("modem-delay", 200*time.Millisecond, "time an emulated modem takes per SMS")
 	verbose := fs.Bool("log", false, "show the gateway's log (console format)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

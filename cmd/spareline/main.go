@@ -87,6 +87,7 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder // "306.6s", not a bare 306.6 whose unit a reader must guess
 	var enc zapcore.Encoder
 	switch format {
 	case "json":
@@ -108,7 +109,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "spareline.yaml", "config file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	_, err := config.Load(*path)
 	if err != nil {
@@ -134,7 +135,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGTERM, how long in-flight work may take to finish")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	log, err := newLogger(*format, *level, stderr)
 	if err != nil {
@@ -213,4 +214,13 @@ func startGateway(ctx context.Context, cfg *config.Config, log *zap.Logger) (*pr
 		return nil, err
 	}
 	return gw, nil
+}
+
+// parseExit is the exit status after a command's flags did not parse: 0 for
+// -h/--help (the usage was asked for and printed), 2 for a usage error.
+func parseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }

@@ -454,3 +454,23 @@ func (m metrics) find(name string, labels []string, exact bool) (float64, bool) 
 	}
 	return sum, found
 }
+
+// Receipts held while the account has no receiver bound show in
+// spareline_deliveries_pending (what SparelineReceiptsHeld watches), and the
+// gauge falls to 0 once a receiver binds and takes them.
+func TestHeldReceiptsAreCounted(t *testing.T) {
+	e := startEnv(t, "bolt", withHTTP())
+	tx := e.dial("platform", "secret", platform.BindTX)
+	const n = 5
+	for i := range n {
+		if r, err := tx.Submit(e.ctx, platform.Submit{Dest: "13800138000", Text: fmt.Sprint("held ", i), RegisteredDelivery: 1}); err != nil || r.Status != 0 {
+			t.Fatalf("submit: %v 0x%X", err, r.Status)
+		}
+	}
+	waitScrape(t, e, func(m metrics) bool { return m.get("spareline_deliveries_pending", "account", "platform") == n })
+	rx := e.dial("platform", "secret", platform.BindRX)
+	for range n {
+		e.nextReceipt(rx)
+	}
+	waitScrape(t, e, func(m metrics) bool { return m.get("spareline_deliveries_pending", "account", "platform") == 0 })
+}
