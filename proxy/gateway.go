@@ -45,6 +45,7 @@ type Gateway struct {
 	httpLn    net.Listener
 	wg        sync.WaitGroup
 	ownStore  bool
+	started   time.Time // Start
 }
 
 // GatewayOptions are the parts a caller may supply.
@@ -174,6 +175,7 @@ func (g *Gateway) closeStore() {
 // Start opens the listeners and dials the carriers.
 func (g *Gateway) Start() error {
 	cfg := g.cfg
+	g.started = time.Now()
 	if cfg.SMPP.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.SMPP.Listen)
 		if err != nil {
@@ -305,10 +307,12 @@ func (g *Gateway) Carrier(name string) *Carrier {
 func (g *Gateway) Reload(cfg *config.Config) error {
 	table, err := routingTable(cfg)
 	if err != nil {
+		NoteReloadRefused()
 		return err
 	}
 	accounts, err := NewAccounts(cfg.Accounts)
 	if err != nil {
+		NoteReloadRefused()
 		return err
 	}
 	g.mu.Lock()
@@ -394,6 +398,8 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	for _, a := range cfg.Accounts {
 		g.Disp.kickDeliveries(a.SystemID)
 	}
+	metricReloads.WithLabelValues("applied").Inc()
+	metricRestartPending.Set(float64(min(len(restart), 1)))
 	if len(restart) > 0 {
 		g.log.Warn("config reloaded; some changes take effect only after a restart", zap.Strings("changes", restart))
 	} else {
@@ -401,6 +407,10 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	return nil
 }
+
+// NoteReloadRefused counts a reload whose file was refused (the running
+// config stays): spareline_config_reloads_total{result="refused"}.
+func NoteReloadRefused() { metricReloads.WithLabelValues("refused").Inc() }
 
 // carrierList is the carriers now; g.mu is held.
 func (g *Gateway) carrierList() []*Carrier {
@@ -461,7 +471,11 @@ type CarrierStatus struct {
 
 // Status is the gateway's state for /status.
 type Status struct {
+	Started  time.Time       `json:"started"` // when this process started serving
 	Carriers []CarrierStatus `json:"carriers"`
+	// ReceiptsHeld counts, per account, the deliveries (receipts, MO) held
+	// for its receivers; an account with none is left out.
+	ReceiptsHeld map[string]int `json:"receipts_held"`
 	Sessions []SessionInfo   `json:"sessions"`
 	Queue    struct {
 		Depth  int       `json:"depth"`
@@ -472,8 +486,9 @@ type Status struct {
 
 // Snapshot returns the gateway's state.
 func (g *Gateway) Snapshot(ctx context.Context) Status {
-	var st Status
+	st := Status{Started: g.started, ReceiptsHeld: map[string]int{}}
 	g.mu.Lock()
+	accounts := g.cfg.Accounts
 	for _, cc := range g.cfg.Carriers {
 		c := g.carriers[cc.Name]
 		if c == nil {
@@ -487,6 +502,11 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 		st.Sessions = []SessionInfo{} // [] in /status.json, not null
 	}
 	st.Queue.Depth, st.Queue.Oldest, _ = g.Store.ModemQueue(ctx)
+	for _, a := range accounts {
+		if n, err := g.Store.CountDeliveries(ctx, a.SystemID); err == nil && n > 0 {
+			st.ReceiptsHeld[a.SystemID] = n
+		}
+	}
 	if fo := g.Disp.failover.Load(); fo != nil {
 		st.Modems = fo.modemStatus()
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -55,11 +56,21 @@ routing: { country_code: "86", preset: cn }
 		}
 		return nil
 	}
+	applied := testutil.ToFloat64(metricReloads.WithLabelValues("applied"))
 	if got := pending(cfgWith("127.0.0.1:0")); !slices.Contains(got, "http.listen") {
 		t.Fatalf("changed http.listen: pending %q", got)
 	}
+	if v := testutil.ToFloat64(metricRestartPending); v != 1 {
+		t.Errorf("spareline_config_restart_pending %v with http.listen changed, want 1", v)
+	}
 	if got := pending(cfgWith("")); got != nil {
 		t.Fatalf("file put back as it runs: pending %q, want nothing", got)
+	}
+	if v := testutil.ToFloat64(metricRestartPending); v != 0 {
+		t.Errorf("spareline_config_restart_pending %v with the file put back, want 0", v)
+	}
+	if n := testutil.ToFloat64(metricReloads.WithLabelValues("applied")) - applied; n != 2 {
+		t.Errorf("%v reloads counted applied, want 2", n)
 	}
 	if got := pending(cfgWith("127.0.0.1:0")); !slices.Contains(got, "http.listen") {
 		t.Fatalf("changed again: pending %q", got)

@@ -66,6 +66,15 @@ var (
 	metricDeliveriesPending = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_deliveries_pending", Help: "deliver_sm held for an account's receivers.",
 	}, []string{"account"})
+	// config_reloads_total and config_restart_pending: what SIGHUP did
+	// (systemctl reload succeeds even when the file was refused).
+	metricReloads = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_config_reloads_total", Help: "Config reloads (SIGHUP) by result: applied or refused.",
+	}, []string{"result"})
+	metricRestartPending = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "spareline_config_restart_pending",
+		Help: "1 while the last applied reload changed a setting only a restart applies (listeners, store, instance, modems).",
+	})
 	// panics_total: must stay 0; tests assert it.
 	metricPanics = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "spareline_panics_total", Help: "Recovered panics in session handlers (a bug).",

@@ -16,6 +16,23 @@ var statusHTML string
 var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"join": func(s []string) string { return strings.Join(s, ", ") },
 	"pct":  func(f float64) float64 { return 100 * f },
+	// when is a time of day today, with its date otherwise (a carrier down
+	// since yesterday must not read as down since this afternoon).
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		if y, m, d := t.Date(); y == time.Now().Year() && m == time.Now().Month() && d == time.Now().Day() {
+			return t.Format("15:04:05")
+		}
+		return t.Format("2006-01-02 15:04:05")
+	},
+	"ago": func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return time.Since(t).Round(time.Second).String()
+	},
 }).Parse(statusHTML))
 
 // serveStatus renders /status: a self-refreshing page with no external

@@ -164,6 +164,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 			ncfg, err := config.Load(*path)
 			if err != nil {
 				log.Error("reload refused: the new config has problems; the running config stays", zap.Error(err))
+				proxy.NoteReloadRefused()
 				continue
 			}
 			if err := gw.Reload(ncfg); err != nil {

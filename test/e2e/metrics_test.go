@@ -468,9 +468,15 @@ func TestHeldReceiptsAreCounted(t *testing.T) {
 		}
 	}
 	waitScrape(t, e, func(m metrics) bool { return m.get("spareline_deliveries_pending", "account", "platform") == n })
+	if held := e.gw.Snapshot(e.ctx).ReceiptsHeld["platform"]; held != n { // what /status and /status.json show
+		t.Errorf("status page: %d receipts held, want %d", held, n)
+	}
 	rx := e.dial("platform", "secret", platform.BindRX)
 	for range n {
 		e.nextReceipt(rx)
 	}
 	waitScrape(t, e, func(m metrics) bool { return m.get("spareline_deliveries_pending", "account", "platform") == 0 })
+	if held, ok := e.gw.Snapshot(e.ctx).ReceiptsHeld["platform"]; ok {
+		t.Errorf("status page: %d receipts held after the receiver took them", held)
+	}
 }
