@@ -91,29 +91,35 @@ func testMetricsAfterFailover(t *testing.T, kind string) {
 	for i, s := range sims {
 		modemSent[modemName(kind, i)] = len(s.Sent())
 	}
-	after := waitScrape(t, e, func(m metrics) bool {
+	after := waitScrapeWhy(t, e, func(m metrics) string {
 		n := 0.0
 		for _, p := range []string{"carrier", "modem", "error"} {
 			n += m.delta(before, "spareline_submit_latency_seconds_count", "path", p)
 		}
 		for name, sent := range modemSent {
-			if m.delta(before, "spareline_modem_sends_total", "modem", name, "result", "ok") < float64(sent) {
-				return false
+			if got := m.delta(before, "spareline_modem_sends_total", "modem", name, "result", "ok"); got < float64(sent) {
+				return fmt.Sprintf("modem %s: %v sends counted ok, the modem sent %d", name, got, sent)
 			}
 		}
 		// A bind cut meanwhile (an enquire_link unanswered on a loaded
 		// machine) is back within its reconnect backoff.
 		for _, name := range []string{"unicom", "telecom"} {
-			if m.get("spareline_carrier_binds", "carrier", name) != 2 {
-				return false
+			if v := m.get("spareline_carrier_binds", "carrier", name); v != 2 {
+				return fmt.Sprintf("carrier_binds{%s} = %v (states %v), want 2", name, v, e.gw.Carrier(name).BindStates())
 			}
 		}
 		// And the stopped carrier's last bind has seen its connection end
 		// (it may be marked down by its timeouts first).
-		if m.get("spareline_carrier_binds", "carrier", "mobile") != 0 {
-			return false
+		if v := m.get("spareline_carrier_binds", "carrier", "mobile"); v != 0 {
+			return fmt.Sprintf("carrier_binds{mobile} = %v (states %v), want 0", v, e.gw.Carrier("mobile").BindStates())
 		}
-		return n >= float64(len(msgs)-unanswered) && m.get("spareline_modem_queue_depth") == 0
+		if n < float64(len(msgs)-unanswered) {
+			return fmt.Sprintf("%v submit latencies observed, want %d", n, len(msgs)-unanswered)
+		}
+		if d := m.get("spareline_modem_queue_depth"); d != 0 {
+			return fmt.Sprintf("modem_queue_depth %v", d)
+		}
+		return ""
 	})
 
 	// Carriers: mobile down with no bind, the others up with both.
@@ -373,14 +379,27 @@ func scrape(t *testing.T, e *env) metrics {
 // waitScrape scrapes until ready holds (bounded by the test's context).
 func waitScrape(t *testing.T, e *env, ready func(metrics) bool) metrics {
 	t.Helper()
+	return waitScrapeWhy(t, e, func(m metrics) string {
+		if ready(m) {
+			return ""
+		}
+		return "not there yet"
+	})
+}
+
+// waitScrapeWhy scrapes until notYet says nothing is missing; on timeout the
+// test fails with what it said last.
+func waitScrapeWhy(t *testing.T, e *env, notYet func(metrics) string) metrics {
+	t.Helper()
 	for {
 		m := scrape(t, e)
-		if ready(m) {
+		why := notYet(m)
+		if why == "" {
 			return m
 		}
 		select {
 		case <-e.ctx.Done():
-			t.Fatal("the metrics never reached the expected totals")
+			t.Fatalf("the metrics never reached the expected totals: %s", why)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
