@@ -184,16 +184,23 @@ func (c *Carrier) Retire(wait time.Duration) {
 	// without binds).
 	old := c.bindList()
 	c.binds.Store(&[]*carrierBind{})
+	drainAll(old, wait, func(*carrierBind) {})
+	c.Stop()
+}
+
+// drainAll drains every bind at once (each at most wait) and calls then
+// for each as its drain ends; it returns when all have.
+func drainAll(binds []*carrierBind, wait time.Duration, then func(*carrierBind)) {
 	var wg sync.WaitGroup
-	for _, b := range old {
+	for _, b := range binds {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			b.drain(wait)
+			then(b)
 		}()
 	}
 	wg.Wait()
-	c.Stop()
 }
 
 // drain waits, at most wait, until no submit is in flight on b's session.
@@ -302,16 +309,7 @@ func (c *Carrier) resize(cfg config.Carrier) {
 			t.Stop()
 		}
 		close(waited)
-		var wg sync.WaitGroup
-		for _, b := range retired {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.drain(cfg.ResponseTimeout.D())
-				b.cancel()
-			}()
-		}
-		wg.Wait()
+		drainAll(retired, cfg.ResponseTimeout.D(), func(b *carrierBind) { b.cancel() })
 	}()
 }
 

@@ -476,8 +476,8 @@ type Status struct {
 	// ReceiptsHeld counts, per account, the deliveries (receipts, MO) held
 	// for its receivers; an account with none is left out.
 	ReceiptsHeld map[string]int `json:"receipts_held"`
-	Sessions []SessionInfo   `json:"sessions"`
-	Queue    struct {
+	Sessions     []SessionInfo  `json:"sessions"`
+	Queue        struct {
 		Depth  int       `json:"depth"`
 		Oldest time.Time `json:"oldest"`
 	} `json:"modem_queue"`

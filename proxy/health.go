@@ -70,7 +70,7 @@ type Health struct {
 	// reload removed and that is still unbinding, are ignored.
 	owner map[string]*Carrier
 	// gone are the carriers a reload removed (Forget), until one of the
-	// same name is registered again.
+	// same name is attached again.
 	gone map[string]bool
 }
 
@@ -172,16 +172,8 @@ func (h *Health) settle(name string, ch *carrierHealth) func() {
 	return func() {}
 }
 
-// Register makes the carrier known (down until a bind is up).
-func (h *Health) Register(name string) {
-	h.mu.Lock()
-	delete(h.gone, name)
-	h.get(name)
-	h.mu.Unlock()
-}
-
-// Attach registers c as the carrier of its name: only its binds' notes
-// count from now on.
+// Attach makes the carrier known (down until a bind is up) with c as the
+// carrier of its name: only its binds' notes count from now on.
 func (h *Health) Attach(c *Carrier) {
 	h.mu.Lock()
 	delete(h.gone, c.Name)

@@ -34,19 +34,7 @@ func (l *rateLimiter) refill(now time.Time) {
 }
 
 // Allow takes a token if one is available now.
-func (l *rateLimiter) Allow() bool {
-	if l == nil {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.refill(time.Now())
-	if l.tokens >= 1 {
-		l.tokens--
-		return true
-	}
-	return false
-}
+func (l *rateLimiter) Allow() bool { return l.AllowN(1) }
 
 // AllowN takes n tokens if min(n, burst) are available now. A request for
 // more than the burst (a submit_multi to more destinations than max_tps)
