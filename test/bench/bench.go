@@ -44,9 +44,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/test/redisserver"
 )
 
 // Scenario names, in the order a full run takes them.
@@ -211,6 +214,10 @@ type Phase struct {
 	P99ms     float64 `json:"p99_ms"`
 	MaxMs     float64 `json:"max_ms"`
 	BehindMax float64 `json:"behind_schedule_ms,omitempty"`
+	// CPU time per message answered OK, in µs: this process (load
+	// generator, simulators and gateway together) and redis-server.
+	CPUus      float64 `json:"cpu_us_per_msg"`
+	RedisCPUus float64 `json:"redis_cpu_us_per_msg,omitempty"`
 }
 
 // Report is a whole run.
@@ -232,6 +239,15 @@ type runner struct {
 	mu      sync.Mutex // guards report
 	report  *Report
 	started time.Time
+	redis   atomic.Pointer[redisserver.Server] // the environment's redis-server, while one runs
+}
+
+// redisPid is the pid of the environment's redis-server, 0 when none.
+func (r *runner) redisPid() int {
+	if rs := r.redis.Load(); rs != nil {
+		return rs.Pid()
+	}
+	return 0
 }
 
 // Run runs the selected scenarios and returns their figures. A scenario that
@@ -374,12 +390,16 @@ func (r *runner) phase(name string, l loadResult) Phase {
 	lat := latOf(l.Lat)
 	p := Phase{Scenario: r.scen, Store: r.store, Name: name, Sent: l.Sent, OK: l.OK, Refused: l.Refused, NoAnswer: l.NoAnswer,
 		Seconds: l.Elapsed.Seconds(), Rate: l.Rate(), Offered: l.Offered(), P50ms: ms(lat.P50), P99ms: ms(lat.P99), MaxMs: ms(lat.Max),
-		BehindMax: ms(l.Late)}
+		BehindMax: ms(l.Late), CPUus: perMsg(l.CPU, l.OK), RedisCPUus: perMsg(l.RedisCPU, l.OK)}
 	r.mu.Lock()
 	r.report.Phases = append(r.report.Phases, p)
 	r.mu.Unlock()
-	r.logf("%s: %d sent, %d ok, %d refused, %d unanswered, %.0f msg/s; latency p50 %.2f ms p99 %.2f ms max %.2f ms",
-		name, p.Sent, p.OK, p.Refused, p.NoAnswer, p.Rate, p.P50ms, p.P99ms, p.MaxMs)
+	cpu := fmt.Sprintf("%.1f µs CPU/msg", p.CPUus)
+	if p.RedisCPUus > 0 {
+		cpu += fmt.Sprintf(" + redis-server %.1f", p.RedisCPUus)
+	}
+	r.logf("%s: %d sent, %d ok, %d refused, %d unanswered, %.0f msg/s; latency p50 %.2f ms p99 %.2f ms max %.2f ms; %s",
+		name, p.Sent, p.OK, p.Refused, p.NoAnswer, p.Rate, p.P50ms, p.P99ms, p.MaxMs, cpu)
 	return p
 }
 

@@ -135,6 +135,16 @@ func checkFigures(t *testing.T, scen string, rep *Report) {
 			t.Errorf("%s: has a floor or target but no verdict", r.Metric)
 		}
 	}
+	for _, p := range rep.Phases {
+		// Every load phase says what it cost; a phase that answered
+		// messages cannot have taken no CPU.
+		if p.OK > 0 && p.CPUus <= 0 {
+			t.Errorf("%s/%s %s: %d answered with %v µs of CPU per message", p.Store, p.Scenario, p.Name, p.OK, p.CPUus)
+		}
+		if p.Store != StoreRedis && p.RedisCPUus != 0 {
+			t.Errorf("%s/%s %s: redis-server CPU %v µs/msg without a redis-server", p.Store, p.Scenario, p.Name, p.RedisCPUus)
+		}
+	}
 	phases := map[string]int{"realistic": 2 * len(rep.Options.RealisticRates), "saturation": 3, "latency": 2}[scen]
 	if n := len(rep.Phases); phases > 0 && n != phases*len(rep.Options.Stores) {
 		t.Errorf("%d load phases, want %d", n, phases*len(rep.Options.Stores))

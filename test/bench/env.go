@@ -156,8 +156,9 @@ func (r *runner) startEnv(ctx context.Context, spec envSpec) (_ *env, err error)
 		if err != nil {
 			return nil, err
 		}
-		e.closers = append(e.closers, rs.Stop)
+		e.closers = append(e.closers, rs.Stop, func() { r.redis.CompareAndSwap(rs, nil) })
 		e.redis = rs
+		r.redis.Store(rs)
 		storeYAML = fmt.Sprintf("store: { redis: %q }\n", rs.URL())
 	}
 	yml := fmt.Sprintf(`smpp: { listen: "127.0.0.1:0", window: 512 }

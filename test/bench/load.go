@@ -32,6 +32,8 @@ type loadResult struct {
 	Elapsed  time.Duration // first submit to last answer
 	Lat      []time.Duration
 	Late     time.Duration // open loop: how far behind schedule the generator fell at worst
+	CPU      time.Duration // this process's CPU time during the run (tools and gateway)
+	RedisCPU time.Duration // redis-server's, when the environment runs one
 }
 
 // Rate is the delivered (OK) rate.
@@ -115,6 +117,7 @@ func (r *runner) runLoad(ctx context.Context, s loadSpec) loadResult {
 		}
 	}
 	stopProgress := r.progress(s.label, func() (int64, int64) { return sent.Load(), ok.Load() })
+	cpu0, rcpu0 := processCPU(), pidCPU(r.redisPid())
 	start := time.Now()
 	deadline := start.Add(s.dur)
 	var late time.Duration
@@ -140,7 +143,10 @@ func (r *runner) runLoad(ctx context.Context, s loadSpec) loadResult {
 	wg.Wait()
 	stopProgress()
 	res := loadResult{Sent: int(sent.Load()), OK: int(ok.Load()), Refused: int(refused.Load()), NoAnswer: int(noAnswer.Load()),
-		Lat: lat, Late: late}
+		Lat: lat, Late: late, CPU: processCPU() - cpu0}
+	if rcpu0 > 0 {
+		res.RedisCPU = pidCPU(r.redisPid()) - rcpu0
+	}
 	if la := lastAnswer.Load(); la > 0 {
 		res.Elapsed = time.Unix(0, la).Sub(start)
 	}

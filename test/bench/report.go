@@ -22,6 +22,13 @@ func limit(f *float64) string {
 	return fmt.Sprintf("%.4g", *f)
 }
 
+func redisCol(us float64) string {
+	if us == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", us)
+}
+
 // WriteTable writes the headline figures against the floors and
 // targets, then the raw load phases.
 func (rep *Report) WriteTable(w io.Writer) error {
@@ -38,10 +45,10 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SCENARIO\tSTORE\tPHASE\tSENT\tOK\tREFUSED\tNO ANSWER\tSECONDS\tOK/S\tOFFERED/S\tP50 MS\tP99 MS\tMAX MS\t")
+	fmt.Fprintln(tw, "SCENARIO\tSTORE\tPHASE\tSENT\tOK\tREFUSED\tNO ANSWER\tSECONDS\tOK/S\tOFFERED/S\tP50 MS\tP99 MS\tMAX MS\tCPU µS/MSG\tREDIS µS/MSG\t")
 	for _, p := range rep.Phases {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t\n", p.Scenario, p.Store, p.Name, p.Sent,
-			p.OK, p.Refused, p.NoAnswer, p.Seconds, p.Rate, p.Offered, p.P50ms, p.P99ms, p.MaxMs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.1f\t%s\t\n", p.Scenario, p.Store, p.Name, p.Sent,
+			p.OK, p.Refused, p.NoAnswer, p.Seconds, p.Rate, p.Offered, p.P50ms, p.P99ms, p.MaxMs, p.CPUus, redisCol(p.RedisCPUus))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

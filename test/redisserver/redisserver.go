@@ -107,6 +107,17 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
+// Pid is the running server's process id, 0 when it is not running
+// (benchmarks read its CPU time from /proc).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Dir is the server's data directory.
 func (s *Server) Dir() string { return s.dir }
 
