@@ -231,58 +231,100 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 // up, with a free window slot on one of its binds, accepting the message,
 // and a store that takes the write, without a goroutine waiting per
 // message: the submit goes out from here, the carrier's answer is handled
-// on the carrier session's reader goroutine, and the store calls done from
+// on the carrier session's reader goroutine, and the store calls back from
 // a goroutine of its own once the write is durable (issue 6: each goroutine
 // hand-off and parked waiter costs CPU at saturation). Every other case runs Submit's
 // path on a goroutine that run gives it, at the point where it left the
-// common case. done is called exactly once, and must not block.
-func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, run func(func()), done func(SubmitOutcome)) {
+// common case. w.submitted is called exactly once, and must not block.
+// now is the caller's clock reading (the message's time). body is relayed
+// as is and must not change afterwards.
+func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, now time.Time, run func(func()), w submitWaiter) {
 	al, _ := d.store.(store.AsyncLinker)
 	carrierName, dest := d.router.Load().Route(sm.Dest)
 	c := (*d.carriers.Load())[carrierName]
 	fo := d.failover.Load()
 	if al == nil || d.storeDown.Load() || c == nil || (fo != nil && d.health.State(c.Name) != StateUp) {
-		run(func() { done(d.Submit(context.Background(), account, sm, body)) })
+		run(func() { w.submitted(d.Submit(context.Background(), account, sm, body)) })
 		return
 	}
-	now := time.Now()
-	m := &store.Message{
-		ID: d.ids.Next(), Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
+	// One allocation holds the message, its logger and its carrier call.
+	a := &asyncSubmit{d: d, c: c, fo: fo, al: al, run: run, w: w}
+	a.m = store.Message{
+		ID: d.ids.NextAt(now), Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
 		Body: body, RegDeliv: sm.RegisteredDelivery, Priority: sm.Priority, Created: now,
 		Expires: validityEnd(sm.Validity, now), State: store.StateCarrier, Attempts: 1,
 	}
-	log := &msgLogger{d: d, m: m}
-	sent := c.TrySubmit(body, func(res SubmitResult, err error) {
-		if err != nil || res.Status != statusOK {
-			run(func() { done(d.carrierAnswered(context.Background(), c, m, fo, log, res, err)) })
-			return
-		}
-		d.accepted(c, m, res)
-		// The store write has linkCarrier's time limit, tries included.
-		ctx := d.linkContext()
-		if m.CarrierID == "" || !al.TryLinkCarrier(ctx, m, func(orphan []byte, err error) {
-			if err == nil && orphan == nil {
-				d.noteStore(nil)
-				done(d.linked(context.Background(), c, m, log, res, nil, nil))
-				return
-			}
-			run(func() {
-				d.noteStore(err)
-				if err != nil && ctx.Err() == nil {
-					orphan, err = d.linkCarrierWithin(ctx, m) // linkCarrier's further tries
-				}
-				done(d.linked(context.Background(), c, m, log, res, orphan, err))
-			})
-		}) {
-			run(func() { // no carrier id, or the store's queue is full: wait for the write here
-				orphan, err := d.linkCarrierWithin(ctx, m)
-				done(d.linked(context.Background(), c, m, log, res, orphan, err))
-			})
-		}
-	})
-	if !sent {
-		run(func() { done(d.toCarrier(context.Background(), c, m, fo, log)) })
+	a.log = msgLogger{d: d, m: &a.m}
+	a.call.h = a
+	if !c.trySubmit(body, now, &a.call) {
+		run(func() { w.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })
 	}
+}
+
+// submitWaiter receives the outcome of SubmitAsync.
+type submitWaiter interface {
+	submitted(SubmitOutcome)
+}
+
+// asyncSubmit is one message of SubmitAsync, from the submit to the
+// carrier to the store write of its acceptance.
+type asyncSubmit struct {
+	d    *Dispatcher
+	c    *Carrier
+	fo   *Failover
+	al   store.AsyncLinker
+	run  func(func())
+	w    submitWaiter
+	m    store.Message
+	log  msgLogger
+	call call // the carrier request; its asyncDone is the asyncSubmit
+	res  SubmitResult
+	ctx  context.Context // of the store write: linkCarrier's time limit, tries included
+}
+
+// requestDone takes the carrier's answer (on the carrier session's reader).
+func (a *asyncSubmit) requestDone(f Frame, err error) {
+	d, c, m := a.d, a.c, &a.m
+	var res SubmitResult
+	if err == nil {
+		res = submitResult(f)
+	}
+	if err != nil || res.Status != statusOK {
+		a.run(func() { a.w.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })
+		return
+	}
+	d.accepted(c, m, res)
+	a.res = res
+	a.ctx = d.linkContext()
+	if m.CarrierID == "" || !a.al.TryLinkCarrier(a.ctx, m, a.linkDone) {
+		a.run(func() { // no carrier id, or the store's queue is full: wait for the write here
+			orphan, err := d.linkCarrierWithin(a.ctx, m)
+			a.w.submitted(d.linked(context.Background(), c, m, &a.log, a.res, orphan, err))
+		})
+	}
+}
+
+// linkDone takes the outcome of the store write (TryLinkCarrier's callback).
+func (a *asyncSubmit) linkDone(orphan []byte, err error) {
+	if err == nil && orphan == nil {
+		a.d.noteStore(nil)
+		a.w.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, nil, nil))
+		return
+	}
+	a.linkFailed(orphan, err)
+}
+
+// linkFailed is linkDone for a write that failed or took an orphan: the
+// rest runs on a goroutine of run (linkCarrier's further tries, the
+// orphan's delivery).
+func (a *asyncSubmit) linkFailed(orphan []byte, err error) {
+	a.run(func() {
+		a.d.noteStore(err)
+		if err != nil && a.ctx.Err() == nil {
+			orphan, err = a.d.linkCarrierWithin(a.ctx, &a.m) // linkCarrier's further tries
+		}
+		a.w.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, orphan, err))
+	})
 }
 
 // toCarrier sends a message to its carrier and decides the answer.

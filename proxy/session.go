@@ -78,9 +78,10 @@ func (c *SessionConfig) defaults() {
 
 type call struct {
 	ch chan Frame // buffered 1; the reader delivers the response (Request)
-	// cb replaces ch for RequestAsync: called once with the outcome, after
-	// the call's window slot is freed (complete).
+	// cb, or h, replaces ch for RequestAsync (requestAsync): called once
+	// with the outcome, after the call's window slot is freed (complete).
 	cb       func(Frame, error)
+	h        asyncDone
 	written  atomic.Bool
 	deadline int64 // of the response, in nanoseconds since the session's epoch
 	// timedOut is set by sweepLoop before it sends the zero Frame on ch
@@ -88,10 +89,47 @@ type call struct {
 	timedOut bool
 }
 
+// asyncDone takes the outcome of a requestAsync call: what a RequestAsync
+// callback would get. A caller that keeps its call in a struct of its own
+// implements it on that struct, so that a request costs no closure.
+type asyncDone interface {
+	requestDone(Frame, error)
+}
+
+// async reports a RequestAsync call (no waiter on ch).
+func (c *call) async() bool { return c.cb != nil || c.h != nil }
+
+// outFrame is one PDU queued for the writer: its header fields and body,
+// followed, when cstr is set, by cstr as a C-Octet String (a message_id);
+// the writer encodes it into its buffer, so a frame costs no buffer of its
+// own. body is the caller's and must not change until written: the
+// queueing methods copy it (ownBody), except requestAsync, whose callers
+// hand over a body they never modify.
 type outFrame struct {
-	buf     []byte
-	call    *call         // nil for responses
-	flushed chan struct{} // closed once written (flush markers)
+	id, status, seq uint32
+	cstr            bool
+	body            []byte
+	str             string        // with cstr: written after body, with a NUL
+	call            *call         // nil for responses
+	flushed         chan struct{} // closed once written (flush markers)
+}
+
+// size is the frame's length on the wire.
+func (f *outFrame) size() int {
+	n := headerLen + len(f.body)
+	if f.cstr {
+		n += len(f.str) + 1
+	}
+	return n
+}
+
+// ownBody copies a body a caller may reuse once its call returns; nil
+// stays nil (no allocation).
+func ownBody(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
 }
 
 // Session is one SMPP connection.
@@ -210,7 +248,7 @@ func (s *Session) closeWith(err error) {
 	close(s.done)
 	_ = s.conn.Close()
 	for _, c := range pending {
-		if c.cb != nil {
+		if c.async() {
 			err := ErrNotSent
 			if c.written.Load() {
 				err = ErrConnLost
@@ -228,6 +266,10 @@ func (s *Session) closeWith(err error) {
 // gives the outcome to its callback.
 func (s *Session) complete(c *call, f Frame, err error) {
 	<-s.window
+	if c.h != nil {
+		c.h.requestDone(f, err)
+		return
+	}
 	c.cb(f, err)
 }
 
@@ -269,8 +311,7 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 		return Frame{}, ErrNotSent
 	}
 
-	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body)
-	out := outFrame{buf: buf, call: c}
+	out := outFrame{id: id, seq: seq, body: ownBody(body), call: c}
 	select {
 	case s.wq <- out:
 	default:
@@ -316,19 +357,31 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 // each answer (issue 6): a caller that cannot wait falls back to Request
 // on a goroutine of its own.
 func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, done func(Frame, error)) bool {
+	if s.Free() == 0 {
+		return false // spares the call's allocation
+	}
+	return s.requestAsync(id, ownBody(body), time.Now().Add(timeout), &call{cb: done})
+}
+
+// requestAsync is RequestAsync for a call c that the caller made, with h
+// (or cb) set and nothing else, and whose response is due at deadline (the
+// caller's clock reading plus the timeout: one clock read serves a whole
+// message). c must be new: a call is used for one request. body is sent
+// as is, not copied: it must not change afterwards.
+func (s *Session) requestAsync(id uint32, body []byte, deadline time.Time, c *call) bool {
 	select {
 	case s.window <- struct{}{}:
 	default:
 		return false
 	}
-	c := &call{cb: done, deadline: int64(time.Since(s.epoch) + timeout)}
+	c.deadline = int64(deadline.Sub(s.epoch))
 	seq, ok := s.register(c)
 	if !ok {
 		<-s.window
 		return false
 	}
 	select {
-	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body), call: c}:
+	case s.wq <- outFrame{id: id, seq: seq, body: body, call: c}:
 		return true
 	default:
 	}
@@ -429,7 +482,7 @@ func (s *Session) sweepLoop() {
 		s.nextSweep = next
 		s.mu.Unlock()
 		for i, c := range expired {
-			if c.cb != nil {
+			if c.async() {
 				s.complete(c, Frame{}, ErrResponseTimeout)
 			} else {
 				c.timedOut = true
@@ -464,8 +517,23 @@ func (s *Session) Respond(req Frame, status uint32, body []byte) {
 // TryRespond is Respond for a caller that must not wait: it reports false,
 // having queued nothing, when the write queue is full.
 func (s *Session) TryRespond(req Frame, status uint32, body []byte) bool {
+	return s.tryQueue(outFrame{id: req.ID | cmdRespBit, status: status, seq: req.Seq, body: ownBody(body)})
+}
+
+// tryRespondID is TryRespond with a body of one C-Octet String, id (a
+// submit_sm_resp's message_id), written from id itself.
+func (s *Session) tryRespondID(req Frame, status uint32, id string) bool {
+	return s.tryQueue(outFrame{id: req.ID | cmdRespBit, status: status, seq: req.Seq, cstr: true, str: id})
+}
+
+// respondID is Respond with tryRespondID's body.
+func (s *Session) respondID(req Frame, status uint32, id string) {
+	s.queue(outFrame{id: req.ID | cmdRespBit, status: status, seq: req.Seq, cstr: true, str: id})
+}
+
+func (s *Session) tryQueue(out outFrame) bool {
 	select {
-	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), req.ID|cmdRespBit, status, req.Seq, body)}:
+	case s.wq <- out:
 		return true
 	case <-s.done:
 		return true // as Respond: nothing to answer on an ended session
@@ -477,7 +545,11 @@ func (s *Session) TryRespond(req Frame, status uint32, body []byte) bool {
 // send queues a frame that expects no response. It does not block once the
 // session has ended.
 func (s *Session) send(id, status, seq uint32, body []byte) {
-	out := outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, status, seq, body)}
+	s.queue(outFrame{id: id, status: status, seq: seq, body: ownBody(body)})
+}
+
+// queue queues a frame; it does not block once the session has ended.
+func (s *Session) queue(out outFrame) {
 	select {
 	case s.wq <- out: // without blocking: cheaper than the select below
 	default:
@@ -604,7 +676,7 @@ func (s *Session) dispatch(f Frame) {
 				zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)))
 			return
 		}
-		if c.cb != nil {
+		if c.async() {
 			s.complete(c, f, nil)
 			return
 		}
@@ -685,13 +757,13 @@ func (s *Session) writeLoop() {
 				// certainly never left.
 				f.call.written.Store(true)
 			}
-			if len(f.buf) > 0 {
-				if _, err := w.Write(f.buf); err != nil {
+			if f.flushed == nil || f.id != 0 {
+				if err := writeFrame(w, &f); err != nil {
 					s.closeWith(fmt.Errorf("write: %w", err))
 					return
 				}
 				frames++
-				octets += len(f.buf)
+				octets += f.size()
 			}
 			if f.flushed != nil {
 				// A flush marker (unbind, close after a generic_nack) is
@@ -745,6 +817,28 @@ func (s *Session) writeLoop() {
 			close(m)
 		}
 	}
+}
+
+// writeFrame encodes f into w.
+func writeFrame(w *bufio.Writer, f *outFrame) error {
+	var h [headerLen]byte
+	binary.BigEndian.PutUint32(h[0:], uint32(f.size()))
+	binary.BigEndian.PutUint32(h[4:], f.id)
+	binary.BigEndian.PutUint32(h[8:], f.status)
+	binary.BigEndian.PutUint32(h[12:], f.seq)
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(f.body); err != nil {
+		return err
+	}
+	if f.cstr {
+		if _, err := w.WriteString(f.str); err != nil {
+			return err
+		}
+		return w.WriteByte(0)
+	}
+	return nil
 }
 
 // deadlineWriter arms the connection's write deadline before each write.
@@ -818,7 +912,7 @@ const (
 // the window and the peer's by its own; a full queue only makes the writer
 // wait (backpressure), and the writer drains it in batches into one
 // buffered write. Kept small because a gateway holds thousands of sessions:
-// 40 octets a slot.
+// 72 octets a slot.
 func writeQueueLen(window int) int {
 	return min(max(window+32, 64), 256)
 }
