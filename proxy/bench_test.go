@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
+	"io"
 	"testing"
 
 	"github.com/linxGnu/gosmpp/data"
@@ -113,6 +115,22 @@ func BenchmarkReceiptRewrite(b *testing.B) {
 		out := rewriteReceipt(sm, body, "SL0123456789abcdef")
 		if len(out) == 0 {
 			b.Fatal("empty body")
+		}
+	}
+}
+
+// BenchmarkWriteFrame is the writer's encoding of a relayed submit_sm and
+// of a submit_sm_resp into its buffer: no allocation.
+func BenchmarkWriteFrame(b *testing.B) {
+	body := benchSubmitBody(b)
+	w := bufio.NewWriterSize(io.Discard, writeBufSize)
+	req := outFrame{id: cmdSubmitSM, seq: 7, body: body}
+	resp := outFrame{id: cmdSubmitSMResp, seq: 7, cstr: true, str: "0123456789abcdef0123"}
+	b.ReportAllocs()
+	b.SetBytes(int64(req.size() + resp.size()))
+	for b.Loop() {
+		if writeFrame(w, &req) != nil || writeFrame(w, &resp) != nil {
+			b.Fatal("write")
 		}
 	}
 }

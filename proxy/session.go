@@ -821,12 +821,20 @@ func (s *Session) writeLoop() {
 
 // writeFrame encodes f into w.
 func writeFrame(w *bufio.Writer, f *outFrame) error {
-	var h [headerLen]byte
-	binary.BigEndian.PutUint32(h[0:], uint32(f.size()))
-	binary.BigEndian.PutUint32(h[4:], f.id)
-	binary.BigEndian.PutUint32(h[8:], f.status)
-	binary.BigEndian.PutUint32(h[12:], f.seq)
-	if _, err := w.Write(h[:]); err != nil {
+	// The header is put straight into the buffer's free space: a local
+	// array handed to Write would escape (to the connection's Write), an
+	// allocation per frame.
+	if w.Available() < headerLen {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	h := w.AvailableBuffer()
+	h = binary.BigEndian.AppendUint32(h, uint32(f.size()))
+	h = binary.BigEndian.AppendUint32(h, f.id)
+	h = binary.BigEndian.AppendUint32(h, f.status)
+	h = binary.BigEndian.AppendUint32(h, f.seq)
+	if _, err := w.Write(h); err != nil {
 		return err
 	}
 	if _, err := w.Write(f.body); err != nil {
