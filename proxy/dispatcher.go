@@ -237,8 +237,10 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 // path on a goroutine that run gives it, at the point where it left the
 // common case. w.submitted is called exactly once, and must not block.
 // now is the caller's clock reading (the message's time). body is relayed
-// as is and must not change afterwards.
-func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, now time.Time, run func(func()), w submitWaiter) {
+// as is and must not change afterwards. a, when not nil, is a zero
+// asyncSubmit that the caller allocated with its own state (one
+// allocation for both); SubmitAsync makes one otherwise.
+func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, now time.Time, run func(func()), w submitWaiter, a *asyncSubmit) {
 	al, _ := d.store.(store.AsyncLinker)
 	carrierName, dest := d.router.Load().Route(sm.Dest)
 	c := (*d.carriers.Load())[carrierName]
@@ -248,13 +250,17 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 		return
 	}
 	// One allocation holds the message, its logger and its carrier call.
-	a := &asyncSubmit{d: d, c: c, fo: fo, al: al, run: run, w: w}
-	a.m = store.Message{
-		ID: d.ids.NextAt(now), Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
-		Body: body, RegDeliv: sm.RegisteredDelivery, Priority: sm.Priority, Created: now,
-		Expires: validityEnd(sm.Validity, now), State: store.StateCarrier, Attempts: 1,
+	// Its fields are set one by one: it is zero, and a composite literal
+	// would be built aside and copied in.
+	if a == nil {
+		a = new(asyncSubmit)
 	}
-	a.log = msgLogger{d: d, m: &a.m}
+	a.d, a.c, a.fo, a.al, a.run, a.w = d, c, fo, al, run, w
+	m := &a.m
+	m.ID, m.Account, m.Carrier, m.Source, m.Dest = d.ids.NextAt(now), account, carrierName, sm.Source, dest
+	m.Body, m.RegDeliv, m.Priority, m.Created = body, sm.RegisteredDelivery, sm.Priority, now
+	m.Expires, m.State, m.Attempts = validityEnd(sm.Validity, now), store.StateCarrier, 1
+	a.log.d, a.log.m = d, m
 	a.call.h = a
 	if !c.trySubmit(body, now, &a.call) {
 		run(func() { w.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })

@@ -688,7 +688,7 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	// The answer is given where the outcome is known (a carrier session's
 	// reader, a goroutine of the store, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
-	n.srv.disp.SubmitAsync(acct.SystemID, &ns.sm, body, ns.start, n.srv.run, ns)
+	n.srv.disp.SubmitAsync(acct.SystemID, &ns.sm, body, ns.start, n.srv.run, ns, &ns.relay)
 	returned = true
 }
 
@@ -701,6 +701,7 @@ type northSubmit struct {
 	start   time.Time
 	settled atomic.Bool // answered, or nacked after a panic
 	sm      ShortMessage
+	relay   asyncSubmit // SubmitAsync's state, in the same allocation
 }
 
 // submitted answers the platform (SubmitAsync's outcome).
