@@ -90,8 +90,10 @@ type call struct {
 }
 
 // asyncDone takes the outcome of a requestAsync call: what a RequestAsync
-// callback would get. A caller that keeps its call in a struct of its own
-// implements it on that struct, so that a request costs no closure.
+// callback would get, except that the response's body may be the reader's
+// buffer: it must not be kept (copy what is needed) once requestDone
+// returns. A caller that keeps its call in a struct of its own implements
+// it on that struct, so that a request costs no closure.
 type asyncDone interface {
 	requestDone(Frame, error)
 }
@@ -587,6 +589,10 @@ func (s *Session) readLoop() {
 	defer s.wg.Done()
 	r := bufio.NewReaderSize(s.conn, 8<<10)
 	var hdr [headerLen]byte
+	// The body of a small response is read here, not into a buffer of its
+	// own: a submit_sm_resp's message_id is copied out by its asyncDone
+	// (dispatch copies it for any other taker).
+	scratch := make([]byte, respScratch)
 	for {
 		// A deadline only matters for a read that reaches the socket, so
 		// one is set only before such a read; a frame already whole in the
@@ -613,7 +619,7 @@ func (s *Session) readLoop() {
 		if !whole {
 			_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		}
-		f, err := readFrame(r, s.cfg.MaxCommandLength, &hdr)
+		f, err := readFrameScratch(r, s.cfg.MaxCommandLength, &hdr, scratch)
 		if err != nil {
 			var fe *FrameError
 			if errors.As(err, &fe) {
@@ -662,6 +668,13 @@ func readErr(err error) error {
 	return err
 }
 
+// respScratch is the largest response body read into the reader's scratch
+// buffer (a submit_sm_resp: message_id is at most 65 octets).
+const respScratch = 80
+
+// dispatch handles a frame the reader read. A response's body may be the
+// reader's scratch buffer: only an asyncDone sees it as is, and must not
+// keep it past its call; every other taker gets a copy.
 func (s *Session) dispatch(f Frame) {
 	if f.IsResponse() {
 		s.mu.Lock()
@@ -675,6 +688,9 @@ func (s *Session) dispatch(f Frame) {
 			s.log.Debug("response with no request waiting", zap.Uint32("seq", f.Seq),
 				zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)))
 			return
+		}
+		if c.h == nil && len(f.Body) > 0 && len(f.Body) <= respScratch {
+			f.Body = append([]byte(nil), f.Body...) // maybe the scratch buffer
 		}
 		if c.async() {
 			s.complete(c, f, nil)

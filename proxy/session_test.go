@@ -516,7 +516,10 @@ func TestRequestAsync(t *testing.T) {
 // recordDone is an asyncDone that hands its outcome to a channel.
 type recordDone chan asyncResult
 
-func (r recordDone) requestDone(f Frame, err error) { r <- asyncResult{f: f, err: err} }
+func (r recordDone) requestDone(f Frame, err error) {
+	f.Body = append([]byte(nil), f.Body...) // the reader's buffer: not kept (asyncDone)
+	r <- asyncResult{f: f, err: err}
+}
 
 // requestAsync with the caller's clock reading: the response timeout runs
 // from that reading, so the call ends with ErrResponseTimeout no earlier
@@ -593,5 +596,47 @@ func TestWriterEncodesFrames(t *testing.T) {
 	f = p.read()
 	if f.ID != cmdQuerySM|cmdRespBit || f.Seq != 8 || f.Status != statusInvMsgLen || string(f.Body) != "abc" {
 		t.Errorf("query_sm_resp: %+v %q", f.Header, f.Body)
+	}
+}
+
+// Small response bodies are read into the reader's scratch buffer: a
+// Request or RequestAsync caller still gets a body of its own, intact
+// after the reader has read the next responses.
+func TestResponseBodiesOutliveTheNextRead(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 4})
+	out := make(chan asyncResult, 4)
+	for _, tag := range []string{"a", "b"} {
+		if !s.RequestAsync(cmdSubmitSM, []byte(tag), time.Minute, func(f Frame, err error) { out <- asyncResult{tag, f, err} }) {
+			t.Fatal("RequestAsync refused")
+		}
+	}
+	sync := make(chan result, 1)
+	go func() {
+		f, err := s.Request(context.Background(), cmdSubmitSM, []byte("c"))
+		sync <- result{f: f, err: err}
+	}()
+	seqs := map[string]uint32{}
+	for range 3 {
+		f := p.read()
+		seqs[string(f.Body)] = f.Seq
+	}
+	var burst []byte
+	for _, tag := range []string{"a", "b", "c"} {
+		burst = appendFrame(burst, cmdSubmitSMResp, statusOK, seqs[tag], []byte("id-"+tag+"\x00"))
+	}
+	p.writeRaw(burst)
+	for range 2 {
+		select {
+		case r := <-out:
+			if r.err != nil || string(r.f.Body) != "id-"+r.tag+"\x00" {
+				t.Errorf("%s: %q, %v", r.tag, r.f.Body, r.err)
+			}
+		case <-time.After(hangGuard):
+			t.Fatal("no outcome")
+		}
+	}
+	r := <-sync
+	if r.err != nil || string(r.f.Body) != "id-c\x00" {
+		t.Errorf("c: %q, %v", r.f.Body, r.err)
 	}
 }

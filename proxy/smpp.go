@@ -98,6 +98,13 @@ func (e *FrameError) Error() string { return "smpp: " + e.Msg }
 // fatal *FrameError: the octets that follow cannot be trusted to start a PDU
 // (SMPP 3.4 §3.2: command_length includes the header).
 func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) {
+	return readFrameScratch(r, maxLen, hdrBuf, nil)
+}
+
+// readFrameScratch is readFrame that reads the body of a response into
+// scratch when it fits: that body is only valid until the next read (see
+// Session.dispatch).
+func readFrameScratch(r io.Reader, maxLen int, hdrBuf *[headerLen]byte, scratch []byte) (Frame, error) {
 	if _, err := io.ReadFull(r, hdrBuf[:]); err != nil {
 		return Frame{}, err
 	}
@@ -110,7 +117,15 @@ func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) 
 		return f, &FrameError{Header: f.Header, Status: statusInvCmdLen, Fatal: true,
 			Msg: fmt.Sprintf("command_length %d outside 16..%d", f.Length, maxLen)}
 	}
-	if n := int(f.Length) - headerLen; n > 0 {
+	if n := int(f.Length) - headerLen; n > 0 && n <= len(scratch) && f.IsResponse() {
+		f.Body = scratch[:n]
+		if _, err := io.ReadFull(r, f.Body); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return f, err
+		}
+	} else if n > 0 {
 		body, err := readBody(r, n)
 		f.Body = body
 		if err != nil {
