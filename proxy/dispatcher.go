@@ -236,6 +236,7 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 // hand-off and parked waiter costs CPU at saturation). Every other case runs Submit's
 // path on a goroutine that run gives it, at the point where it left the
 // common case. w.submitted is called exactly once, and must not block.
+// sm is not kept once SubmitAsync returns.
 // now is the caller's clock reading (the message's time). body is relayed
 // as is and must not change afterwards. a, when not nil, is a zero
 // asyncSubmit that the caller allocated with its own state (one
@@ -246,7 +247,8 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 	c := (*d.carriers.Load())[carrierName]
 	fo := d.failover.Load()
 	if al == nil || d.storeDown.Load() || c == nil || (fo != nil && d.health.State(c.Name) != StateUp) {
-		run(func() { w.submitted(d.Submit(context.Background(), account, sm, body)) })
+		smc := *sm // sm is the caller's (on its stack): not kept
+		run(func() { w.submitted(d.Submit(context.Background(), account, &smc, body)) })
 		return
 	}
 	// One allocation holds the message, its logger and its carrier call.

@@ -654,20 +654,21 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	}
 	// One allocation holds the submit's state: the parsed message, the
 	// answer's bookkeeping and the outcome's receiver (SubmitAsync).
-	ns := &northSubmit{n: n, f: f, acct: acct}
+	ns := &northSubmit{n: n, req: f.Header, acct: acct}
 	body := f.Body
 	var err error
 	if convert != nil {
 		body, err = convert(f.Body)
 	}
+	var sm ShortMessage // on the stack: SubmitAsync copies it when it keeps it
 	if err == nil {
-		err = parseShortMessage(&ns.sm, body)
+		err = parseShortMessage(&sm, body)
 	}
 	if err != nil {
 		n.refuseSubmit(f, acct, "malformed "+submitName(f.ID), bodyStatus(err), err)
 		return
 	}
-	if status, err := ns.sm.validateContent(); err != nil {
+	if status, err := sm.validateContent(); err != nil {
 		n.refuseSubmit(f, acct, "invalid "+submitName(f.ID)+" content", status, err)
 		return
 	}
@@ -688,7 +689,7 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	// The answer is given where the outcome is known (a carrier session's
 	// reader, a goroutine of the store, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
-	n.srv.disp.SubmitAsync(acct.SystemID, &ns.sm, body, ns.start, n.srv.run, ns, &ns.relay)
+	n.srv.disp.SubmitAsync(acct.SystemID, &sm, body, ns.start, n.srv.run, ns, &ns.relay)
 	returned = true
 }
 
@@ -696,11 +697,10 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 // its answer.
 type northSubmit struct {
 	n       *northSession
-	f       Frame
+	req     Header // of the submit (its answer needs no body)
 	acct    *Account
 	start   time.Time
 	settled atomic.Bool // answered, or nacked after a panic
-	sm      ShortMessage
 	relay   asyncSubmit // SubmitAsync's state, in the same allocation
 }
 
@@ -711,23 +711,23 @@ func (ns *northSubmit) submitted(res SubmitOutcome) {
 	}
 	n, s := ns.n, ns.n.sess
 	if res.Status == statusOK {
-		if s.tryRespondID(ns.f, res.Status, res.ID) {
+		if s.tryRespondID(Frame{Header: ns.req}, res.Status, res.ID) {
 			n.submitAnswered(ns.acct, res, ns.start)
 			return
 		}
 		n.srv.run(func() {
-			s.respondID(ns.f, res.Status, res.ID)
+			s.respondID(Frame{Header: ns.req}, res.Status, res.ID)
 			n.submitAnswered(ns.acct, res, ns.start)
 		})
 		return
 	}
 	// SMPP 3.4 §4.4.2: no body when command_status is not 0.
-	if s.TryRespond(ns.f, res.Status, nil) {
+	if s.TryRespond(Frame{Header: ns.req}, res.Status, nil) {
 		n.submitAnswered(ns.acct, res, ns.start)
 		return
 	}
 	n.srv.run(func() {
-		s.Respond(ns.f, res.Status, nil)
+		s.Respond(Frame{Header: ns.req}, res.Status, nil)
 		n.submitAnswered(ns.acct, res, ns.start)
 	})
 }
