@@ -513,8 +513,15 @@ func (d *Dispatcher) linkCarrierWithin(ctx context.Context, m *store.Message) ([
 type sharedDeadline struct {
 	ctx    context.Context
 	cancel context.CancelFunc // never called early: the context ends at its deadline
-	until  time.Time          // calls starting from here on make a new one
+	until  time.Duration      // calls starting from here on (monoClock) make a new one
 }
+
+// monoEpoch is the base of monoClock.
+var monoEpoch = time.Now()
+
+// monoClock is the monotonic time since monoEpoch: half the cost of
+// time.Now (no wall clock reading), for comparisons only.
+func monoClock() time.Duration { return time.Since(monoEpoch) }
 
 // linkCtxEvery is how often linkContext makes a new context.
 const linkCtxEvery = 100 * time.Millisecond
@@ -524,12 +531,12 @@ const linkCtxEvery = 100 * time.Millisecond
 // a linkCtxEvery interval, instead of a context and a timer made and
 // stopped per message (issue 6).
 func (d *Dispatcher) linkContext() context.Context {
-	now := time.Now()
-	if sd := d.linkCtx.Load(); sd != nil && now.Before(sd.until) {
+	now := monoClock()
+	if sd := d.linkCtx.Load(); sd != nil && now < sd.until {
 		return sd.ctx
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), linkRetryFor+linkCtxEvery)
-	sd := &sharedDeadline{ctx: ctx, cancel: cancel, until: now.Add(linkCtxEvery)}
+	sd := &sharedDeadline{ctx: ctx, cancel: cancel, until: now + linkCtxEvery}
 	d.linkCtx.Store(sd) // two makers racing: the one stored last serves later calls; both end on time
 	return ctx
 }

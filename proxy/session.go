@@ -145,9 +145,10 @@ type Session struct {
 	done   chan struct{} // closed when the session ends
 	window chan struct{} // a token per outstanding outgoing request
 
-	mu      sync.Mutex // guards pending, seq, closed, err, nextSweep; unbound is set under it
+	mu      sync.Mutex // guards pending, seq, wrapped, closed, err, nextSweep; unbound is set under it
 	pending map[uint32]*call
 	seq     uint32
+	wrapped bool // seq went past 0x7FFFFFFF once
 	closed  bool
 	err     error
 	// unbound: the peer sent unbind. No request of ours goes out after it
@@ -280,6 +281,7 @@ func (s *Session) nextSeq() uint32 {
 	s.seq++
 	if s.seq > 0x7FFFFFFF {
 		s.seq = 1
+		s.wrapped = true
 	}
 	return s.seq
 }
@@ -412,7 +414,9 @@ func (s *Session) register(c *call) (uint32, bool) {
 		return 0, false
 	}
 	seq := s.nextSeq()
-	for s.pending[seq] != nil { // a 2^31 wrap onto a request still waiting
+	// After a 2^31 wrap, a number may still be held by a request that is
+	// waiting; before it, every number is new (no lookup needed).
+	for s.wrapped && s.pending[seq] != nil {
 		seq = s.nextSeq()
 	}
 	s.pending[seq] = c

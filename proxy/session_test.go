@@ -640,3 +640,30 @@ func TestResponseBodiesOutliveTheNextRead(t *testing.T) {
 		t.Errorf("c: %q, %v", r.f.Body, r.err)
 	}
 }
+
+// Sequence numbers run 1 to 0x7FFFFFFF and wrap to 1; after the wrap, a
+// number still held by a waiting request is skipped.
+func TestSequenceWrapSkipsWaitingRequest(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 4})
+	send := func() {
+		t.Helper()
+		if !s.RequestAsync(cmdSubmitSM, []byte("x"), time.Minute, func(Frame, error) {}) {
+			t.Fatal("RequestAsync refused")
+		}
+	}
+	send()
+	if f := p.read(); f.Seq != 1 {
+		t.Fatalf("first seq %d, want 1", f.Seq)
+	}
+	s.mu.Lock()
+	s.seq = 0x7FFFFFFE
+	s.mu.Unlock()
+	send()
+	send()
+	if f := p.read(); f.Seq != 0x7FFFFFFF {
+		t.Fatalf("seq %d, want 0x7FFFFFFF", f.Seq)
+	}
+	if f := p.read(); f.Seq != 2 {
+		t.Fatalf("seq after the wrap %d, want 2 (1 is still waiting)", f.Seq)
+	}
+}
