@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/linxGnu/gosmpp/data"
 	"github.com/linxGnu/gosmpp/pdu"
@@ -113,6 +117,99 @@ func BenchmarkReceiptRewrite(b *testing.B) {
 		out := rewriteReceipt(sm, body, "SL0123456789abcdef")
 		if len(out) == 0 {
 			b.Fatal("empty body")
+		}
+	}
+}
+
+// BenchmarkWriteFrame is the writer's encoding of a relayed submit_sm and
+// of a submit_sm_resp into its buffer: no allocation.
+func BenchmarkWriteFrame(b *testing.B) {
+	body := benchSubmitBody(b)
+	w := bufio.NewWriterSize(io.Discard, writeBufSize)
+	req := outFrame{id: cmdSubmitSM, seq: 7, body: body}
+	resp := outFrame{id: cmdSubmitSMResp, seq: 7, cstr: true, str: "0123456789abcdef0123"}
+	b.ReportAllocs()
+	b.SetBytes(int64(req.size() + resp.size()))
+	for b.Loop() {
+		if writeFrame(w, &req) != nil || writeFrame(w, &resp) != nil {
+			b.Fatal("write")
+		}
+	}
+}
+
+// benchCall is one request of BenchmarkSessionRelay: its call and where
+// its outcome goes, in one allocation (as asyncSubmit keeps them).
+type benchCall struct {
+	call call
+	done chan<- error
+}
+
+func (c *benchCall) requestDone(_ Frame, err error) { c.done <- err }
+
+// BenchmarkSessionRelay is the session engine's share of a relayed
+// message, over loopback TCP: a submit_sm sent with requestAsync (window
+// 64), read and answered with tryRespondID by a second session (the
+// SMSC), the response matched back. Per op: both sessions' reads,
+// writes, framing and request table; the allocations are the request's
+// own (benchCall) and the body the answering side reads.
+//
+//	go test -run '^$' -bench SessionRelay -benchtime 200000x ./proxy/
+func BenchmarkSessionRelay(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc, ok := <-accepted
+	if !ok {
+		b.Fatal("accept failed")
+	}
+	const window = 64
+	smsc := NewSession(sc, SessionConfig{Window: window, Handler: func(s *Session, f Frame) {
+		if !s.tryRespondID(f, statusOK, "0123456789") {
+			s.respondID(f, statusOK, "0123456789")
+		}
+	}}).Start()
+	esme := NewSession(cc, SessionConfig{Window: window}).Start()
+	defer func() {
+		esme.Close()
+		smsc.Close()
+		esme.Wait()
+		smsc.Wait()
+	}()
+	body := benchSubmitBody(b)
+	done := make(chan error, window)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inflight := 0
+	for i := 0; i < b.N; i++ {
+		bc := &benchCall{done: done}
+		bc.call.h = bc
+		for !esme.requestAsync(cmdSubmitSM, body, time.Now().Add(time.Minute), &bc.call) {
+			// The window is full: wait for an answer.
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			inflight--
+		}
+		inflight++
+	}
+	for ; inflight > 0; inflight-- {
+		if err := <-done; err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -414,12 +414,15 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 	return submitResult(f), nil
 }
 
-// TrySubmit is Submit for a caller that must not wait (a session's reader
+// trySubmit is Submit for a caller that must not wait (a session's reader
 // goroutine): it reports false at once, having sent nothing, when Submit
 // would wait or fail before sending (no bind up, no free window slot on the
-// bind it picks, the rate limit). Otherwise done gets Submit's outcome
-// exactly once, where Session.RequestAsync calls it; done must not block.
-func (c *Carrier) TrySubmit(body []byte, done func(SubmitResult, error)) bool {
+// bind it picks, the rate limit). Otherwise cl (a new call, with its
+// asyncDone set) gets the outcome exactly once, where Session.requestAsync
+// delivers it; that must not block. body is sent as is and must not change
+// afterwards; now is the caller's clock reading, the start of the response
+// timeout.
+func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call) bool {
 	s := c.pick()
 	if s == nil || s.Free() == 0 {
 		return false
@@ -428,13 +431,7 @@ func (c *Carrier) TrySubmit(body []byte, done func(SubmitResult, error)) bool {
 	if !l.Allow() {
 		return false
 	}
-	ok := s.RequestAsync(cmdSubmitSM, body, c.cfg.Load().ResponseTimeout.D(), func(f Frame, err error) {
-		if err != nil {
-			done(SubmitResult{}, err)
-			return
-		}
-		done(submitResult(f), nil)
-	})
+	ok := s.requestAsync(cmdSubmitSM, body, now.Add(c.cfg.Load().ResponseTimeout.D()), cl)
 	if !ok {
 		l.giveBack()
 	}

@@ -231,58 +231,108 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 // up, with a free window slot on one of its binds, accepting the message,
 // and a store that takes the write, without a goroutine waiting per
 // message: the submit goes out from here, the carrier's answer is handled
-// on the carrier session's reader goroutine, and the store calls done from
+// on the carrier session's reader goroutine, and the store calls back from
 // a goroutine of its own once the write is durable (issue 6: each goroutine
 // hand-off and parked waiter costs CPU at saturation). Every other case runs Submit's
 // path on a goroutine that run gives it, at the point where it left the
-// common case. done is called exactly once, and must not block.
-func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, run func(func()), done func(SubmitOutcome)) {
+// common case. w.submitted is called exactly once, and must not block.
+// sm is not kept once SubmitAsync returns.
+// now is the caller's clock reading (the message's time). body is relayed
+// as is and must not change afterwards. a, when not nil, is a zero
+// asyncSubmit that the caller allocated with its own state (one
+// allocation for both); SubmitAsync makes one otherwise.
+func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, now time.Time, run func(func()), w submitWaiter, a *asyncSubmit) {
 	al, _ := d.store.(store.AsyncLinker)
 	carrierName, dest := d.router.Load().Route(sm.Dest)
 	c := (*d.carriers.Load())[carrierName]
 	fo := d.failover.Load()
 	if al == nil || d.storeDown.Load() || c == nil || (fo != nil && d.health.State(c.Name) != StateUp) {
-		run(func() { done(d.Submit(context.Background(), account, sm, body)) })
+		smc := *sm // sm is the caller's (on its stack): not kept
+		run(func() { w.submitted(d.Submit(context.Background(), account, &smc, body)) })
 		return
 	}
-	now := time.Now()
-	m := &store.Message{
-		ID: d.ids.Next(), Account: account, Carrier: carrierName, Source: sm.Source, Dest: dest,
-		Body: body, RegDeliv: sm.RegisteredDelivery, Priority: sm.Priority, Created: now,
-		Expires: validityEnd(sm.Validity, now), State: store.StateCarrier, Attempts: 1,
+	// One allocation holds the message, its logger and its carrier call.
+	// Its fields are set one by one: it is zero, and a composite literal
+	// would be built aside and copied in.
+	if a == nil {
+		a = new(asyncSubmit)
 	}
-	log := &msgLogger{d: d, m: m}
-	sent := c.TrySubmit(body, func(res SubmitResult, err error) {
-		if err != nil || res.Status != statusOK {
-			run(func() { done(d.carrierAnswered(context.Background(), c, m, fo, log, res, err)) })
-			return
+	a.d, a.c, a.fo, a.al, a.run, a.w = d, c, fo, al, run, w
+	m := &a.m
+	m.ID, m.Account, m.Carrier, m.Source, m.Dest = d.ids.NextAt(now), account, carrierName, sm.Source, dest
+	m.Body, m.RegDeliv, m.Priority, m.Created = body, sm.RegisteredDelivery, sm.Priority, now
+	m.Expires, m.State, m.Attempts = validityEnd(sm.Validity, now), store.StateCarrier, 1
+	a.log.d, a.log.m = d, m
+	a.call.h = a
+	if !c.trySubmit(body, now, &a.call) {
+		run(func() { w.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })
+	}
+}
+
+// submitWaiter receives the outcome of SubmitAsync.
+type submitWaiter interface {
+	submitted(SubmitOutcome)
+}
+
+// asyncSubmit is one message of SubmitAsync, from the submit to the
+// carrier to the store write of its acceptance.
+type asyncSubmit struct {
+	d    *Dispatcher
+	c    *Carrier
+	fo   *Failover
+	al   store.AsyncLinker
+	run  func(func())
+	w    submitWaiter
+	m    store.Message
+	log  msgLogger
+	call call // the carrier request; its asyncDone is the asyncSubmit
+	res  SubmitResult
+	ctx  context.Context // of the store write: linkCarrier's time limit, tries included
+}
+
+// requestDone takes the carrier's answer (on the carrier session's reader).
+func (a *asyncSubmit) requestDone(f Frame, err error) {
+	d, c, m := a.d, a.c, &a.m
+	var res SubmitResult
+	if err == nil {
+		res = submitResult(f)
+	}
+	if err != nil || res.Status != statusOK {
+		a.run(func() { a.w.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })
+		return
+	}
+	d.accepted(c, m, res)
+	a.res = res
+	a.ctx = d.linkContext()
+	if m.CarrierID == "" || !a.al.TryLinkCarrier(a.ctx, m, a.linkDone) {
+		a.run(func() { // no carrier id, or the store's queue is full: wait for the write here
+			orphan, err := d.linkCarrierWithin(a.ctx, m)
+			a.w.submitted(d.linked(context.Background(), c, m, &a.log, a.res, orphan, err))
+		})
+	}
+}
+
+// linkDone takes the outcome of the store write (TryLinkCarrier's callback).
+func (a *asyncSubmit) linkDone(orphan []byte, err error) {
+	if err == nil && orphan == nil {
+		a.d.noteStore(nil)
+		a.w.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, nil, nil))
+		return
+	}
+	a.linkFailed(orphan, err)
+}
+
+// linkFailed is linkDone for a write that failed or took an orphan: the
+// rest runs on a goroutine of run (linkCarrier's further tries, the
+// orphan's delivery).
+func (a *asyncSubmit) linkFailed(orphan []byte, err error) {
+	a.run(func() {
+		a.d.noteStore(err)
+		if err != nil && a.ctx.Err() == nil {
+			orphan, err = a.d.linkCarrierWithin(a.ctx, &a.m) // linkCarrier's further tries
 		}
-		d.accepted(c, m, res)
-		// The store write has linkCarrier's time limit, tries included.
-		ctx := d.linkContext()
-		if m.CarrierID == "" || !al.TryLinkCarrier(ctx, m, func(orphan []byte, err error) {
-			if err == nil && orphan == nil {
-				d.noteStore(nil)
-				done(d.linked(context.Background(), c, m, log, res, nil, nil))
-				return
-			}
-			run(func() {
-				d.noteStore(err)
-				if err != nil && ctx.Err() == nil {
-					orphan, err = d.linkCarrierWithin(ctx, m) // linkCarrier's further tries
-				}
-				done(d.linked(context.Background(), c, m, log, res, orphan, err))
-			})
-		}) {
-			run(func() { // no carrier id, or the store's queue is full: wait for the write here
-				orphan, err := d.linkCarrierWithin(ctx, m)
-				done(d.linked(context.Background(), c, m, log, res, orphan, err))
-			})
-		}
+		a.w.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, orphan, err))
 	})
-	if !sent {
-		run(func() { done(d.toCarrier(context.Background(), c, m, fo, log)) })
-	}
 }
 
 // toCarrier sends a message to its carrier and decides the answer.
@@ -463,8 +513,15 @@ func (d *Dispatcher) linkCarrierWithin(ctx context.Context, m *store.Message) ([
 type sharedDeadline struct {
 	ctx    context.Context
 	cancel context.CancelFunc // never called early: the context ends at its deadline
-	until  time.Time          // calls starting from here on make a new one
+	until  time.Duration      // calls starting from here on (monoClock) make a new one
 }
+
+// monoEpoch is the base of monoClock.
+var monoEpoch = time.Now()
+
+// monoClock is the monotonic time since monoEpoch: half the cost of
+// time.Now (no wall clock reading), for comparisons only.
+func monoClock() time.Duration { return time.Since(monoEpoch) }
 
 // linkCtxEvery is how often linkContext makes a new context.
 const linkCtxEvery = 100 * time.Millisecond
@@ -474,12 +531,12 @@ const linkCtxEvery = 100 * time.Millisecond
 // a linkCtxEvery interval, instead of a context and a timer made and
 // stopped per message (issue 6).
 func (d *Dispatcher) linkContext() context.Context {
-	now := time.Now()
-	if sd := d.linkCtx.Load(); sd != nil && now.Before(sd.until) {
+	now := monoClock()
+	if sd := d.linkCtx.Load(); sd != nil && now < sd.until {
 		return sd.ctx
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), linkRetryFor+linkCtxEvery)
-	sd := &sharedDeadline{ctx: ctx, cancel: cancel, until: now.Add(linkCtxEvery)}
+	sd := &sharedDeadline{ctx: ctx, cancel: cancel, until: now + linkCtxEvery}
 	d.linkCtx.Store(sd) // two makers racing: the one stored last serves later calls; both end on time
 	return ctx
 }

@@ -37,8 +37,12 @@ func NewIDGen() *IDGen {
 }
 
 // Next returns a new id.
-func (g *IDGen) Next() string {
-	ms := uint64(g.now().Sub(idEpoch) / time.Millisecond)
+func (g *IDGen) Next() string { return g.NextAt(g.now()) }
+
+// NextAt is Next for a caller that has read the clock already: now is the
+// time it read.
+func (g *IDGen) NextAt(now time.Time) string {
+	ms := uint64(now.Sub(idEpoch) / time.Millisecond)
 	g.mu.Lock()
 	v := ms << 20
 	if v <= g.last {

@@ -127,6 +127,7 @@ type Server struct {
 	// workers run the submits (a submit waits for a carrier and the store,
 	// so it cannot run on the session's reader).
 	workers *workerPool
+	run     func(func()) // workers.run, as a func value made once (not per submit)
 
 	wg sync.WaitGroup
 }
@@ -149,6 +150,7 @@ func NewServer(cfg ServerConfig, accounts map[string]*Account, disp *Dispatcher)
 	}
 	s := &Server{disp: disp, log: cfg.Log, sessions: map[*northSession]struct{}{},
 		receivers: map[string][]*northSession{}, failures: map[string]*bindFailures{}, workers: newWorkerPool()}
+	s.run = s.workers.run
 	s.cfg.Store(&cfg)
 	s.accounts.Store(&accounts)
 	disp.setReceivers(s)
@@ -642,7 +644,6 @@ func (n *northSession) enterN(f Frame, whenDraining uint32, slots int) bool {
 // submit handles a submit_sm, or with convert a request whose body convert
 // turns into a submit_sm body (data_sm).
 func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
-	s := n.sess
 	acct := n.admitSubmit(f)
 	if acct == nil {
 		return
@@ -651,14 +652,17 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 		n.throttled(f, acct)
 		return
 	}
+	// One allocation holds the submit's state: the parsed message, the
+	// answer's bookkeeping and the outcome's receiver (SubmitAsync).
+	ns := &northSubmit{n: n, req: f.Header, acct: acct}
 	body := f.Body
 	var err error
 	if convert != nil {
 		body, err = convert(f.Body)
 	}
-	var sm *ShortMessage
+	var sm ShortMessage // on the stack: SubmitAsync copies it when it keeps it
 	if err == nil {
-		sm, err = ParseShortMessage(body)
+		err = parseShortMessage(&sm, body)
 	}
 	if err != nil {
 		n.refuseSubmit(f, acct, "malformed "+submitName(f.ID), bodyStatus(err), err)
@@ -671,13 +675,12 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	if !n.enter(f, statusMsgQFul) {
 		return
 	}
-	start := time.Now()
-	// settled makes the answer and the panic guard below exclusive: each
-	// submit leaves the window and the drain exactly once.
-	settled := new(atomic.Bool)
+	ns.start = time.Now()
 	returned := false
 	defer func() {
-		if !returned && settled.CompareAndSwap(false, true) {
+		// settled makes the answer and this panic guard exclusive: each
+		// submit leaves the window and the drain exactly once.
+		if !returned && ns.settled.CompareAndSwap(false, true) {
 			// SubmitAsync panicked (handle recovers and nacks): this
 			// submit gets no other answer, even if some part of it went on.
 			n.requestDone()
@@ -686,25 +689,47 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 	// The answer is given where the outcome is known (a carrier session's
 	// reader, a goroutine of the store, a worker: SubmitAsync), without waiting
 	// there: a full write queue hands the answer to a worker.
-	n.srv.disp.SubmitAsync(acct.SystemID, sm, body, n.srv.workers.run, func(res SubmitOutcome) {
-		if !settled.CompareAndSwap(false, true) {
-			return // nacked after a panic
-		}
-		var body []byte
-		if res.Status == statusOK {
-			body = cstring(make([]byte, 0, len(res.ID)+1), res.ID)
-		}
-		// SMPP 3.4 §4.4.2: no body when command_status is not 0.
-		if s.TryRespond(f, res.Status, body) {
-			n.submitAnswered(acct, res, start)
+	n.srv.disp.SubmitAsync(acct.SystemID, &sm, body, ns.start, n.srv.run, ns, &ns.relay)
+	returned = true
+}
+
+// northSubmit is one submit of a platform session, from its reading to
+// its answer.
+type northSubmit struct {
+	n       *northSession
+	req     Header // of the submit (its answer needs no body)
+	acct    *Account
+	start   time.Time
+	settled atomic.Bool // answered, or nacked after a panic
+	relay   asyncSubmit // SubmitAsync's state, in the same allocation
+}
+
+// submitted answers the platform (SubmitAsync's outcome).
+func (ns *northSubmit) submitted(res SubmitOutcome) {
+	if !ns.settled.CompareAndSwap(false, true) {
+		return // nacked after a panic
+	}
+	n, s := ns.n, ns.n.sess
+	if res.Status == statusOK {
+		if s.tryRespondID(Frame{Header: ns.req}, res.Status, res.ID) {
+			n.submitAnswered(ns.acct, res, ns.start)
 			return
 		}
-		n.srv.workers.run(func() {
-			s.Respond(f, res.Status, body)
-			n.submitAnswered(acct, res, start)
+		n.srv.run(func() {
+			s.respondID(Frame{Header: ns.req}, res.Status, res.ID)
+			n.submitAnswered(ns.acct, res, ns.start)
 		})
+		return
+	}
+	// SMPP 3.4 §4.4.2: no body when command_status is not 0.
+	if s.TryRespond(Frame{Header: ns.req}, res.Status, nil) {
+		n.submitAnswered(ns.acct, res, ns.start)
+		return
+	}
+	n.srv.run(func() {
+		s.Respond(Frame{Header: ns.req}, res.Status, nil)
+		n.submitAnswered(ns.acct, res, ns.start)
 	})
-	returned = true
 }
 
 // submitAnswered counts a submit answered (metrics, the window, the drain).

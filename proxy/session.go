@@ -78,9 +78,10 @@ func (c *SessionConfig) defaults() {
 
 type call struct {
 	ch chan Frame // buffered 1; the reader delivers the response (Request)
-	// cb replaces ch for RequestAsync: called once with the outcome, after
-	// the call's window slot is freed (complete).
+	// cb, or h, replaces ch for RequestAsync (requestAsync): called once
+	// with the outcome, after the call's window slot is freed (complete).
 	cb       func(Frame, error)
+	h        asyncDone
 	written  atomic.Bool
 	deadline int64 // of the response, in nanoseconds since the session's epoch
 	// timedOut is set by sweepLoop before it sends the zero Frame on ch
@@ -88,10 +89,49 @@ type call struct {
 	timedOut bool
 }
 
+// asyncDone takes the outcome of a requestAsync call: what a RequestAsync
+// callback would get, except that the response's body may be the reader's
+// buffer: it must not be kept (copy what is needed) once requestDone
+// returns. A caller that keeps its call in a struct of its own implements
+// it on that struct, so that a request costs no closure.
+type asyncDone interface {
+	requestDone(Frame, error)
+}
+
+// async reports a RequestAsync call (no waiter on ch).
+func (c *call) async() bool { return c.cb != nil || c.h != nil }
+
+// outFrame is one PDU queued for the writer: its header fields and body,
+// followed, when cstr is set, by cstr as a C-Octet String (a message_id);
+// the writer encodes it into its buffer, so a frame costs no buffer of its
+// own. body is the caller's and must not change until written: the
+// queueing methods copy it (ownBody), except requestAsync, whose callers
+// hand over a body they never modify.
 type outFrame struct {
-	buf     []byte
-	call    *call         // nil for responses
-	flushed chan struct{} // closed once written (flush markers)
+	id, status, seq uint32
+	cstr            bool
+	body            []byte
+	str             string        // with cstr: written after body, with a NUL
+	call            *call         // nil for responses
+	flushed         chan struct{} // closed once written (flush markers)
+}
+
+// size is the frame's length on the wire.
+func (f *outFrame) size() int {
+	n := headerLen + len(f.body)
+	if f.cstr {
+		n += len(f.str) + 1
+	}
+	return n
+}
+
+// ownBody copies a body a caller may reuse once its call returns; nil
+// stays nil (no allocation).
+func ownBody(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
 }
 
 // Session is one SMPP connection.
@@ -105,9 +145,10 @@ type Session struct {
 	done   chan struct{} // closed when the session ends
 	window chan struct{} // a token per outstanding outgoing request
 
-	mu      sync.Mutex // guards pending, seq, closed, err, nextSweep; unbound is set under it
+	mu      sync.Mutex // guards pending, seq, wrapped, closed, err, nextSweep; unbound is set under it
 	pending map[uint32]*call
 	seq     uint32
+	wrapped bool // seq went past 0x7FFFFFFF once
 	closed  bool
 	err     error
 	// unbound: the peer sent unbind. No request of ours goes out after it
@@ -210,7 +251,7 @@ func (s *Session) closeWith(err error) {
 	close(s.done)
 	_ = s.conn.Close()
 	for _, c := range pending {
-		if c.cb != nil {
+		if c.async() {
 			err := ErrNotSent
 			if c.written.Load() {
 				err = ErrConnLost
@@ -228,6 +269,10 @@ func (s *Session) closeWith(err error) {
 // gives the outcome to its callback.
 func (s *Session) complete(c *call, f Frame, err error) {
 	<-s.window
+	if c.h != nil {
+		c.h.requestDone(f, err)
+		return
+	}
 	c.cb(f, err)
 }
 
@@ -236,6 +281,7 @@ func (s *Session) nextSeq() uint32 {
 	s.seq++
 	if s.seq > 0x7FFFFFFF {
 		s.seq = 1
+		s.wrapped = true
 	}
 	return s.seq
 }
@@ -269,8 +315,7 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 		return Frame{}, ErrNotSent
 	}
 
-	buf := appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body)
-	out := outFrame{buf: buf, call: c}
+	out := outFrame{id: id, seq: seq, body: ownBody(body), call: c}
 	select {
 	case s.wq <- out:
 	default:
@@ -316,19 +361,31 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 // each answer (issue 6): a caller that cannot wait falls back to Request
 // on a goroutine of its own.
 func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, done func(Frame, error)) bool {
+	if s.Free() == 0 {
+		return false // spares the call's allocation
+	}
+	return s.requestAsync(id, ownBody(body), time.Now().Add(timeout), &call{cb: done})
+}
+
+// requestAsync is RequestAsync for a call c that the caller made, with h
+// (or cb) set and nothing else, and whose response is due at deadline (the
+// caller's clock reading plus the timeout: one clock read serves a whole
+// message). c must be new: a call is used for one request. body is sent
+// as is, not copied: it must not change afterwards.
+func (s *Session) requestAsync(id uint32, body []byte, deadline time.Time, c *call) bool {
 	select {
 	case s.window <- struct{}{}:
 	default:
 		return false
 	}
-	c := &call{cb: done, deadline: int64(time.Since(s.epoch) + timeout)}
+	c.deadline = int64(deadline.Sub(s.epoch))
 	seq, ok := s.register(c)
 	if !ok {
 		<-s.window
 		return false
 	}
 	select {
-	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, 0, seq, body), call: c}:
+	case s.wq <- outFrame{id: id, seq: seq, body: body, call: c}:
 		return true
 	default:
 	}
@@ -357,7 +414,9 @@ func (s *Session) register(c *call) (uint32, bool) {
 		return 0, false
 	}
 	seq := s.nextSeq()
-	for s.pending[seq] != nil { // a 2^31 wrap onto a request still waiting
+	// After a 2^31 wrap, a number may still be held by a request that is
+	// waiting; before it, every number is new (no lookup needed).
+	for s.wrapped && s.pending[seq] != nil {
 		seq = s.nextSeq()
 	}
 	s.pending[seq] = c
@@ -429,7 +488,7 @@ func (s *Session) sweepLoop() {
 		s.nextSweep = next
 		s.mu.Unlock()
 		for i, c := range expired {
-			if c.cb != nil {
+			if c.async() {
 				s.complete(c, Frame{}, ErrResponseTimeout)
 			} else {
 				c.timedOut = true
@@ -464,8 +523,23 @@ func (s *Session) Respond(req Frame, status uint32, body []byte) {
 // TryRespond is Respond for a caller that must not wait: it reports false,
 // having queued nothing, when the write queue is full.
 func (s *Session) TryRespond(req Frame, status uint32, body []byte) bool {
+	return s.tryQueue(outFrame{id: req.ID | cmdRespBit, status: status, seq: req.Seq, body: ownBody(body)})
+}
+
+// tryRespondID is TryRespond with a body of one C-Octet String, id (a
+// submit_sm_resp's message_id), written from id itself.
+func (s *Session) tryRespondID(req Frame, status uint32, id string) bool {
+	return s.tryQueue(outFrame{id: req.ID | cmdRespBit, status: status, seq: req.Seq, cstr: true, str: id})
+}
+
+// respondID is Respond with tryRespondID's body.
+func (s *Session) respondID(req Frame, status uint32, id string) {
+	s.queue(outFrame{id: req.ID | cmdRespBit, status: status, seq: req.Seq, cstr: true, str: id})
+}
+
+func (s *Session) tryQueue(out outFrame) bool {
 	select {
-	case s.wq <- outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), req.ID|cmdRespBit, status, req.Seq, body)}:
+	case s.wq <- out:
 		return true
 	case <-s.done:
 		return true // as Respond: nothing to answer on an ended session
@@ -477,7 +551,11 @@ func (s *Session) TryRespond(req Frame, status uint32, body []byte) bool {
 // send queues a frame that expects no response. It does not block once the
 // session has ended.
 func (s *Session) send(id, status, seq uint32, body []byte) {
-	out := outFrame{buf: appendFrame(make([]byte, 0, headerLen+len(body)), id, status, seq, body)}
+	s.queue(outFrame{id: id, status: status, seq: seq, body: ownBody(body)})
+}
+
+// queue queues a frame; it does not block once the session has ended.
+func (s *Session) queue(out outFrame) {
 	select {
 	case s.wq <- out: // without blocking: cheaper than the select below
 	default:
@@ -515,6 +593,10 @@ func (s *Session) readLoop() {
 	defer s.wg.Done()
 	r := bufio.NewReaderSize(s.conn, 8<<10)
 	var hdr [headerLen]byte
+	// The body of a small response is read here, not into a buffer of its
+	// own: a submit_sm_resp's message_id is copied out by its asyncDone
+	// (dispatch copies it for any other taker).
+	scratch := make([]byte, respScratch)
 	for {
 		// A deadline only matters for a read that reaches the socket, so
 		// one is set only before such a read; a frame already whole in the
@@ -541,7 +623,7 @@ func (s *Session) readLoop() {
 		if !whole {
 			_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		}
-		f, err := readFrame(r, s.cfg.MaxCommandLength, &hdr)
+		f, err := readFrameScratch(r, s.cfg.MaxCommandLength, &hdr, scratch)
 		if err != nil {
 			var fe *FrameError
 			if errors.As(err, &fe) {
@@ -590,6 +672,13 @@ func readErr(err error) error {
 	return err
 }
 
+// respScratch is the largest response body read into the reader's scratch
+// buffer (a submit_sm_resp: message_id is at most 65 octets).
+const respScratch = 80
+
+// dispatch handles a frame the reader read. A response's body may be the
+// reader's scratch buffer: only an asyncDone sees it as is, and must not
+// keep it past its call; every other taker gets a copy.
 func (s *Session) dispatch(f Frame) {
 	if f.IsResponse() {
 		s.mu.Lock()
@@ -604,7 +693,10 @@ func (s *Session) dispatch(f Frame) {
 				zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)))
 			return
 		}
-		if c.cb != nil {
+		if c.h == nil && len(f.Body) > 0 && len(f.Body) <= respScratch {
+			f.Body = append([]byte(nil), f.Body...) // maybe the scratch buffer
+		}
+		if c.async() {
 			s.complete(c, f, nil)
 			return
 		}
@@ -685,13 +777,13 @@ func (s *Session) writeLoop() {
 				// certainly never left.
 				f.call.written.Store(true)
 			}
-			if len(f.buf) > 0 {
-				if _, err := w.Write(f.buf); err != nil {
+			if f.flushed == nil || f.id != 0 {
+				if err := writeFrame(w, &f); err != nil {
 					s.closeWith(fmt.Errorf("write: %w", err))
 					return
 				}
 				frames++
-				octets += len(f.buf)
+				octets += f.size()
 			}
 			if f.flushed != nil {
 				// A flush marker (unbind, close after a generic_nack) is
@@ -745,6 +837,36 @@ func (s *Session) writeLoop() {
 			close(m)
 		}
 	}
+}
+
+// writeFrame encodes f into w.
+func writeFrame(w *bufio.Writer, f *outFrame) error {
+	// The header is put straight into the buffer's free space: a local
+	// array handed to Write would escape (to the connection's Write), an
+	// allocation per frame.
+	if w.Available() < headerLen {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	h := w.AvailableBuffer()
+	h = binary.BigEndian.AppendUint32(h, uint32(f.size()))
+	h = binary.BigEndian.AppendUint32(h, f.id)
+	h = binary.BigEndian.AppendUint32(h, f.status)
+	h = binary.BigEndian.AppendUint32(h, f.seq)
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	if _, err := w.Write(f.body); err != nil {
+		return err
+	}
+	if f.cstr {
+		if _, err := w.WriteString(f.str); err != nil {
+			return err
+		}
+		return w.WriteByte(0)
+	}
+	return nil
 }
 
 // deadlineWriter arms the connection's write deadline before each write.
@@ -818,7 +940,7 @@ const (
 // the window and the peer's by its own; a full queue only makes the writer
 // wait (backpressure), and the writer drains it in batches into one
 // buffered write. Kept small because a gateway holds thousands of sessions:
-// 40 octets a slot.
+// 72 octets a slot.
 func writeQueueLen(window int) int {
 	return min(max(window+32, 64), 256)
 }

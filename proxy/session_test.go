@@ -512,3 +512,158 @@ func TestRequestAsync(t *testing.T) {
 	default:
 	}
 }
+
+// recordDone is an asyncDone that hands its outcome to a channel.
+type recordDone chan asyncResult
+
+func (r recordDone) requestDone(f Frame, err error) {
+	f.Body = append([]byte(nil), f.Body...) // the reader's buffer: not kept (asyncDone)
+	r <- asyncResult{f: f, err: err}
+}
+
+// requestAsync with the caller's clock reading: the response timeout runs
+// from that reading, so the call ends with ErrResponseTimeout no earlier
+// than the timeout after it (and, bounded by hangGuard only, soon after);
+// the answer that comes after the timeout is dropped as a stray, the
+// window slot is free again and the session goes on.
+func TestRequestAsyncCallerClockTimeout(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 1, ResponseTimeout: time.Hour})
+	const timeout = 50 * time.Millisecond
+	out := make(recordDone, 2)
+	start := time.Now()
+	if !s.requestAsync(cmdSubmitSM, []byte("one"), start.Add(timeout), &call{h: out}) {
+		t.Fatal("requestAsync refused with a free window slot")
+	}
+	req := p.read()
+	var r asyncResult
+	select {
+	case r = <-out:
+	case <-time.After(hangGuard):
+		t.Fatal("no timeout")
+	}
+	if el := time.Since(start); el < timeout {
+		t.Errorf("timed out after %v, before the %v timeout", el, timeout)
+	}
+	if !errors.Is(r.err, ErrResponseTimeout) {
+		t.Fatalf("unanswered: %v, want ErrResponseTimeout", r.err)
+	}
+	if s.Free() != 1 {
+		t.Fatalf("free %d after the timeout, want 1", s.Free())
+	}
+	p.write(cmdSubmitSMResp, statusOK, req.Seq, []byte("late\x00"))
+	if !s.requestAsync(cmdSubmitSM, []byte("two"), time.Now().Add(time.Hour), &call{h: out}) {
+		t.Fatal("requestAsync refused after the timeout freed the slot")
+	}
+	second := p.read()
+	if second.Seq == req.Seq || string(second.Body) != "two" {
+		t.Fatalf("second request: seq %d body %q (first seq %d)", second.Seq, second.Body, req.Seq)
+	}
+	p.write(cmdSubmitSMResp, statusOK, second.Seq, []byte("fresh\x00"))
+	select {
+	case r = <-out:
+	case <-time.After(hangGuard):
+		t.Fatal("no answer")
+	}
+	if r.err != nil || string(r.f.Body) != "fresh\x00" {
+		t.Fatalf("second request got %q, %v; want the fresh answer (the late one dropped)", r.f.Body, r.err)
+	}
+	select {
+	case <-s.Done():
+		t.Fatalf("a late response closed the session: %v", s.Err())
+	case r := <-out:
+		t.Fatalf("an outcome too many: %q %v", r.f.Body, r.err)
+	default:
+	}
+}
+
+// The writer encodes queued frames itself: a frame with a C-Octet String
+// tail (tryRespondID) and one whose body the caller keeps (TryRespond
+// copies it) reach the peer as appendFrame would write them.
+func TestWriterEncodesFrames(t *testing.T) {
+	s, p := newPair(t, SessionConfig{})
+	body := []byte("abc")
+	if !s.tryRespondID(Frame{Header: Header{ID: cmdSubmitSM, Seq: 7}}, statusOK, "SL01") {
+		t.Fatal("tryRespondID refused")
+	}
+	if !s.TryRespond(Frame{Header: Header{ID: cmdQuerySM, Seq: 8}}, statusInvMsgLen, body) {
+		t.Fatal("TryRespond refused")
+	}
+	copy(body, "xyz") // the caller's buffer is the caller's again
+	f := p.read()
+	if f.ID != cmdSubmitSMResp || f.Seq != 7 || f.Status != statusOK || string(f.Body) != "SL01\x00" || f.Length != headerLen+5 {
+		t.Errorf("submit_sm_resp: %+v %q", f.Header, f.Body)
+	}
+	f = p.read()
+	if f.ID != cmdQuerySM|cmdRespBit || f.Seq != 8 || f.Status != statusInvMsgLen || string(f.Body) != "abc" {
+		t.Errorf("query_sm_resp: %+v %q", f.Header, f.Body)
+	}
+}
+
+// Small response bodies are read into the reader's scratch buffer: a
+// Request or RequestAsync caller still gets a body of its own, intact
+// after the reader has read the next responses.
+func TestResponseBodiesOutliveTheNextRead(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 4})
+	out := make(chan asyncResult, 4)
+	for _, tag := range []string{"a", "b"} {
+		if !s.RequestAsync(cmdSubmitSM, []byte(tag), time.Minute, func(f Frame, err error) { out <- asyncResult{tag, f, err} }) {
+			t.Fatal("RequestAsync refused")
+		}
+	}
+	sync := make(chan result, 1)
+	go func() {
+		f, err := s.Request(context.Background(), cmdSubmitSM, []byte("c"))
+		sync <- result{f: f, err: err}
+	}()
+	seqs := map[string]uint32{}
+	for range 3 {
+		f := p.read()
+		seqs[string(f.Body)] = f.Seq
+	}
+	var burst []byte
+	for _, tag := range []string{"a", "b", "c"} {
+		burst = appendFrame(burst, cmdSubmitSMResp, statusOK, seqs[tag], []byte("id-"+tag+"\x00"))
+	}
+	p.writeRaw(burst)
+	for range 2 {
+		select {
+		case r := <-out:
+			if r.err != nil || string(r.f.Body) != "id-"+r.tag+"\x00" {
+				t.Errorf("%s: %q, %v", r.tag, r.f.Body, r.err)
+			}
+		case <-time.After(hangGuard):
+			t.Fatal("no outcome")
+		}
+	}
+	r := <-sync
+	if r.err != nil || string(r.f.Body) != "id-c\x00" {
+		t.Errorf("c: %q, %v", r.f.Body, r.err)
+	}
+}
+
+// Sequence numbers run 1 to 0x7FFFFFFF and wrap to 1; after the wrap, a
+// number still held by a waiting request is skipped.
+func TestSequenceWrapSkipsWaitingRequest(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 4})
+	send := func() {
+		t.Helper()
+		if !s.RequestAsync(cmdSubmitSM, []byte("x"), time.Minute, func(Frame, error) {}) {
+			t.Fatal("RequestAsync refused")
+		}
+	}
+	send()
+	if f := p.read(); f.Seq != 1 {
+		t.Fatalf("first seq %d, want 1", f.Seq)
+	}
+	s.mu.Lock()
+	s.seq = 0x7FFFFFFE
+	s.mu.Unlock()
+	send()
+	send()
+	if f := p.read(); f.Seq != 0x7FFFFFFF {
+		t.Fatalf("seq %d, want 0x7FFFFFFF", f.Seq)
+	}
+	if f := p.read(); f.Seq != 2 {
+		t.Fatalf("seq after the wrap %d, want 2 (1 is still waiting)", f.Seq)
+	}
+}

@@ -98,6 +98,13 @@ func (e *FrameError) Error() string { return "smpp: " + e.Msg }
 // fatal *FrameError: the octets that follow cannot be trusted to start a PDU
 // (SMPP 3.4 §3.2: command_length includes the header).
 func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) {
+	return readFrameScratch(r, maxLen, hdrBuf, nil)
+}
+
+// readFrameScratch is readFrame that reads the body of a response into
+// scratch when it fits: that body is only valid until the next read (see
+// Session.dispatch).
+func readFrameScratch(r io.Reader, maxLen int, hdrBuf *[headerLen]byte, scratch []byte) (Frame, error) {
 	if _, err := io.ReadFull(r, hdrBuf[:]); err != nil {
 		return Frame{}, err
 	}
@@ -110,7 +117,15 @@ func readFrame(r io.Reader, maxLen int, hdrBuf *[headerLen]byte) (Frame, error) 
 		return f, &FrameError{Header: f.Header, Status: statusInvCmdLen, Fatal: true,
 			Msg: fmt.Sprintf("command_length %d outside 16..%d", f.Length, maxLen)}
 	}
-	if n := int(f.Length) - headerLen; n > 0 {
+	if n := int(f.Length) - headerLen; n > 0 && n <= len(scratch) && f.IsResponse() {
+		f.Body = scratch[:n]
+		if _, err := io.ReadFull(r, f.Body); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return f, err
+		}
+	} else if n > 0 {
 		body, err := readBody(r, n)
 		f.Body = body
 		if err != nil {
@@ -258,6 +273,20 @@ func (r *bodyReader) cstr(max int, field string, status uint32) (string, error) 
 	return s, nil
 }
 
+// skipField is field without the string: it checks the field and steps
+// over it.
+func (r *bodyReader) skipField(max int, name string, status uint32) error {
+	i := bytes.IndexByte(r.b[r.off:], 0)
+	if i < 0 {
+		return &BodyError{Status: statusInvMsgLen, Field: name + " (no terminating NUL)", Offset: r.off}
+	}
+	if i+1 > max {
+		return &BodyError{Status: status, Field: name, Offset: r.off}
+	}
+	r.off += i + 1
+	return nil
+}
+
 // field reads a C-Octet String of at most max octets with its NUL: one
 // that runs past the body is ESME_RINVMSGLEN, one that is too long the
 // field's own status.
@@ -300,67 +329,97 @@ func (r *bodyReader) skipSource() error {
 // ParseShortMessage parses a submit_sm or deliver_sm body.
 func ParseShortMessage(body []byte) (*ShortMessage, error) {
 	m := &ShortMessage{}
-	r := &bodyReader{b: body}
-	var err error
-	steps := []func() error{
-		func() error {
-			m.ServiceType, err = r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP))
-			return err
-		},
-		func() error { m.SourceTON, err = r.byte1("source_addr_ton"); return err },
-		func() error { m.SourceNPI, err = r.byte1("source_addr_npi"); return err },
-		func() error {
-			m.Source, err = r.field(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR))
-			return err
-		},
-		func() error { m.DestTON, err = r.byte1("dest_addr_ton"); return err },
-		func() error { m.DestNPI, err = r.byte1("dest_addr_npi"); return err },
-		func() error { m.Dest, err = r.field(maxAddr, "destination_addr", statusInvDstAdr); return err },
-		func() error { m.ESMClass, err = r.byte1("esm_class"); return err },
-		func() error { m.ProtocolID, err = r.byte1("protocol_id"); return err },
-		func() error { m.Priority, err = r.byte1("priority_flag"); return err },
-		func() error {
-			m.ScheduleDelivery, err = r.field(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED))
-			return err
-		},
-		func() error {
-			m.Validity, err = r.field(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY))
-			return err
-		},
-		func() error { m.RegisteredDelivery, err = r.byte1("registered_delivery"); return err },
-		func() error { m.ReplaceIfPresent, err = r.byte1("replace_if_present_flag"); return err },
-		func() error { m.DataCoding, err = r.byte1("data_coding"); return err },
-		func() error { m.SMDefaultMsgID, err = r.byte1("sm_default_msg_id"); return err },
+	if err := parseShortMessage(m, body); err != nil {
+		return nil, err
 	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return nil, err
-		}
+	return m, nil
+}
+
+// parseShortMessage is ParseShortMessage into m, a zero ShortMessage.
+func parseShortMessage(m *ShortMessage, body []byte) error {
+	r := bodyReader{b: body}
+	var err error
+	if m.ServiceType, err = r.field(maxServiceType, "service_type", uint32(data.ESME_RINVSERTYP)); err != nil {
+		return err
+	}
+	if m.SourceTON, err = r.byte1("source_addr_ton"); err != nil {
+		return err
+	}
+	if m.SourceNPI, err = r.byte1("source_addr_npi"); err != nil {
+		return err
+	}
+	srcOff := r.off
+	if err = r.skipField(maxAddr, "source_addr", uint32(data.ESME_RINVSRCADR)); err != nil {
+		return err
+	}
+	srcEnd := r.off - 1
+	if m.DestTON, err = r.byte1("dest_addr_ton"); err != nil {
+		return err
+	}
+	if m.DestNPI, err = r.byte1("dest_addr_npi"); err != nil {
+		return err
+	}
+	dstOff := r.off
+	if err = r.skipField(maxAddr, "destination_addr", statusInvDstAdr); err != nil {
+		return err
+	}
+	// Both addresses out of one string: one allocation, not two (the
+	// octets between them, ton and npi, come along).
+	if srcEnd > srcOff || r.off-1 > dstOff {
+		addrs := string(body[srcOff : r.off-1])
+		m.Source, m.Dest = addrs[:srcEnd-srcOff], addrs[dstOff-srcOff:]
+	}
+	if m.ESMClass, err = r.byte1("esm_class"); err != nil {
+		return err
+	}
+	if m.ProtocolID, err = r.byte1("protocol_id"); err != nil {
+		return err
+	}
+	if m.Priority, err = r.byte1("priority_flag"); err != nil {
+		return err
+	}
+	if m.ScheduleDelivery, err = r.field(maxTime, "schedule_delivery_time", uint32(data.ESME_RINVSCHED)); err != nil {
+		return err
+	}
+	if m.Validity, err = r.field(maxTime, "validity_period", uint32(data.ESME_RINVEXPIRY)); err != nil {
+		return err
+	}
+	if m.RegisteredDelivery, err = r.byte1("registered_delivery"); err != nil {
+		return err
+	}
+	if m.ReplaceIfPresent, err = r.byte1("replace_if_present_flag"); err != nil {
+		return err
+	}
+	if m.DataCoding, err = r.byte1("data_coding"); err != nil {
+		return err
+	}
+	if m.SMDefaultMsgID, err = r.byte1("sm_default_msg_id"); err != nil {
+		return err
 	}
 	m.smOffset = r.off
 	smLen, err := r.byte1("sm_length")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if r.off+int(smLen) > len(body) {
-		return nil, &BodyError{Status: statusInvMsgLen, Field: "short_message", Offset: r.off}
+		return &BodyError{Status: statusInvMsgLen, Field: "short_message", Offset: r.off}
 	}
 	m.Message = body[r.off : r.off+int(smLen)]
 	r.off += int(smLen)
 	m.tlvStart = r.off
 	for r.off < len(body) {
 		if len(body)-r.off < 4 {
-			return nil, &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: "optional parameter header", Offset: r.off}
+			return &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: "optional parameter header", Offset: r.off}
 		}
 		tag := binary.BigEndian.Uint16(body[r.off:])
 		l := int(binary.BigEndian.Uint16(body[r.off+2:]))
 		if r.off+4+l > len(body) {
-			return nil, &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: fmt.Sprintf("optional parameter 0x%04X length", tag), Offset: r.off}
+			return &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: fmt.Sprintf("optional parameter 0x%04X length", tag), Offset: r.off}
 		}
 		m.TLVs = append(m.TLVs, TLV{Tag: tag, Value: body[r.off+4 : r.off+4+l]})
 		r.off += 4 + l
 	}
-	return m, nil
+	return nil
 }
 
 // TLV returns the value of the first optional parameter with tag.
