@@ -242,8 +242,9 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 				metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(o.Status)).Inc()
 				observeSubmitLatency(o.Path, time.Since(start).Seconds())
 			}
-			n.leave(slots)
+			n.inflight.Done()
 		}
+		n.release(slots)
 		if s.TryRespond(f, status, body) {
 			answered()
 			return

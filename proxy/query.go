@@ -312,9 +312,16 @@ func (n *northSession) requestDone() { n.leave(1) }
 
 // leave undoes enterN.
 func (n *northSession) leave(slots int) {
-	n.pending.Add(-int32(slots))
+	n.release(slots)
 	n.inflight.Done()
 }
+
+// release frees a request's window slots. It comes before the answer is
+// queued: a platform that keeps its window full sends its next request the
+// moment it reads an answer, and must not find the slot still taken (a
+// spurious ESME_RTHROTTLED). The drain count (inflight) is left after the
+// answer, so that a shutdown waits for the answer to be written.
+func (n *northSession) release(slots int) { n.pending.Add(-int32(slots)) }
 
 // bodyStatus is the status that answers a body parse error.
 func bodyStatus(err error) uint32 {
@@ -351,10 +358,18 @@ func serveStoreRequest[R any](n *northSession, f Frame, command string, parse fu
 		return
 	}
 	go func() {
-		defer n.requestDone()
+		released := false
+		defer func() {
+			if !released {
+				n.release(1)
+			}
+			n.inflight.Done()
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 		defer cancel()
 		status, body := serve(ctx, acct, req)
+		n.release(1)
+		released = true
 		s.Respond(f, status, body)
 		metricNorthQueries.WithLabelValues(acct.SystemID, command, queryStatusName(status)).Inc()
 	}()

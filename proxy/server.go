@@ -710,6 +710,7 @@ func (ns *northSubmit) submitted(res SubmitOutcome) {
 		return // nacked after a panic
 	}
 	n, s := ns.n, ns.n.sess
+	n.release(1)
 	if res.Status == statusOK {
 		if s.tryRespondID(Frame{Header: ns.req}, res.Status, res.ID) {
 			n.submitAnswered(ns.acct, res, ns.start)
@@ -732,7 +733,8 @@ func (ns *northSubmit) submitted(res SubmitOutcome) {
 	})
 }
 
-// submitAnswered counts a submit answered (metrics, the window, the drain).
+// submitAnswered counts a submit answered (metrics, the drain; its window
+// slot was released before the answer was queued).
 func (n *northSession) submitAnswered(acct *Account, res SubmitOutcome, start time.Time) {
 	if res.Status == statusOK {
 		acct.mSubmitsOK.get(metricNorthSubmits, acct.SystemID, statusNameOK).Inc()
@@ -740,5 +742,5 @@ func (n *northSession) submitAnswered(acct *Account, res SubmitOutcome, start ti
 		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
 	}
 	observeSubmitLatency(res.Path, time.Since(start).Seconds())
-	n.requestDone()
+	n.inflight.Done()
 }
