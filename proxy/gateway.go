@@ -317,6 +317,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	changes := reloadChanges(g.cfg, cfg)
 	var restart []string
 	var added, removed []*Carrier
 	named := make(map[string]bool, len(cfg.Carriers))
@@ -400,10 +401,14 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	metricReloads.WithLabelValues("applied").Inc()
 	metricRestartPending.Set(float64(min(len(restart), 1)))
-	if len(restart) > 0 {
-		g.log.Warn("config reloaded; some changes take effect only after a restart", zap.Strings("changes", restart))
-	} else {
-		g.log.Info("config reloaded")
+	switch {
+	case len(restart) > 0:
+		g.log.Warn("config reloaded; some changes take effect only after a restart",
+			zap.Strings("applied", changes), zap.Strings("changes", restart))
+	case len(changes) == 0:
+		g.log.Info("config reloaded; nothing changed")
+	default:
+		g.log.Info("config reloaded", zap.Strings("applied", changes))
 	}
 	return nil
 }

@@ -398,8 +398,13 @@ func TestSIGHUPReloadAddsAccount(t *testing.T) {
 	writeFile(t, cfg, testConfig(dir, smsc.Addr(), []account{alpha, beta}, ""))
 	from := p.mark()
 	p.signal(syscall.SIGHUP)
-	if _, err := p.waitLog(ctx, from, `"config reloaded"`, msgIs("config reloaded")); err != nil {
+	l, err := p.waitLog(ctx, from, `"config reloaded"`, msgIs("config reloaded"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The log line says what the reload changed, by name only.
+	if applied := fmt.Sprint(l["applied"]); applied != "[account "+beta.id+" added]" {
+		t.Errorf("reload logged applied = %s, want [account %s added]", applied, beta.id)
 	}
 
 	b := mustDial(ctx, t, addr, beta)
