@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -46,6 +48,7 @@ type Gateway struct {
 	wg        sync.WaitGroup
 	ownStore  bool
 	started   time.Time // Start
+	version   string    // GatewayOptions.Version
 }
 
 // GatewayOptions are the parts a caller may supply.
@@ -55,6 +58,9 @@ type GatewayOptions struct {
 	Store store.Store
 	// ModemOpener opens modem ports; default modem.SerialOpener.
 	ModemOpener modem.Opener
+	// Version is the build's version, shown on the status page and in
+	// spareline_build_info; "" reads as "dev".
+	Version string
 }
 
 // OpenStore opens the configured store: Redis when store.redis is set, else
@@ -79,7 +85,8 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	if log == nil {
 		log = zap.NewNop()
 	}
-	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}}
+	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev")}
+	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	st := opts.Store
 	if st == nil {
@@ -476,6 +483,7 @@ type CarrierStatus struct {
 
 // Status is the gateway's state for /status.
 type Status struct {
+	Version  string          `json:"version"` // the build (spareline version)
 	Started  time.Time       `json:"started"` // when this process started serving
 	Carriers []CarrierStatus `json:"carriers"`
 	// ReceiptsHeld counts, per account, the deliveries (receipts, MO) held
@@ -491,7 +499,7 @@ type Status struct {
 
 // Snapshot returns the gateway's state.
 func (g *Gateway) Snapshot(ctx context.Context) Status {
-	st := Status{Started: g.started, ReceiptsHeld: map[string]int{}}
+	st := Status{Version: g.version, Started: g.started, ReceiptsHeld: map[string]int{}}
 	g.mu.Lock()
 	accounts := g.cfg.Accounts
 	for _, cc := range g.cfg.Carriers {

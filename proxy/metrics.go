@@ -11,6 +11,10 @@ import (
 // names come from the config; result, reason, status, stat, bind and path
 // from the fixed sets listed beside each metric.
 var (
+	// build_info: 1, labelled with the build's version and Go version.
+	metricBuildInfo = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_build_info", Help: "1, labelled with the running build's version and Go version.",
+	}, []string{"version", "goversion"})
 	// carrier_up: 1 when the carrier can take traffic (state up or probation).
 	metricCarrierUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_carrier_up", Help: "1 when the carrier channel can take traffic.",

@@ -74,7 +74,7 @@ func runDemo(t *testing.T, httpAddr string) string {
 	if pageErr != nil {
 		t.Fatalf("the status page at %s was not served while the demo ran: %v", addr, pageErr)
 	}
-	for _, want := range []string{"spareline status", "mobile", "unicom", "telecom", "gsm0", "gsm1", "platform"} {
+	for _, want := range []string{"spareline status", "spareline dev", "mobile", "unicom", "telecom", "gsm0", "gsm1", "platform"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the status page served during the demo lacks %q", want)
 		}

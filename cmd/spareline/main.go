@@ -206,7 +206,7 @@ func addrOrNone(a fmt.Stringer) fmt.Stringer {
 
 // startGateway builds and starts the gateway for a config.
 func startGateway(ctx context.Context, cfg *config.Config, log *zap.Logger) (*proxy.Gateway, error) {
-	gw, err := proxy.NewGateway(ctx, cfg, proxy.GatewayOptions{Log: log})
+	gw, err := proxy.NewGateway(ctx, cfg, proxy.GatewayOptions{Log: log, Version: version})
 	if err != nil {
 		return nil, err
 	}
