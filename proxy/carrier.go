@@ -76,7 +76,10 @@ type Carrier struct {
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
-	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
+	// trialGen counts reloads; a trial of new connection settings
+	// (trialThenReconnect) ends when a later reload comes.
+	trialGen atomic.Uint64
+	dialer   func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex // Start, Stop and resize
@@ -314,9 +317,9 @@ func (c *Carrier) resize(cfg config.Carrier) {
 }
 
 // Reconfigure applies new settings (reload). Connection settings (address,
-// credentials, TLS) take effect on the next connection: binds whose
-// connection settings changed are unbound and dial again; a bind stopped by
-// an auth failure retries.
+// credentials, TLS) take effect on the next connection: once a trial bind
+// shows that the carrier takes them (trialThenReconnect), the bound binds
+// unbind and dial again; a bind stopped by an auth failure retries at once.
 func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	old := c.cfg.Swap(&cfg)
 	if max(cfg.Binds, 1) != max(old.Binds, 1) || cfg.BindMode != old.BindMode {
@@ -326,19 +329,116 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	reconnect := old.Address != cfg.Address || old.SystemID != cfg.SystemID || old.Password != cfg.Password ||
 		old.SystemType != cfg.SystemType || old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
 		old.TLSServerName != cfg.TLSServerName || !bytes.Equal(old.TLSCAPEM, cfg.TLSCAPEM)
-	if reconnect {
-		c.connGen.Add(1)
-	}
 	for _, b := range c.bindList() {
 		select {
 		case b.retry <- struct{}{}:
 		default:
 		}
-		if reconnect {
-			if s := b.sess.Load(); s != nil {
-				go s.Unbind(context.Background())
-			}
+	}
+	if !reconnect {
+		return
+	}
+	gen := c.trialGen.Add(1) // ends a trial of earlier connection settings
+	c.mu.Lock()
+	ctx := c.ctx
+	if ctx != nil && ctx.Err() == nil && c.hasSession() {
+		// Make before break: the binds keep the sessions they have until
+		// a trial bind shows that the carrier takes the new settings.
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.trialThenReconnect(ctx, gen)
+		}()
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.reconnect()
+}
+
+// hasSession reports whether any bind has a session.
+func (c *Carrier) hasSession() bool {
+	for _, b := range c.bindList() {
+		if b.sess.Load() != nil {
+			return true
 		}
+	}
+	return false
+}
+
+// reconnect makes every bind connect again with the current settings: the
+// bound ones unbind (and reconnect), one connecting under older settings
+// unbinds once it is up (connGen).
+func (c *Carrier) reconnect() {
+	c.connGen.Add(1)
+	for _, b := range c.bindList() {
+		if s := b.sess.Load(); s != nil {
+			go s.Unbind(context.Background())
+		}
+	}
+}
+
+// trialThenReconnect tries the carrier's new connection settings (a
+// reload changed its address, login or TLS) on a bind of its own before
+// the binds give up the sessions they have: a wrong password or address in
+// the file must not take a working carrier down at 3 a.m. When the trial
+// binds, it unbinds and every bind reconnects with the new settings. When
+// the carrier refuses the credentials, or cannot be reached with the new
+// address or TLS settings, the binds keep their sessions (a session that
+// ends meanwhile reconnects with the new settings, as any would), the
+// refusal is logged as an error, and the trial is tried again (credentials:
+// after authRetry, jittered; else with backoff to a minute) until a later
+// reload replaces it. Any other refusal of the trial bind (the carrier's
+// limit on binds, an unknown command) proves nothing either way: the binds
+// reconnect as before this check existed.
+func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
+	log := c.log.With(zap.String("bind", "trial"))
+	backoff := time.Second
+	for {
+		if c.trialGen.Load() != gen || ctx.Err() != nil {
+			return
+		}
+		if !c.hasSession() { // nothing left to keep
+			c.reconnect()
+			return
+		}
+		cfg := c.cfg.Load()
+		s, err := c.dialAndBind(ctx, cfg, bindKinds(cfg.BindMode)[0], log)
+		if err == nil {
+			s.Unbind(ctx)
+			s.Wait()
+			if c.trialGen.Load() == gen {
+				log.Info("carrier took the reloaded connection settings; its binds reconnect with them",
+					zap.String("address", cfg.Address))
+				c.reconnect()
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var ae *AuthError
+		var ce *connectError
+		wait := backoff/2 + rand.N(backoff/2+1)
+		switch {
+		case errors.As(err, &ae):
+			wait = authRetry*3/4 + rand.N(authRetry/2+1)
+		case errors.As(err, &ce):
+			backoff = min(backoff*2, time.Minute)
+		default:
+			log.Warn("carrier refused a trial bind with the reloaded settings for a reason that says nothing about them; its binds reconnect with them",
+				zap.Error(err))
+			c.reconnect()
+			return
+		}
+		log.Error("carrier refused the reloaded connection settings; its binds keep their sessions under the previous ones (fix the file and reload)",
+			zap.Error(err), zap.String("address", cfg.Address), zap.Duration("retry_in", wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
@@ -558,23 +658,77 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	c := b.c
 	gen := c.connGen.Load()
 	cfg := c.cfg.Load()
+	s, err := c.dialAndBind(ctx, cfg, b.kind, log)
+	if err != nil {
+		return err
+	}
+	b.sess.Store(s)
+	b.state.Store("bound")
+	b.upOnce.Do(func() { close(b.up) })
+	// A receiver bind brings receipts; it does not make the carrier able to
+	// take submits, so health and the bound count ignore it.
+	tx := b.kind.transmits()
+	if tx {
+		n := c.bound.Add(1)
+		metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+		log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
+		c.health.noteBindUp(c)
+	} else {
+		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
+	}
+	if c.connGen.Load() != gen {
+		// Reconfigure changed the connection settings while this bind
+		// connected under the old ones, and may not have seen the session.
+		go s.Unbind(context.Background())
+	}
+	select {
+	case <-s.Done():
+	case <-ctx.Done():
+		s.Unbind(context.Background())
+	}
+	b.sess.Store(nil)
+	if !tx {
+		err = s.Err()
+		s.Wait()
+		return err
+	}
+	n := c.bound.Add(-1)
+	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+	err = s.Err()
+	c.health.noteBindDown(c, err)
+	s.Wait()
+	return err
+}
+
+// connectError is a failure to reach the carrier at all (dial or TLS):
+// on a trial of reloaded settings, the binds keep their sessions.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// dialAndBind connects to the carrier with cfg and binds as kind; the
+// session it returns is bound (its deliver_sm go to c.onDeliver). A
+// refusal for credentials is an *AuthError, a failure to connect (dial,
+// TLS) a *connectError.
+func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bindType, log *zap.Logger) (*Session, error) {
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout.D())
 	defer cancel()
 	conn, err := c.dialer(dctx, "tcp", cfg.Address)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", cfg.Address, err)
+		return nil, &connectError{fmt.Errorf("dial %s: %w", cfg.Address, err)}
 	}
 	if cfg.TLS {
 		tcfg, err := carrierTLSConfig(cfg)
 		if err != nil {
 			_ = conn.Close()
-			return err
+			return nil, err
 		}
 		tc := tls.Client(conn, tcfg)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			_ = conn.Close()
 			var ve *tls.CertificateVerificationError
-			return &TLSError{Address: cfg.Address, Verification: errors.As(err, &ve), Err: err}
+			return nil, &connectError{&TLSError{Address: cfg.Address, Verification: errors.As(err, &ve), Err: err}}
 		}
 		conn = tc
 	}
@@ -619,7 +773,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	body = cstring(body, cfg.SystemType)
 	body = append(body, 0x34, 0, 0, 0)
 	cmd := cmdBindTransceiver
-	switch b.kind {
+	switch kind {
 	case bindTX:
 		cmd = cmdBindTransmitter
 	case bindRX:
@@ -629,7 +783,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	if err != nil {
 		s.Close()
 		s.Wait()
-		return fmt.Errorf("bind: %w", err)
+		return nil, fmt.Errorf("bind: %w", err)
 	}
 	if f.Status != statusOK || f.ID == cmdGenericNack {
 		// A generic_nack is a refusal whatever its status (SMPP 3.4 §4.3;
@@ -638,51 +792,16 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		s.Wait()
 		switch f.Status {
 		case statusInvPaswd, statusInvSysID, statusInvSysTyp:
-			return &AuthError{Status: f.Status}
+			return nil, &AuthError{Status: f.Status}
 		}
-		if b.kind == bindTRX && (f.ID == cmdGenericNack || f.Status == statusInvCmdID) {
+		if kind == bindTRX && (f.ID == cmdGenericNack || f.Status == statusInvCmdID) {
 			log.Error("carrier does not take bind_transceiver; set this carrier's bind_mode: transmitter_receiver",
 				zap.String("status", StatusString(f.Status)))
 		}
 		if f.ID == cmdGenericNack {
-			return fmt.Errorf("bind refused: generic_nack %s", StatusString(f.Status))
+			return nil, fmt.Errorf("bind refused: generic_nack %s", StatusString(f.Status))
 		}
-		return fmt.Errorf("bind refused: %s", StatusString(f.Status))
+		return nil, fmt.Errorf("bind refused: %s", StatusString(f.Status))
 	}
-	b.sess.Store(s)
-	b.state.Store("bound")
-	b.upOnce.Do(func() { close(b.up) })
-	// A receiver bind brings receipts; it does not make the carrier able to
-	// take submits, so health and the bound count ignore it.
-	tx := b.kind.transmits()
-	if tx {
-		n := c.bound.Add(1)
-		metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
-		log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
-		c.health.noteBindUp(c)
-	} else {
-		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
-	}
-	if c.connGen.Load() != gen {
-		// Reconfigure changed the connection settings while this bind
-		// connected under the old ones, and may not have seen the session.
-		go s.Unbind(context.Background())
-	}
-	select {
-	case <-s.Done():
-	case <-ctx.Done():
-		s.Unbind(context.Background())
-	}
-	b.sess.Store(nil)
-	if !tx {
-		err = s.Err()
-		s.Wait()
-		return err
-	}
-	n := c.bound.Add(-1)
-	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
-	err = s.Err()
-	c.health.noteBindDown(c, err)
-	s.Wait()
-	return err
+	return s, nil
 }

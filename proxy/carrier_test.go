@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"sync"
@@ -218,4 +219,103 @@ func TestCarrierReloadChangesBinds(t *testing.T) {
 	if len(downs) != 0 {
 		t.Errorf("carrier went down during the reloads: %q", downs)
 	}
+}
+
+// bindPassword is the password field of a bind request's body.
+func bindPassword(t *testing.T, f Frame) string {
+	t.Helper()
+	parts := bytes.SplitN(f.Body, []byte{0}, 3)
+	if len(parts) < 3 {
+		t.Fatalf("bind body %q has no password", f.Body)
+	}
+	return string(parts[1])
+}
+
+// A reload with a password the carrier refuses must not take down a
+// carrier that works: a trial bind with the new settings is refused, the
+// bind keeps its session and carries traffic; a reload with a password the
+// carrier takes then moves the bind over.
+func TestReloadedCredentialsAreTriedBeforeTheBindLetsGo(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour // one trial per reload in this test
+	t.Cleanup(func() { authRetry = old })
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrier(t, "cm", addr)
+	working := nextConn(t, conns)
+	bindOK(t, working, cmdBindTransceiver)
+	waitBound(t, c, 1)
+
+	cfg := c.Config()
+	cfg.Password = "typo"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	if f.ID != cmdBindTransceiver || bindPassword(t, f) != "typo" {
+		t.Fatalf("trial sent %+v with password %q, want bind_transceiver with the new password", f.Header, bindPassword(t, f))
+	}
+	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	trial.expectClosed()
+
+	// The working session still carries a submit, and nothing else was cut.
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
+		res <- err
+	}()
+	sub := working.read()
+	if sub.ID != cmdSubmitSM {
+		t.Fatalf("the working bind got %+v after the refused trial, want the submit", sub.Header)
+	}
+	working.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C1"))
+	if err := <-res; err != nil {
+		t.Fatalf("submit on the kept bind: %v", err)
+	}
+	if c.Bound() != 1 {
+		t.Fatalf("bound %d after the refused trial, want 1", c.Bound())
+	}
+
+	cfg.Password = "rotated"
+	c.Reconfigure(cfg)
+	trial = nextConn(t, conns)
+	f = trial.read()
+	if bindPassword(t, f) != "rotated" {
+		t.Fatalf("second trial with password %q", bindPassword(t, f))
+	}
+	trial.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	expectUnbind(t, trial)   // the trial leaves at once
+	expectUnbind(t, working) // then the bind lets its old session go
+	again := nextConn(t, conns)
+	f = again.read()
+	if f.ID != cmdBindTransceiver || bindPassword(t, f) != "rotated" {
+		t.Fatalf("the bind came back with %+v and password %q", f.Header, bindPassword(t, f))
+	}
+	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	waitBound(t, c, 1)
+}
+
+// A trial bind refused for a reason that says nothing about the new
+// settings (here the carrier's limit on binds) does not hold the reload
+// back: the bind reconnects with them.
+func TestReloadTrialRefusedForBindLimitReconnects(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrier(t, "cm", addr)
+	working := nextConn(t, conns)
+	bindOK(t, working, cmdBindTransceiver)
+	waitBound(t, c, 1)
+
+	cfg := c.Config()
+	cfg.SystemID = "ent02"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	trial.write(cmdBindTransceiverR, statusAlyBnd, f.Seq, nil)
+	trial.expectClosed()
+	expectUnbind(t, working)
+	again := nextConn(t, conns)
+	f = again.read()
+	if !bytes.HasPrefix(f.Body, []byte("ent02\x00")) {
+		t.Fatalf("the bind came back as %q, want system_id ent02", f.Body)
+	}
+	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	waitBound(t, c, 1)
 }
