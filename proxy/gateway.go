@@ -493,6 +493,8 @@ type Status struct {
 	Queue        struct {
 		Depth  int       `json:"depth"`
 		Oldest time.Time `json:"oldest"`
+		// Head is the oldest queueHeadMax messages waiting for the modems.
+		Head []QueuedMessage `json:"head"`
 	} `json:"modem_queue"`
 	Modems any `json:"modems,omitempty"`
 }
@@ -515,6 +517,7 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 		st.Sessions = []SessionInfo{} // [] in /status.json, not null
 	}
 	st.Queue.Depth, st.Queue.Oldest, _ = g.Store.ModemQueue(ctx)
+	st.Queue.Head = g.queueHead(ctx)
 	for _, a := range accounts {
 		if n, err := g.Store.CountDeliveries(ctx, a.SystemID); err == nil && n > 0 {
 			st.ReceiptsHeld[a.SystemID] = n

@@ -562,6 +562,62 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("ModemQueueHead", func(t *testing.T) {
+		s := open(t, longTTL)
+		if head, err := s.ModemQueueHead(ctx, 10); err != nil || len(head) != 0 {
+			t.Fatalf("empty queue: head %+v, %v", head, err)
+		}
+		later := time.Now().Add(time.Hour)
+		// Enqueued in this order, each in a later millisecond; ids sort
+		// against their age so that an order by id would show.
+		for _, e := range []struct {
+			id  string
+			pri byte
+			due time.Time
+		}{{"z-p0", 0, time.Now()}, {"y-p3", 3, time.Now()}, {"x-p1-later", 1, later}, {"w-p0", 0, time.Now()}, {"v-p9", 9, time.Now()}} {
+			must(t, s.EnqueueModem(ctx, e.id, e.pri, e.due))
+			nextMilli()
+		}
+		if id := claim(t, s, time.Hour); id != "y-p3" {
+			t.Fatalf("claimed %q, want y-p3 (highest priority)", id)
+		}
+		head, err := s.ModemQueueHead(ctx, 10)
+		must(t, err)
+		var ids []string
+		for _, e := range head {
+			ids = append(ids, e.ID)
+		}
+		if want := []string{"z-p0", "y-p3", "x-p1-later", "w-p0", "v-p9"}; !slices.Equal(ids, want) {
+			t.Fatalf("head %v, want oldest first %v", ids, want)
+		}
+		for i, e := range head {
+			if i > 0 && !e.Enqueued.After(head[i-1].Enqueued) {
+				t.Errorf("%s enqueued %v, not after %s's %v", e.ID, e.Enqueued, head[i-1].ID, head[i-1].Enqueued)
+			}
+			wantPri := map[string]byte{"z-p0": 0, "y-p3": 3, "x-p1-later": 1, "w-p0": 0, "v-p9": 3}[e.ID]
+			if e.Priority != wantPri {
+				t.Errorf("%s priority %d, want %d", e.ID, e.Priority, wantPri)
+			}
+			if claimed := e.ID == "y-p3"; e.Claimed != claimed {
+				t.Errorf("%s claimed %v, want %v", e.ID, e.Claimed, claimed)
+			}
+			if e.ID == "x-p1-later" {
+				if d := e.Due.Sub(later); d < -time.Millisecond || d > time.Millisecond {
+					t.Errorf("%s due %v, want %v", e.ID, e.Due, later)
+				}
+			} else if !e.Due.IsZero() {
+				t.Errorf("%s due %v, want zero (due now)", e.ID, e.Due)
+			}
+		}
+		if head, _ := s.ModemQueueHead(ctx, 2); len(head) != 2 || head[0].ID != "z-p0" || head[1].ID != "y-p3" {
+			t.Errorf("head of 2: %+v", head)
+		}
+		must(t, s.AckModem(ctx, "z-p0"))
+		if head, _ := s.ModemQueueHead(ctx, 1); len(head) != 1 || head[0].ID != "y-p3" {
+			t.Errorf("after acking the oldest: %+v", head)
+		}
+	})
+
 	t.Run("DueTimes", func(t *testing.T) {
 		s := open(t, longTTL)
 		must(t, s.EnqueueModem(ctx, "later", 3, time.Now().Add(time.Hour)))

@@ -151,6 +151,15 @@ type Delivery struct {
 	Created time.Time `json:"t"`
 }
 
+// QueueEntry is one entry of the modem queue (ModemQueueHead).
+type QueueEntry struct {
+	ID       string
+	Priority byte      // 0-3, as EnqueueModem clamped it
+	Enqueued time.Time // when it was queued (ReleaseModem keeps it)
+	Due      time.Time // not claimable before; zero when due now
+	Claimed  bool      // a worker holds it (being sent, or waiting for a modem)
+}
+
 // AsyncLinker is implemented by the stores (both of this package) that can
 // also take LinkCarrier without making the caller wait: the gateway's
 // carrier path calls it where a carrier session's reader goroutine handles
@@ -222,6 +231,10 @@ type Store interface {
 	// ModemQueue reports the queue's depth and its oldest entry's enqueue time
 	// (zero when empty).
 	ModemQueue(ctx context.Context) (depth int, oldest time.Time, err error)
+	// ModemQueueHead lists up to max entries of the modem queue, oldest
+	// first (by enqueue time, then id), claimed ones included: what an
+	// operator looks at when the queue grows (the status page).
+	ModemQueueHead(ctx context.Context, max int) ([]QueueEntry, error)
 
 	// Ping checks that the store answers (a read: /readyz).
 	Ping(ctx context.Context) error

@@ -1,0 +1,56 @@
+package proxy
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// queueHeadMax is how many queued messages the status page lists.
+const queueHeadMax = 20
+
+// QueuedMessage is a message waiting in the modem queue, as the status
+// page shows it: enough to see what is stuck and why, without the text.
+// The destination is masked (the page has no authentication).
+type QueuedMessage struct {
+	ID       string    `json:"id"`
+	Account  string    `json:"account"`
+	Carrier  string    `json:"carrier"` // routed carrier; "" = no carrier for the number
+	To       string    `json:"to"`      // destination, middle digits masked
+	Priority byte      `json:"priority"`
+	Queued   time.Time `json:"queued"`
+	Due      time.Time `json:"due"`     // zero: due now
+	Sending  bool      `json:"sending"` // a worker holds it (on a modem, or waiting for one)
+	Attempts int       `json:"attempts"`
+	Note     string    `json:"note"` // why it is on the modem path, or its last error
+}
+
+// queueHead lists the oldest messages of the modem queue (nil on a store
+// error: the status page still shows the rest).
+func (g *Gateway) queueHead(ctx context.Context) []QueuedMessage {
+	entries, err := g.Store.ModemQueueHead(ctx, queueHeadMax)
+	if err != nil || len(entries) == 0 {
+		return []QueuedMessage{}
+	}
+	out := make([]QueuedMessage, 0, len(entries))
+	for _, e := range entries {
+		q := QueuedMessage{ID: e.ID, Priority: e.Priority, Queued: e.Enqueued, Due: e.Due, Sending: e.Claimed}
+		if m, err := g.Store.GetMessage(ctx, e.ID); err == nil {
+			q.Account, q.Carrier, q.To, q.Attempts, q.Note = m.Account, m.Carrier, maskNumber(m.Dest), m.Attempts, m.Note
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+// maskNumber hides the middle of a phone number: 13800138000 ->
+// 138****8000; short numbers keep only their last two digits.
+func maskNumber(n string) string {
+	if len(n) >= 8 {
+		return n[:3] + strings.Repeat("*", len(n)-7) + n[len(n)-4:]
+	}
+	if len(n) <= 2 {
+		return strings.Repeat("*", len(n))
+	}
+	return strings.Repeat("*", len(n)-2) + n[len(n)-2:]
+}
