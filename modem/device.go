@@ -21,8 +21,10 @@ func (p *Pool) runDevice(ctx context.Context, dev *device) {
 	log := p.log.With(zap.String("modem", cfg.Name), zap.String("device", cfg.Device))
 	backoff := p.opts.ReopenMin
 	// pinRejected: the SIM refused cfg.PIN once; it is not entered again
+	// (kept across a reload that changes another setting of the modem)
 	// (three wrong PINs block the SIM) until the process restarts.
-	pinRejected := false
+	pinRejected := dev.pinRejected
+	defer func() { dev.pinRejected = pinRejected }() // read by the scheduler after msgClosed
 	for ctx.Err() == nil {
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
 		rw, err := p.open(ctx, cfg)
@@ -141,7 +143,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			}
 			if err != nil && *pinRejected && errors.As(err, &se) && !se.WrongPIN {
 				err = fmt.Errorf("%w; the configured pin was rejected earlier and is not entered again, "+
-					"so the SIM does not block (PUK): correct modems[].pin and restart", err)
+					"so the SIM does not block (PUK): correct modems[].pin and reload", err)
 			}
 			if err != nil {
 				if lastErr == nil || lastErr.Error() != err.Error() { // once per cause, not per probe

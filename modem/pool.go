@@ -188,6 +188,9 @@ type device struct {
 	stopped  bool               // stop was called
 	dead     bool               // its owner ended and its port is closed: a tombstone
 	next     *Config            // the entry that replaces it (same name) once its port is closed
+	// pinRejected: the SIM rejected cfg.PIN; owned by the owner goroutine
+	// while it runs, passed on to a successor with the same PIN.
+	pinRejected bool
 }
 
 type reconfRequest struct {
@@ -288,7 +291,7 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 			c.Name = c.Device
 		}
 		p.names = append(p.names, c.Name)
-		p.addDevice(c)
+		p.addDevice(c, false)
 	}
 	p.reorder()
 	return p
@@ -386,7 +389,7 @@ func (p *Pool) reconfigure(mods []Config) {
 	for _, c := range mods {
 		if !have[c.Name] {
 			p.log.Info("modem added by a reload", zap.String("modem", c.Name), zap.String("device", c.Device))
-			p.addDevice(c)
+			p.addDevice(c, false)
 		}
 	}
 	p.reorder()
@@ -401,8 +404,8 @@ func onlyRateChanged(a, b Config) bool {
 
 // addDevice adds a device for c in a new slot and, when the pool runs,
 // starts its owner; scheduler-owned (or before Run).
-func (p *Pool) addDevice(c Config) {
-	d := &device{idx: len(p.devs), cfg: c, entry: c, max: c.MaxPerMinute, jobs: make(chan *job, 1)}
+func (p *Pool) addDevice(c Config, pinRejected bool) {
+	d := &device{idx: len(p.devs), cfg: c, entry: c, max: c.MaxPerMinute, jobs: make(chan *job, 1), pinRejected: pinRejected}
 	p.devs = append(p.devs, d)
 	p.mu.Lock()
 	p.status = append(p.status, ModemStatus{Name: c.Name, Device: c.Device, State: StateOpening, LastChange: time.Now()})
@@ -475,7 +478,9 @@ func (p *Pool) closed(d *device) {
 	if d.next != nil {
 		p.log.Info("modem opened again with its new settings", zap.String("modem", d.cfg.Name),
 			zap.String("device", d.next.Device))
-		p.addDevice(*d.next)
+		// A PIN the SIM rejected is not entered again (three wrong PINs
+		// block the SIM) unless the reload changed it.
+		p.addDevice(*d.next, d.pinRejected && d.next.PIN == d.cfg.PIN)
 	} else if p.runCtx != nil {
 		p.log.Info("removed modem closed", zap.String("modem", d.cfg.Name))
 	}
