@@ -12,26 +12,30 @@ import (
 	"go.uber.org/zap"
 )
 
-// runDevice is the owner goroutine of device i: open, serve, reopen with
-// backoff until ctx ends.
-func (p *Pool) runDevice(ctx context.Context, i int) {
-	cfg := p.devs[i].cfg
+// runDevice is the owner goroutine of device dev: open, serve, reopen with
+// backoff until ctx ends (the pool stops, or a reload removed the modem: the
+// scheduler ends ctx only while no job is on the device, so a send in
+// progress is never cut short). The port is closed when it returns.
+func (p *Pool) runDevice(ctx context.Context, dev *device) {
+	i, cfg := dev.idx, dev.cfg
 	log := p.log.With(zap.String("modem", cfg.Name), zap.String("device", cfg.Device))
 	backoff := p.opts.ReopenMin
 	// pinRejected: the SIM refused cfg.PIN once; it is not entered again
+	// (kept across a reload that changes another setting of the modem)
 	// (three wrong PINs block the SIM) until the process restarts.
-	pinRejected := false
+	pinRejected := dev.pinRejected
+	defer func() { dev.pinRejected = pinRejected }() // read by the scheduler after msgClosed
 	for ctx.Err() == nil {
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
 		rw, err := p.open(ctx, cfg)
 		if err != nil {
 			log.Warn("cannot open modem", zap.Error(err), zap.Duration("retry_in", backoff))
 			p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateDown, err: err})
-			p.idle(ctx, i, backoff)
+			p.idle(ctx, dev, backoff)
 			backoff = min(2*backoff, p.opts.ReopenMax)
 			continue
 		}
-		served := p.serve(ctx, i, rw, log, &pinRejected)
+		served := p.serve(ctx, dev, rw, log, &pinRejected)
 		_ = rw.Close()
 		if ctx.Err() != nil {
 			return
@@ -39,7 +43,7 @@ func (p *Pool) runDevice(ctx context.Context, i int) {
 		if served {
 			backoff = p.opts.ReopenMin
 		}
-		p.idle(ctx, i, backoff)
+		p.idle(ctx, dev, backoff)
 		backoff = min(2*backoff, p.opts.ReopenMax)
 	}
 }
@@ -61,7 +65,7 @@ func (p *Pool) giveBack(ctx context.Context, i int, j *job) {
 }
 
 // idle waits d, giving back any job that arrives meanwhile.
-func (p *Pool) idle(ctx context.Context, i int, d time.Duration) {
+func (p *Pool) idle(ctx context.Context, dev *device, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
@@ -70,16 +74,16 @@ func (p *Pool) idle(ctx context.Context, i int, d time.Duration) {
 			return
 		case <-t.C:
 			return
-		case j := <-p.devs[i].jobs:
-			p.giveBack(ctx, i, j)
+		case j := <-dev.jobs:
+			p.giveBack(ctx, dev.idx, j)
 		}
 	}
 }
 
 // serve runs one opened port until it breaks or ctx ends. It reports whether
 // the modem got initialised (to reset the reopen backoff).
-func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logger, pinRejected *bool) bool {
-	cfg := p.devs[i].cfg
+func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *zap.Logger, pinRejected *bool) bool {
+	i, cfg := dev.idx, dev.cfg
 	sendTimeout := p.opts.SendTimeout
 	if cfg.SendTimeout > 0 {
 		sendTimeout = cfg.SendTimeout
@@ -139,7 +143,7 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 			}
 			if err != nil && *pinRejected && errors.As(err, &se) && !se.WrongPIN {
 				err = fmt.Errorf("%w; the configured pin was rejected earlier and is not entered again, "+
-					"so the SIM does not block (PUK): correct modems[].pin and restart", err)
+					"so the SIM does not block (PUK): correct modems[].pin and reload", err)
 			}
 			if err != nil {
 				if lastErr == nil || lastErr.Error() != err.Error() { // once per cause, not per probe
@@ -254,7 +258,7 @@ func (p *Pool) serve(ctx context.Context, i int, rw io.ReadWriter, log *zap.Logg
 				}
 				p.tell(ctx, devMsg{kind: msgReport, dev: i, report: r})
 			}
-		case j := <-p.devs[i].jobs:
+		case j := <-dev.jobs:
 			if !up {
 				p.giveBack(ctx, i, j)
 				continue

@@ -30,3 +30,10 @@ func metricUp(modem string, up bool) {
 func metricSignal(modem string, dbm int) { modemSignal.WithLabelValues(modem).Set(float64(dbm)) }
 
 func metricSend(modem, result string) { modemSends.WithLabelValues(modem, result).Inc() }
+
+// metricForget deletes the series of a modem the pool no longer has (a
+// reload removed it); its send counters stay.
+func metricForget(modem string) {
+	modemUp.DeleteLabelValues(modem)
+	modemSignal.DeleteLabelValues(modem)
+}

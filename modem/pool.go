@@ -111,6 +111,9 @@ const (
 	StateOpening State = "opening"
 	StateUp      State = "up"
 	StateDown    State = "down"
+	// StateClosing: a reload removed (or changed) the modem; it takes no
+	// new message and is closed once its send in progress ends.
+	StateClosing State = "closing"
 )
 
 // ModemStatus is one row of Status().
@@ -134,8 +137,12 @@ var ErrPoolStopped = errors.New("modem pool: stopped")
 var ErrWithdrawn = errors.New("modem pool: withdrawn while waiting for a modem")
 
 // Pool is a set of modems behind one scheduler (see the package doc).
+//
+// The set may change while Run runs (Reconfigure). Devices are indexed by
+// int (devs, status, window, job.tried, pins, TP-MR map) and an index is
+// never reused: a removed modem's slot stays as a tombstone (dead), and a
+// modem added or changed by a reload takes a new one.
 type Pool struct {
-	cfgs []Config
 	open Opener
 	opts PoolOptions
 	log  *zap.Logger
@@ -143,27 +150,52 @@ type Pool struct {
 	submit   chan *job                // Send -> scheduler
 	cancel   chan *job                // Send -> scheduler: withdraw a queued job
 	withdraw chan *job                // SendUnless -> scheduler: no new attempt of a job
+	reconf   chan reconfRequest       // Reconfigure -> scheduler
 	fromDev  chan devMsg              // device owners -> scheduler
 	reports  chan Report              // scheduler -> consumer
 	incoming chan Incoming            // scheduler -> consumer
 	stopped  chan struct{}            // closed when Run returns
-	devs     []*device                // fixed after NewPool
+	devs     []*device                // scheduler-owned (NewPool and Reconfigure before Run); never shrinks
+	names    []string                 // scheduler-owned: the configured modems' names, in config order
 	pins     map[string]threadPinning // scheduler-owned: the modem of each concatenated message's parts
-	ref      atomic.Uint32            // concatenation reference counter
+	mrs      map[mrKey]mrEntry        // scheduler-owned: TP-MR is 0..255 per modem: bounded
+	runCtx   context.Context          // scheduler-owned: Run's context, nil before Run
+	wg       sync.WaitGroup           // the device owner goroutines
+
+	reconfMu sync.Mutex // guards running: Reconfigure before Run applies the change itself
+	running  bool
+	ref      atomic.Uint32 // concatenation reference counter
 	started  atomic.Bool
 
 	mu     sync.Mutex
-	status []ModemStatus // guarded by mu; written by the scheduler
+	status []ModemStatus // guarded by mu; written by the scheduler; indexed by device
+	order  []int         // guarded by mu; written by the scheduler: the devices Status shows, in order
 	window [][]time.Time // guarded by mu; written by the scheduler: send times per modem
 }
 
 type device struct {
-	cfg  Config
+	idx  int
+	cfg  Config    // what the owner goroutine runs; never changed
 	jobs chan *job // scheduler -> device owner, capacity 1
 	// scheduler-owned:
 	up       bool
 	busy     bool
 	lastUsed time.Time
+	max      int                // MaxPerMinute: a reload changes it in place
+	entry    Config             // the config entry it runs for now (cfg but for max)
+	stop     context.CancelFunc // ends the owner goroutine; nil before Run
+	removed  bool               // a reload removed or changed it: no new job; stopped once not busy
+	stopped  bool               // stop was called
+	dead     bool               // its owner ended and its port is closed: a tombstone
+	next     *Config            // the entry that replaces it (same name) once its port is closed
+	// pinRejected: the SIM rejected cfg.PIN; owned by the owner goroutine
+	// while it runs, passed on to a successor with the same PIN.
+	pinRejected bool
+}
+
+type reconfRequest struct {
+	mods []Config
+	done chan struct{}
 }
 
 type job struct {
@@ -194,6 +226,7 @@ const (
 	msgSendDone
 	msgReport
 	msgIncoming
+	msgClosed // the owner goroutine ended; the port is closed
 )
 
 type devMsg struct {
@@ -245,24 +278,244 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 		submit:   make(chan *job),
 		cancel:   make(chan *job),
 		withdraw: make(chan *job),
+		reconf:   make(chan reconfRequest),
 		fromDev:  make(chan devMsg, 16),
 		reports:  make(chan Report),
 		incoming: make(chan Incoming),
 		stopped:  make(chan struct{}),
-		window:   make([][]time.Time, len(mods)),
 		pins:     map[string]threadPinning{},
+		mrs:      map[mrKey]mrEntry{},
 	}
-	now := time.Now()
 	for _, c := range mods {
 		if c.Name == "" {
 			c.Name = c.Device
 		}
-		p.cfgs = append(p.cfgs, c)
-		p.devs = append(p.devs, &device{cfg: c, jobs: make(chan *job, 1)})
-		p.status = append(p.status, ModemStatus{Name: c.Name, Device: c.Device, State: StateOpening, LastChange: now})
-		metricUp(c.Name, false)
+		p.names = append(p.names, c.Name)
+		p.addDevice(c, false)
 	}
+	p.reorder()
 	return p
+}
+
+// Reconfigure changes the set of modems while the pool runs (a config
+// reload); before Run it just replaces the set. Modems are matched by name
+// (default the device path):
+//
+//   - a new name is added and opened at once;
+//   - a name no longer listed takes no new message; the send in progress on
+//     it (if any) is not cut short (a cut AT+CMGS may or may not have gone
+//     out) and ends as usual, a failure being retried on another modem;
+//     then its port is closed and it leaves Status() and its metric series
+//     (spareline_modem_up, spareline_modem_signal_dbm) are deleted;
+//   - an entry whose max_per_minute alone changed is updated in place;
+//   - an entry that changed otherwise (device, baud, PIN, send timeout) is
+//     removed as above, and opened again with its new settings once its old
+//     port is closed (never two owners of one name at a time).
+//
+// Concatenated messages pinned to a removed modem may go out on another.
+// Status reports for messages a removed modem sent can no longer arrive:
+// their callers' receipt timeouts end them. Reconfigure returns once the
+// scheduler has applied the change, before removed modems finish their
+// sends; an error means mods names a modem twice (nothing is changed) or
+// the pool stopped.
+func (p *Pool) Reconfigure(mods []Config) error {
+	seen := map[string]bool{}
+	norm := make([]Config, 0, len(mods))
+	for _, c := range mods {
+		if c.Name == "" {
+			c.Name = c.Device
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("modem pool: modem %q named twice", c.Name)
+		}
+		seen[c.Name] = true
+		norm = append(norm, c)
+	}
+	p.reconfMu.Lock()
+	if !p.running {
+		defer p.reconfMu.Unlock()
+		p.reconfigure(norm)
+		return nil
+	}
+	p.reconfMu.Unlock()
+	req := reconfRequest{mods: norm, done: make(chan struct{})}
+	select {
+	case p.reconf <- req:
+	case <-p.stopped:
+		return ErrPoolStopped
+	}
+	<-req.done
+	return nil
+}
+
+// reconfigure applies Reconfigure's change; scheduler-owned (or before Run).
+func (p *Pool) reconfigure(mods []Config) {
+	want := make(map[string]Config, len(mods))
+	p.names = p.names[:0]
+	for _, c := range mods {
+		want[c.Name] = c
+		p.names = append(p.names, c.Name)
+	}
+	have := map[string]bool{}
+	for _, d := range p.devs {
+		if d.dead {
+			continue
+		}
+		name := d.cfg.Name
+		have[name] = true
+		c, listed := want[name]
+		switch {
+		case d.removed: // closing: what follows it, if anything
+			if listed {
+				d.next = &c
+			} else {
+				d.next = nil
+			}
+		case !listed:
+			p.log.Info("modem removed by a reload; it closes once its send in progress (if any) ends",
+				zap.String("modem", name))
+			p.retire(d, nil)
+		case c == d.entry:
+		case onlyRateChanged(c, d.entry):
+			p.log.Info("modem max_per_minute changed by a reload", zap.String("modem", name),
+				zap.Int("max_per_minute", c.MaxPerMinute))
+			d.entry, d.max = c, c.MaxPerMinute
+		default:
+			p.log.Info("modem changed by a reload; it is opened again with its new settings once its send in progress (if any) ends",
+				zap.String("modem", name))
+			p.retire(d, &c)
+		}
+	}
+	for _, c := range mods {
+		if !have[c.Name] {
+			p.log.Info("modem added by a reload", zap.String("modem", c.Name), zap.String("device", c.Device))
+			p.addDevice(c, false)
+		}
+	}
+	p.reorder()
+}
+
+// onlyRateChanged: a and b differ at most in MaxPerMinute, which the
+// scheduler alone reads (changed in place).
+func onlyRateChanged(a, b Config) bool {
+	a.MaxPerMinute = b.MaxPerMinute
+	return a == b
+}
+
+// addDevice adds a device for c in a new slot and, when the pool runs,
+// starts its owner; scheduler-owned (or before Run).
+func (p *Pool) addDevice(c Config, pinRejected bool) {
+	d := &device{idx: len(p.devs), cfg: c, entry: c, max: c.MaxPerMinute, jobs: make(chan *job, 1), pinRejected: pinRejected}
+	p.devs = append(p.devs, d)
+	p.mu.Lock()
+	p.status = append(p.status, ModemStatus{Name: c.Name, Device: c.Device, State: StateOpening, LastChange: time.Now()})
+	p.window = append(p.window, nil)
+	p.mu.Unlock()
+	metricUp(c.Name, false)
+	if p.runCtx != nil {
+		p.startDevice(d)
+	}
+}
+
+// startDevice starts d's owner goroutine; scheduler-owned. When the owner
+// ends (its port closed), the scheduler is told (msgClosed).
+func (p *Pool) startDevice(d *device) {
+	run := p.runCtx
+	ctx, cancel := context.WithCancel(run)
+	d.stop = cancel
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.runDevice(ctx, d)
+		cancel()
+		p.tell(run, devMsg{kind: msgClosed, dev: d.idx})
+	}()
+}
+
+// retire takes d out (a reload removed or changed it): no new job, no
+// thread pinned to it; its owner is stopped now if no job is on it, else
+// when that job's attempt ends. next is the entry to open once its port is
+// closed. Scheduler-owned (or before Run, when d is closed at once).
+func (p *Pool) retire(d *device, next *Config) {
+	d.removed, d.next = true, next
+	p.setStatus(d.idx, StateClosing, Health{}, nil)
+	for k, v := range p.pins {
+		if v.dev == d.idx {
+			delete(p.pins, k)
+		}
+	}
+	if p.runCtx == nil {
+		p.closed(d)
+		return
+	}
+	p.stopIfIdle(d)
+}
+
+// stopIfIdle stops a retired device's owner once no job is on it (a job
+// given to it is answered, msgSendDone, before it is not busy).
+func (p *Pool) stopIfIdle(d *device) {
+	if d.removed && !d.busy && !d.stopped {
+		d.stopped = true
+		d.stop()
+	}
+}
+
+// closed turns a retired device whose port is closed into a tombstone:
+// out of Status, metric series deleted, its TP-MR entries dropped (no
+// status report can come from it now); its successor, if any, is opened.
+// Scheduler-owned (or before Run).
+func (p *Pool) closed(d *device) {
+	d.dead, d.up = true, false
+	for k := range p.mrs {
+		if k.dev == d.idx {
+			delete(p.mrs, k)
+		}
+	}
+	p.mu.Lock()
+	p.window[d.idx] = nil
+	p.mu.Unlock()
+	metricForget(d.cfg.Name)
+	if d.next != nil {
+		p.log.Info("modem opened again with its new settings", zap.String("modem", d.cfg.Name),
+			zap.String("device", d.next.Device))
+		// A PIN the SIM rejected is not entered again (three wrong PINs
+		// block the SIM) unless the reload changed it.
+		p.addDevice(*d.next, d.pinRejected && d.next.PIN == d.cfg.PIN)
+	} else if p.runCtx != nil {
+		p.log.Info("removed modem closed", zap.String("modem", d.cfg.Name))
+	}
+	p.reorder()
+}
+
+// reorder sets the rows of Status: the configured modems in config order
+// (a changed one as its old device until that is closed), then removed
+// ones still closing. Scheduler-owned (or before Run).
+func (p *Pool) reorder() {
+	byName := map[string]int{}
+	for _, d := range p.devs {
+		if d.dead {
+			continue
+		}
+		if i, ok := byName[d.cfg.Name]; !ok || p.devs[i].removed {
+			byName[d.cfg.Name] = d.idx // a live device over one closing
+		}
+	}
+	order := make([]int, 0, len(byName))
+	listed := map[string]bool{}
+	for _, n := range p.names {
+		listed[n] = true
+		if i, ok := byName[n]; ok {
+			order = append(order, i)
+		}
+	}
+	for _, d := range p.devs {
+		if !d.dead && !listed[d.cfg.Name] {
+			order = append(order, d.idx)
+		}
+	}
+	p.mu.Lock()
+	p.order = order
+	p.mu.Unlock()
 }
 
 // Reports delivers status reports. The pool keeps them (in memory) until
@@ -277,16 +530,18 @@ func (p *Pool) Incoming() <-chan Incoming { return p.incoming }
 func (p *Pool) Status() []ModemStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := append([]ModemStatus(nil), p.status...)
+	out := make([]ModemStatus, 0, len(p.order))
 	cut := time.Now().Add(-time.Minute)
-	for i, w := range p.window {
+	for _, i := range p.order {
+		s := p.status[i]
 		n := 0
-		for _, t := range w {
+		for _, t := range p.window[i] {
 			if t.After(cut) {
 				n++
 			}
 		}
-		out[i].SentLastMinute = n
+		s.SentLastMinute = n
+		out = append(out, s)
 	}
 	return out
 }
@@ -352,13 +607,14 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	defer close(p.stopped)
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for i := range p.devs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.runDevice(ctx, i)
-		}()
+	p.reconfMu.Lock() // a Reconfigure before this applied its change itself
+	p.running = true
+	p.reconfMu.Unlock()
+	p.runCtx = ctx
+	for _, d := range p.devs {
+		if !d.dead {
+			p.startDevice(d)
+		}
 	}
 	p.schedule(ctx)
 	cancel()
@@ -390,7 +646,7 @@ func (p *Pool) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	wg.Wait()
+	p.wg.Wait()
 	close(devsDone)
 	<-drained
 	for _, d := range p.devs {
@@ -418,7 +674,7 @@ type mrEntry struct {
 func (p *Pool) schedule(ctx context.Context) {
 	var (
 		queue    []*job
-		mrs      = map[mrKey]mrEntry{} // TP-MR is 0..255 per modem: bounded
+		mrs      = p.mrs
 		reports  []Report
 		incoming []Incoming
 		timer    = time.NewTimer(time.Hour)
@@ -464,6 +720,9 @@ func (p *Pool) schedule(ctx context.Context) {
 					break
 				}
 			}
+		case r := <-p.reconf:
+			p.reconfigure(r.mods)
+			close(r.done)
 		case <-timer.C:
 		case repC <- rep:
 			reports = reports[1:]
@@ -473,8 +732,13 @@ func (p *Pool) schedule(ctx context.Context) {
 			d := p.devs[m.dev]
 			name := d.cfg.Name
 			switch m.kind {
+			case msgClosed:
+				p.closed(d)
 			case msgState:
 				d.up = m.state == StateUp
+				if d.removed {
+					m.state = StateClosing
+				}
 				p.setStatus(m.dev, m.state, m.health, m.err)
 			case msgIncoming:
 				incoming = append(incoming, m.incoming)
@@ -493,6 +757,7 @@ func (p *Pool) schedule(ctx context.Context) {
 				reports = append(reports, Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report})
 			case msgSendDone:
 				d.busy = false
+				p.stopIfIdle(d) // a removed modem closes once its attempt ended
 				j := m.job
 				if !m.attempted {
 					if j.withdrawn {
@@ -581,17 +846,17 @@ func (p *Pool) dispatch(queue []*job) []*job {
 		// a modem that is still up waits for that modem: a handset joins
 		// parts only from one sender.
 		pinned := -1
-		if pin, ok := p.pins[j.thread]; ok && j.thread != "" && now.Sub(pin.at) < threadPin && p.devs[pin.dev].up {
+		if pin, ok := p.pins[j.thread]; ok && j.thread != "" && now.Sub(pin.at) < threadPin && p.devs[pin.dev].up && !p.devs[pin.dev].removed {
 			pinned = pin.dev
 		}
 		best := -1
 		bestN, bestTried := 0, true
 		for i, d := range p.devs {
-			if !d.up || d.busy || (pinned >= 0 && i != pinned) {
+			if !d.up || d.busy || d.removed || (pinned >= 0 && i != pinned) {
 				continue
 			}
 			n := p.inWindow(i, now)
-			if max := d.cfg.MaxPerMinute; max > 0 && n > 0 && n+len(j.parts) > max {
+			if max := d.max; max > 0 && n > 0 && n+len(j.parts) > max {
 				continue
 			}
 			tried := j.tried[i]
@@ -694,7 +959,7 @@ func (p *Pool) armBudgetTimer(t *time.Timer, queue []*job) {
 	var next time.Time
 	p.mu.Lock()
 	for i, d := range p.devs {
-		if d.up && !d.busy && d.cfg.MaxPerMinute > 0 && len(p.window[i]) > 0 {
+		if d.up && !d.busy && !d.removed && d.max > 0 && len(p.window[i]) > 0 {
 			free := p.window[i][0].Add(time.Minute)
 			if next.IsZero() || free.Before(next) {
 				next = free

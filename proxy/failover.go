@@ -164,6 +164,13 @@ type Failover struct {
 	kick      chan struct{}
 	timerKick chan struct{}
 	wg        sync.WaitGroup
+
+	// Queue workers: running follows cfg.Workers (a reload that changes the
+	// modems changes it). Guarded by mu; runCtx is nil before Run and
+	// stopping set once Run's ctx ended (no worker is started then).
+	runCtx   context.Context
+	running  int
+	stopping bool
 }
 
 // NewFailover installs the modem path on the dispatcher.
@@ -181,12 +188,46 @@ func NewFailover(d *Dispatcher, pool ModemSender, cfg FailoverConfig, log *zap.L
 	return f
 }
 
-// SetConfig changes the policy (reload).
+// SetConfig changes the policy (reload). A changed Workers (> 0) starts
+// more queue workers at once, or ends the extra ones as each finishes the
+// message it holds (an idle one at its next poll of the queue, within a
+// second).
 func (f *Failover) SetConfig(cfg FailoverConfig) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cfg.Workers, cfg.Worker = f.cfg.Workers, f.cfg.Worker
+	if cfg.Workers <= 0 {
+		cfg.Workers = f.cfg.Workers
+	}
+	cfg.Worker = f.cfg.Worker
 	f.cfg = cfg
+	f.startWorkers()
+	f.kickWorkers()
+}
+
+// startWorkers starts queue workers up to cfg.Workers; f.mu is held.
+func (f *Failover) startWorkers() {
+	if f.runCtx == nil || f.stopping {
+		return
+	}
+	for ctx := f.runCtx; f.running < f.cfg.Workers; f.running++ {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.worker(ctx)
+		}()
+	}
+}
+
+// workerDone reports whether a worker should end (there are more than
+// cfg.Workers) and counts it out if so.
+func (f *Failover) workerDone() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.running > f.cfg.Workers {
+		f.running--
+		return true
+	}
+	return false
 }
 
 func (f *Failover) config() FailoverConfig {
@@ -197,14 +238,11 @@ func (f *Failover) config() FailoverConfig {
 
 // Run runs the queue workers and the report and MO readers until ctx ends.
 func (f *Failover) Run(ctx context.Context) {
-	for range f.config().Workers {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			f.worker(ctx)
-		}()
-	}
+	f.mu.Lock()
+	f.runCtx = ctx
+	f.startWorkers()
 	f.wg.Add(3)
+	f.mu.Unlock()
 	go func() {
 		defer f.wg.Done()
 		f.reports(ctx)
@@ -218,6 +256,9 @@ func (f *Failover) Run(ctx context.Context) {
 		f.gauges(ctx)
 	}()
 	<-ctx.Done()
+	f.mu.Lock()
+	f.stopping = true // no worker is added while wg.Wait runs
+	f.mu.Unlock()
 	f.wg.Wait()
 }
 
@@ -339,7 +380,7 @@ func (f *Failover) onFailedReceipt(ctx context.Context, c *Carrier, m *store.Mes
 func (f *Failover) worker(ctx context.Context) {
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !f.workerDone() {
 		id, err := f.d.store.ClaimModem(ctx, f.config().Worker, queueLease)
 		if err != nil {
 			if !errors.Is(err, store.ErrEmpty) && ctx.Err() == nil {

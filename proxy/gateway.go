@@ -124,15 +124,20 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		if open == nil {
 			open = modem.SerialOpener
 		}
-		var mods []modem.Config
-		for _, mc := range cfg.Modems {
-			mods = append(mods, modem.Config{Name: mc.Name, Device: mc.Device, Baud: mc.Baud, PIN: mc.PIN, MaxPerMinute: mc.MaxPerMinute,
-				SendTimeout: mc.SendTimeout.D()})
-		}
+		mods := modemConfigs(cfg.Modems)
 		g.Pool = modem.NewPool(mods, open, modem.PoolOptions{Logger: log.With(zap.String("side", "modem"))})
 		g.Failover = NewFailover(g.Disp, g.Pool, failoverConfig(cfg, len(mods)), log.With(zap.String("side", "failover")))
 	}
 	return g, nil
+}
+
+func modemConfigs(cms []config.Modem) []modem.Config {
+	var mods []modem.Config
+	for _, mc := range cms {
+		mods = append(mods, modem.Config{Name: mc.Name, Device: mc.Device, Baud: mc.Baud, PIN: mc.PIN, MaxPerMinute: mc.MaxPerMinute,
+			SendTimeout: mc.SendTimeout.D()})
+	}
+	return mods
 }
 
 func failoverConfig(cfg *config.Config, modems int) FailoverConfig {
@@ -301,9 +306,12 @@ func (g *Gateway) Carrier(name string) *Carrier {
 }
 
 // Reload applies a new config without dropping sessions: accounts, routing,
-// carriers (settings, binds and bind_mode, carriers added or removed) and
-// failover policy. Listener, store, instance and modem changes need a
-// restart (they are reported).
+// carriers (settings, binds and bind_mode, carriers added or removed),
+// failover policy and modems (added, removed or changed: modem.Pool.Reconfigure;
+// the failover workers follow the number of modems). Listener, store and
+// instance changes need a restart (they are reported), and so do modems going
+// from none to some or from some to none: the modem pool and the failover
+// path exist only in a gateway started with modems.
 //
 // A new carrier joins before the routing that names it and starts dialing
 // (down until its first bind is up, so its first messages may go by modem);
@@ -367,8 +375,18 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	if cfg.Instance != g.cfg.Instance {
 		restart = append(restart, "instance")
 	}
-	if !slices.Equal(cfg.Modems, g.cfg.Modems) {
-		restart = append(restart, "modems")
+	runningModems := g.cfg.Modems
+	switch {
+	case slices.Equal(cfg.Modems, g.cfg.Modems):
+	case g.Pool == nil || len(cfg.Modems) == 0:
+		restart = append(restart, "modems (from none to some, or to none: the failover path is set up at start only)")
+	default:
+		if err := g.Pool.Reconfigure(modemConfigs(cfg.Modems)); err != nil {
+			restart = append(restart, "modems ("+err.Error()+")")
+			break
+		}
+		changes = append(changes, modemChanges(g.cfg.Modems, cfg.Modems)...)
+		runningModems = cfg.Modems
 	}
 	g.Server.SetAccounts(accounts)
 	g.Server.SetConfig(ServerConfigFrom(cfg.SMPP, g.log))
@@ -392,7 +410,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.Disp.SetMOAccount(moAccount(cfg))
 	g.Health.SetPolicy(cfg.Failover.DownAfterTimeouts, cfg.Failover.UpAfter.D())
 	if g.Failover != nil {
-		g.Failover.SetConfig(failoverConfig(cfg, len(g.cfg.Modems)))
+		g.Failover.SetConfig(failoverConfig(cfg, len(runningModems)))
 	}
 	// What runs is the new config but for the parts a restart applies: they
 	// keep their running values, so that the next reload compares with what
@@ -401,7 +419,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	running := *cfg
 	running.SMPP.Listen, running.SMPP.TLSListen = g.cfg.SMPP.Listen, g.cfg.SMPP.TLSListen
 	running.SMPP.TLSCert, running.SMPP.TLSKey = g.cfg.SMPP.TLSCert, g.cfg.SMPP.TLSKey
-	running.HTTP.Listen, running.Store, running.Instance, running.Modems = g.cfg.HTTP.Listen, g.cfg.Store, g.cfg.Instance, g.cfg.Modems
+	running.HTTP.Listen, running.Store, running.Instance, running.Modems = g.cfg.HTTP.Listen, g.cfg.Store, g.cfg.Instance, runningModems
 	g.cfg = &running
 	for _, a := range cfg.Accounts {
 		g.Disp.kickDeliveries(a.SystemID)

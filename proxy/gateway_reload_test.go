@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -11,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/modem"
 )
 
 // A reload that changes a part only a restart applies says so each time
@@ -77,5 +81,142 @@ routing: { country_code: "86", preset: cn }
 	}
 	if got := pending(cfgWith("127.0.0.1:0")); !slices.Contains(got, "http.listen") {
 		t.Fatalf("the same change reloaded again: pending %q, want it still said", got)
+	}
+}
+
+// Modems added, removed or changed are applied by a reload (named in the
+// "applied" list); going from some modems to none, or from none to some,
+// needs a restart and is said to until the file matches what runs again.
+func TestReloadAppliesModemChangesButNotNoneToSome(t *testing.T) {
+	dir := t.TempDir()
+	cfgWith := func(modems ...string) *config.Config {
+		t.Helper()
+		y := fmt.Sprintf(`smpp: { listen: "127.0.0.1:0" }
+store: { path: %q }
+accounts: [ { system_id: platform, password: secret } ]
+carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
+routing: { country_code: "86", preset: cn }
+`, dir)
+		if len(modems) > 0 {
+			y += "modems:\n"
+			for _, m := range modems {
+				y += fmt.Sprintf("  - { name: %s, device: /dev/spareline-test-%s }\n", m, m)
+			}
+		}
+		c, err := config.Parse([]byte(y), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	noPort := func(ctx context.Context, c modem.Config) (io.ReadWriteCloser, error) {
+		return nil, errors.New("no such port")
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	g, err := NewGateway(context.Background(), cfgWith("m1"), GatewayOptions{Log: zap.New(core), ModemOpener: noPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	// reload returns the applied and the restart-pending changes.
+	reload := func(c *config.Config) (applied, pending []string) {
+		t.Helper()
+		logs.TakeAll()
+		if err := g.Reload(c); err != nil {
+			t.Fatal(err)
+		}
+		strs := func(v any) []string {
+			var out []string
+			for _, x := range v.([]any) {
+				out = append(out, fmt.Sprint(x))
+			}
+			return out
+		}
+		for _, e := range logs.TakeAll() {
+			if strings.HasPrefix(e.Message, "config reloaded") {
+				m := e.ContextMap()
+				if v, ok := m["applied"]; ok {
+					applied = strs(v)
+				}
+				if v, ok := m["changes"]; ok {
+					pending = strs(v)
+				}
+			}
+		}
+		return applied, pending
+	}
+	names := func() []string {
+		var out []string
+		for _, s := range g.Pool.Status() {
+			out = append(out, s.Name)
+		}
+		return out
+	}
+	applied, pending := reload(cfgWith("m1", "m2"))
+	if !slices.Equal(applied, []string{"modem m2 added"}) || pending != nil {
+		t.Fatalf("m2 added: applied %q, pending %q", applied, pending)
+	}
+	if got := names(); !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Fatalf("pool after m2 added: %q", got)
+	}
+	applied, pending = reload(cfgWith())
+	if len(pending) != 1 || !strings.HasPrefix(pending[0], "modems") || slices.ContainsFunc(applied, func(s string) bool { return strings.HasPrefix(s, "modem ") }) {
+		t.Fatalf("every modem removed: applied %q, pending %q; want a restart said", applied, pending)
+	}
+	if got := names(); !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Fatalf("pool after a restart-only change: %q, want it as it ran", got)
+	}
+	if v := testutil.ToFloat64(metricRestartPending); v != 1 {
+		t.Errorf("spareline_config_restart_pending %v, want 1", v)
+	}
+	// Back to what runs, less m1: applied, nothing pending.
+	applied, pending = reload(cfgWith("m2"))
+	if !slices.Equal(applied, []string{"modem m1 removed"}) || pending != nil {
+		t.Fatalf("m1 removed: applied %q, pending %q", applied, pending)
+	}
+	if v := testutil.ToFloat64(metricRestartPending); v != 0 {
+		t.Errorf("spareline_config_restart_pending %v, want 0", v)
+	}
+}
+
+// A gateway started without modems has no modem path: modems added by a
+// reload need a restart.
+func TestReloadModemsIntoAGatewayWithoutNeedRestart(t *testing.T) {
+	dir := t.TempDir()
+	base := fmt.Sprintf(`smpp: { listen: "127.0.0.1:0" }
+store: { path: %q }
+accounts: [ { system_id: platform, password: secret } ]
+carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
+routing: { country_code: "86", preset: cn }
+`, dir)
+	parse := func(y string) *config.Config {
+		c, err := config.Parse([]byte(y), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	g, err := NewGateway(context.Background(), parse(base), GatewayOptions{Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	if err := g.Reload(parse(base + "modems: [ { name: m1, device: /dev/spareline-test-m1 } ]\n")); err != nil {
+		t.Fatal(err)
+	}
+	said := false
+	for _, e := range logs.TakeAll() {
+		if e.Message == "config reloaded; some changes take effect only after a restart" {
+			for _, x := range e.ContextMap()["changes"].([]any) {
+				said = said || strings.HasPrefix(fmt.Sprint(x), "modems")
+			}
+		}
+	}
+	if !said || g.Pool != nil {
+		t.Fatalf("modems added to a gateway without: restart said %v, pool %v", said, g.Pool)
 	}
 }

@@ -31,6 +31,13 @@ func reloadChanges(old, cfg *config.Config) []string {
 	return out
 }
 
+// modemChanges names the modems a reload added, removed or changed
+// ("modem gsm2 added"); Reload lists them when it applied them (not when the
+// change is restart-only: none to some, some to none).
+func modemChanges(old, cur []config.Modem) []string {
+	return namedChanges("modem", old, cur, func(m config.Modem) string { return m.Name })
+}
+
 // namedChanges lists the entries of a config list added, removed or
 // changed between old and cur, by their names, in the new file's order
 // (removed ones last, in the old order).

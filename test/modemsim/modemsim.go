@@ -18,7 +18,7 @@
 // in the SIM memory and announces them with +CMTI.
 //
 // Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
-// a send), UnplugOnNextSend (the port vanishes after the PDU was received,
+// a send), HoldSends (a send waits before its answer until released), UnplugOnNextSend (the port vanishes after the PDU was received,
 // before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
 // instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
@@ -151,6 +151,7 @@ type Sim struct {
 	garbSend bool                        // guarded by mu
 	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
 	muted    bool                        // guarded by mu: Mute
+	held     chan struct{}               // guarded by mu: HoldSends; closed to release the held sends
 	pinBusy  int                         // guarded by mu: AT+CPIN=<pin> answered SIM busy so far (Options.PINBusy)
 	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
 	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
@@ -419,6 +420,21 @@ func (s *Sim) Mute(on bool) { s.mu.Lock(); s.muted = on; s.mu.Unlock() }
 
 // Hang makes sends get no answer at all (the PDU is swallowed, not sent).
 func (s *Sim) Hang(on bool) { s.mu.Lock(); s.hang = on; s.mu.Unlock() }
+
+// HoldSends(true) holds every send after its PDU is received, before any
+// answer to it (+CMGS or an error) (a send in progress for as long as a test needs);
+// HoldSends(false) lets the held sends and the following ones go on.
+func (s *Sim) HoldSends(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case on && s.held == nil:
+		s.held = make(chan struct{})
+	case !on && s.held != nil:
+		close(s.held)
+		s.held = nil
+	}
+}
 
 // UnplugOnNextSend unplugs the device when the next PDU has been received,
 // before it is sent.
@@ -867,6 +883,16 @@ func tpduLen(p []byte) int {
 
 // submit handles one PDU after the prompt; false when the connection ended.
 func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
+	s.mu.Lock()
+	held := s.held
+	s.mu.Unlock()
+	if held != nil {
+		select {
+		case <-held:
+		case <-c.gone:
+			return false
+		}
+	}
 	s.mu.Lock()
 	unplug, hang, garbSend := s.unplugAt, s.hang, s.garbSend
 	s.unplugAt = false

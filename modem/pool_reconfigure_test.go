@@ -1,0 +1,294 @@
+package modem_test
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spareline/spareline/modem"
+	"github.com/spareline/spareline/modem/sms"
+	"github.com/spareline/spareline/test/modemsim"
+)
+
+// portEvents opens real ports (modem.SerialOpener) and tells each open and
+// close, by device path: "open <path>", "close <path>".
+type portEvents chan string
+
+func (ev portEvents) open(ctx context.Context, c modem.Config) (io.ReadWriteCloser, error) {
+	rw, err := modem.SerialOpener(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	ev <- "open " + c.Device
+	return &notedPort{ReadWriteCloser: rw, closed: func() { ev <- "close " + c.Device }}, nil
+}
+
+type notedPort struct {
+	io.ReadWriteCloser
+	closed func()
+}
+
+func (p *notedPort) Close() error {
+	err := p.ReadWriteCloser.Close()
+	p.closed()
+	return err
+}
+
+// await reads events until want.
+func (ev portEvents) await(t *testing.T, ctx context.Context, want string) {
+	t.Helper()
+	for {
+		select {
+		case e := <-ev:
+			if e == want {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %q", want)
+		}
+	}
+}
+
+// startPoolEvents is startPoolConfigs with the ports' opens and closes told.
+func startPoolEvents(t *testing.T, cfgs []modem.Config) (*modem.Pool, portEvents) {
+	t.Helper()
+	ev := make(portEvents, 1000)
+	p := modem.NewPool(cfgs, ev.open, modem.PoolOptions{
+		CommandTimeout: 2 * time.Second, SendTimeout: 30 * time.Second,
+		ReprobeInterval: 50 * time.Millisecond, ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p, ev
+}
+
+// series returns the value of gauge family{modem=name}, and whether the
+// series exists.
+func series(t *testing.T, family, name string) (float64, bool) {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "modem" && l.GetValue() == name {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// waitStatus polls Status until ok holds (there is no event to await).
+func waitStatus(t *testing.T, ctx context.Context, p *modem.Pool, what string, ok func([]modem.ModemStatus) bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !ok(p.Status()) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: status %+v", what, p.Status())
+		case <-tick.C:
+		}
+	}
+}
+
+func names(st []modem.ModemStatus) []string {
+	var out []string
+	for _, s := range st {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// A modem added to a running pool is opened and takes sends.
+func TestReconfigureAddsAModem(t *testing.T) {
+	a, b := startSim(t, "a", modemsim.Options{}), startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	p, ev := startPoolEvents(t, []modem.Config{{Name: "add0", Device: a.Path()}})
+	waitUp(t, ctx, p, "add0")
+	if err := p.Reconfigure([]modem.Config{{Name: "add0", Device: a.Path()}, {Name: "add1", Device: b.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	ev.await(t, ctx, "open "+b.Path())
+	waitUp(t, ctx, p, "add0", "add1")
+	if got := names(p.Status()); len(got) != 2 || got[0] != "add0" || got[1] != "add1" {
+		t.Fatalf("status rows %q, want add0, add1", got)
+	}
+	// add0 is in the middle of a send: the next message takes add1.
+	a.HoldSends(true)
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("x")})
+		first <- err
+	}()
+	if err := a.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := p.Send(ctx, "y", sms.Submit{Dest: "+8613800138000", Payload: []byte("y")})
+	if err != nil || sent.Modem != "add1" {
+		t.Fatalf("second send: %+v, %v; want it on the added modem", sent, err)
+	}
+	a.HoldSends(false)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Sent(); len(got) != 1 || got[0].Text != "y" {
+		t.Fatalf("added modem sent %+v", got)
+	}
+	if v, ok := series(t, "spareline_modem_up", "add1"); !ok || v != 1 {
+		t.Errorf("spareline_modem_up{modem=add1} = %v (present %v), want 1", v, ok)
+	}
+}
+
+// A modem removed in the middle of a send finishes that send (reported
+// once, as a success on it), takes nothing more, then its port is closed and
+// it leaves Status and the metrics.
+func TestReconfigureRemovesAModemMidSend(t *testing.T) {
+	a, b := startSim(t, "a", modemsim.Options{}), startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	p, ev := startPoolEvents(t, []modem.Config{{Name: "rm0", Device: a.Path()}})
+	waitUp(t, ctx, p, "rm0")
+	if _, ok := series(t, "spareline_modem_up", "rm0"); !ok {
+		t.Fatal("no spareline_modem_up{modem=rm0} while it runs")
+	}
+
+	a.HoldSends(true)
+	type result struct {
+		sent *modem.Sent
+		err  error
+	}
+	first := make(chan result, 1)
+	go func() {
+		sent, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("in flight")})
+		first <- result{sent, err}
+	}()
+	if err := a.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	// rm0 is swapped for rm1 while its AT+CMGS waits for the answer.
+	if err := p.Reconfigure([]modem.Config{{Name: "rm1", Device: b.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); len(st) != 2 || st[0].Name != "rm1" || st[1].Name != "rm0" || st[1].State != modem.StateClosing {
+		t.Fatalf("status after the reload: %+v; want rm1, then rm0 closing", st)
+	}
+	// A message sent now waits for rm1: rm0 takes nothing new.
+	sent, err := p.Send(ctx, "y", sms.Submit{Dest: "+8613800138000", Payload: []byte("after the reload")})
+	if err != nil || sent.Modem != "rm1" {
+		t.Fatalf("send after the reload: %+v, %v; want it on rm1", sent, err)
+	}
+	select {
+	case e := <-ev:
+		if e == "close "+a.Path() {
+			t.Fatal("rm0's port closed in the middle of its send")
+		}
+	default:
+	}
+	a.HoldSends(false)
+	r := <-first
+	if r.err != nil || r.sent.Modem != "rm0" {
+		t.Fatalf("the send in flight on the removed modem: %+v, %v; want its success on rm0", r.sent, r.err)
+	}
+	ev.await(t, ctx, "close "+a.Path())
+	waitStatus(t, ctx, p, "rm0 leaves the status", func(st []modem.ModemStatus) bool {
+		return len(st) == 1 && st[0].Name == "rm1"
+	})
+	for _, f := range []string{"spareline_modem_up", "spareline_modem_signal_dbm"} {
+		if _, ok := series(t, f, "rm0"); ok {
+			t.Errorf("%s{modem=rm0} still there after its removal", f)
+		}
+	}
+	if _, err := p.Send(ctx, "z", sms.Submit{Dest: "+8613800138000", Payload: []byte("later")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Sent(); len(got) != 1 || got[0].Text != "in flight" {
+		t.Fatalf("removed modem sent %+v; want the message in flight, once", got)
+	}
+	if got := b.Sent(); len(got) != 2 {
+		t.Fatalf("new modem sent %+v; want the two later messages", got)
+	}
+	if n := a.Count("+CMGS="); n != 1 {
+		t.Fatalf("removed modem got %d AT+CMGS, want 1", n)
+	}
+}
+
+// A send that fails on a modem removed meanwhile is retried on another.
+func TestReconfigureFailedSendOnRemovedModemIsRetried(t *testing.T) {
+	a, b := startSim(t, "a", modemsim.Options{}), startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	p, ev := startPoolEvents(t, []modem.Config{{Name: "rt0", Device: a.Path()}})
+	waitUp(t, ctx, p, "rt0")
+	a.HoldSends(true)
+	a.FailNext(42, 1) // congestion: temporary
+	first := make(chan error, 1)
+	var sent *modem.Sent
+	go func() {
+		var err error
+		sent, err = p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("retried")})
+		first <- err
+	}()
+	if err := a.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reconfigure([]modem.Config{{Name: "rt1", Device: b.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	a.HoldSends(false)
+	if err := <-first; err != nil || sent.Modem != "rt1" {
+		t.Fatalf("send failed on the removed modem: %+v, %v; want it retried on rt1", sent, err)
+	}
+	ev.await(t, ctx, "close "+a.Path())
+	if len(a.Sent()) != 0 || len(b.Sent()) != 1 {
+		t.Fatalf("sent %+v on the removed modem, %+v on the new one", a.Sent(), b.Sent())
+	}
+}
+
+// A modem whose device path changes (the same name) has its old port
+// closed and the new one opened; Status and the metrics follow. Its
+// max_per_minute alone changes in place, without closing the port.
+func TestReconfigureChangesAModemsDevice(t *testing.T) {
+	a, b := startSim(t, "a", modemsim.Options{}), startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	p, ev := startPoolEvents(t, []modem.Config{{Name: "ch0", Device: a.Path(), MaxPerMinute: 5}})
+	waitUp(t, ctx, p, "ch0")
+	ev.await(t, ctx, "open "+a.Path())
+	if err := p.Reconfigure([]modem.Config{{Name: "ch0", Device: a.Path(), MaxPerMinute: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reconfigure([]modem.Config{{Name: "ch0", Device: b.Path(), MaxPerMinute: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-ev:
+		if e != "close "+a.Path() { // the max_per_minute change did not reopen it
+			t.Fatalf("after the reloads: %q, want the old port closed first", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("the old port was not closed")
+	}
+	ev.await(t, ctx, "open "+b.Path())
+	waitStatus(t, ctx, p, "ch0 up on the new device", func(st []modem.ModemStatus) bool {
+		return len(st) == 1 && st[0].Name == "ch0" && st[0].Device == b.Path() && st[0].State == modem.StateUp
+	})
+	if v, ok := series(t, "spareline_modem_up", "ch0"); !ok || v != 1 {
+		t.Errorf("spareline_modem_up{modem=ch0} = %v (present %v), want 1", v, ok)
+	}
+	sent, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800138000", Payload: []byte("x")})
+	if err != nil || sent.Modem != "ch0" {
+		t.Fatalf("send: %+v, %v", sent, err)
+	}
+	if len(a.Sent()) != 0 || len(b.Sent()) != 1 {
+		t.Fatalf("sent %+v on the old device, %+v on the new one", a.Sent(), b.Sent())
+	}
+}
