@@ -316,19 +316,21 @@ func (c *Carrier) resize(cfg config.Carrier) {
 	}()
 }
 
-// Reconfigure applies new settings (reload). Connection settings (address,
-// credentials, TLS) take effect on the next connection: once a trial bind
-// shows that the carrier takes them (trialThenReconnect), the bound binds
-// unbind and dial again; a bind stopped by an auth failure retries at once.
+// Reconfigure applies new settings (reload). Connection settings take
+// effect on the next connection: a new address or login once a trial bind
+// shows that the carrier takes it (trialThenReconnect), new TLS settings at
+// once; the bound binds then unbind and dial again. A bind stopped by an
+// auth failure retries at once.
 func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	old := c.cfg.Swap(&cfg)
 	if max(cfg.Binds, 1) != max(old.Binds, 1) || cfg.BindMode != old.BindMode {
 		c.resize(cfg)
 	}
 	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
-	reconnect := old.Address != cfg.Address || old.SystemID != cfg.SystemID || old.Password != cfg.Password ||
-		old.SystemType != cfg.SystemType || old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
+	trust := old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
 		old.TLSServerName != cfg.TLSServerName || !bytes.Equal(old.TLSCAPEM, cfg.TLSCAPEM)
+	reconnect := trust || old.Address != cfg.Address || old.SystemID != cfg.SystemID ||
+		old.Password != cfg.Password || old.SystemType != cfg.SystemType
 	for _, b := range c.bindList() {
 		select {
 		case b.retry <- struct{}{}:
@@ -341,7 +343,10 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	gen := c.trialGen.Add(1) // ends a trial of earlier connection settings
 	c.mu.Lock()
 	ctx := c.ctx
-	if ctx != nil && ctx.Err() == nil && c.hasSession() {
+	// A change of trust (TLS on or off, the CA, the server name) applies
+	// at once: a session verified under the trust the operator just
+	// withdrew must not go on.
+	if !trust && ctx != nil && ctx.Err() == nil && c.hasSession() {
 		// Make before break: the binds keep the sessions they have until
 		// a trial bind shows that the carrier takes the new settings.
 		c.wg.Add(1)
@@ -379,7 +384,7 @@ func (c *Carrier) reconnect() {
 }
 
 // trialThenReconnect tries the carrier's new connection settings (a
-// reload changed its address, login or TLS) on a bind of its own before
+// reload changed its address or login) on a bind of its own before
 // the binds give up the sessions they have: a wrong password or address in
 // the file must not take a working carrier down at 3 a.m. When the trial
 // binds, it unbinds and every bind reconnects with the new settings. When
