@@ -52,9 +52,9 @@ var _ Store = (*Bolt)(nil)
 // sweepMax bounds the records the sweep deletes in one transaction.
 const sweepMax = 10000
 
-// Bolt is the embedded store: one bbolt file, written by one writer
-// goroutine that commits every write waiting for it in one transaction and
-// one fsync (group commit, see writer).
+// Bolt is the embedded store: one bbolt file and a write-ahead log of
+// links, written by one writer goroutine that makes every write waiting for
+// it durable together (group commit, bolt_write.go; the log, bolt_wal.go).
 type Bolt struct {
 	db     *bolt.DB
 	ttl    time.Duration // read-only
@@ -72,9 +72,16 @@ type Bolt struct {
 	asyncMu     sync.RWMutex
 	asyncClosed bool
 	// sweepFrom is where the next sweepByID round goes on (nil: the
-	// start); only the sweeper goroutine uses it.
+	// start); only the sweep's write function uses it.
 	sweepFrom []byte
+	// wal is the write-ahead log of links and its overlay (bolt_wal.go);
+	// nil when boltWAL is off.
+	wal *walState
 }
+
+// boltWAL turns the write-ahead log of links on (a variable for the tests
+// and benchmarks that compare).
+var boltWAL = true
 
 // OpenBolt opens (creating it and dir if needed) the store file
 // dir/spareline.db. Records expire after ttl (0 = never); a sweeper deletes
@@ -106,8 +113,21 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
 	}
+	var wal *walState
+	if boltWAL {
+		f, data, err := openWALFile(dir)
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		if wal, err = replayWAL(db, f, data, log); err != nil {
+			_ = f.close()
+			_ = db.Close()
+			return nil, fmt.Errorf("store: %s: %w", path, err)
+		}
+	}
 	s := &Bolt{
-		db: db, ttl: ttl, log: log.With(zap.String("store", path)),
+		db: db, ttl: ttl, log: log.With(zap.String("store", path)), wal: wal,
 		writes: make(chan *writeReq, writeQueueMax),
 		stop:   make(chan struct{}), done: make(chan struct{}), wdone: make(chan struct{}),
 		callbacks: make(chan []*writeReq, 16), cdone: make(chan struct{}),
@@ -123,8 +143,12 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 }
 
 // DB returns the underlying bbolt database, for tests that inspect the
-// stored state.
-func (s *Bolt) DB() *bolt.DB { return s.db }
+// stored state, after applying the links still in the write-ahead log's
+// overlay (while the store is open).
+func (s *Bolt) DB() *bolt.DB {
+	_ = s.flushWAL()
+	return s.db
+}
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
@@ -208,8 +232,8 @@ func putMessageTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64) error {
 }
 
 // batch runs fn in a write transaction shared with the other writes
-// waiting at the time, committed (fsynced) before it returns nil (group
-// commit, bolt_write.go). fn may run more than once and must set its
+// waiting at the time, after the links of the write-ahead log are applied,
+// committed (fsynced) before it returns nil (group commit, bolt_write.go). fn may run more than once and must set its
 // results afresh each time. If ctx ends before fn is taken into a
 // transaction, batch returns ctx.Err() and fn never runs.
 func (s *Bolt) batch(ctx context.Context, op string, fn func(tx *bolt.Tx) error) error {
@@ -254,8 +278,12 @@ func (s *Bolt) PutMessage(ctx context.Context, m *Message) error {
 // GetMessage implements Store.
 func (s *Bolt) GetMessage(ctx context.Context, id string) (*Message, error) {
 	var m *Message
-	err := s.view("get message "+id, func(tx *bolt.Tx) error {
-		v := getExpiring(tx, bMsg, []byte(id), msU64(time.Now()))
+	err := s.readMessages("get message "+id, func(tx *bolt.Tx, w *walState) error {
+		now := msU64(time.Now())
+		v, found := w.overlayMessage(id, now)
+		if !found {
+			v = getExpiring(tx, bMsg, []byte(id), now)
+		}
 		if v == nil {
 			return ErrNotFound
 		}
@@ -269,13 +297,24 @@ func (s *Bolt) GetMessage(ctx context.Context, id string) (*Message, error) {
 // FindByCarrierID implements Store.
 func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error) {
 	var m *Message
-	err := s.view("find carrier id", func(tx *bolt.Tx) error {
+	err := s.readMessages("find carrier id", func(tx *bolt.Tx, w *walState) error {
 		now := msU64(time.Now())
-		id := getExpiring(tx, bCarrier, boltCarrierKey(carrier, carrierID), now)
+		key := boltCarrierKey(carrier, carrierID)
+		var id []byte
+		if e := w.overlayLink(key); e != nil {
+			if !expired(e.exp, now) {
+				id = []byte(e.id)
+			}
+		} else {
+			id = getExpiring(tx, bCarrier, key, now)
+		}
 		if id == nil {
 			return ErrNotFound
 		}
-		v := getExpiring(tx, bMsg, id, now)
+		v, found := w.overlayMessage(string(id), now)
+		if !found {
+			v = getExpiring(tx, bMsg, id, now)
+		}
 		if v == nil {
 			return ErrNotFound
 		}
@@ -286,25 +325,21 @@ func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (
 	return m, err
 }
 
-// LinkCarrier implements Store in one transaction (shared with the other
-// writes of its group commit).
+// LinkCarrier implements Store: through the write-ahead log when its
+// batch holds only links, else in one bbolt transaction (bolt_wal.go).
 func (s *Bolt) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
 	if m.CarrierID == "" {
 		return nil, ErrNoCarrierID
 	}
-	enc := encodeMessage(m)
-	exp := s.expiry()
-	key := boltCarrierKey(m.Carrier, m.CarrierID)
-	var orphan []byte
-	err := s.batch(ctx, "link carrier id", func(tx *bolt.Tx) error {
-		var err error
-		orphan, err = linkTx(tx, m, enc, exp, key)
-		return err
-	})
-	if err != nil {
+	op := s.linkOp(m)
+	if err := boltWriteErr("link carrier id", s.writeReq(ctx, &writeReq{ctx: ctx, link: op, done: make(chan error, 1)})); err != nil {
 		return nil, err
 	}
-	return orphan, nil
+	return op.orphan, nil
+}
+
+func (s *Bolt) linkOp(m *Message) *linkOp {
+	return &linkOp{id: m.ID, enc: encodeMessage(m), exp: s.expiry(), key: boltCarrierKey(m.Carrier, m.CarrierID)}
 }
 
 // TryLinkCarrier implements AsyncLinker: LinkCarrier through the group
@@ -313,47 +348,21 @@ func (s *Bolt) TryLinkCarrier(ctx context.Context, m *Message, done func(orphan 
 	if m.CarrierID == "" {
 		return false
 	}
-	enc := encodeMessage(m)
-	exp := s.expiry()
-	key := boltCarrierKey(m.Carrier, m.CarrierID)
-	var orphan []byte // written by fn on the writer goroutine, read by the callback after the commit
-	return s.tryWrite(ctx, func(tx *bolt.Tx) error {
-		var err error
-		orphan, err = linkTx(tx, m, enc, exp, key)
-		return err
-	}, func(err error) {
+	op := s.linkOp(m) // op.orphan is written on the writer goroutine, read by the callback after the answer
+	return s.tryWriteReq(&writeReq{ctx: ctx, link: op, cb: func(err error) {
 		if err = boltWriteErr("link carrier id", err); err != nil {
 			done(nil, err)
 			return
 		}
-		done(orphan, nil)
-	})
+		done(op.orphan, nil)
+	}})
 }
 
 // linkTx is LinkCarrier's transaction: the record, the link and the
-// orphan taken. The first write of a message with an IDGen id leaves its
-// expiry to sweepByID (see the bucket list at the top of this file).
-func linkTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64, key []byte) ([]byte, error) {
-	id := []byte(m.ID)
-	old := tx.Bucket(bMsg).Get(id)
-	_, genID := idMillis(id)
-	switch {
-	case exp != 0 && old == nil && genID:
-		if err := tx.Bucket(bMsg).Put(id, withExpiry(exp, enc)); err != nil {
-			return nil, err
-		}
-		if err := tx.Bucket(bCarrier).Put(key, withExpiry(exp, id)); err != nil {
-			return nil, err
-		}
-	default:
-		if old != nil {
-			if err := indexReplacedLink(tx, old, key); err != nil {
-				return nil, err
-			}
-		}
-		if err := putMessageTx(tx, m, enc, exp); err != nil {
-			return nil, err
-		}
+// orphan taken.
+func linkTx(tx *bolt.Tx, id string, enc []byte, exp uint64, key []byte) ([]byte, error) {
+	if err := linkWriteTx(tx, []byte(id), enc, exp, key); err != nil {
+		return nil, err
 	}
 	v := getExpiring(tx, bOrphan, key, msU64(time.Now()))
 	if v == nil {
@@ -361,6 +370,29 @@ func linkTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64, key []byte) ([]byte
 	}
 	orphan := bytes.Clone(v)
 	return orphan, tx.Bucket(bOrphan).Delete(key)
+}
+
+// linkWriteTx writes a link's record and carrier id link. The first write
+// of a message with an IDGen id leaves its expiry to sweepByID (see the
+// bucket list at the top of this file).
+func linkWriteTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte) error {
+	old := tx.Bucket(bMsg).Get(id)
+	_, genID := idMillis(id)
+	if exp != 0 && old == nil && genID {
+		if err := tx.Bucket(bMsg).Put(id, withExpiry(exp, enc)); err != nil {
+			return err
+		}
+		return tx.Bucket(bCarrier).Put(key, withExpiry(exp, id))
+	}
+	if old != nil {
+		if err := indexReplacedLink(tx, old, key); err != nil {
+			return err
+		}
+	}
+	if err := putExpiring(tx, bMsg, 'm', id, enc, exp); err != nil {
+		return err
+	}
+	return putExpiring(tx, bCarrier, 'c', key, id, exp)
 }
 
 // StashOrphan implements Store.
@@ -660,7 +692,12 @@ func (s *Bolt) Close() error {
 		<-s.done
 		<-s.wdone
 		<-s.cdone
-		err = s.db.Close()
+		if s.wal != nil {
+			err = s.wal.file.close()
+		}
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
 	})
 	return err
 }
@@ -729,7 +766,7 @@ func (s *Bolt) sweeper(interval time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if n, err := s.sweep(); err != nil {
+			if n, err := s.sweep(); err != nil && !errors.Is(err, ErrClosed) {
 				s.log.Warn("expiry sweep failed", zap.Error(err))
 			} else if n > 0 {
 				s.log.Debug("expiry sweep", zap.Int("deleted", n))
@@ -739,10 +776,11 @@ func (s *Bolt) sweeper(interval time.Duration) {
 }
 
 // sweep deletes up to sweepMax expired records and reports how many:
-// those indexed in x, then those found by sweepByID.
+// those indexed in x, then those found by sweepByID. It goes through the
+// writer, so it sees the links of the write-ahead log applied first.
 func (s *Bolt) sweep() (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.batch(context.Background(), "expiry sweep", func(tx *bolt.Tx) error {
 		n = 0
 		now := msU64(time.Now())
 		x := tx.Bucket(bExpiry)

@@ -12,25 +12,36 @@ import (
 
 // Group commit of the embedded store.
 //
-// Every bolt write goes through Bolt.write: the caller queues its function
-// and waits; one writer goroutine takes the first waiting write, then every
-// other write already waiting (up to writeBatchMax), runs them all in one
-// db.Update (one transaction, one fsync), answers each, and loops. There is
-// no timer: at low load a write waits for one commit, and under load the
-// batch grows by itself while the previous commit's fsync runs. bbolt's
-// NoSync stays false: nothing is answered before its commit is fsynced.
+// Every bolt write goes through the writer: the caller queues its request
+// (write, tryWrite, or a link) and waits or is called back; one writer
+// goroutine takes the first waiting request, then every other one already
+// waiting (up to writeBatchMax), makes the batch durable, answers each, and
+// loops. There is no timer: at low load a write waits for one batch, and
+// under load the batch grows by itself while the previous one's fsync runs.
+// Nothing is answered before it is fsynced.
+//
+// A batch holds only links (LinkCarrier, TryLinkCarrier) most of the time
+// at saturation: the writer appends it to the write-ahead log (one write,
+// one fdatasync) and puts it in the overlay (bolt_wal.go). Any other batch
+// runs in one db.Update (one transaction, bbolt's fsyncs) that first
+// applies the overlay; so does a batch of links when the log cannot take
+// it (a failed log write or apply not yet repaired by a committed apply,
+// or no room left in the log file). The writer applies the overlay in a
+// transaction of its own when it is large or old enough, and at Close.
 //
 // A failing function does not sink the others (as in bbolt's DB.Batch): the
 // transaction is rolled back, the failing function is taken out, the rest
 // run again in a new transaction, and the failing one then runs alone in
 // its own transaction, whose result its caller gets. So a function may run
-// more than once and must set its results afresh on each run.
+// more than once and must set its results afresh on each run. A failing
+// apply of the overlay, a failing commit or a failing log write fails the
+// whole batch.
 //
-// A write whose ctx ends before the writer takes it into a transaction is
+// A write whose ctx ends before the writer takes it into a batch is
 // not applied and its caller gets ctx.Err(); once taken it runs to the end.
 // The queue holds writeQueueMax writes; callers beyond that wait for room
-// (or their ctx). Close commits the writes already queued and refuses new
-// ones with ErrClosed.
+// (or their ctx). Close commits the writes already queued, applies the
+// overlay, and refuses new writes with ErrClosed.
 
 const (
 	// writeBatchMax bounds the writes in one transaction, as bbolt's
@@ -52,8 +63,11 @@ const (
 
 // writeReq is one caller's write waiting for the writer.
 type writeReq struct {
-	ctx   context.Context
-	fn    func(*bolt.Tx) error
+	ctx context.Context
+	fn  func(*bolt.Tx) error
+	// link, instead of fn, is a link (LinkCarrier): logged when its batch
+	// holds only links, else run in the transaction (bolt_wal.go).
+	link  *linkOp
 	state atomic.Int32
 	done  chan error // capacity 1: the writer's one answer, sent without blocking
 	// cb replaces done for tryWrite: called with the answer by the
@@ -100,10 +114,15 @@ func (s *Bolt) handOver(later []*writeReq) {
 // As with write, if ctx ends before the writer takes fn into a transaction,
 // fn never runs and cb gets ctx.Err(); once taken, it runs to the end.
 func (s *Bolt) tryWrite(ctx context.Context, fn func(*bolt.Tx) error, cb func(error)) bool {
+	return s.tryWriteReq(&writeReq{ctx: ctx, fn: fn, cb: cb})
+}
+
+// tryWriteReq is tryWrite of a prepared request (r.cb set).
+func (s *Bolt) tryWriteReq(r *writeReq) bool {
 	// Close sets asyncClosed before it stops the writer, so every write
 	// queued here is queued before the writer's last look (it drains the
 	// queue on Close): none is left unanswered.
-	return offer(&s.asyncMu, &s.asyncClosed, s.writes, &writeReq{ctx: ctx, fn: fn, cb: cb})
+	return offer(&s.asyncMu, &s.asyncClosed, s.writes, r)
 }
 
 // offer sends v on ch without waiting, unless *closed (read under mu's read
@@ -134,6 +153,11 @@ func (p writePanic) Error() string {
 // write runs fn through the writer (see the comment at the top of this
 // file) and returns when its transaction is committed and fsynced.
 func (s *Bolt) write(ctx context.Context, fn func(*bolt.Tx) error) error {
+	return s.writeReq(ctx, &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeReq is write of a prepared request (r.done set).
+func (s *Bolt) writeReq(ctx context.Context, r *writeReq) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -142,7 +166,6 @@ func (s *Bolt) write(ctx context.Context, fn func(*bolt.Tx) error) error {
 		return ErrClosed
 	default:
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case s.writes <- r:
 	case <-ctx.Done():
@@ -181,13 +204,26 @@ func (s *Bolt) writer() {
 	}()
 	batch := make([]*writeReq, 0, writeBatchMax)
 	var solo []*writeReq
+	// applyAt fires when the overlay is walApplyAge old (bolt_wal.go).
+	applyAt := time.NewTimer(time.Hour)
+	applyAt.Stop()
+	defer applyAt.Stop()
 	for {
 		batch = batch[:0]
+		var aged <-chan time.Time
+		if w := s.wal; w != nil && len(w.recs) > 0 {
+			applyAt.Reset(w.applyAge - time.Since(w.since))
+			aged = applyAt.C
+		}
 		select {
 		case r := <-s.writes:
 			batch = take(batch, r)
+		case <-aged:
+			s.applyNow()
+			continue
 		case <-s.stop:
 			s.drain(batch, solo)
+			s.applyNow() // what Close leaves in the log is replayed by the next OpenBolt
 			return
 		}
 	gather:
@@ -199,7 +235,14 @@ func (s *Bolt) writer() {
 				break gather
 			}
 		}
-		solo = s.commit(batch, solo[:0])
+		if s.walBatch(batch) {
+			s.logBatch(batch)
+			if s.wal.due() {
+				s.applyNow()
+			}
+		} else {
+			solo = s.commit(batch, solo[:0])
+		}
 		clear(batch[:cap(batch)]) // let the answered writes go
 	}
 }
@@ -252,9 +295,9 @@ func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 	defer func() { s.handOver(later) }()
 	for len(batch) > 0 {
 		failed := -1
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			for i, r := range batch {
-				if err := call(r.fn, tx); err != nil {
+				if err := call(r, tx); err != nil {
 					failed = i
 					return err
 				}
@@ -271,19 +314,23 @@ func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 		batch = append(batch[:failed], batch[failed+1:]...)
 	}
 	for _, r := range solo {
-		r.answer(s.db.Update(func(tx *bolt.Tx) error { return call(r.fn, tx) }), &later)
+		r.answer(s.update(func(tx *bolt.Tx) error { return call(r, tx) }), &later)
 	}
 	return solo
 }
 
-// call runs fn, turning a panic into a writePanic for its caller.
-func call(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+// call runs r's function (or link) in tx, turning a panic into a
+// writePanic for its caller.
+func call(r *writeReq, tx *bolt.Tx) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = writePanic{v}
 		}
 	}()
-	return fn(tx)
+	if r.link != nil {
+		return r.link.tx(tx)
+	}
+	return r.fn(tx)
 }
 
 // boltOpenOptions gives the bbolt options of OpenBolt (a variable for the

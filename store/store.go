@@ -81,11 +81,19 @@
 //
 // # Embedded store
 //
-// OpenBolt keeps everything in one bbolt file, dir/spareline.db. Every
-// write is an fsynced transaction, answered only once committed; one writer
-// goroutine commits all the writes waiting at the time in one transaction
-// (group commit without a timer, bolt_write.go), so a write waits for at
-// most the commit in progress and its own.
+// OpenBolt keeps everything in one bbolt file, dir/spareline.db, and a
+// write-ahead log of links, dir/spareline.wal. Every write is answered only
+// once it is fsynced. One writer goroutine takes all the writes waiting at
+// the time (group commit without a timer, bolt_write.go), so a write waits
+// for at most the batch in progress and its own. A batch of only links
+// (LinkCarrier, TryLinkCarrier: the carrier path's one store step per
+// message) is appended to the log with one write and one fdatasync, and
+// kept in an in-memory overlay that GetMessage and FindByCarrierID read
+// first; any other batch is one bbolt transaction that first applies the
+// overlay, so every other write sees the store as if each link had been
+// committed to bbolt. The writer also applies the overlay by itself in
+// large batches (by count, size or age) and at Close, and OpenBolt replays
+// what a crash left in the log before anything else (bolt_wal.go).
 package store
 
 import (
