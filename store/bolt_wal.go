@@ -2,9 +2,11 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,63 +27,87 @@ import (
 //
 // The overlay holds the logged links not yet in bbolt: each message record
 // by id and each link by carrier key (the newest of each), and the orphan
-// keys taken. GetMessage and FindByCarrierID look in it first. It is
-// applied to bbolt, in log order, in the same transaction as anything else
-// written to bbolt, before that write's own function runs: every other
-// write (FinishMessage, AddDelivery, PutMessage, StashOrphan, TakeOrphan,
-// claims, timers, the sweep, a batch that mixes links with other writes)
-// sees bbolt exactly as if each link had been committed to it. The
-// writer applies it also on its own once it holds walApplyRecords records
-// or walApplyBytes octets or is walApplyAge old, and at Close. The apply
-// writes the last sequence number issued to bbolt's meta bucket (walseq)
-// in the same transaction; once it commits, the overlay is emptied and the
-// log is written again from offset 0.
+// keys taken. GetMessage and FindByCarrierID look in it first.
 //
-// OpenBolt replays the log's records numbered above walseq before anything
-// else runs (each record as the apply does), so a store reopened after a
+// The log file has two halves. The writer logs into one; once it holds
+// walApplyRecords records or walApplyBytes octets or is walApplyAge old,
+// the writer freezes its links and an applier goroutine applies them to
+// bbolt in one transaction, in log order, that also writes their last
+// sequence number to bbolt's meta bucket (walseq), while the writer goes on
+// logging from the start of the other half. When the applier's commit is
+// done the writer takes the frozen links out of the overlay; the half they
+// were logged in is free again. One apply runs at a time: a half that fills
+// up before the other is free waits for the apply.
+//
+// Every other bbolt write (FinishMessage, AddDelivery, PutMessage,
+// StashOrphan, TakeOrphan, claims, timers, the sweep, a batch that mixes
+// links with other writes) waits for a running apply and then applies what
+// is left of the overlay first thing in its own transaction, writing
+// walseq = the last number issued: it sees bbolt exactly as if each link
+// had been committed to it, and both halves are free after it. Close does
+// the same.
+//
+// OpenBolt replays the records numbered above walseq, from both halves in
+// number order, before anything else runs, so a store reopened after a
 // crash answers as it did before: every answered link was fsynced in the
-// log, and the log's end (zeros, a torn or CRC-bad record, a record of an
-// older pass) comes after the last record answered.
+// log, and each half's end (zeros, a torn or CRC-bad record, a record of an
+// older pass) comes after the last record answered in it.
 //
 // A log write that fails fails its batch's callers. From then on, and after
 // an apply that fails, every batch goes to bbolt (applying the overlay
 // first) until an apply commits: that apply's walseq covers the failed
-// records too, so they are never replayed after it.
+// records' numbers too, so they are never replayed after it. The writer
+// runs that apply at once after a failed log write (and logs nothing more
+// for walRetryLog), and tries a failed apply again walApplyAge later.
 var (
 	walApplyRecords       = 8192
-	walApplyBytes   int64 = 1 << 20
+	walApplyBytes   int64 = 512 << 10
 	walApplyAge           = 200 * time.Millisecond
+	// walRetryLog is how long batches go to bbolt after a failed log write.
+	walRetryLog = time.Second
+	// walApplyHook, when set (tests), runs on the applier goroutine before
+	// its transaction.
+	walApplyHook func()
 )
 
 // walMeta is the key in bMeta of the last log sequence number applied.
 var walMeta = []byte("walseq")
 
-// walEntry is one logged link in the overlay.
-type walEntry struct {
-	id   string
-	key  []byte
-	enc  []byte // the encoded Message
-	exp  uint64
-	took bool
-}
+// walEntry is one logged link in the overlay: the linkOp it was logged
+// from, which does not change once logged.
+type walEntry = linkOp
 
-// walState is the log and the overlay. The writer goroutine owns
-// everything but the overlay's maps, which it changes under mu (readers
-// hold mu's read lock).
+// walState is the log and the overlay. The writer goroutine owns it; the
+// applier reads the frozen links it is given. The overlay's maps change
+// only on the writer goroutine, under mu; readers hold mu's read lock.
 type walState struct {
-	file *walFile
-	off  int64  // where the next batch goes
-	next uint64 // the next sequence number
-	// applied is the last sequence number applied to bbolt (walseq);
-	// next-1 > applied while records wait (or failed writes were numbered).
+	file   *walFile
+	half   int64  // the size of each half of the file
+	region int    // the half being written (0 or 1)
+	off    int64  // where the next batch goes in it
+	next   uint64 // the next sequence number
+	// applied is the last sequence number known applied to bbolt
+	// (walseq); next-1 > applied while records wait (or failed writes
+	// were numbered).
 	applied uint64
 	// ok is false after a failed log write or apply: batches go to bbolt
 	// until an apply commits.
-	ok    bool
-	recs  []*walEntry // waiting to be applied, in log order
-	since time.Time   // when the first of recs was answered
-	buf   []byte      // the batch being written
-	took  map[string]bool
+	ok      bool
+	retryAt time.Time // when the writer tries a failed apply again
+	// logAfter is when the log may be written again after a failed write
+	// (retryLog later).
+	logAfter time.Time
+	retryLog time.Duration
+	recs     []*walEntry // logged in the half being written, in log order
+	since    time.Time   // when the first of recs was answered
+	// frozen are the links of the other half, being applied (applying
+	// non-nil: the applier's outcome comes on it) or whose apply failed;
+	// frozenLast is their last sequence number.
+	frozen     []*walEntry
+	frozenLast uint64
+	applying   chan error
+	buf        []byte          // the batch being written
+	took       map[string]bool // orphan keys taken by the batch being written
 
 	// When the writer applies the overlay by itself (walApply* when the
 	// store opened).
@@ -90,36 +116,57 @@ type walState struct {
 	applyAge     time.Duration
 
 	mu    sync.RWMutex
-	msgs  map[string]*walEntry // by message id
-	links map[string]*walEntry // by string(key)
-	taken map[string]bool      // orphan keys taken by links of recs
+	msgs  map[string]*walEntry // by message id, the newest
+	links map[string]*walEntry // by string(key), the newest
+	taken map[string]*walEntry // orphan keys taken, by the link that took it
 }
 
 func newWALState(f *walFile, next, applied uint64) *walState {
 	return &walState{
-		file: f, next: next, applied: applied, ok: true, took: map[string]bool{},
-		applyRecords: walApplyRecords, applyBytes: walApplyBytes, applyAge: walApplyAge,
-		msgs: map[string]*walEntry{}, links: map[string]*walEntry{}, taken: map[string]bool{},
+		file: f, half: f.size / 2, next: next, applied: applied, ok: true, took: map[string]bool{},
+		applyRecords: walApplyRecords, applyBytes: walApplyBytes, applyAge: walApplyAge, retryLog: walRetryLog,
+		msgs: map[string]*walEntry{}, links: map[string]*walEntry{}, taken: map[string]*walEntry{},
 	}
 }
 
 // pending reports whether an apply has something to do.
 func (w *walState) pending() bool { return w.next-1 > w.applied }
 
-// due reports whether the writer should apply the overlay now.
+// due reports whether the writer should freeze the links logged and
+// apply them.
 func (w *walState) due() bool {
 	return len(w.recs) >= w.applyRecords || w.off >= w.applyBytes ||
 		(len(w.recs) > 0 && time.Since(w.since) >= w.applyAge)
+}
+
+// canFreeze reports whether the writer may start an apply now.
+func (w *walState) canFreeze() bool {
+	return w.ok && w.applying == nil && len(w.frozen) == 0 && len(w.recs) > 0
+}
+
+// timer is when the writer should next look at the log by itself (an
+// apply due by age, a failed apply to try again), or zero.
+func (w *walState) timer() time.Time {
+	switch {
+	case w.applying != nil:
+		return time.Time{} // its outcome wakes the writer
+	case !w.ok && w.pending():
+		return w.retryAt
+	case w.canFreeze():
+		return w.since.Add(w.applyAge)
+	}
+	return time.Time{}
 }
 
 // linkOp is a link waiting for the writer: LinkCarrier's arguments and
 // its result.
 type linkOp struct {
 	id     string
-	enc    []byte
+	enc    []byte // the encoded Message
 	exp    uint64
 	key    []byte
 	orphan []byte // set by the writer before the answer
+	took   bool   // logged, it took the orphan stashed for key
 }
 
 // tx runs the link in a bbolt transaction (a batch that goes to bbolt).
@@ -130,11 +177,18 @@ func (op *linkOp) tx(tx *bolt.Tx) error {
 }
 
 // walBatch reports whether the writer logs batch: the log works, the
-// batch holds only links, and it fits in the log file.
+// batch holds only links, and it fits in the half being written (or in
+// the other, once free).
 func (s *Bolt) walBatch(batch []*writeReq) bool {
 	w := s.wal
 	if w == nil || !w.ok || len(batch) == 0 {
 		return false
+	}
+	if !w.logAfter.IsZero() {
+		if time.Now().Before(w.logAfter) {
+			return false
+		}
+		w.logAfter = time.Time{}
 	}
 	size := int64(0)
 	for _, r := range batch {
@@ -143,7 +197,14 @@ func (s *Bolt) walBatch(batch []*writeReq) bool {
 		}
 		size += walHeader + 32 + int64(len(r.link.id)+len(r.link.key)+len(r.link.enc))
 	}
-	return w.off+size <= w.file.size
+	if w.off+size <= w.half {
+		return true
+	}
+	s.waitApply()
+	if w.canFreeze() {
+		s.startApply()
+	}
+	return w.ok && w.off+size <= w.half
 }
 
 // logBatch logs a batch of links (see the top of this file) and answers
@@ -160,25 +221,28 @@ func (s *Bolt) logBatch(batch []*writeReq) {
 		for i, r := range batch {
 			op := r.link
 			op.orphan = nil
-			took := false
-			if !w.taken[string(op.key)] && !w.took[string(op.key)] {
+			// An orphan taken by a link of the overlay is still in bbolt
+			// until that link is applied (and then no longer in taken).
+			if w.taken[string(op.key)] == nil && !w.took[string(op.key)] {
 				if v := orphans.Get(op.key); len(v) >= 8 && !expired(binary.BigEndian.Uint64(v), now) {
-					op.orphan, took = bytes.Clone(v[8:]), true
+					op.orphan = bytes.Clone(v[8:])
 					w.took[string(op.key)] = true
 				}
 			}
-			b = appendWALRecord(b, w.next+uint64(i), took, op.exp, op.id, op.key, op.enc)
+			b = appendWALRecord(b, w.next+uint64(i), op.orphan != nil, op.exp, op.id, op.key, op.enc)
 		}
 		return nil
 	})
 	w.buf = b
 	if err == nil {
-		err = w.file.write(b, w.off)
+		err = w.file.write(b, int64(w.region)*w.half+w.off)
 	}
 	w.next += uint64(len(batch)) // numbered even if not written: the next apply's walseq covers them
 	if err != nil {
 		w.ok = false
-		s.log.Error("store: write-ahead log write failed; writes go to bbolt until an apply commits", zap.Error(err))
+		w.retryAt = time.Now()
+		w.logAfter = w.retryAt.Add(w.retryLog)
+		s.log.Error("store: write-ahead log write failed; writes go to bbolt for a while", zap.Error(err), zap.Duration("for", w.retryLog))
 		for _, r := range batch {
 			r.link.orphan = nil
 			r.answer(fmt.Errorf("wal write: %w", err), &later)
@@ -192,12 +256,13 @@ func (s *Bolt) logBatch(batch []*writeReq) {
 	w.mu.Lock()
 	for _, r := range batch {
 		op := r.link
-		e := &walEntry{id: op.id, key: op.key, enc: op.enc, exp: op.exp, took: op.orphan != nil}
+		e := op
+		e.took = op.orphan != nil
 		w.recs = append(w.recs, e)
 		w.msgs[e.id] = e
 		w.links[string(e.key)] = e
 		if e.took {
-			w.taken[string(e.key)] = true
+			w.taken[string(e.key)] = e
 		}
 	}
 	w.mu.Unlock()
@@ -206,28 +271,104 @@ func (s *Bolt) logBatch(batch []*writeReq) {
 	}
 }
 
-// applyTx applies the overlay to bbolt in tx: every logged link in log
-// order, and walseq. It runs first in every bbolt write transaction of the
-// writer.
-func (s *Bolt) applyTx(tx *bolt.Tx) error {
+// startApply freezes the links of the half being written and starts their
+// apply on a goroutine; the writer goes on in the other half (w.canFreeze
+// holds: that half's links are applied).
+func (s *Bolt) startApply() {
 	w := s.wal
-	if w == nil || !w.pending() {
-		return nil
+	w.frozen, w.recs = w.recs, w.frozen[:0]
+	w.frozenLast = w.next - 1
+	w.region, w.off = 1-w.region, 0
+	ch := make(chan error, 1)
+	w.applying = ch
+	frozen, last := w.frozen, w.frozenLast
+	go func() {
+		if walApplyHook != nil {
+			walApplyHook()
+		}
+		ch <- s.db.Update(func(tx *bolt.Tx) error { return applyLinksTx(tx, last, frozen) })
+	}()
+}
+
+// waitApply waits for the running apply, if any, and takes its outcome.
+func (s *Bolt) waitApply() {
+	if w := s.wal; w != nil && w.applying != nil {
+		s.applyEnded(<-w.applying)
 	}
+}
+
+// pollApply takes the outcome of the running apply if it is there.
+func (s *Bolt) pollApply() {
+	if w := s.wal; w != nil && w.applying != nil {
+		select {
+		case err := <-w.applying:
+			s.applyEnded(err)
+		default:
+		}
+	}
+}
+
+// applyEnded takes the outcome of the applier's transaction: committed,
+// the frozen links leave the overlay (unless a later link replaced them
+// there already) and their half is free; failed, they stay, and batches go
+// to bbolt until an apply commits.
+func (s *Bolt) applyEnded(err error) {
+	w := s.wal
+	w.applying = nil
+	if err != nil {
+		w.ok = false
+		w.retryAt = time.Now().Add(w.applyAge)
+		s.log.Error("store: applying the write-ahead log to bbolt failed; writes go to bbolt until an apply commits", zap.Error(err))
+		return
+	}
+	w.applied = max(w.applied, w.frozenLast)
+	w.mu.Lock()
+	for _, e := range w.frozen {
+		if w.msgs[e.id] == e {
+			delete(w.msgs, e.id)
+		}
+		if w.links[string(e.key)] == e {
+			delete(w.links, string(e.key))
+		}
+		if e.took && w.taken[string(e.key)] == e {
+			delete(w.taken, string(e.key))
+		}
+	}
+	w.mu.Unlock()
+	clear(w.frozen)
+	w.frozen = w.frozen[:0]
+}
+
+// applyLinksTx applies links, in log order, and sets walseq to last.
+func applyLinksTx(tx *bolt.Tx, last uint64, links ...[]*walEntry) error {
 	// Message ids of IDGen's form grow: a record appended to the last
 	// leaf fills it instead of splitting it at half (bbolt's default
 	// FillPercent), so fewer pages are written and read.
 	tx.Bucket(bMsg).FillPercent = 0.9
-	for _, e := range w.recs {
-		if err := applyLinkTx(tx, []byte(e.id), e.enc, e.exp, e.key, e.took); err != nil {
-			return err
+	for _, l := range links {
+		for _, e := range l {
+			if err := applyLinkTx(tx, []byte(e.id), e.enc, e.exp, e.key, e.took); err != nil {
+				return err
+			}
 		}
 	}
 	meta, err := tx.CreateBucketIfNotExists(bMeta)
 	if err != nil {
 		return err
 	}
-	return meta.Put(walMeta, u64(w.next-1))
+	return meta.Put(walMeta, u64(last))
+}
+
+// applyTx applies what is left of the overlay to bbolt in tx (the frozen
+// links if their apply failed, then the others) and sets walseq to the
+// last number issued. It runs first in every bbolt write transaction of
+// the writer, after waitApply.
+func (s *Bolt) applyTx(tx *bolt.Tx) error {
+	w := s.wal
+	if w == nil || !w.pending() {
+		return nil
+	}
+	return applyLinksTx(tx, w.next-1, w.frozen, w.recs)
 }
 
 // applyLinkTx writes one logged link to bbolt: as linkTx, with the orphan
@@ -243,10 +384,14 @@ func applyLinkTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte, took bool)
 }
 
 // applied notes that a transaction that ran applyTx committed: the
-// overlay is in bbolt, and the log starts again from offset 0.
+// overlay is in bbolt, and both halves of the log are free.
 func (s *Bolt) applied() {
 	w := s.wal
-	if w == nil || !w.pending() {
+	if w == nil {
+		return
+	}
+	w.ok = true
+	if !w.pending() {
 		return
 	}
 	w.applied = w.next - 1
@@ -257,11 +402,13 @@ func (s *Bolt) applied() {
 	w.mu.Unlock()
 	clear(w.recs)
 	w.recs = w.recs[:0]
+	clear(w.frozen)
+	w.frozen = w.frozen[:0]
 	w.off = 0
-	w.ok = true
 }
 
-// update runs fn in a bbolt write transaction after the overlay's apply.
+// update runs fn in a bbolt write transaction after the overlay's apply
+// (the writer has waited for a running apply).
 func (s *Bolt) update(fn func(*bolt.Tx) error) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := s.applyTx(tx); err != nil {
@@ -275,14 +422,29 @@ func (s *Bolt) update(fn func(*bolt.Tx) error) error {
 	return err
 }
 
-// applyNow applies the overlay in a transaction of its own.
+// applyNow applies the whole overlay in a transaction of its own (a
+// failed apply tried again, Close).
 func (s *Bolt) applyNow() {
+	s.waitApply()
 	if s.wal == nil || !s.wal.pending() {
 		return
 	}
 	if err := s.update(func(*bolt.Tx) error { return nil }); err != nil {
 		s.wal.ok = false
+		s.wal.retryAt = time.Now().Add(s.wal.applyAge)
 		s.log.Error("store: applying the write-ahead log to bbolt failed; writes go to bbolt until an apply commits", zap.Error(err))
+	}
+}
+
+// walTick is the writer's look at the log when its timer fires.
+func (s *Bolt) walTick() {
+	w := s.wal
+	switch {
+	case w.applying != nil:
+	case !w.ok:
+		s.applyNow()
+	case w.canFreeze() && w.due():
+		s.startApply()
 	}
 }
 
@@ -327,7 +489,6 @@ func (s *Bolt) readMessages(op string, fn func(tx *bolt.Tx, w *walState) error) 
 // (OpenBolt, before anything else runs) and returns the walState to go on
 // with.
 func replayWAL(db *bolt.DB, f *walFile, data []byte, log *zap.Logger) (*walState, error) {
-	recs, _ := scanWAL(data)
 	var applied uint64
 	if err := db.View(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bMeta); meta != nil {
@@ -339,33 +500,55 @@ func replayWAL(db *bolt.DB, f *walFile, data []byte, log *zap.Logger) (*walState
 	}); err != nil {
 		return nil, err
 	}
+	// The halves of the file as it was written (it may have been made
+	// larger since, when walFileSize grew).
+	half := len(data) / 2
+	a, _ := scanWAL(data[:half])
+	b, _ := scanWAL(data[half : 2*half])
+	recs := slices.SortedFunc(slices.Values(append(a, b...)), func(x, y walRecord) int {
+		return cmp.Compare(x.seq, y.seq)
+	})
 	last := applied
 	var todo []walRecord
 	for _, r := range recs {
-		if r.seq > applied {
-			todo = append(todo, r)
+		if r.seq <= applied {
+			continue
 		}
-		last = max(last, r.seq)
+		if r.seq != last+1 {
+			break // a gap: what follows was never answered
+		}
+		todo = append(todo, r)
+		last = r.seq
 	}
-	if len(todo) > 0 {
-		err := db.Update(func(tx *bolt.Tx) error {
-			for _, r := range todo {
-				if err := applyLinkTx(tx, r.id, r.enc, r.exp, r.key, r.took); err != nil {
-					return err
-				}
-			}
-			meta, err := tx.CreateBucketIfNotExists(bMeta)
-			if err != nil {
+	// Numbers above any left in the file: records of a batch whose write
+	// failed just before a crash may lie past a half's end, whole, with
+	// numbers above the last replayed (at most one batch: no log write
+	// follows a failed one until an apply commits). walseq says so at
+	// once, so that the numbers skipped are no gap to a later replay.
+	top := last
+	for _, r := range recs {
+		top = max(top, r.seq)
+	}
+	next := top + 1 + writeBatchMax
+	err := db.Update(func(tx *bolt.Tx) error {
+		for _, r := range todo {
+			if err := applyLinkTx(tx, r.id, r.enc, r.exp, r.key, r.took); err != nil {
 				return err
 			}
-			return meta.Put(walMeta, u64(last))
-		})
-		if err != nil {
-			return nil, fmt.Errorf("replay the write-ahead log: %w", err)
 		}
+		meta, err := tx.CreateBucketIfNotExists(bMeta)
+		if err != nil {
+			return err
+		}
+		return meta.Put(walMeta, u64(next-1))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay the write-ahead log: %w", err)
+	}
+	if len(todo) > 0 {
 		log.Info("store: write-ahead log replayed", zap.Int("links", len(todo)))
 	}
-	return newWALState(f, last+1, last), nil
+	return newWALState(f, next, next-1), nil
 }
 
 // flushWAL applies the overlay through the writer (for tests that read

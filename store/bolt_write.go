@@ -23,11 +23,13 @@ import (
 // A batch holds only links (LinkCarrier, TryLinkCarrier) most of the time
 // at saturation: the writer appends it to the write-ahead log (one write,
 // one fdatasync) and puts it in the overlay (bolt_wal.go). Any other batch
-// runs in one db.Update (one transaction, bbolt's fsyncs) that first
-// applies the overlay; so does a batch of links when the log cannot take
-// it (a failed log write or apply not yet repaired by a committed apply,
-// or no room left in the log file). The writer applies the overlay in a
-// transaction of its own when it is large or old enough, and at Close.
+// waits for a running apply of the overlay, then runs in one db.Update (one
+// transaction, bbolt's fsyncs) that first applies what is left of the
+// overlay; so does a batch of links when the log cannot take it (after a
+// failed log write or apply, until an apply commits; no room left in the
+// log file). When the links logged are many or old enough, the writer
+// hands them to an applier goroutine, which applies them in a transaction
+// of its own while the writer goes on logging; Close applies the rest.
 //
 // A failing function does not sink the others (as in bbolt's DB.Batch): the
 // transaction is rolled back, the failing function is taken out, the rest
@@ -204,22 +206,30 @@ func (s *Bolt) writer() {
 	}()
 	batch := make([]*writeReq, 0, writeBatchMax)
 	var solo []*writeReq
-	// applyAt fires when the overlay is walApplyAge old (bolt_wal.go).
-	applyAt := time.NewTimer(time.Hour)
-	applyAt.Stop()
-	defer applyAt.Stop()
+	// walAt fires when the writer should look at the log by itself
+	// (bolt_wal.go: an apply due by age, a failed apply to try again).
+	walAt := time.NewTimer(time.Hour)
+	walAt.Stop()
+	defer walAt.Stop()
 	for {
 		batch = batch[:0]
-		var aged <-chan time.Time
-		if w := s.wal; w != nil && len(w.recs) > 0 {
-			applyAt.Reset(w.applyAge - time.Since(w.since))
-			aged = applyAt.C
+		var timer <-chan time.Time
+		var applied <-chan error
+		if w := s.wal; w != nil {
+			applied = w.applying // nil when no apply runs
+			if at := w.timer(); !at.IsZero() {
+				walAt.Reset(time.Until(at))
+				timer = walAt.C
+			}
 		}
 		select {
 		case r := <-s.writes:
 			batch = take(batch, r)
-		case <-aged:
-			s.applyNow()
+		case err := <-applied:
+			s.applyEnded(err)
+			continue
+		case <-timer:
+			s.walTick()
 			continue
 		case <-s.stop:
 			s.drain(batch, solo)
@@ -237,8 +247,9 @@ func (s *Bolt) writer() {
 		}
 		if s.walBatch(batch) {
 			s.logBatch(batch)
-			if s.wal.due() {
-				s.applyNow()
+			s.pollApply()
+			if w := s.wal; w.canFreeze() && w.due() {
+				s.startApply()
 			}
 		} else {
 			solo = s.commit(batch, solo[:0])
@@ -293,6 +304,7 @@ func take(batch []*writeReq, r *writeReq) []*writeReq {
 func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 	var later []*writeReq
 	defer func() { s.handOver(later) }()
+	s.waitApply() // the transaction applies what is left of the overlay first
 	for len(batch) > 0 {
 		failed := -1
 		err := s.update(func(tx *bolt.Tx) error {
