@@ -49,8 +49,9 @@ var (
 
 var _ Store = (*Bolt)(nil)
 
-// sweepMax bounds the records the sweep deletes in one transaction.
-const sweepMax = 10000
+// sweepMax bounds the records the sweep deletes in one transaction (a
+// variable for the tests).
+var sweepMax = 10000
 
 // Bolt is the embedded store: one bbolt file and a write-ahead log of
 // links, written by one writer goroutine that makes every write waiting for
@@ -72,11 +73,14 @@ type Bolt struct {
 	asyncMu     sync.RWMutex
 	asyncClosed bool
 	// sweepFrom is where the next sweepByID round goes on (nil: the
-	// start); only the sweep's write function uses it.
+	// start); only sweep uses it, and sets it once the round committed.
 	sweepFrom []byte
 	// wal is the write-ahead log of links and its overlay (bolt_wal.go);
 	// nil when boltWAL is off.
 	wal *walState
+	// closeErr is the outcome of the writer's last apply of the overlay,
+	// at Close (written by the writer before wdone is closed).
+	closeErr error
 }
 
 // boltWAL turns the write-ahead log of links on (a variable for the tests
@@ -125,6 +129,13 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 			_ = db.Close()
 			return nil, fmt.Errorf("store: %s: %w", path, err)
 		}
+		// Only now that the replay committed (see openWALFile).
+		if err := f.enlarge(); err != nil {
+			_ = f.close()
+			_ = db.Close()
+			return nil, err
+		}
+		wal.half = f.size / 2
 	}
 	s := &Bolt{
 		db: db, ttl: ttl, log: log.With(zap.String("store", path)), wal: wal,
@@ -331,15 +342,48 @@ func (s *Bolt) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
 	if m.CarrierID == "" {
 		return nil, ErrNoCarrierID
 	}
-	op := s.linkOp(m)
+	op, err := s.linkOp(m)
+	if err != nil {
+		return nil, err
+	}
 	if err := boltWriteErr("link carrier id", s.writeReq(ctx, &writeReq{ctx: ctx, link: op, done: make(chan error, 1)})); err != nil {
 		return nil, err
 	}
 	return op.orphan, nil
 }
 
-func (s *Bolt) linkOp(m *Message) *linkOp {
-	return &linkOp{id: m.ID, enc: encodeMessage(m), exp: s.expiry(), key: boltCarrierKey(m.Carrier, m.CarrierID)}
+// linkOp prepares a link for the writer, or refuses one that bbolt would
+// refuse (checkLink): answered OK from the log, it could then never be
+// applied, and every apply after it would fail.
+func (s *Bolt) linkOp(m *Message) (*linkOp, error) {
+	op := &linkOp{id: m.ID, enc: encodeMessage(m), exp: s.expiry(), key: boltCarrierKey(m.Carrier, m.CarrierID)}
+	if err := checkLink(op.id, op.key, op.enc); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+// linkKeyMax bounds a carrier id key: bbolt's key limit less the expiry
+// index entry's prefix (8 octets of expiry and a kind octet) that
+// putExpiring puts before it.
+const linkKeyMax = bolt.MaxKeySize - 9
+
+// checkLink reports why bbolt would refuse the link (id, carrier key,
+// encoded record), or nil: an empty id, an id or key too long for a bbolt
+// key (with the expiry index's prefix), a record (with its expiry) too
+// large for a bbolt value.
+func checkLink(id string, key, enc []byte) error {
+	switch {
+	case id == "":
+		return errors.New("store: link carrier id: the message has no id")
+	case len(id) > linkKeyMax:
+		return fmt.Errorf("store: link carrier id: message id of %d octets (at most %d)", len(id), linkKeyMax)
+	case len(key) == 0 || len(key) > linkKeyMax:
+		return fmt.Errorf("store: link carrier id: carrier id key of %d octets (at most %d)", len(key), linkKeyMax)
+	case int64(len(enc))+8 > bolt.MaxValueSize:
+		return fmt.Errorf("store: link carrier id: message record of %d octets (at most %d)", len(enc), bolt.MaxValueSize-8)
+	}
+	return nil
 }
 
 // TryLinkCarrier implements AsyncLinker: LinkCarrier through the group
@@ -348,7 +392,10 @@ func (s *Bolt) TryLinkCarrier(ctx context.Context, m *Message, done func(orphan 
 	if m.CarrierID == "" {
 		return false
 	}
-	op := s.linkOp(m) // op.orphan is written on the writer goroutine, read by the callback after the answer
+	op, err := s.linkOp(m) // op.orphan is written on the writer goroutine, read by the callback after the answer
+	if err != nil {
+		return false // LinkCarrier, which the caller falls back to, returns the error
+	}
 	return s.tryWriteReq(&writeReq{ctx: ctx, link: op, cb: func(err error) {
 		if err = boltWriteErr("link carrier id", err); err != nil {
 			done(nil, err)
@@ -692,8 +739,11 @@ func (s *Bolt) Close() error {
 		<-s.done
 		<-s.wdone
 		<-s.cdone
+		err = s.closeErr // the final apply's
 		if s.wal != nil {
-			err = s.wal.file.close()
+			if cerr := s.wal.file.close(); err == nil {
+				err = cerr
+			}
 		}
 		if cerr := s.db.Close(); err == nil {
 			err = cerr
@@ -780,8 +830,12 @@ func (s *Bolt) sweeper(interval time.Duration) {
 // writer, so it sees the links of the write-ahead log applied first.
 func (s *Bolt) sweep() (int, error) {
 	n := 0
+	// The write function may run more than once (a batch rolled back and
+	// run again) or be rolled back: where the next round goes on is kept
+	// only once the round committed, else records would be stepped over.
+	from, next := s.sweepFrom, s.sweepFrom
 	err := s.batch(context.Background(), "expiry sweep", func(tx *bolt.Tx) error {
-		n = 0
+		n, next = 0, from
 		now := msU64(time.Now())
 		x := tx.Bucket(bExpiry)
 		c := x.Cursor()
@@ -821,12 +875,15 @@ func (s *Bolt) sweep() (int, error) {
 		if n >= sweepMax || s.ttl <= 0 {
 			return nil
 		}
-		m, next, err := sweepByID(tx, now, uint64(s.ttl.Milliseconds()), sweepMax-n, s.sweepFrom)
+		m, after, err := sweepByID(tx, now, uint64(s.ttl.Milliseconds()), sweepMax-n, from)
 		n += m
 		if err == nil {
-			s.sweepFrom = next
+			next = after
 		}
 		return err
 	})
+	if err == nil {
+		s.sweepFrom = next
+	}
 	return n, err
 }

@@ -53,18 +53,34 @@ import (
 // log, and each half's end (zeros, a torn or CRC-bad record, a record of an
 // older pass) comes after the last record answered in it.
 //
-// A log write that fails fails its batch's callers. From then on, and after
-// an apply that fails, every batch goes to bbolt (applying the overlay
-// first) until an apply commits: that apply's walseq covers the failed
-// records' numbers too, so they are never replayed after it. The writer
-// runs that apply at once after a failed log write (and logs nothing more
-// for walRetryLog), and tries a failed apply again walApplyAge later.
+// A batch whose log write fails (the write, or its fdatasync) is not
+// answered from the log: before any of its callers hears anything it goes
+// through the bbolt commit path like any other batch, whose transaction
+// applies the overlay and writes a walseq past the failed records' numbers,
+// and its callers get that commit's outcome. So a record of the failed
+// write, even if its octets reached the disk, is never replayed once a
+// caller was answered (answered an error, it would otherwise come back
+// after a crash, with the orphan it took deleted and delivered to nobody).
+// From then on, and after an apply that fails, every batch goes to bbolt
+// (applying the overlay first) until an apply commits, and the log is not
+// written for walRetryLog. A failed apply is tried again after a delay
+// that doubles, from walApplyAge up to walRetryMax, with one log line per
+// try.
 var (
 	walApplyRecords       = 8192
 	walApplyBytes   int64 = 512 << 10
 	walApplyAge           = 200 * time.Millisecond
 	// walRetryLog is how long batches go to bbolt after a failed log write.
 	walRetryLog = time.Second
+	// walRetryMax bounds the delay before a failed apply is tried again.
+	walRetryMax = 10 * time.Second
+	// walApplyErr, when set (tests), makes an apply of the overlay (not the
+	// replay) fail with its error.
+	walApplyErr func() error
+	// walAppliedHook, when set (tests), runs on the writer between the
+	// commit of a transaction that applied the overlay and the overlay's
+	// clearing.
+	walAppliedHook func()
 	// walApplyHook, when set (tests), runs on the applier goroutine before
 	// its transaction.
 	walApplyHook func()
@@ -94,6 +110,9 @@ type walState struct {
 	// until an apply commits.
 	ok      bool
 	retryAt time.Time // when the writer tries a failed apply again
+	// retryDelay is the delay before the next try of a failed apply
+	// (doubling up to walRetryMax; zero: none failed since the last commit).
+	retryDelay time.Duration
 	// logAfter is when the log may be written again after a failed write
 	// (retryLog later).
 	logAfter time.Time
@@ -208,8 +227,10 @@ func (s *Bolt) walBatch(batch []*writeReq) bool {
 }
 
 // logBatch logs a batch of links (see the top of this file) and answers
-// each.
-func (s *Bolt) logBatch(batch []*writeReq) {
+// each, or reports false having answered none when the log write failed:
+// the caller then commits the batch to bbolt (s.commit), whose walseq
+// covers the failed records.
+func (s *Bolt) logBatch(batch []*writeReq) bool {
 	w := s.wal
 	var later []*writeReq
 	defer func() { s.handOver(later) }()
@@ -242,12 +263,11 @@ func (s *Bolt) logBatch(batch []*writeReq) {
 		w.ok = false
 		w.retryAt = time.Now()
 		w.logAfter = w.retryAt.Add(w.retryLog)
-		s.log.Error("store: write-ahead log write failed; writes go to bbolt for a while", zap.Error(err), zap.Duration("for", w.retryLog))
+		s.log.Error("store: write-ahead log write failed; the batch and the writes after it go to bbolt for a while", zap.Error(err), zap.Duration("for", w.retryLog))
 		for _, r := range batch {
-			r.link.orphan = nil
-			r.answer(fmt.Errorf("wal write: %w", err), &later)
+			r.link.orphan = nil // the bbolt transaction decides it again
 		}
-		return
+		return false
 	}
 	w.off += int64(len(b))
 	if len(w.recs) == 0 {
@@ -269,6 +289,7 @@ func (s *Bolt) logBatch(batch []*writeReq) {
 	for _, r := range batch {
 		r.answer(nil, &later)
 	}
+	return true
 }
 
 // startApply freezes the links of the half being written and starts their
@@ -316,11 +337,10 @@ func (s *Bolt) applyEnded(err error) {
 	w := s.wal
 	w.applying = nil
 	if err != nil {
-		w.ok = false
-		w.retryAt = time.Now().Add(w.applyAge)
-		s.log.Error("store: applying the write-ahead log to bbolt failed; writes go to bbolt until an apply commits", zap.Error(err))
+		s.applyFailed(err)
 		return
 	}
+	w.retryDelay = 0
 	w.applied = max(w.applied, w.frozenLast)
 	w.mu.Lock()
 	for _, e := range w.frozen {
@@ -339,8 +359,25 @@ func (s *Bolt) applyEnded(err error) {
 	w.frozen = w.frozen[:0]
 }
 
+// applyFailed notes an apply of the overlay that failed: batches go to
+// bbolt until an apply commits, and the writer tries again after a delay
+// that doubles from applyAge up to walRetryMax (one log line a try).
+func (s *Bolt) applyFailed(err error) {
+	w := s.wal
+	w.ok = false
+	w.retryDelay = min(max(2*w.retryDelay, w.applyAge), max(walRetryMax, w.applyAge))
+	w.retryAt = time.Now().Add(w.retryDelay)
+	s.log.Error("store: applying the write-ahead log to bbolt failed; writes go to bbolt until an apply commits",
+		zap.Error(err), zap.Duration("retry in", w.retryDelay))
+}
+
 // applyLinksTx applies links, in log order, and sets walseq to last.
 func applyLinksTx(tx *bolt.Tx, last uint64, links ...[]*walEntry) error {
+	if walApplyErr != nil {
+		if err := walApplyErr(); err != nil {
+			return err
+		}
+	}
 	// Message ids of IDGen's form grow: a record appended to the last
 	// leaf fills it instead of splitting it at half (bbolt's default
 	// FillPercent), so fewer pages are written and read.
@@ -384,22 +421,22 @@ func applyLinkTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte, took bool)
 }
 
 // applied notes that a transaction that ran applyTx committed: the
-// overlay is in bbolt, and both halves of the log are free.
+// overlay is in bbolt, and both halves of the log are free. Under w.mu's
+// write lock when the overlay had work (update).
 func (s *Bolt) applied() {
 	w := s.wal
 	if w == nil {
 		return
 	}
 	w.ok = true
+	w.retryDelay = 0
 	if !w.pending() {
 		return
 	}
 	w.applied = w.next - 1
-	w.mu.Lock()
 	clear(w.msgs)
 	clear(w.links)
 	clear(w.taken)
-	w.mu.Unlock()
 	clear(w.recs)
 	w.recs = w.recs[:0]
 	clear(w.frozen)
@@ -409,7 +446,18 @@ func (s *Bolt) applied() {
 
 // update runs fn in a bbolt write transaction after the overlay's apply
 // (the writer has waited for a running apply).
+//
+// When the overlay has links to apply, the overlay's write lock is held
+// from before the transaction until the overlay is cleared after its
+// commit: readers (readMessages) hold the read lock across their own
+// transaction, so they see the overlay and bbolt either both before or
+// both after the commit, never the overlay's older record next to what fn
+// wrote (a FinishMessage's record, say) in bbolt.
 func (s *Bolt) update(fn func(*bolt.Tx) error) error {
+	if w := s.wal; w != nil && w.pending() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := s.applyTx(tx); err != nil {
 			return err
@@ -417,23 +465,26 @@ func (s *Bolt) update(fn func(*bolt.Tx) error) error {
 		return fn(tx)
 	})
 	if err == nil {
+		if walAppliedHook != nil {
+			walAppliedHook()
+		}
 		s.applied()
 	}
 	return err
 }
 
 // applyNow applies the whole overlay in a transaction of its own (a
-// failed apply tried again, Close).
-func (s *Bolt) applyNow() {
+// failed apply tried again, Close) and returns the outcome.
+func (s *Bolt) applyNow() error {
 	s.waitApply()
 	if s.wal == nil || !s.wal.pending() {
-		return
+		return nil
 	}
-	if err := s.update(func(*bolt.Tx) error { return nil }); err != nil {
-		s.wal.ok = false
-		s.wal.retryAt = time.Now().Add(s.wal.applyAge)
-		s.log.Error("store: applying the write-ahead log to bbolt failed; writes go to bbolt until an apply commits", zap.Error(err))
+	err := s.update(func(*bolt.Tx) error { return nil })
+	if err != nil {
+		s.applyFailed(err)
 	}
+	return err
 }
 
 // walTick is the writer's look at the log when its timer fires.
@@ -442,7 +493,7 @@ func (s *Bolt) walTick() {
 	switch {
 	case w.applying != nil:
 	case !w.ok:
-		s.applyNow()
+		_ = s.applyNow() // a failure is logged and tried again later
 	case w.canFreeze() && w.due():
 		s.startApply()
 	}
@@ -530,10 +581,24 @@ func replayWAL(db *bolt.DB, f *walFile, data []byte, log *zap.Logger) (*walState
 		top = max(top, r.seq)
 	}
 	next := top + 1 + writeBatchMax
+	skipped := 0
 	err := db.Update(func(tx *bolt.Tx) error {
+		skipped = 0
 		for _, r := range todo {
+			// A record bbolt would refuse (logged by a release that did
+			// not check links before logging them) can never be applied:
+			// stepped over, said, so that it does not keep the store from
+			// opening nor the records after it from being replayed.
+			if err := checkLink(string(r.id), r.key, r.enc); err != nil {
+				log.Error("store: write-ahead log record cannot be applied to bbolt; stepped over (that link is lost)",
+					zap.String("file", f.path), zap.Uint64("seq", r.seq), zap.ByteString("id", r.id), zap.Error(err))
+				skipped++
+				continue
+			}
 			if err := applyLinkTx(tx, r.id, r.enc, r.exp, r.key, r.took); err != nil {
-				return err
+				return fmt.Errorf("record %d (message %q) of %s: %w (if bbolt refuses that record for good, "+
+					"moving %s aside opens the store without the log: the links logged after walseq %d, %d of them, are then lost)",
+					r.seq, r.id, f.path, err, f.path, applied, len(todo))
 			}
 		}
 		meta, err := tx.CreateBucketIfNotExists(bMeta)
@@ -546,7 +611,7 @@ func replayWAL(db *bolt.DB, f *walFile, data []byte, log *zap.Logger) (*walState
 		return nil, fmt.Errorf("replay the write-ahead log: %w", err)
 	}
 	if len(todo) > 0 {
-		log.Info("store: write-ahead log replayed", zap.Int("links", len(todo)))
+		log.Info("store: write-ahead log replayed", zap.Int("links", len(todo)-skipped), zap.Int("stepped over", skipped))
 	}
 	return newWALState(f, next, next-1), nil
 }

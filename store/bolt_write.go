@@ -233,7 +233,9 @@ func (s *Bolt) writer() {
 			continue
 		case <-s.stop:
 			s.drain(batch, solo)
-			s.applyNow() // what Close leaves in the log is replayed by the next OpenBolt
+			// What Close leaves in the log is replayed by the next
+			// OpenBolt; Close returns the outcome.
+			s.closeErr = s.applyNow()
 			return
 		}
 	gather:
@@ -245,13 +247,14 @@ func (s *Bolt) writer() {
 				break gather
 			}
 		}
-		if s.walBatch(batch) {
-			s.logBatch(batch)
+		if s.walBatch(batch) && s.logBatch(batch) {
 			s.pollApply()
 			if w := s.wal; w.canFreeze() && w.due() {
 				s.startApply()
 			}
 		} else {
+			// Not logged, or its log write failed (answered by nobody yet):
+			// to bbolt, whose walseq then covers the failed records.
 			solo = s.commit(batch, solo[:0])
 		}
 		clear(batch[:cap(batch)]) // let the answered writes go

@@ -110,19 +110,24 @@ func parseWALRecord(b []byte) (r walRecord, size int, ok bool) {
 	r.took = p[0] == 1
 	r.exp = binary.BigEndian.Uint64(p[1:9])
 	p = p[9:]
-	var field = func() []byte {
+	// An empty id or key parses (the CRC says the record is whole): the
+	// replay steps over a record that bbolt would refuse (checkLink)
+	// instead of ending the chain there, which would lose the records
+	// after it.
+	var field = func() ([]byte, bool) {
 		l, k := binary.Uvarint(p)
 		if k <= 0 || l > uint64(len(p)-k) {
-			return nil
+			return nil, false
 		}
 		f := p[k : k+int(l)]
 		p = p[k+int(l):]
-		return f
+		return f, true
 	}
-	if r.id = field(); len(r.id) == 0 {
+	var ok1, ok2 bool
+	if r.id, ok1 = field(); !ok1 {
 		return walRecord{}, 0, false
 	}
-	if r.key = field(); len(r.key) == 0 {
+	if r.key, ok2 = field(); !ok2 {
 		return walRecord{}, 0, false
 	}
 	r.enc = p
@@ -146,10 +151,16 @@ func scanWAL(data []byte) (recs []walRecord, end int) {
 type walFile struct {
 	f    *os.File
 	size int64 // preallocated: no write goes past it
+	path string
 }
 
-// openWALFile opens (creating and preallocating it if needed) dir's log
-// and returns it with its contents.
+// openWALFile opens (creating it if needed) dir's log and returns it with
+// its contents. It does not change the file: the replay reads the halves
+// as the file was written (len(data)/2), and only once the replay has
+// committed (walseq past every record in the file) does enlarge make it
+// walFileSize long. Enlarged before, a replay that then did not commit
+// (a crash, an error) would leave the next open reading halves at the new
+// size, never scanning the old second half.
 func openWALFile(dir string) (*walFile, []byte, error) {
 	path := filepath.Join(dir, walName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -168,22 +179,29 @@ func openWALFile(dir string) (*walFile, []byte, error) {
 	if _, err := io.ReadFull(f, data); err != nil {
 		return fail(err)
 	}
-	size := max(fi.Size(), walFileSize)
-	if fi.Size() < size {
+	return &walFile{f: f, size: fi.Size(), path: path}, data, nil
+}
+
+// enlarge preallocates the log file to walFileSize (it never shrinks),
+// once the replay has committed: every record in it is then applied.
+func (w *walFile) enlarge() error {
+	size := max(w.size, walFileSize)
+	if w.size < size {
 		// Zeros, written (not a hole or fallocate's unwritten extents), so
 		// that a write into them changes no metadata that fdatasync would
 		// have to write.
-		if _, err := f.WriteAt(make([]byte, size-fi.Size()), fi.Size()); err != nil {
-			return fail(err)
+		if _, err := w.f.WriteAt(make([]byte, size-w.size), w.size); err != nil {
+			return fmt.Errorf("store: %s: %w", w.path, err)
 		}
-		if err := f.Sync(); err != nil {
-			return fail(err)
+		if err := w.f.Sync(); err != nil {
+			return fmt.Errorf("store: %s: %w", w.path, err)
 		}
-		if err := syncDir(dir); err != nil {
-			return fail(err)
+		if err := syncDir(filepath.Dir(w.path)); err != nil {
+			return fmt.Errorf("store: %s: %w", w.path, err)
 		}
 	}
-	return &walFile{f: f, size: size}, data, nil
+	w.size = size
+	return nil
 }
 
 // syncDir fsyncs a directory, making a file created in it durable.
@@ -199,6 +217,10 @@ func syncDir(dir string) error {
 	return err
 }
 
+// walSync makes the log's writes durable (a variable for the tests that
+// inject a failing fdatasync).
+var walSync = fdatasync
+
 // errWALFull: a batch does not fit in what is left of the log file.
 var errWALFull = errors.New("store: wal full")
 
@@ -210,7 +232,7 @@ func (w *walFile) write(b []byte, off int64) error {
 	if _, err := w.f.WriteAt(b, off); err != nil {
 		return err
 	}
-	return fdatasync(w.f)
+	return walSync(w.f)
 }
 
 func (w *walFile) close() error { return w.f.Close() }
