@@ -36,8 +36,8 @@ import (
 // run again in a new transaction, and the failing one then runs alone in
 // its own transaction, whose result its caller gets. So a function may run
 // more than once and must set its results afresh on each run. A failing
-// apply of the overlay, a failing commit or a failing log write fails the
-// whole batch.
+// apply of the overlay or a failing commit fails the whole batch; a batch
+// whose log write fails is committed to bbolt instead (bolt_wal.go).
 //
 // A write whose ctx ends before the writer takes it into a batch is
 // not applied and its caller gets ctx.Err(); once taken it runs to the end.
