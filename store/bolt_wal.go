@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -257,6 +258,11 @@ func (s *Bolt) logBatch(batch []*writeReq) bool {
 	w.buf = b
 	if err == nil {
 		err = w.file.write(b, int64(w.region)*w.half+w.off)
+		if err != nil && !errors.Is(err, errWALFull) {
+			if zerr := w.file.unwrite(len(b), int64(w.region)*w.half+w.off); zerr != nil {
+				s.log.Error("store: write-ahead log: could not clear a failed write", zap.Error(zerr))
+			}
+		}
 	}
 	w.next += uint64(len(batch)) // numbered even if not written: the next apply's walseq covers them
 	if err != nil {

@@ -193,15 +193,36 @@ func (w *walFile) enlarge() error {
 		if _, err := w.f.WriteAt(make([]byte, size-w.size), w.size); err != nil {
 			return fmt.Errorf("store: %s: %w", w.path, err)
 		}
-		if err := w.f.Sync(); err != nil {
-			return fmt.Errorf("store: %s: %w", w.path, err)
-		}
-		if err := syncDir(filepath.Dir(w.path)); err != nil {
-			return fmt.Errorf("store: %s: %w", w.path, err)
-		}
+	}
+	// Always, not only after growing it: a file left at full size by a
+	// run that died before its Sync, and its directory entry, are made
+	// durable here, before any record is answered from it.
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("store: %s: %w", w.path, err)
+	}
+	if err := syncDir(filepath.Dir(w.path)); err != nil {
+		return fmt.Errorf("store: %s: %w", w.path, err)
 	}
 	w.size = size
 	return nil
+}
+
+// unwrite overwrites a failed write's bytes with zeros and syncs, best
+// effort: the bytes of a write whose fdatasync failed may sit in the page
+// cache, and a process started after a kill -9 would read them as records
+// and replay links whose callers were told they failed (deleting an orphan
+// nobody received). Zeros end the chain there.
+func (w *walFile) unwrite(n int, off int64) error {
+	if off+int64(n) > w.size {
+		n = int(w.size - off)
+	}
+	if n <= 0 {
+		return nil
+	}
+	if _, err := w.f.WriteAt(make([]byte, n), off); err != nil {
+		return err
+	}
+	return walSync(w.f)
 }
 
 // syncDir fsyncs a directory, making a file created in it durable.

@@ -384,3 +384,59 @@ func TestWALApplyRetryBacksOff(t *testing.T) {
 		t.Error("the link was not applied once the apply works again")
 	}
 }
+
+// The same with the fallback bbolt commit failing too (a disk that keeps
+// failing): the caller is told the link failed, so after a kill -9 its
+// record must not come back from the log, and the receipt it would have
+// taken must still be stashed. The failed write's bytes are in the page
+// cache (a new process reads them), so they are overwritten with zeros.
+func TestWALFailedWriteAndCommitNeverReplayed(t *testing.T) {
+	noAutoApply(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
+	must(t, err)
+	defer s.Close()
+	first := genID(time.Now(), 1)
+	if _, err := s.LinkCarrier(ctx, linked(first, "G1")); err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.StashOrphan(ctx, "mobile", "G2", []byte("receipt")))
+	saved := walSync
+	defer func() { walSync = saved }()
+	must(t, s.write(ctx, func(*bolt.Tx) error { s.wal.retryLog = time.Hour; return nil }))
+	second := genID(time.Now(), 3)
+	if _, err := s.LinkCarrier(ctx, linked(second, "G3")); err != nil {
+		t.Fatal(err)
+	}
+	failSyncs := true
+	var mu sync.Mutex
+	walSync = func(f *os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failSyncs {
+			failSyncs = false // the write's sync fails; the zeros' sync works
+			return syscall.EIO
+		}
+		return f.Sync()
+	}
+	walApplyErr = func() error { return errors.New("injected: every apply fails") }
+	defer func() { walApplyErr = nil }()
+	failing := genID(time.Now(), 4)
+	if _, err := s.LinkCarrier(ctx, linked(failing, "G2")); err == nil {
+		t.Fatal("the link was answered OK though neither the log nor bbolt took it")
+	}
+	img := crashImage(t, s, dir)
+	walApplyErr = nil
+	r, err := OpenBolt(img, longTTL, zaptest.NewLogger(t))
+	must(t, err)
+	defer r.Close()
+	if _, err := r.GetMessage(ctx, failing); err == nil {
+		t.Error("a link whose caller was told it failed is back after the crash")
+	}
+	if left, err := r.TakeOrphan(ctx, "mobile", "G2"); err != nil || string(left) != "receipt" {
+		t.Errorf("the receipt the failed link would have taken: %q, %v; want it still stashed", left, err)
+	}
+	mustGet(t, r, first)
+	mustGet(t, r, second)
+}
