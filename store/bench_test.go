@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,4 +117,71 @@ func BenchmarkLinkCarrierParallel(b *testing.B) {
 			benchWrite(b, s, true)
 		})
 	}
+}
+
+// BenchmarkTryLinkCarrierParallel: the carrier path's store step as the
+// gateway takes it at saturation, TryLinkCarrier without a waiting
+// goroutine, with inflight links outstanding (carrier windows), ids of
+// IDGen's form. Reports the process's CPU per link. "nowal" is the store
+// with its write-ahead log off (every batch committed to bbolt).
+//
+//	go test -run '^$' -bench TryLinkCarrierParallel -benchtime 100000x -benchmem ./store/
+func BenchmarkTryLinkCarrierParallel(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		wal  bool
+	}{{"bolt", true}, {"bolt-nowal", false}} {
+		b.Run(c.name, func(b *testing.B) {
+			defer func(v bool) { boltWAL = v }(boltWAL)
+			boltWAL = c.wal
+			s, err := OpenBolt(b.TempDir(), time.Hour, zap.NewNop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			const inflight = 256
+			slots := make(chan struct{}, inflight)
+			var failed atomic.Int64
+			start := time.Now()
+			msgs := make([]*Message, b.N)
+			for i := range msgs {
+				m := benchMessage()
+				m.ID = genID(start, uint64(i))
+				m.CarrierID = "c" + strconv.Itoa(i)
+				msgs[i] = m
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			cpu0 := benchCPU()
+			for _, m := range msgs {
+				slots <- struct{}{}
+				done := func(_ []byte, err error) {
+					if err != nil {
+						failed.Add(1)
+					}
+					<-slots
+				}
+				for !s.TryLinkCarrier(ctx, m, done) {
+					time.Sleep(10 * time.Microsecond) // queue full
+				}
+			}
+			for range inflight {
+				slots <- struct{}{}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((benchCPU()-cpu0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+			if n := failed.Load(); n > 0 {
+				b.Fatalf("%d links failed", n)
+			}
+		})
+	}
+}
+
+// benchCPU is the user+system CPU time the process has used so far.
+func benchCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -49,12 +49,13 @@ var (
 
 var _ Store = (*Bolt)(nil)
 
-// sweepMax bounds the records the sweep deletes in one transaction.
-const sweepMax = 10000
+// sweepMax bounds the records the sweep deletes in one transaction (a
+// variable for the tests).
+var sweepMax = 10000
 
-// Bolt is the embedded store: one bbolt file, written by one writer
-// goroutine that commits every write waiting for it in one transaction and
-// one fsync (group commit, see writer).
+// Bolt is the embedded store: one bbolt file and a write-ahead log of
+// links, written by one writer goroutine that makes every write waiting for
+// it durable together (group commit, bolt_write.go; the log, bolt_wal.go).
 type Bolt struct {
 	db     *bolt.DB
 	ttl    time.Duration // read-only
@@ -72,9 +73,19 @@ type Bolt struct {
 	asyncMu     sync.RWMutex
 	asyncClosed bool
 	// sweepFrom is where the next sweepByID round goes on (nil: the
-	// start); only the sweeper goroutine uses it.
+	// start); only sweep uses it, and sets it once the round committed.
 	sweepFrom []byte
+	// wal is the write-ahead log of links and its overlay (bolt_wal.go);
+	// nil when boltWAL is off.
+	wal *walState
+	// closeErr is the outcome of the writer's last apply of the overlay,
+	// at Close (written by the writer before wdone is closed).
+	closeErr error
 }
+
+// boltWAL turns the write-ahead log of links on (a variable for the tests
+// and benchmarks that compare).
+var boltWAL = true
 
 // OpenBolt opens (creating it and dir if needed) the store file
 // dir/spareline.db. Records expire after ttl (0 = never); a sweeper deletes
@@ -106,8 +117,28 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
 	}
+	var wal *walState
+	if boltWAL {
+		f, data, err := openWALFile(dir)
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		if wal, err = replayWAL(db, f, data, log); err != nil {
+			_ = f.close()
+			_ = db.Close()
+			return nil, fmt.Errorf("store: %s: %w", path, err)
+		}
+		// Only now that the replay committed (see openWALFile).
+		if err := f.enlarge(); err != nil {
+			_ = f.close()
+			_ = db.Close()
+			return nil, err
+		}
+		wal.half = f.size / 2
+	}
 	s := &Bolt{
-		db: db, ttl: ttl, log: log.With(zap.String("store", path)),
+		db: db, ttl: ttl, log: log.With(zap.String("store", path)), wal: wal,
 		writes: make(chan *writeReq, writeQueueMax),
 		stop:   make(chan struct{}), done: make(chan struct{}), wdone: make(chan struct{}),
 		callbacks: make(chan []*writeReq, 16), cdone: make(chan struct{}),
@@ -123,8 +154,12 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 }
 
 // DB returns the underlying bbolt database, for tests that inspect the
-// stored state.
-func (s *Bolt) DB() *bolt.DB { return s.db }
+// stored state, after applying the links still in the write-ahead log's
+// overlay (while the store is open).
+func (s *Bolt) DB() *bolt.DB {
+	_ = s.flushWAL()
+	return s.db
+}
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
@@ -208,8 +243,8 @@ func putMessageTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64) error {
 }
 
 // batch runs fn in a write transaction shared with the other writes
-// waiting at the time, committed (fsynced) before it returns nil (group
-// commit, bolt_write.go). fn may run more than once and must set its
+// waiting at the time, after the links of the write-ahead log are applied,
+// committed (fsynced) before it returns nil (group commit, bolt_write.go). fn may run more than once and must set its
 // results afresh each time. If ctx ends before fn is taken into a
 // transaction, batch returns ctx.Err() and fn never runs.
 func (s *Bolt) batch(ctx context.Context, op string, fn func(tx *bolt.Tx) error) error {
@@ -254,8 +289,12 @@ func (s *Bolt) PutMessage(ctx context.Context, m *Message) error {
 // GetMessage implements Store.
 func (s *Bolt) GetMessage(ctx context.Context, id string) (*Message, error) {
 	var m *Message
-	err := s.view("get message "+id, func(tx *bolt.Tx) error {
-		v := getExpiring(tx, bMsg, []byte(id), msU64(time.Now()))
+	err := s.readMessages("get message "+id, func(tx *bolt.Tx, w *walState) error {
+		now := msU64(time.Now())
+		v, found := w.overlayMessage(id, now)
+		if !found {
+			v = getExpiring(tx, bMsg, []byte(id), now)
+		}
 		if v == nil {
 			return ErrNotFound
 		}
@@ -269,13 +308,24 @@ func (s *Bolt) GetMessage(ctx context.Context, id string) (*Message, error) {
 // FindByCarrierID implements Store.
 func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error) {
 	var m *Message
-	err := s.view("find carrier id", func(tx *bolt.Tx) error {
+	err := s.readMessages("find carrier id", func(tx *bolt.Tx, w *walState) error {
 		now := msU64(time.Now())
-		id := getExpiring(tx, bCarrier, boltCarrierKey(carrier, carrierID), now)
+		key := boltCarrierKey(carrier, carrierID)
+		var id []byte
+		if e := w.overlayLink(key); e != nil {
+			if !expired(e.exp, now) {
+				id = []byte(e.id)
+			}
+		} else {
+			id = getExpiring(tx, bCarrier, key, now)
+		}
 		if id == nil {
 			return ErrNotFound
 		}
-		v := getExpiring(tx, bMsg, id, now)
+		v, found := w.overlayMessage(string(id), now)
+		if !found {
+			v = getExpiring(tx, bMsg, id, now)
+		}
 		if v == nil {
 			return ErrNotFound
 		}
@@ -286,25 +336,54 @@ func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (
 	return m, err
 }
 
-// LinkCarrier implements Store in one transaction (shared with the other
-// writes of its group commit).
+// LinkCarrier implements Store: through the write-ahead log when its
+// batch holds only links, else in one bbolt transaction (bolt_wal.go).
 func (s *Bolt) LinkCarrier(ctx context.Context, m *Message) ([]byte, error) {
 	if m.CarrierID == "" {
 		return nil, ErrNoCarrierID
 	}
-	enc := encodeMessage(m)
-	exp := s.expiry()
-	key := boltCarrierKey(m.Carrier, m.CarrierID)
-	var orphan []byte
-	err := s.batch(ctx, "link carrier id", func(tx *bolt.Tx) error {
-		var err error
-		orphan, err = linkTx(tx, m, enc, exp, key)
-		return err
-	})
+	op, err := s.linkOp(m)
 	if err != nil {
 		return nil, err
 	}
-	return orphan, nil
+	if err := boltWriteErr("link carrier id", s.writeReq(ctx, &writeReq{ctx: ctx, link: op, done: make(chan error, 1)})); err != nil {
+		return nil, err
+	}
+	return op.orphan, nil
+}
+
+// linkOp prepares a link for the writer, or refuses one that bbolt would
+// refuse (checkLink): answered OK from the log, it could then never be
+// applied, and every apply after it would fail.
+func (s *Bolt) linkOp(m *Message) (*linkOp, error) {
+	op := &linkOp{id: m.ID, enc: encodeMessage(m), exp: s.expiry(), key: boltCarrierKey(m.Carrier, m.CarrierID)}
+	if err := checkLink(op.id, op.key, op.enc); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+// linkKeyMax bounds a carrier id key: bbolt's key limit less the expiry
+// index entry's prefix (8 octets of expiry and a kind octet) that
+// putExpiring puts before it.
+const linkKeyMax = bolt.MaxKeySize - 9
+
+// checkLink reports why bbolt would refuse the link (id, carrier key,
+// encoded record), or nil: an empty id, an id or key too long for a bbolt
+// key (with the expiry index's prefix), a record (with its expiry) too
+// large for a bbolt value.
+func checkLink(id string, key, enc []byte) error {
+	switch {
+	case id == "":
+		return errors.New("store: link carrier id: the message has no id")
+	case len(id) > linkKeyMax:
+		return fmt.Errorf("store: link carrier id: message id of %d octets (at most %d)", len(id), linkKeyMax)
+	case len(key) == 0 || len(key) > linkKeyMax:
+		return fmt.Errorf("store: link carrier id: carrier id key of %d octets (at most %d)", len(key), linkKeyMax)
+	case int64(len(enc))+8 > bolt.MaxValueSize:
+		return fmt.Errorf("store: link carrier id: message record of %d octets (at most %d)", len(enc), bolt.MaxValueSize-8)
+	}
+	return nil
 }
 
 // TryLinkCarrier implements AsyncLinker: LinkCarrier through the group
@@ -313,47 +392,24 @@ func (s *Bolt) TryLinkCarrier(ctx context.Context, m *Message, done func(orphan 
 	if m.CarrierID == "" {
 		return false
 	}
-	enc := encodeMessage(m)
-	exp := s.expiry()
-	key := boltCarrierKey(m.Carrier, m.CarrierID)
-	var orphan []byte // written by fn on the writer goroutine, read by the callback after the commit
-	return s.tryWrite(ctx, func(tx *bolt.Tx) error {
-		var err error
-		orphan, err = linkTx(tx, m, enc, exp, key)
-		return err
-	}, func(err error) {
+	op, err := s.linkOp(m) // op.orphan is written on the writer goroutine, read by the callback after the answer
+	if err != nil {
+		return false // LinkCarrier, which the caller falls back to, returns the error
+	}
+	return s.tryWriteReq(&writeReq{ctx: ctx, link: op, cb: func(err error) {
 		if err = boltWriteErr("link carrier id", err); err != nil {
 			done(nil, err)
 			return
 		}
-		done(orphan, nil)
-	})
+		done(op.orphan, nil)
+	}})
 }
 
 // linkTx is LinkCarrier's transaction: the record, the link and the
-// orphan taken. The first write of a message with an IDGen id leaves its
-// expiry to sweepByID (see the bucket list at the top of this file).
-func linkTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64, key []byte) ([]byte, error) {
-	id := []byte(m.ID)
-	old := tx.Bucket(bMsg).Get(id)
-	_, genID := idMillis(id)
-	switch {
-	case exp != 0 && old == nil && genID:
-		if err := tx.Bucket(bMsg).Put(id, withExpiry(exp, enc)); err != nil {
-			return nil, err
-		}
-		if err := tx.Bucket(bCarrier).Put(key, withExpiry(exp, id)); err != nil {
-			return nil, err
-		}
-	default:
-		if old != nil {
-			if err := indexReplacedLink(tx, old, key); err != nil {
-				return nil, err
-			}
-		}
-		if err := putMessageTx(tx, m, enc, exp); err != nil {
-			return nil, err
-		}
+// orphan taken.
+func linkTx(tx *bolt.Tx, id string, enc []byte, exp uint64, key []byte) ([]byte, error) {
+	if err := linkWriteTx(tx, []byte(id), enc, exp, key); err != nil {
+		return nil, err
 	}
 	v := getExpiring(tx, bOrphan, key, msU64(time.Now()))
 	if v == nil {
@@ -361,6 +417,29 @@ func linkTx(tx *bolt.Tx, m *Message, enc []byte, exp uint64, key []byte) ([]byte
 	}
 	orphan := bytes.Clone(v)
 	return orphan, tx.Bucket(bOrphan).Delete(key)
+}
+
+// linkWriteTx writes a link's record and carrier id link. The first write
+// of a message with an IDGen id leaves its expiry to sweepByID (see the
+// bucket list at the top of this file).
+func linkWriteTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte) error {
+	old := tx.Bucket(bMsg).Get(id)
+	_, genID := idMillis(id)
+	if exp != 0 && old == nil && genID {
+		if err := tx.Bucket(bMsg).Put(id, withExpiry(exp, enc)); err != nil {
+			return err
+		}
+		return tx.Bucket(bCarrier).Put(key, withExpiry(exp, id))
+	}
+	if old != nil {
+		if err := indexReplacedLink(tx, old, key); err != nil {
+			return err
+		}
+	}
+	if err := putExpiring(tx, bMsg, 'm', id, enc, exp); err != nil {
+		return err
+	}
+	return putExpiring(tx, bCarrier, 'c', key, id, exp)
 }
 
 // StashOrphan implements Store.
@@ -660,7 +739,15 @@ func (s *Bolt) Close() error {
 		<-s.done
 		<-s.wdone
 		<-s.cdone
-		err = s.db.Close()
+		err = s.closeErr // the final apply's
+		if s.wal != nil {
+			if cerr := s.wal.file.close(); err == nil {
+				err = cerr
+			}
+		}
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
 	})
 	return err
 }
@@ -729,7 +816,7 @@ func (s *Bolt) sweeper(interval time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if n, err := s.sweep(); err != nil {
+			if n, err := s.sweep(); err != nil && !errors.Is(err, ErrClosed) {
 				s.log.Warn("expiry sweep failed", zap.Error(err))
 			} else if n > 0 {
 				s.log.Debug("expiry sweep", zap.Int("deleted", n))
@@ -739,11 +826,16 @@ func (s *Bolt) sweeper(interval time.Duration) {
 }
 
 // sweep deletes up to sweepMax expired records and reports how many:
-// those indexed in x, then those found by sweepByID.
+// those indexed in x, then those found by sweepByID. It goes through the
+// writer, so it sees the links of the write-ahead log applied first.
 func (s *Bolt) sweep() (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		n = 0
+	// The write function may run more than once (a batch rolled back and
+	// run again) or be rolled back: where the next round goes on is kept
+	// only once the round committed, else records would be stepped over.
+	from, next := s.sweepFrom, s.sweepFrom
+	err := s.batch(context.Background(), "expiry sweep", func(tx *bolt.Tx) error {
+		n, next = 0, from
 		now := msU64(time.Now())
 		x := tx.Bucket(bExpiry)
 		c := x.Cursor()
@@ -783,12 +875,15 @@ func (s *Bolt) sweep() (int, error) {
 		if n >= sweepMax || s.ttl <= 0 {
 			return nil
 		}
-		m, next, err := sweepByID(tx, now, uint64(s.ttl.Milliseconds()), sweepMax-n, s.sweepFrom)
+		m, after, err := sweepByID(tx, now, uint64(s.ttl.Milliseconds()), sweepMax-n, from)
 		n += m
 		if err == nil {
-			s.sweepFrom = next
+			next = after
 		}
 		return err
 	})
+	if err == nil {
+		s.sweepFrom = next
+	}
 	return n, err
 }

@@ -36,10 +36,11 @@ func TestTimeOfID(t *testing.T) {
 	}
 }
 
-// keys lists a bucket's keys.
+// keys lists a bucket's keys (after applying the write-ahead log).
 func keys(t *testing.T, s *Bolt, bucket []byte) []string {
 	t.Helper()
 	var out []string
+	must(t, s.flushWAL())
 	must(t, s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, _ []byte) error {
 			out = append(out, string(k))
@@ -54,8 +55,9 @@ func link(t *testing.T, s *Bolt, id, cid string, exp uint64) {
 	t.Helper()
 	m := testMessage(id)
 	m.CarrierID = cid
+	must(t, s.flushWAL())
 	must(t, s.db.Update(func(tx *bolt.Tx) error {
-		_, err := linkTx(tx, m, encodeMessage(m), exp, boltCarrierKey(m.Carrier, m.CarrierID))
+		_, err := linkTx(tx, m.ID, encodeMessage(m), exp, boltCarrierKey(m.Carrier, m.CarrierID))
 		return err
 	}))
 }

@@ -12,25 +12,38 @@ import (
 
 // Group commit of the embedded store.
 //
-// Every bolt write goes through Bolt.write: the caller queues its function
-// and waits; one writer goroutine takes the first waiting write, then every
-// other write already waiting (up to writeBatchMax), runs them all in one
-// db.Update (one transaction, one fsync), answers each, and loops. There is
-// no timer: at low load a write waits for one commit, and under load the
-// batch grows by itself while the previous commit's fsync runs. bbolt's
-// NoSync stays false: nothing is answered before its commit is fsynced.
+// Every bolt write goes through the writer: the caller queues its request
+// (write, tryWrite, or a link) and waits or is called back; one writer
+// goroutine takes the first waiting request, then every other one already
+// waiting (up to writeBatchMax), makes the batch durable, answers each, and
+// loops. There is no timer: at low load a write waits for one batch, and
+// under load the batch grows by itself while the previous one's fsync runs.
+// Nothing is answered before it is fsynced.
+//
+// A batch holds only links (LinkCarrier, TryLinkCarrier) most of the time
+// at saturation: the writer appends it to the write-ahead log (one write,
+// one fdatasync) and puts it in the overlay (bolt_wal.go). Any other batch
+// waits for a running apply of the overlay, then runs in one db.Update (one
+// transaction, bbolt's fsyncs) that first applies what is left of the
+// overlay; so does a batch of links when the log cannot take it (after a
+// failed log write or apply, until an apply commits; no room left in the
+// log file). When the links logged are many or old enough, the writer
+// hands them to an applier goroutine, which applies them in a transaction
+// of its own while the writer goes on logging; Close applies the rest.
 //
 // A failing function does not sink the others (as in bbolt's DB.Batch): the
 // transaction is rolled back, the failing function is taken out, the rest
 // run again in a new transaction, and the failing one then runs alone in
 // its own transaction, whose result its caller gets. So a function may run
-// more than once and must set its results afresh on each run.
+// more than once and must set its results afresh on each run. A failing
+// apply of the overlay or a failing commit fails the whole batch; a batch
+// whose log write fails is committed to bbolt instead (bolt_wal.go).
 //
-// A write whose ctx ends before the writer takes it into a transaction is
+// A write whose ctx ends before the writer takes it into a batch is
 // not applied and its caller gets ctx.Err(); once taken it runs to the end.
 // The queue holds writeQueueMax writes; callers beyond that wait for room
-// (or their ctx). Close commits the writes already queued and refuses new
-// ones with ErrClosed.
+// (or their ctx). Close commits the writes already queued, applies the
+// overlay, and refuses new writes with ErrClosed.
 
 const (
 	// writeBatchMax bounds the writes in one transaction, as bbolt's
@@ -52,8 +65,11 @@ const (
 
 // writeReq is one caller's write waiting for the writer.
 type writeReq struct {
-	ctx   context.Context
-	fn    func(*bolt.Tx) error
+	ctx context.Context
+	fn  func(*bolt.Tx) error
+	// link, instead of fn, is a link (LinkCarrier): logged when its batch
+	// holds only links, else run in the transaction (bolt_wal.go).
+	link  *linkOp
 	state atomic.Int32
 	done  chan error // capacity 1: the writer's one answer, sent without blocking
 	// cb replaces done for tryWrite: called with the answer by the
@@ -100,10 +116,15 @@ func (s *Bolt) handOver(later []*writeReq) {
 // As with write, if ctx ends before the writer takes fn into a transaction,
 // fn never runs and cb gets ctx.Err(); once taken, it runs to the end.
 func (s *Bolt) tryWrite(ctx context.Context, fn func(*bolt.Tx) error, cb func(error)) bool {
+	return s.tryWriteReq(&writeReq{ctx: ctx, fn: fn, cb: cb})
+}
+
+// tryWriteReq is tryWrite of a prepared request (r.cb set).
+func (s *Bolt) tryWriteReq(r *writeReq) bool {
 	// Close sets asyncClosed before it stops the writer, so every write
 	// queued here is queued before the writer's last look (it drains the
 	// queue on Close): none is left unanswered.
-	return offer(&s.asyncMu, &s.asyncClosed, s.writes, &writeReq{ctx: ctx, fn: fn, cb: cb})
+	return offer(&s.asyncMu, &s.asyncClosed, s.writes, r)
 }
 
 // offer sends v on ch without waiting, unless *closed (read under mu's read
@@ -134,6 +155,11 @@ func (p writePanic) Error() string {
 // write runs fn through the writer (see the comment at the top of this
 // file) and returns when its transaction is committed and fsynced.
 func (s *Bolt) write(ctx context.Context, fn func(*bolt.Tx) error) error {
+	return s.writeReq(ctx, &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeReq is write of a prepared request (r.done set).
+func (s *Bolt) writeReq(ctx context.Context, r *writeReq) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -142,7 +168,6 @@ func (s *Bolt) write(ctx context.Context, fn func(*bolt.Tx) error) error {
 		return ErrClosed
 	default:
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case s.writes <- r:
 	case <-ctx.Done():
@@ -181,13 +206,36 @@ func (s *Bolt) writer() {
 	}()
 	batch := make([]*writeReq, 0, writeBatchMax)
 	var solo []*writeReq
+	// walAt fires when the writer should look at the log by itself
+	// (bolt_wal.go: an apply due by age, a failed apply to try again).
+	walAt := time.NewTimer(time.Hour)
+	walAt.Stop()
+	defer walAt.Stop()
 	for {
 		batch = batch[:0]
+		var timer <-chan time.Time
+		var applied <-chan error
+		if w := s.wal; w != nil {
+			applied = w.applying // nil when no apply runs
+			if at := w.timer(); !at.IsZero() {
+				walAt.Reset(time.Until(at))
+				timer = walAt.C
+			}
+		}
 		select {
 		case r := <-s.writes:
 			batch = take(batch, r)
+		case err := <-applied:
+			s.applyEnded(err)
+			continue
+		case <-timer:
+			s.walTick()
+			continue
 		case <-s.stop:
 			s.drain(batch, solo)
+			// What Close leaves in the log is replayed by the next
+			// OpenBolt; Close returns the outcome.
+			s.closeErr = s.applyNow()
 			return
 		}
 	gather:
@@ -199,7 +247,16 @@ func (s *Bolt) writer() {
 				break gather
 			}
 		}
-		solo = s.commit(batch, solo[:0])
+		if s.walBatch(batch) && s.logBatch(batch) {
+			s.pollApply()
+			if w := s.wal; w.canFreeze() && w.due() {
+				s.startApply()
+			}
+		} else {
+			// Not logged, or its log write failed (answered by nobody yet):
+			// to bbolt, whose walseq then covers the failed records.
+			solo = s.commit(batch, solo[:0])
+		}
 		clear(batch[:cap(batch)]) // let the answered writes go
 	}
 }
@@ -250,11 +307,12 @@ func take(batch []*writeReq, r *writeReq) []*writeReq {
 func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 	var later []*writeReq
 	defer func() { s.handOver(later) }()
+	s.waitApply() // the transaction applies what is left of the overlay first
 	for len(batch) > 0 {
 		failed := -1
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			for i, r := range batch {
-				if err := call(r.fn, tx); err != nil {
+				if err := call(r, tx); err != nil {
 					failed = i
 					return err
 				}
@@ -271,19 +329,23 @@ func (s *Bolt) commit(batch, solo []*writeReq) []*writeReq {
 		batch = append(batch[:failed], batch[failed+1:]...)
 	}
 	for _, r := range solo {
-		r.answer(s.db.Update(func(tx *bolt.Tx) error { return call(r.fn, tx) }), &later)
+		r.answer(s.update(func(tx *bolt.Tx) error { return call(r, tx) }), &later)
 	}
 	return solo
 }
 
-// call runs fn, turning a panic into a writePanic for its caller.
-func call(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+// call runs r's function (or link) in tx, turning a panic into a
+// writePanic for its caller.
+func call(r *writeReq, tx *bolt.Tx) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = writePanic{v}
 		}
 	}()
-	return fn(tx)
+	if r.link != nil {
+		return r.link.tx(tx)
+	}
+	return r.fn(tx)
 }
 
 // boltOpenOptions gives the bbolt options of OpenBolt (a variable for the

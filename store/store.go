@@ -81,11 +81,21 @@
 //
 // # Embedded store
 //
-// OpenBolt keeps everything in one bbolt file, dir/spareline.db. Every
-// write is an fsynced transaction, answered only once committed; one writer
-// goroutine commits all the writes waiting at the time in one transaction
-// (group commit without a timer, bolt_write.go), so a write waits for at
-// most the commit in progress and its own.
+// OpenBolt keeps everything in one bbolt file, dir/spareline.db, and a
+// write-ahead log of links, dir/spareline.wal. Every write is answered only
+// once it is fsynced. One writer goroutine takes all the writes waiting at
+// the time (group commit without a timer, bolt_write.go), so a write waits
+// for at most the batch in progress and its own (and a write other than a
+// link for a running apply of the log, below). A batch of only links
+// (LinkCarrier, TryLinkCarrier: the carrier path's one store step per
+// message) is appended to the log with one write and one fdatasync, and
+// kept in an in-memory overlay that GetMessage and FindByCarrierID read
+// first; any other batch is one bbolt transaction that first applies the
+// overlay, so every other write sees the store as if each link had been
+// committed to bbolt. The overlay is also applied in large batches (by
+// count, size or age) by an applier goroutine while the writer goes on
+// logging, and at Close; OpenBolt replays what a crash left in the log
+// before anything else (bolt_wal.go).
 package store
 
 import (
@@ -189,8 +199,8 @@ type Store interface {
 	FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error)
 
 	// LinkCarrier records that m's carrier accepted it, in one atomic step
-	// (one Redis transaction through the batching writer, one bbolt
-	// transaction): it writes m, writes the (m.Carrier, m.CarrierID) -> m.ID
+	// (one Redis transaction through the batching writer; bbolt: one
+	// record of its write-ahead log, or one transaction): it writes m, writes the (m.Carrier, m.CarrierID) -> m.ID
 	// index entry, and takes (returns and deletes) the receipt stashed by
 	// StashOrphan for that carrier id, if one overtook the link. orphan is
 	// nil when none was stashed. m.CarrierID must be set.
