@@ -221,7 +221,7 @@ func TestWALFailedSyncNeverReplayed(t *testing.T) {
 	}
 	must(t, s.StashOrphan(ctx, "mobile", "F2", []byte("receipt")))
 	sync := walSync
-	defer func() { walSync = sync }()
+	t.Cleanup(func() { walSync = sync }) // after the store has closed (its deferred Close)
 	must(t, s.write(ctx, func(*bolt.Tx) error { s.wal.retryLog = time.Hour; return nil }))
 	second := genID(time.Now(), 3)
 	if _, err := s.LinkCarrier(ctx, linked(second, "F3")); err != nil {
@@ -244,7 +244,7 @@ func TestWALFailedSyncNeverReplayed(t *testing.T) {
 		}
 		return nil
 	}
-	defer func() { walApplyErr = nil }()
+	t.Cleanup(func() { walApplyErr = nil })
 	defer armed.Store(false)
 	failing := genID(time.Now(), 4)
 	orphan, err := s.LinkCarrier(ctx, linked(failing, "F2"))
@@ -396,14 +396,13 @@ func TestWALFailedWriteAndCommitNeverReplayed(t *testing.T) {
 	dir := t.TempDir()
 	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
 	must(t, err)
-	defer s.Close()
 	first := genID(time.Now(), 1)
 	if _, err := s.LinkCarrier(ctx, linked(first, "G1")); err != nil {
 		t.Fatal(err)
 	}
 	must(t, s.StashOrphan(ctx, "mobile", "G2", []byte("receipt")))
 	saved := walSync
-	defer func() { walSync = saved }()
+	t.Cleanup(func() { walSync = saved })
 	must(t, s.write(ctx, func(*bolt.Tx) error { s.wal.retryLog = time.Hour; return nil }))
 	second := genID(time.Now(), 3)
 	if _, err := s.LinkCarrier(ctx, linked(second, "G3")); err != nil {
@@ -421,12 +420,12 @@ func TestWALFailedWriteAndCommitNeverReplayed(t *testing.T) {
 		return f.Sync()
 	}
 	walApplyErr = func() error { return errors.New("injected: every apply fails") }
-	defer func() { walApplyErr = nil }()
 	failing := genID(time.Now(), 4)
 	if _, err := s.LinkCarrier(ctx, linked(failing, "G2")); err == nil {
 		t.Fatal("the link was answered OK though neither the log nor bbolt took it")
 	}
 	img := crashImage(t, s, dir)
+	_ = s.Close() // its final apply fails: the crash image is what counts
 	walApplyErr = nil
 	r, err := OpenBolt(img, longTTL, zaptest.NewLogger(t))
 	must(t, err)
