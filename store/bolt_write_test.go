@@ -411,3 +411,55 @@ func TestBoltWriteQueueFull(t *testing.T) {
 		t.Fatal("a queued write was lost")
 	}
 }
+
+// bbolt commits start at least commitGap apart, the writes arriving
+// meanwhile sharing the next one: a receipt takes three to four store
+// writes, and each commit costs two fdatasyncs whatever it holds.
+func TestBoltCommitsAreSpacedAndShared(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenBolt(t.TempDir(), time.Hour, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var starts []time.Time
+	commits, held := 0, 0
+	commitStartHook = func(n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		starts = append(starts, time.Now())
+		commits++
+		held += n
+	}
+	t.Cleanup(func() { commitStartHook = nil })
+	const writers, each = 8, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				m := &Message{ID: fmt.Sprintf("w%d-%d", w, i), Account: "a", Dest: "1", Body: []byte{1}, State: StateQueued}
+				if err := s.PutMessage(ctx, m); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if held != writers*each {
+		t.Fatalf("%d writes went through held commits, want %d", held, writers*each)
+	}
+	if commits < 2 {
+		t.Fatalf("%d commits: nothing to compare", commits)
+	}
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < commitGap {
+			t.Errorf("commit %d started %v after the previous one, want at least %v", i, gap, commitGap)
+		}
+	}
+}

@@ -84,9 +84,10 @@
 // OpenBolt keeps everything in one bbolt file, dir/spareline.db, and a
 // write-ahead log of links, dir/spareline.wal. Every write is answered only
 // once it is fsynced. One writer goroutine takes all the writes waiting at
-// the time (group commit without a timer, bolt_write.go), so a write waits
-// for at most the batch in progress and its own (and a write other than a
-// link for a running apply of the log, below). A batch of only links
+// the time (group commit, bolt_write.go), so a write waits for at most the
+// batch in progress and its own (a write other than a link also for the rest
+// of 2 ms after the previous bbolt commit began, and for a running apply of
+// the log, below). A batch of only links
 // (LinkCarrier, TryLinkCarrier: the carrier path's one store step per
 // message) is appended to the log with one write and one fdatasync, and
 // kept in an in-memory overlay that GetMessage and FindByCarrierID read
