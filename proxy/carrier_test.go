@@ -221,6 +221,18 @@ func TestCarrierReloadChangesBinds(t *testing.T) {
 	}
 }
 
+// boundTestCarrier is a started carrier "cm" bound (transceiver) to a
+// fake SMSC: the SMSC's side of the bind, and its further connections.
+func boundTestCarrier(t *testing.T) (*Carrier, *peer, <-chan net.Conn) {
+	t.Helper()
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrier(t, "cm", addr)
+	p := nextConn(t, conns)
+	bindOK(t, p, cmdBindTransceiver)
+	waitBound(t, c, 1)
+	return c, p, conns
+}
+
 // bindPassword is the password field of a bind request's body.
 func bindPassword(t *testing.T, f Frame) string {
 	t.Helper()
@@ -239,11 +251,7 @@ func TestReloadedCredentialsAreTriedBeforeTheBindLetsGo(t *testing.T) {
 	old := authRetry
 	authRetry = time.Hour // one trial per reload in this test
 	t.Cleanup(func() { authRetry = old })
-	addr, conns := fakeSMSC(t)
-	c := startTestCarrier(t, "cm", addr)
-	working := nextConn(t, conns)
-	bindOK(t, working, cmdBindTransceiver)
-	waitBound(t, c, 1)
+	c, working, conns := boundTestCarrier(t)
 
 	cfg := c.Config()
 	cfg.Password = "typo"
@@ -297,11 +305,7 @@ func TestReloadedCredentialsAreTriedBeforeTheBindLetsGo(t *testing.T) {
 // settings (here the carrier's limit on binds) does not hold the reload
 // back: the bind reconnects with them.
 func TestReloadTrialRefusedForBindLimitReconnects(t *testing.T) {
-	addr, conns := fakeSMSC(t)
-	c := startTestCarrier(t, "cm", addr)
-	working := nextConn(t, conns)
-	bindOK(t, working, cmdBindTransceiver)
-	waitBound(t, c, 1)
+	c, working, conns := boundTestCarrier(t)
 
 	cfg := c.Config()
 	cfg.SystemID = "ent02"
