@@ -233,11 +233,14 @@ func (s *Bolt) writer() {
 	commitHeld := func() {
 		holdT.Stop()
 		holdC = nil
+		if len(held) == 0 { // every write taken had been abandoned
+			return
+		}
 		if commitStartHook != nil {
 			commitStartHook(len(held))
 		}
+		lastCommit = time.Now() // the gap runs from a commit's start
 		solo = s.commit(held, solo[:0])
-		lastCommit = time.Now()
 		clear(held)
 		held = held[:0]
 	}
@@ -280,7 +283,7 @@ func (s *Bolt) writer() {
 			return
 		}
 	gather:
-		for len(batch) < writeBatchMax {
+		for len(batch) < writeBatchMax-len(held) { // a commit holds writeBatchMax at most
 			select {
 			case r := <-s.writes:
 				batch = take(batch, r)
@@ -302,6 +305,9 @@ func (s *Bolt) writer() {
 		// failed records.
 		held = append(held, batch...)
 		clear(batch[:cap(batch)])
+		if len(held) == 0 {
+			continue
+		}
 		if wait := commitGap - time.Since(lastCommit); wait > 0 && len(held) < writeBatchMax {
 			if holdC == nil {
 				holdT.Reset(wait)
