@@ -77,9 +77,11 @@ type Carrier struct {
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
 	// trialGen counts reloads; a trial of new connection settings
-	// (trialThenReconnect) ends when a later reload comes.
-	trialGen atomic.Uint64
-	dialer   func(ctx context.Context, network, addr string) (net.Conn, error)
+	// (trialThenReconnect) ends when a later reload comes (trialCancel,
+	// under mu, ends its wait at once).
+	trialGen    atomic.Uint64
+	trialCancel context.CancelFunc
+	dialer      func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex // Start, Stop and resize
@@ -323,14 +325,24 @@ func (c *Carrier) resize(cfg config.Carrier) {
 // auth failure retries at once.
 func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	old := c.cfg.Swap(&cfg)
-	if max(cfg.Binds, 1) != max(old.Binds, 1) || cfg.BindMode != old.BindMode {
+	shape := max(cfg.Binds, 1) != max(old.Binds, 1) || cfg.BindMode != old.BindMode
+	if shape {
 		c.resize(cfg)
 	}
 	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
+	// A change of trust (TLS on or off, the CA, the server name) applies
+	// at once: a session verified under the trust the operator just
+	// withdrew must not go on. So does a new login or address that comes
+	// with new binds or a new bind_mode: the new binds dial with it anyway
+	// (and on a bind_mode change the old ones leave), so a trial would
+	// protect nothing.
 	trust := old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
 		old.TLSServerName != cfg.TLSServerName || !bytes.Equal(old.TLSCAPEM, cfg.TLSCAPEM)
 	reconnect := trust || old.Address != cfg.Address || old.SystemID != cfg.SystemID ||
 		old.Password != cfg.Password || old.SystemType != cfg.SystemType
+	if reconnect && shape && !trust {
+		c.log.Warn("reload changed this carrier's login or address together with its binds or bind_mode: the new settings are not tried first; the binds reconnect with them")
+	}
 	for _, b := range c.bindList() {
 		select {
 		case b.retry <- struct{}{}:
@@ -342,16 +354,19 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	}
 	gen := c.trialGen.Add(1) // ends a trial of earlier connection settings
 	c.mu.Lock()
-	ctx := c.ctx
-	// A change of trust (TLS on or off, the CA, the server name) applies
-	// at once: a session verified under the trust the operator just
-	// withdrew must not go on.
-	if !trust && ctx != nil && ctx.Err() == nil && c.hasSession() {
+	if c.trialCancel != nil {
+		c.trialCancel() // a trial of earlier settings, waiting to try again
+		c.trialCancel = nil
+	}
+	if !trust && !shape && c.ctx != nil && c.ctx.Err() == nil && c.hasSession() {
 		// Make before break: the binds keep the sessions they have until
 		// a trial bind shows that the carrier takes the new settings.
+		ctx, cancel := context.WithCancel(c.ctx)
+		c.trialCancel = cancel
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
+			defer cancel()
 			c.trialThenReconnect(ctx, gen)
 		}()
 		c.mu.Unlock()
@@ -408,7 +423,7 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 			return
 		}
 		cfg := c.cfg.Load()
-		s, err := c.dialAndBind(ctx, cfg, bindKinds(cfg.BindMode)[0], log)
+		s, err := c.dialAndBind(ctx, cfg, bindKinds(cfg.BindMode)[0], log, true)
 		if err == nil {
 			s.Unbind(ctx)
 			s.Wait()
@@ -663,7 +678,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	c := b.c
 	gen := c.connGen.Load()
 	cfg := c.cfg.Load()
-	s, err := c.dialAndBind(ctx, cfg, b.kind, log)
+	s, err := c.dialAndBind(ctx, cfg, b.kind, log, false)
 	if err != nil {
 		return err
 	}
@@ -716,7 +731,13 @@ func (e *connectError) Unwrap() error { return e.err }
 // session it returns is bound (its deliver_sm go to c.onDeliver). A
 // refusal for credentials is an *AuthError, a failure to connect (dial,
 // TLS) a *connectError.
-func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bindType, log *zap.Logger) (*Session, error) {
+//
+// A trial bind (trialThenReconnect) takes no delivery: it unbinds at once,
+// and an answer queued behind its unbind would be lost, the receipt then
+// sent again and handled twice. It answers deliver_sm and data_sm with
+// ESME_RX_T_APPN (a temporary refusal: the carrier sends it again, on a
+// bind that stays).
+func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bindType, log *zap.Logger, trial bool) (*Session, error) {
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout.D())
 	defer cancel()
 	conn, err := c.dialer(dctx, "tcp", cfg.Address)
@@ -742,6 +763,10 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		ResponseTimeout: cfg.ResponseTimeout.D(),
 		EnquireLink:     cfg.EnquireLink.D(),
 		Handler: func(s *Session, f Frame) {
+			if trial && (f.ID == cmdDeliverSM || f.ID == cmdDataSM) {
+				s.Respond(f, statusRXTAppn, nil)
+				return
+			}
 			switch f.ID {
 			case cmdDeliverSM:
 				c.onDeliver(c, s, f)
@@ -788,7 +813,10 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 	if err != nil {
 		s.Close()
 		s.Wait()
-		return nil, fmt.Errorf("bind: %w", err)
+		// No bind_resp (timed out, or the connection dropped: some SMSCs
+		// close on a wrong password instead of answering it): on a trial,
+		// as telling as a failed dial.
+		return nil, &connectError{fmt.Errorf("bind: %w", err)}
 	}
 	if f.Status != statusOK || f.ID == cmdGenericNack {
 		// A generic_nack is a refusal whatever its status (SMPP 3.4 §4.3;

@@ -323,3 +323,64 @@ func TestReloadTrialRefusedForBindLimitReconnects(t *testing.T) {
 	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
 	waitBound(t, c, 1)
 }
+
+// An SMSC that closes the connection on a wrong password instead of
+// answering the bind: the trial tells as much as a refusal, and the bind
+// keeps its session.
+func TestReloadTrialDroppedWithoutAnswerKeepsTheBind(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour
+	t.Cleanup(func() { authRetry = old })
+	c, working, conns := boundTestCarrier(t)
+	cfg := c.Config()
+	cfg.Password = "typo"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	if f := trial.read(); f.ID != cmdBindTransceiver {
+		t.Fatalf("trial sent %+v", f.Header)
+	}
+	_ = trial.conn.Close()
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
+		res <- err
+	}()
+	sub := working.read()
+	if sub.ID != cmdSubmitSM {
+		t.Fatalf("the working bind got %+v after the dropped trial, want the submit", sub.Header)
+	}
+	working.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C1"))
+	if err := <-res; err != nil {
+		t.Fatalf("submit on the kept bind: %v", err)
+	}
+}
+
+// A receipt the SMSC pushes on a trial bind is refused for now
+// (ESME_RX_T_APPN: sent again on a bind that stays), never handled: the
+// trial unbinds at once and an answer behind its unbind would be lost.
+func TestReloadTrialTakesNoDelivery(t *testing.T) {
+	c, working, conns := boundTestCarrier(t)
+	c.onDeliver = func(*Carrier, *Session, Frame) { t.Error("a delivery on the trial bind was handled") }
+	cfg := c.Config()
+	cfg.Password = "rotated"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	trial.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	trial.write(cmdDeliverSM, 0, 77, goldenSubmit(t, "02 4F60", ""))
+	for unbound := false; !unbound; {
+		f := trial.read()
+		switch f.ID {
+		case cmdDeliverSMResp:
+			if f.Seq != 77 || f.Status != statusRXTAppn {
+				t.Errorf("deliver_sm on the trial answered %+v, want ESME_RX_T_APPN", f.Header)
+			}
+		case cmdUnbind:
+			trial.write(cmdUnbindResp, statusOK, f.Seq, nil)
+			unbound = true
+		default:
+			t.Fatalf("trial sent %+v", f.Header)
+		}
+	}
+	expectUnbind(t, working)
+}
