@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/spareline/spareline/config"
 )
@@ -332,6 +333,8 @@ func TestReloadTrialDroppedWithoutAnswerKeepsTheBind(t *testing.T) {
 	authRetry = time.Hour
 	t.Cleanup(func() { authRetry = old })
 	c, working, conns := boundTestCarrier(t)
+	core, logs := observer.New(zap.InfoLevel)
+	c.log = zap.New(core) // before the trial starts: it logs its verdict
 	cfg := c.Config()
 	cfg.Password = "typo"
 	c.Reconfigure(cfg)
@@ -340,6 +343,13 @@ func TestReloadTrialDroppedWithoutAnswerKeepsTheBind(t *testing.T) {
 		t.Fatalf("trial sent %+v", f.Header)
 	}
 	_ = trial.conn.Close()
+	waitCond(t, "the trial's verdict", func() bool {
+		return logs.FilterMessageSnippet("carrier refused the reloaded connection settings").Len() > 0 ||
+			logs.FilterMessageSnippet("says nothing about them").Len() > 0
+	})
+	if logs.FilterMessageSnippet("says nothing about them").Len() > 0 {
+		t.Fatal("a bind dropped without an answer was taken as saying nothing: the binds reconnect with the untried settings")
+	}
 	res := make(chan error, 1)
 	go func() {
 		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
