@@ -48,6 +48,11 @@ func (p *Pool) runDevice(ctx context.Context, dev *device) {
 	}
 }
 
+// testHookTaken, when set (by tests, before the pool runs), is called by a
+// device owner with its modem's name when it has taken an incoming message
+// or a status report off the modem, before handing it to the scheduler.
+var testHookTaken func(modem string)
+
 // tell sends a message to the scheduler.
 func (p *Pool) tell(ctx context.Context, m devMsg) {
 	select {
@@ -110,13 +115,24 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		}
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: st, health: health, err: err})
 	}
+	// handOver gives the scheduler what the device took off the modem (an
+	// incoming message deleted from the SIM, a status report acknowledged
+	// with AT+CNMA): with the pool's run context, since ctx ends when a
+	// reload removes the modem, which happens while it is not sending, that
+	// is while it may be handling these; the scheduler still runs then.
+	handOver := func(m devMsg) {
+		if testHookTaken != nil {
+			testHookTaken(cfg.Name)
+		}
+		p.tell(dev.run, m)
+	}
 	deliver := func(d *sms.Deliver) {
 		text, complete := d.Text, true
 		if d.Concat != nil && d.Concat.Total > 1 {
 			text, complete = reasm.Add(d, time.Now())
 		}
 		if complete {
-			p.tell(ctx, devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: d.From, Text: text, Time: d.SCTS}})
+			handOver(devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: d.From, Text: text, Time: d.SCTS}})
 		}
 	}
 	stored := func(st *Stored) {
@@ -124,7 +140,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		case st.Err != nil:
 			log.Error("undecodable stored message deleted", zap.Int("index", st.Index), zap.Error(st.Err))
 		case st.Report != nil:
-			p.tell(ctx, devMsg{kind: msgReport, dev: i, report: st.Report})
+			handOver(devMsg{kind: msgReport, dev: i, report: st.Report})
 		case st.Deliver != nil:
 			deliver(st.Deliver)
 		}
@@ -256,7 +272,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					log.Error("undecodable +CDS dropped", zap.Error(err))
 					continue
 				}
-				p.tell(ctx, devMsg{kind: msgReport, dev: i, report: r})
+				handOver(devMsg{kind: msgReport, dev: i, report: r})
 			}
 		case j := <-dev.jobs:
 			if !up {

@@ -188,6 +188,14 @@ type device struct {
 	stopped  bool               // stop was called
 	dead     bool               // its owner ended and its port is closed: a tombstone
 	next     *Config            // the entry that replaces it (same name) once its port is closed
+	// waiting: added while the pool runs but not started, because a live
+	// (or closing) device still holds its device path (or name); started
+	// by closed() once none does. Never given a job (not up).
+	waiting bool
+	// run is the pool's run context, set before the owner starts: what the
+	// owner hands over (incoming messages, status reports) is sent with it,
+	// not with the owner's own context, which a reload may end meanwhile.
+	run context.Context
 	// pinRejected: the SIM rejected cfg.PIN; owned by the owner goroutine
 	// while it runs, passed on to a successor with the same PIN.
 	pinRejected bool
@@ -310,7 +318,12 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 //   - an entry whose max_per_minute alone changed is updated in place;
 //   - an entry that changed otherwise (device, baud, PIN, send timeout) is
 //     removed as above, and opened again with its new settings once its old
-//     port is closed (never two owners of one name at a time).
+//     port is closed (never two owners of one name at a time);
+//   - a new or changed entry whose device path is still held by a modem
+//     that runs or is closing (a modem renamed keeping its device, two
+//     device paths swapped between two names) is opened once that modem's
+//     port is closed: never two owners of one device at a time (a second
+//     owner's commands would land in the first one's AT+CMGS).
 //
 // Concatenated messages pinned to a removed modem may go out on another.
 // Status reports for messages a removed modem sent can no longer arrive:
@@ -412,9 +425,29 @@ func (p *Pool) addDevice(c Config, pinRejected bool) {
 	p.window = append(p.window, nil)
 	p.mu.Unlock()
 	metricUp(c.Name, false)
-	if p.runCtx != nil {
-		p.startDevice(d)
+	if p.runCtx == nil {
+		return
 	}
+	if h := p.holder(d); h != nil {
+		d.waiting = true
+		p.log.Info("modem waits for its device to be closed by the modem that holds it",
+			zap.String("modem", c.Name), zap.String("device", c.Device), zap.String("held_by", h.cfg.Name))
+		return
+	}
+	p.startDevice(d)
+}
+
+// holder returns a device other than d whose owner runs (or is closing)
+// and holds d's device path or name, nil if none: d may not be opened
+// before that one's port is closed. Scheduler-owned.
+func (p *Pool) holder(d *device) *device {
+	for _, h := range p.devs {
+		if h != d && !h.dead && !h.waiting && h.stop != nil &&
+			(h.cfg.Device == d.cfg.Device || h.cfg.Name == d.cfg.Name) {
+			return h
+		}
+	}
+	return nil
 }
 
 // startDevice starts d's owner goroutine; scheduler-owned. When the owner
@@ -422,7 +455,7 @@ func (p *Pool) addDevice(c Config, pinRejected bool) {
 func (p *Pool) startDevice(d *device) {
 	run := p.runCtx
 	ctx, cancel := context.WithCancel(run)
-	d.stop = cancel
+	d.stop, d.run, d.waiting = cancel, run, false
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -444,7 +477,7 @@ func (p *Pool) retire(d *device, next *Config) {
 			delete(p.pins, k)
 		}
 	}
-	if p.runCtx == nil {
+	if p.runCtx == nil || d.waiting { // no owner: nothing to stop
 		p.closed(d)
 		return
 	}
@@ -460,12 +493,14 @@ func (p *Pool) stopIfIdle(d *device) {
 	}
 }
 
-// closed turns a retired device whose port is closed into a tombstone:
-// out of Status, metric series deleted, its TP-MR entries dropped (no
-// status report can come from it now); its successor, if any, is opened.
-// Scheduler-owned (or before Run).
+// closed turns a retired device whose port is closed (or that never
+// started) into a tombstone: out of Status, metric series deleted, its
+// TP-MR entries dropped (no status report can come from it now); its
+// successor, if any, is opened, and so is any device that waited for its
+// device path (unless another device still holds it). Scheduler-owned (or
+// before Run).
 func (p *Pool) closed(d *device) {
-	d.dead, d.up = true, false
+	d.dead, d.up, d.waiting = true, false, false
 	for k := range p.mrs {
 		if k.dev == d.idx {
 			delete(p.mrs, k)
@@ -483,6 +518,13 @@ func (p *Pool) closed(d *device) {
 		p.addDevice(*d.next, d.pinRejected && d.next.PIN == d.cfg.PIN)
 	} else if p.runCtx != nil {
 		p.log.Info("removed modem closed", zap.String("modem", d.cfg.Name))
+	}
+	for _, w := range p.devs {
+		if w.waiting && p.holder(w) == nil {
+			p.log.Info("modem opened: its device is no longer held", zap.String("modem", w.cfg.Name),
+				zap.String("device", w.cfg.Device))
+			p.startDevice(w)
+		}
 	}
 	p.reorder()
 }

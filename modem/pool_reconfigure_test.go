@@ -2,7 +2,9 @@ package modem_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -290,5 +292,278 @@ func TestReconfigureChangesAModemsDevice(t *testing.T) {
 	}
 	if len(a.Sent()) != 0 || len(b.Sent()) != 1 {
 		t.Fatalf("sent %+v on the old device, %+v on the new one", a.Sent(), b.Sent())
+	}
+}
+
+// exclusivePorts opens real ports (modem.SerialOpener), tells each open
+// and close by device path as portEvents does, and notes every open of a
+// device path another handle still holds (two owners of one tty).
+type exclusivePorts struct {
+	ev portEvents
+
+	mu      sync.Mutex
+	held    map[string]string // device path -> the modem holding it
+	doubles []string
+}
+
+func newExclusivePorts() *exclusivePorts {
+	return &exclusivePorts{ev: make(portEvents, 1000), held: map[string]string{}}
+}
+
+func (x *exclusivePorts) open(ctx context.Context, c modem.Config) (io.ReadWriteCloser, error) {
+	x.mu.Lock()
+	if h, ok := x.held[c.Device]; ok {
+		x.doubles = append(x.doubles, fmt.Sprintf("%s opened %s while %s held it", c.Name, c.Device, h))
+	}
+	x.mu.Unlock()
+	rw, err := modem.SerialOpener(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	x.held[c.Device] = c.Name
+	x.mu.Unlock()
+	x.ev <- "open " + c.Device
+	return &notedPort{ReadWriteCloser: rw, closed: func() {
+		x.mu.Lock()
+		if x.held[c.Device] == c.Name {
+			delete(x.held, c.Device)
+		}
+		x.mu.Unlock()
+		x.ev <- "close " + c.Device
+	}}, nil
+}
+
+func (x *exclusivePorts) check(t *testing.T) {
+	t.Helper()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.doubles) > 0 {
+		t.Fatalf("a device opened twice at once: %q", x.doubles)
+	}
+}
+
+// startPoolExclusive is startPoolEvents over exclusivePorts.
+func startPoolExclusive(t *testing.T, cfgs []modem.Config) (*modem.Pool, *exclusivePorts) {
+	t.Helper()
+	x := newExclusivePorts()
+	p := modem.NewPool(cfgs, x.open, modem.PoolOptions{
+		CommandTimeout: 2 * time.Second, SendTimeout: 30 * time.Second,
+		ReprobeInterval: 50 * time.Millisecond, ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p, x
+}
+
+type sendResult struct {
+	sent *modem.Sent
+	err  error
+}
+
+func sendAsync(ctx context.Context, p *modem.Pool, id, text string) chan sendResult {
+	r := make(chan sendResult, 1)
+	go func() {
+		sent, err := p.Send(ctx, id, sms.Submit{Dest: "+8613800138000", Payload: []byte(text)})
+		r <- sendResult{sent, err}
+	}()
+	return r
+}
+
+func awaitResult(t *testing.T, ctx context.Context, r chan sendResult) sendResult {
+	t.Helper()
+	select {
+	case v := <-r:
+		return v
+	case <-ctx.Done():
+		t.Fatal("no answer to the send")
+		return sendResult{}
+	}
+}
+
+// A modem renamed by a reload keeping its device, in the middle of a send:
+// the new name opens the device only once the send has ended and the old
+// owner has closed the port (never two owners of one tty, whose commands
+// would land in the held AT+CMGS); the send is reported once.
+func TestReconfigureRenameKeepingTheDeviceMidSend(t *testing.T) {
+	a := startSim(t, "a", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	p, x := startPoolExclusive(t, []modem.Config{{Name: "rn0", Device: a.Path()}})
+	waitUp(t, ctx, p, "rn0")
+	x.ev.await(t, ctx, "open "+a.Path())
+
+	a.HoldSends(true)
+	first := sendAsync(ctx, p, "x", "in flight")
+	if err := a.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reconfigure([]modem.Config{{Name: "rn1", Device: a.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	a.HoldSends(false)
+	r := awaitResult(t, ctx, first)
+	if r.err != nil || r.sent.Modem != "rn0" {
+		t.Fatalf("the send in flight: %+v, %v; want its success on rn0", r.sent, r.err)
+	}
+	x.ev.await(t, ctx, "close "+a.Path())
+	x.ev.await(t, ctx, "open "+a.Path())
+	waitUp(t, ctx, p, "rn1")
+	x.check(t)
+	sent, err := p.Send(ctx, "y", sms.Submit{Dest: "+8613800138000", Payload: []byte("after")})
+	if err != nil || sent.Modem != "rn1" {
+		t.Fatalf("send after the rename: %+v, %v; want it on rn1", sent, err)
+	}
+	if got := a.Sent(); len(got) != 2 || got[0].Text != "in flight" || got[1].Text != "after" {
+		t.Fatalf("sent %+v; want the message in flight once, then the later one", got)
+	}
+	if n := a.Count("+CMGS="); n != 2 {
+		t.Fatalf("%d AT+CMGS, want 2", n)
+	}
+	x.check(t)
+}
+
+// Two modems whose device paths a reload swaps ("ttyUSB0 and ttyUSB1 came
+// up swapped"), one of them in the middle of a send: each device is opened
+// by its new owner only after its old owner closed it.
+func TestReconfigureSwapsDevicesMidSend(t *testing.T) {
+	a, b := startSim(t, "a", modemsim.Options{}), startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	p, x := startPoolExclusive(t, []modem.Config{{Name: "sw0", Device: a.Path()}, {Name: "sw1", Device: b.Path()}})
+	waitUp(t, ctx, p, "sw0", "sw1")
+
+	a.HoldSends(true)
+	first := sendAsync(ctx, p, "x", "in flight")
+	if err := a.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reconfigure([]modem.Config{{Name: "sw0", Device: b.Path()}, {Name: "sw1", Device: a.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	// sw1 was idle: its port (b) closes at once and its successor (on a)
+	// takes its row; a is still held by sw0, mid-send.
+	waitStatus(t, ctx, p, "sw1 on its new device", func(st []modem.ModemStatus) bool {
+		for _, s := range st {
+			if s.Name == "sw1" && s.Device == a.Path() {
+				return true
+			}
+		}
+		return false
+	})
+	a.HoldSends(false)
+	r := awaitResult(t, ctx, first)
+	if r.err != nil || r.sent.Modem != "sw0" {
+		t.Fatalf("the send in flight: %+v, %v; want its success on sw0", r.sent, r.err)
+	}
+	waitStatus(t, ctx, p, "both up on their new devices", func(st []modem.ModemStatus) bool {
+		ok := 0
+		for _, s := range st {
+			if s.State == modem.StateUp && (s.Name == "sw0" && s.Device == b.Path() || s.Name == "sw1" && s.Device == a.Path()) {
+				ok++
+			}
+		}
+		return len(st) == 2 && ok == 2
+	})
+	x.check(t)
+	if got := a.Sent(); len(got) != 1 || got[0].Text != "in flight" {
+		t.Fatalf("a sent %+v; want the message in flight, once", got)
+	}
+	if n := a.Count("+CMGS="); n != 1 {
+		t.Fatalf("a got %d AT+CMGS, want 1", n)
+	}
+	for _, id := range []string{"y", "z"} {
+		if _, err := p.Send(ctx, id, sms.Submit{Dest: "+8613800138000", Payload: []byte(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.check(t)
+}
+
+// A modem removed right after it took an incoming message or a status
+// report off the modem (deleted from the SIM, or acknowledged) still hands
+// it over: the removal ends the modem's owner, not the delivery.
+func TestReconfigureRemovalKeepsWhatTheModemTook(t *testing.T) {
+	a := startSim(t, "a", modemsim.Options{})
+	ctx := testCtx(t, 30*time.Second)
+	taken, release := make(chan string), make(chan struct{})
+	restore := modem.SetTakenHook(func(name string) {
+		if name == "last" {
+			return
+		}
+		taken <- name
+		<-release
+	})
+	t.Cleanup(restore) // after the pool has stopped (cleanups run last first)
+	p, ev := startPoolEvents(t, nil)
+	// Each round, a modem on a takes one message; it is removed before it
+	// hands it over. A loss is a coin toss: several rounds.
+	const rounds = 8
+	var wantTexts []string
+	var wantMRs []int
+	for i := range rounds {
+		name := fmt.Sprintf("in%d", i)
+		if err := p.Reconfigure([]modem.Config{{Name: name, Device: a.Path()}}); err != nil {
+			t.Fatal(err)
+		}
+		waitUp(t, ctx, p, name)
+		if i%2 == 0 {
+			text := fmt.Sprintf("mo %d", i)
+			wantTexts = append(wantTexts, text)
+			if err := a.Deliver("+8613900139000", text); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			wantMRs = append(wantMRs, 100+i)
+			if err := a.InjectReport(100+i, "+8613800138000", 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case got := <-taken:
+			if got != name {
+				t.Fatalf("taken by %s, want %s", got, name)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s took nothing", name)
+		}
+		if err := p.Reconfigure(nil); err != nil { // ends the owner's context now
+			t.Fatal(err)
+		}
+		release <- struct{}{}
+		ev.await(t, ctx, "close "+a.Path())
+	}
+	// A last modem hands over one of each; everything before it must come
+	// first, in order.
+	if err := p.Reconfigure([]modem.Config{{Name: "last", Device: a.Path()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, ctx, p, "last")
+	if err := a.Deliver("+8613900139000", "control"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.InjectReport(200, "+8613800138000", 0); err != nil {
+		t.Fatal(err)
+	}
+	wantTexts, wantMRs = append(wantTexts, "control"), append(wantMRs, 200)
+	for _, want := range wantTexts {
+		select {
+		case in := <-p.Incoming():
+			if in.Text != want {
+				t.Fatalf("incoming %q, want %q (lost in a removal)", in.Text, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no incoming %q", want)
+		}
+	}
+	for _, want := range wantMRs {
+		select {
+		case r := <-p.Reports():
+			if r.Status.MR != want {
+				t.Fatalf("status report for TP-MR %d, want %d (lost in a removal)", r.Status.MR, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no status report for TP-MR %d", want)
+		}
 	}
 }
