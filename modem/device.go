@@ -177,12 +177,12 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			}
 			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
-			if msgs, err := m.ReadAll(ctx); err != nil {
+			msgs, err := m.ReadAll(ctx)
+			if err != nil {
 				log.Warn("reading stored messages", zap.Error(err))
-			} else {
-				for _, st := range msgs {
-					stored(st)
-				}
+			}
+			for _, st := range msgs { // those already deleted from the SIM, even after an error
+				stored(st)
 			}
 		} else {
 			h, err := m.Health(ctx)
@@ -198,12 +198,12 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			}
 			health = h
 			if !m.Announces() { // no +CMTI: incoming messages are polled
-				if msgs, err := m.ReadAll(ctx); err != nil {
+				msgs, err := m.ReadAll(ctx)
+				if err != nil {
 					log.Warn("reading stored messages", zap.Error(err))
-				} else {
-					for _, st := range msgs {
-						stored(st)
-					}
+				}
+				for _, st := range msgs { // those already deleted from the SIM, even after an error
+					stored(st)
 				}
 			}
 		}

@@ -682,7 +682,9 @@ func (m *Modem) selectMem(ctx context.Context, mem string) {
 }
 
 // ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
-// each one it read.
+// each one it read. When a delete fails it returns the messages already
+// deleted (the caller must take them: they are no longer stored) with the
+// error; the rest stay stored for the next read.
 func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 	l, err := m.s.Command(ctx, "AT+CMGL=4")
 	if err != nil {
@@ -700,9 +702,12 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		out = append(out, decodeStored(idx, l[i+1], l[i]))
 		i++
 	}
-	for _, st := range out {
+	for i, st := range out {
 		if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(st.Index)); err != nil {
-			return out, fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, st.Index, err)
+			// The ones before are off the SIM: the caller must take them
+			// (they will not be listed again); this one and the rest are
+			// still stored and come back at the next read.
+			return out[:i], fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, st.Index, err)
 		}
 	}
 	return out, nil

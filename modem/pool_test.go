@@ -379,3 +379,30 @@ func TestPartsOfOneMessageGoOutOnOneModem(t *testing.T) {
 		t.Fatalf("the handset got %+v, want the two parts joined from one modem", joined)
 	}
 }
+
+// A delete that fails while the pool empties the SIM at start-up: the
+// messages already deleted are delivered (they are no longer stored and
+// would be lost), the one whose delete failed stays in the SIM.
+func TestStoredMessagesDeletedBeforeAFailedDeleteAreDelivered(t *testing.T) {
+	sim := startSim(t, "a", modemsim.Options{})
+	for _, txt := range []string{"first", "second"} {
+		if err := sim.Deliver("+8613900000001", txt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sim.FailCommand("+CMGD=2") // the second stored message (the SIM indexes from 1)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	ctx := testCtx(t, 30*time.Second)
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "first" {
+			t.Fatalf("got %q, want the message deleted before the failed delete", in.Text)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message deleted from the SIM before the failed delete was lost")
+	}
+	waitUp(t, ctx, p, "m0")
+	if n := sim.Stored(); n != 1 {
+		t.Fatalf("%d messages left in the SIM, want the one whose delete failed", n)
+	}
+}

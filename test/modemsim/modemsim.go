@@ -151,6 +151,7 @@ type Sim struct {
 	garbSend bool                        // guarded by mu
 	pinTries int                         // guarded by mu: wrong PINs entered; 3 block the SIM (PUK)
 	muted    bool                        // guarded by mu: Mute
+	failCmds []string                    // guarded by mu: FailCommand, each answered ERROR once
 	held     chan struct{}               // guarded by mu: HoldSends; closed to release the held sends
 	pinBusy  int                         // guarded by mu: AT+CPIN=<pin> answered SIM busy so far (Options.PINBusy)
 	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
@@ -417,6 +418,14 @@ func (s *Sim) FailNext(code, n int) {
 // Mute makes the modem answer no command at all (firmware hung, the port
 // still open); it still counts them.
 func (s *Sim) Mute(on bool) { s.mu.Lock(); s.muted = on; s.mu.Unlock() }
+
+// FailCommand makes the next command that is exactly cmd (case-insensitive,
+// without the "AT", e.g. "+CMGD=2") fail with ERROR, once.
+func (s *Sim) FailCommand(cmd string) {
+	s.mu.Lock()
+	s.failCmds = append(s.failCmds, strings.ToUpper(cmd))
+	s.mu.Unlock()
+}
 
 // Hang makes sends get no answer at all (the PDU is swallowed, not sent).
 func (s *Sim) Hang(on bool) { s.mu.Lock(); s.hang = on; s.mu.Unlock() }
@@ -686,6 +695,16 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		return 0, false
 	}
 	body := up[2:]
+	s.mu.Lock()
+	i := slices.Index(s.failCmds, body)
+	if i >= 0 {
+		s.failCmds = slices.Delete(s.failCmds, i, i+1)
+	}
+	s.mu.Unlock()
+	if i >= 0 {
+		c.fail()
+		return 0, false
+	}
 	if slices.Contains(s.opts.Refuse, body) {
 		if s.opts.RefuseWith != "" {
 			c.write(c.final(s.opts.RefuseWith))
