@@ -36,6 +36,9 @@ func TestBenchSoak(t *testing.T) {
 	if p.Sent == 0 || p.Sent != p.OK+p.Refused+p.NoAnswer {
 		t.Errorf("%d sent but %d ok + %d refused + %d unanswered", p.Sent, p.OK, p.Refused, p.NoAnswer)
 	}
+	if p.OK > 0 && p.CPUus <= 0 {
+		t.Errorf("the soak's load phase reports %v µs of CPU per message", p.CPUus)
+	}
 	for _, m := range []string{"false downs (carrier marked down while only slow)",
 		"messages sent by modem that were submitted during a spike (outside outages)", "platform latency p50",
 		"platform latency p99", "platform latency max", "messages lost (answered OK, reached no SMSC and no modem)",
