@@ -145,6 +145,21 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			deliver(st.Deliver)
 		}
 	}
+	// readSIM empties the SIM of stored messages (ReadAll), delivering what
+	// it deleted; when a delete failed it asks for another read at the next
+	// probe (reread), +CMTI or not, so a refused delete leaves no message on
+	// the SIM until the port is opened again.
+	reread := false
+	readSIM := func() {
+		msgs, err := m.ReadAll(ctx)
+		reread = err != nil
+		if err != nil {
+			log.Warn("reading stored messages; read again at the next probe", zap.Error(err))
+		}
+		for _, st := range msgs { // those deleted from the SIM, even after an error
+			stored(st)
+		}
+	}
 	probe := func() {
 		if !ready {
 			pin := cfg.PIN
@@ -177,13 +192,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			}
 			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
-			msgs, err := m.ReadAll(ctx)
-			if err != nil {
-				log.Warn("reading stored messages", zap.Error(err))
-			}
-			for _, st := range msgs { // those already deleted from the SIM, even after an error
-				stored(st)
-			}
+			readSIM()
 		} else {
 			h, err := m.Health(ctx)
 			if err != nil {
@@ -197,14 +206,8 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				return
 			}
 			health = h
-			if !m.Announces() { // no +CMTI: incoming messages are polled
-				msgs, err := m.ReadAll(ctx)
-				if err != nil {
-					log.Warn("reading stored messages", zap.Error(err))
-				}
-				for _, st := range msgs { // those already deleted from the SIM, even after an error
-					stored(st)
-				}
+			if !m.Announces() || reread { // no +CMTI: incoming messages are polled
+				readSIM()
 			}
 		}
 		if !health.Registered {

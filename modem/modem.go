@@ -682,9 +682,11 @@ func (m *Modem) selectMem(ctx context.Context, mem string) {
 }
 
 // ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
-// each one it read. When a delete fails it returns the messages already
-// deleted (the caller must take them: they are no longer stored) with the
-// error; the rest stay stored for the next read.
+// each one it read. It returns the messages it deleted (the caller must take
+// them: they are no longer stored), and with them the first delete's error
+// if any failed: a message whose delete was refused stays stored and is
+// listed again at the next read (the modem's owner reads again at its next
+// probe while a read left something behind).
 func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 	l, err := m.s.Command(ctx, "AT+CMGL=4")
 	if err != nil {
@@ -702,15 +704,30 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		out = append(out, decodeStored(idx, l[i+1], l[i]))
 		i++
 	}
-	for i, st := range out {
-		if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(st.Index)); err != nil {
-			// The ones before are off the SIM: the caller must take them
-			// (they will not be listed again); this one and the rest are
-			// still stored and come back at the next read.
-			return out[:i], fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, st.Index, err)
+	// The deletes are not cut short by ctx (a reload removing the modem):
+	// a delete written and then abandoned may have been done, and the
+	// message would be neither delivered nor listed again. Each still ends
+	// at the command timeout.
+	dctx := context.WithoutCancel(ctx)
+	deleted := out[:0:0]
+	var first error
+	for _, st := range out {
+		_, err := m.s.Command(dctx, "AT+CMGD="+strconv.Itoa(st.Index))
+		if err == nil {
+			deleted = append(deleted, st)
+			continue
 		}
+		if first == nil {
+			first = fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, st.Index, err)
+		}
+		var cms *at.CMSError
+		var cme *at.CMEError
+		if errors.Is(err, at.ErrError) || errors.As(err, &cms) || errors.As(err, &cme) {
+			continue // refused: it stays stored; the others are still deleted
+		}
+		break // no answer, or the port is gone: the rest stay stored
 	}
-	return out, nil
+	return deleted, first
 }
 
 func decodeStored(index int, hexPDU, header string) *Stored {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -380,29 +381,36 @@ func TestPartsOfOneMessageGoOutOnOneModem(t *testing.T) {
 	}
 }
 
-// A delete that fails while the pool empties the SIM at start-up: the
-// messages already deleted are delivered (they are no longer stored and
-// would be lost), the one whose delete failed stays in the SIM.
-func TestStoredMessagesDeletedBeforeAFailedDeleteAreDelivered(t *testing.T) {
+// A delete refused while the pool empties the SIM at start-up: the
+// messages deleted are delivered at once (before and after the refused one:
+// they are no longer stored and would be lost), and the one whose delete was
+// refused is read again at the next probe and delivered, once.
+func TestStoredMessagesAroundARefusedDeleteAreDelivered(t *testing.T) {
 	sim := startSim(t, "a", modemsim.Options{})
-	for _, txt := range []string{"first", "second"} {
+	for _, txt := range []string{"first", "second", "third"} {
 		if err := sim.Deliver("+8613900000001", txt); err != nil {
 			t.Fatal(err)
 		}
 	}
 	sim.FailCommand("+CMGD=2") // the second stored message (the SIM indexes from 1)
-	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, func(o *modem.PoolOptions) { o.ReprobeInterval = 50 * time.Millisecond })
 	ctx := testCtx(t, 30*time.Second)
-	select {
-	case in := <-p.Incoming():
-		if in.Text != "first" {
-			t.Fatalf("got %q, want the message deleted before the failed delete", in.Text)
+	var got []string
+	for len(got) < 3 {
+		select {
+		case in := <-p.Incoming():
+			got = append(got, in.Text)
+		case <-ctx.Done():
+			t.Fatalf("delivered %q; want first, third, then second at the next probe", got)
 		}
-	case <-ctx.Done():
-		t.Fatal("the message deleted from the SIM before the failed delete was lost")
 	}
-	waitUp(t, ctx, p, "m0")
-	if n := sim.Stored(); n != 1 {
-		t.Fatalf("%d messages left in the SIM, want the one whose delete failed", n)
+	if !slices.Equal(got, []string{"first", "third", "second"}) {
+		t.Fatalf("delivered %q, want first and third, then second", got)
+	}
+	if _, err := p.Send(ctx, "sync", sms.Submit{Dest: "+1", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left in the SIM", n)
 	}
 }
