@@ -57,7 +57,14 @@ func (ev portEvents) await(t *testing.T, ctx context.Context, want string) {
 func startPoolEvents(t *testing.T, cfgs []modem.Config) (*modem.Pool, portEvents) {
 	t.Helper()
 	ev := make(portEvents, 1000)
-	p := modem.NewPool(cfgs, ev.open, modem.PoolOptions{
+	return runPoolWith(t, cfgs, ev.open), ev
+}
+
+// runPoolWith runs a pool of cfgs opening its ports with open, with the
+// short timeouts of these tests, until the test ends.
+func runPoolWith(t *testing.T, cfgs []modem.Config, open modem.Opener) *modem.Pool {
+	t.Helper()
+	p := modem.NewPool(cfgs, open, modem.PoolOptions{
 		CommandTimeout: 2 * time.Second, SendTimeout: 30 * time.Second,
 		ReprobeInterval: 50 * time.Millisecond, ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,
 	})
@@ -65,7 +72,7 @@ func startPoolEvents(t *testing.T, cfgs []modem.Config) (*modem.Pool, portEvents
 	done := make(chan struct{})
 	go func() { _ = p.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return p, ev
+	return p
 }
 
 // series returns the value of gauge family{modem=name}, and whether the
@@ -347,15 +354,7 @@ func (x *exclusivePorts) check(t *testing.T) {
 func startPoolExclusive(t *testing.T, cfgs []modem.Config) (*modem.Pool, *exclusivePorts) {
 	t.Helper()
 	x := newExclusivePorts()
-	p := modem.NewPool(cfgs, x.open, modem.PoolOptions{
-		CommandTimeout: 2 * time.Second, SendTimeout: 30 * time.Second,
-		ReprobeInterval: 50 * time.Millisecond, ReopenMin: 20 * time.Millisecond, ReopenMax: 100 * time.Millisecond,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return p, x
+	return runPoolWith(t, cfgs, x.open), x
 }
 
 type sendResult struct {

@@ -234,6 +234,25 @@ func boundTestCarrier(t *testing.T) (*Carrier, *peer, <-chan net.Conn) {
 	return c, p, conns
 }
 
+// submitOnKeptBind checks that a submit given to c goes out on the bind
+// whose SMSC side is working (kept after what), and is answered.
+func submitOnKeptBind(t *testing.T, c *Carrier, working *peer, after string) {
+	t.Helper()
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
+		res <- err
+	}()
+	sub := working.read()
+	if sub.ID != cmdSubmitSM {
+		t.Fatalf("the working bind got %+v after %s, want the submit", sub.Header, after)
+	}
+	working.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C1"))
+	if err := <-res; err != nil {
+		t.Fatalf("submit on the kept bind: %v", err)
+	}
+}
+
 // bindPassword is the password field of a bind request's body.
 func bindPassword(t *testing.T, f Frame) string {
 	t.Helper()
@@ -266,19 +285,7 @@ func TestReloadedCredentialsAreTriedBeforeTheBindLetsGo(t *testing.T) {
 	trial.expectClosed()
 
 	// The working session still carries a submit, and nothing else was cut.
-	res := make(chan error, 1)
-	go func() {
-		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
-		res <- err
-	}()
-	sub := working.read()
-	if sub.ID != cmdSubmitSM {
-		t.Fatalf("the working bind got %+v after the refused trial, want the submit", sub.Header)
-	}
-	working.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C1"))
-	if err := <-res; err != nil {
-		t.Fatalf("submit on the kept bind: %v", err)
-	}
+	submitOnKeptBind(t, c, working, "the refused trial")
 	if c.Bound() != 1 {
 		t.Fatalf("bound %d after the refused trial, want 1", c.Bound())
 	}
@@ -350,19 +357,7 @@ func TestReloadTrialDroppedWithoutAnswerKeepsTheBind(t *testing.T) {
 	if logs.FilterMessageSnippet("says nothing about them").Len() > 0 {
 		t.Fatal("a bind dropped without an answer was taken as saying nothing: the binds reconnect with the untried settings")
 	}
-	res := make(chan error, 1)
-	go func() {
-		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
-		res <- err
-	}()
-	sub := working.read()
-	if sub.ID != cmdSubmitSM {
-		t.Fatalf("the working bind got %+v after the dropped trial, want the submit", sub.Header)
-	}
-	working.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C1"))
-	if err := <-res; err != nil {
-		t.Fatalf("submit on the kept bind: %v", err)
-	}
+	submitOnKeptBind(t, c, working, "the dropped trial")
 }
 
 // A receipt the SMSC pushes on a trial bind is refused for now

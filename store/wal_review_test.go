@@ -26,11 +26,7 @@ import (
 // OK from the log, it could never be applied and every apply after it
 // would fail), and the store goes on logging and applying.
 func TestWALRefusesUnappliableLinks(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	bad := map[string]*Message{
 		"empty id":        linked("", "B1"),
 		"id too long":     linked(strings.Repeat("i", bolt.MaxKeySize+1), "B2"),
@@ -115,11 +111,7 @@ func u64of(v []byte) uint64 {
 // Close returns the outcome of its apply of the overlay; what it could not
 // apply is replayed by the next OpenBolt.
 func TestWALCloseReturnsApplyError(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	id := genID(time.Now(), 1)
 	if _, err := s.LinkCarrier(ctx, linked(id, "C1")); err != nil {
 		t.Fatal(err)
@@ -209,11 +201,7 @@ func TestWALFileSizeChangeBeforeReplay(t *testing.T) {
 // to bbolt, whose walseq covers the failed record. Above all, a receipt the
 // link took is either given to the caller or still stashed after a crash.
 func TestWALFailedSyncNeverReplayed(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	defer s.Close()
 	first := genID(time.Now(), 1)
 	if _, err := s.LinkCarrier(ctx, linked(first, "F1")); err != nil {
@@ -391,11 +379,7 @@ func TestWALApplyRetryBacksOff(t *testing.T) {
 // taken must still be stashed. The failed write's bytes are in the page
 // cache (a new process reads them), so they are overwritten with zeros.
 func TestWALFailedWriteAndCommitNeverReplayed(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	first := genID(time.Now(), 1)
 	if _, err := s.LinkCarrier(ctx, linked(first, "G1")); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,17 @@ func noAutoApply(t *testing.T) {
 	t.Cleanup(func() { walApplyRecords, walApplyBytes, walApplyAge = r, b, a })
 }
 
+// openNoApply opens a store in a new directory with the log applied only
+// when a test asks (noAutoApply).
+func openNoApply(t *testing.T) (context.Context, string, *Bolt) {
+	t.Helper()
+	noAutoApply(t)
+	dir := t.TempDir()
+	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
+	must(t, err)
+	return context.Background(), dir, s
+}
+
 // crashImage copies the store's files as a kill -9 would leave them now,
 // to a new directory: the store must have no write in progress (the copy
 // is then what the disk holds: every write answered was fsynced).
@@ -183,11 +194,7 @@ func TestWALApplyBeforeOtherWrite(t *testing.T) {
 // replays the log and answers as before the crash (records, links, orphans
 // taken), and a relink replays over its first link in order.
 func TestWALCrashBeforeApply(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	defer s.Close()
 	must(t, s.StashOrphan(ctx, "mobile", "C1", []byte("early receipt")))
 	must(t, s.StashOrphan(ctx, "mobile", "Z9", []byte("nobody's")))
@@ -272,11 +279,7 @@ func TestWALCrashBeforeApply(t *testing.T) {
 // replayed, it and those after it are not (they were never answered: the
 // batch's fsync had not returned).
 func TestWALTornTail(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	defer s.Close()
 	var ids []string
 	for i := range 5 {
@@ -354,11 +357,7 @@ func TestWALTornTail(t *testing.T) {
 // After the apply, the log is written again from its start over the
 // older pass's records; a crash image then replays the new pass only.
 func TestWALNewPassOverOld(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	defer s.Close()
 	old := genID(time.Now(), 1)
 	for i := range 20 {
@@ -488,11 +487,7 @@ func TestWALOrphanRace(t *testing.T) {
 // and the writes after it go to bbolt for a while; then the log is used
 // again.
 func TestWALWriteError(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, dir, s := openNoApply(t)
 	defer s.Close()
 	if _, err := s.LinkCarrier(ctx, linked(genID(time.Now(), 1), "E1")); err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 // and it is steadier than the rate on a shared VM. Relayed minus direct is
 // the gateway's own cost per message (plus redis-server's, shown apart).
 
-// processCPU is the user+system CPU time this process has used so far.
-func processCPU() time.Duration {
+// ProcessCPU is the user+system CPU time this process has used so far.
+func ProcessCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
@@ -28,9 +28,9 @@ func processCPU() time.Duration {
 // 100 on Linux whatever the kernel's HZ).
 const clockTick = 10 * time.Millisecond
 
-// pidCPU is the user+system CPU time process pid has used so far, from
+// PidCPU is the user+system CPU time process pid has used so far, from
 // /proc/PID/stat; 0 when pid is 0 or it cannot be read.
-func pidCPU(pid int) time.Duration {
+func PidCPU(pid int) time.Duration {
 	if pid <= 0 {
 		return 0
 	}

@@ -22,17 +22,17 @@ func TestStatCPU(t *testing.T) {
 var spin int
 
 func TestPidCPUGrowsWithWork(t *testing.T) {
-	before := pidCPU(os.Getpid())
+	before := PidCPU(os.Getpid())
 	deadline := time.Now().Add(5 * time.Second)
-	for pidCPU(os.Getpid()) < before+3*clockTick && time.Now().Before(deadline) {
+	for PidCPU(os.Getpid()) < before+3*clockTick && time.Now().Before(deadline) {
 		for i := 0; i < 1e6; i++ {
 			spin += i
 		}
 	}
-	if after := pidCPU(os.Getpid()); after < before+3*clockTick {
+	if after := PidCPU(os.Getpid()); after < before+3*clockTick {
 		t.Fatalf("our own CPU time read from /proc went from %v to %v while spinning", before, after)
 	}
-	if pidCPU(0) != 0 {
+	if PidCPU(0) != 0 {
 		t.Fatal("pid 0 must read as no CPU")
 	}
 }

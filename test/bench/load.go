@@ -117,7 +117,7 @@ func (r *runner) runLoad(ctx context.Context, s loadSpec) loadResult {
 		}
 	}
 	stopProgress := r.progress(s.label, func() (int64, int64) { return sent.Load(), ok.Load() })
-	cpu0, rcpu0 := processCPU(), pidCPU(r.redisPid())
+	cpu0, rcpu0 := ProcessCPU(), PidCPU(r.redisPid())
 	start := time.Now()
 	deadline := start.Add(s.dur)
 	var late time.Duration
@@ -143,9 +143,9 @@ func (r *runner) runLoad(ctx context.Context, s loadSpec) loadResult {
 	wg.Wait()
 	stopProgress()
 	res := loadResult{Sent: int(sent.Load()), OK: int(ok.Load()), Refused: int(refused.Load()), NoAnswer: int(noAnswer.Load()),
-		Lat: lat, Late: late, CPU: processCPU() - cpu0}
+		Lat: lat, Late: late, CPU: ProcessCPU() - cpu0}
 	if rcpu0 > 0 {
-		res.RedisCPU = pidCPU(r.redisPid()) - rcpu0
+		res.RedisCPU = PidCPU(r.redisPid()) - rcpu0
 	}
 	if la := lastAnswer.Load(); la > 0 {
 		res.Elapsed = time.Unix(0, la).Sub(start)

@@ -461,7 +461,7 @@ type soakRun struct {
 func (r *runner) soakLoad(ctx context.Context, cs []*platform.Client, start time.Time, capacity int) soakRun {
 	o := r.opts
 	run := soakRun{sub: make([]int64, capacity), lat: make([]time.Duration, capacity), status: make([]uint8, capacity)}
-	cpu0, rcpu0 := processCPU(), pidCPU(r.redisPid())
+	cpu0, rcpu0 := ProcessCPU(), PidCPU(r.redisPid())
 	var sent, ok, refused, noAnswer atomic.Int64
 	var lastAnswer atomic.Int64
 	var wg sync.WaitGroup
@@ -516,9 +516,9 @@ func (r *runner) soakLoad(ctx context.Context, cs []*platform.Client, start time
 	wg.Wait()
 	stop()
 	run.Sent, run.OK, run.Refused, run.NoAnswer, run.Late = int(sent.Load()), int(ok.Load()), int(refused.Load()), int(noAnswer.Load()), late
-	run.CPU = processCPU() - cpu0
+	run.CPU = ProcessCPU() - cpu0
 	if rcpu0 > 0 {
-		run.RedisCPU = pidCPU(r.redisPid()) - rcpu0
+		run.RedisCPU = PidCPU(r.redisPid()) - rcpu0
 	}
 	if la := lastAnswer.Load(); la > 0 {
 		run.Elapsed = time.Unix(0, la).Sub(start)

@@ -3,17 +3,16 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spareline/spareline/store"
+	"github.com/spareline/spareline/test/bench"
 	"github.com/spareline/spareline/test/platform"
 )
 
@@ -119,17 +118,10 @@ func BenchmarkRelaySaturation(b *testing.B) {
 }
 
 // processCPU is the user+system CPU time the process has used so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func processCPU() time.Duration { return bench.ProcessCPU() }
 
 // redisCPU is the user+system CPU time the redis-server behind st has used
-// so far (all its threads, from /proc/<pid>/stat; its pid from INFO
-// server); 0 when st is not a Redis store.
+// so far (its pid from INFO server); 0 when st is not a Redis store.
 func redisCPU(b *testing.B, st store.Store) time.Duration {
 	r, ok := st.(*store.Redis)
 	if !ok {
@@ -139,23 +131,17 @@ func redisCPU(b *testing.B, st store.Store) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var pid string
 	for line := range strings.SplitSeq(info, "\r\n") {
 		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
-			pid = v
+			pid, err := strconv.Atoi(v)
+			if err != nil {
+				b.Fatalf("INFO server process_id %q: %v", v, err)
+			}
+			return bench.PidCPU(pid)
 		}
 	}
-	stat, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Fields after the parenthesised command name: state is field 3,
-	// utime and stime fields 14 and 15, in clock ticks (100 per second).
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	f := strings.Fields(rest)
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st2, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st2) * 10 * time.Millisecond
+	b.Fatal("INFO server has no process_id")
+	return 0
 }
 
 // BenchmarkRelayLatency sends at a steady 1000 msg/s (one bind) and reports
