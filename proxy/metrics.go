@@ -41,7 +41,8 @@ var (
 		Name: "spareline_failovers_total", Help: "Messages moved from a carrier to the modem pool, by reason.",
 	}, []string{"carrier", "reason"})
 	// receipts_total source: carrier name or "modem"; stat: DELIVRD, UNDELIV,
-	// EXPIRED, REJECTD, DELETED, UNKNOWN, ACCEPTD, ENROUTE, or "other".
+	// EXPIRED, REJECTD, DELETED, UNKNOWN, ACCEPTD, ENROUTE, BUFFRED, BUFFERD,
+	// ACKED, or "other".
 	metricReceipts = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_receipts_total", Help: "Delivery receipts produced for platforms.",
 	}, []string{"source", "stat"})
@@ -86,7 +87,7 @@ var (
 )
 
 var receiptStats = map[string]bool{"DELIVRD": true, "UNDELIV": true, "EXPIRED": true, "REJECTD": true,
-	"DELETED": true, "UNKNOWN": true, "ACCEPTD": true, "ENROUTE": true}
+	"DELETED": true, "UNKNOWN": true, "ACCEPTD": true, "ENROUTE": true, "BUFFRED": true, "BUFFERD": true, "ACKED": true}
 
 func statLabel(stat string) string {
 	if receiptStats[stat] {

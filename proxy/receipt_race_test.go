@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,6 +209,37 @@ func TestIntermediateReceiptsDoNotSwallowFinal(t *testing.T) {
 	stats, _ := heldReceipts(t, st, "acct")
 	if want := []string{"ENROUTE", "ACCEPTD", "DELIVRD"}; len(stats) != len(want) ||
 		stats[0] != want[0] || stats[1] != want[1] || stats[2] != want[2] {
+		t.Fatalf("platform receipts %v, want %v", stats, want)
+	}
+	got, err := st.GetMessage(context.Background(), m.ID)
+	if err != nil || got.State != store.StateDone || got.FinalStat != "DELIVRD" {
+		t.Fatalf("message after its final receipt: %+v, %v; want done, DELIVRD", got, err)
+	}
+}
+
+// Upstreams built on Kannel report "delivered to the SMSC" as BUFFRED (and
+// take ACKED and BUFFERD alike): intermediate, not an outcome. Taken as final,
+// the DELIVRD that follows was dropped as a duplicate, and the platform kept
+// BUFFRED as the message's outcome.
+func TestKannelBufferedReceiptsAreIntermediate(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
+	m := sentMessage(t, st, d, "C3", 0x11)
+	for _, stat := range []string{"BUFFRED", "ACKED", "BUFFERD", "DELIVRD"} {
+		sm, body := carrierReceipt(t, "C3", stat)
+		if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+			t.Fatalf("%s receipt answered %s", stat, StatusString(s))
+		}
+		if stat != "DELIVRD" {
+			got, err := st.GetMessage(context.Background(), m.ID)
+			if err != nil || got.State != store.StateSent || got.FinalStat != "" {
+				t.Fatalf("after %s the message is %+v, %v; want still sent, not final", stat, got, err)
+			}
+		}
+	}
+	stats, _ := heldReceipts(t, st, "acct")
+	if want := []string{"BUFFRED", "ACKED", "BUFFERD", "DELIVRD"}; !slices.Equal(stats, want) {
 		t.Fatalf("platform receipts %v, want %v", stats, want)
 	}
 	got, err := st.GetMessage(context.Background(), m.ID)

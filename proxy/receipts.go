@@ -32,7 +32,7 @@ import (
 // A final receipt finishes its message by a compare-and-set from state
 // "sent" (store.FinishMessage), so a receipt the carrier sends twice (or
 // two instances each get) reaches the platform once; intermediate receipts
-// (ENROUTE, ACCEPTD) are passed on without finishing it (see
+// (ENROUTE, ACCEPTD, BUFFRED...) are passed on without finishing it (see
 // deliverCarrierReceipt).
 
 // canonicalCarrierID turns a carrier message id into the key of the carrier
@@ -335,8 +335,13 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 // intermediateStats are the receipt words carriers send as intermediate
 // notifications (registered_delivery bit 4, SMPP 3.4 §5.2.17), ahead of the
 // final receipt. The final words are DELIVRD, EXPIRED, DELETED, UNDELIV,
-// REJECTD and UNKNOWN (Appendix B; message_state, §5.2.28).
-var intermediateStats = map[string]bool{"ENROUTE": true, "ACCEPTD": true}
+// REJECTD and UNKNOWN (Appendix B; message_state, §5.2.28). Besides the
+// spec's ENROUTE and ACCEPTD, upstreams built on Kannel send BUFFRED (its
+// "delivered to the SMSC") and take ACKED and BUFFERD as the same; Kannel
+// itself treats all five as "buffered", not an outcome. Taken as final, the
+// DELIVRD that follows would be dropped as a duplicate and the platform
+// would never learn the outcome.
+var intermediateStats = map[string]bool{"ENROUTE": true, "ACCEPTD": true, "BUFFRED": true, "BUFFERD": true, "ACKED": true}
 
 // isFinalReceipt reports whether a carrier receipt ends its message: not an
 // intermediate delivery notification (esm_class message type 0x20, SMPP 3.4
