@@ -81,7 +81,11 @@ type Carrier struct {
 	// under mu, ends its wait at once).
 	trialGen    atomic.Uint64
 	trialCancel context.CancelFunc
-	dialer      func(ctx context.Context, network, addr string) (net.Conn, error)
+	// live is the login the binds' sessions were made with: the start's,
+	// then each reconnect's. A reload back to it (after a refused trial of
+	// a typo) has nothing to try and nothing to reconnect.
+	live   atomic.Pointer[carrierLogin]
+	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex // Start, Stop and resize
@@ -128,6 +132,7 @@ func (c *Carrier) bindList() []*carrierBind { return *c.binds.Load() }
 func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health}
 	c.cfg.Store(&cfg)
+	c.live.Store(loginOf(&cfg))
 	if l := newRateLimiter(cfg.MaxTPS); l != nil {
 		c.limiter.Store(l)
 	}
@@ -358,6 +363,14 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 		c.trialCancel() // a trial of earlier settings, waiting to try again
 		c.trialCancel = nil
 	}
+	if !trust && !shape && *c.live.Load() == *loginOf(&cfg) {
+		// Back to the login the sessions have (the usual fix of a typo
+		// whose trial was refused): the trial above ended, and the binds
+		// keep their sessions.
+		c.mu.Unlock()
+		c.log.Info("reload restored the address and login the binds are using; the trial of the settings in between stops, nothing reconnects")
+		return
+	}
 	if !trust && !shape && c.ctx != nil && c.ctx.Err() == nil && c.hasSession() {
 		// Make before break: the binds keep the sessions they have until
 		// a trial bind shows that the carrier takes the new settings.
@@ -390,12 +403,22 @@ func (c *Carrier) hasSession() bool {
 // bound ones unbind (and reconnect), one connecting under older settings
 // unbinds once it is up (connGen).
 func (c *Carrier) reconnect() {
+	c.live.Store(loginOf(c.cfg.Load()))
 	c.connGen.Add(1)
 	for _, b := range c.bindList() {
 		if s := b.sess.Load(); s != nil {
 			go s.Unbind(context.Background())
 		}
 	}
+}
+
+// carrierLogin is what a trial bind tries: the address and the login.
+type carrierLogin struct {
+	address, systemID, password, systemType string
+}
+
+func loginOf(cfg *config.Carrier) *carrierLogin {
+	return &carrierLogin{cfg.Address, cfg.SystemID, cfg.Password, cfg.SystemType}
 }
 
 // trialThenReconnect tries the carrier's new connection settings (a

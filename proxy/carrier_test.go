@@ -360,6 +360,62 @@ func TestReloadTrialDroppedWithoutAnswerKeepsTheBind(t *testing.T) {
 	submitOnKeptBind(t, c, working, "the dropped trial")
 }
 
+// The usual fix at 3 a.m.: a reload with a typo in the password, its trial
+// refused, then a reload back to the password the binds are using. Nothing
+// is left to try: the trial stops, no trial bind dials, the binds keep their
+// sessions (before, a new trial ran and its success reconnected every bind
+// for nothing).
+func TestReloadBackToTheLiveLoginStopsTheTrial(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour
+	t.Cleanup(func() { authRetry = old })
+	c, working, conns := boundTestCarrier(t)
+	core, logs := observer.New(zap.InfoLevel)
+	c.log = zap.New(core)
+	good := c.Config()
+	typo := good
+	typo.Password = "typo"
+	c.Reconfigure(typo)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	trial.expectClosed()
+	waitCond(t, "the refusal logged", func() bool {
+		return logs.FilterMessageSnippet("carrier refused the reloaded connection settings").Len() > 0
+	})
+
+	gen := c.connGen.Load()
+	c.Reconfigure(good)
+	c.mu.Lock()
+	pending := c.trialCancel != nil
+	c.mu.Unlock()
+	if pending {
+		t.Fatal("a reload back to the live login started a trial")
+	}
+	if c.connGen.Load() != gen {
+		t.Fatal("a reload back to the live login reconnected the binds")
+	}
+	if logs.FilterMessageSnippet("reload restored the address and login the binds are using").Len() != 1 {
+		t.Fatal("the restore is not logged")
+	}
+	submitOnKeptBind(t, c, working, "the restore")
+	select {
+	case conn := <-conns:
+		t.Fatalf("a connection was dialed after the restore: %v", conn.RemoteAddr())
+	default:
+	}
+
+	// The restore leaves the live login as it was: a real change after it
+	// is tried as before.
+	rotated := good
+	rotated.Password = "rotated"
+	c.Reconfigure(rotated)
+	trial = nextConn(t, conns)
+	if f := trial.read(); bindPassword(t, f) != "rotated" {
+		t.Fatalf("the trial after the restore bound with %q", bindPassword(t, f))
+	}
+}
+
 // A receipt the SMSC pushes on a trial bind is refused for now
 // (ESME_RX_T_APPN: sent again on a bind that stays), never handled: the
 // trial unbinds at once and an answer behind its unbind would be lost.
