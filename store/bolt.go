@@ -442,6 +442,27 @@ func linkWriteTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte) error {
 	return putExpiring(tx, bCarrier, 'c', key, id, exp)
 }
 
+// FindOrStash implements FindOrStasher with the three steps of the
+// protocol (bbolt is local: a step costs no round trip): find, stash, find
+// again and take the stash back when the link came meanwhile. ErrNotFound
+// when the stash stays (or a link took it: the link delivers it).
+func (s *Bolt) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error) {
+	m, err := s.FindByCarrierID(ctx, carrier, carrierID)
+	if !errors.Is(err, ErrNotFound) {
+		return m, err
+	}
+	if err := s.StashOrphan(ctx, carrier, carrierID, body); err != nil {
+		return nil, err
+	}
+	if m, err = s.FindByCarrierID(ctx, carrier, carrierID); err != nil {
+		return nil, err
+	}
+	if _, err := s.TakeOrphan(ctx, carrier, carrierID); err != nil {
+		return nil, err // ErrNotFound: the link took it
+	}
+	return m, nil
+}
+
 // StashOrphan implements Store.
 func (s *Bolt) StashOrphan(ctx context.Context, carrier, carrierID string, body []byte) error {
 	exp := s.expiry()

@@ -433,6 +433,86 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("FindOrStash", func(t *testing.T) {
+		s := open(t, longTTL)
+		fs, ok := s.(FindOrStasher)
+		if !ok {
+			t.Fatalf("%T does not implement FindOrStasher", s)
+		}
+		m := testMessage("fos-1")
+		m.CarrierID, m.State = "F1", StateSent
+		if _, err := s.LinkCarrier(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		got, err := fs.FindOrStash(ctx, "mobile", "F1", []byte("receipt F1"))
+		if err != nil || got.ID != m.ID {
+			t.Fatalf("linked: %+v, %v; want %s", got, err, m.ID)
+		}
+		if _, err := s.TakeOrphan(ctx, "mobile", "F1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a found receipt was stashed too: %v", err)
+		}
+		if _, err := fs.FindOrStash(ctx, "mobile", "F2", []byte("receipt F2")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unlinked: %v, want ErrNotFound", err)
+		}
+		m2 := testMessage("fos-2")
+		m2.CarrierID, m2.State = "F2", StateSent
+		orphan, err := s.LinkCarrier(ctx, m2)
+		if err != nil || string(orphan) != "receipt F2" {
+			t.Fatalf("the link took %q, %v; want the stashed receipt", orphan, err)
+		}
+	})
+
+	t.Run("LinkRacesFindOrStash", func(t *testing.T) {
+		s := open(t, longTTL)
+		fs := s.(FindOrStasher)
+		const n = 200
+		var wg sync.WaitGroup
+		var linkGot, rcptGot sync.Map
+		for i := range n {
+			cid := "S" + strconv.Itoa(i)
+			body := []byte("receipt " + cid)
+			wg.Go(func() {
+				m := testMessage("fosr-" + cid)
+				m.CarrierID, m.State = cid, StateSent
+				orphan, err := s.LinkCarrier(ctx, m)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if orphan != nil {
+					if !bytes.Equal(orphan, body) {
+						t.Errorf("%s: link took %q", cid, orphan)
+					}
+					linkGot.Store(cid, true)
+				}
+			})
+			wg.Go(func() {
+				m, err := fs.FindOrStash(ctx, "mobile", cid, body)
+				switch {
+				case err == nil:
+					if m.ID != "fosr-"+cid {
+						t.Errorf("%s: found %s", cid, m.ID)
+					}
+					rcptGot.Store(cid, true)
+				case !errors.Is(err, ErrNotFound):
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			cid := "S" + strconv.Itoa(i)
+			_, byLink := linkGot.Load(cid)
+			_, byRcpt := rcptGot.Load(cid)
+			if byLink == byRcpt {
+				t.Errorf("%s: taken by link %v, by receipt side %v; want exactly one", cid, byLink, byRcpt)
+			}
+			if _, err := s.TakeOrphan(ctx, "mobile", cid); !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s: an orphan is left behind (%v)", cid, err)
+			}
+		}
+	})
+
 	t.Run("Deliveries", func(t *testing.T) {
 		s := open(t, longTTL)
 		var ids []string

@@ -103,6 +103,23 @@ local id = redis.call('GET', KEYS[1])
 if not id then return false end
 return redis.call('GET', ARGV[1] .. id)`)
 
+	// KEYS: index, orphan; ARGV: message key prefix, receipt body, TTL in
+	// ms (0 = none). findScript, and when it finds nothing, the orphan set
+	// in the same step: a link (LinkCarrier's transaction, which takes the
+	// orphan) is either before it, and found, or after it, and takes it.
+	findOrStashScript = redis.NewScript(`
+local id = redis.call('GET', KEYS[1])
+if id then
+  local rec = redis.call('GET', ARGV[1] .. id)
+  if rec then return rec end
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return false`)
+
 	// KEYS: all, ready, wait, lease; ARGV: id, all score, ready score, due ms or '' when due now.
 	enqueueScript = redis.NewScript(`
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -542,6 +559,20 @@ func (r *Redis) FindByCarrierID(ctx context.Context, carrier, carrierID string) 
 	}
 	if err != nil {
 		return nil, wrapRedis("find carrier id", err)
+	}
+	return decodeMessage([]byte(v))
+}
+
+// FindOrStash implements FindOrStasher in one round trip.
+func (r *Redis) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error) {
+	v, err := findOrStashScript.Run(ctx, r.rdb,
+		[]string{carrierKey("c", carrier, carrierID), carrierKey("o", carrier, carrierID)},
+		keyPrefix+"m:", body, r.opts.TTL.Milliseconds()).Text()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, wrapRedis("find carrier id or stash orphan", err)
 	}
 	return decodeMessage([]byte(v))
 }
