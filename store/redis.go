@@ -567,7 +567,7 @@ func (r *Redis) FindByCarrierID(ctx context.Context, carrier, carrierID string) 
 func (r *Redis) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error) {
 	v, err := findOrStashScript.Run(ctx, r.rdb,
 		[]string{carrierKey("c", carrier, carrierID), carrierKey("o", carrier, carrierID)},
-		keyPrefix+"m:", body, r.opts.TTL.Milliseconds()).Text()
+		keyPrefix+"m:", body, r.ttlMS()).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
