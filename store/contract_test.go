@@ -765,6 +765,9 @@ func runContract(t *testing.T, open opener) {
 		m.CarrierID = "S1"
 		must(t, s.PutMessage(ctx, m))
 		must(t, s.StashOrphan(ctx, "mobile", "S2", []byte("r")))
+		if _, err := s.(FindOrStasher).FindOrStash(ctx, "mobile", "S3", []byte("r")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("FindOrStash of an unlinked id: %v", err)
+		}
 		must(t, s.AddDelivery(ctx, &Delivery{Account: "platform", Body: []byte("d")}, nil))
 		must(t, s.EnqueueModem(ctx, "short", 0, time.Now()))
 		deadline := time.Now().Add(10 * time.Second)
@@ -782,8 +785,10 @@ func runContract(t *testing.T, open opener) {
 		if _, err := s.FindByCarrierID(ctx, "mobile", "S1"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("index entry: %v, want ErrNotFound", err)
 		}
-		if _, err := s.TakeOrphan(ctx, "mobile", "S2"); !errors.Is(err, ErrNotFound) {
-			t.Errorf("orphan: %v, want ErrNotFound", err)
+		for _, cid := range []string{"S2", "S3"} {
+			if _, err := s.TakeOrphan(ctx, "mobile", cid); !errors.Is(err, ErrNotFound) {
+				t.Errorf("orphan %s: %v, want ErrNotFound", cid, err)
+			}
 		}
 		// Pending deliveries and queue entries do not expire.
 		if ds, err := s.PendingDeliveries(ctx, "platform", 0); err != nil || len(ds) != 1 {
