@@ -763,11 +763,13 @@ func runContract(t *testing.T, open opener) {
 		s := open(t, 300*time.Millisecond)
 		m := testMessage("short")
 		m.CarrierID = "S1"
-		must(t, s.PutMessage(ctx, m))
+		// The orphans first: they expire no later than the message the
+		// loop below waits for.
 		must(t, s.StashOrphan(ctx, "mobile", "S2", []byte("r")))
 		if _, err := s.(FindOrStasher).FindOrStash(ctx, "mobile", "S3", []byte("r")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("FindOrStash of an unlinked id: %v", err)
 		}
+		must(t, s.PutMessage(ctx, m))
 		must(t, s.AddDelivery(ctx, &Delivery{Account: "platform", Body: []byte("d")}, nil))
 		must(t, s.EnqueueModem(ctx, "short", 0, time.Now()))
 		deadline := time.Now().Add(10 * time.Second)
