@@ -148,7 +148,9 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 	// readSIM empties the SIM of stored messages (ReadAll), delivering what
 	// it deleted; when a delete failed it asks for another read at the next
 	// probe (reread), +CMTI or not, so a refused delete leaves no message on
-	// the SIM until the port is opened again.
+	// the SIM until the port is opened again. A message Read handed over
+	// though its delete failed (+CMTI, +CDSI) is deleted by the next probe
+	// (RetryDeletes) or by ReadAll, without being handed over again.
 	reread := false
 	readSIM := func() {
 		msgs, err := m.ReadAll(ctx)
@@ -193,6 +195,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
 			readSIM()
+			m.RetryDeletes(ctx) // those in a memory ReadAll does not list
 		} else {
 			h, err := m.Health(ctx)
 			if err != nil {
@@ -206,6 +209,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				return
 			}
 			health = h
+			m.RetryDeletes(ctx)
 			if !m.Announces() || reread { // no +CMTI: incoming messages are polled
 				readSIM()
 			}

@@ -19,6 +19,18 @@
 // read the same way; at start-up, AT+CMGL=4 picks up what arrived while
 // we were down (messages and reports).
 //
+// A message read after +CMTI/+CDSI whose AT+CMGD fails is handed over all
+// the same (it may sit in a memory AT+CMGL does not list: never lose it)
+// and remembered (memory, index, PDU) so that it is not handed over twice:
+// the next health probe (RetryDeletes) reads the slot again and deletes it
+// only if it still holds the same PDU (a slot found empty or holding another
+// message is forgotten: a new message may have taken the index, and it is
+// never deleted unread); AT+CMGL listing it deletes it without handing it
+// over. At most maxUndeleted are remembered, per Modem (per opened port):
+// past that, or when the port is opened again or the process restarts
+// before the delete is done, the message may be handed over twice (a
+// duplicate, never a loss).
+//
 // # The pool
 //
 // One goroutine owns each device: it opens the port, initialises the modem,
@@ -67,11 +79,13 @@
 package modem
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -179,6 +193,19 @@ type Modem struct {
 	// initSeq is its value when the last Init began (owner).
 	restarts atomic.Int64
 	initSeq  int64
+	// undeleted (owner): messages handed over whose AT+CMGD failed, deleted
+	// later and not handed over again (see the package doc).
+	undeleted []undeleted
+}
+
+// maxUndeleted bounds Modem.undeleted.
+const maxUndeleted = 64
+
+// undeleted is a stored message handed over whose AT+CMGD failed.
+type undeleted struct {
+	mem   string // the memory it was read from (upper case; "" the modem's, unknown)
+	index int
+	pdu   []byte // as read (Stored.PDU)
 }
 
 // StaleRestart reports whether an EventRestarted came before the last Init
@@ -644,21 +671,36 @@ type Stored struct {
 // (AT+CMGR) and deletes it (AT+CMGD). A message that does not decode is
 // deleted too (and returned with Err), so one bad PDU cannot block the
 // memory.
+//
+// When the delete fails, the message is returned all the same, for the
+// caller to hand over, and with a nil error: it is remembered and deleted
+// later (RetryDeletes, ReadAll), never returned again (see the package
+// doc); the error is returned when too many are remembered already. A
+// message read again that was returned before (its delete failed) is
+// deleted and not returned: nil, nil.
 func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error) {
-	m.selectMem(ctx, mem)
+	_ = m.selectMem(ctx, mem) // refused: read as it is
+	// The memory read: the one named, or the current one when it could
+	// not be selected.
+	from := m.curMem()
 	l, err := m.s.Command(ctx, "AT+CMGR="+strconv.Itoa(index))
 	if err != nil {
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: %w", m.opts.Name, index, err)
 	}
-	var st *Stored
-	for i := 0; i+1 < len(l); i++ {
-		if strings.HasPrefix(l[i], "+CMGR:") {
-			st = decodeStored(index, l[i+1], l[i])
-			break
+	st := cmgrStored(index, l)
+	if st != nil && m.handedOver(from, index, st.PDU) {
+		if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(index)); err == nil {
+			m.forget(from, index)
+			m.log.Info("message handed over before (its delete failed) deleted", zap.String("mem", from), zap.Int("index", index))
 		}
+		return nil, nil
 	}
 	if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(index)); err != nil {
-		return st, fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, index, err)
+		err = fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, index, err)
+		if st != nil && st.Err == nil && m.remember(from, index, st.PDU, err) {
+			return st, nil
+		}
+		return st, err
 	}
 	if st == nil {
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: no message", m.opts.Name, index)
@@ -666,19 +708,150 @@ func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error
 	return st, nil
 }
 
+// cmgrStored is the message in an answer to AT+CMGR=index, nil if none
+// (an empty slot).
+func cmgrStored(index int, l []string) *Stored {
+	for i := 0; i+1 < len(l); i++ {
+		if strings.HasPrefix(l[i], "+CMGR:") {
+			if strings.TrimSpace(l[i+1]) == "" {
+				return nil
+			}
+			return decodeStored(index, l[i+1], l[i])
+		}
+	}
+	return nil
+}
+
 // selectMem makes mem the memory AT+CMGR and AT+CMGD work on (AT+CPMS,
 // 27.005 §3.2.2) when it is not already. A modem that refuses is read
-// as it is.
-func (m *Modem) selectMem(ctx context.Context, mem string) {
+// as it is. The error is AT+CPMS's: nil when mem ("" the current one) is
+// the current memory now.
+func (m *Modem) selectMem(ctx context.Context, mem string) error {
 	mem = strings.ToUpper(strings.TrimSpace(mem))
-	if mem == "" || mem == strings.ToUpper(m.mem1) {
-		return
+	if mem == "" || mem == m.curMem() {
+		return nil
 	}
 	if _, err := m.s.Command(ctx, `AT+CPMS="`+mem+`"`); err != nil {
 		m.log.Warn("cannot select the message memory", zap.String("mem", mem), zap.Error(err))
-		return
+		return err
 	}
 	m.mem1 = mem
+	return nil
+}
+
+// curMem is the memory AT+CMGR, AT+CMGL and AT+CMGD work on, upper case;
+// "" unknown (the modem's own).
+func (m *Modem) curMem() string { return strings.ToUpper(strings.TrimSpace(m.mem1)) }
+
+// remember records a message handed over whose delete failed (err); false
+// when too many are remembered already (it may then be handed over twice).
+// (An entry for the same slot was forgotten by handedOver before.)
+func (m *Modem) remember(mem string, index int, pdu []byte, err error) bool {
+	if len(m.undeleted) >= maxUndeleted {
+		m.log.Warn("cannot delete a stored message handed over, and too many are waiting for their delete already: it may be handed over again",
+			zap.String("mem", mem), zap.Int("index", index), zap.Int("waiting", len(m.undeleted)), zap.Error(err))
+		return false
+	}
+	m.undeleted = append(m.undeleted, undeleted{mem: mem, index: index, pdu: pdu})
+	m.log.Warn("cannot delete a stored message handed over; deleted at the next probe",
+		zap.String("mem", mem), zap.Int("index", index), zap.Error(err))
+	return true
+}
+
+// handedOver reports whether the message at mem, index with this PDU was
+// handed over already (its delete failed). A remembered slot that holds
+// another PDU now is forgotten: that message was deleted meanwhile and a
+// new one took its index.
+func (m *Modem) handedOver(mem string, index int, pdu []byte) bool {
+	for i, u := range m.undeleted {
+		if u.mem != mem || u.index != index {
+			continue
+		}
+		if pdu != nil && bytes.Equal(u.pdu, pdu) {
+			return true
+		}
+		m.undeleted = slices.Delete(m.undeleted, i, i+1)
+		m.log.Info("the slot of a message handed over holds another message now: not deleted, forgotten",
+			zap.String("mem", mem), zap.Int("index", index))
+		return false
+	}
+	return false
+}
+
+// forget drops the remembered message at mem, index.
+func (m *Modem) forget(mem string, index int) {
+	m.undeleted = slices.DeleteFunc(m.undeleted, func(u undeleted) bool { return u.mem == mem && u.index == index })
+}
+
+// RetryDeletes tries again the deletes that failed after a Read (see the
+// package doc): each remembered slot is read (AT+CMGR, in its memory) and
+// deleted only if it still holds the PDU handed over; one found empty or
+// holding another message is forgotten. A delete that fails again stays
+// remembered. The memory current before is selected again. It stops at a
+// command that gets no answer.
+func (m *Modem) RetryDeletes(ctx context.Context) {
+	if len(m.undeleted) == 0 {
+		return
+	}
+	prev := m.curMem()
+	keep := m.undeleted[:0]
+	stop := false
+	for _, u := range m.undeleted {
+		if stop {
+			keep = append(keep, u)
+			continue
+		}
+		done := false
+		err := m.selectMem(ctx, u.mem) // refused: tried again at the next probe
+		if err == nil {
+			done, err = m.retryDelete(ctx, u)
+		}
+		if !done {
+			keep = append(keep, u)
+		}
+		stop = err != nil && !refused(err)
+	}
+	clear(m.undeleted[len(keep):])
+	m.undeleted = keep
+	if prev != "" && !stop {
+		_ = m.selectMem(ctx, prev)
+	}
+}
+
+// retryDelete reads u's slot and deletes it if it holds u's PDU. done: u
+// is to be forgotten (deleted, or gone).
+func (m *Modem) retryDelete(ctx context.Context, u undeleted) (done bool, err error) {
+	idx := strconv.Itoa(u.index)
+	l, err := m.s.Command(ctx, "AT+CMGR="+idx)
+	switch {
+	case err != nil && refused(err) && !simBusy(err):
+		// +CMS ERROR: 321, invalid memory index: an empty slot.
+		m.log.Info("message handed over before (its delete failed) is no longer stored",
+			zap.String("mem", u.mem), zap.Int("index", u.index), zap.Error(err))
+		return true, nil
+	case err != nil:
+		m.log.Debug("reading a message handed over before (its delete failed) again", zap.String("mem", u.mem),
+			zap.Int("index", u.index), zap.Error(err))
+		return false, err
+	}
+	st := cmgrStored(u.index, l)
+	if st == nil {
+		m.log.Info("message handed over before (its delete failed) is no longer stored",
+			zap.String("mem", u.mem), zap.Int("index", u.index))
+		return true, nil
+	}
+	if !bytes.Equal(st.PDU, u.pdu) {
+		m.log.Info("the slot of a message handed over holds another message now: not deleted, forgotten",
+			zap.String("mem", u.mem), zap.Int("index", u.index))
+		return true, nil
+	}
+	if _, err := m.s.Command(ctx, "AT+CMGD="+idx); err != nil {
+		m.log.Debug("deleting a message handed over before failed again", zap.String("mem", u.mem),
+			zap.Int("index", u.index), zap.Error(err))
+		return false, err
+	}
+	m.log.Info("message handed over before (its delete failed) deleted", zap.String("mem", u.mem), zap.Int("index", u.index))
+	return true, nil
 }
 
 // ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
@@ -686,7 +859,9 @@ func (m *Modem) selectMem(ctx context.Context, mem string) {
 // them: they are no longer stored), and with them the first delete's error
 // if any failed: a message whose delete was refused stays stored and is
 // listed again at the next read (the modem's owner reads again at its next
-// probe while a read left something behind).
+// probe while a read left something behind). A message Read returned
+// before (its delete failed: same memory, index and PDU) is deleted and
+// not returned again.
 func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 	l, err := m.s.Command(ctx, "AT+CMGL=4")
 	if err != nil {
@@ -711,8 +886,15 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 	dctx := context.WithoutCancel(ctx)
 	deleted := out[:0:0]
 	var first error
+	mem := m.curMem()
 	for _, st := range out {
+		again := m.handedOver(mem, st.Index, st.PDU)
 		_, err := m.s.Command(dctx, "AT+CMGD="+strconv.Itoa(st.Index))
+		if err == nil && again {
+			m.forget(mem, st.Index)
+			m.log.Info("message handed over before (its delete failed) deleted", zap.String("mem", mem), zap.Int("index", st.Index))
+			continue
+		}
 		if err == nil {
 			deleted = append(deleted, st)
 			continue

@@ -23,7 +23,8 @@
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
 // instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
 // SetRegStat (any +CREG <stat>), InjectReport (a +CDS for any TP-MR and
-// recipient).
+// recipient), FailCommand (ERROR to one given command, once), ReplaceStored
+// and AnnounceStored (a new message in the slot of one deleted meanwhile).
 //
 // Variants of other makers and stored profiles (Options): Numeric (ATV0
 // result codes), CMEE (verbose errors), Refuse/RefuseWith (Huawei's
@@ -505,6 +506,35 @@ func (s *Sim) DeliverPDU(pdus ...[]byte) error {
 		}
 	}
 	return nil
+}
+
+// ReplaceStored puts a new message from `from` (one part) at index of the
+// SIM memory in place of what is there, without announcing it: the slot of a
+// message deleted behind the client's back, taken by a new one.
+// AnnounceStored gives its +CMTI when the test wants it.
+func (s *Sim) ReplaceStored(index int, from, text string) error {
+	pdus, err := encodeDeliver(from, text, time.Now())
+	if err != nil {
+		return err
+	}
+	if len(pdus) != 1 {
+		return fmt.Errorf("modemsim: ReplaceStored takes a one-part message, %q needs %d", text, len(pdus))
+	}
+	s.mu.Lock()
+	s.store[index] = pdus[0]
+	s.mu.Unlock()
+	return nil
+}
+
+// AnnounceStored writes "+CMTI: <mem>,<index>" (when AT+CNMI asked for
+// them), whatever the slot holds.
+func (s *Sim) AnnounceStored(index int) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		c.urc(fmt.Sprintf("+CMTI: \"%s\",%d", s.opts.Mem, index), func() bool { return c.cnmiMT > 0 })
+	}
 }
 
 // urc writes an unsolicited line if cond (evaluated under the write lock,
