@@ -27,9 +27,9 @@ const (
 	lookupMaxLen = 64
 	// lookupPartGap is how many missing destinations in a row end the
 	// probe of a submit_multi's destinations (ID-1, ID-2, ...): a
-	// destination that was refused (an invalid number, a DL name) has no
-	// record, so a gap is normal, but an id that is no submit_multi's
-	// must not cost 253 reads.
+	// destination refused before a carrier saw it (no route for its
+	// number, a DL name) has no record, so a gap is normal, but an id that
+	// is no submit_multi's must not cost 253 reads.
 	lookupPartGap = 16
 	// lookupTimeout bounds the store reads of one lookup, as for /readyz.
 	lookupTimeout = 2 * time.Second
