@@ -74,7 +74,8 @@ type SMPP struct {
 
 // HTTP is the operations endpoint.
 type HTTP struct {
-	// Listen is the address of /metrics, /healthz, /readyz and /status.
+	// Listen is the address of /metrics, /healthz, /readyz, /status,
+	// /status.json and /message.
 	// Default "127.0.0.1:9090"; empty disables it.
 	Listen string `yaml:"listen"`
 }

@@ -567,5 +567,6 @@ func (g *Gateway) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(g.Snapshot(r.Context()))
 	})
+	mux.HandleFunc("/message", g.serveMessage) // lookup.go
 	return mux
 }

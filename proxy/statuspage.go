@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -47,6 +48,50 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 	if !st.Queue.Oldest.IsZero() {
 		age = time.Since(st.Queue.Oldest).Round(time.Second).String()
 	}
+	find := g.findOnPage(r, st)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = statusTmpl.Execute(w, map[string]any{"S": st, "Modems": mods, "Now": time.Now().Format(time.RFC3339), "OldestAge": age})
+	_ = statusTmpl.Execute(w, map[string]any{"S": st, "Modems": mods, "Now": time.Now().Format(time.RFC3339), "OldestAge": age,
+		"Find": find})
+}
+
+// findView is the status page's "Find a message" section.
+type findView struct {
+	Asked    bool         // the page was asked a lookup (its forms were sent)
+	Q        MessageQuery // what was asked, to fill the forms again
+	Carriers []string     // the carrier form's choices
+	Messages []MessageView
+	Error    string // why nothing is listed: a bad query, none found, the store failing
+	JSON     string // the same lookup at /message
+}
+
+// findOnPage runs the lookup the page's forms ask (/status?id=... or
+// /status?carrier=...&carrier_id=...) as /message does; the page shows it
+// on every reload, so a message's state is followed live.
+func (g *Gateway) findOnPage(r *http.Request, st Status) findView {
+	f := findView{}
+	for _, c := range st.Carriers {
+		f.Carriers = append(f.Carriers, c.Name)
+	}
+	v := r.URL.Query()
+	if !v.Has("id") && !v.Has("carrier") && !v.Has("carrier_id") {
+		return f
+	}
+	f.Asked = true
+	f.Q = MessageQuery{ID: strings.TrimSpace(v.Get("id")), Carrier: strings.TrimSpace(v.Get("carrier")),
+		CarrierID: strings.TrimSpace(v.Get("carrier_id"))}
+	q, err := parseMessageQuery(r.URL.RawQuery)
+	if err != nil {
+		f.Error = err.Error()
+		return f
+	}
+	jq := url.Values{}
+	if q.ID != "" {
+		jq.Set("id", q.ID)
+	} else {
+		jq.Set("carrier", q.Carrier)
+		jq.Set("carrier_id", q.CarrierID)
+	}
+	f.JSON = "/message?" + jq.Encode()
+	f.Messages, _, f.Error = g.lookup(r.Context(), q)
+	return f
 }
