@@ -818,14 +818,25 @@ func (m *Modem) RetryDeletes(ctx context.Context) {
 	}
 }
 
+// emptySlot reports the answer of AT+CMGR for an index that holds no
+// message (27.005 §3.2.5: +CMS ERROR 321, invalid memory index).
+func emptySlot(err error) bool {
+	var cms *at.CMSError
+	return errors.As(err, &cms) && cms.Code == 321
+}
+
 // retryDelete reads u's slot and deletes it if it holds u's PDU. done: u
 // is to be forgotten (deleted, or gone).
 func (m *Modem) retryDelete(ctx context.Context, u undeleted) (done bool, err error) {
 	idx := strconv.Itoa(u.index)
 	l, err := m.s.Command(ctx, "AT+CMGR="+idx)
 	switch {
-	case err != nil && refused(err) && !simBusy(err):
-		// +CMS ERROR: 321, invalid memory index: an empty slot.
+	case emptySlot(err):
+		// +CMS ERROR: 321, invalid memory index: an empty slot. Any other
+		// refusal (a bare ERROR, 500 unknown, a busy SIM) says nothing
+		// about the slot: the message may still be there, so it stays
+		// remembered (forgotten, the next AT+CMGL would hand it over
+		// again).
 		m.log.Info("message handed over before (its delete failed) is no longer stored",
 			zap.String("mem", u.mem), zap.Int("index", u.index), zap.Error(err))
 		return true, nil

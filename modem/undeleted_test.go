@@ -158,3 +158,43 @@ func TestReadAllDeletesWithoutHandingOverAgain(t *testing.T) {
 		t.Fatalf("%d messages left in the SIM", n)
 	}
 }
+
+// A refusal of the retry's AT+CMGR that does not say the slot is empty (a
+// bare ERROR here) leaves the message remembered: it is still on the SIM,
+// and the next probe deletes it. (Forgotten, it stayed on the SIM and the
+// next listing would hand it over a second time.)
+func TestRetryReadRefusedKeepsTheMessageRemembered(t *testing.T) {
+	sim := startSim(t, "a", modemsim.Options{})
+	sim.FailCommand("+CMGD=1")
+	armed := false
+	restore := modem.SetTakenHook(func(string) {
+		// On the device's goroutine, after the failed delete, before the
+		// retry's AT+CMGR.
+		if !armed {
+			armed = true
+			sim.FailCommand("+CMGR=1")
+		}
+	})
+	t.Cleanup(restore)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	ctx := testCtx(t, 15*time.Second)
+	waitUp(t, ctx, p, "m0")
+	if err := sim.Deliver("+8613900000001", "once"); err != nil {
+		t.Fatal(err)
+	}
+	nextIncoming(t, ctx, p, "once")
+	// The Read's AT+CMGR, the refused retry, the one after it.
+	if err := sim.WaitCount(ctx, "+CMGR=", 3); err != nil {
+		t.Fatalf("the delete was not tried again after a refused read: %v", err)
+	}
+	if err := sim.WaitCount(ctx, "+CMGD=", 2); err != nil {
+		t.Fatalf("the message was not deleted after a refused read: %v", err)
+	}
+	if err := sim.Deliver("+8613900000001", "control"); err != nil {
+		t.Fatal(err)
+	}
+	nextIncoming(t, ctx, p, "control")
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left in the SIM", n)
+	}
+}
