@@ -43,11 +43,17 @@ func (g *Gateway) queueHead(ctx context.Context) []QueuedMessage {
 	return out
 }
 
-// maskNumber hides the middle of a phone number: 13800138000 ->
-// 138****8000; short numbers keep only their last two digits.
+// maskNumber hides most of a phone number: a mobile number of 11 digits
+// or more shows its first 3 and last 4 (13800138000 -> 138****8000, the
+// usual form in China); shorter ones (8-10 digits: a national number in
+// many countries) show only their last 3, and shorter still their last 2,
+// so that most digits are hidden whatever the country.
 func maskNumber(n string) string {
-	if len(n) >= 8 {
+	if len(n) >= 11 {
 		return n[:3] + strings.Repeat("*", len(n)-7) + n[len(n)-4:]
+	}
+	if len(n) >= 8 {
+		return strings.Repeat("*", len(n)-3) + n[len(n)-3:]
 	}
 	if len(n) <= 2 {
 		return strings.Repeat("*", len(n))
