@@ -101,8 +101,9 @@ type carrierBind struct {
 	index int
 	kind  bindType // bindTRX; bindTX and bindRX with bind_mode transmitter_receiver
 	sess  atomic.Pointer[Session]
-	state atomic.Value  // string: connecting, bound, backoff, auth_failed, stopped
-	retry chan struct{} // kicked by reload to retry after auth failure
+	login atomic.Pointer[carrierLogin] // the login sess was bound with
+	state atomic.Value                 // string: connecting, bound, backoff, auth_failed, stopped
+	retry chan struct{}                // kicked by reload to retry after auth failure
 	// cancel ends this bind alone (a reload that takes it away).
 	cancel context.CancelFunc
 	// up is closed when the bind is first bound.
@@ -363,12 +364,24 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 		c.trialCancel() // a trial of earlier settings, waiting to try again
 		c.trialCancel = nil
 	}
-	if !trust && !shape && *c.live.Load() == *loginOf(&cfg) {
+	if restored := loginOf(&cfg); !trust && !shape && *c.live.Load() == *restored {
 		// Back to the login the sessions have (the usual fix of a typo
 		// whose trial was refused): the trial above ended, and the binds
-		// keep their sessions.
+		// keep their sessions. Only a bind that reconnected meanwhile
+		// with the settings in between (a session that dropped redials
+		// with the file's) reconnects, and one connecting with them now
+		// unbinds once up (connGen).
+		c.connGen.Add(1)
+		again := 0
+		for _, b := range c.bindList() {
+			if s, l := b.sess.Load(), b.login.Load(); s != nil && l != nil && *l != *restored {
+				again++
+				go s.Unbind(context.Background())
+			}
+		}
 		c.mu.Unlock()
-		c.log.Info("reload restored the address and login the binds are using; the trial of the settings in between stops, nothing reconnects")
+		c.log.Info("reload restored the address and login the binds are using; the trial of the settings in between stops",
+			zap.Int("binds_reconnecting", again))
 		return
 	}
 	if !trust && !shape && c.ctx != nil && c.ctx.Err() == nil && c.hasSession() {
@@ -705,6 +718,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	if err != nil {
 		return err
 	}
+	b.login.Store(loginOf(cfg))
 	b.sess.Store(s)
 	b.state.Store("bound")
 	b.upOnce.Do(func() { close(b.up) })

@@ -39,9 +39,23 @@ func fakeSMSC(t *testing.T) (addr string, conns <-chan net.Conn) {
 
 func startTestCarrier(t *testing.T, name, addr string) *Carrier {
 	t.Helper()
-	c := NewCarrier(config.Carrier{Name: name, Address: addr, Binds: 1, Window: 8,
-		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
-		NewHealth(3, 0, zap.NewNop()), zap.NewNop())
+	return startTestCarrierCfg(t, config.Carrier{Name: name, Address: addr, Binds: 1})
+}
+
+// startTestCarrierCfg runs a carrier of cfg (window 8 and timeouts of 10 s
+// unless cfg sets them) until the test ends.
+func startTestCarrierCfg(t *testing.T, cfg config.Carrier) *Carrier {
+	t.Helper()
+	if cfg.Window == 0 {
+		cfg.Window = 8
+	}
+	if cfg.ResponseTimeout == 0 {
+		cfg.ResponseTimeout = config.Duration(10 * time.Second)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = config.Duration(10 * time.Second)
+	}
+	c := NewCarrier(cfg, NewHealth(3, 0, zap.NewNop()), zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
 	c.Start(ctx)
 	t.Cleanup(func() { cancel(); c.Stop() })
@@ -384,16 +398,12 @@ func TestReloadBackToTheLiveLoginStopsTheTrial(t *testing.T) {
 		return logs.FilterMessageSnippet("carrier refused the reloaded connection settings").Len() > 0
 	})
 
-	gen := c.connGen.Load()
 	c.Reconfigure(good)
 	c.mu.Lock()
 	pending := c.trialCancel != nil
 	c.mu.Unlock()
 	if pending {
 		t.Fatal("a reload back to the live login started a trial")
-	}
-	if c.connGen.Load() != gen {
-		t.Fatal("a reload back to the live login reconnected the binds")
 	}
 	if logs.FilterMessageSnippet("reload restored the address and login the binds are using").Len() != 1 {
 		t.Fatal("the restore is not logged")
@@ -413,6 +423,68 @@ func TestReloadBackToTheLiveLoginStopsTheTrial(t *testing.T) {
 	trial = nextConn(t, conns)
 	if f := trial.read(); bindPassword(t, f) != "rotated" {
 		t.Fatalf("the trial after the restore bound with %q", bindPassword(t, f))
+	}
+}
+
+// While a trial of a typo waits, a bind whose session dropped redials with
+// the file's settings, the typo, and (this carrier takes it) binds. The
+// reload back to the live login reconnects that bind with it; the others
+// keep their sessions.
+func TestReloadBackToTheLiveLoginReconnectsABindMadeInBetween(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour
+	t.Cleanup(func() { authRetry = old })
+	addr, conns := fakeSMSC(t)
+	cfg := config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "pw", Binds: 2}
+	c := startTestCarrierCfg(t, cfg)
+	cfg = c.Config() // with the timeouts set
+	a, b := nextConn(t, conns), nextConn(t, conns)
+	bindOK(t, a, cmdBindTransceiver) // a keeps its session throughout
+	bindOK(t, b, cmdBindTransceiver)
+	waitBound(t, c, 2)
+
+	typo := cfg
+	typo.Password = "typo"
+	c.Reconfigure(typo)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	trial.expectClosed()
+	_ = b.conn.Close() // the second bind's session drops
+	redial := nextConn(t, conns)
+	f = redial.read()
+	if bindPassword(t, f) != "typo" {
+		t.Fatalf("the bind redialled with %q, want the file's typo", bindPassword(t, f))
+	}
+	redial.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	waitBound(t, c, 2)
+	var kept *carrierBind // the bind still on its first session
+	for _, b := range c.bindList() {
+		if b.login.Load().password == "pw" {
+			kept = b
+		}
+	}
+	if kept == nil {
+		t.Fatal("no bind is on the first session any more")
+	}
+	keptSess := kept.sess.Load()
+
+	c.Reconfigure(cfg)
+	expectUnbind(t, redial)
+	again := nextConn(t, conns)
+	f = again.read()
+	if bindPassword(t, f) != "pw" {
+		t.Fatalf("the bind came back with %q, want the restored password", bindPassword(t, f))
+	}
+	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	waitBound(t, c, 2)
+	if kept.sess.Load() != keptSess {
+		t.Fatal("the bind on the restored login lost its session")
+	}
+	select {
+	case <-keptSess.Done():
+		t.Fatal("the session on the restored login ended")
+	default:
 	}
 }
 
