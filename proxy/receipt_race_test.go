@@ -22,7 +22,7 @@ import (
 // call and may fail it.
 type faultStore struct {
 	store.Store
-	find   func(carrierID string)                           // before FindByCarrierID
+	find   func(carrierID string)                           // before FindByCarrierID and FindOrStash
 	finish func(from []store.State, m *store.Message) error // before FinishMessage
 	put    func(m *store.Message) error                     // before PutMessage
 	probe  func() error                                     // before ProbeWrite
@@ -43,6 +43,14 @@ func (s *faultStore) FindByCarrierID(ctx context.Context, carrier, carrierID str
 		s.find(carrierID)
 	}
 	return s.Store.FindByCarrierID(ctx, carrier, carrierID)
+}
+
+// FindOrStash runs the find hook, then the store's own.
+func (s *faultStore) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*store.Message, error) {
+	if s.find != nil {
+		s.find(carrierID)
+	}
+	return s.Store.FindOrStash(ctx, carrier, carrierID, body)
 }
 
 func (s *faultStore) FinishMessage(ctx context.Context, from []store.State, m *store.Message, d *store.Delivery) (bool, error) {

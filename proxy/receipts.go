@@ -80,6 +80,7 @@ var statLongForms = map[string]string{
 	"UNDELIVERABLE": "UNDELIV",
 	"UNDELIVERED":   "UNDELIV",
 	"ACCEPTED":      "ACCEPTD",
+	"BUFFERED":      "BUFFRED",
 	"REJECTED":      "REJECTD",
 }
 
@@ -294,54 +295,15 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		return statusOK
 	}
 	key := canonicalCarrierID(c.cfg.Load().ReceiptID, rawID, true)
-	if fs, ok := d.store.(store.FindOrStasher); ok {
-		m, err := fs.FindOrStash(ctx, c.Name, key, body)
-		if errors.Is(err, store.ErrNotFound) {
-			log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
-			return statusOK
-		}
-		if err != nil {
-			d.storeError(log, "store write of a receipt failed; carrier will retry", err)
-			return statusRXTAppn
-		}
-		return d.receiptFound(ctx, log, c, m, sm, body, stat)
-	}
-	m, err := d.store.FindByCarrierID(ctx, c.Name, key)
+	m, err := d.store.FindOrStash(ctx, c.Name, key, body)
 	if errors.Is(err, store.ErrNotFound) {
-		// The link may be on its way (our submit_sm_resp handling races the
-		// receipt): stash, then look again.
-		if err := d.store.StashOrphan(ctx, c.Name, key, body); err != nil {
-			d.storeError(log, "store write of a receipt failed; carrier will retry", err)
-			return statusRXTAppn
-		}
-		m, err = d.store.FindByCarrierID(ctx, c.Name, key)
-		if errors.Is(err, store.ErrNotFound) {
-			log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
-			return statusOK
-		}
-		if err == nil {
-			_, terr := d.store.TakeOrphan(ctx, c.Name, key)
-			if errors.Is(terr, store.ErrNotFound) {
-				return statusOK // the linker took it
-			}
-			if terr != nil {
-				// Neither side has it for sure: the carrier resends, and
-				// the next try finds the link at once.
-				d.storeError(log, "store write of a receipt failed; carrier will retry", terr)
-				return statusRXTAppn
-			}
-		}
+		log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
+		return statusOK
 	}
 	if err != nil {
-		d.storeError(log, "store read failed; carrier will retry the receipt", err)
+		d.storeError(log, "store write of a receipt failed; carrier will retry", err)
 		return statusRXTAppn
 	}
-	return d.receiptFound(ctx, log, c, m, sm, body, stat)
-}
-
-// receiptFound hands a receipt whose message was found to
-// deliverCarrierReceipt and answers the carrier.
-func (d *Dispatcher) receiptFound(ctx context.Context, log *zap.Logger, c *Carrier, m *store.Message, sm *ShortMessage, body []byte, stat string) uint32 {
 	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
 		d.storeError(log, "store write of a receipt failed; carrier will retry", err)
 		return statusRXTAppn

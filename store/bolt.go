@@ -442,7 +442,7 @@ func linkWriteTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte) error {
 	return putExpiring(tx, bCarrier, 'c', key, id, exp)
 }
 
-// FindOrStash implements FindOrStasher with the three steps of the
+// FindOrStash implements Store with the three steps of the
 // protocol (bbolt is local: a step costs no round trip): find, stash, find
 // again and take the stash back when the link came meanwhile. ErrNotFound
 // when the stash stays (or a link took it: the link delivers it).

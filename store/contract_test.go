@@ -435,10 +435,7 @@ func runContract(t *testing.T, open opener) {
 
 	t.Run("FindOrStash", func(t *testing.T) {
 		s := open(t, longTTL)
-		fs, ok := s.(FindOrStasher)
-		if !ok {
-			t.Fatalf("%T does not implement FindOrStasher", s)
-		}
+		fs := s
 		m := testMessage("fos-1")
 		m.CarrierID, m.State = "F1", StateSent
 		if _, err := s.LinkCarrier(ctx, m); err != nil {
@@ -464,7 +461,7 @@ func runContract(t *testing.T, open opener) {
 
 	t.Run("LinkRacesFindOrStash", func(t *testing.T) {
 		s := open(t, longTTL)
-		fs := s.(FindOrStasher)
+		fs := s
 		const n = 200
 		var wg sync.WaitGroup
 		var linkGot, rcptGot sync.Map
@@ -766,7 +763,7 @@ func runContract(t *testing.T, open opener) {
 		// The orphans first: they expire no later than the message the
 		// loop below waits for.
 		must(t, s.StashOrphan(ctx, "mobile", "S2", []byte("r")))
-		if _, err := s.(FindOrStasher).FindOrStash(ctx, "mobile", "S3", []byte("r")); !errors.Is(err, ErrNotFound) {
+		if _, err := s.FindOrStash(ctx, "mobile", "S3", []byte("r")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("FindOrStash of an unlinked id: %v", err)
 		}
 		must(t, s.PutMessage(ctx, m))

@@ -563,7 +563,7 @@ func (r *Redis) FindByCarrierID(ctx context.Context, carrier, carrierID string) 
 	return decodeMessage([]byte(v))
 }
 
-// FindOrStash implements FindOrStasher in one round trip.
+// FindOrStash implements Store in one round trip.
 func (r *Redis) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error) {
 	v, err := findOrStashScript.Run(ctx, r.rdb,
 		[]string{carrierKey("c", carrier, carrierID), carrierKey("o", carrier, carrierID)},

@@ -187,19 +187,6 @@ type AsyncLinker interface {
 	TryLinkCarrier(ctx context.Context, m *Message, done func(orphan []byte, err error)) bool
 }
 
-// FindOrStasher is implemented by the stores (both of this package) that can
-// take the receipt side of the orphan protocol in one step: FindOrStash
-// resolves (carrier, carrierID) as FindByCarrierID does and, when it is not
-// linked yet, stashes body as StashOrphan does, returning ErrNotFound; the
-// link then takes the stash (LinkCarrier). As with StashOrphan, then
-// FindByCarrierID, then TakeOrphan, exactly one side gets each receipt,
-// whatever the order. Redis does it in one script (one round trip instead
-// of up to four when the receipt overtakes its link, as it does from SMSCs
-// that send ENROUTE or ACCEPTD the moment they answer the submit).
-type FindOrStasher interface {
-	FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error)
-}
-
 // Store is the in-flight state. All methods are safe for concurrent use.
 type Store interface {
 	// PutMessage writes (creates or replaces) a message record. When
@@ -211,6 +198,17 @@ type Store interface {
 	// FindByCarrierID resolves a carrier's message id to our message;
 	// ErrNotFound if absent.
 	FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error)
+
+	// FindOrStash takes the receipt side of the orphan protocol in one
+	// step: it resolves (carrier, carrierID) as FindByCarrierID does and,
+	// when it is not linked yet, stashes body as StashOrphan does and
+	// returns ErrNotFound; the link then takes the stash (LinkCarrier). As
+	// with StashOrphan, then FindByCarrierID, then TakeOrphan, exactly one
+	// side gets each receipt, whatever the order. Redis does it in one
+	// script (one round trip instead of up to four when the receipt
+	// overtakes its link, as it does from SMSCs that send ENROUTE or
+	// ACCEPTD the moment they answer the submit).
+	FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error)
 
 	// LinkCarrier records that m's carrier accepted it, in one atomic step
 	// (one Redis transaction through the batching writer; bbolt: one
