@@ -286,6 +286,9 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		}
 		d.kickDeliveries(acct)
 		log.Debug("MO message stored", zap.String("delivery", del.ID))
+		if ml := d.mlog(); ml != nil {
+			ml.mo(del, sm.Source, sm.Dest, c.Name, "")
+		}
 		return statusOK
 	}
 	rawID, stat := receiptID(sm)
@@ -347,6 +350,9 @@ func (d *Dispatcher) receiptFound(ctx context.Context, log *zap.Logger, c *Carri
 		return statusRXTAppn
 	}
 	d.noteStore(nil)
+	if ml := d.mlog(); ml != nil {
+		ml.receipt(m, c.Name, stat, isFinalReceipt(sm, stat))
+	}
 	return statusOK
 }
 
@@ -463,14 +469,22 @@ func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Mes
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), linkRetryFor)
 	err = d.retryOrphan(rctx, c, m, sm, body, stat)
 	cancel()
+	logged := func() {
+		if ml := d.mlog(); ml != nil {
+			ml.receipt(m, c.Name, stat, isFinalReceipt(sm, stat))
+		}
+	}
 	if err == nil {
+		logged()
 		return
 	}
 	later := func() {
 		if err := d.retryOrphan(d.deliverCtx, c, m, sm, body, stat); err != nil {
 			d.log.Error("adopting an early receipt failed until shutdown; it is lost", zap.String("id", m.ID),
 				zap.String("stat", stat), zap.Error(err))
+			return
 		}
+		logged()
 	}
 	if !d.spawn(later) {
 		d.log.Error("adopting an early receipt failed at shutdown; it is lost", zap.String("id", m.ID),
