@@ -181,6 +181,14 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 // SubmitAs is Submit for a message whose id the caller chose (a
 // destination of a submit_multi, multi.go).
 func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *ShortMessage, body []byte) (out SubmitOutcome) {
+	if d.storeDown.Load() {
+		// Nothing could be made durable: refuse before the carrier sees it.
+		out = SubmitOutcome{Status: statusMsgQFul, Path: pathError}
+		if d.mlog() != nil {
+			out.msg = &store.Message{Account: account, Source: sm.Source, Dest: sm.Dest}
+		}
+		return out
+	}
 	carrierName, dest := d.router.Load().Route(sm.Dest)
 	carriers := *d.carriers.Load()
 	c := carriers[carrierName]
@@ -191,10 +199,6 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 		Expires: validityEnd(sm.Validity, now),
 	}
 	defer func() { out.msg = m }() // for the message log
-	if d.storeDown.Load() {
-		// Nothing could be made durable: refuse before the carrier sees it.
-		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
-	}
 	fo := d.failover.Load()
 	log := &msgLogger{d: d, m: m}
 

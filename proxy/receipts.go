@@ -350,10 +350,15 @@ func (d *Dispatcher) receiptFound(ctx context.Context, log *zap.Logger, c *Carri
 		return statusRXTAppn
 	}
 	d.noteStore(nil)
+	d.logReceipt(c, m, sm, stat)
+	return statusOK
+}
+
+// logReceipt writes a carrier's receipt matched to m to the message log.
+func (d *Dispatcher) logReceipt(c *Carrier, m *store.Message, sm *ShortMessage, stat string) {
 	if ml := d.mlog(); ml != nil {
 		ml.receipt(m, c.Name, stat, isFinalReceipt(sm, stat))
 	}
-	return statusOK
 }
 
 // intermediateStats are the receipt words carriers send as intermediate
@@ -469,13 +474,8 @@ func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Mes
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), linkRetryFor)
 	err = d.retryOrphan(rctx, c, m, sm, body, stat)
 	cancel()
-	logged := func() {
-		if ml := d.mlog(); ml != nil {
-			ml.receipt(m, c.Name, stat, isFinalReceipt(sm, stat))
-		}
-	}
 	if err == nil {
-		logged()
+		d.logReceipt(c, m, sm, stat)
 		return
 	}
 	later := func() {
@@ -484,7 +484,7 @@ func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Mes
 				zap.String("stat", stat), zap.Error(err))
 			return
 		}
-		logged()
+		d.logReceipt(c, m, sm, stat)
 	}
 	if !d.spawn(later) {
 		d.log.Error("adopting an early receipt failed at shutdown; it is lost", zap.String("id", m.ID),
