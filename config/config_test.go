@@ -637,7 +637,16 @@ func TestMessageLogPath(t *testing.T) {
 		t.Logf("no FIFO case: %v", err)
 		fifo = ""
 	}
+	readOnly := ""
+	if os.Geteuid() != 0 { // root may write anywhere
+		readOnly = filepath.Join(dir, "ro")
+		if err := os.Mkdir(readOnly, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		readOnly = filepath.Join(readOnly, "messages.log")
+	}
 	for _, tt := range []struct{ path, msg string }{
+		{readOnly, "cannot create"},
 		{filepath.Join(dir, "no-such-dir", "messages.log"), "does not exist"},
 		{dir, "is a directory"},
 		{filepath.Join(existing, "messages.log"), "is not a directory"},
