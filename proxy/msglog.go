@@ -324,17 +324,6 @@ func statusWord(status uint32) string {
 	return fmt.Sprintf("0x%08X", status)
 }
 
-// maskSource masks a source address that is a phone number (11 digits or
-// more, an optional leading +) as maskNumber does; a short code or an
-// alphanumeric sender is the platform's own and is written as sent.
-func maskSource(s string) string {
-	digits := strings.TrimPrefix(s, "+")
-	if len(digits) >= 11 && isDigits(digits) {
-		return maskNumber(s)
-	}
-	return s
-}
-
 // idFields are the "id" (as the platform knows the message) and, for a
 // destination of a submit_multi, its "part" id.
 func idFields(id string) []zap.Field {
