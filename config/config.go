@@ -41,6 +41,9 @@ type Config struct {
 	Modems []Modem `yaml:"modems"`
 	// Failover says when traffic moves to the modems.
 	Failover Failover `yaml:"failover"`
+	// Log holds the log files spareline writes besides its main log
+	// (stderr).
+	Log Log `yaml:"log"`
 }
 
 // SMPP is the platform-facing server.
@@ -215,6 +218,19 @@ type Failover struct {
 	// ModemReceiptTimeout is how long a modem send waits for a status report
 	// before the platform gets a receipt saying what is known. Default 10m.
 	ModemReceiptTimeout Duration `yaml:"modem_receipt_timeout"`
+}
+
+// Log is the log files spareline writes besides its main log.
+type Log struct {
+	// Messages is the file of the message event log: one JSON line per
+	// message event (a submit answered, a failover to the modems, a modem
+	// send, a receipt, an MO message), so that what happened to a message
+	// can be found after the fact. Destinations are masked; message text and
+	// passwords are never written. Empty (the default) turns it off. The
+	// directory must exist; the file is created (mode 0640) or appended to.
+	// A reload (SIGHUP) closes and reopens it, so that logrotate can move
+	// it, and a changed path switches files.
+	Messages string `yaml:"messages"`
 }
 
 // Duration is a time.Duration written in YAML as a Go duration string ("5s").

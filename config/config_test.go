@@ -601,3 +601,69 @@ func TestInstance(t *testing.T) {
 		}
 	}
 }
+
+// log.messages: off by default; a file in an existing directory is taken
+// (and not created by loading); a directory that does not exist, a
+// directory as the file, a file as the directory and a FIFO are problems
+// naming the key, at its line.
+func TestMessageLogPath(t *testing.T) {
+	cfg, err := Parse([]byte(minimal), "l.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Messages != "" {
+		t.Errorf("default log.messages %q, want empty (off)", cfg.Log.Messages)
+	}
+	dir := t.TempDir()
+	fresh := filepath.Join(dir, "messages.log")
+	existing := filepath.Join(dir, "old.log")
+	if err := os.WriteFile(existing, []byte("{}\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fresh, existing} {
+		cfg, err := Parse([]byte(minimal+"log:\n  messages: "+path+"\n"), "l.yaml")
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if cfg.Log.Messages != path {
+			t.Errorf("log.messages %q, want %q", cfg.Log.Messages, path)
+		}
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("loading the config touched %s (stat: %v); only the gateway creates it", fresh, err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := mkfifo(fifo); err != nil {
+		t.Logf("no FIFO case: %v", err)
+		fifo = ""
+	}
+	readOnly := ""
+	if os.Geteuid() != 0 { // root may write anywhere
+		readOnly = filepath.Join(dir, "ro")
+		if err := os.Mkdir(readOnly, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		readOnly = filepath.Join(readOnly, "messages.log")
+	}
+	for _, tt := range []struct{ path, msg string }{
+		{readOnly, "cannot create"},
+		{filepath.Join(dir, "no-such-dir", "messages.log"), "does not exist"},
+		{dir, "is a directory"},
+		{filepath.Join(existing, "messages.log"), "is not a directory"},
+		{fifo, "not a regular file"},
+	} {
+		if tt.path == "" {
+			continue
+		}
+		text := minimal + "log:\n  messages: " + tt.path + "\n"
+		_, err := Parse([]byte(text), "l.yaml")
+		if err == nil {
+			t.Errorf("%s: no problem, want %q", tt.path, tt.msg)
+			continue
+		}
+		ps := problems(t, err)
+		if len(ps) != 1 || ps[0].Key != "log.messages" || !strings.Contains(ps[0].Msg, tt.msg) || ps[0].Line != 12 {
+			t.Errorf("%s: problems %v, want one at l.yaml:12 on log.messages saying %q", tt.path, ps, tt.msg)
+		}
+	}
+}

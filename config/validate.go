@@ -4,10 +4,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,6 +296,55 @@ func validate(c *Config, d *decoder) {
 	}
 	positive(p, d, "failover.hold_for", f.HoldFor)
 	positive(p, d, "failover.modem_receipt_timeout", f.ModemReceiptTimeout)
+
+	// log
+	if msg := checkLogFile(c.Log.Messages); msg != "" {
+		p("log.messages", "%s", msg)
+	}
+}
+
+// checkLogFile says what keeps a log file from being opened for append at
+// path ("" when nothing does, or when path is empty: off). Nothing is
+// created or written: the directory must exist (spareline does not make
+// it), an existing file must be a regular file (or a character device such
+// as /dev/null) that opens for writing, and a new one needs a directory
+// this process may write in (checked where the system tells, see
+// dirWritable).
+func checkLogFile(path string) string {
+	if path == "" {
+		return ""
+	}
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("directory %s does not exist", dir)
+	case err != nil:
+		return fmt.Sprintf("directory %s: %v", dir, err)
+	case !di.IsDir():
+		return fmt.Sprintf("%s is not a directory", dir)
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := dirWritable(dir); err != nil {
+			return fmt.Sprintf("cannot create %s: %v", path, err)
+		}
+		return ""
+	case err != nil:
+		return fmt.Sprintf("%v", err)
+	case fi.IsDir():
+		return fmt.Sprintf("%s is a directory; want a file", path)
+	case !fi.Mode().IsRegular() && fi.Mode()&fs.ModeCharDevice == 0:
+		// A FIFO would block the open until a reader comes.
+		return fmt.Sprintf("%s is not a regular file", path)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Sprintf("cannot be opened for append: %v", err)
+	}
+	_ = f.Close()
+	return ""
 }
 
 type problemFunc func(key string, format string, args ...any)

@@ -68,10 +68,11 @@ type Sent struct {
 
 // SendError is a failed Send.
 type SendError struct {
-	Permanent   bool  // sending again cannot succeed
-	NumberError bool  // the destination was refused (implies Permanent)
-	Code        int   // the +CMS ERROR code, 0 if none
-	Err         error // the last error
+	Permanent   bool   // sending again cannot succeed
+	NumberError bool   // the destination was refused (implies Permanent)
+	Code        int    // the +CMS ERROR code, 0 if none
+	Err         error  // the last error
+	Modem       string // the modem of the last attempt, "" if none was made
 }
 
 func (e *SendError) Error() string {
@@ -818,6 +819,7 @@ func (p *Pool) schedule(ctx context.Context) {
 					continue
 				}
 				se := classify(m.err)
+				se.Modem = name
 				j.attempts++
 				j.tried[m.dev] = true
 				if se.Permanent {

@@ -236,6 +236,9 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 		}
 		return false
 	}
+	if ml := dl.d.mlog(); ml != nil {
+		ml.delivered(del, f.Status, f.ID != cmdDeliverSMResp)
+	}
 	if f.ID != cmdDeliverSMResp {
 		// generic_nack (SMPP 3.4 §4.3): the platform could not process the
 		// PDU; whatever its status (some send ESME_ROK), that is no

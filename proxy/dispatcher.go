@@ -69,6 +69,9 @@ type SubmitOutcome struct {
 	ID     string // our message id when Status is OK
 	Status uint32
 	Path   string // carrier, modem or error
+	// msg is the message, when one was made (routed), for the message
+	// log: read once the outcome is given, never changed there.
+	msg *store.Message
 }
 
 // Dispatcher routes and records messages.
@@ -107,6 +110,9 @@ type Dispatcher struct {
 
 	// linkCtx is the current shared context of linkCarrier (see there).
 	linkCtx atomic.Pointer[sharedDeadline]
+
+	// msgLog is the message log (log.messages), off when nil (msglog.go).
+	msgLog msgLogCtl
 }
 
 // Store outage handling (see the type's doc).
@@ -174,10 +180,14 @@ func (d *Dispatcher) Submit(ctx context.Context, account string, sm *ShortMessag
 
 // SubmitAs is Submit for a message whose id the caller chose (a
 // destination of a submit_multi, multi.go).
-func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *ShortMessage, body []byte) SubmitOutcome {
+func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *ShortMessage, body []byte) (out SubmitOutcome) {
 	if d.storeDown.Load() {
 		// Nothing could be made durable: refuse before the carrier sees it.
-		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
+		out = SubmitOutcome{Status: statusMsgQFul, Path: pathError}
+		if d.mlog() != nil {
+			out.msg = &store.Message{Account: account, Source: sm.Source, Dest: sm.Dest}
+		}
+		return out
 	}
 	carrierName, dest := d.router.Load().Route(sm.Dest)
 	carriers := *d.carriers.Load()
@@ -188,6 +198,7 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 		Body: body, RegDeliv: sm.RegisteredDelivery, Priority: sm.Priority, Created: now,
 		Expires: validityEnd(sm.Validity, now),
 	}
+	defer func() { out.msg = m }() // for the message log
 	fo := d.failover.Load()
 	log := &msgLogger{d: d, m: m}
 
@@ -265,7 +276,7 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 	a.log.d, a.log.m = d, m
 	a.call.h = a
 	if !c.trySubmit(body, now, &a.call) {
-		run(func() { w.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })
+		run(func() { a.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })
 	}
 }
 
@@ -298,7 +309,7 @@ func (a *asyncSubmit) requestDone(f Frame, err error) {
 		res = submitResult(f)
 	}
 	if err != nil || res.Status != statusOK {
-		a.run(func() { a.w.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })
+		a.run(func() { a.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })
 		return
 	}
 	d.accepted(c, m, res)
@@ -307,16 +318,23 @@ func (a *asyncSubmit) requestDone(f Frame, err error) {
 	if m.CarrierID == "" || !a.al.TryLinkCarrier(a.ctx, m, a.linkDone) {
 		a.run(func() { // no carrier id, or the store's queue is full: wait for the write here
 			orphan, err := d.linkCarrierWithin(a.ctx, m)
-			a.w.submitted(d.linked(context.Background(), c, m, &a.log, a.res, orphan, err))
+			a.submitted(d.linked(context.Background(), c, m, &a.log, a.res, orphan, err))
 		})
 	}
+}
+
+// submitted gives the outcome, with its message (for the message log), to
+// the waiter.
+func (a *asyncSubmit) submitted(out SubmitOutcome) {
+	out.msg = &a.m
+	a.w.submitted(out)
 }
 
 // linkDone takes the outcome of the store write (TryLinkCarrier's callback).
 func (a *asyncSubmit) linkDone(orphan []byte, err error) {
 	if err == nil && orphan == nil {
 		a.d.noteStore(nil)
-		a.w.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, nil, nil))
+		a.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, nil, nil))
 		return
 	}
 	a.linkFailed(orphan, err)
@@ -331,7 +349,7 @@ func (a *asyncSubmit) linkFailed(orphan []byte, err error) {
 		if err != nil && a.ctx.Err() == nil {
 			orphan, err = a.d.linkCarrierWithin(a.ctx, &a.m) // linkCarrier's further tries
 		}
-		a.w.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, orphan, err))
+		a.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, orphan, err))
 	})
 }
 

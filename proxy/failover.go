@@ -291,6 +291,9 @@ func (f *Failover) queue(ctx context.Context, m *store.Message, reason string, l
 		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
 	}
 	log.Debug("queued for the modem pool", zap.String("reason", reason))
+	if ml := f.d.mlog(); ml != nil {
+		ml.failover(m, reason)
+	}
 	return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathModem}
 }
 
@@ -328,6 +331,7 @@ func scheduledAt(m *store.Message) time.Time {
 func (f *Failover) afterCarrierFailure(ctx context.Context, m *store.Message, reason string, mayHave bool, log *zap.Logger) SubmitOutcome {
 	due := time.Now()
 	cfg := f.config()
+	label := reason // spareline_failovers_total's word, for the message log
 	if mayHave {
 		if cfg.OnUnknown == "hold" {
 			due = due.Add(cfg.HoldFor)
@@ -343,6 +347,16 @@ func (f *Failover) afterCarrierFailure(ctx context.Context, m *store.Message, re
 			return SubmitOutcome{Status: statusSysErr, Path: pathError}
 		}
 		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
+	}
+	if ml := f.d.mlog(); ml != nil {
+		switch {
+		case !mayHave:
+			ml.failover(m, label)
+		case cfg.OnUnknown == "hold":
+			ml.failover(m, label, zap.Time("held_until", due))
+		default:
+			ml.failover(m, label, zap.Bool("possible_duplicate", true))
+		}
 	}
 	return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathModem}
 }
@@ -372,6 +386,9 @@ func (f *Failover) onFailedReceipt(ctx context.Context, c *Carrier, m *store.Mes
 	}
 	f.kickWorkers()
 	metricFailovers.WithLabelValues(c.Name, "receipt").Inc()
+	if ml := f.d.mlog(); ml != nil {
+		ml.failover(m, "receipt", zap.String("stat", stat))
+	}
 	f.log.Info("carrier receipt failed; resending by modem", zap.String("id", m.ID), zap.String("carrier", c.Name),
 		zap.String("stat", stat))
 	return true, nil
@@ -527,7 +544,14 @@ func (f *Failover) process(ctx context.Context, id string) {
 	}
 	if err != nil {
 		var se *modem.SendError
-		if errors.As(err, &se) && se.Permanent {
+		failedOn := ""
+		if errors.As(err, &se) {
+			failedOn = se.Modem
+		}
+		if ml := f.d.mlog(); ml != nil {
+			ml.modemFailed(m, failedOn, err, se != nil && se.Permanent)
+		}
+		if se != nil && se.Permanent {
 			metricModemPath.WithLabelValues("permanent").Inc()
 			log.Info("modem send failed permanently", zap.Error(err))
 			stat := "UNDELIV"
@@ -564,6 +588,9 @@ func (f *Failover) process(ctx context.Context, id string) {
 		return
 	}
 	metricModemPath.WithLabelValues("sent").Inc()
+	if ml := f.d.mlog(); ml != nil {
+		ml.modemSent(m, sent.Modem, len(sent.Refs))
+	}
 	m.State, m.Modem, m.ModemRefs, m.Note = store.StateModemSent, sent.Modem, sent.Refs, "sent by modem"
 	if m.RegDeliv&0x03 == 0 {
 		// No receipt asked: the network took it, the outcome stays unknown.
@@ -809,6 +836,9 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		}
 		metricModemPath.WithLabelValues("returned").Inc()
 		log.Debug("queued message went back to its carrier")
+		if ml := f.d.mlog(); ml != nil {
+			ml.returned(m)
+		}
 		return backDone
 	case ClassNumber:
 		f.d.health.Note(c.Name, OutcomeAnswered)
@@ -987,6 +1017,9 @@ func (f *Failover) finish(ctx context.Context, m *store.Message, sm *ShortMessag
 		f.log.Debug("final outcome already recorded elsewhere", zap.String("id", m.ID), zap.String("stat", stat))
 		return false, nil
 	}
+	if ml := f.d.mlog(); ml != nil {
+		ml.modemReceipt(m, stat, note)
+	}
 	if del != nil {
 		metricReceipts.WithLabelValues("modem", statLabel(stat)).Inc()
 		f.d.kickDeliveries(m.Account)
@@ -1091,6 +1124,9 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 	if err := f.d.store.AddDelivery(context.WithoutCancel(ctx), del, nil); err != nil {
 		f.log.Error("store write of a modem MO failed; message lost", zap.Error(err))
 		return
+	}
+	if ml := f.d.mlog(); ml != nil {
+		ml.mo(del, in.From, "", "modem", in.Modem)
 	}
 	f.d.kickDeliveries(acct)
 }

@@ -118,6 +118,10 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	}
 	g.Disp = NewDispatcher(g.ctx, DispatcherConfig{Store: st, Router: table, Carriers: list, Health: g.Health,
 		MOAccount: moAccount(cfg), Log: log})
+	if err := g.Disp.openMessageLog(cfg.Log.Messages); err != nil {
+		g.closeStore()
+		return nil, err
+	}
 	g.Server = NewServer(ServerConfigFrom(cfg.SMPP, log), accounts, g.Disp)
 	if len(cfg.Modems) > 0 {
 		open := opts.ModemOpener
@@ -319,6 +323,10 @@ func (g *Gateway) Carrier(name string) *Carrier {
 // unbinds once the submits in flight on it are answered (at most its
 // response_timeout); its receipts still to come are lost with its binds
 // (messages queued for the modems with it go by modem).
+//
+// The message log (log.messages) is closed and reopened at every reload,
+// at its new path if it changed; a file that cannot be opened refuses the
+// reload.
 func (g *Gateway) Reload(cfg *config.Config) error {
 	table, err := routingTable(cfg)
 	if err != nil {
@@ -326,6 +334,11 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		return err
 	}
 	accounts, err := NewAccounts(cfg.Accounts)
+	if err != nil {
+		NoteReloadRefused()
+		return err
+	}
+	msgLog, err := prepareMessageLog(cfg.Log.Messages) // msglog.go
 	if err != nil {
 		NoteReloadRefused()
 		return err
@@ -391,6 +404,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.Server.SetAccounts(accounts)
 	g.Server.SetConfig(ServerConfigFrom(cfg.SMPP, g.log))
 	g.Disp.SetRouter(table)
+	g.Disp.applyMessageLog(msgLog)
 	if len(removed) > 0 {
 		g.Disp.SetCarriers(g.carrierList())
 	}
@@ -469,6 +483,7 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	}
 	g.wg.Wait()
 	g.Disp.Wait()
+	g.Disp.closeMessageLog()
 	g.closeStore()
 }
 

@@ -219,6 +219,7 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 		return
 	}
 	if !n.enterN(f, statusMsgQFul, slots) {
+		n.logRefused(acct, statusMsgQFul)
 		return
 	}
 
@@ -238,9 +239,19 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 		}
 		body := submitMultiResp(id, m, out)
 		answered := func() {
-			for _, o := range out {
+			ml := n.srv.disp.mlog()
+			for i, o := range out {
 				metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(o.Status)).Inc()
 				observeSubmitLatency(o.Path, time.Since(start).Seconds())
+				if ml != nil {
+					// One line per destination, under the id the platform got.
+					part := ""
+					if o.Status == statusOK {
+						part = partID(group, i)
+					}
+					o.ID = id
+					ml.submitted(acct.SystemID, o, m.Dests[i].addr, part, len(m.Dests))
+				}
 			}
 			n.inflight.Done()
 		}

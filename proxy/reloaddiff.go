@@ -28,6 +28,16 @@ func reloadChanges(old, cfg *config.Config) []string {
 	if !reflect.DeepEqual(cfg.Failover, old.Failover) {
 		out = append(out, "failover changed")
 	}
+	if cfg.Log.Messages != old.Log.Messages {
+		switch {
+		case old.Log.Messages == "":
+			out = append(out, "message log turned on")
+		case cfg.Log.Messages == "":
+			out = append(out, "message log turned off")
+		default:
+			out = append(out, "message log moved")
+		}
+	}
 	return out
 }
 

@@ -596,6 +596,7 @@ func (n *northSession) admitSubmit(f Frame) *Account {
 		s.Respond(f, statusInvBndSts, nil)
 	case n.draining.Load():
 		s.Respond(f, statusMsgQFul, nil)
+		n.logRefused(acct, statusMsgQFul)
 	case n.pending.Load() >= n.window:
 		n.throttled(f, acct)
 	default:
@@ -608,6 +609,7 @@ func (n *northSession) admitSubmit(f Frame) *Account {
 func (n *northSession) throttled(f Frame, acct *Account) {
 	metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
 	n.sess.Respond(f, statusThrottled, nil)
+	n.logRefused(acct, statusThrottled)
 }
 
 // refuseSubmit answers a submit whose body was refused.
@@ -615,6 +617,15 @@ func (n *northSession) refuseSubmit(f Frame, acct *Account, what string, status 
 	n.sess.log.Info(what, zap.Error(err), zap.String("account", acct.SystemID))
 	metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
 	n.sess.Respond(f, status, nil)
+	n.logRefused(acct, status)
+}
+
+// logRefused writes a submit refused before any message was made to the
+// message log (id "").
+func (n *northSession) logRefused(acct *Account, status uint32) {
+	if ml := n.srv.disp.mlog(); ml != nil {
+		ml.refused(acct.SystemID, status)
+	}
 }
 
 // enter counts a request in the window and the drain, or answers
@@ -673,6 +684,7 @@ func (n *northSession) submit(f Frame, convert func([]byte) ([]byte, error)) {
 		return
 	}
 	if !n.enter(f, statusMsgQFul) {
+		n.logRefused(acct, statusMsgQFul)
 		return
 	}
 	ns.start = time.Now()
@@ -742,5 +754,8 @@ func (n *northSession) submitAnswered(acct *Account, res SubmitOutcome, start ti
 		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
 	}
 	observeSubmitLatency(res.Path, time.Since(start).Seconds())
+	if ml := n.srv.disp.mlog(); ml != nil {
+		ml.submitted(acct.SystemID, res, "", "", 0)
+	}
 	n.inflight.Done()
 }

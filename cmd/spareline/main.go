@@ -165,10 +165,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 			if err != nil {
 				log.Error("reload refused: the new config has problems; the running config stays", zap.Error(err))
 				proxy.NoteReloadRefused()
+				gw.ReopenMessageLog() // logrotate's postrotate signal still gets a new file
 				continue
 			}
 			if err := gw.Reload(ncfg); err != nil {
 				log.Error("reload refused; the running config stays", zap.Error(err))
+				gw.ReopenMessageLog()
 			}
 			continue
 		}

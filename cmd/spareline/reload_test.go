@@ -674,3 +674,63 @@ func TestSIGTERMKeepsModemQueueForNextStart(t *testing.T) {
 	}
 	p2.stop(ctx)
 }
+
+// logrotate's way with the message log: the file is moved, then SIGHUP.
+// Each SIGHUP reopens log.messages at its path, even one whose config is
+// refused, so that each file holds the submits of its own period; SIGTERM
+// writes what is buffered.
+func TestSIGHUPReopensMessageLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
+	defer cancel()
+	bin := buildSpareline(t)
+	smsc := startSMSC(t, smscsim.Options{})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "spareline.yaml")
+	logPath := filepath.Join(dir, "messages.log")
+	good := testConfig(dir, smsc.Addr(), []account{alpha}, fmt.Sprintf("log:\n  messages: %q\n", logPath))
+	writeFile(t, cfg, good)
+
+	p := startChild(t, bin, cfg)
+	addr, _ := p.addrs(ctx)
+	carrierBound(ctx, t, smsc)
+	a := mustDial(ctx, t, addr, alpha)
+	rotate := func(to, logged string) {
+		t.Helper()
+		if err := os.Rename(logPath, to); err != nil {
+			t.Fatal(err)
+		}
+		from := p.mark()
+		p.signal(syscall.SIGHUP)
+		if _, err := p.waitLog(ctx, from, logged, msgIs(logged)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	relay(ctx, t, a, "first period")
+	rotate(logPath+".1", "config reloaded")
+	relay(ctx, t, a, "second period")
+	writeFile(t, cfg, good+"failover:\n  on_unknown: maybe\n") // refused
+	rotate(logPath+".2", "reload refused")
+	relay(ctx, t, a, "third period")
+	p.stop(ctx)
+
+	for _, path := range []string{logPath + ".1", logPath + ".2", logPath} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		submits := 0
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var e map[string]any
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("%s: line %q is not JSON: %v", path, line, err)
+			}
+			if e["event"] == "submit" && e["status"] == "ESME_ROK" && e["account"] == alpha.id {
+				submits++
+			}
+		}
+		if submits != 1 {
+			t.Errorf("%s holds %d submit lines, want 1 (its period's):\n%s", filepath.Base(path), submits, b)
+		}
+	}
+}
