@@ -46,11 +46,11 @@ func (s *faultStore) FindByCarrierID(ctx context.Context, carrier, carrierID str
 }
 
 // FindOrStash runs the find hook, then the store's own.
-func (s *faultStore) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*store.Message, error) {
+func (s *faultStore) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte, final bool) (*store.Message, error) {
 	if s.find != nil {
 		s.find(carrierID)
 	}
-	return s.Store.FindOrStash(ctx, carrier, carrierID, body)
+	return s.Store.FindOrStash(ctx, carrier, carrierID, body, final)
 }
 
 func (s *faultStore) FinishMessage(ctx context.Context, from []store.State, m *store.Message, d *store.Delivery) (bool, error) {

@@ -298,7 +298,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		return statusOK
 	}
 	key := canonicalCarrierID(c.cfg.Load().ReceiptID, rawID, true)
-	m, err := d.store.FindOrStash(ctx, c.Name, key, body)
+	m, err := d.store.FindOrStash(ctx, c.Name, key, body, isFinalReceipt(sm, stat))
 	if errors.Is(err, store.ErrNotFound) {
 		log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
 		return statusOK

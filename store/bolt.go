@@ -442,23 +442,38 @@ func linkWriteTx(tx *bolt.Tx, id, enc []byte, exp uint64, key []byte) error {
 	return putExpiring(tx, bCarrier, 'c', key, id, exp)
 }
 
-// FindOrStash implements Store with the three steps of the
-// protocol (bbolt is local: a step costs no round trip): find, stash, find
-// again and take the stash back when the link came meanwhile. ErrNotFound
-// when the stash stays (or a link took it: the link delivers it).
-func (s *Bolt) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error) {
+// FindOrStash implements Store: a read first (the usual case, the link is
+// there: no write); when it finds nothing, the look-up again and the stash
+// in one write transaction of the writer, which applies the write-ahead
+// log's links first, so a link is either in it, and found, or after it,
+// and takes the stash.
+func (s *Bolt) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte, final bool) (*Message, error) {
 	m, err := s.FindByCarrierID(ctx, carrier, carrierID)
 	if !errors.Is(err, ErrNotFound) {
 		return m, err
 	}
-	if err := s.StashOrphan(ctx, carrier, carrierID, body); err != nil {
+	key := boltCarrierKey(carrier, carrierID)
+	exp := s.expiry()
+	err = s.batch(ctx, "find carrier id or stash orphan", func(tx *bolt.Tx) error {
+		m = nil // fn may run again (a batch retried alone)
+		now := msU64(time.Now())
+		if id := getExpiring(tx, bCarrier, key, now); id != nil {
+			if v := getExpiring(tx, bMsg, id, now); v != nil {
+				var err error
+				m, err = decodeMessage(v)
+				return err
+			}
+		}
+		if !final && getExpiring(tx, bOrphan, key, now) != nil {
+			return nil // an intermediate receipt never replaces a stashed one (it may be the final)
+		}
+		return putExpiring(tx, bOrphan, 'o', key, body, exp)
+	})
+	if err != nil {
 		return nil, err
 	}
-	if m, err = s.FindByCarrierID(ctx, carrier, carrierID); err != nil {
-		return nil, err
-	}
-	if _, err := s.TakeOrphan(ctx, carrier, carrierID); err != nil {
-		return nil, err // ErrNotFound: the link took it
+	if m == nil {
+		return nil, ErrNotFound
 	}
 	return m, nil
 }

@@ -441,14 +441,14 @@ func runContract(t *testing.T, open opener) {
 		if _, err := s.LinkCarrier(ctx, m); err != nil {
 			t.Fatal(err)
 		}
-		got, err := fs.FindOrStash(ctx, "mobile", "F1", []byte("receipt F1"))
+		got, err := fs.FindOrStash(ctx, "mobile", "F1", []byte("receipt F1"), true)
 		if err != nil || got.ID != m.ID {
 			t.Fatalf("linked: %+v, %v; want %s", got, err, m.ID)
 		}
 		if _, err := s.TakeOrphan(ctx, "mobile", "F1"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("a found receipt was stashed too: %v", err)
 		}
-		if _, err := fs.FindOrStash(ctx, "mobile", "F2", []byte("receipt F2")); !errors.Is(err, ErrNotFound) {
+		if _, err := fs.FindOrStash(ctx, "mobile", "F2", []byte("receipt F2"), true); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unlinked: %v, want ErrNotFound", err)
 		}
 		m2 := testMessage("fos-2")
@@ -456,6 +456,29 @@ func runContract(t *testing.T, open opener) {
 		orphan, err := s.LinkCarrier(ctx, m2)
 		if err != nil || string(orphan) != "receipt F2" {
 			t.Fatalf("the link took %q, %v; want the stashed receipt", orphan, err)
+		}
+
+		// Receipts overtaking their link in any order: an intermediate
+		// one never replaces a stashed one (one stash per carrier id), a
+		// final one does; the link takes the final.
+		for _, order := range [][]string{{"ENROUTE", "DELIVRD", "ACCEPTD"}, {"DELIVRD", "ENROUTE"}, {"ENROUTE", "ACCEPTD"}} {
+			cid := "F3-" + order[0] + "-" + strconv.Itoa(len(order))
+			want := ""
+			for _, stat := range order {
+				final := stat == "DELIVRD"
+				if final || want == "" {
+					want = stat
+				}
+				if _, err := fs.FindOrStash(ctx, "mobile", cid, []byte(stat), final); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("%v: unlinked %s: %v, want ErrNotFound", order, stat, err)
+				}
+			}
+			m := testMessage("fos-" + cid)
+			m.CarrierID, m.State = cid, StateSent
+			orphan, err := s.LinkCarrier(ctx, m)
+			if err != nil || string(orphan) != want {
+				t.Fatalf("%v: the link took %q, %v; want %s", order, orphan, err, want)
+			}
 		}
 	})
 
@@ -484,7 +507,7 @@ func runContract(t *testing.T, open opener) {
 				}
 			})
 			wg.Go(func() {
-				m, err := fs.FindOrStash(ctx, "mobile", cid, body)
+				m, err := fs.FindOrStash(ctx, "mobile", cid, body, true)
 				switch {
 				case err == nil:
 					if m.ID != "fosr-"+cid {
@@ -763,7 +786,7 @@ func runContract(t *testing.T, open opener) {
 		// The orphans first: they expire no later than the message the
 		// loop below waits for.
 		must(t, s.StashOrphan(ctx, "mobile", "S2", []byte("r")))
-		if _, err := s.FindOrStash(ctx, "mobile", "S3", []byte("r")); !errors.Is(err, ErrNotFound) {
+		if _, err := s.FindOrStash(ctx, "mobile", "S3", []byte("r"), true); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("FindOrStash of an unlinked id: %v", err)
 		}
 		must(t, s.PutMessage(ctx, m))

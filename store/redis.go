@@ -104,15 +104,18 @@ if not id then return false end
 return redis.call('GET', ARGV[1] .. id)`)
 
 	// KEYS: index, orphan; ARGV: message key prefix, receipt body, TTL in
-	// ms (0 = none). findScript, and when it finds nothing, the orphan set
-	// in the same step: a link (LinkCarrier's transaction, which takes the
-	// orphan) is either before it, and found, or after it, and takes it.
+	// ms (0 = none), "1" for a final receipt. findScript, and when it
+	// finds nothing, the orphan set in the same step: a link (LinkCarrier's
+	// transaction, which takes the orphan) is either before it, and found,
+	// or after it, and takes it. An intermediate receipt never replaces a
+	// stashed one (it may be the final: one orphan per carrier id).
 	findOrStashScript = redis.NewScript(`
 local id = redis.call('GET', KEYS[1])
 if id then
   local rec = redis.call('GET', ARGV[1] .. id)
   if rec then return rec end
 end
+if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return false end
 if tonumber(ARGV[3]) > 0 then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else
@@ -564,10 +567,14 @@ func (r *Redis) FindByCarrierID(ctx context.Context, carrier, carrierID string) 
 }
 
 // FindOrStash implements Store in one round trip.
-func (r *Redis) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error) {
+func (r *Redis) FindOrStash(ctx context.Context, carrier, carrierID string, body []byte, final bool) (*Message, error) {
+	fin := "0"
+	if final {
+		fin = "1"
+	}
 	v, err := findOrStashScript.Run(ctx, r.rdb,
 		[]string{carrierKey("c", carrier, carrierID), carrierKey("o", carrier, carrierID)},
-		keyPrefix+"m:", body, r.ttlMS()).Text()
+		keyPrefix+"m:", body, r.ttlMS(), fin).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}

@@ -207,8 +207,12 @@ type Store interface {
 	// side gets each receipt, whatever the order. Redis does it in one
 	// script (one round trip instead of up to four when the receipt
 	// overtakes its link, as it does from SMSCs that send ENROUTE or
-	// ACCEPTD the moment they answer the submit).
-	FindOrStash(ctx context.Context, carrier, carrierID string, body []byte) (*Message, error)
+	// ACCEPTD the moment they answer the submit). There is one stash per
+	// carrier id: a final receipt (final) replaces what is stashed, an
+	// intermediate one never does (it is dropped, answered all the same),
+	// so a final receipt that overtook its link is never lost to an
+	// intermediate one that came after it.
+	FindOrStash(ctx context.Context, carrier, carrierID string, body []byte, final bool) (*Message, error)
 
 	// LinkCarrier records that m's carrier accepted it, in one atomic step
 	// (one Redis transaction through the batching writer; bbolt: one
