@@ -375,7 +375,9 @@ func TestStoredStatusReportIsReadAsAReport(t *testing.T) {
 }
 
 // +CMTI names the memory the message is in (27.005 §3.4.1); when it is not
-// the one AT+CMGR reads (+CPMS <mem1>), it is selected first.
+// the one AT+CMGR reads (+CPMS <mem1>), it is selected first, and the
+// usual one again after the read: left selected, it would be the memory
+// the next AT+CMGL lists, at the next init too (the modem keeps <mem1>).
 func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
 	sim := startSim(t, "s", modemsim.Options{Mem: "ME"})
 	ctx := testCtx(t, 10*time.Second)
@@ -392,8 +394,11 @@ func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no incoming message")
 	}
-	if n := sim.Count("+CPMS="); n != 1 {
-		t.Fatalf("AT+CPMS=\"ME\" sent %d times, want once", n)
+	if err := sim.WaitCount(ctx, "+CPMS=", 2); err != nil {
+		t.Fatalf("the memory was not selected back after the read: %v", err)
+	}
+	if n, mem := sim.Count("+CPMS="), sim.Mem1(); n != 2 || mem != "SM" {
+		t.Fatalf("AT+CPMS= sent %d times, <mem1> left %q; want twice (ME, then SM again), SM", n, mem)
 	}
 }
 

@@ -679,7 +679,13 @@ type Stored struct {
 // message read again that was returned before (its delete failed) is
 // deleted and not returned: nil, nil.
 func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error) {
-	_ = m.selectMem(ctx, mem) // refused: read as it is
+	// The memory the indication names is selected for this read only: left
+	// selected (a +CDSI's "SR", say), it would be the memory the next
+	// AT+CMGL lists, at the next init too (a modem keeps <mem1>), and the
+	// messages in the usual one would wait there unread.
+	if prev := m.curMem(); prev != "" && m.selectMem(ctx, mem) == nil && m.curMem() != prev {
+		defer func() { _ = m.selectMem(context.WithoutCancel(ctx), prev) }()
+	}
 	// The memory read: the one named, or the current one when it could
 	// not be selected.
 	from := m.curMem()

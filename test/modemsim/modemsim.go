@@ -140,6 +140,7 @@ type Sim struct {
 	partial  map[string][]*sms.SubmitPDU // guarded by mu: concatenated parts by dest/ref
 	partMRs  map[string][]int            // guarded by mu
 	store    map[int][]byte              // guarded by mu: SIM memory, index -> PDU with SMSC field
+	mem1     string                      // guarded by mu: the <mem1> AT+CPMS last selected ("SM" at power-up; kept across the client's restarts)
 	mr       int                         // guarded by mu: last TP-MR
 	failCode int                         // guarded by mu
 	failLeft int                         // guarded by mu
@@ -203,7 +204,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		opts.Name = "tc35i"
 	}
 	s := &Sim{opts: opts, notify: make(chan struct{}), partial: map[string][]*sms.SubmitPDU{},
-		partMRs: map[string][]int{}, store: map[int][]byte{}, simReady: true, reg: true,
+		partMRs: map[string][]int{}, store: map[int][]byte{}, mem1: "SM", simReady: true, reg: true,
 		counts: map[string]int{}, cmdSeen: make(chan struct{})}
 	if !opts.NoSMSC {
 		s.smsc = opts.SMSC
@@ -272,6 +273,7 @@ func (s *Sim) Unplug() {
 func (s *Sim) Reset() {
 	s.mu.Lock()
 	c := s.conn
+	s.mem1 = "SM" // a restart forgets the AT+CPMS selection
 	s.mu.Unlock()
 	if c == nil {
 		return
@@ -401,6 +403,10 @@ func (s *Sim) PINBlocked() bool {
 	defer s.mu.Unlock()
 	return s.pinTries >= 3
 }
+
+// Mem1 is the memory AT+CPMS last selected as <mem1> (the one AT+CMGL,
+// AT+CMGR and AT+CMGD work on; "SM" at power-up).
+func (s *Sim) Mem1() string { s.mu.Lock(); defer s.mu.Unlock(); return s.mem1 }
 
 // Stored is the number of messages in the SIM memory.
 func (s *Sim) Stored() int {
@@ -851,9 +857,13 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		}
 		s.mu.Lock()
 		n := len(s.store)
+		if v, ok := arg("+CPMS="); ok {
+			s.mem1 = strings.ToUpper(strings.Trim(strings.Split(v, ",")[0], `" `))
+		}
+		mem1 := s.mem1
 		s.mu.Unlock()
 		if body == "+CPMS?" {
-			c.info(fmt.Sprintf(`+CPMS: "SM",%d,30,"SM",%d,30,"SM",%d,30`, n, n, n))
+			c.info(fmt.Sprintf(`+CPMS: "%s",%d,30,"SM",%d,30,"SM",%d,30`, mem1, n, n, n))
 		} else {
 			c.info(fmt.Sprintf("+CPMS: %d,30,%d,30,%d,30", n, n, n))
 		}
