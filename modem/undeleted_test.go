@@ -22,6 +22,20 @@ func nextIncoming(t *testing.T, ctx context.Context, p *modem.Pool, want string)
 	}
 }
 
+// controlNextAndSIMEmpty delivers a control message and checks that it is
+// the next one handed over (a duplicate would come before it) and that the
+// SIM is empty afterwards.
+func controlNextAndSIMEmpty(t *testing.T, ctx context.Context, sim *modemsim.Sim, p *modem.Pool) {
+	t.Helper()
+	if err := sim.Deliver("+8613900000001", "control"); err != nil {
+		t.Fatal(err)
+	}
+	nextIncoming(t, ctx, p, "control")
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left in the SIM", n)
+	}
+}
+
 // nextReport checks the TP-MR of the next status report the pool hands over.
 func nextReport(t *testing.T, ctx context.Context, p *modem.Pool, want int) {
 	t.Helper()
@@ -52,13 +66,7 @@ func TestIncomingWhoseDeleteFailedIsDeliveredOnceAndDeletedAtTheNextProbe(t *tes
 	if err := sim.WaitCount(ctx, "+CMGD=", 2); err != nil {
 		t.Fatalf("the refused delete was not tried again: %v", err)
 	}
-	if err := sim.Deliver("+8613900000001", "control"); err != nil {
-		t.Fatal(err)
-	}
-	nextIncoming(t, ctx, p, "control")
-	if n := sim.Stored(); n != 0 {
-		t.Fatalf("%d messages left in the SIM", n)
-	}
+	controlNextAndSIMEmpty(t, ctx, sim, p)
 }
 
 // The same for a status report stored by the modem (AT+CNMI ds=2) and
@@ -116,13 +124,7 @@ func TestRetriedDeleteLeavesANewMessageInTheSameSlot(t *testing.T) {
 	}
 	sim.AnnounceStored(1)
 	nextIncoming(t, ctx, p, "new one")
-	if err := sim.Deliver("+8613900000001", "control"); err != nil {
-		t.Fatal(err)
-	}
-	nextIncoming(t, ctx, p, "control")
-	if n := sim.Stored(); n != 0 {
-		t.Fatalf("%d messages left in the SIM", n)
-	}
+	controlNextAndSIMEmpty(t, ctx, sim, p)
 }
 
 // A modem initialised again (it restarted) before any probe retried the
@@ -150,13 +152,7 @@ func TestReadAllDeletesWithoutHandingOverAgain(t *testing.T) {
 		t.Fatalf("not read again after the restart: %v", err)
 	}
 	nextIncoming(t, ctx, p, "third")
-	if err := sim.Deliver("+8613900000001", "control"); err != nil {
-		t.Fatal(err)
-	}
-	nextIncoming(t, ctx, p, "control")
-	if n := sim.Stored(); n != 0 {
-		t.Fatalf("%d messages left in the SIM", n)
-	}
+	controlNextAndSIMEmpty(t, ctx, sim, p)
 }
 
 // A refusal of the retry's AT+CMGR that does not say the slot is empty (a
@@ -190,11 +186,5 @@ func TestRetryReadRefusedKeepsTheMessageRemembered(t *testing.T) {
 	if err := sim.WaitCount(ctx, "+CMGD=", 2); err != nil {
 		t.Fatalf("the message was not deleted after a refused read: %v", err)
 	}
-	if err := sim.Deliver("+8613900000001", "control"); err != nil {
-		t.Fatal(err)
-	}
-	nextIncoming(t, ctx, p, "control")
-	if n := sim.Stored(); n != 0 {
-		t.Fatalf("%d messages left in the SIM", n)
-	}
+	controlNextAndSIMEmpty(t, ctx, sim, p)
 }
