@@ -382,21 +382,7 @@ func runContract(t *testing.T, open opener) {
 		for i := range n {
 			cid := "R" + strconv.Itoa(i)
 			body := []byte("receipt " + cid)
-			wg.Go(func() {
-				m := testMessage("race-" + cid)
-				m.CarrierID, m.State = cid, StateSent
-				orphan, err := s.LinkCarrier(ctx, m)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if orphan != nil {
-					if !bytes.Equal(orphan, body) {
-						t.Errorf("%s: link took %q", cid, orphan)
-					}
-					linkGot.Store(cid, true)
-				}
-			})
+			wg.Go(func() { linkSide(t, s, "race-"+cid, cid, body, &linkGot) })
 			wg.Go(func() {
 				if _, err := s.FindByCarrierID(ctx, "mobile", cid); err == nil {
 					rcptGot.Store(cid, true) // linked already: no stash needed
@@ -435,20 +421,19 @@ func runContract(t *testing.T, open opener) {
 
 	t.Run("FindOrStash", func(t *testing.T) {
 		s := open(t, longTTL)
-		fs := s
 		m := testMessage("fos-1")
 		m.CarrierID, m.State = "F1", StateSent
 		if _, err := s.LinkCarrier(ctx, m); err != nil {
 			t.Fatal(err)
 		}
-		got, err := fs.FindOrStash(ctx, "mobile", "F1", []byte("receipt F1"), true)
+		got, err := s.FindOrStash(ctx, "mobile", "F1", []byte("receipt F1"), true)
 		if err != nil || got.ID != m.ID {
 			t.Fatalf("linked: %+v, %v; want %s", got, err, m.ID)
 		}
 		if _, err := s.TakeOrphan(ctx, "mobile", "F1"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("a found receipt was stashed too: %v", err)
 		}
-		if _, err := fs.FindOrStash(ctx, "mobile", "F2", []byte("receipt F2"), true); !errors.Is(err, ErrNotFound) {
+		if _, err := s.FindOrStash(ctx, "mobile", "F2", []byte("receipt F2"), true); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unlinked: %v, want ErrNotFound", err)
 		}
 		m2 := testMessage("fos-2")
@@ -469,7 +454,7 @@ func runContract(t *testing.T, open opener) {
 				if final || want == "" {
 					want = stat
 				}
-				if _, err := fs.FindOrStash(ctx, "mobile", cid, []byte(stat), final); !errors.Is(err, ErrNotFound) {
+				if _, err := s.FindOrStash(ctx, "mobile", cid, []byte(stat), final); !errors.Is(err, ErrNotFound) {
 					t.Fatalf("%v: unlinked %s: %v, want ErrNotFound", order, stat, err)
 				}
 			}
@@ -484,30 +469,15 @@ func runContract(t *testing.T, open opener) {
 
 	t.Run("LinkRacesFindOrStash", func(t *testing.T) {
 		s := open(t, longTTL)
-		fs := s
 		const n = 200
 		var wg sync.WaitGroup
 		var linkGot, rcptGot sync.Map
 		for i := range n {
 			cid := "S" + strconv.Itoa(i)
 			body := []byte("receipt " + cid)
+			wg.Go(func() { linkSide(t, s, "fosr-"+cid, cid, body, &linkGot) })
 			wg.Go(func() {
-				m := testMessage("fosr-" + cid)
-				m.CarrierID, m.State = cid, StateSent
-				orphan, err := s.LinkCarrier(ctx, m)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if orphan != nil {
-					if !bytes.Equal(orphan, body) {
-						t.Errorf("%s: link took %q", cid, orphan)
-					}
-					linkGot.Store(cid, true)
-				}
-			})
-			wg.Go(func() {
-				m, err := fs.FindOrStash(ctx, "mobile", cid, body, true)
+				m, err := s.FindOrStash(ctx, "mobile", cid, body, true)
 				switch {
 				case err == nil:
 					if m.ID != "fosr-"+cid {
@@ -952,4 +922,23 @@ func runContract(t *testing.T, open opener) {
 			}
 		}
 	})
+}
+
+// linkSide links message id to carrier id cid, as a carrier's acceptance
+// does, and notes in got when the link took the stashed receipt (which must
+// be body).
+func linkSide(t *testing.T, s Store, id, cid string, body []byte, got *sync.Map) {
+	m := testMessage(id)
+	m.CarrierID, m.State = cid, StateSent
+	orphan, err := s.LinkCarrier(context.Background(), m)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if orphan != nil {
+		if !bytes.Equal(orphan, body) {
+			t.Errorf("%s: link took %q", cid, orphan)
+		}
+		got.Store(cid, true)
+	}
 }
