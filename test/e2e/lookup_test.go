@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,23 +31,7 @@ func TestLookupMessageOverHTTPAfterItsReceipt(t *testing.T) {
 		}
 		e := startEnv(t, kind, opts...)
 		c := e.dial("platform", "secret", platform.BindTRX)
-		get := func(path string) (int, []byte) {
-			t.Helper()
-			req, err := http.NewRequestWithContext(e.ctx, "GET", fmt.Sprintf("http://%s%s", e.gw.HTTPAddr(), path), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return resp.StatusCode, b
-		}
+		get := func(path string) (int, []byte) { return httpGet(t, e, path) }
 		type answer struct {
 			Messages []proxy.MessageView `json:"messages"`
 			Error    string              `json:"error"`

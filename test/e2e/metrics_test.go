@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"sort"
@@ -345,6 +346,26 @@ func (rc *receiptCounter) counts(want map[string]bool) (int, int) {
 		}
 	}
 	return got, rc.n
+}
+
+// httpGet asks the gateway's HTTP endpoint for path: the status code and
+// the body.
+func httpGet(t *testing.T, e *env, path string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(e.ctx, "GET", fmt.Sprintf("http://%s%s", e.gw.HTTPAddr(), path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }
 
 // metrics is one scrape of /metrics.

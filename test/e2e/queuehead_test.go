@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -80,19 +78,7 @@ func TestStatusListsTheModemQueue(t *testing.T) {
 
 	// The page and /status.json show the same, never the whole number.
 	get := func(path string) string {
-		req, err := http.NewRequestWithContext(e.ctx, "GET", fmt.Sprintf("http://%s%s", e.gw.HTTPAddr(), path), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, b := httpGet(t, e, path)
 		return string(b)
 	}
 	page := get("/status")
