@@ -651,6 +651,7 @@ func TestMessageLogPath(t *testing.T) {
 		{dir, "is a directory"},
 		{filepath.Join(existing, "messages.log"), "is not a directory"},
 		{fifo, "not a regular file"},
+		{"/dev/null", "not a regular file"}, // a device: a typo naming a modem's port would write to it
 	} {
 		if tt.path == "" {
 			continue

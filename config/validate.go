@@ -306,8 +306,8 @@ func validate(c *Config, d *decoder) {
 // checkLogFile says what keeps a log file from being opened for append at
 // path ("" when nothing does, or when path is empty: off). Nothing is
 // created or written: the directory must exist (spareline does not make
-// it), an existing file must be a regular file (or a character device such
-// as /dev/null) that opens for writing, and a new one needs a directory
+// it), an existing file must be a regular file (or /dev/stdout, /dev/stderr)
+// that opens for writing, and a new one needs a directory
 // this process may write in (checked where the system tells, see
 // dirWritable).
 func checkLogFile(path string) string {
@@ -335,8 +335,9 @@ func checkLogFile(path string) string {
 		return fmt.Sprintf("%v", err)
 	case fi.IsDir():
 		return fmt.Sprintf("%s is a directory; want a file", path)
-	case !fi.Mode().IsRegular() && fi.Mode()&fs.ModeCharDevice == 0:
-		// A FIFO would block the open until a reader comes.
+	case !fi.Mode().IsRegular() && path != "/dev/stdout" && path != "/dev/stderr":
+		// A FIFO would block the open until a reader comes; a device (a
+		// typo naming /dev/ttyUSB0) would be written to.
 		return fmt.Sprintf("%s is not a regular file", path)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)

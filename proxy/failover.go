@@ -1126,7 +1126,7 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 		return
 	}
 	if ml := f.d.mlog(); ml != nil {
-		ml.mo(del, in.From, "", "modem", in.Modem)
+		ml.mo(del, from, "", "modem", in.Modem)
 	}
 	f.d.kickDeliveries(acct)
 }

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/linxGnu/gosmpp/data"
@@ -43,8 +45,9 @@ import (
 // With it on, lines are encoded by zap into a zapcore.BufferedWriteSyncer
 // that writes the file every second (or when 256 kB are buffered), so a
 // slow disk holds a message up only when the buffer is full. Its flush does
-// not fsync: the lines are in the kernel's page cache, which a crash of the
-// process does not lose (a power cut may). A failed write is counted in
+// not fsync: a crash of the process loses the lines still in the buffer
+// (up to a second of them), a power cut also what the kernel had not
+// written yet. A failed write is counted in
 // spareline_message_log_errors_total and logged on the main log at most
 // once a minute; the lines of that write are lost, the messages are not
 // affected, and the next write tries again.
@@ -75,11 +78,48 @@ type MessageLog struct {
 	bws       *zapcore.BufferedWriteSyncer
 	out       *logFile
 	closeOnce sync.Once
+	closed    atomic.Bool // events after Close are counted as lost, not buffered
 }
 
-// openLogFile opens path for append, creating it with msgLogMode.
+// closableCore drops (and counts) the events that come after Close: the
+// stopped buffer would keep them unwritten, or start a flush goroutine
+// that nobody stops.
+type closableCore struct {
+	zapcore.Core
+	closed *atomic.Bool
+}
+
+func (c closableCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.closed.Load() {
+		metricMessageLogErrors.Inc()
+		return ce
+	}
+	return c.Core.Check(e, ce)
+}
+
+func (c closableCore) With(fs []zapcore.Field) zapcore.Core {
+	return closableCore{Core: c.Core.With(fs), closed: c.closed}
+}
+
+// openLogFile opens path for append, creating it with msgLogMode. Only a
+// regular file (or /dev/stdout, /dev/stderr) is taken: opened without
+// O_NONBLOCK, a FIFO created after the config check would hang the reload
+// (and the signals it handles), and a typo naming a device (/dev/ttyUSB0)
+// would write into a modem's port.
 func openLogFile(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, msgLogMode)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, msgLogMode)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() && path != "/dev/stdout" && path != "/dev/stderr" {
+		err = fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // newMessageLog makes the log writing to f, opened at path; main is the
@@ -96,7 +136,9 @@ func newMessageLog(f *os.File, path string, main *zap.Logger) *MessageLog {
 	})
 	// No level, caller or stack trace keys: every line is an event. No
 	// sampling either: every event is written.
-	return &MessageLog{zl: zap.New(zapcore.NewCore(enc, bws, zapcore.InfoLevel)), bws: bws, out: out}
+	ml := &MessageLog{bws: bws, out: out}
+	ml.zl = zap.New(closableCore{Core: zapcore.NewCore(enc, bws, zapcore.InfoLevel), closed: &ml.closed})
+	return ml
 }
 
 // Path is the file the log writes to.
@@ -122,6 +164,7 @@ func (ml *MessageLog) reopen(f *os.File, path string) {
 // Events logged afterwards are lost (and counted as write errors).
 func (ml *MessageLog) Close() {
 	ml.closeOnce.Do(func() {
+		ml.closed.Store(true)
 		_ = ml.bws.Stop()
 		if old := ml.out.swap(nil, ml.Path()); old != nil {
 			_ = old.Sync()
@@ -262,7 +305,12 @@ func (d *Dispatcher) applyMessageLog(p *pendingLog) {
 		// moment later (or at shutdown), with its lines written now.
 		_ = cur.Sync()
 		ctl.retiring = append(ctl.retiring, cur)
-		time.AfterFunc(msgLogRetireAfter, cur.Close)
+		time.AfterFunc(msgLogRetireAfter, func() {
+			cur.Close()
+			ctl.mu.Lock()
+			ctl.retiring = slices.DeleteFunc(ctl.retiring, func(ml *MessageLog) bool { return ml == cur })
+			ctl.mu.Unlock()
+		})
 	case cur == nil:
 		ctl.cur.Store(newMessageLog(p.f, p.path, d.log))
 	default:
@@ -357,7 +405,7 @@ func (ml *MessageLog) submitted(account string, res SubmitOutcome, dest, part st
 	if m := res.msg; m != nil {
 		fs = append(fs, zap.String("to", maskNumber(m.Dest)), zap.String("from", maskSource(m.Source)),
 			zap.String("carrier", routedTo(m, res.Path)))
-		if res.Status == statusOK && m.CarrierID != "" {
+		if m.CarrierID != "" { // also when the carrier took it and the store did not: its id is what to ask it about
 			fs = append(fs, zap.String("carrier_id", m.CarrierID))
 		}
 	} else if dest != "" {
@@ -444,7 +492,7 @@ func (ml *MessageLog) delivered(del *store.Delivery, status uint32, nack bool) {
 // carrier's name, or "modem".
 func (ml *MessageLog) mo(del *store.Delivery, from, to, via, modemName string) {
 	fs := []zap.Field{zap.String("id", ""), zap.String("account", del.Account), zap.String("delivery", del.ID),
-		zap.String("from", maskNumber(from)), zap.String("to", to), zap.String("carrier", via)}
+		zap.String("from", maskNumber(from)), zap.String("to", maskSource(to)), zap.String("carrier", via)}
 	if modemName != "" {
 		fs = append(fs, zap.String("modem", modemName))
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/spareline/spareline/config"
 	"github.com/spareline/spareline/modem"
+	"github.com/spareline/spareline/store"
 	"github.com/spareline/spareline/test/platform"
 	"github.com/spareline/spareline/test/smscsim"
 )
@@ -444,5 +446,76 @@ func TestMaskSource(t *testing.T) {
 		if got := maskSource(in); got != want {
 			t.Errorf("maskSource(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A receipt is logged once it is recorded: a carrier's resent final
+// receipt and a late intermediate one, answered OK and dropped, write no
+// line (before, each wrote a "receipt" line, as if the platform had got a
+// second receipt).
+func TestMessageLogOneReceiptLinePerRecordedReceipt(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	path := filepath.Join(t.TempDir(), "messages.log")
+	f, err := openLogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ml := newMessageLog(f, path, zap.NewNop())
+	t.Cleanup(ml.Close)
+	d.msgLog.cur.Store(ml)
+	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
+	m := sentMessage(t, st, d, "C9", 0x11)
+	for _, stat := range []string{"ENROUTE", "DELIVRD", "DELIVRD", "ENROUTE"} {
+		sm, body := carrierReceipt(t, "C9", stat)
+		if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+			t.Fatalf("%s receipt answered %s", stat, StatusString(s))
+		}
+	}
+	if err := ml.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range readEvents(t, path) {
+		if e.str("event") == "receipt" && e.str("id") == m.ID {
+			got = append(got, fmt.Sprintf("%s/%v", e.str("stat"), e["final"]))
+		}
+	}
+	if want := []string{"ENROUTE/false", "DELIVRD/true"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("receipt lines %v, want %v", got, want)
+	}
+}
+
+// An event after Close (a log turned off by a reload, a second after; the
+// shutdown) is counted as lost, not kept in the stopped buffer, where it
+// was never written and started a flush goroutine nobody stopped.
+func TestMessageLogEventAfterCloseIsCounted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "messages.log")
+	f, err := openLogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ml := newMessageLog(f, path, zap.NewNop())
+	ml.Close()
+	before := testutil.ToFloat64(metricMessageLogErrors)
+	ml.receipt(&store.Message{ID: "x", Account: "acct"}, "cm", "DELIVRD", true)
+	if got := testutil.ToFloat64(metricMessageLogErrors) - before; got != 1 {
+		t.Fatalf("%v errors counted for an event after Close, want 1", got)
+	}
+	if evs := readEvents(t, path); len(evs) != 0 {
+		t.Fatalf("lines after Close: %v", evs)
+	}
+}
+
+// Only a regular file is opened: a FIFO (created after the config check)
+// would hang the reload that opens it, a device would be written to.
+func TestMessageLogRefusesAFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip(err)
+	}
+	if f, err := openLogFile(path); err == nil {
+		_ = f.Close()
+		t.Fatal("a FIFO was opened as the message log")
 	}
 }

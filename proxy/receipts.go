@@ -312,15 +312,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		return statusRXTAppn
 	}
 	d.noteStore(nil)
-	d.logReceipt(c, m, sm, stat)
 	return statusOK
-}
-
-// logReceipt writes a carrier's receipt matched to m to the message log.
-func (d *Dispatcher) logReceipt(c *Carrier, m *store.Message, sm *ShortMessage, stat string) {
-	if ml := d.mlog(); ml != nil {
-		ml.receipt(m, c.Name, stat, isFinalReceipt(sm, stat))
-	}
 }
 
 // intermediateStats are the receipt words carriers send as intermediate
@@ -411,6 +403,11 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 			zap.String("stat", stat))
 		return nil
 	}
+	// Logged once it is recorded: a duplicate, a late intermediate one, a
+	// receipt for a message the modem path took, are dropped above.
+	if ml := d.mlog(); ml != nil {
+		ml.receipt(m, c.Name, stat, final)
+	}
 	if del != nil {
 		metricReceipts.WithLabelValues(c.Name, statLabel(stat)).Inc()
 		d.kickDeliveries(m.Account)
@@ -437,16 +434,13 @@ func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Mes
 	err = d.retryOrphan(rctx, c, m, sm, body, stat)
 	cancel()
 	if err == nil {
-		d.logReceipt(c, m, sm, stat)
 		return
 	}
 	later := func() {
 		if err := d.retryOrphan(d.deliverCtx, c, m, sm, body, stat); err != nil {
 			d.log.Error("adopting an early receipt failed until shutdown; it is lost", zap.String("id", m.ID),
 				zap.String("stat", stat), zap.Error(err))
-			return
 		}
-		d.logReceipt(c, m, sm, stat)
 	}
 	if !d.spawn(later) {
 		d.log.Error("adopting an early receipt failed at shutdown; it is lost", zap.String("id", m.ID),
