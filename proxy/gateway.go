@@ -47,8 +47,9 @@ type Gateway struct {
 	httpLn    net.Listener
 	wg        sync.WaitGroup
 	ownStore  bool
-	started   time.Time // Start
-	version   string    // GatewayOptions.Version
+	started   time.Time     // Start
+	version   string        // GatewayOptions.Version
+	lookups   chan struct{} // /message and the status page's lookups running (lookup.go)
 }
 
 // GatewayOptions are the parts a caller may supply.
@@ -85,7 +86,8 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	if log == nil {
 		log = zap.NewNop()
 	}
-	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev")}
+	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev"),
+		lookups: make(chan struct{}, maxLookups)}
 	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	st := opts.Store

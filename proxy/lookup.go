@@ -33,6 +33,10 @@ const (
 	lookupPartGap = 16
 	// lookupTimeout bounds the store reads of one lookup, as for /readyz.
 	lookupTimeout = 2 * time.Second
+	// maxLookups bounds the lookups running at once: one costs up to 255
+	// store reads (a submit_multi's destinations), and the endpoint has no
+	// login; the next one is answered 503 at once.
+	maxLookups = 4
 )
 
 // MessageView is one message record as /message and the status page show
@@ -241,6 +245,12 @@ func (g *Gateway) carrierNames() []string {
 // lookup runs LookupMessages within lookupTimeout: the
 // records, or the HTTP status and the text to say.
 func (g *Gateway) lookup(ctx context.Context, q MessageQuery) ([]MessageView, int, string) {
+	select {
+	case g.lookups <- struct{}{}:
+		defer func() { <-g.lookups }()
+	default:
+		return nil, http.StatusServiceUnavailable, fmt.Sprintf("%d lookups are running already; try again", maxLookups)
+	}
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	list, err := g.LookupMessages(ctx, q)

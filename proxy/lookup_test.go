@@ -534,3 +534,21 @@ func TestStatusPageFindsAMessage(t *testing.T) {
 		t.Errorf("/status without a lookup: the form missing, or a result shown")
 	}
 }
+
+// Lookups running at once are bounded (one may read 255 records, and the
+// endpoint has no login): the next is answered 503 at once, and lookups
+// go on once one ends.
+func TestLookupsAtOnceAreBounded(t *testing.T) {
+	g := lookupGateway(t, openTestBolt(t), "")
+	for range maxLookups {
+		g.lookups <- struct{}{} // lookups running
+	}
+	a := lookup(t, g, "id=nope")
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(a.Error, "lookups are running already") {
+		t.Fatalf("a lookup past the bound: %d %q", a.status, a.Error)
+	}
+	<-g.lookups
+	if a := lookup(t, g, "id=nope"); a.status != http.StatusNotFound {
+		t.Fatalf("a lookup once one ended: %d %q", a.status, a.Error)
+	}
+}
