@@ -566,6 +566,34 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("AcksConcurrent", func(t *testing.T) {
+		// A batch of receipts answered together: their acknowledgements
+		// may share a write (Redis: one transaction); each removes its
+		// own delivery, and the others stay.
+		s := open(t, longTTL)
+		const n = 40
+		ids := make([]string, n)
+		for i := range ids {
+			d := &Delivery{Account: "platform", Body: []byte("d" + strconv.Itoa(i))}
+			must(t, s.AddDelivery(ctx, d, nil))
+			ids[i] = d.ID
+		}
+		var wg sync.WaitGroup
+		for _, id := range ids[:n-2] {
+			wg.Go(func() {
+				if err := s.AckDelivery(ctx, "platform", id); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		left, err := s.PendingDeliveries(ctx, "platform", 0)
+		must(t, err)
+		if len(left) != 2 || left[0].ID != ids[n-2] || left[1].ID != ids[n-1] {
+			t.Fatalf("left after the acks: %d deliveries, want the 2 not acknowledged", len(left))
+		}
+	})
+
 	t.Run("DeliveryWithMessage", func(t *testing.T) {
 		s := open(t, longTTL)
 		m := testMessage("m9")

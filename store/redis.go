@@ -222,20 +222,24 @@ type Redis struct {
 	wg        sync.WaitGroup // batch writers
 }
 
-// putReq is one PutMessage or LinkCarrier waiting in the batching writer.
-// done is buffered so that the writer never blocks on a caller that gave
-// up. The writer sets cmds and take before it sends on done.
+// putReq is one PutMessage, LinkCarrier or AckDelivery waiting in the
+// batching writer. done is buffered so that the writer never blocks on a
+// caller that gave up. The writer sets cmds and take before it sends on
+// done.
 type putReq struct {
 	key            string
 	val            []byte
 	idxKey, idxVal string // "" when no carrier id
 	orphanKey      string // LinkCarrier: the orphan to take in the same transaction
-	cmds           [3]redis.Cmder
-	n              int              // commands queued in cmds
-	take           *redis.StringCmd // GETDEL of orphanKey
-	done           chan error
-	cb             func(error)     // replaces done for TryLinkCarrier
-	ctx            context.Context // TryLinkCarrier's: an ended one is not sent
+	// AckDelivery (key, val and the others unused): the delivery ackID
+	// leaves the account's list ackList and hash ackHash.
+	ackList, ackHash, ackID string
+	cmds                    [3]redis.Cmder
+	n                       int              // commands queued in cmds
+	take                    *redis.StringCmd // GETDEL of orphanKey
+	done                    chan error
+	cb                      func(error)     // replaces done for TryLinkCarrier
+	ctx                     context.Context // TryLinkCarrier's: an ended one is not sent
 }
 
 // answer gives req its outcome (once).
@@ -429,6 +433,12 @@ func (r *Redis) write(ctx context.Context, req *putReq) error {
 
 func (r *Redis) queuePut(ctx context.Context, p redis.Pipeliner, req *putReq) {
 	req.n = 0
+	if req.ackID != "" {
+		req.cmds[0] = p.LRem(ctx, req.ackList, 1, req.ackID)
+		req.cmds[1] = p.HDel(ctx, req.ackHash, req.ackID)
+		req.n = 2
+		return
+	}
 	req.cmds[req.n] = p.Set(ctx, req.key, req.val, r.opts.TTL)
 	req.n++
 	if req.idxKey != "" {
@@ -666,12 +676,11 @@ func decodeDeliveryPairs(vals []any) ([]*Delivery, error) {
 }
 
 // AckDelivery implements Store; acking an unknown id is not an error.
+// With batching on, it joins the transaction of the writes queued at the
+// same moment (the acknowledgements of a batch of receipts answered
+// together, the links of submits) instead of a round trip of its own.
 func (r *Redis) AckDelivery(ctx context.Context, account, id string) error {
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.LRem(ctx, delivListKey(account), 1, id)
-		p.HDel(ctx, delivHashKey(account), id)
-		return nil
-	})
+	err := r.write(ctx, &putReq{ackList: delivListKey(account), ackHash: delivHashKey(account), ackID: id})
 	return wrapRedis("ack delivery "+id, err)
 }
 
