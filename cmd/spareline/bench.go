@@ -37,7 +37,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&d.ModemSend, "modem-send", d.ModemSend, "modems: time an emulated modem takes per send")
 	fs.IntVar(&d.ModemPerMinute, "modem-per-minute", d.ModemPerMinute, "modems: max_per_minute of each modem")
 	fs.DurationVar(&d.ModemWindow, "modem-window", d.ModemWindow, "modems: measurement window from the first send")
-	fs.IntVar(&d.Backlog, "backlog", d.Backlog, "memory: messages held in flight")
+	fs.IntVar(&d.Backlog, "backlog", d.Backlog, "memory: messages held in flight; drain: receipts held for the platform")
 	fs.IntVar(&d.Sessions, "sessions", d.Sessions, "memory: platform sessions to bind")
 	fs.DurationVar(&d.Soak, "soak", d.Soak, "soak: length of the load (the issue's figure is 1h)")
 	fs.Float64Var(&d.SoakRate, "soak-rate", d.SoakRate, "soak: offered msg/s over the three carriers")

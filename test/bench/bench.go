@@ -53,7 +53,7 @@ import (
 )
 
 // Scenario names, in the order a full run takes them.
-var Scenarios = []string{"realistic", "saturation", "latency", "failover", "modems", "memory"}
+var Scenarios = []string{"realistic", "saturation", "latency", "failover", "modems", "memory", "drain"}
 
 // LongScenarios run only when named (--scenario soak): they last minutes to
 // hours.
@@ -75,7 +75,7 @@ type Options struct {
 	ModemPerMinute int           // "modems": budget per modem; default 100
 	ModemWindow    time.Duration // "modems": measurement window from the first send; default 1m
 
-	Backlog  int // "memory": messages held in flight; default 10000
+	Backlog  int // "memory": messages held in flight; "drain": receipts held; default 10000
 	Sessions int // "memory": platform sessions bound; default 1000
 
 	Soak     time.Duration // "soak": length of the load; default 2m
@@ -280,6 +280,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			err = r.modems(ctx)
 		case "memory":
 			err = r.eachStore(ctx, r.memory)
+		case "drain":
+			err = r.eachStore(ctx, r.drain)
 		case "soak":
 			r.store = opts.Stores[0]
 			err = r.soak(ctx)

@@ -31,6 +31,7 @@ var wantMetrics = map[string][]string{
 		"carrier silent: to first message queued for the modems", "carrier silent: to first message sent by modem"},
 	"modems": {"modem pool rate / nominal under a backlog", "idle gap p99 between a modem's sends (beyond send time and budget)"},
 	"memory": {"Go heap per message in flight"},
+	"drain":  {"held receipts delivered per second once the receiver binds"},
 }
 
 // TestBenchSmoke runs every scenario tiny and checks that the tool works and

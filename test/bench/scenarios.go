@@ -353,6 +353,101 @@ func (r *runner) memory(ctx context.Context) error {
 	return r.sessions(ctx, e)
 }
 
+// drain: the platform's receiver is away while Backlog messages get their
+// receipts, which the gateway holds; then it binds, and the figure is how
+// fast the held receipts reach it (the catching up after a platform
+// outage at 3 a.m.).
+func (r *runner) drain(ctx context.Context) error {
+	o := r.opts
+	e, err := r.startEnv(ctx, envSpec{store: r.store, carriers: 1, binds: 2, window: 64})
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	cs, _, err := e.dialRelay(ctx, 2, 64, platform.BindTX) // no receiver bound: the receipts are held
+	if err != nil {
+		return err
+	}
+	defer closeAll(cs)
+	dests := []string{samples["mobile"], samples["mobile"]}
+	l := r.runLoad(ctx, loadSpec{clients: cs, dests: dests, window: 64, max: o.Backlog, dur: 5 * time.Minute, receipt: true,
+		label: "backlog"})
+	r.phase("submits, receipts held", l)
+	if l.OK == 0 {
+		return errors.New("no message of the backlog accepted")
+	}
+	held := 0
+	stop := r.progress("receipts held", func() (int64, int64) { return int64(l.OK), int64(held) })
+	tick := time.NewTicker(20 * time.Millisecond) // the store's count: there is no event to await
+	for held < l.OK {
+		n, err := e.gw.Store.CountDeliveries(ctx, "platform")
+		if err != nil {
+			stop()
+			tick.Stop()
+			return err
+		}
+		held = n
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	stop()
+	tick.Stop()
+	if held < l.OK {
+		return fmt.Errorf("%d of %d receipts held", held, l.OK)
+	}
+
+	cpu0, rcpu0 := ProcessCPU(), PidCPU(r.redisPid())
+	start := time.Now()
+	rx, _, err := e.dialRelay(ctx, 1, 64, platform.BindRX)
+	if err != nil {
+		return err
+	}
+	defer closeAll(rx)
+	got := 0
+	// Each receipt's "latency" is its arrival since the bind: p50 is when
+	// half the backlog was in, max when all of it was.
+	since := make([]time.Duration, 0, held)
+	stop = r.progress("held receipts delivered", func() (int64, int64) { return int64(held), int64(got) })
+	limit := time.NewTimer(5 * time.Minute)
+	defer limit.Stop()
+wait:
+	for got < held {
+		select {
+		case _, ok := <-rx[0].Receipts():
+			if !ok {
+				break wait
+			}
+			got++
+			since = append(since, time.Since(start))
+		case <-limit.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	stop()
+	el := time.Since(start)
+	d := loadResult{Sent: held, OK: got, NoAnswer: held - got, Elapsed: el, Lat: since, CPU: ProcessCPU() - cpu0}
+	if r.redisPid() != 0 {
+		d.RedisCPU = PidCPU(r.redisPid()) - rcpu0
+	}
+	p := r.phase("held receipts delivered", d)
+	if got < held {
+		return fmt.Errorf("%d of %d held receipts delivered", got, held)
+	}
+	note := fmt.Sprintf("%d receipts held; %.0f µs CPU per receipt", held, p.CPUus)
+	if p.RedisCPUus > 0 {
+		note += fmt.Sprintf(" + redis-server %.0f", p.RedisCPUus)
+	}
+	r.add(Result{Metric: "held receipts delivered per second once the receiver binds", Value: float64(got) / el.Seconds(),
+		Unit: "msg/s", Note: note})
+	return nil
+}
+
 func heapAfterGC() int64 {
 	runtime.GC()
 	runtime.GC()
