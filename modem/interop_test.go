@@ -402,6 +402,57 @@ func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
 	}
 }
 
+// A modem that refuses AT+CPMS? at init (the usual memory unknown) still
+// has the memory +CMTI names selected before the read: AT+CMGR=<index> of
+// another memory would read (and delete) another message.
+func TestMemoryCMTINamesSelectedWhenCPMSQueryRefused(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Mem: "ME"})
+	sim.FailCommand("+CPMS?")
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "in ME" {
+			t.Fatalf("incoming %+v", in)
+		}
+	case <-ctx.Done():
+		t.Fatal("no incoming message")
+	}
+	if n := sim.Count("+CPMS="); n < 1 {
+		t.Fatal("the memory +CMTI named was not selected before the read")
+	}
+}
+
+// When selecting the usual memory again after a read fails, the next
+// probe does it: left on the memory the indication named, AT+CMGL would
+// list that one and the MO messages would wait unread.
+func TestUsualMemorySelectedAgainAtTheNextProbe(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Mem: "ME"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	sim.FailCommand(`+CPMS="SM"`)
+	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Incoming():
+	case <-ctx.Done():
+		t.Fatal("no incoming message")
+	}
+	// ME, the refused SM, then the probe's SM.
+	if err := sim.WaitCount(ctx, "+CPMS=", 3); err != nil {
+		t.Fatalf("the usual memory was not selected again: %v", err)
+	}
+	if mem := sim.Mem1(); mem != "SM" {
+		t.Fatalf("<mem1> left %q, want SM", mem)
+	}
+}
+
 // A SIM without an SMSC address (`+CSCA: "",129`) cannot send: the PDUs
 // leave the SMSC to the SIM, and the modem answers +CMS ERROR: 330. Init
 // says so, on the status page, instead of leaving it to each failed send.

@@ -189,6 +189,11 @@ type Modem struct {
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
 	cnmi   string     // the AT+CNMI setting the modem took; "" none
 	mem1   string     // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
+	// usual (owner): the memory received messages are stored in (+CPMS
+	// <mem3>), which AT+CMGL must list: Init selects it, and after a read
+	// from the memory an indication named (a +CDSI's "SR"), Read and
+	// each probe select it again. "" unknown (AT+CPMS? refused).
+	usual string
 	// restarts counts ^SYSSTART/RDY (written by the URC dispatcher);
 	// initSeq is its value when the last Init began (owner).
 	restarts atomic.Int64
@@ -360,14 +365,27 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	// them), but a busy SIM does not: its answer would have mattered (with
 	// +CSMS: 1 every +CDS must be acknowledged, or the modem stops routing
 	// them), so init again at the next probe, as for AT+CNMI below.
-	m.mem1, m.ackCDS = "", false
+	m.mem1, m.usual, m.ackCDS = "", "", false
 	l, err := m.s.Command(ctx, "AT+CPMS?")
 	if err == nil {
+		// +CPMS: <mem1>,<used1>,<total1>,<mem2>,...,<mem3>,...: <mem1> may
+		// be left on another memory by a read before a restart (the modem
+		// keeps it), so the one AT+CMGL lists is <mem3>, where received
+		// messages go.
 		if f := at.Fields(answer(l, "+CPMS:")); len(f) > 0 {
 			m.mem1 = f[0]
+			m.usual = strings.ToUpper(strings.TrimSpace(f[0]))
+			if len(f) > 6 && strings.TrimSpace(f[6]) != "" {
+				m.usual = strings.ToUpper(strings.TrimSpace(f[6]))
+			}
 		}
 	} else if simBusy(err) {
 		return nil, fmt.Errorf("modem %s: AT+CPMS?: %w", m.opts.Name, err)
+	}
+	if m.usual != "" && m.curMem() != m.usual {
+		if err := m.selectMem(ctx, m.usual); simBusy(err) {
+			return nil, fmt.Errorf("modem %s: AT+CPMS: %w", m.opts.Name, err)
+		}
 	}
 	l, err = m.s.Command(ctx, "AT+CSMS?")
 	if err == nil {
@@ -683,8 +701,8 @@ func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error
 	// selected (a +CDSI's "SR", say), it would be the memory the next
 	// AT+CMGL lists, at the next init too (a modem keeps <mem1>), and the
 	// messages in the usual one would wait there unread.
-	if prev := m.curMem(); prev != "" && m.selectMem(ctx, mem) == nil && m.curMem() != prev {
-		defer func() { _ = m.selectMem(context.WithoutCancel(ctx), prev) }()
+	if m.selectMem(ctx, mem) == nil && m.usual != "" && m.curMem() != m.usual {
+		defer func() { _ = m.selectMem(context.WithoutCancel(ctx), m.usual) }()
 	}
 	// The memory read: the one named, or the current one when it could
 	// not be selected.
@@ -793,42 +811,44 @@ func (m *Modem) forget(mem string, index int) {
 // package doc): each remembered slot is read (AT+CMGR, in its memory) and
 // deleted only if it still holds the PDU handed over; one found empty or
 // holding another message is forgotten. A delete that fails again stays
-// remembered. The memory current before is selected again. It stops at a
-// command that gets no answer.
+// remembered. Then the usual memory (<mem3>) is selected again, also when
+// a read's own select-back failed. It stops at a command that gets no
+// answer.
 func (m *Modem) RetryDeletes(ctx context.Context) {
-	if len(m.undeleted) == 0 {
-		return
-	}
-	prev := m.curMem()
-	keep := m.undeleted[:0]
 	stop := false
-	for _, u := range m.undeleted {
-		if stop {
-			keep = append(keep, u)
-			continue
+	if len(m.undeleted) > 0 {
+		keep := m.undeleted[:0]
+		for _, u := range m.undeleted {
+			if stop {
+				keep = append(keep, u)
+				continue
+			}
+			done := false
+			err := m.selectMem(ctx, u.mem) // refused: tried again at the next probe
+			if err == nil {
+				done, err = m.retryDelete(ctx, u)
+			}
+			if !done {
+				keep = append(keep, u)
+			}
+			stop = err != nil && !refused(err)
 		}
-		done := false
-		err := m.selectMem(ctx, u.mem) // refused: tried again at the next probe
-		if err == nil {
-			done, err = m.retryDelete(ctx, u)
-		}
-		if !done {
-			keep = append(keep, u)
-		}
-		stop = err != nil && !refused(err)
+		clear(m.undeleted[len(keep):])
+		m.undeleted = keep
 	}
-	clear(m.undeleted[len(keep):])
-	m.undeleted = keep
-	if prev != "" && !stop {
-		_ = m.selectMem(ctx, prev)
+	// The usual memory again, also when a read's own select-back failed.
+	if m.usual != "" && !stop && m.curMem() != m.usual {
+		_ = m.selectMem(ctx, m.usual)
 	}
 }
 
 // emptySlot reports the answer of AT+CMGR for an index that holds no
-// message (27.005 §3.2.5: +CMS ERROR 321, invalid memory index).
+// message (27.005 §3.2.5: +CMS ERROR 321, invalid memory index; some
+// modems say +CME ERROR 21, invalid index, 27.007 §9.2.1).
 func emptySlot(err error) bool {
 	var cms *at.CMSError
-	return errors.As(err, &cms) && cms.Code == 321
+	var cme *at.CMEError
+	return errors.As(err, &cms) && cms.Code == 321 || errors.As(err, &cme) && cme.Code == 21
 }
 
 // retryDelete reads u's slot and deletes it if it holds u's PDU. done: u
