@@ -425,6 +425,20 @@ func (c *Carrier) reconnect() {
 	}
 }
 
+// staleConn reports whether a session a bind made with cfg, having read
+// connGen as gen before it dialled, must go: a reload changed the
+// connection settings meanwhile (connGen) and cfg is not what they are now
+// (a bind that dialled with the settings a reload restored, or read the
+// new ones just after the swap, stays).
+func (c *Carrier) staleConn(gen uint64, cfg *config.Carrier) bool {
+	if c.connGen.Load() == gen {
+		return false
+	}
+	now := c.cfg.Load()
+	return *loginOf(cfg) != *loginOf(now) || cfg.TLS != now.TLS || cfg.TLSInsecure != now.TLSInsecure ||
+		cfg.TLSServerName != now.TLSServerName || !bytes.Equal(cfg.TLSCAPEM, now.TLSCAPEM)
+}
+
 // carrierLogin is what a trial bind tries: the address and the login.
 type carrierLogin struct {
 	address, systemID, password, systemType string
@@ -733,7 +747,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	} else {
 		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
 	}
-	if c.connGen.Load() != gen {
+	if c.staleConn(gen, cfg) {
 		// Reconfigure changed the connection settings while this bind
 		// connected under the old ones, and may not have seen the session.
 		go s.Unbind(context.Background())

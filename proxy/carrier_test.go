@@ -488,6 +488,35 @@ func TestReloadBackToTheLiveLoginReconnectsABindMadeInBetween(t *testing.T) {
 	}
 }
 
+// A bind that connected while a reload changed the connection settings
+// lets its new session go only if it dialled with settings that are no
+// longer the carrier's: one that dialled with the settings a later reload
+// restored (or read the new ones just after the swap) keeps it.
+func TestStaleConnOnlyForOtherSettings(t *testing.T) {
+	c := NewCarrier(config.Carrier{Name: "cm", Address: "127.0.0.1:1", SystemID: "ent01", Password: "pw"}, nil, zap.NewNop())
+	gen, dialled := c.connGen.Load(), c.cfg.Load()
+	if c.staleConn(gen, dialled) {
+		t.Fatal("stale with no reload at all")
+	}
+	c.connGen.Add(1) // a reload back to the same settings
+	if c.staleConn(gen, dialled) {
+		t.Fatal("a bind that dialled with the settings in force was let go")
+	}
+	for _, change := range []func(*config.Carrier){
+		func(cfg *config.Carrier) { cfg.Password = "rotated" },
+		func(cfg *config.Carrier) { cfg.Address = "127.0.0.1:2" },
+		func(cfg *config.Carrier) { cfg.TLS = true },
+		func(cfg *config.Carrier) { cfg.TLSCAPEM = []byte("ca") },
+	} {
+		now := *dialled
+		change(&now)
+		c.cfg.Store(&now)
+		if !c.staleConn(gen, dialled) {
+			t.Fatalf("a bind that dialled with settings since changed (%+v) kept its session", now)
+		}
+	}
+}
+
 // A receipt the SMSC pushes on a trial bind is refused for now
 // (ESME_RX_T_APPN: sent again on a bind that stays), never handled: the
 // trial unbinds at once and an answer behind its unbind would be lost.

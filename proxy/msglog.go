@@ -78,27 +78,42 @@ type MessageLog struct {
 	bws       *zapcore.BufferedWriteSyncer
 	out       *logFile
 	closeOnce sync.Once
-	closed    atomic.Bool // events after Close are counted as lost, not buffered
+	gate      closeGate // events after Close are counted as lost, not buffered
 }
 
 // closableCore drops (and counts) the events that come after Close: the
 // stopped buffer would keep them unwritten, or start a flush goroutine
-// that nobody stops.
+// that nobody stops. Close takes gate's write lock to set closed, so no
+// event is between its check and its write to the buffer then.
 type closableCore struct {
 	zapcore.Core
-	closed *atomic.Bool
+	gate *closeGate
+}
+
+type closeGate struct {
+	mu     sync.RWMutex
+	closed bool
 }
 
 func (c closableCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if c.closed.Load() {
-		metricMessageLogErrors.Inc()
-		return ce
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
 	}
-	return c.Core.Check(e, ce)
+	return ce
+}
+
+func (c closableCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
+	c.gate.mu.RLock()
+	defer c.gate.mu.RUnlock()
+	if c.gate.closed {
+		metricMessageLogErrors.Inc()
+		return nil
+	}
+	return c.Core.Write(e, fs)
 }
 
 func (c closableCore) With(fs []zapcore.Field) zapcore.Core {
-	return closableCore{Core: c.Core.With(fs), closed: c.closed}
+	return closableCore{Core: c.Core.With(fs), gate: c.gate}
 }
 
 // openLogFile opens path for append, creating it with msgLogMode. Only a
@@ -137,7 +152,7 @@ func newMessageLog(f *os.File, path string, main *zap.Logger) *MessageLog {
 	// No level, caller or stack trace keys: every line is an event. No
 	// sampling either: every event is written.
 	ml := &MessageLog{bws: bws, out: out}
-	ml.zl = zap.New(closableCore{Core: zapcore.NewCore(enc, bws, zapcore.InfoLevel), closed: &ml.closed})
+	ml.zl = zap.New(closableCore{Core: zapcore.NewCore(enc, bws, zapcore.InfoLevel), gate: &ml.gate})
 	return ml
 }
 
@@ -164,7 +179,9 @@ func (ml *MessageLog) reopen(f *os.File, path string) {
 // Events logged afterwards are lost (and counted as write errors).
 func (ml *MessageLog) Close() {
 	ml.closeOnce.Do(func() {
-		ml.closed.Store(true)
+		ml.gate.mu.Lock()
+		ml.gate.closed = true
+		ml.gate.mu.Unlock()
 		_ = ml.bws.Stop()
 		if old := ml.out.swap(nil, ml.Path()); old != nil {
 			_ = old.Sync()

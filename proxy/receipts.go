@@ -298,9 +298,15 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		return statusOK
 	}
 	key := canonicalCarrierID(c.cfg.Load().ReceiptID, rawID, true)
-	m, err := d.store.FindOrStash(ctx, c.Name, key, body, isFinalReceipt(sm, stat))
+	final := isFinalReceipt(sm, stat)
+	m, err := d.store.FindOrStash(ctx, c.Name, key, body, final)
 	if errors.Is(err, store.ErrNotFound) {
-		log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
+		if final {
+			log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
+		} else {
+			log.Info("intermediate receipt for an unknown message kept as orphan unless one is kept already (then dropped)",
+				zap.String("carrier_id", rawID), zap.String("stat", stat))
+		}
 		return statusOK
 	}
 	if err != nil {

@@ -226,7 +226,9 @@ type Store interface {
 	// receipt, whatever the order.
 	LinkCarrier(ctx context.Context, m *Message) (orphan []byte, err error)
 
-	// StashOrphan keeps a receipt body whose carrier id is not linked yet.
+	// StashOrphan keeps a receipt body whose carrier id is not linked yet,
+	// in place of any kept before (the gateway stashes through
+	// FindOrStash, which keeps a final receipt from being replaced).
 	StashOrphan(ctx context.Context, carrier, carrierID string, body []byte) error
 	// TakeOrphan returns and deletes a stashed receipt; ErrNotFound if none.
 	TakeOrphan(ctx context.Context, carrier, carrierID string) ([]byte, error)
