@@ -238,20 +238,22 @@ func (n *northSession) handleSubmitMulti(f Frame) {
 			id = group
 		}
 		body := submitMultiResp(id, m, out)
-		answered := func() {
-			ml := n.srv.disp.mlog()
+		// The message log's lines before the answer (as for submit_sm):
+		// one per destination, under the id the platform gets.
+		if ml := n.srv.disp.mlog(); ml != nil {
 			for i, o := range out {
+				part := ""
+				if o.Status == statusOK {
+					part = partID(group, i)
+				}
+				o.ID = id
+				ml.submitted(acct.SystemID, o, m.Dests[i].addr, part, len(m.Dests))
+			}
+		}
+		answered := func() {
+			for _, o := range out {
 				metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(o.Status)).Inc()
 				observeSubmitLatency(o.Path, time.Since(start).Seconds())
-				if ml != nil {
-					// One line per destination, under the id the platform got.
-					part := ""
-					if o.Status == statusOK {
-						part = partID(group, i)
-					}
-					o.ID = id
-					ml.submitted(acct.SystemID, o, m.Dests[i].addr, part, len(m.Dests))
-				}
 			}
 			n.inflight.Done()
 		}

@@ -595,8 +595,8 @@ func (n *northSession) admitSubmit(f Frame) *Account {
 	case acct == nil || !bt.transmits():
 		s.Respond(f, statusInvBndSts, nil)
 	case n.draining.Load():
-		s.Respond(f, statusMsgQFul, nil)
 		n.logRefused(acct, statusMsgQFul)
+		s.Respond(f, statusMsgQFul, nil)
 	case n.pending.Load() >= n.window:
 		n.throttled(f, acct)
 	default:
@@ -608,16 +608,16 @@ func (n *northSession) admitSubmit(f Frame) *Account {
 // throttled answers ESME_RTHROTTLED (the window or max_tps).
 func (n *northSession) throttled(f Frame, acct *Account) {
 	metricNorthSubmits.WithLabelValues(acct.SystemID, "ESME_RTHROTTLED").Inc()
-	n.sess.Respond(f, statusThrottled, nil)
 	n.logRefused(acct, statusThrottled)
+	n.sess.Respond(f, statusThrottled, nil)
 }
 
 // refuseSubmit answers a submit whose body was refused.
 func (n *northSession) refuseSubmit(f Frame, acct *Account, what string, status uint32, err error) {
 	n.sess.log.Info(what, zap.Error(err), zap.String("account", acct.SystemID))
 	metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(status)).Inc()
-	n.sess.Respond(f, status, nil)
 	n.logRefused(acct, status)
+	n.sess.Respond(f, status, nil)
 }
 
 // logRefused writes a submit refused before any message was made to the
@@ -723,6 +723,12 @@ func (ns *northSubmit) submitted(res SubmitOutcome) {
 	}
 	n, s := ns.n, ns.n.sess
 	n.release(1)
+	// The message log's line before the answer: once the platform has its
+	// answer, the line is in the log's buffer (a SIGHUP's reopen after a
+	// rotation writes it to the file it belongs to).
+	if ml := n.srv.disp.mlog(); ml != nil {
+		ml.submitted(ns.acct.SystemID, res, "", "", 0)
+	}
 	if res.Status == statusOK {
 		if s.tryRespondID(Frame{Header: ns.req}, res.Status, res.ID) {
 			n.submitAnswered(ns.acct, res, ns.start)
@@ -754,8 +760,5 @@ func (n *northSession) submitAnswered(acct *Account, res SubmitOutcome, start ti
 		metricNorthSubmits.WithLabelValues(acct.SystemID, statusName(res.Status)).Inc()
 	}
 	observeSubmitLatency(res.Path, time.Since(start).Seconds())
-	if ml := n.srv.disp.mlog(); ml != nil {
-		ml.submitted(acct.SystemID, res, "", "", 0)
-	}
 	n.inflight.Done()
 }

@@ -163,14 +163,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 		if sig == syscall.SIGHUP {
 			ncfg, err := config.Load(*path)
 			if err != nil {
+				// The message log is reopened all the same (logrotate's
+				// postrotate signal gets its new file), before the refusal
+				// is logged: once it is, the reopen is done.
+				gw.ReopenMessageLog()
 				log.Error("reload refused: the new config has problems; the running config stays", zap.Error(err))
 				proxy.NoteReloadRefused()
-				gw.ReopenMessageLog() // logrotate's postrotate signal still gets a new file
 				continue
 			}
 			if err := gw.Reload(ncfg); err != nil {
-				log.Error("reload refused; the running config stays", zap.Error(err))
 				gw.ReopenMessageLog()
+				log.Error("reload refused; the running config stays", zap.Error(err))
 			}
 			continue
 		}
