@@ -386,14 +386,7 @@ func TestIncomingMessageReadFromTheMemoryCMTINames(t *testing.T) {
 	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case in := <-p.Incoming():
-		if in.Text != "in ME" {
-			t.Fatalf("incoming %+v", in)
-		}
-	case <-ctx.Done():
-		t.Fatal("no incoming message")
-	}
+	nextIncoming(t, ctx, p, "in ME")
 	if err := sim.WaitCount(ctx, "+CPMS=", 2); err != nil {
 		t.Fatalf("the memory was not selected back after the read: %v", err)
 	}
@@ -414,14 +407,7 @@ func TestMemoryCMTINamesSelectedWhenCPMSQueryRefused(t *testing.T) {
 	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case in := <-p.Incoming():
-		if in.Text != "in ME" {
-			t.Fatalf("incoming %+v", in)
-		}
-	case <-ctx.Done():
-		t.Fatal("no incoming message")
-	}
+	nextIncoming(t, ctx, p, "in ME")
 	if n := sim.Count("+CPMS="); n < 1 {
 		t.Fatal("the memory +CMTI named was not selected before the read")
 	}
@@ -439,11 +425,7 @@ func TestUsualMemorySelectedAgainAtTheNextProbe(t *testing.T) {
 	if err := sim.Deliver("+8613900000000", "in ME"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-p.Incoming():
-	case <-ctx.Done():
-		t.Fatal("no incoming message")
-	}
+	nextIncoming(t, ctx, p, "in ME")
 	// ME, the refused SM, then the probe's SM.
 	if err := sim.WaitCount(ctx, "+CPMS=", 3); err != nil {
 		t.Fatalf("the usual memory was not selected again: %v", err)

@@ -227,13 +227,7 @@ func TestMessageLogRelayFailoverReceipt(t *testing.T) {
 // A submit_multi gives one submit line per destination, under the id the
 // platform got, each with its part id; its failovers name the part too.
 func TestMessageLogSubmitMultiOneLinePerDestination(t *testing.T) {
-	ts := newTestServer(t, ServerConfig{})
-	t.Cleanup(ts.stop)
-	logPath := filepath.Join(t.TempDir(), "messages.log")
-	if err := ts.disp.openMessageLog(logPath); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ts.disp.closeMessageLog)
+	ts, logPath := msgLogServer(t)
 	// A failover whose workers do not run: the destinations (routed to
 	// carriers the dispatcher does not have) are queued for the modems and
 	// stay there.
@@ -265,13 +259,7 @@ func TestMessageLogSubmitMultiOneLinePerDestination(t *testing.T) {
 
 // Refusals are logged with the status and the account, and id "".
 func TestMessageLogRefusal(t *testing.T) {
-	ts := newTestServer(t, ServerConfig{})
-	t.Cleanup(ts.stop)
-	logPath := filepath.Join(t.TempDir(), "messages.log")
-	if err := ts.disp.openMessageLog(logPath); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ts.disp.closeMessageLog)
+	ts, logPath := msgLogServer(t)
 	p := bound(t, ts, cmdBindTransmitter)
 	// No carrier and no modem for the number: ESME_RINVDSTADR.
 	p.write(cmdSubmitSM, 0, 2, goldenSubmit(t, "02 4F60", ""))
@@ -518,4 +506,18 @@ func TestMessageLogRefusesAFIFO(t *testing.T) {
 		_ = f.Close()
 		t.Fatal("a FIFO was opened as the message log")
 	}
+}
+
+// msgLogServer is a test server whose dispatcher writes its message log to
+// a file of the test's: the server and the log's path.
+func msgLogServer(t *testing.T) (*testServer, string) {
+	t.Helper()
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	logPath := filepath.Join(t.TempDir(), "messages.log")
+	if err := ts.disp.openMessageLog(logPath); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ts.disp.closeMessageLog)
+	return ts, logPath
 }
