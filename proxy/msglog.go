@@ -54,7 +54,7 @@ import (
 
 var metricMessageLogErrors = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "spareline_message_log_errors_total",
-	Help: "Failed writes to the message log file (log.messages); the lines of each are lost.",
+	Help: "Failed writes to the message log file (log.messages), whose lines are lost, and events that came after the log was closed.",
 })
 
 const (
