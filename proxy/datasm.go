@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/linxGnu/gosmpp/data"
 )
 
 // dataSMAsDeliver rewrites the body of a data_sm a carrier sent (SMPP 3.4
@@ -146,6 +148,7 @@ func dataSMAsSubmit(body []byte) ([]byte, error) {
 	validity := ""
 	msg := m.Message
 	tlvs := make([]TLV, 0, len(m.TLVs))
+	payloads := 0
 	for _, t := range m.TLVs {
 		switch t.Tag {
 		case tagQosTimeToLive:
@@ -157,6 +160,12 @@ func dataSMAsSubmit(body []byte) ([]byte, error) {
 			}
 			continue
 		case tagMessagePayload:
+			// One content: a second message_payload would leave the
+			// submit with short_message and message_payload both
+			// (§5.3.2.32), and which one is the message?
+			if payloads++; payloads > 1 {
+				return nil, &BodyError{Status: uint32(data.ESME_RINVOPTPARSTREAM), Field: "message_payload given twice"}
+			}
 			if len(msg) == 0 && len(t.Value) <= 254 {
 				msg = t.Value
 				continue

@@ -193,6 +193,19 @@ func TestRelativeTime(t *testing.T) {
 	}
 }
 
+// A data_sm with message_payload twice is refused (ESME_RINVOPTPARSTREAM):
+// converted, it left the submit with short_message and message_payload both
+// (found by FuzzDataSMAsSubmit; its input is in testdata).
+func TestDataSMWithTwoPayloadsRefused(t *testing.T) {
+	body := dataSMBody("10690001", "8613800138000", 0, 1, 8,
+		TLV{Tag: tagMessagePayload, Value: []byte("one")}, TLV{Tag: tagMessagePayload, Value: []byte("two")})
+	_, err := dataSMAsSubmit(body)
+	var be *BodyError
+	if !errors.As(err, &be) || be.Status != 0xC0 {
+		t.Fatalf("two message_payloads: %v, want ESME_RINVOPTPARSTREAM", err)
+	}
+}
+
 func FuzzDataSMAsSubmit(f *testing.F) {
 	f.Add(dataSMBody("10690001", "8613800138000", 0, 1, 8, TLV{Tag: tagMessagePayload, Value: []byte("hi")}))
 	f.Fuzz(func(t *testing.T, body []byte) {
