@@ -184,16 +184,26 @@ func (g *Gateway) messagesByID(ctx context.Context, id string) ([]*store.Message
 	// a destination's. The group's own record may be missing (its first
 	// destination refused) while later ones exist.
 	if _, ours := store.TimeOfID(id); ours && platformID(id) == id {
+		// Read lookupPartGap destinations at a time (one store read each).
 		missing := 0
-		for i := 1; i < maxMultiDests && missing < lookupPartGap; i++ {
-			m, err := g.Store.GetMessage(ctx, partID(id, i))
-			switch {
-			case err == nil:
-				found, missing = append(found, m), 0
-			case errors.Is(err, store.ErrNotFound):
-				missing++
-			default:
+		for from := 1; from < maxMultiDests && missing < lookupPartGap; from += lookupPartGap {
+			ids := make([]string, 0, lookupPartGap)
+			for i := from; i < min(from+lookupPartGap, maxMultiDests); i++ {
+				ids = append(ids, partID(id, i))
+			}
+			ms, err := g.Store.GetMessages(ctx, ids)
+			if err != nil {
 				return nil, err
+			}
+			for _, m := range ms {
+				if missing >= lookupPartGap {
+					break
+				}
+				if m == nil {
+					missing++
+					continue
+				}
+				found, missing = append(found, m), 0
 			}
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"time"
+
+	"github.com/spareline/spareline/store"
 )
 
 // queueHeadMax is how many queued messages the status page lists.
@@ -32,10 +34,18 @@ func (g *Gateway) queueHead(ctx context.Context) []QueuedMessage {
 	if err != nil || len(entries) == 0 {
 		return []QueuedMessage{}
 	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.ID
+	}
+	msgs, err := g.Store.GetMessages(ctx, ids) // one read for the page
+	if err != nil {
+		msgs = make([]*store.Message, len(ids)) // the queue's own fields still
+	}
 	out := make([]QueuedMessage, 0, len(entries))
-	for _, e := range entries {
+	for i, e := range entries {
 		q := QueuedMessage{ID: e.ID, Priority: e.Priority, Queued: e.Enqueued, Due: e.Due, Sending: e.Claimed}
-		if m, err := g.Store.GetMessage(ctx, e.ID); err == nil {
+		if m := msgs[i]; m != nil {
 			q.Account, q.Carrier, q.To, q.Attempts, q.Note = m.Account, m.Carrier, maskNumber(m.Dest), m.Attempts, m.Note
 		}
 		out = append(out, q)

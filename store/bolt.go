@@ -305,6 +305,34 @@ func (s *Bolt) GetMessage(ctx context.Context, id string) (*Message, error) {
 	return m, err
 }
 
+// GetMessages implements Store in one read transaction.
+func (s *Bolt) GetMessages(ctx context.Context, ids []string) ([]*Message, error) {
+	out := make([]*Message, len(ids))
+	err := s.readMessages("get messages", func(tx *bolt.Tx, w *walState) error {
+		now := msU64(time.Now())
+		for i, id := range ids {
+			v, found := w.overlayMessage(id, now)
+			if !found {
+				v = getExpiring(tx, bMsg, []byte(id), now)
+			}
+			if v == nil {
+				out[i] = nil
+				continue
+			}
+			m, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			out[i] = m
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FindByCarrierID implements Store.
 func (s *Bolt) FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error) {
 	var m *Message

@@ -198,6 +198,26 @@ func runContract(t *testing.T, open opener) {
 		sameMessage(t, mustGet(t, s, "m1"), &m2)
 	})
 
+	t.Run("GetMessages", func(t *testing.T) {
+		s := open(t, longTTL)
+		put := testMessage("gm-put")
+		must(t, s.PutMessage(ctx, put))
+		linked := testMessage("gm-linked") // bbolt: in the write-ahead log's overlay
+		linked.CarrierID, linked.State = "GM1", StateSent
+		if _, err := s.LinkCarrier(ctx, linked); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetMessages(ctx, []string{"gm-linked", "gm-none", "gm-put"})
+		must(t, err)
+		if len(got) != 3 || got[0] == nil || got[0].ID != "gm-linked" || got[0].CarrierID != "GM1" || got[1] != nil ||
+			got[2] == nil || got[2].ID != "gm-put" {
+			t.Fatalf("GetMessages: %+v", got)
+		}
+		if got, err := s.GetMessages(ctx, nil); err != nil || len(got) != 0 {
+			t.Fatalf("GetMessages of none: %v, %v", got, err)
+		}
+	})
+
 	t.Run("NotFound", func(t *testing.T) {
 		s := open(t, longTTL)
 		if _, err := s.GetMessage(ctx, "nope"); !errors.Is(err, ErrNotFound) {

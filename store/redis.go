@@ -564,6 +564,35 @@ func (r *Redis) GetMessage(ctx context.Context, id string) (*Message, error) {
 	return decodeMessage(b)
 }
 
+// GetMessages implements Store in one MGET (the keys share a Cluster slot:
+// the {sl} hash tag).
+func (r *Redis) GetMessages(ctx context.Context, ids []string) ([]*Message, error) {
+	out := make([]*Message, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = msgKey(id)
+	}
+	vals, err := r.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, wrapRedis("get messages", err)
+	}
+	for i, v := range vals {
+		b, ok := v.(string)
+		if !ok { // nil: no such key
+			continue
+		}
+		m, err := decodeMessage([]byte(b))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
 // FindByCarrierID implements Store in one round trip.
 func (r *Redis) FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error) {
 	v, err := findScript.Run(ctx, r.rdb, []string{carrierKey("c", carrier, carrierID)}, keyPrefix+"m:").Text()

@@ -195,6 +195,11 @@ type Store interface {
 	PutMessage(ctx context.Context, m *Message) error
 	// GetMessage reads a message by our id; ErrNotFound if absent.
 	GetMessage(ctx context.Context, id string) (*Message, error)
+	// GetMessages reads several messages at once (Redis: one MGET; bbolt:
+	// one read transaction): out[i] is ids[i]'s record, nil when it has
+	// none. For pages that list messages (the status page's queue head,
+	// /message's submit_multi destinations).
+	GetMessages(ctx context.Context, ids []string) ([]*Message, error)
 	// FindByCarrierID resolves a carrier's message id to our message;
 	// ErrNotFound if absent.
 	FindByCarrierID(ctx context.Context, carrier, carrierID string) (*Message, error)
