@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -125,22 +126,55 @@ func buildMelroseSMSC(t *testing.T) string {
 }
 
 // startMelroseSMSC runs the simulator on two free loopback ports and
-// returns its SMPP address once it accepts connections.
+// returns its SMPP address once it says it listens on both. The ports are
+// free when chosen, but another process (a parallel test's listener) may
+// take one before the simulator binds it: then it exits, and it is started
+// again on new ports. (Dialling the port would not tell: the other
+// listener answers.)
 func startMelroseSMSC(t *testing.T, bin string) string {
 	t.Helper()
-	ports := freePorts(t, 2) // SMPP, admin
-	var logs syncBuffer
-	exited := runProcess(t, &logs, bin, fmt.Sprint(ports[0]), fmt.Sprint(ports[1]))
-	t.Cleanup(func() { // before runProcess's: the simulator still runs, its output may grow
-		if t.Failed() {
-			t.Logf("Melrose SMSC output (tail):\n%s", tail(logs.String(), 3000))
+	for attempt := 1; ; attempt++ {
+		ports := freePorts(t, 2) // SMPP, admin
+		logs := &syncBuffer{}
+		exited := runProcess(t, logs, bin, fmt.Sprint(ports[0]), fmt.Sprint(ports[1]))
+		t.Cleanup(func() { // before runProcess's: the simulator still runs, its output may grow
+			if t.Failed() {
+				t.Logf("Melrose SMSC output (tail):\n%s", tail(logs.String(), 3000))
+			}
+		})
+		err := waitOutput(logs, fmt.Sprintf("Listening for admin on port %d", ports[1]), exited)
+		if err == nil {
+			return fmt.Sprintf("127.0.0.1:%d", ports[0])
 		}
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	if err := waitListening(context.Background(), addr, exited); err != nil {
-		t.Fatalf("the simulator: %v\n%s", err, logs.String())
+		if attempt == 3 {
+			t.Fatalf("the simulator: %v\n%s", err, logs.String())
+		}
+		t.Logf("the simulator did not start on ports %v (%v): new ports", ports, err)
 	}
-	return addr
+}
+
+// waitOutput waits until a process's output holds line, for up to 10 s or
+// until exited is closed.
+func waitOutput(out *syncBuffer, line string, exited <-chan struct{}) error {
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond) // polling its output: there is no event to wait on
+	defer tick.Stop()
+	for {
+		if strings.Contains(out.String(), line) {
+			return nil
+		}
+		select {
+		case <-exited:
+			if strings.Contains(out.String(), line) {
+				return nil
+			}
+			return errors.New("exited before it listened")
+		case <-deadline.C:
+			return fmt.Errorf("no %q within 10 s", line)
+		case <-tick.C:
+		}
+	}
 }
 
 // waitListening waits until addr accepts a connection, for up to 10 s or
