@@ -387,13 +387,7 @@ func TestReloadBackToTheLiveLoginStopsTheTrial(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	c.log = zap.New(core)
 	good := c.Config()
-	typo := good
-	typo.Password = "typo"
-	c.Reconfigure(typo)
-	trial := nextConn(t, conns)
-	f := trial.read()
-	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
-	trial.expectClosed()
+	reloadTypoRefused(t, c, conns, good)
 	waitCond(t, "the refusal logged", func() bool {
 		return logs.FilterMessageSnippet("carrier refused the reloaded connection settings").Len() > 0
 	})
@@ -420,7 +414,7 @@ func TestReloadBackToTheLiveLoginStopsTheTrial(t *testing.T) {
 	rotated := good
 	rotated.Password = "rotated"
 	c.Reconfigure(rotated)
-	trial = nextConn(t, conns)
+	trial := nextConn(t, conns)
 	if f := trial.read(); bindPassword(t, f) != "rotated" {
 		t.Fatalf("the trial after the restore bound with %q", bindPassword(t, f))
 	}
@@ -443,16 +437,10 @@ func TestReloadBackToTheLiveLoginReconnectsABindMadeInBetween(t *testing.T) {
 	bindOK(t, b, cmdBindTransceiver)
 	waitBound(t, c, 2)
 
-	typo := cfg
-	typo.Password = "typo"
-	c.Reconfigure(typo)
-	trial := nextConn(t, conns)
-	f := trial.read()
-	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
-	trial.expectClosed()
+	reloadTypoRefused(t, c, conns, cfg)
 	_ = b.conn.Close() // the second bind's session drops
 	redial := nextConn(t, conns)
-	f = redial.read()
+	f := redial.read()
 	if bindPassword(t, f) != "typo" {
 		t.Fatalf("the bind redialled with %q, want the file's typo", bindPassword(t, f))
 	}
@@ -515,6 +503,18 @@ func TestStaleConnOnlyForOtherSettings(t *testing.T) {
 			t.Fatalf("a bind that dialled with settings since changed (%+v) kept its session", now)
 		}
 	}
+}
+
+// reloadTypoRefused reloads cfg with the password "typo" and has the SMSC
+// refuse the trial bind that follows (ESME_RINVPASWD).
+func reloadTypoRefused(t *testing.T, c *Carrier, conns <-chan net.Conn, cfg config.Carrier) {
+	t.Helper()
+	cfg.Password = "typo"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	trial.expectClosed()
 }
 
 // A receipt the SMSC pushes on a trial bind is refused for now

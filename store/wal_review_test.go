@@ -144,10 +144,7 @@ func TestWALFileSizeChangeBeforeReplay(t *testing.T) {
 	size := walFileSize
 	walFileSize = 64 << 10
 	t.Cleanup(func() { walFileSize = size })
-	gate, entered := make(chan struct{}), make(chan struct{}, 10)
-	hook := walApplyHook
-	walApplyHook = func() { entered <- struct{}{}; <-gate }
-	t.Cleanup(func() { walApplyHook = hook })
+	gate, entered := holdApplies(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
@@ -260,10 +257,7 @@ func TestWALFailedSyncNeverReplayed(t *testing.T) {
 // transaction: a write that applies the overlay holds the overlay still
 // until the overlay is cleared after its commit.
 func TestWALNoStaleReadAfterApplyCommit(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	s, err := OpenBolt(t.TempDir(), longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, _, s := openNoApply(t)
 	defer s.Close()
 	id := genID(time.Now(), 1)
 	m := linked(id, "N1")

@@ -27,6 +27,16 @@ func noAutoApply(t *testing.T) {
 	t.Cleanup(func() { walApplyRecords, walApplyBytes, walApplyAge = r, b, a })
 }
 
+// holdApplies makes every apply of the log wait, once it has begun, until
+// gate is closed; entered gets a value as each begins.
+func holdApplies(t *testing.T) (gate, entered chan struct{}) {
+	gate, entered = make(chan struct{}), make(chan struct{}, 10)
+	hook := walApplyHook
+	walApplyHook = func() { entered <- struct{}{}; <-gate }
+	t.Cleanup(func() { walApplyHook = hook })
+	return gate, entered
+}
+
 // openNoApply opens a store in a new directory with the log applied only
 // when a test asks (noAutoApply).
 func openNoApply(t *testing.T) (context.Context, string, *Bolt) {
@@ -88,10 +98,7 @@ func linked(id, cid string) *Message {
 // A link is answered once it is in the log, before bbolt has it, and the
 // store reads it back (GetMessage, FindByCarrierID) from the overlay.
 func TestWALReadYourWrites(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	s, err := OpenBolt(t.TempDir(), longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, _, s := openNoApply(t)
 	defer s.Close()
 	id := genID(time.Now(), 1)
 	must(t, s.PutMessage(ctx, testMessage(id))) // accepted, in bbolt
@@ -142,10 +149,7 @@ func TestWALReadYourWrites(t *testing.T) {
 // transaction: FinishMessage's compare-and-set finds the linked state, and
 // bbolt holds the link once it is answered.
 func TestWALApplyBeforeOtherWrite(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	s, err := OpenBolt(t.TempDir(), longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, _, s := openNoApply(t)
 	defer s.Close()
 	id := genID(time.Now(), 1)
 	if _, err := s.LinkCarrier(ctx, linked(id, "AB1")); err != nil {
@@ -393,10 +397,7 @@ func TestWALNewPassOverOld(t *testing.T) {
 // once, even while the link is only in the overlay; a take by the receipt
 // side after the link finds nothing.
 func TestWALOrphanRace(t *testing.T) {
-	noAutoApply(t)
-	ctx := context.Background()
-	s, err := OpenBolt(t.TempDir(), longTTL, zaptest.NewLogger(t))
-	must(t, err)
+	ctx, _, s := openNoApply(t)
 	defer s.Close()
 	must(t, s.StashOrphan(ctx, "mobile", "O1", []byte("r1")))
 	// Two links of the same carrier id in one batch, and then one more:
@@ -581,10 +582,7 @@ func FuzzWALRecord(f *testing.F) {
 func TestWALApplyWhileLogging(t *testing.T) {
 	noAutoApply(t)
 	walApplyRecords = 5
-	gate, entered := make(chan struct{}), make(chan struct{}, 10)
-	hook := walApplyHook
-	walApplyHook = func() { entered <- struct{}{}; <-gate }
-	t.Cleanup(func() { walApplyHook = hook })
+	gate, entered := holdApplies(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
