@@ -153,6 +153,14 @@ type Carrier struct {
 	// its submit_sm_resp: "as_is" (default), "hex" (resp decimal, receipt hex)
 	// or "decimal" (resp hex, receipt decimal).
 	ReceiptID string `yaml:"receipt_id"`
+	// UnmatchedReceiptsAfter is how long a receipt that matches no message
+	// of spareline's waits for one (a receipt may overtake its link by a
+	// few milliseconds) before it goes to the platform as the carrier sent
+	// it, to the account that receives MO messages: the carrier's receipts
+	// for messages the platform sent it directly, before it was repointed,
+	// reach the platform as they would have on its own bind. 0 keeps such a
+	// receipt (for a late link) until store.ttl, then drops it. Default 1m.
+	UnmatchedReceiptsAfter Duration `yaml:"unmatched_receipts_after"`
 	// TLS dials the SMSC over TLS.
 	TLS bool `yaml:"tls"`
 	// TLSInsecure skips verification of the carrier's certificate.

@@ -108,6 +108,9 @@ func TestProblems(t *testing.T) {
 		{"IP not CIDR", strings.Replace(minimal, "carriers:", "    allow:\n      - 10.1.2.3 #<\ncarriers:", 1), "accounts[0].allow[0]", "10.1.2.3/32"},
 		{"two MO accounts", strings.Replace(minimal, "carriers:", "    mo: true\n  - system_id: other\n    password: x\n    mo: true #<\ncarriers:", 1), "accounts[1].mo", "only one account"},
 		{"bad receipt_id", minimal + "    receipt_id: base64 #<\n", "carriers[0].receipt_id", `"base64" is not one of as_is, hex, decimal`},
+		{"unmatched_receipts_after too short", minimal + "    unmatched_receipts_after: 5s #<\n", "carriers[0].unmatched_receipts_after", "want 0 (keep them) or at least 10s"},
+		{"unmatched_receipts_after within response_timeout", minimal + "    response_timeout: 30s\n    unmatched_receipts_after: 30s #<\n", "carriers[0].unmatched_receipts_after", "at least 35s"},
+		{"unmatched_receipts_after negative", minimal + "    unmatched_receipts_after: -1m #<\n", "carriers[0].unmatched_receipts_after", "must not be negative"},
 		{"bad bind_mode", minimal + "    bind_mode: duplex #<\n", "carriers[0].bind_mode", `"duplex" is not one of transceiver, transmitter_receiver`},
 		{"redis URL scheme", "store:\n  redis: http://127.0.0.1:6379 #<\n" + minimal, "store.redis", "scheme"},
 		{"redis database", "store:\n  redis: redis://:pw@127.0.0.1:6379/x #<\n" + minimal, "store.redis", "database"},
@@ -269,7 +272,7 @@ func TestDefaults(t *testing.T) {
 	}
 	c := cfg.Carriers[0]
 	if c.Binds != 1 || c.Window != 64 || c.EnquireLink.D() != 10*time.Second || c.ResponseTimeout.D() != 5*time.Second ||
-		c.ConnectTimeout.D() != 10*time.Second || c.ReceiptID != "as_is" || c.MaxTPS != 0 || c.TLS {
+		c.ConnectTimeout.D() != 10*time.Second || c.ReceiptID != "as_is" || c.UnmatchedReceiptsAfter.D() != time.Minute || c.MaxTPS != 0 || c.TLS {
 		t.Errorf("carrier defaults: %+v", c)
 	}
 	if cfg.Routing.CountryCode != "86" || cfg.Routing.Preset == nil || *cfg.Routing.Preset != "cn" || cfg.Routing.Default != "" {

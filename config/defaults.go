@@ -27,6 +27,8 @@ const (
 	DefaultCarrierRespTimeout   = 5 * time.Second
 	DefaultCarrierConnTimeout   = 10 * time.Second
 	DefaultReceiptID            = "as_is"
+	DefaultUnmatchedAfter       = time.Minute
+	MinUnmatchedAfter           = 10 * time.Second
 	DefaultBindMode             = "transceiver"
 	DefaultCountryCode          = "86"
 	DefaultPreset               = "cn"
@@ -83,6 +85,7 @@ func applyDefaults(c *Config, d *decoder) {
 		dDur(&ca.ResponseTimeout, p+"response_timeout", DefaultCarrierRespTimeout)
 		dDur(&ca.ConnectTimeout, p+"connect_timeout", DefaultCarrierConnTimeout)
 		dStr(&ca.ReceiptID, p+"receipt_id", DefaultReceiptID)
+		dDur(&ca.UnmatchedReceiptsAfter, p+"unmatched_receipts_after", DefaultUnmatchedAfter)
 		dStr(&ca.BindMode, p+"bind_mode", DefaultBindMode)
 	}
 

@@ -202,6 +202,14 @@ func validate(c *Config, d *decoder) {
 		default:
 			p(k+".receipt_id", "%q is not one of as_is, hex, decimal", ca.ReceiptID)
 		}
+		// Shorter, a receipt that overtook its submit_sm_resp (up to
+		// response_timeout) and a link delayed by a store hiccup (the link
+		// write is tried for a few seconds) would go to the platform under
+		// the carrier's id, and the link would find no receipt to take:
+		// the platform would never match it.
+		if u, least := ca.UnmatchedReceiptsAfter.D(), max(MinUnmatchedAfter, ca.ResponseTimeout.D()+5*time.Second); u < 0 || (u > 0 && u < least) {
+			p(k+".unmatched_receipts_after", "%s: want 0 (keep them) or at least %s (response_timeout + 5s, and 10s)", u, least)
+		}
 		if ca.TLSInsecure && !ca.TLS {
 			p(k+".tls_insecure", "set without tls: true")
 		}

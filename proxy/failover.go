@@ -872,28 +872,10 @@ func (f *Failover) kickTimers() {
 	}
 }
 
-// timers fires the durable receipt timers that are due, whoever set them.
+// timers fires the durable store timers that are due, whoever set them
+// (Dispatcher.runTimers): a message's here, by fireTimer.
 func (f *Failover) timers(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		ids, err := f.d.store.ClaimTimers(ctx, timerLease, 100)
-		if err != nil && ctx.Err() == nil {
-			f.log.Warn("receipt timers unreadable", zap.Error(err))
-		}
-		for _, id := range ids {
-			f.fireTimer(ctx, id)
-		}
-		if len(ids) == 100 {
-			continue // more are due
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-f.timerKick:
-		}
-	}
+	f.d.runTimers(ctx, f.timerKick, f.fireTimer)
 }
 
 // fireTimer gives a message sent by modem that got no status report in time

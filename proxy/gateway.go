@@ -246,6 +246,9 @@ func (g *Gateway) Start() error {
 	}
 	g.Disp.SetInstance(instanceName(cfg.Instance, g.listeners))
 	g.Disp.StartDeliverers(accts)
+	if g.Failover == nil {
+		g.Disp.StartTimers() // else Failover.Run runs them
+	}
 	return nil
 }
 

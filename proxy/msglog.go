@@ -31,7 +31,12 @@ import (
 //   - returned: a queued message taken back by its recovered carrier;
 //   - receipt: a carrier's receipt matched to its message, or the modem
 //     path's outcome (carrier "modem");
-//   - receipt_delivered: the platform answered the deliver_sm of a receipt;
+//   - unmatched_receipt: a carrier's receipt that no message matched within
+//     the carrier's unmatched_receipts_after, given to the platform as the
+//     carrier sent it (unmatched.go; "id" empty, "carrier_id" the
+//     carrier's);
+//   - receipt_delivered: the platform answered the deliver_sm of a receipt
+//     (an unmatched one's has an empty "id");
 //   - mo, mo_delivered: an MO message stored for the platform, and the
 //     platform's answer to its deliver_sm.
 //
@@ -496,6 +501,9 @@ func (ml *MessageLog) delivered(del *store.Delivery, status uint32, nack bool) {
 		event = "receipt_delivered"
 		fs = append(fs, idFields(del.MsgID)...)
 	} else {
+		if sm, err := ParseShortMessage(del.Body); err == nil && sm.IsReceipt() {
+			event = "receipt_delivered" // one that matched no message (unmatched.go)
+		}
 		fs = append(fs, zap.String("id", ""))
 	}
 	fs = append(fs, zap.String("account", del.Account), zap.String("delivery", del.ID), zap.String("status", statusWord(status)))
@@ -503,6 +511,13 @@ func (ml *MessageLog) delivered(del *store.Delivery, status uint32, nack bool) {
 		fs = append(fs, zap.Bool("generic_nack", true))
 	}
 	ml.zl.Info(event, fs...)
+}
+
+// unmatched logs a carrier's receipt that matched no message, given to
+// the platform as the carrier sent it (event unmatched_receipt).
+func (ml *MessageLog) unmatched(del *store.Delivery, carrier, carrierID string) {
+	ml.zl.Info("unmatched_receipt", zap.String("id", ""), zap.String("account", del.Account), zap.String("delivery", del.ID),
+		zap.String("carrier", carrier), zap.String("carrier_id", carrierID))
 }
 
 // mo logs an MO message stored for the platform (event mo). via is the

@@ -181,6 +181,33 @@ func (s *SMSC) SendMO(ctx context.Context, from, to, text string) error {
 	if err := d.Message.SetMessageWithEncoding(text, enc); err != nil {
 		return fmt.Errorf("smscsim %s: MO text: %w", s.opts.Name, err)
 	}
+	return s.deliver(ctx, d, nil, &s.stats.MOSent)
+}
+
+// SendReceipt sends a delivery receipt (Appendix B text, receipted_message_id
+// and message_state) for a message of id that this simulator never took
+// through the binds it has: one a platform sent the carrier directly before
+// it was repointed at the gateway. from is the handset, to the platform's
+// source address. It waits for the deliver_sm_resp, as SendMO.
+func (s *SMSC) SendReceipt(ctx context.Context, id, from, to, stat string) error {
+	d := pdu.NewDeliverSM().(*pdu.DeliverSM)
+	d.SourceAddr = addr(1, 1, from)
+	d.DestAddr = addr(0, 0, to)
+	d.EsmClass = data.SM_SMSC_DLV_RCPT_TYPE
+	now := time.Now()
+	if err := d.Message.SetMessageDataWithEncoding([]byte(ReceiptText(id, stat, "000", now, now, "")), data.GSM7BIT); err != nil {
+		return fmt.Errorf("smscsim %s: receipt text: %w", s.opts.Name, err)
+	}
+	return s.deliver(ctx, d, []TLV{
+		{Tag: TagReceiptedMessageID, Value: append([]byte(id), 0)},
+		{Tag: TagMessageState, Value: []byte{MessageState(stat)}},
+	}, &s.stats.ReceiptsSent)
+}
+
+// deliver sends d to a bound receiver or transceiver (preferring
+// Options.SystemID's), counting it in *sent (a field of s.stats), and waits
+// for its deliver_sm_resp.
+func (s *SMSC) deliver(ctx context.Context, d *pdu.DeliverSM, tlvs []TLV, sent *uint64) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -197,10 +224,10 @@ func (s *SMSC) SendMO(ctx context.Context, from, to, text string) error {
 	seq := c.nextSeqLocked()
 	wait := make(chan uint32, 1)
 	c.inflight[seq] = &delivery{resp: wait}
-	s.stats.MOSent++
+	*sent++
 	s.notifyLocked()
 	s.mu.Unlock()
-	if !c.send(encode(d, 0, seq, nil)) {
+	if !c.send(encode(d, 0, seq, tlvs)) {
 		return ErrConnClosed
 	}
 	select {

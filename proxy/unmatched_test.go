@@ -1,0 +1,161 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/store"
+)
+
+// unmatchedSetup is a dispatcher on st whose MO account is "acct", with
+// carrier "cm" passing unmatched receipts after after.
+func unmatchedSetup(t *testing.T, st store.Store, after time.Duration) (*Dispatcher, *Carrier) {
+	t.Helper()
+	d := newTestDispatcher(t, st)
+	d.SetMOAccount("acct")
+	c := NewCarrier(config.Carrier{Name: "cm", UnmatchedReceiptsAfter: config.Duration(after)}, nil, zap.NewNop())
+	d.SetCarriers([]*Carrier{c})
+	return d, c
+}
+
+// held is the bodies of the deliveries held for account, oldest first.
+func held(t *testing.T, st store.Store, account string) [][]byte {
+	t.Helper()
+	list, err := st.PendingDeliveries(context.Background(), account, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies [][]byte
+	for _, del := range list {
+		bodies = append(bodies, del.Body)
+	}
+	return bodies
+}
+
+// A receipt no message matches (one of a message the platform sent the
+// carrier directly before it was repointed) reaches the platform's MO
+// account byte for byte as the carrier sent it, once the carrier's
+// unmatched_receipts_after has passed, through the store timers' loop.
+func TestUnmatchedReceiptPassedAsSent(t *testing.T) {
+	st := openTestBolt(t)
+	d, c := unmatchedSetup(t, st, 50*time.Millisecond)
+	sm, body := carrierReceipt(t, "PRE-7781", "DELIVRD")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	if got := held(t, st, "acct"); len(got) != 0 {
+		t.Fatalf("%d deliveries held at once, want none before unmatched_receipts_after", len(got))
+	}
+	d.StartTimers()
+	waitCond(t, "the unmatched receipt held for the platform", func() bool { return len(held(t, st, "acct")) == 1 })
+	if got := held(t, st, "acct")[0]; !bytes.Equal(got, body) {
+		t.Fatalf("body held for the platform\n%x\nwant the carrier's\n%x", got, body)
+	}
+	if _, err := st.TakeOrphan(context.Background(), "cm", "PRE-7781"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the receipt is still kept after it was passed on: %v", err)
+	}
+}
+
+// A receipt that overtook its link is the link's: its timer, firing after
+// the link took it, gives the platform no raw copy.
+func TestUnmatchedReceiptLinkedMeanwhileNotPassed(t *testing.T) {
+	st := openTestBolt(t)
+	d, c := unmatchedSetup(t, st, time.Hour)
+	sm, body := carrierReceipt(t, "C55", "DELIVRD")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	m := &store.Message{ID: d.ids.Next(), Account: "acct", Carrier: "cm", CarrierID: "C55", State: store.StateSent, Created: time.Now()}
+	orphan, err := st.LinkCarrier(context.Background(), m)
+	if err != nil || !bytes.Equal(orphan, body) {
+		t.Fatalf("the link took %x, %v; want the receipt", orphan, err)
+	}
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "C55"))
+	if got := held(t, st, "acct"); len(got) != 0 {
+		t.Fatalf("%d deliveries held, want none: the link took the receipt", len(got))
+	}
+}
+
+// With unmatched_receipts_after 0 (or after a reload set it so) a
+// receipt is kept for a late link, never passed on.
+func TestUnmatchedReceiptKeptWhenOff(t *testing.T) {
+	st := openTestBolt(t)
+	d, c := unmatchedSetup(t, st, time.Hour)
+	sm, body := carrierReceipt(t, "C56", "UNDELIV")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	c.cfg.Store(&config.Carrier{Name: "cm"}) // a reload: unmatched_receipts_after 0
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "C56"))
+	if got := held(t, st, "acct"); len(got) != 0 {
+		t.Fatalf("%d deliveries held, want none with unmatched_receipts_after 0", len(got))
+	}
+	if got, err := st.TakeOrphan(context.Background(), "cm", "C56"); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("kept receipt %x, %v; want it still kept", got, err)
+	}
+}
+
+// A store failure while the receipt is written for the platform puts it
+// back: the timer fires again and then passes it, once.
+func TestUnmatchedReceiptStoreFailureKeepsIt(t *testing.T) {
+	st := openTestBolt(t)
+	fail := true
+	fs := &faultStore{Store: st, add: func() error {
+		if fail {
+			return errInjected
+		}
+		return nil
+	}}
+	d, c := unmatchedSetup(t, fs, time.Hour)
+	sm, body := carrierReceipt(t, "C57", "DELIVRD")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	id := unmatchedTimerID("cm", "C57")
+	if d.passUnmatched(context.Background(), "cm", "C57") {
+		t.Fatal("passUnmatched reported done while the store failed")
+	}
+	fail = false
+	d.fireUnmatched(context.Background(), id)
+	d.fireUnmatched(context.Background(), id) // a second firing (a lease passed) passes nothing more
+	if got := held(t, st, "acct"); len(got) != 1 || !bytes.Equal(got[0], body) {
+		t.Fatalf("held %d deliveries, want the receipt once", len(got))
+	}
+}
+
+func TestUnmatchedTimerID(t *testing.T) {
+	for _, tc := range []struct{ carrier, key string }{
+		{"cm", "C57"}, {"a:b", "1:2"}, {"", ""}, {"mobile", ""}, {"x", "unmatched:1:x:y"},
+	} {
+		id := unmatchedTimerID(tc.carrier, tc.key)
+		c, k, ok := parseUnmatchedTimer(id)
+		if !ok || c != tc.carrier || k != tc.key {
+			t.Errorf("parse(%q) = %q, %q, %v; want %q, %q", id, c, k, ok, tc.carrier, tc.key)
+		}
+	}
+	for _, id := range []string{"0322aabbcc", "unmatched:", "unmatched:x:cm:1", "unmatched:5:cm:1", "unmatched:-1:cm", "unmatched:2:cmX1"} {
+		if c, k, ok := parseUnmatchedTimer(id); ok {
+			t.Errorf("parse(%q) = %q, %q, true; want not a receipt timer", id, c, k)
+		}
+	}
+}
+
+func FuzzUnmatchedTimerID(f *testing.F) {
+	f.Add("cm", "C57", "unmatched:2:cm:C57")
+	f.Add("a:b", "", "unmatched:9:")
+	f.Fuzz(func(t *testing.T, carrier, key, id string) {
+		c, k, ok := parseUnmatchedTimer(unmatchedTimerID(carrier, key))
+		if !ok || c != carrier || k != key {
+			t.Fatalf("round trip of %q, %q gave %q, %q, %v", carrier, key, c, k, ok)
+		}
+		if c, k, ok := parseUnmatchedTimer(id); ok && unmatchedTimerID(c, k) != id {
+			t.Fatalf("parse(%q) = %q, %q: not its id", id, c, k)
+		}
+	})
+}
