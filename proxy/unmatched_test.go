@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -45,6 +46,14 @@ func held(t *testing.T, st store.Store, account string) [][]byte {
 func TestUnmatchedReceiptPassedAsSent(t *testing.T) {
 	st := openTestBolt(t)
 	d, c := unmatchedSetup(t, st, 50*time.Millisecond)
+	path := filepath.Join(t.TempDir(), "messages.log")
+	f, err := openLogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ml := newMessageLog(f, path, zap.NewNop())
+	t.Cleanup(ml.Close)
+	d.msgLog.cur.Store(ml)
 	sm, body := carrierReceipt(t, "PRE-7781", "DELIVRD")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
@@ -60,6 +69,8 @@ func TestUnmatchedReceiptPassedAsSent(t *testing.T) {
 	if _, err := st.TakeOrphan(context.Background(), "cm", "PRE-7781"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the receipt is still kept after it was passed on: %v", err)
 	}
+	ev := waitEvent(t, d, path, "unmatched_receipt")
+	wantFields(t, ev, "account", "acct", "carrier", "cm", "carrier_id", "PRE-7781", "id", "")
 }
 
 // A receipt that overtook its link is the link's: its timer, firing after
