@@ -569,19 +569,25 @@ type SubmitResult struct {
 // waits for the answer. Errors: ErrCarrierDown (nothing was sent),
 // ErrNotSent, ErrResponseTimeout and ErrConnLost (the carrier may have it).
 func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error) {
-	if err := c.limiter.Load().Wait(ctx); err != nil {
-		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
-	}
-	s := c.pick()
-	if s == nil {
-		return SubmitResult{}, ErrCarrierDown
-	}
-	cfg := c.cfg.Load()
-	f, err := s.RequestTimeout(ctx, cmdSubmitSM, body, cfg.ResponseTimeout.D())
+	f, err := c.request(ctx, cmdSubmitSM, body)
 	if err != nil {
 		return SubmitResult{}, err
 	}
 	return submitResult(f), nil
+}
+
+// request sends one request (command id, body) on one of the carrier's
+// binds, within its max_tps, and waits up to its response_timeout for the
+// answer. Errors as Submit's.
+func (c *Carrier) request(ctx context.Context, id uint32, body []byte) (Frame, error) {
+	if err := c.limiter.Load().Wait(ctx); err != nil {
+		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, err)
+	}
+	s := c.pick()
+	if s == nil {
+		return Frame{}, ErrCarrierDown
+	}
+	return s.RequestTimeout(ctx, id, body, c.cfg.Load().ResponseTimeout.D())
 }
 
 // trySubmit is Submit for a caller that must not wait (a session's reader

@@ -444,8 +444,17 @@ func (d *Dispatcher) accepted(c *Carrier, m *store.Message, res SubmitResult) {
 	c.mStatusOK.get(metricSubmitStatus, c.Name, statusNameOK).Inc()
 	d.health.Note(c.Name, OutcomeAnswered)
 	c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
-	m.CarrierID = canonicalCarrierID(c.cfg.Load().ReceiptID, res.MessageID, false)
+	setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
 	m.State = store.StateSent
+}
+
+// setCarrierID sets m's carrier id from the carrier's submit_sm_resp: the
+// form receipts are matched by, and the id as written when that differs.
+func setCarrierID(m *store.Message, mode, raw string) {
+	m.CarrierID, m.CarrierMsgID = canonicalCarrierID(mode, raw, false), ""
+	if m.CarrierID != raw {
+		m.CarrierMsgID = raw
+	}
 }
 
 // linked is the answer to an accepted message once the store write of its

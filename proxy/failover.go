@@ -819,7 +819,7 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 	switch Classify(res.Status) {
 	case ClassOK:
 		f.d.health.Note(c.Name, OutcomeAnswered)
-		m.CarrierID = canonicalCarrierID(c.cfg.Load().ReceiptID, res.MessageID, false)
+		setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
 		m.State, m.Note = store.StateSent, "returned to carrier"
 		m.Attempts++
 		orphan, err := f.d.linkCarrier(m)
@@ -972,12 +972,19 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 	}
 }
 
-// finish records the final outcome and, when the platform asked, a receipt,
-// in one compare-and-set: only if the stored message is in one of from.
-// won reports that this call wrote them (durably); false with a nil error
-// means another finisher (of this or another instance) was first, and
-// nothing was written. On a store error nothing may have been written.
+// finish is Dispatcher.finishOwn for the modem path (source "modem").
 func (f *Failover) finish(ctx context.Context, m *store.Message, sm *ShortMessage, from []store.State, stat, errCode, note string) (won bool, err error) {
+	return f.d.finishOwn(ctx, m, sm, from, stat, errCode, note, "modem", f.log)
+}
+
+// finishOwn records a final outcome spareline gives m itself (source: the
+// modem path's "modem", or the carrier that confirmed a cancel_sm) and,
+// when the platform asked, a receipt, in one compare-and-set: only if the
+// stored message is in one of from. won reports that this call wrote them
+// (durably); false with a nil error means another finisher (of this or
+// another instance) was first, and nothing was written. On a store error
+// nothing may have been written.
+func (d *Dispatcher) finishOwn(ctx context.Context, m *store.Message, sm *ShortMessage, from []store.State, stat, errCode, note, source string, log *zap.Logger) (won bool, err error) {
 	m.State, m.Note = store.StateDone, note
 	m.FinalStat, m.FinalErr, m.Done = stat, errCode, time.Now() // query_sm reads them (query.go)
 	ctx = context.WithoutCancel(ctx)
@@ -985,26 +992,26 @@ func (f *Failover) finish(ctx context.Context, m *store.Message, sm *ShortMessag
 	// SMPP 3.4 §5.2.17: 1 = receipt on success or failure, 2 = on failure.
 	if want := m.RegDeliv & 0x03; want != 0 && (want != 2 || stat != "DELIVRD") {
 		body := buildReceipt(m, sm, stat, errCode, time.Now())
-		del = &store.Delivery{ID: f.d.ids.Next(), Account: m.Account, Body: body, MsgID: m.ID, Created: time.Now()}
+		del = &store.Delivery{ID: d.ids.Next(), Account: m.Account, Body: body, MsgID: m.ID, Created: time.Now()}
 	}
-	won, err = f.d.store.FinishMessage(ctx, from, m, del)
+	won, err = d.store.FinishMessage(ctx, from, m, del)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil // expired: nothing left to finish
 	}
 	if err != nil {
-		f.log.Error("store write of a final outcome failed", zap.String("id", m.ID), zap.String("stat", stat), zap.Error(err))
+		log.Error("store write of a final outcome failed", zap.String("id", m.ID), zap.String("stat", stat), zap.Error(err))
 		return false, err
 	}
 	if !won {
-		f.log.Debug("final outcome already recorded elsewhere", zap.String("id", m.ID), zap.String("stat", stat))
+		log.Debug("final outcome already recorded elsewhere", zap.String("id", m.ID), zap.String("stat", stat))
 		return false, nil
 	}
-	if ml := f.d.mlog(); ml != nil {
-		ml.modemReceipt(m, stat, note)
+	if ml := d.mlog(); ml != nil {
+		ml.ownReceipt(m, source, stat, note)
 	}
 	if del != nil {
-		metricReceipts.WithLabelValues("modem", statLabel(stat)).Inc()
-		f.d.kickDeliveries(m.Account)
+		metricReceipts.WithLabelValues(source, statLabel(stat)).Inc()
+		d.kickDeliveries(m.Account)
 	}
 	return true, nil
 }

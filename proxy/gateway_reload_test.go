@@ -92,6 +92,7 @@ func TestReloadAppliesModemChangesButNotNoneToSome(t *testing.T) {
 	cfgWith := func(modems ...string) *config.Config {
 		t.Helper()
 		y := fmt.Sprintf(`smpp: { listen: "127.0.0.1:0" }
+http: { listen: "" }
 store: { path: %q }
 accounts: [ { system_id: platform, password: secret } ]
 carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]

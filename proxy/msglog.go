@@ -484,11 +484,15 @@ func (ml *MessageLog) receipt(m *store.Message, carrier, stat string, final bool
 		zap.String("carrier_id", m.CarrierID), zap.String("stat", stat), zap.Bool("final", final))...)
 }
 
-// modemReceipt logs the modem path's outcome of m (event receipt, carrier
-// "modem"): a status report, the receipt timer, an expiry or a refusal.
-func (ml *MessageLog) modemReceipt(m *store.Message, stat, note string) {
-	ml.zl.Info("receipt", append(idFields(m.ID), zap.String("account", m.Account), zap.String("carrier", "modem"),
-		zap.String("modem", m.Modem), zap.String("stat", stat), zap.Bool("final", true), zap.String("note", note))...)
+// ownReceipt logs an outcome spareline itself gave m (event receipt): the
+// modem path's (source "modem": a status report, the receipt timer, an
+// expiry or a refusal), or a cancel_sm its carrier (source) confirmed.
+func (ml *MessageLog) ownReceipt(m *store.Message, source, stat, note string) {
+	fs := append(idFields(m.ID), zap.String("account", m.Account), zap.String("carrier", source))
+	if source == "modem" {
+		fs = append(fs, zap.String("modem", m.Modem))
+	}
+	ml.zl.Info("receipt", append(fs, zap.String("stat", stat), zap.Bool("final", true), zap.String("note", note))...)
 }
 
 // delivered logs the platform's answer to the deliver_sm of del (event

@@ -39,17 +39,20 @@ import (
 // not compared), all get ESME_RQUERYFAIL: the answer never tells whether
 // another account's message exists.
 //
-// cancel_sm: only a message still waiting in the modem queue, and not held
-// by a queue worker of this process at that moment, can be cancelled. It is
-// marked DELETED (its final receipt, stat DELETED, goes to the platform when
-// registered_delivery asked for one: platforms close their records on the
-// final receipt; §4.9 leaves this open), taken out of the queue, and the
-// answer is OK; it is never sent. Any other message (with a carrier already,
-// on a modem, finished), an unknown id or another account's, a source_addr
-// or destination_addr that is set and differs, and a cancel_sm without a
-// message_id (cancel all from source to destination, §4.9.1: there is no
-// index to find them) get ESME_RCANCELFAIL. A cancel is never relayed to a
-// carrier. Gateways sharing one Redis: the cancel is a compare-and-set
+// cancel_sm: a message its carrier accepted and has not reported final on
+// (a scheduled message, say) is cancelled at the carrier: the cancel_sm is
+// relayed on one of its binds with the carrier's own message_id, and the
+// platform gets the carrier's answer (cancelAtCarrier). A message still
+// waiting in the modem queue, and not held by a queue worker of this
+// process at that moment, is cancelled here: marked DELETED, taken out of
+// the queue, and the answer is OK; it is never sent. Either way a cancelled
+// message gets its final receipt, stat DELETED, when registered_delivery
+// asked for one (platforms close their records on the final receipt; §4.9
+// leaves this open). Any other message (on a modem, finished), an unknown
+// id or another account's, a source_addr or destination_addr that is set
+// and differs, and a cancel_sm without a message_id (cancel all from source
+// to destination, §4.9.1: there is no index to find them) get
+// ESME_RCANCELFAIL. Gateways sharing one Redis: the modem queue's cancel is a compare-and-set
 // (store.FinishMessage, queued -> done) and a queue worker of any gateway
 // takes a message only by its own compare-and-set from queued (failover.go),
 // so exactly one of them wins: a cancelled message is never sent, and a
@@ -403,18 +406,96 @@ func (n *northSession) handleCancel(f Frame) {
 
 func (n *northSession) cancel(ctx context.Context, acct *Account, c *CancelRequest) uint32 {
 	d := n.srv.disp
-	fo := d.failover.Load()
-	if c.MessageID == "" || fo == nil {
-		// Cancel-all by source and destination is not supported; without a
-		// modem pool nothing ever waits in a queue.
+	if c.MessageID == "" {
+		return statusCancelFail // cancel-all by source and destination: there is no index to find them
+	}
+	m, err := lookupOwn(ctx, d.store, acct.SystemID, c.MessageID)
+	if errors.Is(err, store.ErrNotFound) {
 		return statusCancelFail
 	}
-	status := fo.cancelQueued(ctx, acct.SystemID, c)
+	if err != nil {
+		d.storeError(n.sess.log, "store read for cancel_sm failed", err)
+		return statusSysErr
+	}
+	var status uint32
+	fo := d.failover.Load()
+	switch {
+	case m.State == store.StateSent && m.Carrier != "":
+		status = d.cancelAtCarrier(ctx, m, c, n.sess.log)
+	case m.State == store.StateQueued && fo != nil:
+		status = fo.cancelQueued(ctx, acct.SystemID, c)
+	default:
+		status = statusCancelFail // on a modem now, or finished
+	}
 	if status == statusOK {
 		n.sess.log.Info("message cancelled by the platform", zap.String("id", c.MessageID),
-			zap.String("account", acct.SystemID))
+			zap.String("account", acct.SystemID), zap.String("carrier", m.Carrier))
 	}
 	return status
+}
+
+// cancelMatches applies §4.9.1 to a cancel_sm of m (sm its submit):
+// source_addr, when given, must be the original's; destination_addr is
+// optional with a message_id. TON and NPI are not compared.
+func cancelMatches(c *CancelRequest, m *store.Message, sm *ShortMessage) bool {
+	return (c.Source == "" || c.Source == m.Source) && (c.Dest == "" || c.Dest == sm.Dest || c.Dest == m.Dest)
+}
+
+// cancelAtCarrier relays a platform's cancel_sm of m, which its carrier
+// accepted and has not reported final on, to that carrier, naming the
+// carrier's own message_id (as its submit_sm_resp wrote it) and the
+// original submit's service_type and addresses (§4.9.1), on one of its
+// binds within response_timeout. The platform gets the carrier's answer:
+// OK, and then m is finished DELETED (its final receipt, stat DELETED, goes
+// to the platform when registered_delivery asked for one, as for a
+// message cancelled in the modem queue; a receipt the carrier sends
+// afterwards is a duplicate and dropped); the carrier's refusal status as
+// it is; ESME_RCANCELFAIL when the carrier has no bind up, does not answer
+// in time, or does not know cancel_sm (generic_nack).
+func (d *Dispatcher) cancelAtCarrier(ctx context.Context, m *store.Message, c *CancelRequest, log *zap.Logger) uint32 {
+	sm, err := ParseShortMessage(m.Body)
+	if err != nil || !cancelMatches(c, m, sm) {
+		return statusCancelFail
+	}
+	car := (*d.carriers.Load())[m.Carrier]
+	if car == nil {
+		return statusCancelFail // a reload removed the carrier
+	}
+	id := m.CarrierMsgID
+	if id == "" {
+		id = m.CarrierID
+	}
+	log = log.With(zap.String("id", m.ID), zap.String("carrier", m.Carrier), zap.String("carrier_id", id))
+	f, err := car.request(ctx, cmdCancelSM, cancelSMBody(sm, id))
+	switch {
+	case err != nil:
+		log.Warn("cancel_sm relayed to the carrier got no answer; the platform is told it failed", zap.Error(err))
+		return statusCancelFail
+	case f.ID == cmdGenericNack:
+		log.Warn("the carrier does not take cancel_sm (generic_nack); the platform is told it failed",
+			zap.String("status", StatusString(f.Status)))
+		return statusCancelFail
+	case f.Status != statusOK:
+		return f.Status
+	}
+	if _, err := d.finishOwn(ctx, m, sm, []store.State{store.StateSent}, "DELETED", "000",
+		"cancelled by the platform (cancel_sm), confirmed by the carrier", m.Carrier, log); err != nil {
+		// The carrier cancelled it: that is the platform's answer. The
+		// record stays "sent"; a DELETED receipt from the carrier still
+		// finishes it.
+		log.Error("store write of a cancelled message failed; the carrier did cancel it", zap.Error(err))
+	}
+	return statusOK
+}
+
+// cancelSMBody is a cancel_sm body (§4.9.1) for the message sm submitted,
+// known to its carrier as id.
+func cancelSMBody(sm *ShortMessage, id string) []byte {
+	b := make([]byte, 0, 16+len(sm.ServiceType)+len(id)+len(sm.Source)+len(sm.Dest))
+	b = append(append(b, sm.ServiceType...), 0)
+	b = append(append(b, id...), 0)
+	b = append(append(append(b, sm.SourceTON, sm.SourceNPI), sm.Source...), 0)
+	return append(append(append(b, sm.DestTON, sm.DestNPI), sm.Dest...), 0)
 }
 
 // processClaimed processes a claimed queue entry, marked as held by this
@@ -458,12 +539,7 @@ func (f *Failover) cancelQueued(ctx context.Context, account string, c *CancelRe
 	if err != nil { // cannot happen: it was parsed when submitted
 		return statusCancelFail
 	}
-	// §4.9.1: source_addr must match the original's; destination_addr is
-	// optional when message_id is given. TON and NPI are not compared.
-	if c.Source != "" && c.Source != m.Source {
-		return statusCancelFail
-	}
-	if c.Dest != "" && c.Dest != sm.Dest && c.Dest != m.Dest {
+	if !cancelMatches(c, m, sm) {
 		return statusCancelFail
 	}
 	won, err := f.finish(ctx, m, sm, []store.State{store.StateQueued}, "DELETED", "000", "cancelled by the platform (cancel_sm)")

@@ -23,7 +23,8 @@ import (
 //	time Created, Expires                       (0x00 = zero time, or 0x01 varint seconds, uvarint nanoseconds)
 //	str Note, Modem
 //	uvarint count, then varint each              ModemRefs
-//	[str FinalStat, FinalErr; time Done]         only when one is set (records without them decode as before)
+//	[str FinalStat, FinalErr; time Done]         only when one is set, or CarrierMsgID is (records without them decode as before)
+//	[str CarrierMsgID]                           only when set
 //
 // Delivery, version 1:
 //
@@ -206,10 +207,13 @@ func encodeMessage(m *Message) []byte {
 	for _, r := range m.ModemRefs {
 		e.b = binary.AppendVarint(e.b, int64(r))
 	}
-	if m.FinalStat != "" || m.FinalErr != "" || !m.Done.IsZero() {
+	if m.FinalStat != "" || m.FinalErr != "" || !m.Done.IsZero() || m.CarrierMsgID != "" {
 		e.str(m.FinalStat)
 		e.str(m.FinalErr)
 		e.time(m.Done)
+	}
+	if m.CarrierMsgID != "" {
+		e.str(m.CarrierMsgID)
 	}
 	return e.b
 }
@@ -256,6 +260,9 @@ func decodeMessage(b []byte) (*Message, error) {
 		m.FinalStat = d.str("final_stat")
 		m.FinalErr = d.str("final_err")
 		m.Done = d.time("done")
+	}
+	if d.err == nil && d.off < len(d.b) { // the optional carrier message_id
+		m.CarrierMsgID = d.str("carrier_msg_id")
 	}
 	d.end()
 	if d.err != nil {

@@ -14,6 +14,8 @@ func TestMessageCodecRoundTrip(t *testing.T) {
 		testMessage("full"),
 		{ID: "empty"},
 		{ID: "neg", Attempts: -1, ModemRefs: []int{-5, 255}, Created: time.Unix(-1, 999999999)},
+		{ID: "raw", CarrierID: "123", CarrierMsgID: "000123"},
+		{ID: "rawdone", CarrierID: "255", CarrierMsgID: "FF", FinalStat: "DELIVRD", Done: time.Unix(1700000000, 0)},
 	} {
 		got, err := decodeMessage(encodeMessage(m))
 		if err != nil {
@@ -39,6 +41,7 @@ func TestDecodeNamesFieldAndOffset(t *testing.T) {
 func FuzzDecodeMessage(f *testing.F) {
 	f.Add(encodeMessage(testMessage("seed")))
 	f.Add(encodeMessage(&Message{}))
+	f.Add(encodeMessage(&Message{ID: "raw", CarrierID: "123", CarrierMsgID: "000123"}))
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)

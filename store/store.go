@@ -151,6 +151,12 @@ type Message struct {
 	FinalStat string    `json:"fst,omitempty"`   // final outcome in receipt words (DELIVRD, UNDELIV, DELETED...); "" while not final
 	FinalErr  string    `json:"fer,omitempty"`   // the final outcome's err: code, as the receipt wrote it
 	Done      time.Time `json:"done,omitempty"`  // when it reached its final state; zero while not final
+	// CarrierMsgID is the carrier's message_id exactly as its
+	// submit_sm_resp wrote it, when that differs from CarrierID (the form
+	// receipts are matched by: a decimal id without leading zeros, or
+	// converted by the carrier's receipt_id): what a cancel_sm relayed to
+	// the carrier names. "" when it is CarrierID.
+	CarrierMsgID string `json:"cmid,omitempty"`
 }
 
 // Delivery is a deliver_sm waiting for an account's receiver session.

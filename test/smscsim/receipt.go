@@ -19,6 +19,7 @@ type receipt struct {
 	submitted time.Time
 	done      time.Time // set when first built, kept on resends
 	text      []byte    // built once, identical on resends
+	cancelled bool      // by a cancel_sm before it went out; guarded by SMSC.mu
 }
 
 // MessageState maps a receipt stat to the message_state TLV value
@@ -118,6 +119,10 @@ func (s *SMSC) sendReceipt(r *receipt) {
 		s.mu.Unlock()
 		return
 	}
+	if r.cancelled {
+		s.mu.Unlock()
+		return // cancelled (cancel_sm) before it went out
+	}
 	c := s.pickReceiverLocked(r.systemID)
 	if c == nil || s.hold {
 		s.held = append(s.held, r)
@@ -131,6 +136,7 @@ func (s *SMSC) sendReceipt(r *receipt) {
 	}
 	seq := c.nextSeqLocked()
 	c.inflight[seq] = &delivery{rcpt: r}
+	delete(s.pending, r.msg.ID)
 	s.stats.ReceiptsSent++
 	s.notifyLocked()
 	s.mu.Unlock()

@@ -100,6 +100,9 @@ type Options struct {
 	// ESME_RINVCMDID, as an SMSC that takes only transmitter and receiver
 	// binds (SMPP 3.3 style) does.
 	NoTransceiver bool
+	// NoCancel answers cancel_sm with generic_nack ESME_RINVCMDID, as an
+	// SMSC without it does.
+	NoCancel bool
 
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
@@ -176,8 +179,10 @@ type SMSC struct {
 	silent    bool
 	refuse    uint32
 	attempts  map[string]int
-	held      []*receipt // receipts waiting for a receiver bind
-	hold      bool       // HoldReceipts: hold every new receipt
+	held      []*receipt          // receipts waiting for a receiver bind
+	hold      bool                // HoldReceipts: hold every new receipt
+	cancels   []Cancel            // cancel_sm received (cancel.go)
+	pending   map[string]*receipt // by message id: receipts not sent yet, which a cancel_sm can stop
 	stats     Stats
 	nextID    uint64
 	nextConn  uint64
@@ -682,6 +687,12 @@ func (c *conn) handle(h header, full []byte) {
 		}
 	case data.SUBMIT_SM:
 		c.handleSubmit(h, full)
+	case data.CANCEL_SM:
+		if s.opts.NoCancel {
+			c.send(headerOnly(cmdGenericNack, uint32(data.ESME_RINVCMDID), h.Seq))
+			return
+		}
+		c.handleCancel(h, full)
 	case data.DELIVER_SM_RESP, data.DATA_SM_RESP, data.GENERIC_NACK:
 		status := h.Status
 		if data.CommandIDType(h.ID) == data.GENERIC_NACK && status == 0 {
@@ -912,6 +923,12 @@ func (c *conn) handleSubmit(h header, full []byte) {
 			return
 		}
 		rc := &receipt{systemID: systemID, msg: m, stat: stat, errCode: reply.ReceiptErr, submitted: now}
+		s.mu.Lock()
+		if s.pending == nil {
+			s.pending = map[string]*receipt{}
+		}
+		s.pending[m.ID] = rc
+		s.mu.Unlock()
 		s.after(s.opts.ReceiptDelay, func() { s.sendReceipt(rc) })
 	})
 }
