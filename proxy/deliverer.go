@@ -15,11 +15,17 @@ import (
 // Deliverers: one goroutine per account sends the account's stored
 // deliver_sm (receipts and MO) to its bound receiver and transceiver
 // sessions, oldest first, and removes each only when the platform answered
-// it with deliver_sm_resp OK. A timeout, a generic_nack (whatever its
-// status) or ESME_RX_T_APPN leaves it for the next round (retried after a
-// pause); ESME_RX_P_APPN / ESME_RX_R_APPN mean
-// the platform will never take it: it is dropped and logged. Deliveries wait
-// in the store, without limit of time, while no receiver is bound.
+// it with deliver_sm_resp OK. A timeout, or a status that says "later"
+// (ESME_RX_T_APPN, ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR, in a
+// deliver_sm_resp or a generic_nack), leaves it for the next round
+// (retried after a pause), without limit; ESME_RX_P_APPN / ESME_RX_R_APPN
+// mean the platform will never take it: it is dropped and logged. Any other
+// refusal (a deliver_sm_resp with another status, such as ESME_RINVSRCADR,
+// or a generic_nack with one) is retried too, but at most maxRefusals
+// times in all, then dropped and logged: sent again without end, a delivery
+// the platform cannot take would come back every round, and deliverBatch
+// of them would hold back every later receipt of the account. Deliveries
+// wait in the store, without limit of time, while no receiver is bound.
 //
 // Several gateways on one store: a deliverer sends only while it holds the
 // account's delivery lease (store.ClaimDeliveries, claims.go), so one
@@ -36,6 +42,11 @@ import (
 
 const deliverBatch = 128
 
+// maxRefusals is how many times a delivery is sent to a platform that
+// refuses it neither for now nor for good (see above) before it is dropped.
+// Counted in memory: a restart starts the count again.
+const maxRefusals = 5
+
 // deliveryLease is how long a claim on an account's deliveries lasts
 // without renewal: the longest a killed gateway holds up the account.
 // A round renews it every deliveryLease/4.
@@ -51,6 +62,45 @@ type deliverer struct {
 	worker  string // this deliverer's name in the account lease: the instance's (SetInstance), so a restart takes its leases back
 	kick    chan struct{}
 	counted time.Time // when spareline_deliveries_pending was last set from the store
+
+	refusedMu sync.Mutex
+	refused   map[string]int // delivery id -> refusals so far (maxRefusals)
+}
+
+// refusal counts one refusal of a delivery and reports whether it was the
+// last one allowed (the delivery is to be dropped).
+func (dl *deliverer) refusal(id string) bool {
+	dl.refusedMu.Lock()
+	defer dl.refusedMu.Unlock()
+	if dl.refused == nil || len(dl.refused) > 4*deliverBatch {
+		// Entries of deliveries that another gateway sent, or that were
+		// taken later, are forgotten with the rest: at worst a delivery
+		// gets maxRefusals more tries.
+		dl.refused = map[string]int{}
+	}
+	dl.refused[id]++
+	if dl.refused[id] >= maxRefusals {
+		delete(dl.refused, id)
+		return true
+	}
+	return false
+}
+
+// settled forgets a delivery's refusals once it left the store.
+func (dl *deliverer) settled(id string) {
+	dl.refusedMu.Lock()
+	delete(dl.refused, id)
+	dl.refusedMu.Unlock()
+}
+
+// laterStatus reports the deliver_sm_resp statuses by which a platform
+// asks for the delivery again later: they are retried without limit.
+func laterStatus(status uint32) bool {
+	switch status {
+	case statusRXTAppn, statusThrottled, statusMsgQFul, statusSysErr:
+		return true
+	}
+	return false
 }
 
 // count sets spareline_deliveries_pending from the store, at most once a
@@ -239,27 +289,39 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 	if ml := dl.d.mlog(); ml != nil {
 		ml.delivered(del, f.Status, f.ID != cmdDeliverSMResp)
 	}
-	if f.ID != cmdDeliverSMResp {
-		// generic_nack (SMPP 3.4 §4.3): the platform could not process the
-		// PDU; whatever its status (some send ESME_ROK), that is no
-		// acknowledgement. Kept for the next round like a refusal.
-		log.Info("platform answered a deliver_sm with generic_nack; will retry", zap.String("delivery", del.ID),
-			zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)), zap.String("status", StatusString(f.Status)))
-		return false
-	}
-	switch f.Status {
-	case statusOK:
-	case statusRXPAppn, statusRXRAppn:
+	switch {
+	case f.ID == cmdDeliverSMResp && f.Status == statusOK:
+	case f.ID == cmdDeliverSMResp && (f.Status == statusRXPAppn || f.Status == statusRXRAppn):
 		log.Warn("platform rejected a deliver_sm permanently; dropped", zap.String("delivery", del.ID),
 			zap.String("id", del.MsgID), zap.String("status", StatusString(f.Status)))
-	default:
-		log.Info("platform refused a deliver_sm; will retry", zap.String("delivery", del.ID),
-			zap.String("status", StatusString(f.Status)))
+	case laterStatus(f.Status):
+		// In a deliver_sm_resp or a generic_nack alike (some platforms
+		// throttle with a generic_nack).
+		log.Info("platform refused a deliver_sm for now; will retry", zap.String("delivery", del.ID),
+			zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)), zap.String("status", StatusString(f.Status)))
 		return false
+	default:
+		// A generic_nack (SMPP 3.4 §4.3: the platform could not process
+		// the PDU; whatever its status, some send ESME_ROK, it is no
+		// acknowledgement), or a refusal that says neither "later" nor
+		// "never": retried, at most maxRefusals times.
+		what := "deliver_sm_resp"
+		if f.ID != cmdDeliverSMResp {
+			what = fmt.Sprintf("command_id 0x%08X", f.ID)
+		}
+		if !dl.refusal(del.ID) {
+			log.Info("platform refused a deliver_sm; will retry", zap.String("delivery", del.ID),
+				zap.String("answer", what), zap.String("status", StatusString(f.Status)))
+			return false
+		}
+		log.Warn("platform refused a deliver_sm every time; dropped", zap.String("delivery", del.ID),
+			zap.String("id", del.MsgID), zap.String("answer", what), zap.String("status", StatusString(f.Status)),
+			zap.Int("tries", maxRefusals))
 	}
 	if err := dl.d.store.AckDelivery(ctx, dl.account, del.ID); err != nil {
 		log.Warn("removing a delivered deliver_sm failed; it may be sent again", zap.Error(err))
 		return false
 	}
+	dl.settled(del.ID)
 	return true
 }

@@ -9,6 +9,66 @@ import (
 	"github.com/spareline/spareline/store"
 )
 
+// heldDelivery stores a deliver_sm for account "platform" whose
+// short_message is marker, and returns it.
+func heldDelivery(t *testing.T, ts *testServer, marker string) *store.Delivery {
+	t.Helper()
+	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := sub.rebuildBody(goldenSubmit(t, "02 4F60", ""), []byte(marker), nil)
+	del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: body, Created: time.Now()}
+	if err := ts.disp.store.AddDelivery(context.Background(), del, nil); err != nil {
+		t.Fatal(err)
+	}
+	return del
+}
+
+// pendingHas reports whether the store still holds a delivery of "platform".
+func pendingHas(t *testing.T, st store.Store, id string) bool {
+	list, err := st.PendingDeliveries(context.Background(), "platform", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list {
+		if d.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// A platform that refuses a deliver_sm with a status that says neither
+// "later" (ESME_RX_T_APPN and its kin) nor "never" (ESME_RX_P_APPN,
+// ESME_RX_R_APPN) — Kannel answers ESME_RINVSRCADR for a source address it
+// cannot take — gets it maxRefusals times, then no more: it was sent again
+// every second without end, and deliverBatch such receipts held back every
+// later receipt of the account.
+func TestDeliveryRefusedEveryTimeIsDropped(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	marker := "refused test " + ts.disp.ids.Next()
+	del := heldDelivery(t, ts, marker)
+	p := boundTCP(t, ts, cmdBindReceiver)
+	refusals := 0
+	for refusals < maxRefusals {
+		f := p.read()
+		if f.ID != cmdDeliverSM {
+			t.Fatalf("platform got %+v, want deliver_sm", f.Header)
+		}
+		if !bytes.Contains(f.Body, []byte(marker)) { // another test's leftover in the shared store: take it
+			p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
+			continue
+		}
+		refusals++
+		p.write(cmdDeliverSMResp, uint32(0x0A), f.Seq, nil) // ESME_RINVSRCADR
+	}
+	waitCond(t, "the receipt refused every time dropped from the store", func() bool {
+		return !pendingHas(t, ts.disp.store, del.ID)
+	})
+}
+
 // A platform that answers a deliver_sm with generic_nack did not take it
 // (SMPP 3.4 §4.3: the PDU could not be processed), whatever the status: a
 // generic_nack carrying ESME_ROK, as sloppy clients send, is not the
