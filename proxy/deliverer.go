@@ -209,7 +209,7 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	acked := 0
-	for i, del := range list {
+	for i, group := range byMessage(list) {
 		s := recv[i%len(recv)]
 		// Prefer a session with room in its window.
 		for _, r := range recv {
@@ -218,17 +218,43 @@ func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, mo
 			}
 		}
 		wg.Add(1)
-		go func(del *store.Delivery, s *Session) {
+		go func(group []*store.Delivery, s *Session) {
 			defer wg.Done()
-			if dl.send(ctx, s, del, log) {
+			// One after the other, each once the one before was taken:
+			// sent at once, an intermediate receipt could reach the
+			// platform after the final one (or be refused for now and
+			// come again after it), and leave the message ENROUTE there.
+			for _, del := range group {
+				if !dl.send(ctx, s, del, log) {
+					return // the rest wait for the next round, behind it
+				}
 				mu.Lock()
 				acked++
 				mu.Unlock()
 			}
-		}(del, s)
+		}(group, s)
 	}
 	wg.Wait()
 	return acked > 0, acked > 0 && len(list) == deliverBatch || acked > 0 && acked < len(list)
+}
+
+// byMessage groups deliveries (oldest first) by the message they are about,
+// keeping their order within each group and the order of the groups' first
+// deliveries; an MO message (no MsgID) is a group of its own.
+func byMessage(list []*store.Delivery) [][]*store.Delivery {
+	groups := make([][]*store.Delivery, 0, len(list))
+	at := map[string]int{}
+	for _, del := range list {
+		if del.MsgID != "" {
+			if i, ok := at[del.MsgID]; ok {
+				groups[i] = append(groups[i], del)
+				continue
+			}
+			at[del.MsgID] = len(groups)
+		}
+		groups = append(groups, []*store.Delivery{del})
+	}
+	return groups
 }
 
 // renew keeps the account lease while a batch is in flight; the returned

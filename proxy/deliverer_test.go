@@ -13,16 +13,60 @@ import (
 // short_message is marker, and returns it.
 func heldDelivery(t *testing.T, ts *testServer, marker string) *store.Delivery {
 	t.Helper()
+	return heldReceipt(t, ts, marker, "")
+}
+
+// heldReceipt is heldDelivery for a receipt about message msgID.
+func heldReceipt(t *testing.T, ts *testServer, marker, msgID string) *store.Delivery {
+	t.Helper()
 	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	body := sub.rebuildBody(goldenSubmit(t, "02 4F60", ""), []byte(marker), nil)
-	del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: body, Created: time.Now()}
+	del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: body, MsgID: msgID, Created: time.Now()}
 	if err := ts.disp.store.AddDelivery(context.Background(), del, nil); err != nil {
 		t.Fatal(err)
 	}
 	return del
+}
+
+// The receipts of one message reach the platform in the order they came:
+// an intermediate receipt held with the final one (the platform was not
+// bound) is taken before it, even when the platform first refuses it for
+// now. They were sent all at once, and a platform that keeps the last
+// receipt's state was left with ENROUTE for a delivered message.
+func TestReceiptsOfOneMessageKeepTheirOrder(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	msgID := ts.disp.ids.Next()
+	first := "stat:ENROUTE " + msgID
+	final := "stat:DELIVRD " + msgID
+	heldReceipt(t, ts, first, msgID)
+	heldReceipt(t, ts, final, msgID)
+	p := boundTCP(t, ts, cmdBindReceiver)
+	var taken []string
+	refused := false
+	for len(taken) < 2 {
+		f := p.read()
+		if f.ID != cmdDeliverSM {
+			t.Fatalf("platform got %+v, want deliver_sm", f.Header)
+		}
+		switch {
+		case bytes.Contains(f.Body, []byte(first)) && !refused:
+			refused = true
+			p.write(cmdDeliverSMResp, statusRXTAppn, f.Seq, nil)
+			continue
+		case bytes.Contains(f.Body, []byte(first)):
+			taken = append(taken, "ENROUTE")
+		case bytes.Contains(f.Body, []byte(final)):
+			taken = append(taken, "DELIVRD")
+		}
+		p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0}) // another test's leftover too
+	}
+	if taken[0] != "ENROUTE" || taken[1] != "DELIVRD" {
+		t.Fatalf("platform took the receipts in the order %v, want [ENROUTE DELIVRD]", taken)
+	}
 }
 
 // pendingHas reports whether the store still holds a delivery of "platform".
