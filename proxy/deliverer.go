@@ -304,6 +304,8 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 	body := del.Body
 	if n, ok := s.Value.(*northSession); ok && n.legacy.Load() {
 		body = legacyBody(body)
+	} else if del.MsgID != "" {
+		body = withReceiptTLVs(body)
 	}
 	f, err := s.Request(ctx, cmdDeliverSM, body)
 	if err != nil {
@@ -350,4 +352,43 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 	}
 	dl.settled(del.ID)
 	return true
+}
+
+// withReceiptTLVs gives a receipt for an SMPP 3.4 platform the
+// receipted_message_id and message_state (SMPP 3.4 §5.3.2.12, §5.3.2.35)
+// that its text says, when the carrier sent only the text (Appendix B):
+// platforms that match receipts by the optional parameters alone would not
+// find the id. The text's id is spareline's already (rewriteReceipt).
+// Anything else is returned as it is.
+func withReceiptTLVs(body []byte) []byte {
+	m, err := ParseShortMessage(body)
+	if err != nil || !m.IsReceipt() {
+		return body
+	}
+	_, hasID := m.TLV(tagReceiptedMessageID)
+	_, hasState := m.TLV(tagMessageState)
+	if hasID && hasState {
+		return body
+	}
+	id, stat, _ := receiptFields(m.Payload())
+	if id == "" {
+		return body
+	}
+	tlvs := m.TLVs
+	if !hasID {
+		tlvs = append(tlvs, TLV{Tag: tagReceiptedMessageID, Value: append([]byte(id), 0)})
+	}
+	if !hasState {
+		state, ok := messageStates[stat]
+		if !ok && intermediateStats[stat] {
+			state, ok = messageStates["ENROUTE"], true
+		}
+		if ok {
+			tlvs = append(tlvs, TLV{Tag: tagMessageState, Value: []byte{state}})
+		}
+	}
+	if len(tlvs) == len(m.TLVs) {
+		return body
+	}
+	return m.rebuildBody(body, m.Message, tlvs)
 }

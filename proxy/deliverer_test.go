@@ -113,6 +113,56 @@ func TestDeliveryRefusedEveryTimeIsDropped(t *testing.T) {
 	})
 }
 
+// A carrier that writes its receipts as text only (Appendix B, no optional
+// parameters, as SMPP 3.3-era SMSCs do): an SMPP 3.4 platform still gets
+// receipted_message_id with spareline's id, and message_state, as from the
+// modem path. It got neither, and a platform that matches receipts by
+// receipted_message_id found no id.
+func TestTextOnlyReceiptGetsItsTLVs(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	msgID := ts.disp.ids.Next()
+	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := buildReceipt(&store.Message{ID: msgID, Created: time.Now()}, sub, "DELIVRD", "000", time.Now())
+	rcpt, err := ParseShortMessage(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	textOnly := rcpt.rebuildBody(full, rcpt.Message, nil)
+	del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: textOnly, MsgID: msgID, Created: time.Now()}
+	if err := ts.disp.store.AddDelivery(context.Background(), del, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := boundTCP(t, ts, cmdBindReceiver)
+	for {
+		f := p.read()
+		if f.ID != cmdDeliverSM {
+			t.Fatalf("platform got %+v, want deliver_sm", f.Header)
+		}
+		p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
+		if !bytes.Contains(f.Body, []byte("id:"+msgID)) {
+			continue // another test's leftover in the shared store
+		}
+		got, err := ParseShortMessage(f.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := got.TLV(tagReceiptedMessageID); string(v) != msgID+"\x00" {
+			t.Errorf("receipted_message_id %q, want %q", v, msgID+"\x00")
+		}
+		if v, _ := got.TLV(tagMessageState); !bytes.Equal(v, []byte{2}) {
+			t.Errorf("message_state %v, want [2] (DELIVERED)", v)
+		}
+		if !bytes.Equal(got.Message, rcpt.Message) || got.ESMClass != 0x04 {
+			t.Errorf("text %q esm_class 0x%02X, want %q 0x04", got.Message, got.ESMClass, rcpt.Message)
+		}
+		return
+	}
+}
+
 // A platform that answers a deliver_sm with generic_nack did not take it
 // (SMPP 3.4 §4.3: the PDU could not be processed), whatever the status: a
 // generic_nack carrying ESME_ROK, as sloppy clients send, is not the
