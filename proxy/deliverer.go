@@ -304,8 +304,8 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 	body := del.Body
 	if n, ok := s.Value.(*northSession); ok && n.legacy.Load() {
 		body = legacyBody(body)
-	} else if del.MsgID != "" {
-		body = withReceiptTLVs(body)
+	} else {
+		body = platformBody(body)
 	}
 	f, err := s.Request(ctx, cmdDeliverSM, body)
 	if err != nil {
@@ -354,27 +354,82 @@ func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, 
 	return true
 }
 
-// withReceiptTLVs gives a receipt for an SMPP 3.4 platform the
-// receipted_message_id and message_state (SMPP 3.4 §5.3.2.12, §5.3.2.35)
-// that its text says, when the carrier sent only the text (Appendix B):
-// platforms that match receipts by the optional parameters alone would not
-// find the id. The text's id is spareline's already (rewriteReceipt).
-// Anything else is returned as it is.
-func withReceiptTLVs(body []byte) []byte {
+// deliverSMTags are the optional parameters SMPP 3.4 §4.6.1 defines for
+// deliver_sm, and ussd_service_op (§5.3.2.44), which USSD gateways send in
+// deliver_sm and USSD platforms need.
+var deliverSMTags = map[uint16]bool{
+	0x0204: true, // user_message_reference
+	0x020A: true, // source_port
+	0x020B: true, // destination_port
+	0x020C: true, // sar_msg_ref_num
+	0x020E: true, // sar_total_segments
+	0x020F: true, // sar_segment_seqnum
+	0x0205: true, // user_response_code
+	0x0201: true, // privacy_indicator
+	0x0019: true, // payload_type
+	0x0424: true, // message_payload
+	0x0381: true, // callback_num
+	0x0202: true, // source_subaddress
+	0x0203: true, // dest_subaddress
+	0x020D: true, // language_indicator
+	0x1383: true, // its_session_info
+	0x0423: true, // network_error_code
+	0x0427: true, // message_state
+	0x001E: true, // receipted_message_id
+	0x0501: true, // ussd_service_op
+}
+
+// platformBody is the deliver_sm body an SMPP 3.4 platform gets for a held
+// delivery (a 3.3 one gets legacyBody):
+//
+//   - only the optional parameters §4.6.1 defines for deliver_sm. A
+//     carrier's own (vendor-specific tags, 0x1400-0x3FFF) mean something on
+//     that carrier's interface only, and those of its data_sm that
+//     deliver_sm has not (source_network_type, qos_time_to_live...) have no
+//     place there; relayed, they made platforms whose decoder checks the
+//     tags (Jasmin's) refuse the whole PDU, so the receipt never arrived.
+//   - for a receipt, the receipted_message_id and message_state (SMPP 3.4
+//     §5.3.2.12, §5.3.2.35) that its text says, when the carrier sent only
+//     the text (Appendix B): platforms that match receipts by the optional
+//     parameters alone would not find the id. The text's id is spareline's
+//     already (rewriteReceipt).
+//
+// A body that does not parse is returned as it is.
+func platformBody(body []byte) []byte {
 	m, err := ParseShortMessage(body)
-	if err != nil || !m.IsReceipt() {
+	if err != nil {
 		return body
 	}
+	tlvs := make([]TLV, 0, len(m.TLVs)+2)
+	for _, t := range m.TLVs {
+		if deliverSMTags[t.Tag] {
+			tlvs = append(tlvs, t)
+		}
+	}
+	changed := len(tlvs) != len(m.TLVs)
+	if m.IsReceipt() {
+		n := len(tlvs)
+		tlvs = appendReceiptTLVs(m, tlvs)
+		changed = changed || len(tlvs) != n
+	}
+	if !changed {
+		return body
+	}
+	return m.rebuildBody(body, m.Message, tlvs)
+}
+
+// appendReceiptTLVs appends to tlvs the receipted_message_id and
+// message_state of receipt m that it lacks, from its text.
+func appendReceiptTLVs(m *ShortMessage, tlvs []TLV) []TLV {
 	_, hasID := m.TLV(tagReceiptedMessageID)
 	_, hasState := m.TLV(tagMessageState)
 	if hasID && hasState {
-		return body
+		return tlvs
 	}
 	id, stat, _ := receiptFields(m.Payload())
 	if id == "" {
-		return body
+		return tlvs
 	}
-	tlvs := m.TLVs
 	if !hasID {
 		tlvs = append(tlvs, TLV{Tag: tagReceiptedMessageID, Value: append([]byte(id), 0)})
 	}
@@ -387,8 +442,5 @@ func withReceiptTLVs(body []byte) []byte {
 			tlvs = append(tlvs, TLV{Tag: tagMessageState, Value: []byte{state}})
 		}
 	}
-	if len(tlvs) == len(m.TLVs) {
-		return body
-	}
-	return m.rebuildBody(body, m.Message, tlvs)
+	return tlvs
 }

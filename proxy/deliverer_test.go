@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,6 +161,74 @@ func TestTextOnlyReceiptGetsItsTLVs(t *testing.T) {
 			t.Errorf("text %q esm_class 0x%02X, want %q 0x04", got.Message, got.ESMClass, rcpt.Message)
 		}
 		return
+	}
+}
+
+// An SMPP 3.4 platform gets in a deliver_sm only the optional parameters
+// §4.6.1 defines for it: a carrier's vendor-specific ones (Infobip's
+// 0x1454) and those of a data_sm that deliver_sm has not
+// (source_network_type) stay behind. Relayed, they made platforms whose
+// decoder checks the tags (Jasmin's) refuse the PDU, and the receipt or MO
+// message never reached them.
+func TestDeliverSMCarriesOnlyItsOwnTLVs(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	msgID := ts.disp.ids.Next()
+	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := buildReceipt(&store.Message{ID: msgID, Created: time.Now()}, sub, "UNDELIV", "001", time.Now())
+	rcpt, err := ParseShortMessage(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	carrierTLVs := []TLV{
+		{Tag: 0x1454, Value: []byte{0, 0, 0, 1}}, // vendor-specific
+		{Tag: tagReceiptedMessageID, Value: append([]byte(msgID), 0)},
+		{Tag: 0x000E, Value: []byte{1}}, // source_network_type (data_sm only)
+		{Tag: tagNetworkErrorCode, Value: []byte{3, 0, 1}},
+		{Tag: tagMessageState, Value: []byte{5}},
+	}
+	receipt := rcpt.rebuildBody(full, rcpt.Message, carrierTLVs)
+	mo := sub.rebuildBody(goldenSubmit(t, "02 4F60", ""), []byte("mo "+msgID), []TLV{{Tag: 0x1401, Value: []byte("x")}})
+	for _, b := range [][]byte{receipt, mo} {
+		del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: b, Created: time.Now()}
+		if err := ts.disp.store.AddDelivery(context.Background(), del, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := boundTCP(t, ts, cmdBindReceiver)
+	var gotReceipt, gotMO bool
+	for !gotReceipt || !gotMO {
+		f := p.read()
+		if f.ID != cmdDeliverSM {
+			t.Fatalf("platform got %+v, want deliver_sm", f.Header)
+		}
+		p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
+		got, err := ParseShortMessage(f.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tags []uint16
+		for _, tl := range got.TLVs {
+			tags = append(tags, tl.Tag)
+		}
+		switch {
+		case bytes.Contains(f.Body, []byte("id:"+msgID)):
+			gotReceipt = true
+			if want := []uint16{tagReceiptedMessageID, tagNetworkErrorCode, tagMessageState}; !slices.Equal(tags, want) {
+				t.Errorf("receipt with optional parameters %04X, want %04X", tags, want)
+			}
+			if !bytes.Equal(got.Message, rcpt.Message) {
+				t.Errorf("receipt text %q, want %q", got.Message, rcpt.Message)
+			}
+		case bytes.Contains(f.Body, []byte("mo "+msgID)):
+			gotMO = true
+			if len(tags) != 0 {
+				t.Errorf("MO with optional parameters %04X, want none", tags)
+			}
+		}
 	}
 }
 
