@@ -74,6 +74,41 @@ func (ts *testServer) connect(t testing.TB) *peer {
 	return &peer{t: tt, conn: b}
 }
 
+// connectTCP serves ts on a loopback TCP listener (the listener ends with
+// the test) and returns a platform connected to it: what a real client
+// sees on the wire.
+func (ts *testServer) connectTCP(t *testing.T) *peer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = ts.srv.Serve(ctx, ln)
+	}()
+	t.Cleanup(func() { cancel(); <-served })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &peer{t: t, conn: c}
+}
+
+// boundTCP is connectTCP, bound with bindID as account "platform".
+func boundTCP(t *testing.T, ts *testServer, bindID uint32) *peer {
+	t.Helper()
+	p := ts.connectTCP(t)
+	p.write(bindID, 0, 1, bindBody("platform", "secret"))
+	if f := p.read(); f.ID != bindID|cmdRespBit || f.Status != statusOK {
+		t.Fatalf("bind answer %+v", f.Header)
+	}
+	return p
+}
+
 // stop unbinds what is left and waits for every goroutine.
 // boundTransmitter is a platform bound as a transmitter to a new test
 // server, both ended with the test.
