@@ -206,6 +206,12 @@ type Modem struct {
 	// to AT+CMGS before the send counts as failed (and may be retried on
 	// another modem). Default 60s, at most MaxModemSendTimeout.
 	SendTimeout Duration `yaml:"send_timeout"`
+	// Number is the SIM's own number (its MSISDN, e.g. "+8613912345678"):
+	// the destination_addr of the MO messages that arrive on this modem,
+	// as a carrier's MO messages carry the number they were sent to, so
+	// that a platform routing MO by that number can. "" = an empty
+	// destination_addr.
+	Number string `yaml:"number"`
 }
 
 // Failover says when a carrier is considered failed.

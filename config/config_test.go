@@ -134,6 +134,7 @@ func TestProblems(t *testing.T) {
 		{"no listener", strings.Replace(minimal, "smpp:\n  listen: \":2775\"\n", "smpp: #<\n  window: 10\n", 1), "smpp.listen", "no listener"},
 		{"bad listen address", strings.Replace(minimal, "\":2775\"", "2775 #<", 1), "smpp.listen", "not host:port"},
 		{"bad http listen", minimal + "http:\n  listen: localhost #<\n", "http.listen", "not host:port"},
+		{"modem number not a number", minimal + "modems:\n  - device: /dev/ttyUSB0\n    number: \"139 1234\" #<\n", "modems[0].number", "not a phone number"},
 		{"empty modem device", minimal + "modems:\n  - name: m0 #<\n", "modems[0].device", "empty"},
 		{"duplicate modem name", minimal + "modems:\n  - device: /dev/ttyUSB0\n    name: m\n  - device: /dev/ttyUSB1\n    name: m #<\n", "modems[1].name", `duplicate modem name "m"`},
 		{"duplicate modem device", minimal + "modems:\n  - device: /dev/ttyUSB0\n  - device: /dev/ttyUSB0 #<\n    name: other\n", "modems[1].device", "also used by modems[0]"},

@@ -288,6 +288,9 @@ func validate(c *Config, d *decoder) {
 		if m.SendTimeout.D() > MaxModemSendTimeout {
 			p(k+".send_timeout", "%s is longer than %s: a modem that has not answered AT+CMGS by then will not", m.SendTimeout.D(), MaxModemSendTimeout)
 		}
+		if n := strings.TrimPrefix(m.Number, "+"); m.Number != "" && (n == "" || !digits(n) || len(n) > 20) {
+			p(k+".number", "%q is not a phone number: want digits, optionally after a +, at most 20", m.Number)
+		}
 	}
 	if len(c.Carriers) == 0 && len(c.Modems) == 0 {
 		p("carriers", "no carriers and no modems: nothing could send a message")

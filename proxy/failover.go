@@ -122,6 +122,9 @@ type FailoverConfig struct {
 	ResendFailedReceipts bool
 	Workers              int // concurrent queue workers; default modems+2
 	Worker               string
+	// ModemNumbers maps a modem's name to its SIM's number (config
+	// modems[].number): the destination_addr of MO messages arriving on it.
+	ModemNumbers map[string]string
 }
 
 // queueLease is how long a claimed queue entry stays with its worker
@@ -1074,11 +1077,16 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 		f.log.Warn("MO message on a modem dropped: no account receives MO", zap.String("modem", in.Modem))
 		return
 	}
-	from := in.From
-	cc := "+" + f.config().CountryCode
-	if cc != "+" && strings.HasPrefix(from, cc) {
-		from = from[len(cc):]
+	cfg := f.config()
+	// Numbers as the carriers' MO messages have them: national, the
+	// country code taken off.
+	national := func(n string) string {
+		if cc := "+" + cfg.CountryCode; cc != "+" && strings.HasPrefix(n, cc) {
+			return n[len(cc):]
+		}
+		return n
 	}
+	from, to := national(in.From), national(cfg.ModemNumbers[in.Modem])
 	dc, payload := byte(0), []byte(in.Text)
 	for _, r := range in.Text {
 		if r > 0x7F {
@@ -1097,7 +1105,7 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 	b = append(b, 0, 0)
 	b = cstring(b, from)
 	b = append(b, 0, 0)
-	b = cstring(b, "")
+	b = cstring(b, to)
 	b = append(b, 0, 0, 0)
 	b = cstring(b, "")
 	b = cstring(b, "")
@@ -1115,7 +1123,7 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 		return
 	}
 	if ml := f.d.mlog(); ml != nil {
-		ml.mo(del, from, "", "modem", in.Modem)
+		ml.mo(del, from, to, "modem", in.Modem)
 	}
 	f.d.kickDeliveries(acct)
 }

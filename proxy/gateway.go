@@ -151,6 +151,14 @@ func failoverConfig(cfg *config.Config, modems int) FailoverConfig {
 		HoldFor: cfg.Failover.HoldFor.D(), ModemReceiptTimeout: cfg.Failover.ModemReceiptTimeout.D(),
 		ResendFailedReceipts: cfg.Failover.ResendFailedReceipts == nil || *cfg.Failover.ResendFailedReceipts,
 		Workers:              modems + 2}
+	for _, m := range cfg.Modems {
+		if m.Number != "" {
+			if fc.ModemNumbers == nil {
+				fc.ModemNumbers = map[string]string{}
+			}
+			fc.ModemNumbers[m.Name] = m.Number
+		}
+	}
 	return fc
 }
 

@@ -318,9 +318,13 @@ func testRecoveredCarrierTakesTrafficBack(t *testing.T, kind string) {
 	}
 }
 
-// A message arriving on a modem reaches the platform as deliver_sm.
+// A message arriving on a modem reaches the platform as deliver_sm, sent
+// to the SIM's own number (modems[].number, national as a carrier's MO
+// messages have it), so that a platform routing MO by the number it was
+// sent to can.
 func TestModemMOReachesPlatform(t *testing.T) {
 	sims, my := startModems(t, 1)
+	my = strings.Replace(my, "max_per_minute: 100000 }", `max_per_minute: 100000, number: "+8613900000001" }`, 1)
 	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
 	c := e.dial("platform", "secret", platform.BindTRX)
 	if err := sims[0].Deliver("+8613912345678", "已收到告警"); err != nil {
@@ -328,7 +332,7 @@ func TestModemMOReachesPlatform(t *testing.T) {
 	}
 	select {
 	case mo := <-c.MOs():
-		if mo.Src != "13912345678" || mo.Text != "已收到告警" {
+		if mo.Src != "13912345678" || mo.Dest != "13900000001" || mo.Text != "已收到告警" {
 			t.Fatalf("MO %+v", mo)
 		}
 	case <-e.ctx.Done():
