@@ -402,6 +402,23 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	c.reconnect()
 }
 
+// dialConfig is what a bind dials with: the carrier's settings, with the
+// address and login the binds are using (live) in place of the file's
+// while a trial of reloaded ones is pending (they differ only then: every
+// other reload, and the trial's success, makes the file's live). A session
+// that drops meanwhile comes back under the login the carrier takes, not
+// the untried one: with a typo in the new password, it would stay down
+// until the next reload, or for authRetry.
+func (c *Carrier) dialConfig() *config.Carrier {
+	cfg, live := c.cfg.Load(), c.live.Load()
+	if *loginOf(cfg) == *live {
+		return cfg
+	}
+	d := *cfg
+	d.Address, d.SystemID, d.Password, d.SystemType = live.address, live.systemID, live.password, live.systemType
+	return &d
+}
+
 // hasSession reports whether any bind has a session.
 func (c *Carrier) hasSession() bool {
 	for _, b := range c.bindList() {
@@ -455,7 +472,7 @@ func loginOf(cfg *config.Carrier) *carrierLogin {
 // binds, it unbinds and every bind reconnects with the new settings. When
 // the carrier refuses the credentials, or cannot be reached with the new
 // address or TLS settings, the binds keep their sessions (a session that
-// ends meanwhile reconnects with the new settings, as any would), the
+// ends meanwhile reconnects with the address and login it had: dialConfig), the
 // refusal is logged as an error, and the trial is tried again (credentials:
 // after authRetry, jittered; else with backoff to a minute) until a later
 // reload replaces it. Any other refusal of the trial bind (the carrier's
@@ -468,10 +485,8 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 		if c.trialGen.Load() != gen || ctx.Err() != nil {
 			return
 		}
-		if !c.hasSession() { // nothing left to keep
-			c.reconnect()
-			return
-		}
+		// Even with no session left (the carrier restarted), the binds
+		// redial with the live login until the trial binds (dialConfig).
 		cfg := c.cfg.Load()
 		s, err := c.dialAndBind(ctx, cfg, bindKinds(cfg.BindMode)[0], log, true)
 		if err == nil {
@@ -733,7 +748,7 @@ func carrierTLSConfig(cfg *config.Carrier) (*tls.Config, error) {
 func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) error {
 	c := b.c
 	gen := c.connGen.Load()
-	cfg := c.cfg.Load()
+	cfg := c.dialConfig()
 	s, err := c.dialAndBind(ctx, cfg, b.kind, log, false)
 	if err != nil {
 		return err

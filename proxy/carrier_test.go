@@ -226,9 +226,11 @@ func TestCarrierReloadChangesBinds(t *testing.T) {
 	a.write(cmdBindTransmitter|cmdRespBit, statusOK, fa.Seq, cstring(nil, "smsc"))
 	expectUnbind(t, first) // only now: the transmitter is up
 	waitBound(t, c, 1)
-	if st := c.BindStates(); len(st) != 2 || st[0] != "bound" || st[1] != "rx:bound" {
-		t.Fatalf("bind states %v, want a bound transmitter and receiver", st)
-	}
+	// The receiver's state is set by its own goroutine, after its answer.
+	waitCond(t, "a bound transmitter and receiver", func() bool {
+		st := c.BindStates()
+		return len(st) == 2 && st[0] == "bound" && st[1] == "rx:bound"
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(downs) != 0 {
@@ -421,10 +423,11 @@ func TestReloadBackToTheLiveLoginStopsTheTrial(t *testing.T) {
 }
 
 // While a trial of a typo waits, a bind whose session dropped redials with
-// the file's settings, the typo, and (this carrier takes it) binds. The
-// reload back to the live login reconnects that bind with it; the others
-// keep their sessions.
-func TestReloadBackToTheLiveLoginReconnectsABindMadeInBetween(t *testing.T) {
+// the login the binds are using, not the untried typo; so do both when the
+// carrier drops every session (it restarts): the carrier stays up, and the
+// typo is only ever sent by the trial. The reload back to the live login
+// then reconnects nothing.
+func TestReloadTypoRedialsWithTheLiveLogin(t *testing.T) {
 	old := authRetry
 	authRetry = time.Hour
 	t.Cleanup(func() { authRetry = old })
@@ -433,45 +436,40 @@ func TestReloadBackToTheLiveLoginReconnectsABindMadeInBetween(t *testing.T) {
 	c := startTestCarrierCfg(t, cfg)
 	cfg = c.Config() // with the timeouts set
 	a, b := nextConn(t, conns), nextConn(t, conns)
-	bindOK(t, a, cmdBindTransceiver) // a keeps its session throughout
+	bindOK(t, a, cmdBindTransceiver)
 	bindOK(t, b, cmdBindTransceiver)
 	waitBound(t, c, 2)
 
 	reloadTypoRefused(t, c, conns, cfg)
-	_ = b.conn.Close() // the second bind's session drops
-	redial := nextConn(t, conns)
-	f := redial.read()
-	if bindPassword(t, f) != "typo" {
-		t.Fatalf("the bind redialled with %q, want the file's typo", bindPassword(t, f))
-	}
-	redial.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
-	waitBound(t, c, 2)
-	var kept *carrierBind // the bind still on its first session
-	for _, b := range c.bindList() {
-		if b.login.Load().password == "pw" {
-			kept = b
+	redialOK := func(what string) *peer {
+		t.Helper()
+		p := nextConn(t, conns)
+		f := p.read()
+		if f.ID != cmdBindTransceiver || bindPassword(t, f) != "pw" {
+			t.Fatalf("%s: the bind redialled with %+v, password %q; want the live login's", what, f.Header, bindPassword(t, f))
 		}
+		p.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+		return p
 	}
-	if kept == nil {
-		t.Fatal("no bind is on the first session any more")
-	}
-	keptSess := kept.sess.Load()
-
-	c.Reconfigure(cfg)
-	expectUnbind(t, redial)
-	again := nextConn(t, conns)
-	f = again.read()
-	if bindPassword(t, f) != "pw" {
-		t.Fatalf("the bind came back with %q, want the restored password", bindPassword(t, f))
-	}
-	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	_ = b.conn.Close() // the second bind's session drops
+	b = redialOK("one session dropped")
 	waitBound(t, c, 2)
-	if kept.sess.Load() != keptSess {
-		t.Fatal("the bind on the restored login lost its session")
+
+	_ = a.conn.Close() // the carrier restarts: every session drops
+	_ = b.conn.Close()
+	a, b = redialOK("every session dropped"), redialOK("every session dropped")
+	waitBound(t, c, 2)
+	if s := c.cfg.Load().Password; s != "typo" {
+		t.Fatalf("the carrier's settings say %q, want the reloaded typo (still on trial)", s)
+	}
+
+	c.Reconfigure(cfg) // back to the live login
+	if c.Bound() != 2 {
+		t.Fatalf("bound %d after the restore, want 2", c.Bound())
 	}
 	select {
-	case <-keptSess.Done():
-		t.Fatal("the session on the restored login ended")
+	case conn := <-conns:
+		t.Fatalf("a connection was dialed after the restore: %v", conn.RemoteAddr())
 	default:
 	}
 }
