@@ -161,6 +161,12 @@ type Carrier struct {
 	// reach the platform as they would have on its own bind. 0 keeps such a
 	// receipt (for a late link) until store.ttl, then drops it. Default 1m.
 	UnmatchedReceiptsAfter Duration `yaml:"unmatched_receipts_after"`
+	// UnmatchedReceiptsTo is the account (system_id) those receipts go to;
+	// "" = the account that receives MO messages. A platform that had one
+	// connection per carrier, now bound to spareline with the system_id it
+	// used at that carrier, gets that carrier's old receipts on the same
+	// connection as before.
+	UnmatchedReceiptsTo string `yaml:"unmatched_receipts_to"`
 	// TLS dials the SMSC over TLS.
 	TLS bool `yaml:"tls"`
 	// TLSInsecure skips verification of the carrier's certificate.

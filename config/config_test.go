@@ -110,6 +110,7 @@ func TestProblems(t *testing.T) {
 		{"bad receipt_id", minimal + "    receipt_id: base64 #<\n", "carriers[0].receipt_id", `"base64" is not one of as_is, hex, decimal`},
 		{"unmatched_receipts_after too short", minimal + "    unmatched_receipts_after: 5s #<\n", "carriers[0].unmatched_receipts_after", "want 0 (keep them) or at least 10s"},
 		{"unmatched_receipts_after within response_timeout", minimal + "    response_timeout: 30s\n    unmatched_receipts_after: 30s #<\n", "carriers[0].unmatched_receipts_after", "at least 35s"},
+		{"unmatched_receipts_to no account", minimal + "    unmatched_receipts_to: nobody #<\n", "carriers[0].unmatched_receipts_to", `"nobody" is not the system_id of an account`},
 		{"unmatched_receipts_after negative", minimal + "    unmatched_receipts_after: -1m #<\n", "carriers[0].unmatched_receipts_after", "must not be negative"},
 		{"bad bind_mode", minimal + "    bind_mode: duplex #<\n", "carriers[0].bind_mode", `"duplex" is not one of transceiver, transmitter_receiver`},
 		{"redis URL scheme", "store:\n  redis: http://127.0.0.1:6379 #<\n" + minimal, "store.redis", "scheme"},

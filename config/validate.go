@@ -210,6 +210,9 @@ func validate(c *Config, d *decoder) {
 		if u, least := ca.UnmatchedReceiptsAfter.D(), max(MinUnmatchedAfter, ca.ResponseTimeout.D()+5*time.Second); u < 0 || (u > 0 && u < least) {
 			p(k+".unmatched_receipts_after", "%s: want 0 (keep them) or at least %s (response_timeout + 5s, and 10s)", u, least)
 		}
+		if to := ca.UnmatchedReceiptsTo; to != "" && ids[to] == "" {
+			p(k+".unmatched_receipts_to", "%q is not the system_id of an account", to)
+		}
 		if ca.TLSInsecure && !ca.TLS {
 			p(k+".tls_insecure", "set without tls: true")
 		}

@@ -519,9 +519,9 @@ func (ml *MessageLog) delivered(del *store.Delivery, status uint32, nack bool) {
 
 // unmatched logs a carrier's receipt that matched no message, given to
 // the platform as the carrier sent it (event unmatched_receipt).
-func (ml *MessageLog) unmatched(del *store.Delivery, carrier, carrierID string) {
+func (ml *MessageLog) unmatched(del *store.Delivery, carrier, carrierID, stat string) {
 	ml.zl.Info("unmatched_receipt", zap.String("id", ""), zap.String("account", del.Account), zap.String("delivery", del.ID),
-		zap.String("carrier", carrier), zap.String("carrier_id", carrierID))
+		zap.String("carrier", carrier), zap.String("carrier_id", carrierID), zap.String("stat", stat))
 }
 
 // mo logs an MO message stored for the platform (event mo). via is the

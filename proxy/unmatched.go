@@ -104,8 +104,17 @@ func (d *Dispatcher) fireUnmatched(ctx context.Context, id string) {
 func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) bool {
 	log := d.log.With(zap.String("carrier", carrier), zap.String("carrier_id", key))
 	acct := d.moAccount.Load().(string)
-	if c := (*d.carriers.Load())[carrier]; acct == "" || (c != nil && c.cfg.Load().UnmatchedReceiptsAfter.D() <= 0) {
-		return true // kept until store.ttl (no account, or a reload turned it off)
+	if c := (*d.carriers.Load())[carrier]; c != nil {
+		cfg := c.cfg.Load()
+		if cfg.UnmatchedReceiptsAfter.D() <= 0 {
+			return true // kept until store.ttl (a reload turned it off)
+		}
+		if cfg.UnmatchedReceiptsTo != "" {
+			acct = cfg.UnmatchedReceiptsTo
+		}
+	}
+	if acct == "" {
+		return true // no account to give it to: kept until store.ttl
 	}
 	body, err := d.store.TakeOrphan(ctx, carrier, key)
 	if errors.Is(err, store.ErrNotFound) {
@@ -129,7 +138,11 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 	log.Info("receipt matching no message passed to the platform as the carrier sent it",
 		zap.String("account", acct), zap.String("delivery", del.ID))
 	if ml := d.mlog(); ml != nil {
-		ml.unmatched(del, carrier, key)
+		stat := ""
+		if sm, err := ParseShortMessage(body); err == nil {
+			_, stat = receiptID(sm)
+		}
+		ml.unmatched(del, carrier, key, stat)
 	}
 	d.kickDeliveries(acct)
 	return true

@@ -70,7 +70,7 @@ func TestUnmatchedReceiptPassedAsSent(t *testing.T) {
 		t.Fatalf("the receipt is still kept after it was passed on: %v", err)
 	}
 	ev := waitEvent(t, d, path, "unmatched_receipt")
-	wantFields(t, ev, "account", "acct", "carrier", "cm", "carrier_id", "PRE-7781", "id", "")
+	wantFields(t, ev, "account", "acct", "carrier", "cm", "carrier_id", "PRE-7781", "id", "", "stat", "DELIVRD")
 }
 
 // A receipt that overtook its link is the link's: its timer, firing after
@@ -169,4 +169,25 @@ func FuzzUnmatchedTimerID(f *testing.F) {
 			t.Fatalf("parse(%q) = %q, %q: not its id", id, c, k)
 		}
 	})
+}
+
+// unmatched_receipts_to sends a carrier's unmatched receipts to the account
+// named (the platform's connection for that carrier), not the MO account.
+func TestUnmatchedReceiptToTheCarriersAccount(t *testing.T) {
+	st := openTestBolt(t)
+	d, c := unmatchedSetup(t, st, time.Hour)
+	cfg := *c.cfg.Load()
+	cfg.UnmatchedReceiptsTo = "cmcc-conn"
+	c.cfg.Store(&cfg)
+	sm, body := carrierReceipt(t, "C58", "DELIVRD")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "C58"))
+	if got := held(t, st, "acct"); len(got) != 0 {
+		t.Fatalf("%d deliveries for the MO account, want none", len(got))
+	}
+	if got := held(t, st, "cmcc-conn"); len(got) != 1 || !bytes.Equal(got[0], body) {
+		t.Fatalf("%d deliveries for the carrier's account, want the receipt", len(got))
+	}
 }
