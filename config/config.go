@@ -113,6 +113,9 @@ type Account struct {
 	// MO marks the account that receives mobile-originated messages. When no
 	// account sets it, the first account receives them.
 	MO bool `yaml:"mo"`
+	// Trace logs every PDU of the account's sessions once bound (as
+	// carriers[].trace). Default false.
+	Trace bool `yaml:"trace"`
 }
 
 // Carrier is one operator SMSC.
@@ -167,6 +170,10 @@ type Carrier struct {
 	// used at that carrier, gets that carrier's old receipts on the same
 	// connection as before.
 	UnmatchedReceiptsTo string `yaml:"unmatched_receipts_to"`
+	// Trace logs every PDU of the carrier's sessions (hex, at info, a bind's
+	// password blanked; message text included), for a diagnosis with the
+	// carrier's engineers. A reload turns it on and off. Default false.
+	Trace bool `yaml:"trace"`
 	// TLS dials the SMSC over TLS.
 	TLS bool `yaml:"tls"`
 	// TLSInsecure skips verification of the carrier's certificate.

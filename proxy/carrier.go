@@ -86,6 +86,8 @@ type Carrier struct {
 	// a typo) has nothing to try and nothing to reconnect.
 	live   atomic.Pointer[carrierLogin]
 	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// trace is config trace, shared by the carrier's sessions (trace.go).
+	trace atomic.Bool
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex // Start, Stop and resize
@@ -134,6 +136,7 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health}
 	c.cfg.Store(&cfg)
 	c.live.Store(loginOf(&cfg))
+	c.trace.Store(cfg.Trace)
 	if l := newRateLimiter(cfg.MaxTPS); l != nil {
 		c.limiter.Store(l)
 	}
@@ -331,6 +334,7 @@ func (c *Carrier) resize(cfg config.Carrier) {
 // auth failure retries at once.
 func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	old := c.cfg.Swap(&cfg)
+	c.trace.Store(cfg.Trace)
 	shape := max(cfg.Binds, 1) != max(old.Binds, 1) || cfg.BindMode != old.BindMode
 	if shape {
 		c.resize(cfg)
@@ -865,7 +869,8 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 				s.GenericNack(f.Seq, statusInvCmdID)
 			}
 		},
-		Log: log.With(zap.String("side", "carrier")),
+		Log:   log.With(zap.String("side", "carrier")),
+		Trace: &c.trace,
 	}).Start()
 	// bind_transceiver (SMPP 3.4 §4.1.5; bind_transmitter §4.1.1 and
 	// bind_receiver §4.1.3 have the same body): system_id, password,

@@ -39,7 +39,11 @@ type Account struct {
 	Allow    []*net.IPNet
 	MaxTPS   int
 	MO       bool
+	Trace    bool // config trace
 	limiter  *rateLimiter
+	// trace is the account's PDU trace switch, shared by its sessions and
+	// kept across reloads (SetAccounts), set to Trace.
+	trace *atomic.Bool
 	// mSubmitsOK caches northbound_submits_total{status="ESME_ROK"}.
 	mSubmitsOK lazyCounter
 }
@@ -49,7 +53,8 @@ func NewAccounts(cfg []config.Account) (map[string]*Account, error) {
 	out := make(map[string]*Account, len(cfg))
 	for i, a := range cfg {
 		acct := &Account{SystemID: a.SystemID, pwHash: sha256.Sum256([]byte(a.Password)), MaxTPS: a.MaxTPS, MO: a.MO,
-			limiter: newRateLimiter(a.MaxTPS)}
+			Trace: a.Trace, limiter: newRateLimiter(a.MaxTPS), trace: new(atomic.Bool)}
+		acct.trace.Store(a.Trace)
 		for _, cidr := range a.Allow {
 			_, n, err := net.ParseCIDR(cidr)
 			if err != nil {
@@ -158,7 +163,21 @@ func NewServer(cfg ServerConfig, accounts map[string]*Account, disp *Dispatcher)
 }
 
 // SetAccounts replaces the account table (reload); bound sessions stay.
-func (s *Server) SetAccounts(a map[string]*Account) { s.accounts.Store(&a) }
+func (s *Server) SetAccounts(a map[string]*Account) {
+	// The sessions bound under an account keep its trace switch: a reload
+	// turns it on or off for them too (and off for a removed account's).
+	if old := s.accounts.Load(); old != nil {
+		for id, o := range *old {
+			if n := a[id]; n != nil {
+				o.trace.Store(n.Trace)
+				n.trace = o.trace
+			} else {
+				o.trace.Store(false)
+			}
+		}
+	}
+	s.accounts.Store(&a)
+}
 
 // SetConfig replaces the session settings for new sessions (reload).
 func (s *Server) SetConfig(c ServerConfig) {
@@ -530,6 +549,7 @@ func (n *northSession) handleBind(f Frame) {
 	n.mu.Lock()
 	n.acct, n.bind, n.since = acct, bt, time.Now()
 	n.mu.Unlock()
+	s.SetTrace(acct.trace) // from the bind's answer on
 	body := cstring(nil, "spareline")
 	if req.InterfaceVersion < 0x34 {
 		// An SMPP 3.3 ESME knows no optional parameters: none in the

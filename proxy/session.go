@@ -53,6 +53,8 @@ type SessionConfig struct {
 	// OnUnbind is called when the peer unbinds (before the session closes).
 	OnUnbind func(s *Session)
 	Log      *zap.Logger
+	// Trace, when set, logs every PDU while it is true (trace.go).
+	Trace *atomic.Bool
 }
 
 func (c *SessionConfig) defaults() {
@@ -163,6 +165,7 @@ type Session struct {
 	sweepKick chan struct{} // capacity 1
 
 	lastRecv atomic.Int64 // unix nanos of the last read from the socket (reader goroutine writes)
+	trace    atomic.Pointer[atomic.Bool]
 	wg       sync.WaitGroup
 	// Value is the owner's state (northbound session or carrier bind).
 	Value any
@@ -188,6 +191,9 @@ func NewSession(conn net.Conn, cfg SessionConfig) *Session {
 	}
 	s.log = cfg.Log.With(zap.String("session", s.ID), zap.String("peer", conn.RemoteAddr().String()))
 	s.lastRecv.Store(time.Now().UnixNano())
+	if cfg.Trace != nil {
+		s.trace.Store(cfg.Trace)
+	}
 	return s
 }
 
@@ -642,6 +648,9 @@ func (s *Session) readLoop() {
 			// frame.
 			s.lastRecv.Store(time.Now().UnixNano())
 		}
+		if s.tracing() {
+			s.tracePDU("in", f.ID, f.Status, f.Seq, f.Body, "", false)
+		}
 		s.dispatch(f)
 		select {
 		case <-s.done:
@@ -781,6 +790,9 @@ func (s *Session) writeLoop() {
 				if err := writeFrame(w, &f); err != nil {
 					s.closeWith(fmt.Errorf("write: %w", err))
 					return
+				}
+				if s.tracing() {
+					s.tracePDU("out", f.id, f.status, f.seq, f.body, f.str, f.cstr)
 				}
 				frames++
 				octets += f.size()
