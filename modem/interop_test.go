@@ -103,7 +103,8 @@ func TestModemRecoversFromAKilledSend(t *testing.T) {
 
 // Modems differ in the AT+CNMI modes and features they take. One that
 // refuses numeric error codes and the buffered indication mode comes up on
-// mode 1 and still routes status reports; one that refuses every mode tried
+// mode 1 and still routes status reports, and so does one that takes only
+// <bfr> 1 (a Siemens TC35i); one that refuses every mode tried
 // comes up and sends all the same (its receipts come from the gateway's
 // receipt timer).
 func TestModemTakesWhatInitItCan(t *testing.T) {
@@ -113,8 +114,13 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 		reports bool
 	}{
 		{"no-cmee-no-mode-2", []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, true},
+		// Siemens (TC35i, MC35i) take only <bfr> 1 ("buffer cleared"):
+		// every mode with <bfr> 0 is refused.
+		{"bfr-1-only", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, true},
 		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
-			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1", "+CNMI=2,1,0,2,1",
+			"+CNMI=1,1,0,2,1", "+CNMI=2,1,0,0,1", "+CNMI=1,1,0,0,1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, Refuse: tc.refuse})
@@ -149,7 +155,7 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 					t.Fatalf("report %+v", r)
 				}
 			case <-ctx.Done():
-				t.Fatal("no status report routed on AT+CNMI=1,1,0,1,0")
+				t.Fatal("no status report routed")
 			}
 		})
 	}

@@ -9,8 +9,9 @@
 // when asked), AT+CMGF=0 (PDU mode), AT+CSMS? (service 1 means +CDS/+CMT must
 // be acknowledged with AT+CNMA, 27.005 §3.2.1), AT+CNMI=2,1,0,1,0 (27.005
 // §3.4.1: incoming messages stored with a +CMTI index, status reports routed
-// as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then without
-// status reports, then without indications at all), then reads identity,
+// as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then with
+// status reports stored (+CDSI), then without them, then all of those with
+// <bfr> 1, which is all a Siemens takes, then without indications at all), then reads identity,
 // SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
 // A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
 // failure, as some Siemens firmware answers it to a failed send. Incoming
@@ -515,8 +516,12 @@ func (m *Modem) Announces() bool { return m.cnmi != "" }
 // cnmiModes are the AT+CNMI settings Init tries, in order.
 //
 // Status reports routed (ds=1) first; a modem without that stores them and
-// announces them with +CDSI (ds=2); the last resort is no reports.
-var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0"}
+// announces them with +CDSI (ds=2); the last resort is no reports. Each
+// with <bfr> 0 (indications buffered while no mode was set are flushed to
+// us), then the same with <bfr> 1 (they are cleared): Siemens modems
+// (TC35i, MC35i, TC45) take only <bfr> 1 and refuse every <bfr> 0 mode.
+var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0",
+	"2,1,0,1,1", "1,1,0,1,1", "2,1,0,2,1", "1,1,0,2,1", "2,1,0,0,1", "1,1,0,0,1"}
 
 // simBusy reports the SIM-busy errors (27.005 §3.2.5 CMS 314, 27.007
 // §9.2.1 CME 14): a refusal for now, not for good.
