@@ -295,6 +295,15 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			if errors.Is(err, at.ErrClosed) {
 				continue // m.Done() is closed: handled next round
 			}
+			if errors.Is(err, at.ErrModemRestarted) {
+				// ^SYSSTART cut the send short: the modem has forgotten
+				// its settings (and its PIN). Initialised again now, before
+				// it takes the next job (its EventRestarted is then stale).
+				ready = false
+				setUp(false, ErrRestarted)
+				refresh()
+				continue
+			}
 			if se := classify(err); !se.Permanent {
 				errs++
 				if errs >= p.opts.MaxErrors && up {

@@ -502,6 +502,32 @@ func TestModemRestartedOnAnOpenPortIsInitialisedAgain(t *testing.T) {
 	}
 }
 
+// A modem power-cycled in the middle of AT+CMGS (after the PDU) never
+// answers that send: it falls silent, then says "^SYSSTART". The send
+// fails at that line, not at the send timeout, and the message goes out
+// once the modem is initialised again.
+func TestModemRestartedMidSendFailsTheSendAtOnce(t *testing.T) {
+	// With a PIN: the restarted modem refuses sends until it is
+	// initialised again.
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second) // well under the send timeout
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, func(o *modem.PoolOptions) {
+		o.SendTimeout = time.Minute
+		o.MaxAttempts = 2 // the one the restart cut short, and one more
+	})
+	waitUp(t, ctx, p, "m0")
+	sim.RestartOnNextSend()
+	if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("power cycled")}); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if got := sim.Sent(); len(got) != 1 || got[0].Text != "power cycled" {
+		t.Fatalf("the modem sent %+v", got)
+	}
+	if n := sim.Count("+CMGS="); n != 2 {
+		t.Fatalf("AT+CMGS given %d times, want 2 (the one the restart swallowed, then the resend)", n)
+	}
+}
+
 // A SIM not ready to take its PIN yet answers +CME ERROR: 14 (SIM busy): no
 // try was used, so the PIN is entered again at the next probe and the modem
 // comes up (a wrong PIN, +CME ERROR: 16, is never entered twice:

@@ -273,8 +273,10 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	// brown-out) says so: "^SYSSTART" (Siemens), "RDY" (SIMCom,
 	// Quectel). It has lost ATE0, AT+CMEE, AT+CNMI, the PIN...: its owner
 	// initialises it again.
+	// The command in flight fails at that line (its answer will never
+	// come), not at its timeout.
 	for _, p := range []string{"^SYSSTART", "RDY"} {
-		m.s.AddIndication(p, 0, func(l []string) {
+		m.s.AddRestartIndication(p, func(l []string) {
 			log.Warn("modem restarted", zap.String("line", l[0]))
 			push(Event{Kind: EventRestarted, Index: int(m.restarts.Add(1))})
 		})

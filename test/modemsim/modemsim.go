@@ -19,7 +19,7 @@
 //
 // Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
 // a send), HoldSends (a send waits before its answer until released), UnplugOnNextSend (the port vanishes after the PDU was received,
-// before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
+// before it is sent), RestartOnNextSend (a power cycle there: no answer, then ^SYSSTART), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
 // instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
 // SetRegStat (any +CREG <stat>), InjectReport (a +CDS for any TP-MR and
@@ -146,6 +146,7 @@ type Sim struct {
 	failLeft int                         // guarded by mu
 	hang     bool                        // guarded by mu
 	unplugAt bool                        // guarded by mu
+	resetAt  bool                        // guarded by mu: RestartOnNextSend
 	simReady bool                        // guarded by mu
 	reg      bool                        // guarded by mu
 	regStat  int                         // guarded by mu: +CREG <stat> set by SetRegStat; 0 = from reg
@@ -455,6 +456,11 @@ func (s *Sim) HoldSends(on bool) {
 // UnplugOnNextSend unplugs the device when the next PDU has been received,
 // before it is sent.
 func (s *Sim) UnplugOnNextSend() { s.mu.Lock(); s.unplugAt = true; s.mu.Unlock() }
+
+// RestartOnNextSend makes the modem restart (as Reset: a power cycle on
+// the open port) when the next PDU has been received, before it is sent:
+// the send gets no answer, then "^SYSSTART" comes.
+func (s *Sim) RestartOnNextSend() { s.mu.Lock(); s.resetAt = true; s.mu.Unlock() }
 
 // SetSIMReady switches the SIM between ready and "not ready" (CME 10).
 func (s *Sim) SetSIMReady(ok bool) { s.mu.Lock(); s.simReady = ok; s.mu.Unlock() }
@@ -953,8 +959,8 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 		}
 	}
 	s.mu.Lock()
-	unplug, hang, garbSend := s.unplugAt, s.hang, s.garbSend
-	s.unplugAt = false
+	unplug, reset, hang, garbSend := s.unplugAt, s.resetAt, s.hang, s.garbSend
+	s.unplugAt, s.resetAt = false, false
 	fail := 0
 	if s.failLeft > 0 {
 		s.failLeft--
@@ -964,6 +970,10 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	if unplug {
 		s.Unplug()
 		return false
+	}
+	if reset {
+		s.Reset()
+		return true
 	}
 	if hang {
 		return true
