@@ -304,6 +304,16 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				refresh()
 				continue
 			}
+			if simStateError(err) {
+				// The SIM asks for its PIN again or is gone (a restart
+				// without ^SYSSTART, a swapped SIM): the modem needs its
+				// init, not only a health probe, which would put it back
+				// up as it is.
+				ready = false
+				setUp(false, err)
+				refresh()
+				continue
+			}
 			if se := classify(err); !se.Permanent {
 				errs++
 				if errs >= p.opts.MaxErrors && up {

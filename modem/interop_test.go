@@ -528,6 +528,28 @@ func TestModemRestartedMidSendFailsTheSendAtOnce(t *testing.T) {
 	}
 }
 
+// A modem that restarts without a word (a TC35i on autobauding writes no
+// ^SYSSTART) has its SIM locked again: sends fail with a SIM error
+// (+CMS ERROR: 310/311). Such an error says the modem needs its init (and
+// its PIN) again, not only a health probe: the message goes out after it.
+func TestSIMErrorOnSendInitialisesTheModemAgain(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, nil)
+	waitUp(t, ctx, p, "m0")
+	pins := sim.Count("+CPIN=")
+	sim.ResetQuiet()
+	if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("after a quiet restart")}); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if got := sim.Sent(); len(got) != 1 {
+		t.Fatalf("the modem sent %+v", got)
+	}
+	if n := sim.Count("+CPIN="); n != pins+1 {
+		t.Fatalf("the PIN was entered %d more times, want once", n-pins)
+	}
+}
+
 // A SIM not ready to take its PIN yet answers +CME ERROR: 14 (SIM busy): no
 // try was used, so the PIN is entered again at the next probe and the modem
 // comes up (a wrong PIN, +CME ERROR: 16, is never entered twice:

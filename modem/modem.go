@@ -59,7 +59,11 @@
 //     broken mid-send) retries the whole message on another modem, up to
 //     MaxAttempts sends in total, then returns a temporary *SendError;
 //   - a message given to a modem that went down before it wrote anything is
-//     requeued without counting an attempt.
+//     requeued without counting an attempt;
+//   - a send cut short by a restart (^SYSSTART) or refused for the SIM's
+//     state (CMS 310-318 but 314, CME 10-18 but 14: a PIN asked again after
+//     a restart that said nothing) takes the modem down and initialises it
+//     again at once (the message is retried as for a temporary error).
 //
 // A message waits in the queue while no modem can take it (none up, or all
 // over their budget). SendUnless lets its caller give it up meanwhile (the
@@ -524,6 +528,18 @@ func (m *Modem) Announces() bool { return m.cnmi != "" }
 // (TC35i, MC35i, TC45) take only <bfr> 1 and refuse every <bfr> 0 mode.
 var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0",
 	"2,1,0,1,1", "1,1,0,1,1", "2,1,0,2,1", "1,1,0,2,1", "2,1,0,0,1", "1,1,0,0,1"}
+
+// simStateError reports a send refused for the state of the SIM: not
+// inserted, PIN or PUK required, failure, wrong (27.005 §3.2.5 CMS
+// 310-318; 27.007 §9.2.1 CME 10-18), but not busy (314, 14: it passes).
+func simStateError(err error) bool {
+	if simBusy(err) {
+		return false
+	}
+	var cms *at.CMSError
+	var cme *at.CMEError
+	return errors.As(err, &cms) && cms.Code >= 310 && cms.Code <= 318 || errors.As(err, &cme) && cme.SIMNotReady()
+}
 
 // simBusy reports the SIM-busy errors (27.005 §3.2.5 CMS 314, 27.007
 // §9.2.1 CME 14): a refusal for now, not for good.

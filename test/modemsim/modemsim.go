@@ -17,7 +17,8 @@
 // and announced with +CDSI; AT+CPMS names one memory). Deliver stores incoming messages
 // in the SIM memory and announces them with +CMTI.
 //
-// Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
+// Faults, switchable at any time: Reset / ResetQuiet (a restart on the open
+// port, with or without ^SYSSTART), FailNext (+CMS ERROR), Hang (no answer to
 // a send), HoldSends (a send waits before its answer until released), UnplugOnNextSend (the port vanishes after the PDU was received,
 // before it is sent), RestartOnNextSend (a power cycle there: no answer, then ^SYSSTART), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
@@ -271,7 +272,14 @@ func (s *Sim) Unplug() {
 // does to a modem on a serial line (the port stays open): it forgets its
 // settings (echo on, no AT+CNMI, error format and result code form of
 // power-up, SIM locked again when it has a PIN) and writes "^SYSSTART".
-func (s *Sim) Reset() {
+func (s *Sim) Reset() { s.reset(true) }
+
+// ResetQuiet restarts the modem as Reset does but says nothing, as a
+// TC35i set to autobauding does (it cannot write ^SYSSTART before it has
+// learnt the bit rate from the next "AT").
+func (s *Sim) ResetQuiet() { s.reset(false) }
+
+func (s *Sim) reset(notice bool) {
 	s.mu.Lock()
 	c := s.conn
 	s.mem1 = "SM" // a restart forgets the AT+CPMS selection
@@ -283,7 +291,9 @@ func (s *Sim) Reset() {
 	c.cnmiMT, c.cnmiDS = 0, 0
 	c.resetPending = true // the serve goroutine resets its own state
 	c.wmu.Unlock()
-	c.urc("^SYSSTART", nil)
+	if notice {
+		c.urc("^SYSSTART", nil)
+	}
 }
 
 // Replug powers the modem up on a new pty behind the same path.
