@@ -163,6 +163,13 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		}
 	}
 	probe := func() {
+		if ready && m.IndicationsLost(ctx) {
+			// Restarted without a word (no ^SYSSTART: a TC35i on
+			// autobauding), or it dropped the routing itself (an
+			// unacknowledged +CDS): +CMTI and +CDS have stopped.
+			log.Warn("modem no longer has its AT+CNMI setting (restarted?); initialising it again")
+			ready = false
+		}
 		if !ready {
 			pin := cfg.PIN
 			if *pinRejected {

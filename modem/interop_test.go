@@ -436,6 +436,11 @@ func TestUsualMemorySelectedAgainAtTheNextProbe(t *testing.T) {
 	if err := sim.WaitCount(ctx, "+CPMS=", 3); err != nil {
 		t.Fatalf("the usual memory was not selected again: %v", err)
 	}
+	// A command is counted when it arrives: one of the next probe says
+	// that the AT+CPMS before it was answered.
+	if err := sim.WaitCount(ctx, "+CSQ", sim.Count("+CSQ")+1); err != nil {
+		t.Fatal(err)
+	}
 	if mem := sim.Mem1(); mem != "SM" {
 		t.Fatalf("<mem1> left %q, want SM", mem)
 	}
@@ -547,6 +552,33 @@ func TestSIMErrorOnSendInitialisesTheModemAgain(t *testing.T) {
 	}
 	if n := sim.Count("+CPIN="); n != pins+1 {
 		t.Fatalf("the PIN was entered %d more times, want once", n-pins)
+	}
+}
+
+// A modem that restarts without a word (a TC35i on autobauding writes no
+// ^SYSSTART) and without a PIN to ask for still sends, but has forgotten
+// AT+CNMI: no +CMTI, no +CDS. The health probe sees the setting gone and
+// initialises the modem again, and a message that arrived since is read.
+func TestQuietRestartIsSeenByTheProbe(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	cnmi := sim.Count("+CNMI=")
+	sim.ResetQuiet()
+	if err := sim.Deliver("+8613900000000", "while nobody listened"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "while nobody listened" {
+			t.Fatalf("incoming %+v", in)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message that arrived after a quiet restart was never read")
+	}
+	if n := sim.Count("+CNMI="); n <= cnmi {
+		t.Fatal("AT+CNMI not given again after the quiet restart")
 	}
 }
 

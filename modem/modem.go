@@ -36,7 +36,9 @@
 //
 // One goroutine owns each device: it opens the port, initialises the modem,
 // sends the messages the scheduler gives it, turns URCs into reports and
-// incoming messages, re-probes health every ReprobeInterval, and when the port
+// incoming messages, re-probes health every ReprobeInterval (and whether
+// the modem still has its AT+CNMI setting: one that lost it restarted
+// without a word, and is initialised again), and when the port
 // breaks (read error, EOF: the device vanished) closes it and reopens it with
 // exponential backoff (ReopenMin doubling to ReopenMax) until it comes back.
 //
@@ -513,6 +515,32 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 	default:
 		return &SIMError{State: st}
 	}
+}
+
+// IndicationsLost reports whether the modem no longer has the AT+CNMI
+// setting Init gave it (AT+CNMI?: its <mt> or <ds> differ): it restarted
+// without saying so (a TC35i on autobauding writes no ^SYSSTART), or it
+// dropped the routing itself (27.005 §3.4.4: a +CDS or +CMT not
+// acknowledged in time sets <mt> and <ds> to 0). Then +CMTI and +CDS have
+// stopped, and Init must run again. A modem that does not answer the
+// query, or took no mode, is not judged.
+func (m *Modem) IndicationsLost(ctx context.Context) bool {
+	if m.cnmi == "" {
+		return false
+	}
+	l, err := m.s.Command(ctx, "AT+CNMI?")
+	if err != nil {
+		return false
+	}
+	got, want := at.Fields(answer(l, "+CNMI:")), strings.Split(m.cnmi, ",")
+	for _, i := range []int{1, 3} { // <mt>, <ds>
+		g, ok := at.Int(got, i)
+		w, _ := at.Int(want, i)
+		if ok && g != w {
+			return true
+		}
+	}
+	return false
 }
 
 // Announces reports whether the modem took an AT+CNMI mode that announces

@@ -181,6 +181,7 @@ type conn struct {
 	unlocked bool
 	cnmiMT   int
 	cnmiDS   int
+	cnmi     string // guarded by wmu: the AT+CNMI setting as AT+CNMI? gives it
 
 	resetPending bool // guarded by wmu: Reset asked the serve goroutine to forget its settings
 }
@@ -288,7 +289,7 @@ func (s *Sim) reset(notice bool) {
 		return
 	}
 	c.wmu.Lock()
-	c.cnmiMT, c.cnmiDS = 0, 0
+	c.cnmiMT, c.cnmiDS, c.cnmi = 0, 0, ""
 	c.resetPending = true // the serve goroutine resets its own state
 	c.wmu.Unlock()
 	if notice {
@@ -895,9 +896,17 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			ds, _ = strconv.Atoi(f[3])
 		}
 		c.wmu.Lock()
-		c.cnmiMT, c.cnmiDS = mt, ds
+		c.cnmiMT, c.cnmiDS, c.cnmi = mt, ds, body[6:]
 		c.wmu.Unlock()
 		c.info()
+	case body == "+CNMI?":
+		c.wmu.Lock()
+		v := c.cnmi
+		c.wmu.Unlock()
+		if v == "" {
+			v = "0,0,0,0,1" // a TC35i after power-up
+		}
+		c.info("+CNMI: " + v)
 	case strings.HasPrefix(body, "+CMGS="):
 		n, err := strconv.Atoi(body[6:])
 		switch {
