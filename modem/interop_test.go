@@ -118,9 +118,15 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 		// every mode with <bfr> 0 is refused.
 		{"bfr-1-only", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
 			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, true},
+		// Modems without <bfr> (Sony Ericsson GM29: four parameters)
+		// refuse every five-parameter form.
+		{"no-bfr", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1", "+CNMI=2,1,0,2,1",
+			"+CNMI=1,1,0,2,1", "+CNMI=2,1,0,0,1", "+CNMI=1,1,0,0,1"}, true},
 		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
 			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1", "+CNMI=2,1,0,2,1",
-			"+CNMI=1,1,0,2,1", "+CNMI=2,1,0,0,1", "+CNMI=1,1,0,0,1"}, false},
+			"+CNMI=1,1,0,2,1", "+CNMI=2,1,0,0,1", "+CNMI=1,1,0,0,1", "+CNMI=2,1,0,1", "+CNMI=1,1,0,1",
+			"+CNMI=2,1,0,2", "+CNMI=1,1,0,2", "+CNMI=2,1,0,0", "+CNMI=1,1,0,0"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, Refuse: tc.refuse})

@@ -11,7 +11,8 @@
 // §3.4.1: incoming messages stored with a +CMTI index, status reports routed
 // as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then with
 // status reports stored (+CDSI), then without them, then all of those with
-// <bfr> 1, which is all a Siemens takes, then without indications at all), then reads identity,
+// <bfr> 1, which is all a Siemens takes, and without <bfr>, then without
+// indications at all), then reads identity,
 // SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
 // A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
 // failure, as some Siemens firmware answers it to a failed send. Incoming
@@ -553,9 +554,11 @@ func (m *Modem) Announces() bool { return m.cnmi != "" }
 // announces them with +CDSI (ds=2); the last resort is no reports. Each
 // with <bfr> 0 (indications buffered while no mode was set are flushed to
 // us), then the same with <bfr> 1 (they are cleared): Siemens modems
-// (TC35i, MC35i, TC45) take only <bfr> 1 and refuse every <bfr> 0 mode.
+// (TC35i, MC35i, TC45) take only <bfr> 1 and refuse every <bfr> 0 mode;
+// then without <bfr>, which some modems (Sony Ericsson GM29) do not have.
 var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0",
-	"2,1,0,1,1", "1,1,0,1,1", "2,1,0,2,1", "1,1,0,2,1", "2,1,0,0,1", "1,1,0,0,1"}
+	"2,1,0,1,1", "1,1,0,1,1", "2,1,0,2,1", "1,1,0,2,1", "2,1,0,0,1", "1,1,0,0,1",
+	"2,1,0,1", "1,1,0,1", "2,1,0,2", "1,1,0,2", "2,1,0,0", "1,1,0,0"}
 
 // simStateError reports a send refused for the state of the SIM: not
 // inserted, PIN or PUK required, failure, wrong (27.005 §3.2.5 CMS
