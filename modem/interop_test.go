@@ -633,3 +633,32 @@ func TestMutedModemIsTakenOutAtTheProbe(t *testing.T) {
 	sim.Mute(false)
 	waitUp(t, ctx, p, "m0")
 }
+
+// A modem whose signal becomes unknown (+CSQ: 99,99; 27.007 §8.5: not known
+// or not detectable) has no spareline_modem_signal_dbm series, rather than
+// the last value it read, which told a dashboard the signal was good.
+func TestUnknownSignalClearsTheSignalGauge(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Signal: 20})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "sig0", Device: sim.Path()}}, nil)
+	waitUp(t, ctx, p, "sig0")
+	// A command of a later probe says the earlier one was reported.
+	probes := func(n int) {
+		t.Helper()
+		if err := sim.WaitCount(ctx, "+CREG?", sim.Count("+CREG?")+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probes(2)
+	if v, ok := series(t, "spareline_modem_signal_dbm", "sig0"); !ok || v != -73 {
+		t.Fatalf("signal gauge %v (present %v), want -73", v, ok)
+	}
+	sim.SetSignal(99)
+	probes(3)
+	if v, ok := series(t, "spareline_modem_signal_dbm", "sig0"); ok {
+		t.Fatalf("signal gauge still %v after +CSQ: 99,99", v)
+	}
+	if st := p.Status()[0]; st.SignalDBm != 0 {
+		t.Fatalf("status page signal %d dBm after +CSQ: 99,99", st.SignalDBm)
+	}
+}

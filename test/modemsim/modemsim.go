@@ -159,6 +159,7 @@ type Sim struct {
 	held     chan struct{}               // guarded by mu: HoldSends; closed to release the held sends
 	pinBusy  int                         // guarded by mu: AT+CPIN=<pin> answered SIM busy so far (Options.PINBusy)
 	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
+	signal   int                         // guarded by mu: the +CSQ <rssi> (Options.Signal, SetSignal)
 	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
 	cmdSeen  chan struct{}               // guarded by mu: closed and replaced on each command
 	closed   bool                        // guarded by mu
@@ -212,6 +213,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	if !opts.NoSMSC {
 		s.smsc = opts.SMSC
 	}
+	s.signal = opts.Signal
 	s.dir = opts.Dir
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "modemsim")
@@ -472,6 +474,9 @@ func (s *Sim) UnplugOnNextSend() { s.mu.Lock(); s.unplugAt = true; s.mu.Unlock()
 // the open port) when the next PDU has been received, before it is sent:
 // the send gets no answer, then "^SYSSTART" comes.
 func (s *Sim) RestartOnNextSend() { s.mu.Lock(); s.resetAt = true; s.mu.Unlock() }
+
+// SetSignal sets the +CSQ <rssi> (27.007 §8.5: 0-31, 99 not known).
+func (s *Sim) SetSignal(rssi int) { s.mu.Lock(); s.signal = rssi; s.mu.Unlock() }
 
 // SetSIMReady switches the SIM between ready and "not ready" (CME 10).
 func (s *Sim) SetSIMReady(ok bool) { s.mu.Lock(); s.simReady = ok; s.mu.Unlock() }
@@ -832,7 +837,10 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	case body == "+CGMM":
 		c.info(s.opts.Model)
 	case body == "+CSQ":
-		c.info(fmt.Sprintf("+CSQ: %d,99", s.opts.Signal))
+		s.mu.Lock()
+		rssi := s.signal
+		s.mu.Unlock()
+		c.info(fmt.Sprintf("+CSQ: %d,99", rssi))
 	case body == "+CREG?", body == "+CGREG?", body == "+CEREG?":
 		st := 0
 		if reg && simReady {
