@@ -588,6 +588,22 @@ func TestQuietRestartIsSeenByTheProbe(t *testing.T) {
 	}
 }
 
+// A modem that reads AT+CNMI back otherwise than it was given (here <ds> 0
+// for 1, as some firmware does) is not taken for one that lost it: it is
+// initialised once, not at every probe.
+func TestCNMIReadBackOtherwiseIsNotALoss(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{CNMIRead: "2,1,0,0,0"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	if err := sim.WaitCount(ctx, "+CNMI?", sim.Count("+CNMI?")+3); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Count("+CNMI="); n != 1 {
+		t.Fatalf("AT+CNMI set %d times, want once", n)
+	}
+}
+
 // A SIM not ready to take its PIN yet answers +CME ERROR: 14 (SIM busy): no
 // try was used, so the PIN is entered again at the next probe and the modem
 // comes up (a wrong PIN, +CME ERROR: 16, is never entered twice:

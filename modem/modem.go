@@ -196,7 +196,10 @@ type Modem struct {
 	events chan Event // written by the session's URC dispatcher, read by the owner
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
 	cnmi   string     // the AT+CNMI setting the modem took; "" none
-	mem1   string     // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
+	// cnmiRead (owner): <mt>,<ds> as AT+CNMI? gave them right after Init
+	// set cnmi (what IndicationsLost compares with); "" not known.
+	cnmiRead string
+	mem1     string // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
 	// usual (owner): the memory received messages are stored in (+CPMS
 	// <mem3>), which AT+CMGL must list: Init selects it, and after a read
 	// from the memory an indication named (a +CDSI's "SR"), Read and
@@ -425,6 +428,12 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 			return nil, fmt.Errorf("modem %s: AT+CNMI=%s: %w", m.opts.Name, mode, err)
 		}
 	}
+	// The setting as the modem reads it back, for IndicationsLost: a
+	// modem may word it otherwise than it was given.
+	m.cnmiRead = ""
+	if m.cnmi != "" {
+		m.cnmiRead = m.readCNMI(ctx)
+	}
 	switch m.cnmi {
 	case cnmiModes[0]:
 	case "":
@@ -519,29 +528,34 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 }
 
 // IndicationsLost reports whether the modem no longer has the AT+CNMI
-// setting Init gave it (AT+CNMI?: its <mt> or <ds> differ): it restarted
-// without saying so (a TC35i on autobauding writes no ^SYSSTART), or it
-// dropped the routing itself (27.005 §3.4.4: a +CDS or +CMT not
-// acknowledged in time sets <mt> and <ds> to 0). Then +CMTI and +CDS have
-// stopped, and Init must run again. A modem that does not answer the
-// query, or took no mode, is not judged.
+// setting Init gave it (AT+CNMI?: its <mt> or <ds> differ from what it
+// read back right after Init): it restarted without saying so (a TC35i on
+// autobauding writes no ^SYSSTART), or it dropped the routing itself
+// (27.005 §3.4.4: a +CDS or +CMT not acknowledged in time sets <mt> and
+// <ds> to 0). Then +CMTI and +CDS have stopped, and Init must run again. A
+// modem that does not answer the query, or took no mode, is not judged.
 func (m *Modem) IndicationsLost(ctx context.Context) bool {
-	if m.cnmi == "" {
+	if m.cnmiRead == "" {
 		return false
 	}
+	now := m.readCNMI(ctx)
+	return now != "" && now != m.cnmiRead
+}
+
+// readCNMI is "<mt>,<ds>" of AT+CNMI? (27.005 §3.4.1), "" when the modem
+// does not say.
+func (m *Modem) readCNMI(ctx context.Context) string {
 	l, err := m.s.Command(ctx, "AT+CNMI?")
 	if err != nil {
-		return false
+		return ""
 	}
-	got, want := at.Fields(answer(l, "+CNMI:")), strings.Split(m.cnmi, ",")
-	for _, i := range []int{1, 3} { // <mt>, <ds>
-		g, ok := at.Int(got, i)
-		w, _ := at.Int(want, i)
-		if ok && g != w {
-			return true
-		}
+	f := at.Fields(answer(l, "+CNMI:"))
+	mt, ok1 := at.Int(f, 1)
+	ds, ok2 := at.Int(f, 3)
+	if !ok1 || !ok2 {
+		return ""
 	}
-	return false
+	return strconv.Itoa(mt) + "," + strconv.Itoa(ds)
 }
 
 // Announces reports whether the modem took an AT+CNMI mode that announces

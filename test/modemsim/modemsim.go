@@ -110,6 +110,10 @@ type Options struct {
 	// "SM" is <mem1>). The emulator has one memory under every name, so a
 	// test checks with Count("+CPMS=") that the client selected it.
 	Mem string
+	// CNMIRead, when set, is what AT+CNMI? answers whatever was set (e.g.
+	// "2,1,0,0,1": firmware that words the setting otherwise than it was
+	// given).
+	CNMIRead string
 	// Chatter are unsolicited lines written inside every answer, before its
 	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
 	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
@@ -913,6 +917,9 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		c.wmu.Unlock()
 		if v == "" {
 			v = "0,0,0,0,1" // a TC35i after power-up
+		}
+		if s.opts.CNMIRead != "" {
+			v = s.opts.CNMIRead
 		}
 		c.info("+CNMI: " + v)
 	case strings.HasPrefix(body, "+CMGS="):
