@@ -678,3 +678,36 @@ func TestUnknownSignalClearsTheSignalGauge(t *testing.T) {
 		t.Fatalf("status page signal %d dBm after +CSQ: 99,99", st.SignalDBm)
 	}
 }
+
+// A modem in phase 2+ (AT+CSMS? service 1) stops routing status reports
+// when one is not acknowledged with AT+CNMA in time (27.005 §3.4.4). The
+// report of a part arrives while the next parts of a long message are sent:
+// it is acknowledged between two parts, not after the whole message, and
+// every part's report comes.
+func TestStatusReportAcknowledgedBetweenParts(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Phase2Plus: true, AckTimeout: 400 * time.Millisecond,
+		SendDelay: 150 * time.Millisecond, ReportDelay: 5 * time.Millisecond})
+	ctx := testCtx(t, 20*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	text := strings.Repeat("five parts, one report each. ", 24) // 5 parts of 153 septets
+	sent, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte(text), StatusReport: true})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if len(sent.Refs) != 5 {
+		t.Fatalf("%d parts, want 5", len(sent.Refs))
+	}
+	parts := map[int]bool{}
+	for len(parts) < 5 {
+		select {
+		case r := <-p.Reports():
+			if r.ID != "id1" {
+				t.Fatalf("report %+v", r)
+			}
+			parts[r.Part] = true
+		case <-ctx.Done():
+			t.Fatalf("status reports for parts %v only", parts)
+		}
+	}
+}

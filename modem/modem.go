@@ -7,7 +7,8 @@
 // open by a process killed inside AT+CMGS would swallow every command), ATE0,
 // AT+CMEE=1 (a modem that refuses it still works), AT+CPIN? (entering the PIN
 // when asked), AT+CMGF=0 (PDU mode), AT+CSMS? (service 1 means +CDS/+CMT must
-// be acknowledged with AT+CNMA, 27.005 §3.2.1), AT+CNMI=2,1,0,1,0 (27.005
+// be acknowledged with AT+CNMA, 27.005 §3.2.1; a send of several parts
+// acknowledges those routed meanwhile between two parts), AT+CNMI=2,1,0,1,0 (27.005
 // §3.4.1: incoming messages stored with a +CMTI index, status reports routed
 // as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then with
 // status reports stored (+CDSI), then without them, then all of those with
@@ -195,7 +196,10 @@ type Modem struct {
 	opts   Options
 	events chan Event // written by the session's URC dispatcher, read by the owner
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
-	cnmi   string     // the AT+CNMI setting the modem took; "" none
+	// owed counts the routed +CDS/+CMT not acknowledged yet (incremented by
+	// the URC dispatcher, taken by Ack and by Send between two parts).
+	owed atomic.Int32
+	cnmi string // the AT+CNMI setting the modem took; "" none
 	// cnmiRead (owner): <mt>,<ds> as AT+CNMI? gave them right after Init
 	// set cnmi (what IndicationsLost compares with); "" not known.
 	cnmiRead string
@@ -268,6 +272,7 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	m.s.AddIndication("+CMTI:", 0, stored("+CMTI"))
 	pduURC := func(kind EventKind) at.IndicationHandler {
 		return func(l []string) {
+			m.owed.Add(1) // before the event: its Ack finds it counted
 			b, err := hex.DecodeString(strings.TrimSpace(l[1]))
 			if err != nil {
 				log.Warn("malformed PDU line", zap.String("urc", l[0]), zap.Error(err))
@@ -379,6 +384,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	// +CSMS: 1 every +CDS must be acknowledged, or the modem stops routing
 	// them), so init again at the next probe, as for AT+CNMI below.
 	m.mem1, m.usual, m.ackCDS = "", "", false
+	m.owed.Store(0)
 	l, err := m.s.Command(ctx, "AT+CPMS?")
 	if err == nil {
 		// +CPMS: <mem1>,<used1>,<total1>,<mem2>,...,<mem3>,...: <mem1> may
@@ -706,7 +712,13 @@ func RSSIToDBm(rssi int) int {
 // the TP-MR of each part confirmed so far. On error, len(refs) parts were
 // confirmed; the part after them may or may not have been sent.
 func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err error) {
-	for _, p := range parts {
+	for i, p := range parts {
+		if i > 0 {
+			// A status report of an earlier part routed meanwhile is
+			// acknowledged now: after the whole message could be too late
+			// (the modem then stops routing them, 27.005 §3.4.4).
+			m.ackOwed(ctx)
+		}
 		pctx, cancel := context.WithTimeout(ctx, m.opts.SendTimeout)
 		l, err := m.s.SMSCommand(pctx, "AT+CMGS="+strconv.Itoa(p.TPDULen), strings.ToUpper(hex.EncodeToString(p.PDU)))
 		cancel()
@@ -733,13 +745,38 @@ func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err err
 }
 
 // Ack acknowledges a routed +CDS/+CMT with AT+CNMA when the modem requires it
-// (+CSMS service 1, 27.005 §3.4.4).
+// (+CSMS service 1, 27.005 §3.4.4) and Send has not already done so
+// between two parts.
 func (m *Modem) Ack(ctx context.Context) error {
-	if !m.ackCDS {
+	if !m.ackCDS || !m.takeOwed() {
 		return nil
 	}
 	_, err := m.s.Command(ctx, "AT+CNMA")
 	return err
+}
+
+// ackOwed acknowledges the routed +CDS/+CMT counted so far (Ack then finds
+// nothing left to do for their events).
+func (m *Modem) ackOwed(ctx context.Context) {
+	for m.ackCDS && m.takeOwed() {
+		if _, err := m.s.Command(ctx, "AT+CNMA"); err != nil {
+			m.log.Warn("AT+CNMA", zap.Error(err))
+			return
+		}
+	}
+}
+
+// takeOwed takes one acknowledgement owed, false when none is.
+func (m *Modem) takeOwed() bool {
+	for {
+		n := m.owed.Load()
+		if n <= 0 {
+			return false
+		}
+		if m.owed.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 // Stored is a message read from the modem's memory: an incoming message

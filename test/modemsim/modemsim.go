@@ -110,6 +110,13 @@ type Options struct {
 	// "SM" is <mem1>). The emulator has one memory under every name, so a
 	// test checks with Count("+CPMS=") that the client selected it.
 	Mem string
+	// Phase2Plus makes AT+CSMS? answer service 1 (27.005 §3.2.1): every
+	// routed +CDS must be acknowledged with AT+CNMA within AckTimeout
+	// (default 10s), or the modem stops routing: it sets <mt> and <ds> of
+	// AT+CNMI to 0 (27.005 §3.4.4). AT+CNMA with nothing to acknowledge
+	// answers +CMS ERROR: 340.
+	Phase2Plus bool
+	AckTimeout time.Duration
 	// CNMIRead, when set, is what AT+CNMI? answers whatever was set (e.g.
 	// "2,1,0,0,1": firmware that words the setting otherwise than it was
 	// given).
@@ -187,6 +194,8 @@ type conn struct {
 	cnmiMT   int
 	cnmiDS   int
 	cnmi     string // guarded by wmu: the AT+CNMI setting as AT+CNMI? gives it
+	unacked  []int  // guarded by wmu: the routed +CDS not acknowledged yet (Phase2Plus), oldest first
+	cdsSeq   int    // guarded by wmu
 
 	resetPending bool // guarded by wmu: Reset asked the serve goroutine to forget its settings
 }
@@ -295,7 +304,7 @@ func (s *Sim) reset(notice bool) {
 		return
 	}
 	c.wmu.Lock()
-	c.cnmiMT, c.cnmiDS, c.cnmi = 0, 0, ""
+	c.cnmiMT, c.cnmiDS, c.cnmi, c.unacked = 0, 0, "", nil
 	c.resetPending = true // the serve goroutine resets its own state
 	c.wmu.Unlock()
 	if notice {
@@ -872,7 +881,19 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		s.smsc = strings.Trim(num, `" `)
 		s.mu.Unlock()
 		c.info()
-	case body == "+CMGF=0", body == "+CNMA":
+	case body == "+CMGF=0":
+		c.info()
+	case body == "+CNMA", body == "+CNMA=0":
+		c.wmu.Lock()
+		owed := s.opts.Phase2Plus && len(c.unacked) > 0
+		if owed {
+			c.unacked = c.unacked[1:]
+		}
+		c.wmu.Unlock()
+		if !owed {
+			c.cmsError(340) // no +CNMA acknowledgement expected
+			break
+		}
 		c.info()
 	case body == "+CPMS?", strings.HasPrefix(body, "+CPMS="):
 		// One memory holds everything; "SM", "ME", "MT" and "SR" all name it.
@@ -897,7 +918,11 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			c.info(fmt.Sprintf("+CPMS: %d,30,%d,30,%d,30", n, n, n))
 		}
 	case body == "+CSMS?":
-		c.info("+CSMS: 0,1,1,1")
+		if s.opts.Phase2Plus {
+			c.info("+CSMS: 1,1,1,1")
+		} else {
+			c.info("+CSMS: 0,1,1,1")
+		}
 	case strings.HasPrefix(body, "+CNMI="):
 		f := strings.Split(body[6:], ",")
 		mt, ds := 0, 0
@@ -1142,7 +1167,31 @@ func (s *Sim) giveReport(c *conn, pdu []byte) {
 	ds := c.cnmiDS
 	c.wmu.Unlock()
 	if ds != 2 {
-		c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS == 1 })
+		seq := 0
+		c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool {
+			if c.cnmiDS != 1 {
+				return false
+			}
+			if s.opts.Phase2Plus {
+				c.cdsSeq++
+				seq = c.cdsSeq
+				c.unacked = append(c.unacked, seq)
+			}
+			return true
+		})
+		if seq != 0 {
+			d := s.opts.AckTimeout
+			if d <= 0 {
+				d = 10 * time.Second
+			}
+			time.AfterFunc(d, func() {
+				c.wmu.Lock()
+				defer c.wmu.Unlock()
+				if slices.Contains(c.unacked, seq) { // not acknowledged in time
+					c.cnmiMT, c.cnmiDS, c.cnmi, c.unacked = 0, 0, "0,0,0,0,1", nil
+				}
+			})
+		}
 		return
 	}
 	idx, err := s.storePDU(pdu)
