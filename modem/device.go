@@ -163,12 +163,31 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		}
 	}
 	probe := func() {
-		if ready && m.IndicationsLost(ctx) {
-			// Restarted without a word (no ^SYSSTART: a TC35i on
-			// autobauding), or it dropped the routing itself (an
-			// unacknowledged +CDS): +CMTI and +CDS have stopped.
-			log.Warn("modem no longer has its AT+CNMI setting (restarted?); initialising it again")
-			ready = false
+		if ready {
+			h, err := m.Health(ctx)
+			if err != nil {
+				lastErr = err
+				if te := (*at.TimeoutError)(nil); errors.As(err, &te) {
+					// It stopped answering: down now (not picked for sends
+					// that would time out after their PDU was written, each
+					// an unknown outcome), initialised again at the next probe.
+					ready = false
+				}
+				return
+			}
+			health = h
+			if m.IndicationsLost(ctx) {
+				// Restarted without a word (no ^SYSSTART: a TC35i on
+				// autobauding), or it dropped the routing itself (an
+				// unacknowledged +CDS): +CMTI and +CDS have stopped.
+				log.Warn("modem no longer has its AT+CNMI setting (restarted?); initialising it again")
+				ready = false
+			} else {
+				m.RetryDeletes(ctx)
+				if !m.Announces() || reread { // no +CMTI: incoming messages are polled
+					readSIM()
+				}
+			}
 		}
 		if !ready {
 			pin := cfg.PIN
@@ -203,23 +222,6 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
 			readSIM()
 			m.RetryDeletes(ctx) // those in a memory ReadAll does not list
-		} else {
-			h, err := m.Health(ctx)
-			if err != nil {
-				lastErr = err
-				if te := (*at.TimeoutError)(nil); errors.As(err, &te) {
-					// It stopped answering: down now (not picked for sends
-					// that would time out after their PDU was written, each
-					// an unknown outcome), initialised again at the next probe.
-					ready = false
-				}
-				return
-			}
-			health = h
-			m.RetryDeletes(ctx)
-			if !m.Announces() || reread { // no +CMTI: incoming messages are polled
-				readSIM()
-			}
 		}
 		if !health.Registered {
 			lastErr = ErrNotRegistered
