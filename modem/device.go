@@ -127,6 +127,13 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		p.tell(dev.run, m)
 	}
 	deliver := func(d *sms.Deliver) {
+		if d.PID == 0x40 {
+			// Short message type 0 (23.040 §9.2.3.9: acknowledged, its
+			// contents discarded, never shown): a network's silent SMS,
+			// not a message for the platform.
+			log.Info("short message type 0 (TP-PID 0x40) discarded", zap.String("from", d.From))
+			return
+		}
 		text, complete := d.Text, true
 		if d.Concat != nil && d.Concat.Total > 1 {
 			text, complete = reasm.Add(d, time.Now())

@@ -711,3 +711,30 @@ func TestStatusReportAcknowledgedBetweenParts(t *testing.T) {
 		}
 	}
 }
+
+// A "type 0" short message (TP-PID 0x40, the silent SMS networks send to
+// page a phone) must be acknowledged and its contents discarded (23.040
+// §9.2.3.9). A modem that stores and announces it anyway does not make it
+// an MO message for the platform.
+func TestShortMessageType0IsDiscarded(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	pdus, err := sms.EncodeDeliver("+8613900000000", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent := append([]byte(nil), pdus[0]...)
+	silent[1+1+2+7] = 0x40 // TP-PID after SMSC 00, first octet, TP-OA (13 digits: 2+7 octets)
+	if err := sim.DeliverPDU(silent); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Deliver("+8613900000001", "after the silent one"); err != nil {
+		t.Fatal(err)
+	}
+	nextIncoming(t, ctx, p, "after the silent one")
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left on the SIM", n)
+	}
+}
