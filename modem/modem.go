@@ -748,7 +748,9 @@ func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err err
 // (+CSMS service 1, 27.005 §3.4.4) and Send has not already done so
 // between two parts.
 func (m *Modem) Ack(ctx context.Context) error {
-	if !m.ackCDS || !m.takeOwed() {
+	// Taken even when no acknowledgement is required, so that the count
+	// stays that of the events not handled yet.
+	if took := m.takeOwed(); !took || !m.ackCDS {
 		return nil
 	}
 	_, err := m.s.Command(ctx, "AT+CNMA")
