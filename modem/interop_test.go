@@ -246,6 +246,10 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 		{"sim-busy-at-init", modemsim.Options{SIMBusy: 8}},
 		// Status reports only stored (AT+CNMI ds=2) and announced by +CDSI.
 		{"reports-stored-cdsi", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0"}}},
+		// A Siemens TC35i in phase 2 (AT+CSMS service 0): <bfr> 1 only, and
+		// <ds> 1 only in phase 2+, so it takes AT+CNMI=2,1,0,2,1.
+		{"tc35i-phase-2", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0",
+			"+CNMI=1,1,0,2,0", "+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1"}}},
 		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".
 		{"huawei-refusals", modemsim.Options{Refuse: []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, RefuseWith: "COMMAND NOT SUPPORT"}},
 		// Unsolicited lines inside answers: Huawei's ^RSSI, ^BOOT, ^MODE;
