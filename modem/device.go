@@ -127,6 +127,13 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		p.tell(dev.run, m)
 	}
 	deliver := func(d *sms.Deliver) {
+		if d.PID == 0x40 {
+			// Short message type 0 (23.040 §9.2.3.9: acknowledged, its
+			// contents discarded, never shown): a network's silent SMS,
+			// not a message for the platform.
+			log.Info("short message type 0 (TP-PID 0x40) discarded", zap.String("from", d.From))
+			return
+		}
 		text, complete := d.Text, true
 		if d.Concat != nil && d.Concat.Total > 1 {
 			text, complete = reasm.Add(d, time.Now())
@@ -163,6 +170,32 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		}
 	}
 	probe := func() {
+		if ready {
+			h, err := m.Health(ctx)
+			if err != nil {
+				lastErr = err
+				if te := (*at.TimeoutError)(nil); errors.As(err, &te) {
+					// It stopped answering: down now (not picked for sends
+					// that would time out after their PDU was written, each
+					// an unknown outcome), initialised again at the next probe.
+					ready = false
+				}
+				return
+			}
+			health = h
+			if m.IndicationsLost(ctx) {
+				// Restarted without a word (no ^SYSSTART: a TC35i on
+				// autobauding), or it dropped the routing itself (an
+				// unacknowledged +CDS): +CMTI and +CDS have stopped.
+				log.Warn("modem no longer has its AT+CNMI setting (restarted?); initialising it again")
+				ready = false
+			} else {
+				m.RetryDeletes(ctx)
+				if !m.Announces() || reread { // no +CMTI: incoming messages are polled
+					readSIM()
+				}
+			}
+		}
 		if !ready {
 			pin := cfg.PIN
 			if *pinRejected {
@@ -196,23 +229,6 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
 			readSIM()
 			m.RetryDeletes(ctx) // those in a memory ReadAll does not list
-		} else {
-			h, err := m.Health(ctx)
-			if err != nil {
-				lastErr = err
-				if te := (*at.TimeoutError)(nil); errors.As(err, &te) {
-					// It stopped answering: down now (not picked for sends
-					// that would time out after their PDU was written, each
-					// an unknown outcome), initialised again at the next probe.
-					ready = false
-				}
-				return
-			}
-			health = h
-			m.RetryDeletes(ctx)
-			if !m.Announces() || reread { // no +CMTI: incoming messages are polled
-				readSIM()
-			}
 		}
 		if !health.Registered {
 			lastErr = ErrNotRegistered
@@ -294,6 +310,25 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			}
 			if errors.Is(err, at.ErrClosed) {
 				continue // m.Done() is closed: handled next round
+			}
+			if errors.Is(err, at.ErrModemRestarted) {
+				// ^SYSSTART cut the send short: the modem has forgotten
+				// its settings (and its PIN). Initialised again now, before
+				// it takes the next job (its EventRestarted is then stale).
+				ready = false
+				setUp(false, ErrRestarted)
+				refresh()
+				continue
+			}
+			if simStateError(err) {
+				// The SIM asks for its PIN again or is gone (a restart
+				// without ^SYSSTART, a swapped SIM): the modem needs its
+				// init, not only a health probe, which would put it back
+				// up as it is.
+				ready = false
+				setUp(false, err)
+				refresh()
+				continue
 			}
 			if se := classify(err); !se.Permanent {
 				errs++

@@ -103,7 +103,8 @@ func TestModemRecoversFromAKilledSend(t *testing.T) {
 
 // Modems differ in the AT+CNMI modes and features they take. One that
 // refuses numeric error codes and the buffered indication mode comes up on
-// mode 1 and still routes status reports; one that refuses every mode tried
+// mode 1 and still routes status reports, and so does one that takes only
+// <bfr> 1 (a Siemens TC35i); one that refuses every mode tried
 // comes up and sends all the same (its receipts come from the gateway's
 // receipt timer).
 func TestModemTakesWhatInitItCan(t *testing.T) {
@@ -113,8 +114,19 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 		reports bool
 	}{
 		{"no-cmee-no-mode-2", []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, true},
+		// Siemens (TC35i, MC35i) take only <bfr> 1 ("buffer cleared"):
+		// every mode with <bfr> 0 is refused.
+		{"bfr-1-only", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, true},
+		// Modems without <bfr> (Sony Ericsson GM29: four parameters)
+		// refuse every five-parameter form.
+		{"no-bfr", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1", "+CNMI=2,1,0,2,1",
+			"+CNMI=1,1,0,2,1", "+CNMI=2,1,0,0,1", "+CNMI=1,1,0,0,1"}, true},
 		{"no-cnmi-at-all", []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0", "+CNMI=1,1,0,2,0",
-			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0"}, false},
+			"+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1", "+CNMI=2,1,0,2,1",
+			"+CNMI=1,1,0,2,1", "+CNMI=2,1,0,0,1", "+CNMI=1,1,0,0,1", "+CNMI=2,1,0,1", "+CNMI=1,1,0,1",
+			"+CNMI=2,1,0,2", "+CNMI=1,1,0,2", "+CNMI=2,1,0,0", "+CNMI=1,1,0,0"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, ReportDelay: 5 * time.Millisecond, Refuse: tc.refuse})
@@ -149,7 +161,7 @@ func TestModemTakesWhatInitItCan(t *testing.T) {
 					t.Fatalf("report %+v", r)
 				}
 			case <-ctx.Done():
-				t.Fatal("no status report routed on AT+CNMI=1,1,0,1,0")
+				t.Fatal("no status report routed")
 			}
 		})
 	}
@@ -234,6 +246,10 @@ func TestModemVariantsComeUpAndSend(t *testing.T) {
 		{"sim-busy-at-init", modemsim.Options{SIMBusy: 8}},
 		// Status reports only stored (AT+CNMI ds=2) and announced by +CDSI.
 		{"reports-stored-cdsi", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0"}}},
+		// A Siemens TC35i in phase 2 (AT+CSMS service 0): <bfr> 1 only, and
+		// <ds> 1 only in phase 2+, so it takes AT+CNMI=2,1,0,2,1.
+		{"tc35i-phase-2", modemsim.Options{Refuse: []string{"+CNMI=2,1,0,1,0", "+CNMI=1,1,0,1,0", "+CNMI=2,1,0,2,0",
+			"+CNMI=1,1,0,2,0", "+CNMI=2,1,0,0,0", "+CNMI=1,1,0,0,0", "+CNMI=2,1,0,1,1", "+CNMI=1,1,0,1,1"}}},
 		// A Huawei refuses what it lacks with "COMMAND NOT SUPPORT".
 		{"huawei-refusals", modemsim.Options{Refuse: []string{"+CMEE=1", "+CNMI=2,1,0,1,0"}, RefuseWith: "COMMAND NOT SUPPORT"}},
 		// Unsolicited lines inside answers: Huawei's ^RSSI, ^BOOT, ^MODE;
@@ -430,6 +446,11 @@ func TestUsualMemorySelectedAgainAtTheNextProbe(t *testing.T) {
 	if err := sim.WaitCount(ctx, "+CPMS=", 3); err != nil {
 		t.Fatalf("the usual memory was not selected again: %v", err)
 	}
+	// A command is counted when it arrives: one of the next probe says
+	// that the AT+CPMS before it was answered.
+	if err := sim.WaitCount(ctx, "+CSQ", sim.Count("+CSQ")+1); err != nil {
+		t.Fatal(err)
+	}
 	if mem := sim.Mem1(); mem != "SM" {
 		t.Fatalf("<mem1> left %q, want SM", mem)
 	}
@@ -496,6 +517,97 @@ func TestModemRestartedOnAnOpenPortIsInitialisedAgain(t *testing.T) {
 	}
 }
 
+// A modem power-cycled in the middle of AT+CMGS (after the PDU) never
+// answers that send: it falls silent, then says "^SYSSTART". The send
+// fails at that line, not at the send timeout, and the message goes out
+// once the modem is initialised again.
+func TestModemRestartedMidSendFailsTheSendAtOnce(t *testing.T) {
+	// With a PIN: the restarted modem refuses sends until it is
+	// initialised again.
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second) // well under the send timeout
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, func(o *modem.PoolOptions) {
+		o.SendTimeout = time.Minute
+		o.MaxAttempts = 2 // the one the restart cut short, and one more
+	})
+	waitUp(t, ctx, p, "m0")
+	sim.RestartOnNextSend()
+	if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("power cycled")}); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if got := sim.Sent(); len(got) != 1 || got[0].Text != "power cycled" {
+		t.Fatalf("the modem sent %+v", got)
+	}
+	if n := sim.Count("+CMGS="); n != 2 {
+		t.Fatalf("AT+CMGS given %d times, want 2 (the one the restart swallowed, then the resend)", n)
+	}
+}
+
+// A modem that restarts without a word (a TC35i on autobauding writes no
+// ^SYSSTART) has its SIM locked again: sends fail with a SIM error
+// (+CMS ERROR: 310/311). Such an error says the modem needs its init (and
+// its PIN) again, not only a health probe: the message goes out after it.
+func TestSIMErrorOnSendInitialisesTheModemAgain(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond, PIN: "1234"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "m0", Device: sim.Path(), PIN: "1234"}}, nil)
+	waitUp(t, ctx, p, "m0")
+	pins := sim.Count("+CPIN=")
+	sim.ResetQuiet()
+	if _, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte("after a quiet restart")}); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if got := sim.Sent(); len(got) != 1 {
+		t.Fatalf("the modem sent %+v", got)
+	}
+	if n := sim.Count("+CPIN="); n != pins+1 {
+		t.Fatalf("the PIN was entered %d more times, want once", n-pins)
+	}
+}
+
+// A modem that restarts without a word (a TC35i on autobauding writes no
+// ^SYSSTART) and without a PIN to ask for still sends, but has forgotten
+// AT+CNMI: no +CMTI, no +CDS. The health probe sees the setting gone and
+// initialises the modem again, and a message that arrived since is read.
+func TestQuietRestartIsSeenByTheProbe(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{SendDelay: 2 * time.Millisecond})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	cnmi := sim.Count("+CNMI=")
+	sim.ResetQuiet()
+	if err := sim.Deliver("+8613900000000", "while nobody listened"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "while nobody listened" {
+			t.Fatalf("incoming %+v", in)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message that arrived after a quiet restart was never read")
+	}
+	if n := sim.Count("+CNMI="); n <= cnmi {
+		t.Fatal("AT+CNMI not given again after the quiet restart")
+	}
+}
+
+// A modem that reads AT+CNMI back otherwise than it was given (here <ds> 0
+// for 1, as some firmware does) is not taken for one that lost it: it is
+// initialised once, not at every probe.
+func TestCNMIReadBackOtherwiseIsNotALoss(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{CNMIRead: "2,1,0,0,0"})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	if err := sim.WaitCount(ctx, "+CNMI?", sim.Count("+CNMI?")+3); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Count("+CNMI="); n != 1 {
+		t.Fatalf("AT+CNMI set %d times, want once", n)
+	}
+}
+
 // A SIM not ready to take its PIN yet answers +CME ERROR: 14 (SIM busy): no
 // try was used, so the PIN is entered again at the next probe and the modem
 // comes up (a wrong PIN, +CME ERROR: 16, is never entered twice:
@@ -540,4 +652,93 @@ func TestMutedModemIsTakenOutAtTheProbe(t *testing.T) {
 	waitDown(t, ctx, p, "m0", "")
 	sim.Mute(false)
 	waitUp(t, ctx, p, "m0")
+}
+
+// A modem whose signal becomes unknown (+CSQ: 99,99; 27.007 §8.5: not known
+// or not detectable) has no spareline_modem_signal_dbm series, rather than
+// the last value it read, which told a dashboard the signal was good.
+func TestUnknownSignalClearsTheSignalGauge(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Signal: 20})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPoolConfigs(t, []modem.Config{{Name: "sig0", Device: sim.Path()}}, nil)
+	waitUp(t, ctx, p, "sig0")
+	// A command of a later probe says the earlier one was reported.
+	probes := func(n int) {
+		t.Helper()
+		if err := sim.WaitCount(ctx, "+CREG?", sim.Count("+CREG?")+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probes(2)
+	if v, ok := series(t, "spareline_modem_signal_dbm", "sig0"); !ok || v != -73 {
+		t.Fatalf("signal gauge %v (present %v), want -73", v, ok)
+	}
+	sim.SetSignal(99)
+	probes(3)
+	if v, ok := series(t, "spareline_modem_signal_dbm", "sig0"); ok {
+		t.Fatalf("signal gauge still %v after +CSQ: 99,99", v)
+	}
+	if st := p.Status()[0]; st.SignalDBm != 0 {
+		t.Fatalf("status page signal %d dBm after +CSQ: 99,99", st.SignalDBm)
+	}
+}
+
+// A modem in phase 2+ (AT+CSMS? service 1) stops routing status reports
+// when one is not acknowledged with AT+CNMA in time (27.005 §3.4.4). The
+// report of a part arrives while the next parts of a long message are sent:
+// it is acknowledged between two parts, not after the whole message, and
+// every part's report comes.
+func TestStatusReportAcknowledgedBetweenParts(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{Phase2Plus: true, AckTimeout: 400 * time.Millisecond,
+		SendDelay: 150 * time.Millisecond, ReportDelay: 5 * time.Millisecond})
+	ctx := testCtx(t, 20*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	text := strings.Repeat("five parts, one report each. ", 24) // 5 parts of 153 septets
+	sent, err := p.Send(ctx, "id1", sms.Submit{Dest: "+8613800138000", Payload: []byte(text), StatusReport: true})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if len(sent.Refs) != 5 {
+		t.Fatalf("%d parts, want 5", len(sent.Refs))
+	}
+	parts := map[int]bool{}
+	for len(parts) < 5 {
+		select {
+		case r := <-p.Reports():
+			if r.ID != "id1" {
+				t.Fatalf("report %+v", r)
+			}
+			parts[r.Part] = true
+		case <-ctx.Done():
+			t.Fatalf("status reports for parts %v only", parts)
+		}
+	}
+}
+
+// A "type 0" short message (TP-PID 0x40, the silent SMS networks send to
+// page a phone) must be acknowledged and its contents discarded (23.040
+// §9.2.3.9). A modem that stores and announces it anyway does not make it
+// an MO message for the platform.
+func TestShortMessageType0IsDiscarded(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	pdus, err := sms.EncodeDeliver("+8613900000000", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent := append([]byte(nil), pdus[0]...)
+	silent[1+1+2+7] = 0x40 // TP-PID after SMSC 00, first octet, TP-OA (13 digits: 2+7 octets)
+	if err := sim.DeliverPDU(silent); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Deliver("+8613900000001", "after the silent one"); err != nil {
+		t.Fatal(err)
+	}
+	nextIncoming(t, ctx, p, "after the silent one")
+	if n := sim.Stored(); n != 0 {
+		t.Fatalf("%d messages left on the SIM", n)
+	}
 }

@@ -12,7 +12,7 @@ var (
 		Name: "spareline_modem_up", Help: "1 when the modem is in the pool (SIM ready, registered, healthy).",
 	}, []string{"modem"})
 	modemSignal = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "spareline_modem_signal_dbm", Help: "Last signal strength read with AT+CSQ, in dBm.",
+		Name: "spareline_modem_signal_dbm", Help: "Last signal strength read with AT+CSQ, in dBm (no series while the modem reads it as not known, +CSQ: 99).",
 	}, []string{"modem"})
 	modemSends = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_modem_sends_total", Help: "Send attempts of whole messages by outcome (ok, error, permanent).",
@@ -28,6 +28,10 @@ func metricUp(modem string, up bool) {
 }
 
 func metricSignal(modem string, dbm int) { modemSignal.WithLabelValues(modem).Set(float64(dbm)) }
+
+// metricSignalUnknown drops the signal series of a modem that reads
+// +CSQ: 99 (not known): absent, not a stale value.
+func metricSignalUnknown(modem string) { modemSignal.DeleteLabelValues(modem) }
 
 func metricSend(modem, result string) { modemSends.WithLabelValues(modem, result).Inc() }
 

@@ -7,10 +7,13 @@
 // open by a process killed inside AT+CMGS would swallow every command), ATE0,
 // AT+CMEE=1 (a modem that refuses it still works), AT+CPIN? (entering the PIN
 // when asked), AT+CMGF=0 (PDU mode), AT+CSMS? (service 1 means +CDS/+CMT must
-// be acknowledged with AT+CNMA, 27.005 §3.2.1), AT+CNMI=2,1,0,1,0 (27.005
+// be acknowledged with AT+CNMA, 27.005 §3.2.1; a send of several parts
+// acknowledges those routed meanwhile between two parts), AT+CNMI=2,1,0,1,0 (27.005
 // §3.4.1: incoming messages stored with a +CMTI index, status reports routed
-// as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then without
-// status reports, then without indications at all), then reads identity,
+// as +CDS; a modem that refuses it is tried with 1,1,0,1,0, then with
+// status reports stored (+CDSI), then without them, then all of those with
+// <bfr> 1, which is all a Siemens takes, and without <bfr>, then without
+// indications at all), then reads identity,
 // SMSC (AT+CSCA?), signal (AT+CSQ) and registration (AT+CREG?).
 // A send is done only on "+CMGS: <mr>" (27.005 §3.5.1): a bare OK is a
 // failure, as some Siemens firmware answers it to a failed send. Incoming
@@ -35,7 +38,9 @@
 //
 // One goroutine owns each device: it opens the port, initialises the modem,
 // sends the messages the scheduler gives it, turns URCs into reports and
-// incoming messages, re-probes health every ReprobeInterval, and when the port
+// incoming messages, re-probes health every ReprobeInterval (and whether
+// the modem still has its AT+CNMI setting: one that lost it restarted
+// without a word, and is initialised again), and when the port
 // breaks (read error, EOF: the device vanished) closes it and reopens it with
 // exponential backoff (ReopenMin doubling to ReopenMax) until it comes back.
 //
@@ -58,7 +63,11 @@
 //     broken mid-send) retries the whole message on another modem, up to
 //     MaxAttempts sends in total, then returns a temporary *SendError;
 //   - a message given to a modem that went down before it wrote anything is
-//     requeued without counting an attempt.
+//     requeued without counting an attempt;
+//   - a send cut short by a restart (^SYSSTART) or refused for the SIM's
+//     state (CMS 310-318 but 314, CME 10-18 but 14: a PIN asked again after
+//     a restart that said nothing) takes the modem down and initialises it
+//     again at once (the message is retried as for a temporary error).
 //
 // A message waits in the queue while no modem can take it (none up, or all
 // over their budget). SendUnless lets its caller give it up meanwhile (the
@@ -187,8 +196,14 @@ type Modem struct {
 	opts   Options
 	events chan Event // written by the session's URC dispatcher, read by the owner
 	ackCDS bool       // owner: +CSMS service 1, acknowledge +CDS/+CMT with AT+CNMA
-	cnmi   string     // the AT+CNMI setting the modem took; "" none
-	mem1   string     // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
+	// owed counts the routed +CDS/+CMT not acknowledged yet (incremented by
+	// the URC dispatcher, taken by Ack and by Send between two parts).
+	owed atomic.Int32
+	cnmi string // the AT+CNMI setting the modem took; "" none
+	// cnmiRead (owner): <mt>,<ds> as AT+CNMI? gave them right after Init
+	// set cnmi (what IndicationsLost compares with); "" not known.
+	cnmiRead string
+	mem1     string // owner: the memory AT+CMGR/CMGL/CMGD work on (+CPMS <mem1>); "" unknown
 	// usual (owner): the memory received messages are stored in (+CPMS
 	// <mem3>), which AT+CMGL must list: Init selects it, and after a read
 	// from the memory an indication named (a +CDSI's "SR"), Read and
@@ -257,6 +272,7 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	m.s.AddIndication("+CMTI:", 0, stored("+CMTI"))
 	pduURC := func(kind EventKind) at.IndicationHandler {
 		return func(l []string) {
+			m.owed.Add(1) // before the event: its Ack finds it counted
 			b, err := hex.DecodeString(strings.TrimSpace(l[1]))
 			if err != nil {
 				log.Warn("malformed PDU line", zap.String("urc", l[0]), zap.Error(err))
@@ -272,8 +288,10 @@ func New(rw io.ReadWriter, opts Options) *Modem {
 	// brown-out) says so: "^SYSSTART" (Siemens), "RDY" (SIMCom,
 	// Quectel). It has lost ATE0, AT+CMEE, AT+CNMI, the PIN...: its owner
 	// initialises it again.
+	// The command in flight fails at that line (its answer will never
+	// come), not at its timeout.
 	for _, p := range []string{"^SYSSTART", "RDY"} {
-		m.s.AddIndication(p, 0, func(l []string) {
+		m.s.AddRestartIndication(p, func(l []string) {
 			log.Warn("modem restarted", zap.String("line", l[0]))
 			push(Event{Kind: EventRestarted, Index: int(m.restarts.Add(1))})
 		})
@@ -366,6 +384,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	// +CSMS: 1 every +CDS must be acknowledged, or the modem stops routing
 	// them), so init again at the next probe, as for AT+CNMI below.
 	m.mem1, m.usual, m.ackCDS = "", "", false
+	m.owed.Store(0)
 	l, err := m.s.Command(ctx, "AT+CPMS?")
 	if err == nil {
 		// +CPMS: <mem1>,<used1>,<total1>,<mem2>,...,<mem3>,...: <mem1> may
@@ -414,6 +433,12 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 			// that lacks the mode: init again at the next probe.
 			return nil, fmt.Errorf("modem %s: AT+CNMI=%s: %w", m.opts.Name, mode, err)
 		}
+	}
+	// The setting as the modem reads it back, for IndicationsLost: a
+	// modem may word it otherwise than it was given.
+	m.cnmiRead = ""
+	if m.cnmi != "" {
+		m.cnmiRead = m.readCNMI(ctx)
 	}
 	switch m.cnmi {
 	case cnmiModes[0]:
@@ -508,6 +533,37 @@ func (m *Modem) unlockSIM(ctx context.Context, pin string) error {
 	}
 }
 
+// IndicationsLost reports whether the modem no longer has the AT+CNMI
+// setting Init gave it (AT+CNMI?: its <mt> or <ds> differ from what it
+// read back right after Init): it restarted without saying so (a TC35i on
+// autobauding writes no ^SYSSTART), or it dropped the routing itself
+// (27.005 §3.4.4: a +CDS or +CMT not acknowledged in time sets <mt> and
+// <ds> to 0). Then +CMTI and +CDS have stopped, and Init must run again. A
+// modem that does not answer the query, or took no mode, is not judged.
+func (m *Modem) IndicationsLost(ctx context.Context) bool {
+	if m.cnmiRead == "" {
+		return false
+	}
+	now := m.readCNMI(ctx)
+	return now != "" && now != m.cnmiRead
+}
+
+// readCNMI is "<mt>,<ds>" of AT+CNMI? (27.005 §3.4.1), "" when the modem
+// does not say.
+func (m *Modem) readCNMI(ctx context.Context) string {
+	l, err := m.s.Command(ctx, "AT+CNMI?")
+	if err != nil {
+		return ""
+	}
+	f := at.Fields(answer(l, "+CNMI:"))
+	mt, ok1 := at.Int(f, 1)
+	ds, ok2 := at.Int(f, 3)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return strconv.Itoa(mt) + "," + strconv.Itoa(ds)
+}
+
 // Announces reports whether the modem took an AT+CNMI mode that announces
 // incoming messages (+CMTI); without one, its owner polls with ReadAll.
 func (m *Modem) Announces() bool { return m.cnmi != "" }
@@ -515,8 +571,26 @@ func (m *Modem) Announces() bool { return m.cnmi != "" }
 // cnmiModes are the AT+CNMI settings Init tries, in order.
 //
 // Status reports routed (ds=1) first; a modem without that stores them and
-// announces them with +CDSI (ds=2); the last resort is no reports.
-var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0"}
+// announces them with +CDSI (ds=2); the last resort is no reports. Each
+// with <bfr> 0 (indications buffered while no mode was set are flushed to
+// us), then the same with <bfr> 1 (they are cleared): Siemens modems
+// (TC35i, MC35i, TC45) take only <bfr> 1 and refuse every <bfr> 0 mode;
+// then without <bfr>, which some modems (Sony Ericsson GM29) do not have.
+var cnmiModes = []string{"2,1,0,1,0", "1,1,0,1,0", "2,1,0,2,0", "1,1,0,2,0", "2,1,0,0,0", "1,1,0,0,0",
+	"2,1,0,1,1", "1,1,0,1,1", "2,1,0,2,1", "1,1,0,2,1", "2,1,0,0,1", "1,1,0,0,1",
+	"2,1,0,1", "1,1,0,1", "2,1,0,2", "1,1,0,2", "2,1,0,0", "1,1,0,0"}
+
+// simStateError reports a send refused for the state of the SIM: not
+// inserted, PIN or PUK required, failure, wrong (27.005 §3.2.5 CMS
+// 310-318; 27.007 §9.2.1 CME 10-18), but not busy (314, 14: it passes).
+func simStateError(err error) bool {
+	if simBusy(err) {
+		return false
+	}
+	var cms *at.CMSError
+	var cme *at.CMEError
+	return errors.As(err, &cms) && cms.Code >= 310 && cms.Code <= 318 || errors.As(err, &cme) && cme.SIMNotReady()
+}
 
 // simBusy reports the SIM-busy errors (27.005 §3.2.5 CMS 314, 27.007
 // §9.2.1 CME 14): a refusal for now, not for good.
@@ -638,7 +712,13 @@ func RSSIToDBm(rssi int) int {
 // the TP-MR of each part confirmed so far. On error, len(refs) parts were
 // confirmed; the part after them may or may not have been sent.
 func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err error) {
-	for _, p := range parts {
+	for i, p := range parts {
+		if i > 0 {
+			// A status report of an earlier part routed meanwhile is
+			// acknowledged now: after the whole message could be too late
+			// (the modem then stops routing them, 27.005 §3.4.4).
+			m.ackOwed(ctx)
+		}
 		pctx, cancel := context.WithTimeout(ctx, m.opts.SendTimeout)
 		l, err := m.s.SMSCommand(pctx, "AT+CMGS="+strconv.Itoa(p.TPDULen), strings.ToUpper(hex.EncodeToString(p.PDU)))
 		cancel()
@@ -665,13 +745,40 @@ func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err err
 }
 
 // Ack acknowledges a routed +CDS/+CMT with AT+CNMA when the modem requires it
-// (+CSMS service 1, 27.005 §3.4.4).
+// (+CSMS service 1, 27.005 §3.4.4) and Send has not already done so
+// between two parts.
 func (m *Modem) Ack(ctx context.Context) error {
-	if !m.ackCDS {
+	// Taken even when no acknowledgement is required, so that the count
+	// stays that of the events not handled yet.
+	if took := m.takeOwed(); !took || !m.ackCDS {
 		return nil
 	}
 	_, err := m.s.Command(ctx, "AT+CNMA")
 	return err
+}
+
+// ackOwed acknowledges the routed +CDS/+CMT counted so far (Ack then finds
+// nothing left to do for their events).
+func (m *Modem) ackOwed(ctx context.Context) {
+	for m.ackCDS && m.takeOwed() {
+		if _, err := m.s.Command(ctx, "AT+CNMA"); err != nil {
+			m.log.Warn("AT+CNMA", zap.Error(err))
+			return
+		}
+	}
+}
+
+// takeOwed takes one acknowledgement owed, false when none is.
+func (m *Modem) takeOwed() bool {
+	for {
+		n := m.owed.Load()
+		if n <= 0 {
+			return false
+		}
+		if m.owed.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 // Stored is a message read from the modem's memory: an incoming message

@@ -1023,7 +1023,10 @@ func (p *Pool) setStatus(i int, st State, h Health, err error) {
 		s.LastChange = time.Now()
 	}
 	s.State = st
-	if h.SignalDBm != 0 || h.Reg != 0 {
+	// A zero Health is no reading (a state change before any probe); a
+	// reading with signal 0 is "not known" (+CSQ: 99).
+	read := h.SignalDBm != 0 || h.Reg != 0
+	if read {
 		s.SignalDBm, s.Registration = h.SignalDBm, h.Reg
 	}
 	if err != nil {
@@ -1032,7 +1035,11 @@ func (p *Pool) setStatus(i int, st State, h Health, err error) {
 	name, dbm := s.Name, s.SignalDBm
 	p.mu.Unlock()
 	metricUp(name, st == StateUp)
-	if dbm != 0 {
+	switch {
+	case dbm != 0:
 		metricSignal(name, dbm)
+	case read:
+		// Not the last known value: the modem says it has none now.
+		metricSignalUnknown(name)
 	}
 }

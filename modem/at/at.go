@@ -29,6 +29,11 @@
 //     longer for the network's answer) fails then, with ESC, as a
 //     *TimeoutError wrapping ErrNoPrompt: the PDU was never written. Then, during a guard time, lines that are not URCs are
 //     dropped as the late answer of the abandoned command.
+//   - A line saying the modem restarted (AddRestartIndication: ^SYSSTART,
+//     RDY) fails the command in flight with *RestartedError when no final
+//     result code follows within restartGrace: the modem forgot the
+//     command and will never answer it (not waiting for its timeout, a
+//     minute for a send).
 //   - A read or write error (EOF, device unplugged) fails the command in flight
 //     and all later ones with *ClosedError and closes Done().
 //
@@ -70,6 +75,7 @@ type indication struct {
 	prefix   string
 	trailing int
 	handler  IndicationHandler
+	restart  bool // the modem restarted: the command in flight fails (AddRestartIndication)
 }
 
 type request struct {
@@ -155,6 +161,17 @@ func (s *Session) AddIndication(prefix string, trailingLines int, h IndicationHa
 	s.inds = append(s.inds, &indication{prefix: prefix, trailing: trailingLines, handler: h})
 }
 
+// AddRestartIndication registers the line a modem writes when it has
+// restarted ("^SYSSTART", "RDY"): a URC as with AddIndication, and the
+// command in flight fails with ErrModemRestarted unless its final result
+// code follows within restartGrace, since its answer will never come (a
+// send then has an unknown outcome, as at a timeout).
+func (s *Session) AddRestartIndication(prefix string, h IndicationHandler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inds = append(s.inds, &indication{prefix: prefix, handler: h, restart: true})
+}
+
 // Command sends cmd ("AT" is prepended when missing) and returns the
 // information lines of the answer (without echo, URCs and the final OK).
 func (s *Session) Command(ctx context.Context, cmd string) ([]string, error) {
@@ -236,6 +253,12 @@ func (s *Session) do(ctx context.Context, cmd, pdu string) ([]string, error) {
 	res := <-r.result // the owner always answers a request it accepted
 	return res.info, res.err
 }
+
+// restartGrace is how long a command may still get its final result code
+// after a restart line (AddRestartIndication) came in its answer: a modem
+// that writes its boot notice as chatter answers at once; one that
+// restarted never does.
+const restartGrace = time.Second
 
 // maxLine bounds a line: the longest we read is a PDU line (at most 2 x
 // 176 hex digits) or an information line of a few hundred characters. A
@@ -367,6 +390,9 @@ func (s *Session) ownerLoop() {
 		pending     *urc
 		guard       *time.Timer
 		guardC      <-chan time.Time
+		restart     *time.Timer // a restart line came during the command in flight
+		restartC    <-chan time.Time
+		restartLine string
 	)
 	stopPrompt := func() {
 		if prompt != nil {
@@ -378,6 +404,10 @@ func (s *Session) ownerLoop() {
 		cur.result <- result{info: info, err: err}
 		cur, info, awaitPrompt = nil, nil, false
 		stopPrompt()
+		if restart != nil {
+			restart.Stop()
+		}
+		restartC = nil
 	}
 	shutdown := func(cause error) {
 		ce := &ClosedError{Err: cause}
@@ -458,6 +488,14 @@ func (s *Session) ownerLoop() {
 			finish(&TimeoutError{Cmd: cur.cmd, Err: ErrNoPrompt})
 			guard = time.NewTimer(s.opts.GuardTime)
 			guardC = guard.C
+		case <-restartC:
+			// The modem restarted and gave no final result since: it
+			// forgot the command, whose answer will never come.
+			restartC = nil
+			s.log.Warn("modem restarted during a command", zap.String("cmd", maskCmd(cur.cmd)), zap.String("line", restartLine))
+			finish(&RestartedError{Cmd: maskCmd(cur.cmd), Line: restartLine})
+			guard = time.NewTimer(s.opts.GuardTime)
+			guardC = guard.C
 		case <-ctxDone:
 			if awaitPrompt || cur.pdu != "" {
 				// Abort the prompt or the send (27.005 §3.5.1: ESC cancels).
@@ -505,6 +543,14 @@ func (s *Session) ownerLoop() {
 					}
 				} else {
 					pending = &u
+				}
+				if ind.restart && cur != nil && restartC == nil {
+					// A modem that restarted never answers the command
+					// in flight; one that only chatters its boot notice
+					// answers it now.
+					restartLine = line
+					restart = time.NewTimer(restartGrace)
+					restartC = restart.C
 				}
 				continue
 			}

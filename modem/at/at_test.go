@@ -530,3 +530,42 @@ func TestLateAnswerIsNotTheNextSendsAnswer(t *testing.T) {
 		t.Fatal("the second send was answered but its PDU never written")
 	}
 }
+
+// A modem that restarts during a command never answers it: the restart
+// line (AddRestartIndication) fails the command within restartGrace, not
+// at its timeout. One that only chatters its boot notice inside an answer
+// ("RDY" of a SIMCom) answers at once, and the command succeeds.
+func TestRestartLineFailsTheCommandInFlight(t *testing.T) {
+	s, _ := start(t, func(f *fakeModem, cmd string) {
+		switch {
+		case cmd == "AT":
+			f.send("\r\nRDY\r\n\r\nOK\r\n")
+		case cmd == "AT+CMGS=10":
+			f.send("\r\n> ")
+		case strings.HasPrefix(cmd, "PDU:"):
+			f.send("\r\n^SYSSTART\r\n") // power cycled: no answer will come
+		}
+	})
+	restarts := make(chan []string, 4)
+	for _, p := range []string{"^SYSSTART", "RDY"} {
+		s.AddRestartIndication(p, func(l []string) { restarts <- l })
+	}
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("AT with RDY chatter: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err := s.SMSCommand(ctx, "AT+CMGS=10", "0011")
+	if !errors.Is(err, ErrModemRestarted) {
+		t.Fatalf("want ErrModemRestarted, got %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("failed after %v", d)
+	}
+	for _, want := range []string{"RDY", "^SYSSTART"} {
+		if l := <-restarts; l[0] != want {
+			t.Fatalf("restart handler got %q, want %q", l, want)
+		}
+	}
+}

@@ -52,6 +52,25 @@ func (e *TimeoutError) Error() string { return "at: no answer to " + e.Cmd + ": 
 // Unwrap returns the context error.
 func (e *TimeoutError) Unwrap() error { return e.Err }
 
+// ErrModemRestarted is matched (errors.Is) by every *RestartedError.
+var ErrModemRestarted = errors.New("at: the modem restarted")
+
+// RestartedError fails the command in flight when the modem says it
+// restarted (a power cycle or a watchdog reset on the open port): its answer
+// will never come. For an SMS command whose PDU was written the message may
+// or may not have been sent, as after a *TimeoutError.
+type RestartedError struct {
+	Cmd  string
+	Line string // the modem's line ("^SYSSTART")
+}
+
+func (e *RestartedError) Error() string {
+	return "at: the modem restarted (" + e.Line + ") during " + e.Cmd
+}
+
+// Is makes errors.Is(err, ErrModemRestarted) true.
+func (e *RestartedError) Is(target error) bool { return target == ErrModemRestarted }
+
 // CMSError is "+CMS ERROR: <n>", the message service failure result code of
 // 3GPP TS 27.005 §3.2.5.
 //

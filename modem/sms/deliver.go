@@ -41,7 +41,7 @@ func decodeDeliver(pdu []byte) (*Deliver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.UDH, d.Text, d.Data, d.Concat = ud.udh, ud.text, ud.data, ud.concat
+	d.UDH, d.Text, d.Data, d.Concat, d.units = ud.udh, ud.text, ud.data, ud.concat, ud.units
 	return d, nil
 }
 

@@ -1,8 +1,9 @@
 package sms
 
 import (
-	"strings"
+	"slices"
 	"time"
+	"unicode/utf16"
 )
 
 // DefaultMaxAge is how long the Reassembler keeps the parts of an
@@ -16,8 +17,8 @@ type reassemblyKey struct {
 }
 
 type pendingMessage struct {
-	first time.Time // when the first part arrived
-	parts []string  // index seq-1; "" until arrived
+	first time.Time  // when the first part arrived
+	parts [][]uint16 // index seq-1: the part's text as UTF-16 units; nil until arrived
 	have  []bool
 	n     int // parts arrived
 }
@@ -48,19 +49,25 @@ func (r *Reassembler) add(d *Deliver, now time.Time) (string, bool) {
 	k := reassemblyKey{d.From, c.Ref, c.Total}
 	p := r.pending[k]
 	if p == nil {
-		p = &pendingMessage{first: now, parts: make([]string, c.Total), have: make([]bool, c.Total)}
+		p = &pendingMessage{first: now, parts: make([][]uint16, c.Total), have: make([]bool, c.Total)}
 		r.pending[k] = p
 	}
 	if !p.have[c.Seq-1] { // a repeated part replaces nothing and counts once
 		p.have[c.Seq-1] = true
-		p.parts[c.Seq-1] = d.Text
+		// UTF-16 units, joined before decoding: a surrogate pair split
+		// between two UCS2 parts is one character again.
+		u := d.units
+		if u == nil {
+			u = utf16.Encode([]rune(d.Text))
+		}
+		p.parts[c.Seq-1] = u
 		p.n++
 	}
 	if p.n < c.Total {
 		return "", false
 	}
 	delete(r.pending, k)
-	return strings.Join(p.parts, ""), true
+	return string(utf16.Decode(slices.Concat(p.parts...))), true
 }
 
 // Pending is the number of incomplete messages held.

@@ -103,6 +103,10 @@ type Deliver struct {
 	Concat     *Concat   // concatenation info, if the UDH has it
 	PID        byte
 	MoreToSend bool
+
+	// units are the UTF-16 units of a UCS2 part as received, for the
+	// Reassembler: a sender may split a surrogate pair between two parts.
+	units []uint16
 }
 
 // Concat is the concatenation information element.

@@ -442,3 +442,34 @@ func TestRandomTextRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A sender that cuts long UCS2 text at a fixed number of UTF-16 units may
+// split a surrogate pair (an emoji) between two parts: 23.040 §9.2.3.24.1
+// keeps a UCS2 character, not a pair, whole. The joined message has the
+// character, not two U+FFFD.
+func TestSurrogatePairSplitAcrossPartsIsJoined(t *testing.T) {
+	part := func(seq int, units ...uint16) *Deliver {
+		// SMSC 00; TP-UDHI|TP-MMS; TP-OA +8613900000000; TP-PID 0; TP-DCS
+		// UCS2; TP-SCTS; TP-UDL; concatenation IE ref 7, 2 parts.
+		pdu := mustHex(t, "00 44 0D91 683109000000F0 00 08 42103001000000")
+		ud := []byte{5, 0, 3, 7, 2, byte(seq)}
+		for _, u := range units {
+			ud = append(ud, byte(u>>8), byte(u))
+		}
+		pdu = append(append(pdu, byte(len(ud))), ud...)
+		d, err := DecodeDeliver(pdu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	var r Reassembler
+	now := time.Now()
+	if _, ok := r.Add(part(1, 'A', 0xD83D), now); ok {
+		t.Fatal("complete after one part")
+	}
+	got, ok := r.Add(part(2, 0xDE00, 'B'), now)
+	if !ok || got != "A\U0001F600B" {
+		t.Fatalf("got %q %v, want %q", got, ok, "A\U0001F600B")
+	}
+}

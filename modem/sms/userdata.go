@@ -54,7 +54,8 @@ func dcsAlphabet(dcs byte) alphabet {
 type userData struct {
 	udh    []byte // without UDHL
 	text   string
-	data   []byte // 8-bit only
+	data   []byte   // 8-bit only
+	units  []uint16 // UCS2 only: the UTF-16 units as received
 	concat *Concat
 }
 
@@ -109,21 +110,22 @@ func (r *reader) readUserData(dcs byte, udhi bool) (userData, error) {
 		if len(rest)%2 != 0 {
 			return ud, r.errf("TP-UD", udOff+hdrOctets, "UCS2 text has an odd number of octets (%d)", len(rest))
 		}
-		ud.text = ucs2Text(rest)
+		ud.units = ucs2Units(rest)
+		ud.text = string(utf16.Decode(ud.units))
 	default:
 		ud.data = append([]byte(nil), body[hdrOctets:]...)
 	}
 	return ud, nil
 }
 
-// ucs2Text decodes UTF-16BE; surrogate pairs become one character, a lone
-// surrogate becomes U+FFFD.
-func ucs2Text(b []byte) string {
+// ucs2Units reads UTF-16BE units. Decoded (utf16.Decode), surrogate pairs
+// become one character, a lone surrogate U+FFFD.
+func ucs2Units(b []byte) []uint16 {
 	units := make([]uint16, len(b)/2)
 	for i := range units {
 		units[i] = uint16(b[2*i])<<8 | uint16(b[2*i+1])
 	}
-	return string(utf16.Decode(units))
+	return units
 }
 
 // parseUDH walks the information elements of a user data header (without

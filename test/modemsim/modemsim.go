@@ -17,9 +17,10 @@
 // and announced with +CDSI; AT+CPMS names one memory). Deliver stores incoming messages
 // in the SIM memory and announces them with +CMTI.
 //
-// Faults, switchable at any time: FailNext (+CMS ERROR), Hang (no answer to
+// Faults, switchable at any time: Reset / ResetQuiet (a restart on the open
+// port, with or without ^SYSSTART), FailNext (+CMS ERROR), Hang (no answer to
 // a send), HoldSends (a send waits before its answer until released), UnplugOnNextSend (the port vanishes after the PDU was received,
-// before it is sent), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
+// before it is sent), RestartOnNextSend (a power cycle there: no answer, then ^SYSSTART), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
 // instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
 // SetRegStat (any +CREG <stat>), InjectReport (a +CDS for any TP-MR and
@@ -109,6 +110,17 @@ type Options struct {
 	// "SM" is <mem1>). The emulator has one memory under every name, so a
 	// test checks with Count("+CPMS=") that the client selected it.
 	Mem string
+	// Phase2Plus makes AT+CSMS? answer service 1 (27.005 §3.2.1): every
+	// routed +CDS must be acknowledged with AT+CNMA within AckTimeout
+	// (default 10s), or the modem stops routing: it sets <mt> and <ds> of
+	// AT+CNMI to 0 (27.005 §3.4.4). AT+CNMA with nothing to acknowledge
+	// answers +CMS ERROR: 340.
+	Phase2Plus bool
+	AckTimeout time.Duration
+	// CNMIRead, when set, is what AT+CNMI? answers whatever was set (e.g.
+	// "2,1,0,0,1": firmware that words the setting otherwise than it was
+	// given).
+	CNMIRead string
 	// Chatter are unsolicited lines written inside every answer, before its
 	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
 	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
@@ -146,6 +158,7 @@ type Sim struct {
 	failLeft int                         // guarded by mu
 	hang     bool                        // guarded by mu
 	unplugAt bool                        // guarded by mu
+	resetAt  bool                        // guarded by mu: RestartOnNextSend
 	simReady bool                        // guarded by mu
 	reg      bool                        // guarded by mu
 	regStat  int                         // guarded by mu: +CREG <stat> set by SetRegStat; 0 = from reg
@@ -157,6 +170,7 @@ type Sim struct {
 	held     chan struct{}               // guarded by mu: HoldSends; closed to release the held sends
 	pinBusy  int                         // guarded by mu: AT+CPIN=<pin> answered SIM busy so far (Options.PINBusy)
 	smsc     string                      // guarded by mu: the SIM's SMSC address ("" none)
+	signal   int                         // guarded by mu: the +CSQ <rssi> (Options.Signal, SetSignal)
 	counts   map[string]int              // guarded by mu: commands received, by body ("+CPIN?")
 	cmdSeen  chan struct{}               // guarded by mu: closed and replaced on each command
 	closed   bool                        // guarded by mu
@@ -179,6 +193,9 @@ type conn struct {
 	unlocked bool
 	cnmiMT   int
 	cnmiDS   int
+	cnmi     string // guarded by wmu: the AT+CNMI setting as AT+CNMI? gives it
+	unacked  []int  // guarded by wmu: the routed +CDS not acknowledged yet (Phase2Plus), oldest first
+	cdsSeq   int    // guarded by wmu
 
 	resetPending bool // guarded by wmu: Reset asked the serve goroutine to forget its settings
 }
@@ -209,6 +226,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	if !opts.NoSMSC {
 		s.smsc = opts.SMSC
 	}
+	s.signal = opts.Signal
 	s.dir = opts.Dir
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "modemsim")
@@ -270,7 +288,14 @@ func (s *Sim) Unplug() {
 // does to a modem on a serial line (the port stays open): it forgets its
 // settings (echo on, no AT+CNMI, error format and result code form of
 // power-up, SIM locked again when it has a PIN) and writes "^SYSSTART".
-func (s *Sim) Reset() {
+func (s *Sim) Reset() { s.reset(true) }
+
+// ResetQuiet restarts the modem as Reset does but says nothing, as a
+// TC35i set to autobauding does (it cannot write ^SYSSTART before it has
+// learnt the bit rate from the next "AT").
+func (s *Sim) ResetQuiet() { s.reset(false) }
+
+func (s *Sim) reset(notice bool) {
 	s.mu.Lock()
 	c := s.conn
 	s.mem1 = "SM" // a restart forgets the AT+CPMS selection
@@ -279,10 +304,12 @@ func (s *Sim) Reset() {
 		return
 	}
 	c.wmu.Lock()
-	c.cnmiMT, c.cnmiDS = 0, 0
+	c.cnmiMT, c.cnmiDS, c.cnmi, c.unacked = 0, 0, "", nil
 	c.resetPending = true // the serve goroutine resets its own state
 	c.wmu.Unlock()
-	c.urc("^SYSSTART", nil)
+	if notice {
+		c.urc("^SYSSTART", nil)
+	}
 }
 
 // Replug powers the modem up on a new pty behind the same path.
@@ -455,6 +482,14 @@ func (s *Sim) HoldSends(on bool) {
 // UnplugOnNextSend unplugs the device when the next PDU has been received,
 // before it is sent.
 func (s *Sim) UnplugOnNextSend() { s.mu.Lock(); s.unplugAt = true; s.mu.Unlock() }
+
+// RestartOnNextSend makes the modem restart (as Reset: a power cycle on
+// the open port) when the next PDU has been received, before it is sent:
+// the send gets no answer, then "^SYSSTART" comes.
+func (s *Sim) RestartOnNextSend() { s.mu.Lock(); s.resetAt = true; s.mu.Unlock() }
+
+// SetSignal sets the +CSQ <rssi> (27.007 §8.5: 0-31, 99 not known).
+func (s *Sim) SetSignal(rssi int) { s.mu.Lock(); s.signal = rssi; s.mu.Unlock() }
 
 // SetSIMReady switches the SIM between ready and "not ready" (CME 10).
 func (s *Sim) SetSIMReady(ok bool) { s.mu.Lock(); s.simReady = ok; s.mu.Unlock() }
@@ -815,7 +850,10 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 	case body == "+CGMM":
 		c.info(s.opts.Model)
 	case body == "+CSQ":
-		c.info(fmt.Sprintf("+CSQ: %d,99", s.opts.Signal))
+		s.mu.Lock()
+		rssi := s.signal
+		s.mu.Unlock()
+		c.info(fmt.Sprintf("+CSQ: %d,99", rssi))
 	case body == "+CREG?", body == "+CGREG?", body == "+CEREG?":
 		st := 0
 		if reg && simReady {
@@ -843,7 +881,19 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		s.smsc = strings.Trim(num, `" `)
 		s.mu.Unlock()
 		c.info()
-	case body == "+CMGF=0", body == "+CNMA":
+	case body == "+CMGF=0":
+		c.info()
+	case body == "+CNMA", body == "+CNMA=0":
+		c.wmu.Lock()
+		owed := s.opts.Phase2Plus && len(c.unacked) > 0
+		if owed {
+			c.unacked = c.unacked[1:]
+		}
+		c.wmu.Unlock()
+		if !owed {
+			c.cmsError(340) // no +CNMA acknowledgement expected
+			break
+		}
 		c.info()
 	case body == "+CPMS?", strings.HasPrefix(body, "+CPMS="):
 		// One memory holds everything; "SM", "ME", "MT" and "SR" all name it.
@@ -868,7 +918,11 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			c.info(fmt.Sprintf("+CPMS: %d,30,%d,30,%d,30", n, n, n))
 		}
 	case body == "+CSMS?":
-		c.info("+CSMS: 0,1,1,1")
+		if s.opts.Phase2Plus {
+			c.info("+CSMS: 1,1,1,1")
+		} else {
+			c.info("+CSMS: 0,1,1,1")
+		}
 	case strings.HasPrefix(body, "+CNMI="):
 		f := strings.Split(body[6:], ",")
 		mt, ds := 0, 0
@@ -879,9 +933,20 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			ds, _ = strconv.Atoi(f[3])
 		}
 		c.wmu.Lock()
-		c.cnmiMT, c.cnmiDS = mt, ds
+		c.cnmiMT, c.cnmiDS, c.cnmi = mt, ds, body[6:]
 		c.wmu.Unlock()
 		c.info()
+	case body == "+CNMI?":
+		c.wmu.Lock()
+		v := c.cnmi
+		c.wmu.Unlock()
+		if v == "" {
+			v = "0,0,0,0,1" // a TC35i after power-up
+		}
+		if s.opts.CNMIRead != "" {
+			v = s.opts.CNMIRead
+		}
+		c.info("+CNMI: " + v)
 	case strings.HasPrefix(body, "+CMGS="):
 		n, err := strconv.Atoi(body[6:])
 		switch {
@@ -953,8 +1018,8 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 		}
 	}
 	s.mu.Lock()
-	unplug, hang, garbSend := s.unplugAt, s.hang, s.garbSend
-	s.unplugAt = false
+	unplug, reset, hang, garbSend := s.unplugAt, s.resetAt, s.hang, s.garbSend
+	s.unplugAt, s.resetAt = false, false
 	fail := 0
 	if s.failLeft > 0 {
 		s.failLeft--
@@ -964,6 +1029,10 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	if unplug {
 		s.Unplug()
 		return false
+	}
+	if reset {
+		s.Reset()
+		return true
 	}
 	if hang {
 		return true
@@ -1098,7 +1167,31 @@ func (s *Sim) giveReport(c *conn, pdu []byte) {
 	ds := c.cnmiDS
 	c.wmu.Unlock()
 	if ds != 2 {
-		c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool { return c.cnmiDS == 1 })
+		seq := 0
+		c.urc(fmt.Sprintf("+CDS: %d\r\n%s", tpduLen(pdu), s.pduHex(pdu)), func() bool {
+			if c.cnmiDS != 1 {
+				return false
+			}
+			if s.opts.Phase2Plus {
+				c.cdsSeq++
+				seq = c.cdsSeq
+				c.unacked = append(c.unacked, seq)
+			}
+			return true
+		})
+		if seq != 0 {
+			d := s.opts.AckTimeout
+			if d <= 0 {
+				d = 10 * time.Second
+			}
+			time.AfterFunc(d, func() {
+				c.wmu.Lock()
+				defer c.wmu.Unlock()
+				if slices.Contains(c.unacked, seq) { // not acknowledged in time
+					c.cnmiMT, c.cnmiDS, c.cnmi, c.unacked = 0, 0, "0,0,0,0,1", nil
+				}
+			})
+		}
 		return
 	}
 	idx, err := s.storePDU(pdu)
