@@ -49,8 +49,8 @@ import (
 // at once, so a modem that cannot send does not keep it. Entries are leased: a worker that dies leaves them to be
 // claimed again when the lease passes (queueLease).
 //
-// Receipts: a modem's +CDS status report becomes a DELIVRD or UNDELIV
-// receipt with our id. Where no report comes within modem_receipt_timeout,
+// Receipts: a modem's +CDS status report becomes a DELIVRD, EXPIRED,
+// DELETED or UNDELIV receipt with our id (reportStat). Where no report comes within modem_receipt_timeout,
 // the platform gets a receipt with stat ACCEPTD ("the network accepted it;
 // final outcome unknown"), err:000. That timer is durable (store.Timers): it
 // is written before the send is recorded as done, cleared when the report
@@ -940,6 +940,24 @@ func (f *Failover) reports(ctx context.Context) {
 	}
 }
 
+// reportStat is the receipt word (SMPP 3.4 Appendix B) of a final status
+// report's TP-Status (3GPP TS 23.040 §9.2.3.15): 0x00-0x1F delivered
+// (DELIVRD); 0x46 validity period expired (EXPIRED); 0x47 and 0x48 deleted
+// by the originator or the SC's administration (DELETED); every other
+// failure, permanent (0x40-0x5F) or temporary given up (0x60-0x7F),
+// UNDELIV.
+func reportStat(st byte) string {
+	switch {
+	case st < 0x20:
+		return "DELIVRD"
+	case st == 0x46:
+		return "EXPIRED"
+	case st == 0x47, st == 0x48:
+		return "DELETED"
+	}
+	return "UNDELIV"
+}
+
 // handleReport turns a status report into the message's receipt: it waits
 // for every part to be delivered, or goes out at the first failed part.
 func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
@@ -963,10 +981,7 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 	if err != nil {
 		return
 	}
-	stat := "DELIVRD"
-	if !r.Status.Delivered() {
-		stat = "UNDELIV"
-	}
+	stat := reportStat(r.Status.Status)
 	if won, _ := f.finish(ctx, m, sm, []store.State{store.StateModemSent}, stat, fmt.Sprintf("%03d", r.Status.Status),
 		"status report from "+r.Modem); won {
 		// After the receipt is durable; a kill in between leaves a timer

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -264,5 +265,29 @@ func TestModemQueueKeepsTheSchedule(t *testing.T) {
 			t.Fatalf("schedule %q: ClaimModem = %q, %v; want %s now", tc.schedule, id, err, m.ID)
 		}
 		_ = st.AckModem(ctx, id)
+	}
+}
+
+// A status report's TP-Status becomes the receipt word the platform reads:
+// validity expired at the SC is EXPIRED, deleted is DELETED, any other
+// failure UNDELIV, with err: the TP-Status in decimal (before, every
+// failure was UNDELIV).
+func TestStatusReportWords(t *testing.T) {
+	for _, tc := range []struct {
+		st   byte
+		stat string
+	}{{0x00, "DELIVRD"}, {0x02, "DELIVRD"}, {0x46, "EXPIRED"}, {0x47, "DELETED"}, {0x48, "DELETED"},
+		{0x41, "UNDELIV"}, {0x62, "UNDELIV"}} {
+		st := openTestBolt(t)
+		d := newTestDispatcher(t, st)
+		fo := NewFailover(d, &fakePool{}, FailoverConfig{ModemReceiptTimeout: time.Hour}, zap.NewNop())
+		ctx := context.Background()
+		m := putTestMessage(t, st, d, "acct", func(m *store.Message) { m.State, m.RegDeliv = store.StateModemSent, 1 })
+		fo.handleReport(ctx, modem.Report{ID: m.ID, Part: 1, Parts: 1, Modem: "fake", Status: &sms.StatusReport{MR: 1, Status: tc.st}})
+		stats, _ := heldReceipts(t, st, "acct")
+		got, err := st.GetMessage(ctx, m.ID)
+		if len(stats) != 1 || stats[0] != tc.stat || err != nil || got.FinalErr != fmt.Sprintf("%03d", tc.st) {
+			t.Errorf("TP-Status 0x%02X: receipts %v, final err %q; want one %s, err %03d", tc.st, stats, got.FinalErr, tc.stat, tc.st)
+		}
 	}
 }
