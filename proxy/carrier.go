@@ -217,10 +217,14 @@ func drainAll(binds []*carrierBind, wait time.Duration, then func(*carrierBind))
 // drain waits, at most wait, until no submit is in flight on b's session.
 // b is no longer in the carrier's list, so none is added meanwhile.
 func (b *carrierBind) drain(wait time.Duration) {
-	s := b.sess.Load()
-	if s == nil {
-		return
+	if s := b.sess.Load(); s != nil {
+		drainSession(s, wait)
 	}
+}
+
+// drainSession waits, at most wait, until no request is in flight on s (or
+// s ends); the caller made sure none is added.
+func drainSession(s *Session, wait time.Duration) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond) // no event for an empty window; a reload is rare
@@ -581,7 +585,35 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 	if err != nil {
 		return SubmitResult{}, err
 	}
-	return submitResult(f), nil
+	res := submitResult(f)
+	c.checkBound(s, res.Status)
+	return res, nil
+}
+
+// checkBound takes s out of service when the carrier answered a request on
+// it with ESME_RINVBNDSTS: the SMSC no longer counts the session as bound
+// (its session table lost it while TCP stayed up, say behind a proxy), and
+// would refuse every later submit on it the same way, sending all traffic
+// to the modems for as long as the connection lasts. The bind takes no new
+// submit, unbinds once those in flight are answered (at most
+// response_timeout) and binds again, as after a lost connection.
+func (c *Carrier) checkBound(s *Session, status uint32) {
+	if status != statusInvBndSts || s == nil {
+		return
+	}
+	for _, b := range c.bindList() {
+		if !b.sess.CompareAndSwap(s, nil) { // not picked from now on
+			continue
+		}
+		c.log.Warn("carrier answered ESME_RINVBNDSTS: it no longer counts this bind as bound; binding again",
+			zap.Int("bind", b.index))
+		wait := c.cfg.Load().ResponseTimeout.D()
+		go func() {
+			drainSession(s, wait)
+			s.Unbind(context.Background())
+		}()
+		return
+	}
 }
 
 // trySubmit is Submit for a caller that must not wait (a session's reader
@@ -592,11 +624,15 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 // delivers it; that must not block. body is sent as is and must not change
 // afterwards; now is the caller's clock reading, the start of the response
 // timeout.
-func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call) bool {
+//
+// *on is set to the session it sends on (for checkBound), before the
+// outcome can arrive.
+func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call, on **Session) bool {
 	s := c.pick()
 	if s == nil || s.Free() == 0 {
 		return false
 	}
+	*on = s
 	l := c.limiter.Load()
 	if !l.Allow() {
 		return false

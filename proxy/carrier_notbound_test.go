@@ -1,0 +1,45 @@
+package proxy
+
+import (
+	"context"
+	"testing"
+)
+
+// An SMSC that answers a submit_sm with ESME_RINVBNDSTS no longer counts
+// the session as bound (its session table lost it: a restart of the SMSC's
+// front end behind a proxy that kept the TCP connection, an expired bind).
+// Every later submit on that connection would get the same answer and go by
+// modem for as long as TCP stays up. The bind takes no more submits, leaves
+// (unbind) and binds again, and the next submit goes out on the new bind.
+func TestCarrierRebindsWhenSubmitAnsweredNotBound(t *testing.T) {
+	c, p, conns := boundTestCarrier(t)
+	res := make(chan SubmitResult, 1)
+	go func() {
+		r, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
+		if err != nil {
+			t.Errorf("submit: %v", err)
+		}
+		res <- r
+	}()
+	sub := p.read()
+	if sub.ID != cmdSubmitSM {
+		t.Fatalf("SMSC got %+v, want the submit", sub.Header)
+	}
+	p.write(cmdSubmitSMResp, statusInvBndSts, sub.Seq, nil)
+	if r := <-res; r.Status != statusInvBndSts {
+		t.Fatalf("submit result %+v, want ESME_RINVBNDSTS", r)
+	}
+	// The old connection ends: spareline unbinds (the SMSC may answer it or
+	// not; this one answers with the status it gives everything now).
+	f := p.read()
+	if f.ID != cmdUnbind {
+		t.Fatalf("SMSC got %+v after ESME_RINVBNDSTS, want unbind", f.Header)
+	}
+	p.write(cmdUnbindResp, statusInvBndSts, f.Seq, nil)
+	p.expectClosed()
+	// And binds again.
+	again := nextConn(t, conns)
+	bindOK(t, again, cmdBindTransceiver)
+	waitBound(t, c, 1)
+	submitOnKeptBind(t, c, again, "the rebind")
+}
