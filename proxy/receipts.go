@@ -198,7 +198,14 @@ func rewriteReceipt(sm *ShortMessage, body []byte, ourID string) []byte {
 			msg = msg[:254]
 		}
 	}
-	return sm.rebuildBody(body, msg, tlvs)
+	out := sm.rebuildBody(body, msg, tlvs)
+	if sm.ESMClass&0x3C == 0x08 {
+		// A receipt the carrier marked as an SME acknowledgement
+		// (IsReceipt) goes to the platform as the SMSC delivery receipt it
+		// is, the form every platform reads.
+		out[sm.esmClassOffset()] = sm.ESMClass&^0x3C | 0x04
+	}
+	return out
 }
 
 // receiptID is the carrier's id of the message a receipt is about.

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"context"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/store"
+)
+
+// withESMClass is a deliver_sm body with its esm_class replaced.
+func withESMClass(t *testing.T, sm *ShortMessage, body []byte, esm byte) []byte {
+	t.Helper()
+	out := append([]byte(nil), body...)
+	off := len(sm.ServiceType) + 1 + 2 + len(sm.Source) + 1 + 2 + len(sm.Dest) + 1
+	if out[off] != sm.ESMClass {
+		t.Fatalf("esm_class not at offset %d", off)
+	}
+	out[off] = esm
+	return out
+}
+
+// Some SMSCs mark their delivery receipts with esm_class message type 0x08
+// (SMPP 3.4 §5.2.12 "SME Delivery Acknowledgement"); Kannel's ESME reads
+// 0x04, 0x08 and 0x20 alike as receipts. Such a receipt, with an id that
+// names our message, is a receipt: the platform gets it under our id, as
+// an SMSC delivery receipt (esm_class 0x04), and the message is finished.
+// Before, it went to the MO account as a message from the handset (or was
+// dropped without one), and the platform never learnt the outcome.
+func TestSMEAckReceiptIsAReceipt(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
+	m := sentMessage(t, st, d, "C8", 1)
+	sm, body := carrierReceipt(t, "C8", "DELIVRD")
+	body = withESMClass(t, sm, body, 0x08)
+	sm, err := ParseShortMessage(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	list, err := st.PendingDeliveries(context.Background(), "acct", 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("platform deliveries %d (%v), want the receipt", len(list), err)
+	}
+	got, err := ParseShortMessage(list[0].Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, stat, _ := receiptFields(got.Payload()); id != platformID(m.ID) || stat != "DELIVRD" || got.ESMClass != 0x04 {
+		t.Fatalf("platform got id %q stat %q esm_class 0x%02X, want %s DELIVRD 0x04", id, stat, got.ESMClass, platformID(m.ID))
+	}
+	rec, err := st.GetMessage(context.Background(), m.ID)
+	if err != nil || rec.State != store.StateDone || rec.FinalStat != "DELIVRD" {
+		t.Fatalf("message after the receipt: %+v, %v; want done, DELIVRD", rec, err)
+	}
+}
+
+// An esm_class 0x08 deliver_sm with no receipt id in it (an
+// acknowledgement whose content is the handset application's) stays an
+// MO message.
+func TestSMEAckWithoutIDStaysMO(t *testing.T) {
+	sm, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm.ESMClass = 0x08
+	if sm.IsReceipt() {
+		t.Fatal("an esm_class 0x08 message without a receipt id taken as a receipt")
+	}
+}
