@@ -73,3 +73,48 @@ func TestSMEAckWithoutIDStaysMO(t *testing.T) {
 		t.Fatal("an esm_class 0x08 message without a receipt id taken as a receipt")
 	}
 }
+
+// A carrier whose submit_sm_resp gives ids in hex and whose receipt texts
+// give them in decimal (receipt_id: decimal) may also send the
+// receipted_message_id TLV, which SMPP 3.4 §5.3.2.12 defines as the SMSC's
+// message id, i.e. as its submit_sm_resp wrote it (hex). The text's id, in
+// the base receipt_id names, finds the message. Before, the TLV won and was
+// read as decimal: no match, the receipt was kept as an orphan for ever and
+// the platform never got it. The reverse (receipt_id: hex) likewise.
+func TestReceiptTLVInTheResponseBase(t *testing.T) {
+	for _, tc := range []struct{ mode, resp, text string }{
+		{"decimal", "3A5F1C", "3825436"},
+		{"decimal", "123456", "1193046"}, // hex of digits only
+		{"hex", "1193046", "123456"},
+	} {
+		t.Run(tc.mode+"_"+tc.resp, func(t *testing.T) {
+			st := openTestBolt(t)
+			d := newTestDispatcher(t, st)
+			c := NewCarrier(config.Carrier{Name: "cm", ReceiptID: tc.mode}, nil, zap.NewNop())
+			m := sentMessage(t, st, d, canonicalCarrierID(tc.mode, tc.resp, false), 1)
+			_, body := carrierReceipt(t, tc.text, "DELIVRD")
+			sm, err := ParseShortMessage(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tlvs []TLV
+			for _, tlv := range sm.TLVs {
+				if tlv.Tag == tagReceiptedMessageID {
+					tlv.Value = append([]byte(tc.resp), 0)
+				}
+				tlvs = append(tlvs, tlv)
+			}
+			body = sm.rebuildBody(body, sm.Message, tlvs)
+			if sm, err = ParseShortMessage(body); err != nil {
+				t.Fatal(err)
+			}
+			if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+				t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+			}
+			stats, ids := heldReceipts(t, st, "acct")
+			if len(stats) != 1 || ids[0] != platformID(m.ID) || stats[0] != "DELIVRD" {
+				t.Fatalf("platform receipts %v for %v, want one DELIVRD for %s", stats, ids, platformID(m.ID))
+			}
+		})
+	}
+}

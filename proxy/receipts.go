@@ -299,12 +299,22 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		}
 		return statusOK
 	}
+	mode := c.cfg.Load().ReceiptID
 	rawID, stat := receiptID(sm)
+	if mode == "hex" || mode == "decimal" {
+		// receipt_id names the base of the receipt's text. The
+		// receipted_message_id TLV is the SMSC's message id (§5.3.2.12),
+		// which carriers often write as their submit_sm_resp did: with
+		// both, the text's id is the one in the base named.
+		if textID, _, _ := receiptFields(sm.Payload()); textID != "" {
+			rawID = textID
+		}
+	}
 	if rawID == "" {
 		log.Warn("receipt without an id dropped")
 		return statusOK
 	}
-	key := canonicalCarrierID(c.cfg.Load().ReceiptID, rawID, true)
+	key := canonicalCarrierID(mode, rawID, true)
 	final := isFinalReceipt(sm, stat)
 	m, err := d.store.FindOrStash(ctx, c.Name, key, body, final)
 	if errors.Is(err, store.ErrNotFound) {
