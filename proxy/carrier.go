@@ -51,6 +51,10 @@ var ErrCarrierDown = errors.New("carrier: no bind is up")
 // tries again (a reload retries at once).
 var authRetry = 5 * time.Minute
 
+// throttlePause is how long a carrier takes no submit after it answered
+// one with ESME_RTHROTTLED.
+var throttlePause = 200 * time.Millisecond
+
 // AuthError is a bind refused for credentials; the bind waits authRetry
 // before it tries again.
 type AuthError struct{ Status uint32 }
@@ -73,6 +77,9 @@ type Carrier struct {
 	binds atomic.Pointer[[]*carrierBind]
 	bound atomic.Int32
 	rr    atomic.Uint32
+	// pausedUntil (Unix nanoseconds): no submit goes out before it, set
+	// when the carrier throttles (throttled).
+	pausedUntil atomic.Int64
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
@@ -573,6 +580,9 @@ type SubmitResult struct {
 // waits for the answer. Errors: ErrCarrierDown (nothing was sent),
 // ErrNotSent, ErrResponseTimeout and ErrConnLost (the carrier may have it).
 func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error) {
+	if err := c.waitPause(ctx); err != nil {
+		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
+	}
 	if err := c.limiter.Load().Wait(ctx); err != nil {
 		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
 	}
@@ -586,8 +596,52 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 		return SubmitResult{}, err
 	}
 	res := submitResult(f)
-	c.checkBound(s, res.Status)
+	c.noteAnswer(s, res.Status)
 	return res, nil
+}
+
+// noteAnswer acts on what a carrier's answer on s says about the link:
+// ESME_RINVBNDSTS (checkBound), or ESME_RTHROTTLED (throttled).
+// ESME_RMSGQFUL does not pause the carrier: some SMSCs mean the queue of
+// one handset (switched off), and a bulk to many such would stall the
+// others; the message alone waits and is sent again (dispatcher).
+func (c *Carrier) noteAnswer(s *Session, status uint32) {
+	if status == statusThrottled {
+		c.throttled()
+	}
+	c.checkBound(s, status)
+}
+
+// throttled pauses the carrier's submits for throttlePause: the carrier
+// answered ESME_RTHROTTLED, and asks for fewer submits, not for the one
+// refused to be sent again among the others (SMSCs count the submits that
+// ignore it, and some cut the bind). Kannel pauses a connection so after
+// ESME_RTHROTTLED.
+func (c *Carrier) throttled() {
+	until := time.Now().Add(throttlePause).UnixNano()
+	for {
+		old := c.pausedUntil.Load()
+		if old >= until || c.pausedUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
+}
+
+// waitPause waits until the carrier's throttle pause is over.
+func (c *Carrier) waitPause(ctx context.Context) error {
+	for {
+		d := time.Duration(c.pausedUntil.Load() - time.Now().UnixNano())
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // checkBound takes s out of service when the carrier answered a request on
@@ -628,6 +682,9 @@ func (c *Carrier) checkBound(s *Session, status uint32) {
 // *on is set to the session it sends on (for checkBound), before the
 // outcome can arrive.
 func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call, on **Session) bool {
+	if c.pausedUntil.Load() > now.UnixNano() {
+		return false // throttled: Submit waits the pause out
+	}
 	s := c.pick()
 	if s == nil || s.Free() == 0 {
 		return false

@@ -308,7 +308,7 @@ func (a *asyncSubmit) requestDone(f Frame, err error) {
 	var res SubmitResult
 	if err == nil {
 		res = submitResult(f)
-		c.checkBound(a.sess, res.Status)
+		c.noteAnswer(a.sess, res.Status)
 	}
 	if err != nil || res.Status != statusOK {
 		a.run(func() { a.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })
