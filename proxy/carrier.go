@@ -908,7 +908,7 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		EnquireLink:     cfg.EnquireLink.D(),
 		Handler: func(s *Session, f Frame) {
 			if trial && (f.ID == cmdDeliverSM || f.ID == cmdDataSM) {
-				s.Respond(f, statusRXTAppn, nil)
+				respondDeliver(s, f, statusRXTAppn)
 				return
 			}
 			switch f.ID {
@@ -926,7 +926,7 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 						status = be.Status
 					}
 					s.log.Warn("malformed data_sm from carrier", zap.Error(err))
-					s.Respond(f, status, nil)
+					respondDeliver(s, f, status)
 					return
 				}
 				f.Body = body

@@ -259,24 +259,27 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 			status = be.Status
 		}
 		s.log.Warn("malformed deliver_sm from carrier", zap.Error(err))
-		s.Respond(f, status, nil)
+		respondDeliver(s, f, status)
 		return
 	}
 	started := d.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		status := d.carrierDeliver(ctx, c, sm, f.Body)
-		// deliver_sm_resp body: message_id, unused, a single NUL (§4.6.2).
-		var body []byte
-		if status == statusOK {
-			body = []byte{0}
-		}
-		s.Respond(f, status, body)
+		respondDeliver(s, f, d.carrierDeliver(ctx, c, sm, f.Body))
 	})
 	if !started {
 		// Shutting down: the carrier sends it again, to us or a sibling.
-		s.Respond(f, statusRXTAppn, nil)
+		respondDeliver(s, f, statusRXTAppn)
 	}
+}
+
+// respondDeliver answers a carrier's deliver_sm or data_sm. The body is
+// message_id, unused, a single NUL (§4.6.2, §4.7.2), whatever the status:
+// unlike submit_sm_resp's (§4.4.2), it is not left out on an error, and
+// SMSCs whose decoders read it unconditionally would not take the answer
+// (an ESME_RX_T_APPN asking for the receipt again among them).
+func respondDeliver(s *Session, f Frame, status uint32) {
+	s.Respond(f, status, []byte{0})
 }
 
 func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMessage, body []byte) uint32 {
