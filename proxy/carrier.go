@@ -560,7 +560,7 @@ func (c *Carrier) pick() *Session {
 			continue
 		default:
 		}
-		if s.Unbound() { // the SMSC unbound it: ending, takes nothing more
+		if s.Ending() { // either side unbound it: takes nothing more
 			continue
 		}
 		if best == nil || s.Free() > best.Free() {
