@@ -34,7 +34,8 @@ import (
 // and reload every bind is unbound (SMPP 3.4 §4.2) before the socket closes.
 //
 // Submits go to the bound connection with the most free window, paced by
-// max_tps (a token bucket shared by the carrier's binds).
+// max_tps (shared by the carrier's binds: at most max_tps in any one second,
+// tpsWindow).
 //
 // Over TLS (tls: true) the carrier's certificate is verified against tls_ca
 // (else the system roots) for tls_server_name (else the host of address),
@@ -71,7 +72,7 @@ type Carrier struct {
 	onDeliver func(c *Carrier, s *Session, f Frame)
 	health    *Health
 
-	limiter atomic.Pointer[rateLimiter]
+	limiter atomic.Pointer[tpsWindow]
 	// binds is replaced whole when a reload changes binds or bind_mode
 	// (resize); readers take the slice they load.
 	binds atomic.Pointer[[]*carrierBind]
@@ -141,7 +142,7 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health}
 	c.cfg.Store(&cfg)
 	c.live.Store(loginOf(&cfg))
-	if l := newRateLimiter(cfg.MaxTPS); l != nil {
+	if l := newTPSWindow(cfg.MaxTPS); l != nil {
 		c.limiter.Store(l)
 	}
 	d := &net.Dialer{}
@@ -346,7 +347,11 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	if shape {
 		c.resize(cfg)
 	}
-	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
+	if cfg.MaxTPS != old.MaxTPS {
+		// Kept otherwise: a new window would forget the last second's
+		// sends and let max_tps more through in it.
+		c.limiter.Store(newTPSWindow(cfg.MaxTPS))
+	}
 	// A change of trust (TLS on or off, the CA, the server name) applies
 	// at once: a session verified under the trust the operator just
 	// withdrew must not go on. So does a new login or address that comes
