@@ -3,6 +3,9 @@ package proxy
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/spareline/spareline/config"
 )
 
 // An SMSC that answers a submit_sm with ESME_RINVBNDSTS no longer counts
@@ -42,4 +45,24 @@ func TestCarrierRebindsWhenSubmitAnsweredNotBound(t *testing.T) {
 	bindOK(t, again, cmdBindTransceiver)
 	waitBound(t, c, 1)
 	submitOnKeptBind(t, c, again, "the rebind")
+}
+
+// The same SMSC answers the enquire_link of an idle bind with
+// ESME_RINVBNDSTS: the bind does not wait for a submit to find out (that
+// submit would go by modem); it closes and binds again.
+func TestCarrierRebindsWhenEnquireLinkAnsweredNotBound(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, Binds: 1,
+		EnquireLink: config.Duration(50 * time.Millisecond)})
+	p := nextConn(t, conns)
+	bindOK(t, p, cmdBindTransceiver)
+	waitBound(t, c, 1)
+	f := p.read()
+	if f.ID != cmdEnquireLink {
+		t.Fatalf("SMSC got %+v, want enquire_link", f.Header)
+	}
+	p.write(cmdEnquireLinkResp, statusInvBndSts, f.Seq, nil)
+	p.expectClosed()
+	bindOK(t, nextConn(t, conns), cmdBindTransceiver)
+	waitBound(t, c, 1)
 }

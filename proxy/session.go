@@ -928,6 +928,14 @@ func (s *Session) keepAlive() {
 			}
 			return
 		}
+		if f.Status == statusInvBndSts {
+			// The peer no longer counts the session as bound (an SMSC
+			// whose session table lost it while TCP stayed up): every
+			// request would be refused; closing makes the owner bind again.
+			s.log.Warn("peer answered enquire_link ESME_RINVBNDSTS, closing")
+			s.closeWith(errors.New("enquire_link answered ESME_RINVBNDSTS"))
+			return
+		}
 		if f.ID == cmdGenericNack {
 			s.log.Debug("peer answered enquire_link with generic_nack")
 		}
