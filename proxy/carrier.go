@@ -911,6 +911,9 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		Window:          max(cfg.Window, 1),
 		ResponseTimeout: cfg.ResponseTimeout.D(),
 		EnquireLink:     cfg.EnquireLink.D(),
+		// Not before the bind_resp: a keep-alive of a session that is not
+		// bound yet gets ESME_RINVBNDSTS, which ends the session.
+		EnquireLinkAfterInput: true,
 		Handler: func(s *Session, f Frame) {
 			if trial && (f.ID == cmdDeliverSM || f.ID == cmdDataSM) {
 				respondDeliver(s, f, statusRXTAppn)

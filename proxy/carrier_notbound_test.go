@@ -66,3 +66,29 @@ func TestCarrierRebindsWhenEnquireLinkAnsweredNotBound(t *testing.T) {
 	bindOK(t, nextConn(t, conns), cmdBindTransceiver)
 	waitBound(t, c, 1)
 }
+
+// A carrier bind sends no enquire_link before its bind_resp (SMPP 3.4
+// §4.11: a bound session's keep-alive), even when enquire_link is shorter
+// than the SMSC takes to answer the bind (its account backend is slow):
+// answered ESME_RINVBNDSTS or generic_nack, it would end a bind that was
+// about to succeed. Once bound, the keep-alive runs as usual.
+func TestCarrierNoEnquireLinkBeforeBindResp(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, Binds: 1,
+		EnquireLink: config.Duration(30 * time.Millisecond), ConnectTimeout: config.Duration(hangGuard)})
+	p := nextConn(t, conns)
+	bind := p.read()
+	if bind.ID != cmdBindTransceiver {
+		t.Fatalf("SMSC got %+v, want bind_transceiver", bind.Header)
+	}
+	// Ten enquire_link intervals with the bind unanswered: nothing may come.
+	_ = p.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if f, err := readFrame(p.conn, 1<<20, &p.hdr); err == nil {
+		t.Fatalf("SMSC got %+v before it answered the bind", f.Header)
+	}
+	p.write(cmdBindTransceiverR, statusOK, bind.Seq, cstring(nil, "smsc"))
+	waitBound(t, c, 1)
+	if f := p.read(); f.ID != cmdEnquireLink {
+		t.Fatalf("SMSC got %+v once bound, want enquire_link", f.Header)
+	}
+}

@@ -53,6 +53,10 @@ type SessionConfig struct {
 	// OnUnbind is called when the peer unbinds (before the session closes).
 	OnUnbind func(s *Session)
 	Log      *zap.Logger
+
+	// EnquireLinkAfterInput: no enquire_link before the peer's first PDU
+	// (an ESME's session before its bind_resp: not bound yet).
+	EnquireLinkAfterInput bool
 }
 
 func (c *SessionConfig) defaults() {
@@ -166,6 +170,7 @@ type Session struct {
 	sweepKick chan struct{} // capacity 1
 
 	lastRecv atomic.Int64 // unix nanos of the last read from the socket (reader goroutine writes)
+	heard    atomic.Bool  // a read from the socket brought a PDU
 	wg       sync.WaitGroup
 	// Value is the owner's state (northbound session or carrier bind).
 	Value any
@@ -655,6 +660,7 @@ func (s *Session) readLoop() {
 			// the read that filled it): one clock read per read, not per
 			// frame.
 			s.lastRecv.Store(time.Now().UnixNano())
+			s.heard.Store(true)
 		}
 		s.dispatch(f)
 		select {
@@ -905,6 +911,10 @@ func (s *Session) keepAlive() {
 		case <-s.done:
 			return
 		case <-t.C:
+		}
+		if s.cfg.EnquireLinkAfterInput && !s.heard.Load() {
+			t.Reset(s.cfg.EnquireLink)
+			continue
 		}
 		idle := time.Since(time.Unix(0, s.lastRecv.Load()))
 		if idle < s.cfg.EnquireLink {
