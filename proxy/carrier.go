@@ -26,8 +26,9 @@ import (
 // (1 s doubling to 60 s, reset after a bind that stayed up 30 s). A bind
 // refused with ESME_RINVPASWD, ESME_RINVSYSID or ESME_RINVSYSTYP is not
 // retried at that pace: hammering a carrier with bad credentials gets
-// accounts locked, so the bind logs an error and tries again only after
-// authRetry (5 minutes, jittered), or at once on a config reload. The slow
+// accounts locked, so the bind logs an error and the carrier's binds try
+// again only after authRetry (5 minutes, jittered), one bind at a time
+// until one gets in, or at once on a config reload. The slow
 // retry is for the carrier that refused by mistake (an SMSC whose own
 // account backend was down, a password changed on both sides out of step):
 // it comes back by itself, not only when someone reloads at 3 a.m. On shutdown
@@ -81,6 +82,11 @@ type Carrier struct {
 	// pausedUntil (Unix nanoseconds): no submit goes out before it, set
 	// when the carrier throttles (throttled).
 	pausedUntil atomic.Int64
+	// authUntil (Unix nanoseconds, 0 = none): after a refusal of the
+	// credentials no bind dials before it, then one bind at a time
+	// (authProbing) asks again (authHold).
+	authUntil   atomic.Int64
+	authProbing atomic.Bool
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
@@ -365,6 +371,7 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	if reconnect && shape && !trust {
 		c.log.Warn("reload changed this carrier's login or address together with its binds or bind_mode: the new settings are not tried first; the binds reconnect with them")
 	}
+	c.authUntil.Store(0) // a reload retries a refused login at once
 	for _, b := range c.bindList() {
 		select {
 		case b.retry <- struct{}{}:
@@ -734,9 +741,24 @@ func (b *carrierBind) run(ctx context.Context) {
 	}
 	backoff := time.Second
 	for ctx.Err() == nil {
+		wait, probe := c.authHold()
+		if wait > 0 {
+			b.state.Store("auth_failed")
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			case <-b.retry:
+			}
+			t.Stop()
+			continue
+		}
 		b.state.Store("connecting")
 		start := time.Now()
 		err := b.connectAndServe(ctx, log)
+		if probe {
+			c.authProbing.Store(false)
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -747,13 +769,7 @@ func (b *carrierBind) run(ctx context.Context) {
 			log.Error("carrier refused spareline's credentials; this bind tries again only after a config reload or a long wait",
 				zap.String("status", StatusString(ae.Status)), zap.Duration("in", wait))
 			c.health.noteBindDown(c, err)
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			case <-b.retry:
-			}
-			t.Stop()
+			c.holdAuth(wait)
 			backoff = time.Second
 			continue
 		}
@@ -765,7 +781,7 @@ func (b *carrierBind) run(ctx context.Context) {
 		}
 		// Full jitter on [backoff/2, backoff): binds of many gateways that
 		// lost a carrier at once do not return in step.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait = backoff/2 + rand.N(backoff/2+1)
 		b.state.Store("backoff")
 		log.Info("carrier bind down; reconnecting", zap.Error(err), zap.Duration("in", wait))
 		t := time.NewTimer(wait)
@@ -779,6 +795,42 @@ func (b *carrierBind) run(ctx context.Context) {
 		backoff = min(backoff*2, time.Minute)
 	}
 	b.state.Store("stopped")
+}
+
+// authPoll is how often a bind held off by a refused login looks whether
+// the bind asking again (authHold) got in.
+const authPoll = time.Second
+
+// authHold is how long a bind must wait before it dials, after the
+// carrier refused the credentials: until authUntil, then while another
+// bind asks again; probe is true for the one bind that may ask (it
+// clears authProbing when its connection ends). A bind that gets in
+// clears authUntil, and the others dial at their next look.
+func (c *Carrier) authHold() (wait time.Duration, probe bool) {
+	until := c.authUntil.Load()
+	if until == 0 {
+		return 0, false
+	}
+	if d := time.Duration(until - time.Now().UnixNano()); d > 0 {
+		return d, false
+	}
+	if c.authProbing.CompareAndSwap(false, true) {
+		return 0, true
+	}
+	return authPoll, false
+}
+
+// holdAuth holds every bind of the carrier off for wait (a refused login):
+// accounts get locked after a few failed logins, so one bind at a time
+// asks again, at the pace of authRetry.
+func (c *Carrier) holdAuth(wait time.Duration) {
+	until := time.Now().Add(wait).UnixNano()
+	for {
+		old := c.authUntil.Load()
+		if old >= until || c.authUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
 }
 
 // TLSError is a failed TLS handshake with a carrier. Verification is
@@ -833,6 +885,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	b.login.Store(loginOf(cfg))
 	b.sess.Store(s)
 	b.state.Store("bound")
+	c.authUntil.Store(0) // the carrier takes the credentials: the binds held off dial
 	b.upOnce.Do(func() { close(b.up) })
 	// A receiver bind brings receipts; it does not make the carrier able to
 	// take submits, so health and the bound count ignore it.
