@@ -118,3 +118,31 @@ func TestReceiptTLVInTheResponseBase(t *testing.T) {
 		})
 	}
 }
+
+// A receipt with no text (receipted_message_id and message_state only, as
+// data_sm receipts often are) from a carrier whose submit_sm_resp ids are
+// hex (receipt_id: decimal) names the message by its hex id: an id with
+// letters cannot be decimal, so it is read as hex (as Kannel reads such
+// ids). Before, it was kept as is and matched nothing.
+func TestTextlessReceiptWithHexIDInDecimalMode(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	c := NewCarrier(config.Carrier{Name: "cm", ReceiptID: "decimal"}, nil, zap.NewNop())
+	m := sentMessage(t, st, d, canonicalCarrierID("decimal", "3A5F1C", false), 1)
+	_, body := carrierReceipt(t, "3A5F1C", "DELIVRD")
+	sm, err := ParseShortMessage(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = sm.rebuildBody(body, nil, sm.TLVs) // the TLVs alone: receipted_message_id 3A5F1C, message_state
+	if sm, err = ParseShortMessage(body); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	rec, err := st.GetMessage(context.Background(), m.ID)
+	if err != nil || rec.State != store.StateDone || rec.FinalStat != "DELIVRD" {
+		t.Fatalf("message after its receipt: %+v, %v; want done, DELIVRD", rec, err)
+	}
+}

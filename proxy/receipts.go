@@ -40,7 +40,9 @@ import (
 // (a decimal id without its leading zeros);
 // "hex" means the carrier's receipts write in hex the id its submit_sm_resp
 // wrote in decimal, "decimal" the reverse. In both, the key is the decimal
-// value, so both sides meet.
+// value, so both sides meet; an id expected in decimal that has hex letters
+// is read as hex (a receipted_message_id written as the submit_sm_resp
+// was).
 func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 	id = strings.TrimSpace(id)
 	base := 0
@@ -66,6 +68,11 @@ func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 		return id
 	}
 	v, err := strconv.ParseUint(id, base, 64)
+	if err != nil && base == 10 {
+		// Letters: not decimal, so hex (a receipt's receipted_message_id
+		// as the submit_sm_resp wrote it; Kannel reads such ids so too).
+		v, err = strconv.ParseUint(id, 16, 64)
+	}
 	if err != nil {
 		return id
 	}
