@@ -448,6 +448,52 @@ func (c *Carrier) reconnect() {
 	}
 }
 
+// reconnectRolling is reconnect for settings the carrier has just taken
+// (a trial bind got in): the binds unbind one at a time, each once the one
+// before is bound again (or connect_timeout and the first backoff have
+// passed), so that a carrier with two binds or more always has one: it
+// does not count as down for a reload, nor send its new traffic to the
+// modems for failover.up_after of probation. A later reload (trialGen) or
+// the end of ctx stops it; the binds not reached yet then reconnect as that
+// reload decides (their login is not the live one).
+func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64) {
+	c.live.Store(loginOf(c.cfg.Load()))
+	c.connGen.Add(1)
+	tick := time.NewTicker(10 * time.Millisecond) // a reload is rare: polled
+	defer tick.Stop()
+	live := c.live.Load()
+	for _, b := range c.bindList() {
+		s := b.sess.Load()
+		if s == nil {
+			continue
+		}
+		if l := b.login.Load(); l != nil && *l == *live {
+			continue // reconnected with the new settings meanwhile
+		}
+		s.Unbind(context.WithoutCancel(ctx))
+		deadline := time.NewTimer(c.cfg.Load().ConnectTimeout.D() + time.Second)
+	wait:
+		for {
+			if ns := b.sess.Load(); ns != nil && ns != s {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				deadline.Stop()
+				return
+			case <-deadline.C:
+				break wait
+			case <-tick.C:
+			}
+			if c.trialGen.Load() != gen {
+				deadline.Stop()
+				return
+			}
+		}
+		deadline.Stop()
+	}
+}
+
 // staleConn reports whether a session a bind made with cfg, having read
 // connGen as gen before it dialled, must go: a reload changed the
 // connection settings meanwhile (connGen) and cfg is not what they are now
@@ -503,7 +549,7 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 			if c.trialGen.Load() == gen {
 				log.Info("carrier took the reloaded connection settings; its binds reconnect with them",
 					zap.String("address", cfg.Address))
-				c.reconnect()
+				c.reconnectRolling(ctx, gen)
 			}
 			return
 		}
