@@ -146,3 +146,31 @@ func TestTextlessReceiptWithHexIDInDecimalMode(t *testing.T) {
 		t.Fatalf("message after its receipt: %+v, %v; want done, DELIVRD", rec, err)
 	}
 }
+
+// A receipt whose text has no stat: (and no message_state) says nothing
+// about the outcome: the handset may have the message. It is passed to the
+// platform and ends the message (UNKNOWN, as before), but it is not taken
+// for a failure: resend_failed_receipts does not send the message again by
+// modem (before, it did: the handset could get it twice).
+func TestReceiptWithoutStatIsNotResent(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	NewFailover(d, &fakePool{}, FailoverConfig{ResendFailedReceipts: true}, zap.NewNop())
+	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
+	m := sentMessage(t, st, d, "C9", 1)
+	sm, body := carrierReceipt(t, "C9", "DELIVRD")
+	body = sm.rebuildBody(body, []byte("id:C9 sub:001 dlvrd:001 submit date:2611261000 done date:2611261001 err:000 text:hi"), nil)
+	if sm, err := ParseShortMessage(body); err != nil {
+		t.Fatal(err)
+	} else if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	rec, err := st.GetMessage(context.Background(), m.ID)
+	if err != nil || rec.State != store.StateDone || rec.FinalStat != "UNKNOWN" {
+		t.Fatalf("message after the receipt: state %s stat %q (%v); want done, UNKNOWN, not queued for a modem",
+			rec.State, rec.FinalStat, err)
+	}
+	if _, ids := heldReceipts(t, st, "acct"); len(ids) != 1 || ids[0] != m.ID {
+		t.Fatalf("platform receipts for %v, want one for %s", ids, m.ID)
+	}
+}

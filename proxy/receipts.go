@@ -229,12 +229,17 @@ func receiptID(sm *ShortMessage) (string, string) {
 	return textID, statOrState(stat, sm)
 }
 
-// statOrState falls back to the message_state TLV (SMPP 3.4 §5.2.28).
+// statOrState falls back to the message_state TLV (SMPP 3.4 §5.2.28); ""
+// when the receipt has neither (deliverCarrierReceipt).
 func statOrState(stat string, sm *ShortMessage) string {
 	if stat != "" {
 		return stat
 	}
-	if v, ok := sm.TLV(tagMessageState); ok && len(v) == 1 {
+	v, ok := sm.TLV(tagMessageState)
+	if !ok {
+		return ""
+	}
+	if len(v) == 1 {
 		switch v[0] {
 		case 1:
 			return "ENROUTE"
@@ -395,6 +400,12 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 		if handled || err != nil {
 			return err
 		}
+	}
+	if stat == "" {
+		// Neither stat: nor message_state: the outcome is not known (the
+		// handset may have the message), so it was not taken for a
+		// failure above; the message ends UNKNOWN.
+		stat = "UNKNOWN"
 	}
 	if m.State != store.StateSent {
 		return nil // finished already (a duplicate), or taken by the modem path
