@@ -26,15 +26,17 @@ import (
 // (1 s doubling to 60 s, reset after a bind that stayed up 30 s). A bind
 // refused with ESME_RINVPASWD, ESME_RINVSYSID or ESME_RINVSYSTYP is not
 // retried at that pace: hammering a carrier with bad credentials gets
-// accounts locked, so the bind logs an error and tries again only after
-// authRetry (5 minutes, jittered), or at once on a config reload. The slow
+// accounts locked, so the bind logs an error and the carrier's binds try
+// again only after authRetry (5 minutes, jittered), one bind at a time
+// until one gets in, or at once on a config reload. The slow
 // retry is for the carrier that refused by mistake (an SMSC whose own
 // account backend was down, a password changed on both sides out of step):
 // it comes back by itself, not only when someone reloads at 3 a.m. On shutdown
 // and reload every bind is unbound (SMPP 3.4 §4.2) before the socket closes.
 //
 // Submits go to the bound connection with the most free window, paced by
-// max_tps (a token bucket shared by the carrier's binds).
+// max_tps (shared by the carrier's binds: at most max_tps in any one second,
+// tpsWindow).
 //
 // Over TLS (tls: true) the carrier's certificate is verified against tls_ca
 // (else the system roots) for tls_server_name (else the host of address),
@@ -50,6 +52,10 @@ var ErrCarrierDown = errors.New("carrier: no bind is up")
 // authRetry is how long a bind refused for credentials waits before it
 // tries again (a reload retries at once).
 var authRetry = 5 * time.Minute
+
+// throttlePause is how long a carrier takes no submit after it answered
+// one with ESME_RTHROTTLED.
+var throttlePause = 200 * time.Millisecond
 
 // AuthError is a bind refused for credentials; the bind waits authRetry
 // before it tries again.
@@ -67,12 +73,20 @@ type Carrier struct {
 	onDeliver func(c *Carrier, s *Session, f Frame)
 	health    *Health
 
-	limiter atomic.Pointer[rateLimiter]
+	limiter atomic.Pointer[tpsWindow]
 	// binds is replaced whole when a reload changes binds or bind_mode
 	// (resize); readers take the slice they load.
 	binds atomic.Pointer[[]*carrierBind]
 	bound atomic.Int32
 	rr    atomic.Uint32
+	// pausedUntil (Unix nanoseconds): no submit goes out before it, set
+	// when the carrier throttles (throttled).
+	pausedUntil atomic.Int64
+	// authUntil (Unix nanoseconds, 0 = none): after a refusal of the
+	// credentials no bind dials before it, then one bind at a time
+	// (authProbing) asks again (authHold).
+	authUntil   atomic.Int64
+	authProbing atomic.Bool
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
@@ -137,7 +151,7 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	c.cfg.Store(&cfg)
 	c.live.Store(loginOf(&cfg))
 	c.trace.Store(cfg.Trace)
-	if l := newRateLimiter(cfg.MaxTPS); l != nil {
+	if l := newTPSWindow(cfg.MaxTPS); l != nil {
 		c.limiter.Store(l)
 	}
 	d := &net.Dialer{}
@@ -220,10 +234,14 @@ func drainAll(binds []*carrierBind, wait time.Duration, then func(*carrierBind))
 // drain waits, at most wait, until no submit is in flight on b's session.
 // b is no longer in the carrier's list, so none is added meanwhile.
 func (b *carrierBind) drain(wait time.Duration) {
-	s := b.sess.Load()
-	if s == nil {
-		return
+	if s := b.sess.Load(); s != nil {
+		drainSession(s, wait)
 	}
+}
+
+// drainSession waits, at most wait, until no request is in flight on s (or
+// s ends); the caller made sure none is added.
+func drainSession(s *Session, wait time.Duration) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond) // no event for an empty window; a reload is rare
@@ -339,7 +357,11 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	if shape {
 		c.resize(cfg)
 	}
-	c.limiter.Store(newRateLimiter(cfg.MaxTPS))
+	if cfg.MaxTPS != old.MaxTPS {
+		// Kept otherwise: a new window would forget the last second's
+		// sends and let max_tps more through in it.
+		c.limiter.Store(newTPSWindow(cfg.MaxTPS))
+	}
 	// A change of trust (TLS on or off, the CA, the server name) applies
 	// at once: a session verified under the trust the operator just
 	// withdrew must not go on. So does a new login or address that comes
@@ -353,6 +375,7 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	if reconnect && shape && !trust {
 		c.log.Warn("reload changed this carrier's login or address together with its binds or bind_mode: the new settings are not tried first; the binds reconnect with them")
 	}
+	c.authUntil.Store(0) // a reload retries a refused login at once
 	for _, b := range c.bindList() {
 		select {
 		case b.retry <- struct{}{}:
@@ -446,6 +469,52 @@ func (c *Carrier) reconnect() {
 	}
 }
 
+// reconnectRolling is reconnect for settings the carrier has just taken
+// (a trial bind got in): the binds unbind one at a time, each once the one
+// before is bound again (or connect_timeout and the first backoff have
+// passed), so that a carrier with two binds or more always has one: it
+// does not count as down for a reload, nor send its new traffic to the
+// modems for failover.up_after of probation. A later reload (trialGen) or
+// the end of ctx stops it; the binds not reached yet then reconnect as that
+// reload decides (their login is not the live one).
+func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64) {
+	c.live.Store(loginOf(c.cfg.Load()))
+	c.connGen.Add(1)
+	tick := time.NewTicker(10 * time.Millisecond) // a reload is rare: polled
+	defer tick.Stop()
+	live := c.live.Load()
+	for _, b := range c.bindList() {
+		s := b.sess.Load()
+		if s == nil {
+			continue
+		}
+		if l := b.login.Load(); l != nil && *l == *live {
+			continue // reconnected with the new settings meanwhile
+		}
+		s.Unbind(context.WithoutCancel(ctx))
+		deadline := time.NewTimer(c.cfg.Load().ConnectTimeout.D() + time.Second)
+	wait:
+		for {
+			if ns := b.sess.Load(); ns != nil && ns != s {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				deadline.Stop()
+				return
+			case <-deadline.C:
+				break wait
+			case <-tick.C:
+			}
+			if c.trialGen.Load() != gen {
+				deadline.Stop()
+				return
+			}
+		}
+		deadline.Stop()
+	}
+}
+
 // staleConn reports whether a session a bind made with cfg, having read
 // connGen as gen before it dialled, must go: a reload changed the
 // connection settings meanwhile (connGen) and cfg is not what they are now
@@ -499,7 +568,7 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 			if c.trialGen.Load() == gen {
 				log.Info("carrier took the reloaded connection settings; its binds reconnect with them",
 					zap.String("address", cfg.Address))
-				c.reconnect()
+				c.reconnectRolling(ctx, gen)
 			}
 			return
 		}
@@ -568,7 +637,7 @@ func (c *Carrier) pick() *Session {
 			continue
 		default:
 		}
-		if s.Unbound() { // the SMSC unbound it: ending, takes nothing more
+		if s.Ending() { // either side unbound it: takes nothing more
 			continue
 		}
 		if best == nil || s.Free() > best.Free() {
@@ -588,25 +657,100 @@ type SubmitResult struct {
 // waits for the answer. Errors: ErrCarrierDown (nothing was sent),
 // ErrNotSent, ErrResponseTimeout and ErrConnLost (the carrier may have it).
 func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error) {
-	f, err := c.request(ctx, cmdSubmitSM, body)
+	if err := c.waitPause(ctx); err != nil {
+		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
+	}
+	f, s, err := c.request(ctx, cmdSubmitSM, body)
 	if err != nil {
 		return SubmitResult{}, err
 	}
-	return submitResult(f), nil
+	res := submitResult(f)
+	c.noteAnswer(s, res.Status)
+	return res, nil
+}
+
+// noteAnswer acts on what a carrier's answer on s says about the link:
+// ESME_RINVBNDSTS (checkBound), or ESME_RTHROTTLED (throttled).
+// ESME_RMSGQFUL does not pause the carrier: some SMSCs mean the queue of
+// one handset (switched off), and a bulk to many such would stall the
+// others; the message alone waits and is sent again (dispatcher).
+func (c *Carrier) noteAnswer(s *Session, status uint32) {
+	if status == statusThrottled {
+		c.throttled()
+	}
+	c.checkBound(s, status)
+}
+
+// throttled pauses the carrier's submits for throttlePause: the carrier
+// answered ESME_RTHROTTLED, and asks for fewer submits, not for the one
+// refused to be sent again among the others (SMSCs count the submits that
+// ignore it, and some cut the bind). Kannel pauses a connection so after
+// ESME_RTHROTTLED.
+func (c *Carrier) throttled() {
+	until := time.Now().Add(throttlePause).UnixNano()
+	for {
+		old := c.pausedUntil.Load()
+		if old >= until || c.pausedUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
+}
+
+// waitPause waits until the carrier's throttle pause is over.
+func (c *Carrier) waitPause(ctx context.Context) error {
+	for {
+		d := time.Duration(c.pausedUntil.Load() - time.Now().UnixNano())
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// checkBound takes s out of service when the carrier answered a request on
+// it with ESME_RINVBNDSTS: the SMSC no longer counts the session as bound
+// (its session table lost it while TCP stayed up, say behind a proxy), and
+// would refuse every later submit on it the same way, sending all traffic
+// to the modems for as long as the connection lasts. The bind takes no new
+// submit, unbinds once those in flight are answered (at most
+// response_timeout) and binds again, as after a lost connection.
+func (c *Carrier) checkBound(s *Session, status uint32) {
+	if status != statusInvBndSts || s == nil {
+		return
+	}
+	for _, b := range c.bindList() {
+		if !b.sess.CompareAndSwap(s, nil) { // not picked from now on
+			continue
+		}
+		c.log.Warn("carrier answered ESME_RINVBNDSTS: it no longer counts this bind as bound; binding again",
+			zap.Int("bind", b.index))
+		wait := c.cfg.Load().ResponseTimeout.D()
+		go func() {
+			drainSession(s, wait)
+			s.Unbind(context.Background())
+		}()
+		return
+	}
 }
 
 // request sends one request (command id, body) on one of the carrier's
 // binds, within its max_tps, and waits up to its response_timeout for the
-// answer. Errors as Submit's.
-func (c *Carrier) request(ctx context.Context, id uint32, body []byte) (Frame, error) {
+// answer, which came on s. Errors as Submit's.
+func (c *Carrier) request(ctx context.Context, id uint32, body []byte) (f Frame, s *Session, err error) {
 	if err := c.limiter.Load().Wait(ctx); err != nil {
-		return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, err)
+		return Frame{}, nil, fmt.Errorf("%w: %v", ErrNotSent, err)
 	}
-	s := c.pick()
-	if s == nil {
-		return Frame{}, ErrCarrierDown
+	if s = c.pick(); s == nil {
+		return Frame{}, nil, ErrCarrierDown
 	}
-	return s.RequestTimeout(ctx, id, body, c.cfg.Load().ResponseTimeout.D())
+	f, err = s.RequestTimeout(ctx, id, body, c.cfg.Load().ResponseTimeout.D())
+	return f, s, err
 }
 
 // trySubmit is Submit for a caller that must not wait (a session's reader
@@ -617,11 +761,18 @@ func (c *Carrier) request(ctx context.Context, id uint32, body []byte) (Frame, e
 // delivers it; that must not block. body is sent as is and must not change
 // afterwards; now is the caller's clock reading, the start of the response
 // timeout.
-func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call) bool {
+//
+// *on is set to the session it sends on (for checkBound), before the
+// outcome can arrive.
+func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call, on **Session) bool {
+	if c.pausedUntil.Load() > now.UnixNano() {
+		return false // throttled: Submit waits the pause out
+	}
 	s := c.pick()
 	if s == nil || s.Free() == 0 {
 		return false
 	}
+	*on = s
 	l := c.limiter.Load()
 	if !l.Allow() {
 		return false
@@ -661,9 +812,24 @@ func (b *carrierBind) run(ctx context.Context) {
 	}
 	backoff := time.Second
 	for ctx.Err() == nil {
+		wait, probe := c.authHold()
+		if wait > 0 {
+			b.state.Store("auth_failed")
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			case <-b.retry:
+			}
+			t.Stop()
+			continue
+		}
 		b.state.Store("connecting")
 		start := time.Now()
 		err := b.connectAndServe(ctx, log)
+		if probe {
+			c.authProbing.Store(false)
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -674,13 +840,7 @@ func (b *carrierBind) run(ctx context.Context) {
 			log.Error("carrier refused spareline's credentials; this bind tries again only after a config reload or a long wait",
 				zap.String("status", StatusString(ae.Status)), zap.Duration("in", wait))
 			c.health.noteBindDown(c, err)
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			case <-b.retry:
-			}
-			t.Stop()
+			c.holdAuth(wait)
 			backoff = time.Second
 			continue
 		}
@@ -692,7 +852,7 @@ func (b *carrierBind) run(ctx context.Context) {
 		}
 		// Full jitter on [backoff/2, backoff): binds of many gateways that
 		// lost a carrier at once do not return in step.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait = backoff/2 + rand.N(backoff/2+1)
 		b.state.Store("backoff")
 		log.Info("carrier bind down; reconnecting", zap.Error(err), zap.Duration("in", wait))
 		t := time.NewTimer(wait)
@@ -706,6 +866,42 @@ func (b *carrierBind) run(ctx context.Context) {
 		backoff = min(backoff*2, time.Minute)
 	}
 	b.state.Store("stopped")
+}
+
+// authPoll is how often a bind held off by a refused login looks whether
+// the bind asking again (authHold) got in.
+const authPoll = time.Second
+
+// authHold is how long a bind must wait before it dials, after the
+// carrier refused the credentials: until authUntil, then while another
+// bind asks again; probe is true for the one bind that may ask (it
+// clears authProbing when its connection ends). A bind that gets in
+// clears authUntil, and the others dial at their next look.
+func (c *Carrier) authHold() (wait time.Duration, probe bool) {
+	until := c.authUntil.Load()
+	if until == 0 {
+		return 0, false
+	}
+	if d := time.Duration(until - time.Now().UnixNano()); d > 0 {
+		return d, false
+	}
+	if c.authProbing.CompareAndSwap(false, true) {
+		return 0, true
+	}
+	return authPoll, false
+}
+
+// holdAuth holds every bind of the carrier off for wait (a refused login):
+// accounts get locked after a few failed logins, so one bind at a time
+// asks again, at the pace of authRetry.
+func (c *Carrier) holdAuth(wait time.Duration) {
+	until := time.Now().Add(wait).UnixNano()
+	for {
+		old := c.authUntil.Load()
+		if old >= until || c.authUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
 }
 
 // TLSError is a failed TLS handshake with a carrier. Verification is
@@ -760,6 +956,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	b.login.Store(loginOf(cfg))
 	b.sess.Store(s)
 	b.state.Store("bound")
+	c.authUntil.Store(0) // the carrier takes the credentials: the binds held off dial
 	b.upOnce.Do(func() { close(b.up) })
 	// A receiver bind brings receipts; it does not make the carrier able to
 	// take submits, so health and the bound count ignore it.
@@ -838,9 +1035,12 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		Window:          max(cfg.Window, 1),
 		ResponseTimeout: cfg.ResponseTimeout.D(),
 		EnquireLink:     cfg.EnquireLink.D(),
+		// Not before the bind_resp: a keep-alive of a session that is not
+		// bound yet gets ESME_RINVBNDSTS, which ends the session.
+		EnquireLinkAfterInput: true,
 		Handler: func(s *Session, f Frame) {
 			if trial && (f.ID == cmdDeliverSM || f.ID == cmdDataSM) {
-				s.Respond(f, statusRXTAppn, nil)
+				respondDeliver(s, f, statusRXTAppn)
 				return
 			}
 			switch f.ID {
@@ -858,7 +1058,7 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 						status = be.Status
 					}
 					s.log.Warn("malformed data_sm from carrier", zap.Error(err))
-					s.Respond(f, status, nil)
+					respondDeliver(s, f, status)
 					return
 				}
 				f.Body = body

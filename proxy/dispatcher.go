@@ -275,7 +275,7 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 	m.Expires, m.State, m.Attempts = validityEnd(sm.Validity, now), store.StateCarrier, 1
 	a.log.d, a.log.m = d, m
 	a.call.h = a
-	if !c.trySubmit(body, now, &a.call) {
+	if !c.trySubmit(body, now, &a.call, &a.sess) {
 		run(func() { a.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })
 	}
 }
@@ -296,7 +296,8 @@ type asyncSubmit struct {
 	w    submitWaiter
 	m    store.Message
 	log  msgLogger
-	call call // the carrier request; its asyncDone is the asyncSubmit
+	call call     // the carrier request; its asyncDone is the asyncSubmit
+	sess *Session // the carrier session the request went out on
 	res  SubmitResult
 	ctx  context.Context // of the store write: linkCarrier's time limit, tries included
 }
@@ -307,6 +308,7 @@ func (a *asyncSubmit) requestDone(f Frame, err error) {
 	var res SubmitResult
 	if err == nil {
 		res = submitResult(f)
+		c.noteAnswer(a.sess, res.Status)
 	}
 	if err != nil || res.Status != statusOK {
 		a.run(func() { a.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })

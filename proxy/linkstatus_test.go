@@ -34,11 +34,12 @@ func TestCarrierLinkStatusNotRelayed(t *testing.T) {
 		id, status   uint32
 		wantPlatform uint32
 	}{
-		{"submit_sm_resp ESME_RINVBNDSTS", cmdSubmitSMResp, statusInvBndSts, statusSysErr},
 		{"generic_nack ESME_RINVCMDID", cmdGenericNack, statusInvCmdID, statusSysErr},
 		{"generic_nack ESME_RINVCMDLEN", cmdGenericNack, statusInvCmdLen, statusSysErr},
 		{"submit_sm_resp ESME_RINVSRCADR (the message's)", cmdSubmitSMResp, statusInvSrcAdr, statusInvSrcAdr},
 		{"submit_sm_resp ESME_RINVDSTADR (the message's)", cmdSubmitSMResp, statusInvDstAdr, statusInvDstAdr},
+		// Last: the bind then leaves and binds again (TestCarrierRebindsWhenSubmitAnsweredNotBound).
+		{"submit_sm_resp ESME_RINVBNDSTS", cmdSubmitSMResp, statusInvBndSts, statusSysErr},
 	}
 	for i, tc := range cases {
 		seq := uint32(i + 2)

@@ -466,7 +466,10 @@ func (d *Dispatcher) cancelAtCarrier(ctx context.Context, m *store.Message, c *C
 		id = m.CarrierID
 	}
 	log = log.With(zap.String("id", m.ID), zap.String("carrier", m.Carrier), zap.String("carrier_id", id))
-	f, err := car.request(ctx, cmdCancelSM, cancelSMBody(sm, id))
+	f, s, err := car.request(ctx, cmdCancelSM, cancelSMBody(sm, id))
+	if err == nil {
+		car.checkBound(s, f.Status) // an SMSC that lost the bind refuses this too
+	}
 	switch {
 	case err != nil:
 		log.Warn("cancel_sm relayed to the carrier got no answer; the platform is told it failed", zap.Error(err))

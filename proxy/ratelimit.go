@@ -89,3 +89,73 @@ func (l *rateLimiter) Wait(ctx context.Context) error {
 		}
 	}
 }
+
+// tpsWindow lets at most n sends go out in any one second: the (n+1)-th
+// waits until a second has passed since the first. It is a carrier's
+// max_tps: SMSCs count a contract's rate per second (a calendar second or
+// the last one) and throttle the excess, so a burst that a token bucket
+// allows on top of its rate (up to twice the rate in the first second
+// after a quiet spell) is refused. A nil *tpsWindow allows everything.
+type tpsWindow struct {
+	mu   sync.Mutex
+	sent []time.Duration // the last n send times (monoClock), a ring; sent[next] is the oldest
+	next int
+}
+
+func newTPSWindow(perSecond int) *tpsWindow {
+	if perSecond <= 0 {
+		return nil
+	}
+	w := &tpsWindow{sent: make([]time.Duration, perSecond)}
+	for i := range w.sent {
+		w.sent[i] = monoClock() - time.Second // nothing sent in the last second
+	}
+	return w
+}
+
+// take takes a send slot if one is free now; otherwise it returns how long
+// until one is.
+func (w *tpsWindow) take() (time.Duration, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := monoClock()
+	if wait := w.sent[w.next] + time.Second - now; wait > 0 {
+		return wait, false
+	}
+	w.sent[w.next] = now
+	w.next = (w.next + 1) % len(w.sent)
+	return 0, true
+}
+
+// Allow takes a send slot if one is free now.
+func (w *tpsWindow) Allow() bool {
+	if w == nil {
+		return true
+	}
+	_, ok := w.take()
+	return ok
+}
+
+// giveBack is for a slot taken by Allow and not used: it is kept (one
+// send fewer in that second, never one more).
+func (w *tpsWindow) giveBack() {}
+
+// Wait takes a send slot, waiting for one until ctx ends.
+func (w *tpsWindow) Wait(ctx context.Context) error {
+	if w == nil {
+		return nil
+	}
+	for {
+		wait, ok := w.take()
+		if ok {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -40,7 +40,9 @@ import (
 // (a decimal id without its leading zeros);
 // "hex" means the carrier's receipts write in hex the id its submit_sm_resp
 // wrote in decimal, "decimal" the reverse. In both, the key is the decimal
-// value, so both sides meet.
+// value, so both sides meet; an id expected in decimal that has hex letters
+// is read as hex (a receipted_message_id written as the submit_sm_resp
+// was).
 func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 	id = strings.TrimSpace(id)
 	base := 0
@@ -66,6 +68,11 @@ func canonicalCarrierID(mode, id string, fromReceipt bool) string {
 		return id
 	}
 	v, err := strconv.ParseUint(id, base, 64)
+	if err != nil && base == 10 {
+		// Letters: not decimal, so hex (a receipt's receipted_message_id
+		// as the submit_sm_resp wrote it; Kannel reads such ids so too).
+		v, err = strconv.ParseUint(id, 16, 64)
+	}
 	if err != nil {
 		return id
 	}
@@ -198,7 +205,14 @@ func rewriteReceipt(sm *ShortMessage, body []byte, ourID string) []byte {
 			msg = msg[:254]
 		}
 	}
-	return sm.rebuildBody(body, msg, tlvs)
+	out := sm.rebuildBody(body, msg, tlvs)
+	if sm.ESMClass&0x3C == 0x08 {
+		// A receipt the carrier marked as an SME acknowledgement
+		// (IsReceipt) goes to the platform as the SMSC delivery receipt it
+		// is, the form every platform reads.
+		out[sm.esmClassOffset()] = sm.ESMClass&^0x3C | 0x04
+	}
+	return out
 }
 
 // receiptID is the carrier's id of the message a receipt is about.
@@ -215,12 +229,17 @@ func receiptID(sm *ShortMessage) (string, string) {
 	return textID, statOrState(stat, sm)
 }
 
-// statOrState falls back to the message_state TLV (SMPP 3.4 §5.2.28).
+// statOrState falls back to the message_state TLV (SMPP 3.4 §5.2.28); ""
+// when the receipt has neither (deliverCarrierReceipt).
 func statOrState(stat string, sm *ShortMessage) string {
 	if stat != "" {
 		return stat
 	}
-	if v, ok := sm.TLV(tagMessageState); ok && len(v) == 1 {
+	v, ok := sm.TLV(tagMessageState)
+	if !ok {
+		return ""
+	}
+	if len(v) == 1 {
 		switch v[0] {
 		case 1:
 			return "ENROUTE"
@@ -252,24 +271,27 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 			status = be.Status
 		}
 		s.log.Warn("malformed deliver_sm from carrier", zap.Error(err))
-		s.Respond(f, status, nil)
+		respondDeliver(s, f, status)
 		return
 	}
 	started := d.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		status := d.carrierDeliver(ctx, c, sm, f.Body)
-		// deliver_sm_resp body: message_id, unused, a single NUL (§4.6.2).
-		var body []byte
-		if status == statusOK {
-			body = []byte{0}
-		}
-		s.Respond(f, status, body)
+		respondDeliver(s, f, d.carrierDeliver(ctx, c, sm, f.Body))
 	})
 	if !started {
 		// Shutting down: the carrier sends it again, to us or a sibling.
-		s.Respond(f, statusRXTAppn, nil)
+		respondDeliver(s, f, statusRXTAppn)
 	}
+}
+
+// respondDeliver answers a carrier's deliver_sm or data_sm. The body is
+// message_id, unused, a single NUL (§4.6.2, §4.7.2), whatever the status:
+// unlike submit_sm_resp's (§4.4.2), it is not left out on an error, and
+// SMSCs whose decoders read it unconditionally would not take the answer
+// (an ESME_RX_T_APPN asking for the receipt again among them).
+func respondDeliver(s *Session, f Frame, status uint32) {
+	s.Respond(f, status, []byte{0})
 }
 
 func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMessage, body []byte) uint32 {
@@ -292,12 +314,22 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		}
 		return statusOK
 	}
+	mode := c.cfg.Load().ReceiptID
 	rawID, stat := receiptID(sm)
+	if mode == "hex" || mode == "decimal" {
+		// receipt_id names the base of the receipt's text. The
+		// receipted_message_id TLV is the SMSC's message id (§5.3.2.12),
+		// which carriers often write as their submit_sm_resp did: with
+		// both, the text's id is the one in the base named.
+		if textID, _, _ := receiptFields(sm.Payload()); textID != "" {
+			rawID = textID
+		}
+	}
 	if rawID == "" {
 		log.Warn("receipt without an id dropped")
 		return statusOK
 	}
-	key := canonicalCarrierID(c.cfg.Load().ReceiptID, rawID, true)
+	key := canonicalCarrierID(mode, rawID, true)
 	final := isFinalReceipt(sm, stat)
 	m, err := d.store.FindOrStash(ctx, c.Name, key, body, final)
 	if errors.Is(err, store.ErrNotFound) {
@@ -369,6 +401,12 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 		if handled || err != nil {
 			return err
 		}
+	}
+	if stat == "" {
+		// Neither stat: nor message_state: the outcome is not known (the
+		// handset may have the message), so it was not taken for a
+		// failure above; the message ends UNKNOWN.
+		stat = "UNKNOWN"
 	}
 	if m.State != store.StateSent {
 		return nil // finished already (a duplicate), or taken by the modem path

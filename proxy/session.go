@@ -55,6 +55,10 @@ type SessionConfig struct {
 	Log      *zap.Logger
 	// Trace, when set, logs every PDU while it is true (trace.go).
 	Trace *atomic.Bool
+
+	// EnquireLinkAfterInput: no enquire_link before the peer's first PDU
+	// (an ESME's session before its bind_resp: not bound yet).
+	EnquireLinkAfterInput bool
 }
 
 func (c *SessionConfig) defaults() {
@@ -156,6 +160,9 @@ type Session struct {
 	// unbound: the peer sent unbind. No request of ours goes out after it
 	// (SMPP 3.4 §4.2: the peer is ending the session and may not answer).
 	unbound atomic.Bool
+	// leaving: we sent unbind (Unbind); no request of ours follows it
+	// either. Set under mu, with the unbind's registration.
+	leaving atomic.Bool
 
 	// Response timeouts: one timer per session, not one per request (see
 	// sweepLoop). nextSweep is when sweepLoop will next look at pending (0:
@@ -166,6 +173,7 @@ type Session struct {
 
 	lastRecv atomic.Int64 // unix nanos of the last read from the socket (reader goroutine writes)
 	trace    atomic.Pointer[atomic.Bool]
+	heard    atomic.Bool // a read from the socket brought a PDU
 	wg       sync.WaitGroup
 	// Value is the owner's state (northbound session or carrier bind).
 	Value any
@@ -227,6 +235,10 @@ func (s *Session) Outstanding() int { return len(s.window) }
 // Unbound reports that the peer sent unbind: the session takes no more
 // requests of ours and is about to end.
 func (s *Session) Unbound() bool { return s.unbound.Load() }
+
+// Ending reports that either side sent unbind: the session takes no more
+// requests of ours.
+func (s *Session) Ending() bool { return s.unbound.Load() || s.leaving.Load() }
 
 // Free is the number of requests that can be sent without waiting.
 func (s *Session) Free() int { return cap(s.window) - len(s.window) }
@@ -315,7 +327,7 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 		}
 	}
 	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout)}
-	seq, ok := s.register(c)
+	seq, ok := s.register(c, id == cmdUnbind)
 	if !ok {
 		<-s.window
 		return Frame{}, ErrNotSent
@@ -385,7 +397,7 @@ func (s *Session) requestAsync(id uint32, body []byte, deadline time.Time, c *ca
 		return false
 	}
 	c.deadline = int64(deadline.Sub(s.epoch))
-	seq, ok := s.register(c)
+	seq, ok := s.register(c, id == cmdUnbind)
 	if !ok {
 		<-s.window
 		return false
@@ -412,12 +424,16 @@ func (s *Session) requestAsync(id uint32, body []byte, deadline time.Time, c *ca
 
 // register enters c in the in-flight table under a new sequence number,
 // before it is written, and makes the sweeper look at its deadline if it is
-// the earliest; false if the session has ended or the peer unbound.
-func (s *Session) register(c *call) (uint32, bool) {
+// the earliest; false if the session has ended or either side unbound.
+// unbind is set for our unbind: the last request of the session.
+func (s *Session) register(c *call, unbind bool) (uint32, bool) {
 	s.mu.Lock()
-	if s.closed || s.unbound.Load() {
+	if s.closed || s.unbound.Load() || s.leaving.Load() {
 		s.mu.Unlock()
 		return 0, false
+	}
+	if unbind {
+		s.leaving.Store(true)
 	}
 	seq := s.nextSeq()
 	// After a 2^31 wrap, a number may still be held by a request that is
@@ -581,17 +597,20 @@ func (s *Session) GenericNack(seq, status uint32) {
 func (s *Session) Unbind(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if s.Unbound() {
-		// The peer unbound first: the session is answering it and ends by
-		// itself once its unbind_resp is out; do not cut that short.
-		select {
-		case <-s.done:
-		case <-ctx.Done():
+	if !s.Ending() {
+		_, err := s.RequestTimeout(ctx, cmdUnbind, nil, 2*time.Second)
+		if !errors.Is(err, ErrNotSent) || !s.Ending() {
+			s.closeWith(errors.New("unbound locally"))
+			return
 		}
-		s.closeWith(errors.New("unbound locally"))
-		return
 	}
-	_, _ = s.RequestTimeout(ctx, cmdUnbind, nil, 2*time.Second)
+	// The peer unbound first (the session is answering it and ends by
+	// itself once its unbind_resp is out), or another Unbind is waiting
+	// for our unbind_resp: do not cut that short.
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+	}
 	s.closeWith(errors.New("unbound locally"))
 }
 
@@ -647,6 +666,7 @@ func (s *Session) readLoop() {
 			// the read that filled it): one clock read per read, not per
 			// frame.
 			s.lastRecv.Store(time.Now().UnixNano())
+			s.heard.Store(true)
 		}
 		if s.tracing() {
 			s.tracePDU("in", f.ID, f.Status, f.Seq, f.Body, "", false)
@@ -904,6 +924,10 @@ func (s *Session) keepAlive() {
 			return
 		case <-t.C:
 		}
+		if s.cfg.EnquireLinkAfterInput && !s.heard.Load() {
+			t.Reset(s.cfg.EnquireLink)
+			continue
+		}
 		idle := time.Since(time.Unix(0, s.lastRecv.Load()))
 		if idle < s.cfg.EnquireLink {
 			t.Reset(s.cfg.EnquireLink - idle)
@@ -924,6 +948,14 @@ func (s *Session) keepAlive() {
 				s.log.Warn("enquire_link unanswered, closing")
 				s.closeWith(fmt.Errorf("enquire_link unanswered: %w", err))
 			}
+			return
+		}
+		if f.Status == statusInvBndSts {
+			// The peer no longer counts the session as bound (an SMSC
+			// whose session table lost it while TCP stayed up): every
+			// request would be refused; closing makes the owner bind again.
+			s.log.Warn("peer answered enquire_link ESME_RINVBNDSTS, closing")
+			s.closeWith(errors.New("enquire_link answered ESME_RINVBNDSTS"))
 			return
 		}
 		if f.ID == cmdGenericNack {

@@ -446,11 +446,28 @@ func (m *ShortMessage) Payload() []byte {
 // UDHI reports the esm_class UDH indicator (SMPP 3.4 §5.2.12, GSM 0x40).
 func (m *ShortMessage) UDHI() bool { return m.ESMClass&0x40 != 0 }
 
-// IsReceipt reports an SMSC delivery receipt (esm_class message type 0x04)
-// or an intermediate notification (0x20).
+// IsReceipt reports an SMSC delivery receipt (esm_class message type 0x04),
+// an intermediate notification (0x20), or an SME delivery acknowledgement
+// (0x08) that names a message (receipted_message_id, or an "id:" in its
+// Appendix B text): some SMSCs mark their receipts so, and Kannel's ESME
+// reads all three as receipts.
 func (m *ShortMessage) IsReceipt() bool {
-	t := m.ESMClass & 0x3C
-	return t == 0x04 || t == 0x20
+	switch m.ESMClass & 0x3C {
+	case 0x04, 0x20:
+		return true
+	case 0x08:
+		if _, ok := m.TLV(tagReceiptedMessageID); ok {
+			return true
+		}
+		id, _, _ := receiptFields(m.Payload())
+		return id != ""
+	}
+	return false
+}
+
+// esmClassOffset is the offset of esm_class in the body m was parsed from.
+func (m *ShortMessage) esmClassOffset() int {
+	return len(m.ServiceType) + 1 + 2 + len(m.Source) + 1 + 2 + len(m.Dest) + 1
 }
 
 // errNoUDH is returned when UDHI is set but the UDH does not fit.

@@ -132,3 +132,61 @@ func TestRequestAfterUnbindNotHandled(t *testing.T) {
 		t.Fatalf("handler got %d requests sent after the unbind", n)
 	}
 }
+
+// Once spareline sent its own unbind (shutdown, a reload that reconnects a
+// carrier), no request of ours follows it on the session (SMPP 3.4 §4.2:
+// the peer answers unbind_resp and closes; a submit_sm after the unbind is
+// refused ESME_RINVBNDSTS, or its answer is lost with the connection while
+// the message goes by modem too). Request reports ErrNotSent at once, and
+// the carrier picks another bind. Before, a submit given to the carrier
+// during the unbind's wait for unbind_resp went out after the unbind.
+func TestNoRequestAfterOwnUnbind(t *testing.T) {
+	c, p, _ := boundTestCarrier(t)
+	s := c.pick()
+	unbound := make(chan struct{})
+	go func() {
+		s.Unbind(context.Background())
+		close(unbound)
+	}()
+	f := p.read()
+	if f.ID != cmdUnbind {
+		t.Fatalf("SMSC got %+v, want unbind", f.Header)
+	}
+	if got := c.pick(); got != nil {
+		t.Fatal("pick chose a session that is unbinding")
+	}
+	if _, err := s.Request(context.Background(), cmdSubmitSM, goldenSubmit(t, "02 4F60", "")); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("Request after our unbind: %v, want ErrNotSent", err)
+	}
+	if s.RequestAsync(cmdSubmitSM, goldenSubmit(t, "02 4F60", ""), time.Second, func(Frame, error) {}) {
+		t.Fatal("RequestAsync took a request after our unbind")
+	}
+	p.write(cmdUnbindResp, statusOK, f.Seq, nil)
+	p.expectClosed() // nothing came after the unbind
+	<-unbound
+}
+
+// A second Unbind while the first waits for unbind_resp (a reload's
+// reconnect, then the shutdown) sends no second unbind and does not cut the
+// first one's wait short.
+func TestSecondUnbindWaitsForTheFirst(t *testing.T) {
+	s, p := newPair(t, SessionConfig{})
+	first := make(chan struct{})
+	go func() {
+		s.Unbind(context.Background())
+		close(first)
+	}()
+	f := p.read()
+	if f.ID != cmdUnbind {
+		t.Fatalf("peer got %+v, want unbind", f.Header)
+	}
+	second := make(chan struct{})
+	go func() {
+		s.Unbind(context.Background())
+		close(second)
+	}()
+	p.write(cmdUnbindResp, statusOK, f.Seq, nil)
+	p.expectClosed() // no second unbind
+	<-first
+	<-second
+}

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/spareline/spareline/config"
+)
+
+// max_tps is the contract's rate: a carrier counts it per second (a
+// calendar second, or the last second) and throttles what goes beyond. No
+// one-second window may see more than max_tps submits, also after a quiet
+// spell. Before, a token bucket holding a second's worth let max_tps go at
+// once and max_tps more within the same second as it refilled: twice the
+// contract.
+func TestCarrierMaxTPSHoldsInEverySecond(t *testing.T) {
+	const tps, n = 4, 9
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, Binds: 1, MaxTPS: tps, Window: 16})
+	p := nextConn(t, conns)
+	bindOK(t, p, cmdBindTransceiver)
+	waitBound(t, c, 1)
+	body := goldenSubmit(t, "02 4F60", "")
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := c.Submit(context.Background(), body)
+			errs <- err
+		}()
+	}
+	var at []time.Time
+	for range n {
+		f := p.read()
+		at = append(at, time.Now())
+		p.write(cmdSubmitSMResp, statusOK, f.Seq, cstring(nil, "C"))
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+	}
+	// The SMSC's read times lag the sends by scheduling noise; 200 ms of
+	// slack still tells one second from a quarter of one.
+	for i := tps; i < n; i++ {
+		if d := at[i].Sub(at[i-tps]); d < time.Second-200*time.Millisecond {
+			t.Fatalf("submits %d and %d reached the SMSC %s apart: %d submits within a second, max_tps %d",
+				i-tps+1, i+1, d, tps+1, tps)
+		}
+	}
+}
