@@ -134,6 +134,12 @@ type Carrier struct {
 	PasswordFile string `yaml:"password_file"`
 	// SystemType is sent in the bind. Default "".
 	SystemType string `yaml:"system_type"`
+	// AddrTON, AddrNPI and AddressRange are sent in the bind (SMPP 3.4
+	// §5.2.7-9): some SMSCs route MO messages and receipts to a receiver
+	// by address_range (the service number). Default 0, 0, "".
+	AddrTON      int    `yaml:"addr_ton"`
+	AddrNPI      int    `yaml:"addr_npi"`
+	AddressRange string `yaml:"address_range"`
 	// Binds is the number of transceiver connections (with BindMode
 	// "transmitter_receiver": of transmitter and receiver pairs). Default 1.
 	Binds int `yaml:"binds"`

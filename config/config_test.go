@@ -112,6 +112,7 @@ func TestProblems(t *testing.T) {
 		{"unmatched_receipts_after within response_timeout", minimal + "    response_timeout: 30s\n    unmatched_receipts_after: 30s #<\n", "carriers[0].unmatched_receipts_after", "at least 35s"},
 		{"unmatched_receipts_to no account", minimal + "    unmatched_receipts_to: nobody #<\n", "carriers[0].unmatched_receipts_to", `"nobody" is not the system_id of an account`},
 		{"unmatched_receipts_after negative", minimal + "    unmatched_receipts_after: -1m #<\n", "carriers[0].unmatched_receipts_after", "must not be negative"},
+		{"addr_ton not an octet", minimal + "    addr_ton: 300 #<\n", "carriers[0].addr_ton", "not an octet"},
 		{"bad bind_mode", minimal + "    bind_mode: duplex #<\n", "carriers[0].bind_mode", `"duplex" is not one of transceiver, transmitter_receiver`},
 		{"redis URL scheme", "store:\n  redis: http://127.0.0.1:6379 #<\n" + minimal, "store.redis", "scheme"},
 		{"redis database", "store:\n  redis: redis://:pw@127.0.0.1:6379/x #<\n" + minimal, "store.redis", "database"},

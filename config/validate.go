@@ -186,6 +186,14 @@ func validate(c *Config, d *decoder) {
 		if len(ca.SystemType) > MaxSystemTypeLen {
 			p(k+".system_type", "longer than %d octets (SMPP 3.4 §5.2.3)", MaxSystemTypeLen)
 		}
+		for key, v := range map[string]int{".addr_ton": ca.AddrTON, ".addr_npi": ca.AddrNPI} {
+			if v < 0 || v > 255 {
+				p(k+key, "%d is not an octet (0-255; SMPP 3.4 §5.2.5, §5.2.6)", v)
+			}
+		}
+		if len(ca.AddressRange) > 40 {
+			p(k+".address_range", "longer than 40 octets (SMPP 3.4 §5.2.7)")
+		}
 		atLeast(p, d, k+".binds", ca.Binds, 1)
 		atLeast(p, d, k+".window", ca.Window, 1)
 		notNegative(p, k+".max_tps", ca.MaxTPS)

@@ -1078,7 +1078,8 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 	body := cstring(nil, cfg.SystemID)
 	body = cstring(body, cfg.Password)
 	body = cstring(body, cfg.SystemType)
-	body = append(body, 0x34, 0, 0, 0)
+	body = append(body, 0x34, byte(cfg.AddrTON), byte(cfg.AddrNPI))
+	body = cstring(body, cfg.AddressRange)
 	cmd := cmdBindTransceiver
 	switch kind {
 	case bindTX:

@@ -544,3 +544,18 @@ func TestReloadTrialTakesNoDelivery(t *testing.T) {
 	}
 	expectUnbind(t, working)
 }
+
+// addr_ton, addr_npi and address_range go in the bind (SMPP 3.4 §4.1.1):
+// an SMSC that routes MO and receipts to a receiver by its address_range
+// (the service number) gets it.
+func TestCarrierBindAddressRange(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "pw", SystemType: "VMA",
+		AddrTON: 2, AddrNPI: 1, AddressRange: "10690001"})
+	p := nextConn(t, conns)
+	f := p.read()
+	want := "ent01\x00pw\x00VMA\x00\x34\x02\x0110690001\x00"
+	if f.ID != cmdBindTransceiver || string(f.Body) != want {
+		t.Fatalf("bind %+v body %q, want %q", f.Header, f.Body, want)
+	}
+}
