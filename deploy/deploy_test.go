@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -273,5 +274,30 @@ func TestDashboardAlertRulesUseRegisteredMetrics(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("alerts.yml has no rules")
+	}
+}
+
+// The alert rules fire in the situations they are meant for, and only
+// then: testdata/alerts_test.yml plays series as spareline exposes them
+// (counters at 0 from the start) through promtool's rule unit tests. A
+// first refused reload alerts, a site without modems has no path to send
+// when its carriers are down, and a carrier whose receipts never matched
+// (no spareline_receipts_total of its own) alerts on its unmatched ones.
+func TestAlertRulesFireWhenMeant(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("SPARELINE_REQUIRE_THIRDPARTY") != "" {
+			t.Fatal("promtool (Debian package prometheus) is not installed: scripts/deps.sh installs it")
+		}
+		t.Skip("promtool not installed (scripts/deps.sh installs it)")
+	}
+	for _, args := range [][]string{
+		{"check", "rules", "alerts.yml"},
+		{"test", "rules", "testdata/alerts_test.yml"},
+	} {
+		out, err := exec.Command(promtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }

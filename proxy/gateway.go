@@ -89,6 +89,7 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev"),
 		lookups: make(chan struct{}, maxLookups)}
 	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
+	seedGatewayMetrics()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	st := opts.Store
 	if st == nil {
@@ -117,6 +118,10 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		g.Health.Attach(c)
 		g.carriers[c.Name] = c
 		list = append(list, c)
+		seedCarrierMetrics(c.Name)
+	}
+	for _, a := range cfg.Accounts {
+		seedAccountMetrics(a.SystemID)
 	}
 	g.Disp = NewDispatcher(g.ctx, DispatcherConfig{Store: st, Router: table, Carriers: list, Health: g.Health,
 		MOAccount: moAccount(cfg), Log: log})
@@ -133,6 +138,7 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		mods := modemConfigs(cfg.Modems)
 		g.Pool = modem.NewPool(mods, open, modem.PoolOptions{Logger: log.With(zap.String("side", "modem"))})
 		g.Failover = NewFailover(g.Disp, g.Pool, failoverConfig(cfg, len(mods)), log.With(zap.String("side", "failover")))
+		seedModemPathMetrics()
 	}
 	return g, nil
 }
@@ -372,6 +378,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		g.Health.Attach(c)
 		g.carriers[c.Name] = c
 		added = append(added, c)
+		seedCarrierMetrics(c.Name)
 	}
 	for name, c := range g.carriers {
 		if !named[name] {
@@ -450,6 +457,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.cfg = &running
 	for _, a := range cfg.Accounts {
 		g.Disp.kickDeliveries(a.SystemID)
+		seedAccountMetrics(a.SystemID)
 	}
 	metricReloads.WithLabelValues("applied").Inc()
 	metricRestartPending.Set(float64(min(len(restart), 1)))
