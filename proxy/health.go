@@ -152,16 +152,39 @@ func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason 
 		close(h.changed)
 		h.changed = nil // made again by the next Changed
 	}
+	// Going down is what an operator running at --log-level warn must see:
+	// a warning, an error when no carrier is left; back up is info.
+	level := zap.InfoLevel
+	if to == StateDown {
+		level = zap.WarnLevel
+		if h.allDown() {
+			level = zap.ErrorLevel
+		}
+	}
 	cb := h.OnChange
 	return func() {
 		if h.log != nil {
-			h.log.Info("carrier state changed", zap.String("carrier", name), zap.Stringer("from", from),
-				zap.Stringer("to", to), zap.String("reason", reason))
+			fields := []zap.Field{zap.String("carrier", name), zap.Stringer("from", from),
+				zap.Stringer("to", to), zap.String("reason", reason)}
+			if level == zap.ErrorLevel {
+				fields = append(fields, zap.Bool("all_carriers_down", true))
+			}
+			h.log.Log(level, "carrier state changed", fields...)
 		}
 		if cb != nil {
 			cb(name, from, to, reason)
 		}
 	}
+}
+
+// allDown reports whether every carrier is down; h.mu is held.
+func (h *Health) allDown() bool {
+	for _, ch := range h.carriers {
+		if ch.state != StateDown {
+			return false
+		}
+	}
+	return true
 }
 
 // settle ends a probation that has lasted upAfter; h.mu is held.
