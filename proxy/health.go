@@ -83,6 +83,11 @@ type carrierHealth struct {
 	everUp     bool // the first bind after start goes straight to up
 	lastProbe  time.Time
 	lastReason string
+	// bindErr is the error of the last failed bind attempt since a bind
+	// was last up (noteBindError): while no bind is up, the status page
+	// shows it with the reason, since "not bound yet" says nothing of a
+	// refused password or a refused bind_transceiver.
+	bindErr    string
 	ok, failed uint64     // lifetime submit outcomes
 	recent     rateWindow // the last minute's outcomes (status page rates)
 	// lastAnswer is when the carrier last answered a submit; respTimeout
@@ -317,6 +322,9 @@ func (h *Health) Info(name string) CarrierHealthInfo {
 	after := h.settle(name, ch)
 	info := CarrierHealthInfo{State: ch.state.String(), Since: ch.since, Reason: ch.lastReason, Timeouts: ch.timeouts,
 		OK: ch.ok, Failed: ch.failed, BoundBind: ch.bound}
+	if ch.bound == 0 && ch.bindErr != "" {
+		info.Reason += "; last bind attempt: " + ch.bindErr
+	}
 	now := h.now()
 	ok10, failed10 := ch.recent.sums(now, rateSeconds)
 	info.PerSecond = float64(ok10+failed10) / rateSeconds
@@ -336,6 +344,7 @@ func (h *Health) noteBindUp(c *Carrier) {
 	}
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
+	ch.bindErr = ""
 	ch.respTimeout = c.Config().ResponseTimeout.D()
 	after := func() {}
 	if ch.state == StateDown && !ch.everUp {
@@ -351,6 +360,18 @@ func (h *Health) noteBindUp(c *Carrier) {
 	}
 	h.mu.Unlock()
 	after()
+}
+
+// noteBindError records why a bind attempt of c failed (the dial, TLS, or
+// the carrier's refusal of the bind: a status name and, for a refused
+// bind_transceiver, the bind_mode hint; the errors carry no password).
+func (h *Health) noteBindError(c *Carrier, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stale(c) || err == nil {
+		return
+	}
+	h.get(c.Name).bindErr = err.Error()
 }
 
 func (h *Health) noteBindDown(c *Carrier, err error) {
