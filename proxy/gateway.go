@@ -545,12 +545,15 @@ type Status struct {
 	ReceiptsHeld map[string]int `json:"receipts_held"`
 	Sessions     []SessionInfo  `json:"sessions"`
 	Queue        struct {
-		Depth  int       `json:"depth"`
-		Oldest time.Time `json:"oldest"`
+		Depth int `json:"depth"`
+		// Oldest is when the oldest waiting message was queued; null when
+		// none waits.
+		Oldest *time.Time `json:"oldest"`
 		// Head is the oldest queueHeadMax messages waiting for the modems.
 		Head []QueuedMessage `json:"head"`
 	} `json:"modem_queue"`
-	Modems any `json:"modems,omitempty"`
+	// Modems is each configured modem's state; [] when none is configured.
+	Modems []modem.ModemStatus `json:"modems"`
 }
 
 // Snapshot returns the gateway's state.
@@ -570,7 +573,11 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	if st.Sessions == nil {
 		st.Sessions = []SessionInfo{} // [] in /status.json, not null
 	}
-	st.Queue.Depth, st.Queue.Oldest, _ = g.Store.ModemQueue(ctx)
+	depth, oldest, _ := g.Store.ModemQueue(ctx)
+	st.Queue.Depth = depth
+	if !oldest.IsZero() {
+		st.Queue.Oldest = &oldest
+	}
 	st.Queue.Head = g.queueHead(ctx)
 	for _, a := range accounts {
 		if n, err := g.Store.CountDeliveries(ctx, a.SystemID); err == nil && n > 0 {
@@ -579,6 +586,9 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	}
 	if fo := g.Disp.failover.Load(); fo != nil {
 		st.Modems = fo.modemStatus()
+	}
+	if st.Modems == nil {
+		st.Modems = []modem.ModemStatus{} // [] in /status.json, not null or missing
 	}
 	return st
 }
