@@ -213,6 +213,48 @@ func TestDashboardUsesRegisteredMetrics(t *testing.T) {
 			t.Errorf("the dashboard does not show %s (a DESIGN.md contract metric)", n)
 		}
 	}
+	// Beyond the contract, every metric spareline registers has a panel:
+	// the docs tell operators to watch them (receipts_unmatched_total at a
+	// cut-over, config_reloads_total after a SIGHUP, ...).
+	for n := range known {
+		if notOnDashboard[n] || strings.HasSuffix(n, "_sum") || strings.HasSuffix(n, "_count") {
+			continue
+		}
+		base := strings.TrimSuffix(n, "_bucket")
+		if !shown[n] && !shown[base+"_bucket"] {
+			t.Errorf("the dashboard does not show %s", n)
+		}
+	}
+	checkLayout(t, raw)
+}
+
+// notOnDashboard are the metrics the dashboard need not show.
+var notOnDashboard = map[string]bool{
+	"spareline_build_info": true, // a version label, not a measurement
+}
+
+// checkLayout requires the top-level panels (rows included) not to overlap
+// on Grafana's 24-column grid, so that an added panel does not hide another.
+func checkLayout(t *testing.T, raw []byte) {
+	t.Helper()
+	var dash struct {
+		Panels []struct {
+			ID      int                      `json:"id"`
+			Title   string                   `json:"title"`
+			GridPos struct{ H, W, X, Y int } `json:"gridPos"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range dash.Panels {
+		for _, b := range dash.Panels[i+1:] {
+			ga, gb := a.GridPos, b.GridPos
+			if ga.X < gb.X+gb.W && gb.X < ga.X+ga.W && ga.Y < gb.Y+gb.H && gb.Y < ga.Y+ga.H {
+				t.Errorf("panels %q %+v and %q %+v overlap", a.Title, ga, b.Title, gb)
+			}
+		}
+	}
 }
 
 // The alert rules parse, each is complete (severity, summary, a valid for),
