@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -212,6 +213,48 @@ func TestDashboardUsesRegisteredMetrics(t *testing.T) {
 			t.Errorf("the dashboard does not show %s (a DESIGN.md contract metric)", n)
 		}
 	}
+	// Beyond the contract, every metric spareline registers has a panel:
+	// the docs tell operators to watch them (receipts_unmatched_total at a
+	// cut-over, config_reloads_total after a SIGHUP, ...).
+	for n := range known {
+		if notOnDashboard[n] || strings.HasSuffix(n, "_sum") || strings.HasSuffix(n, "_count") {
+			continue
+		}
+		base := strings.TrimSuffix(n, "_bucket")
+		if !shown[n] && !shown[base+"_bucket"] {
+			t.Errorf("the dashboard does not show %s", n)
+		}
+	}
+	checkLayout(t, raw)
+}
+
+// notOnDashboard are the metrics the dashboard need not show.
+var notOnDashboard = map[string]bool{
+	"spareline_build_info": true, // a version label, not a measurement
+}
+
+// checkLayout requires the top-level panels (rows included) not to overlap
+// on Grafana's 24-column grid, so that an added panel does not hide another.
+func checkLayout(t *testing.T, raw []byte) {
+	t.Helper()
+	var dash struct {
+		Panels []struct {
+			ID      int                      `json:"id"`
+			Title   string                   `json:"title"`
+			GridPos struct{ H, W, X, Y int } `json:"gridPos"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range dash.Panels {
+		for _, b := range dash.Panels[i+1:] {
+			ga, gb := a.GridPos, b.GridPos
+			if ga.X < gb.X+gb.W && gb.X < ga.X+ga.W && ga.Y < gb.Y+gb.H && gb.Y < ga.Y+ga.H {
+				t.Errorf("panels %q %+v and %q %+v overlap", a.Title, ga, b.Title, gb)
+			}
+		}
+	}
 }
 
 // The alert rules parse, each is complete (severity, summary, a valid for),
@@ -273,5 +316,30 @@ func TestDashboardAlertRulesUseRegisteredMetrics(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("alerts.yml has no rules")
+	}
+}
+
+// The alert rules fire in the situations they are meant for, and only
+// then: testdata/alerts_test.yml plays series as spareline exposes them
+// (counters at 0 from the start) through promtool's rule unit tests. A
+// first refused reload alerts, a site without modems has no path to send
+// when its carriers are down, and a carrier whose receipts never matched
+// (no spareline_receipts_total of its own) alerts on its unmatched ones.
+func TestAlertRulesFireWhenMeant(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("SPARELINE_REQUIRE_THIRDPARTY") != "" {
+			t.Fatal("promtool (Debian package prometheus) is not installed: scripts/deps.sh installs it")
+		}
+		t.Skip("promtool not installed (scripts/deps.sh installs it)")
+	}
+	for _, args := range [][]string{
+		{"check", "rules", "alerts.yml"},
+		{"test", "rules", "testdata/alerts_test.yml"},
+	} {
+		out, err := exec.Command(promtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }

@@ -241,6 +241,9 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		ok := ready && health.Registered && errs < p.opts.MaxErrors
 		// A failed probe is reported each time, with its cause: a modem
 		// that never initialises is down with the reason, not "opening".
+		if up && !ok { // the paths that take it out elsewhere (port broken, errors) say so there
+			log.Warn("modem taken out of service", zap.Error(lastErr))
+		}
 		if ok != up || ok || lastErr != nil { // ok with lastErr: up with a warning
 			setUp(ok, lastErr)
 		}

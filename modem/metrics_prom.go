@@ -19,6 +19,17 @@ var (
 	}, []string{"modem", "result"})
 )
 
+// metricSeed creates a modem's series at 0 (a configured modem that has not
+// come up yet, or sent nothing yet): modem_up, and modem_sends_total for
+// each result. Its signal appears with its first reading (0 dBm would read
+// as a strong signal).
+func metricSeed(modem string) {
+	modemUp.WithLabelValues(modem).Set(0)
+	for _, r := range []string{"ok", "error", "permanent"} {
+		modemSends.WithLabelValues(modem, r)
+	}
+}
+
 func metricUp(modem string, up bool) {
 	v := 0.0
 	if up {

@@ -425,7 +425,7 @@ func (p *Pool) addDevice(c Config, pinRejected bool) {
 	p.status = append(p.status, ModemStatus{Name: c.Name, Device: c.Device, State: StateOpening, LastChange: time.Now()})
 	p.window = append(p.window, nil)
 	p.mu.Unlock()
-	metricUp(c.Name, false)
+	metricSeed(c.Name)
 	if p.runCtx == nil {
 		return
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/spareline/spareline/modem/sms"
 	"github.com/spareline/spareline/test/modemsim"
 	"go.bug.st/serial"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
@@ -412,5 +414,31 @@ func TestStoredMessagesAroundARefusedDeleteAreDelivered(t *testing.T) {
 	}
 	if n := sim.Stored(); n != 0 {
 		t.Fatalf("%d messages left in the SIM", n)
+	}
+}
+
+// A modem that loses its network leaves the pool with a warning: at
+// --log-level warn an operator sees the backup path shrink.
+func TestModemTakenOutOfServiceIsAWarning(t *testing.T) {
+	a := startSim(t, "a", modemsim.Options{})
+	core, logs := observer.New(zap.WarnLevel)
+	p := startPool(t, []*modemsim.Sim{a}, 0, func(o *modem.PoolOptions) { o.Logger = zap.New(core) })
+	ctx := testCtx(t, 30*time.Second)
+	if _, err := p.Send(ctx, "x", sms.Submit{Dest: "+1", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	a.SetRegistered(false)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for logs.FilterMessage("modem taken out of service").Len() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no warning when the modem lost its network; warnings: %v", logs.All())
+		case <-tick.C:
+		}
+	}
+	e := logs.FilterMessage("modem taken out of service").All()[0]
+	if e.Level != zap.WarnLevel || e.ContextMap()["modem"] != "m0" {
+		t.Errorf("logged %v %v, want a warning naming modem m0", e.Level, e.ContextMap())
 	}
 }

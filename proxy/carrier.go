@@ -951,6 +951,9 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	cfg := c.dialConfig()
 	s, err := c.dialAndBind(ctx, cfg, b.kind, log, false)
 	if err != nil {
+		if ctx.Err() == nil {
+			c.health.noteBindError(c, err) // the status page's reason while no bind is up
+		}
 		return err
 	}
 	b.login.Store(loginOf(cfg))
@@ -1105,14 +1108,16 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		case statusInvPaswd, statusInvSysID, statusInvSysTyp:
 			return nil, &AuthError{Status: f.Status}
 		}
+		hint := ""
 		if kind == bindTRX && (f.ID == cmdGenericNack || f.Status == statusInvCmdID) {
 			log.Error("carrier does not take bind_transceiver; set this carrier's bind_mode: transmitter_receiver",
 				zap.String("status", StatusString(f.Status)))
+			hint = "; set this carrier's bind_mode: transmitter_receiver"
 		}
 		if f.ID == cmdGenericNack {
-			return nil, fmt.Errorf("bind refused: generic_nack %s", StatusString(f.Status))
+			return nil, fmt.Errorf("bind refused: generic_nack %s%s", StatusString(f.Status), hint)
 		}
-		return nil, fmt.Errorf("bind refused: %s", StatusString(f.Status))
+		return nil, fmt.Errorf("bind refused: %s%s", StatusString(f.Status), hint)
 	}
 	return s, nil
 }

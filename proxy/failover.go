@@ -285,7 +285,7 @@ func (f *Failover) anyModemUp() bool {
 	return false
 }
 
-func (f *Failover) modemStatus() any { return f.pool.Status() }
+func (f *Failover) modemStatus() []modem.ModemStatus { return f.pool.Status() }
 
 // queue makes a new message durable in the modem queue and answers OK.
 func (f *Failover) queue(ctx context.Context, m *store.Message, reason string, log *zap.Logger) SubmitOutcome {

@@ -89,6 +89,7 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev"),
 		lookups: make(chan struct{}, maxLookups)}
 	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
+	seedGatewayMetrics()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	st := opts.Store
 	if st == nil {
@@ -117,6 +118,10 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		g.Health.Attach(c)
 		g.carriers[c.Name] = c
 		list = append(list, c)
+		seedCarrierMetrics(c.Name)
+	}
+	for _, a := range cfg.Accounts {
+		seedAccountMetrics(a.SystemID)
 	}
 	g.Disp = NewDispatcher(g.ctx, DispatcherConfig{Store: st, Router: table, Carriers: list, Health: g.Health,
 		MOAccount: moAccount(cfg), Log: log})
@@ -133,6 +138,7 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		mods := modemConfigs(cfg.Modems)
 		g.Pool = modem.NewPool(mods, open, modem.PoolOptions{Logger: log.With(zap.String("side", "modem"))})
 		g.Failover = NewFailover(g.Disp, g.Pool, failoverConfig(cfg, len(mods)), log.With(zap.String("side", "failover")))
+		seedModemPathMetrics()
 	}
 	return g, nil
 }
@@ -372,6 +378,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		g.Health.Attach(c)
 		g.carriers[c.Name] = c
 		added = append(added, c)
+		seedCarrierMetrics(c.Name)
 	}
 	for name, c := range g.carriers {
 		if !named[name] {
@@ -450,6 +457,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.cfg = &running
 	for _, a := range cfg.Accounts {
 		g.Disp.kickDeliveries(a.SystemID)
+		seedAccountMetrics(a.SystemID)
 	}
 	metricReloads.WithLabelValues("applied").Inc()
 	metricRestartPending.Set(float64(min(len(restart), 1)))
@@ -537,12 +545,15 @@ type Status struct {
 	ReceiptsHeld map[string]int `json:"receipts_held"`
 	Sessions     []SessionInfo  `json:"sessions"`
 	Queue        struct {
-		Depth  int       `json:"depth"`
-		Oldest time.Time `json:"oldest"`
+		Depth int `json:"depth"`
+		// Oldest is when the oldest waiting message was queued; null when
+		// none waits.
+		Oldest *time.Time `json:"oldest"`
 		// Head is the oldest queueHeadMax messages waiting for the modems.
 		Head []QueuedMessage `json:"head"`
 	} `json:"modem_queue"`
-	Modems any `json:"modems,omitempty"`
+	// Modems is each configured modem's state; [] when none is configured.
+	Modems []modem.ModemStatus `json:"modems"`
 }
 
 // Snapshot returns the gateway's state.
@@ -562,7 +573,11 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	if st.Sessions == nil {
 		st.Sessions = []SessionInfo{} // [] in /status.json, not null
 	}
-	st.Queue.Depth, st.Queue.Oldest, _ = g.Store.ModemQueue(ctx)
+	depth, oldest, _ := g.Store.ModemQueue(ctx)
+	st.Queue.Depth = depth
+	if !oldest.IsZero() {
+		st.Queue.Oldest = &oldest
+	}
 	st.Queue.Head = g.queueHead(ctx)
 	for _, a := range accounts {
 		if n, err := g.Store.CountDeliveries(ctx, a.SystemID); err == nil && n > 0 {
@@ -571,6 +586,9 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	}
 	if fo := g.Disp.failover.Load(); fo != nil {
 		st.Modems = fo.modemStatus()
+	}
+	if st.Modems == nil {
+		st.Modems = []modem.ModemStatus{} // [] in /status.json, not null or missing
 	}
 	return st
 }

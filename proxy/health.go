@@ -83,6 +83,11 @@ type carrierHealth struct {
 	everUp     bool // the first bind after start goes straight to up
 	lastProbe  time.Time
 	lastReason string
+	// bindErr is the error of the last failed bind attempt since a bind
+	// was last up (noteBindError): while no bind is up, the status page
+	// shows it with the reason, since "not bound yet" says nothing of a
+	// refused password or a refused bind_transceiver.
+	bindErr    string
 	ok, failed uint64     // lifetime submit outcomes
 	recent     rateWindow // the last minute's outcomes (status page rates)
 	// lastAnswer is when the carrier last answered a submit; respTimeout
@@ -152,16 +157,39 @@ func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason 
 		close(h.changed)
 		h.changed = nil // made again by the next Changed
 	}
+	// Going down is what an operator running at --log-level warn must see:
+	// a warning, an error when no carrier is left; back up is info.
+	level := zap.InfoLevel
+	if to == StateDown {
+		level = zap.WarnLevel
+		if h.allDown() {
+			level = zap.ErrorLevel
+		}
+	}
 	cb := h.OnChange
 	return func() {
 		if h.log != nil {
-			h.log.Info("carrier state changed", zap.String("carrier", name), zap.Stringer("from", from),
-				zap.Stringer("to", to), zap.String("reason", reason))
+			fields := []zap.Field{zap.String("carrier", name), zap.Stringer("from", from),
+				zap.Stringer("to", to), zap.String("reason", reason)}
+			if level == zap.ErrorLevel {
+				fields = append(fields, zap.Bool("all_carriers_down", true))
+			}
+			h.log.Log(level, "carrier state changed", fields...)
 		}
 		if cb != nil {
 			cb(name, from, to, reason)
 		}
 	}
+}
+
+// allDown reports whether every carrier is down; h.mu is held.
+func (h *Health) allDown() bool {
+	for _, ch := range h.carriers {
+		if ch.state != StateDown {
+			return false
+		}
+	}
+	return true
 }
 
 // settle ends a probation that has lasted upAfter; h.mu is held.
@@ -294,6 +322,9 @@ func (h *Health) Info(name string) CarrierHealthInfo {
 	after := h.settle(name, ch)
 	info := CarrierHealthInfo{State: ch.state.String(), Since: ch.since, Reason: ch.lastReason, Timeouts: ch.timeouts,
 		OK: ch.ok, Failed: ch.failed, BoundBind: ch.bound}
+	if ch.bound == 0 && ch.bindErr != "" {
+		info.Reason += "; last bind attempt: " + ch.bindErr
+	}
 	now := h.now()
 	ok10, failed10 := ch.recent.sums(now, rateSeconds)
 	info.PerSecond = float64(ok10+failed10) / rateSeconds
@@ -313,6 +344,7 @@ func (h *Health) noteBindUp(c *Carrier) {
 	}
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
+	ch.bindErr = ""
 	ch.respTimeout = c.Config().ResponseTimeout.D()
 	after := func() {}
 	if ch.state == StateDown && !ch.everUp {
@@ -328,6 +360,18 @@ func (h *Health) noteBindUp(c *Carrier) {
 	}
 	h.mu.Unlock()
 	after()
+}
+
+// noteBindError records why a bind attempt of c failed (the dial, TLS, or
+// the carrier's refusal of the bind: a status name and, for a refused
+// bind_transceiver, the bind_mode hint; the errors carry no password).
+func (h *Health) noteBindError(c *Carrier, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stale(c) || err == nil {
+		return
+	}
+	h.get(c.Name).bindErr = err.Error()
 }
 
 func (h *Health) noteBindDown(c *Carrier, err error) {

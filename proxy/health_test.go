@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/spareline/spareline/config"
 )
@@ -158,5 +161,59 @@ func TestStatusStringNamesEveryStatus(t *testing.T) {
 		if got := StatusString(status); got != want {
 			t.Errorf("StatusString(0x%X) = %q, want %q", status, got, want)
 		}
+	}
+}
+
+// A carrier going down is logged at warn, at error when it was the last
+// one up; coming back is info, so that --log-level warn shows the outages
+// and nothing else of it.
+func TestHealthLogsCarrierDownAtWarn(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	h := NewHealth(3, 0, zap.New(core))
+	mobile := NewCarrier(config.Carrier{Name: "mobile"}, h, zap.NewNop())
+	unicom := NewCarrier(config.Carrier{Name: "unicom"}, h, zap.NewNop())
+	h.Attach(mobile)
+	h.Attach(unicom)
+	mobile.bound.Store(1)
+	h.noteBindUp(mobile)
+	unicom.bound.Store(1)
+	h.noteBindUp(unicom)
+	logs.TakeAll()
+
+	type line struct {
+		level   zapcore.Level
+		carrier string
+		to      string
+	}
+	changes := func() []line {
+		var out []line
+		for _, e := range logs.TakeAll() {
+			if e.Message == "carrier state changed" {
+				m := e.ContextMap()
+				out = append(out, line{e.Level, m["carrier"].(string), m["to"].(string)})
+			}
+		}
+		return out
+	}
+	mobile.bound.Store(0)
+	h.noteBindDown(mobile, errors.New("EOF"))
+	if got, want := changes(), []line{{zapcore.WarnLevel, "mobile", "down"}}; !slices.Equal(got, want) {
+		t.Errorf("one carrier down: logged %v, want %v", got, want)
+	}
+	unicom.bound.Store(0)
+	h.noteBindDown(unicom, errors.New("EOF"))
+	if got, want := changes(), []line{{zapcore.ErrorLevel, "unicom", "down"}}; !slices.Equal(got, want) {
+		t.Errorf("the last carrier down: logged %v, want %v", got, want)
+	}
+	mobile.bound.Store(1)
+	h.noteBindUp(mobile)
+	got := changes()
+	for _, l := range got {
+		if l.level != zapcore.InfoLevel {
+			t.Errorf("carrier back up logged at %v", l.level)
+		}
+	}
+	if len(got) == 0 {
+		t.Error("carrier back up: no state change logged")
 	}
 }

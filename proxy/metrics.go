@@ -28,7 +28,8 @@ var (
 		Name: "spareline_carrier_state", Help: "Carrier health: 0 down, 1 probation, 2 up.",
 	}, []string{"carrier"})
 	// submits_total result: ok, error (an error status), timeout, lost
-	// (connection lost with the submit in flight), down (no bind).
+	// (connection lost with the submit in flight), down (no bind),
+	// throttled.
 	metricSubmits = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_submits_total", Help: "Submits re-originated to carriers, by outcome.",
 	}, []string{"carrier", "result"})
@@ -96,11 +97,62 @@ func statLabel(stat string) string {
 	return "other"
 }
 
+// The label values known before their first event. The series they make
+// with the configured carriers, modems and accounts are created at 0 when
+// the gateway starts and when a reload adds a carrier (seedCarrierMetrics,
+// seedAccountMetrics): a series born at 1 has no increase() for its first
+// event, so the first refused reload or the first failover would never
+// alert, and an alert on a ratio sees nothing where a series is missing.
+var (
+	reloadResults     = []string{"applied", "refused"}
+	submitResults     = []string{"ok", "error", "timeout", "lost", "down", "throttled"}
+	failoverReasons   = []string{"down", "transient", "timeout", "lost", "receipt"}
+	unmatchedOutcomes = []string{"held", "passed"}
+	modemPathResults  = []string{"sent", "expired", "returned", "failed", "permanent"}
+)
+
+// seedGatewayMetrics creates the gateway-wide series at 0.
+func seedGatewayMetrics() {
+	for _, r := range reloadResults {
+		metricReloads.WithLabelValues(r)
+	}
+}
+
+// seedCarrierMetrics creates a carrier's counters at 0.
+func seedCarrierMetrics(carrier string) {
+	for _, r := range submitResults {
+		metricSubmits.WithLabelValues(carrier, r)
+	}
+	for _, r := range failoverReasons {
+		metricFailovers.WithLabelValues(carrier, r)
+	}
+	for _, o := range unmatchedOutcomes {
+		metricUnmatched.WithLabelValues(carrier, o)
+	}
+	metricPossibleDup.WithLabelValues(carrier)
+}
+
+// seedAccountMetrics creates an account's query_sm / cancel_sm counters at
+// 0 for the answer that says the message was found and the one that says
+// it was not.
+func seedAccountMetrics(account string) {
+	metricNorthQueries.WithLabelValues(account, "query_sm", statusNameOK)
+	metricNorthQueries.WithLabelValues(account, "query_sm", "ESME_RQUERYFAIL")
+	metricNorthQueries.WithLabelValues(account, "cancel_sm", statusNameOK)
+	metricNorthQueries.WithLabelValues(account, "cancel_sm", "ESME_RCANCELFAIL")
+}
+
+// seedModemPathMetrics creates modem_path_total at 0 for each result (a
+// gateway with modems).
+func seedModemPathMetrics() {
+	for _, r := range modemPathResults {
+		metricModemPath.WithLabelValues(r)
+	}
+}
+
 // lazyCounter is one child of a CounterVec, looked up on first use and
 // then kept: WithLabelValues hashes its label values and takes the vec's
-// lock on every call, which the per-message path avoids (issue 6). The
-// child is created on first use, as WithLabelValues would, so no series
-// appears before it counts something.
+// lock on every call, which the per-message path avoids (issue 6).
 type lazyCounter struct {
 	c atomic.Pointer[prometheus.Counter]
 }

@@ -45,8 +45,8 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 		mods = g.Pool.Status()
 	}
 	age := ""
-	if !st.Queue.Oldest.IsZero() {
-		age = time.Since(st.Queue.Oldest).Round(time.Second).String()
+	if st.Queue.Oldest != nil {
+		age = time.Since(*st.Queue.Oldest).Round(time.Second).String()
 	}
 	find := g.findOnPage(r, st)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

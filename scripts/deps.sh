@@ -9,8 +9,10 @@
 #   chromedriver  chromium-driver  drives that browser (W3C WebDriver)
 #   g++           g++              builds a third-party SMSC simulator from source (test/e2e)
 #   bearerbox     kannel           Kannel as a third-party platform (test/e2e); in /usr/sbin
+#   promtool      prometheus       unit tests of deploy/alerts.yml (deploy/)
 #
-# Packages that would start a daemon when installed (redis-server, kannel)
+# Packages that would start a daemon when installed (redis-server, kannel,
+# prometheus)
 # are kept from doing so (policy-rc.d): the tests start their own, on
 # loopback ports of their choosing.
 set -euo pipefail
@@ -22,6 +24,7 @@ deps=(
 	"chromedriver:chromium-driver"
 	"g++:g++"
 	"bearerbox:kannel"
+	"promtool:prometheus"
 )
 
 # has reports whether a binary is installed (on PATH, or in /usr/sbin,

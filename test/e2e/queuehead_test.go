@@ -89,8 +89,9 @@ func TestStatusListsTheModemQueue(t *testing.T) {
 	}
 	var js struct {
 		Queue struct {
-			Depth int                   `json:"depth"`
-			Head  []proxy.QueuedMessage `json:"head"`
+			Depth  int                   `json:"depth"`
+			Oldest *time.Time            `json:"oldest"`
+			Head   []proxy.QueuedMessage `json:"head"`
 		} `json:"modem_queue"`
 	}
 	raw := get("/status.json")
@@ -99,6 +100,9 @@ func TestStatusListsTheModemQueue(t *testing.T) {
 	}
 	if js.Queue.Depth != n || len(js.Queue.Head) != n || js.Queue.Head[0].ID != ids[0] {
 		t.Errorf("/status.json modem_queue: depth %d, head %+v", js.Queue.Depth, js.Queue.Head)
+	}
+	if o := js.Queue.Oldest; o == nil || o.IsZero() || time.Since(*o) > time.Minute {
+		t.Errorf("/status.json modem_queue.oldest = %v with %d waiting, want when the first was queued", o, js.Queue.Depth)
 	}
 	if strings.Contains(page+raw, "13800138000") {
 		t.Error("the status page or /status.json shows a whole destination number")
