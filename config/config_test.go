@@ -11,9 +11,12 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spareline/spareline/routing"
 )
 
 // minimal is the smallest valid configuration; cases below extend it.
@@ -94,6 +97,12 @@ func TestProblems(t *testing.T) {
 		{"default to an undefined carrier", minimal + "routing:\n  default: cmcc #<\n", "routing.default", `carrier "cmcc" is not defined`},
 		{"prefix not digits", minimal + "routing:\n  prefixes:\n    \"+86170\": mobile #<\n", "routing.prefixes.+86170", "not digits"},
 		{"unknown preset", minimal + "routing:\n  preset: us #<\n", "routing.preset", `unknown preset "us"`},
+		{"carrier no route reaches", strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc #<\n", 1), "carriers[0].name",
+			`no route reaches carrier "cmcc": routing.preset "cn" knows only mobile, telecom, unicom`},
+		{"carrier no route reaches says what to do", strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc #<\n", 1), "carriers[0].name",
+			`name it mobile, telecom or unicom as the preset does, or route numbers to it with routing.prefixes (e.g. "138": cmcc) or routing.default`},
+		{"carrier no route reaches without a preset", strings.Replace(minimal, "  - name: mobile\n", "  - name: mobile #<\n", 1) + "routing:\n  preset: \"\"\n",
+			"carriers[0].name", `no route reaches carrier "mobile": routing.preset is "" (none)`},
 		{"bad country code", minimal + "routing:\n  country_code: \"+86\" #<\n", "routing.country_code", "not a country calling code"},
 		{"duplicate section after a list", minimal + "  - name: unicom\n    address: \"h:1\"\n    system_id: x\n" +
 			"accounts: #<\n", "accounts", "duplicate key (first at line 3)"},
@@ -297,6 +306,7 @@ func TestExplicitValues(t *testing.T) {
   listen: ""
 routing:
   preset: ""
+  default: mobile
   country_code: ~
 failover:
   resend_failed_receipts: false
@@ -669,6 +679,32 @@ func TestMessageLogPath(t *testing.T) {
 		ps := problems(t, err)
 		if len(ps) != 1 || ps[0].Key != "log.messages" || !strings.Contains(ps[0].Msg, tt.msg) || ps[0].Line != 12 {
 			t.Errorf("%s: problems %v, want one at l.yaml:12 on log.messages saying %q", tt.path, ps, tt.msg)
+		}
+	}
+}
+
+// A carrier that a prefix or the default names is reachable whatever its
+// name; so is a preset's carrier.
+func TestCarrierReachable(t *testing.T) {
+	cmcc := strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc\n", 1)
+	for name, text := range map[string]string{
+		"preset name":       minimal,
+		"prefix names it":   cmcc + "routing:\n  prefixes: { \"138\": cmcc }\n",
+		"default names it":  cmcc + "routing:\n  default: cmcc\n",
+		"no preset, prefix": strings.Replace(minimal, "mobile", "x", 1) + "routing:\n  preset: \"\"\n  prefixes: { \"1\": x }\n",
+	} {
+		if _, err := Parse([]byte(text), "ok.yaml"); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// config keeps its own copy of the presets' carrier names (it does not
+// import routing); it must be routing's.
+func TestPresetCarriersMatchRouting(t *testing.T) {
+	for preset, names := range knownPresets {
+		if got := routing.PresetCarriers(preset); !slices.Equal(got, names) {
+			t.Errorf("preset %q: config knows %v, routing routes to %v", preset, names, got)
 		}
 	}
 }
