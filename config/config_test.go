@@ -123,6 +123,7 @@ func TestProblems(t *testing.T) {
 		{"bad bind_mode", minimal + "    bind_mode: duplex #<\n", "carriers[0].bind_mode", `"duplex" is not one of transceiver, transmitter_receiver`},
 		{"redis URL scheme", "store:\n  redis: http://127.0.0.1:6379 #<\n" + minimal, "store.redis", "scheme"},
 		{"redis database", "store:\n  redis: redis://:pw@127.0.0.1:6379/x #<\n" + minimal, "store.redis", "database"},
+		{"redis port out of range", "store:\n  redis: redis://localhost:637990 #<\n" + minimal, "store.redis", `address "localhost:637990": port 637990 is out of range: want 1-65535`},
 		{"bad on_unknown", minimal + "failover:\n  on_unknown: drop #<\n", "failover.on_unknown", `"drop" is not one of resend, hold`},
 		{"tls_insecure without tls", minimal + "    tls_insecure: true #<\n", "carriers[0].tls_insecure", "without tls"},
 		{"tls_ca without tls", minimal + "    tls_ca: " + garbage + " #<\n", "carriers[0].tls_ca", "without tls"},
@@ -705,6 +706,32 @@ func TestPresetCarriersMatchRouting(t *testing.T) {
 	for preset, names := range knownPresets {
 		if got := routing.PresetCarriers(preset); !slices.Equal(got, names) {
 			t.Errorf("preset %q: config knows %v, routing routes to %v", preset, names, got)
+		}
+	}
+}
+
+// Every Redis URL form has its addresses checked, and no message shows the
+// URL's password.
+func TestRedisURLProblems(t *testing.T) {
+	for _, tt := range []struct{ url, msg string }{
+		{"redis://:hunter2@localhost:637990/0", `address "localhost:637990": port 637990 is out of range`},
+		{"rediss://u:hunter2@localhost:0", `address "localhost:0": port 0 is out of range`},
+		{"redis-sentinel://:hunter2@s1:26379,s2:263790/mymaster", `address "s2:263790": port 263790 is out of range`},
+		{"redis-cluster://:hunter2@n1:7000,n2:99999999999999999999", `address "n2:99999999999999999999": port 99999999999999999999 is out of range`},
+		{"redis-cluster://:hunter2@n1:7000,n2", `address "n2": want host:port`},
+		{"redis-sentinel://:hunter2@s1:x/m", `address "s1:x": port "x" is not a number`},
+	} {
+		text := "store:\n  redis: \"" + tt.url + "\"\n" + minimal
+		_, err := Parse([]byte(text), "r.yaml")
+		if err == nil {
+			t.Errorf("%s: no problem", tt.url)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the message shows the password: %v", tt.url, err)
+		}
+		if want := "r.yaml:2: store.redis: " + tt.msg; !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s:\n got %v\nwant %s...", tt.url, err, want)
 		}
 	}
 }
