@@ -64,8 +64,12 @@ func validate(c *Config, d *decoder) {
 
 	// smpp
 	s := &c.SMPP
-	if s.Listen == "" && s.TLSListen == "" {
-		p("smpp.listen", "no listener: set smpp.listen or smpp.tls_listen")
+	switch {
+	case s.Listen != "" || s.TLSListen != "":
+	case !d.set["smpp"]:
+		p("smpp.listen", "no listener: the file has no smpp section; add one, e.g. smpp: { listen: \"0.0.0.0:2775\" }")
+	default:
+		p("smpp.listen", "no listener: set smpp.listen (e.g. listen: \"0.0.0.0:2775\") or smpp.tls_listen")
 	}
 	checkListen(p, "smpp.listen", s.Listen)
 	checkListen(p, "smpp.tls_listen", s.TLSListen)
