@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -105,6 +106,10 @@ carriers:
 	gw, err := startGateway(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "demo: gateway:", err)
+		if errors.Is(err, syscall.EADDRINUSE) && strings.HasPrefix(err.Error(), "http.listen") {
+			fmt.Fprintf(stderr, "demo: the status page address %s is taken (another demo or spareline, or another program): "+
+				"run spareline demo --http 127.0.0.1:9091 (any free port; --http 127.0.0.1:0 picks one)\n", *httpAddr)
+		}
 		return 1
 	}
 	defer func() {

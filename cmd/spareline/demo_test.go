@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"runtime"
@@ -213,7 +214,7 @@ func leakedGoroutines() []string {
 	}
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "TestDemoHeadless") || strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "spareline/") {
+		if strings.Contains(g, "spareline.TestDemo") || strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "spareline/") {
 			continue
 		}
 		if strings.Contains(g, "github.com/spareline/spareline/") || strings.Contains(g, "net/http.(*") ||
@@ -222,4 +223,24 @@ func leakedGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// With the status page's port taken, the demo says which flag moves it.
+func TestDemoHTTPPortBusySuggestsFlag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var out, errb bytes.Buffer
+	if rc := run([]string{"demo", "--exit", "--http", ln.Addr().String(), "--messages", "1"}, &out, &errb); rc != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", rc, out.String(), errb.String())
+	}
+	for _, want := range []string{"address already in use", "the status page address " + ln.Addr().String() + " is taken",
+		"spareline demo --http 127.0.0.1:9091", "--http 127.0.0.1:0"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errb.String())
+		}
+	}
+	assertNoLeak(t)
 }
