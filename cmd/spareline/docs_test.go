@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -44,5 +45,21 @@ func TestDocsStopGraceAgrees(t *testing.T) {
 		if n != want {
 			t.Errorf("%s: %d s, but deploy/spareline.service says %d s", where, n, want)
 		}
+	}
+}
+
+// docs/operations.md says what the code does: a reload applies modems
+// (proxy Gateway.Reload: Pool.Reconfigure), and a bind refused for
+// credentials waits authRetry*3/4 plus up to authRetry/2 (proxy/carrier.go,
+// authRetry 5 minutes): 3m45s to 6m15s.
+func TestDocsOperationsMatchCode(t *testing.T) {
+	ops := readRepoFile(t, "docs/operations.md")
+	for _, wrong := range []string{"Changes to `modems` take effect at the next start", "(4-6, jittered)"} {
+		if strings.Contains(ops, wrong) {
+			t.Errorf("docs/operations.md says %q", wrong)
+		}
+	}
+	if n := strings.Count(ops, "3m45s to 6m15s"); n < 3 {
+		t.Errorf("docs/operations.md gives the credentials retry as 3m45s to 6m15s %d times, want 3 (troubleshooting, status page, reload)", n)
 	}
 }
