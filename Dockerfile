@@ -20,7 +20,9 @@
 #   http:  { listen: "0.0.0.0:9090" }     (the default 127.0.0.1:9090 is unreachable from outside)
 #   store: { path: /var/lib/spareline }   (or a store.redis URL)
 # See docs/operations.md. `docker kill -s HUP spareline` reloads the config;
-# `docker stop -t 40 spareline` drains (give it longer than --drain, 30s).
+# `docker stop -t 45 spareline` drains: --drain (30s), then up to 2s to unbind
+# the platforms and 2s the carriers, and the store's close (deploy/spareline.service:
+# TimeoutStopSec=45s; raise both with --drain).
 
 FROM golang:1.26 AS build
 WORKDIR /src

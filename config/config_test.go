@@ -11,9 +11,12 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spareline/spareline/routing"
 )
 
 // minimal is the smallest valid configuration; cases below extend it.
@@ -94,6 +97,12 @@ func TestProblems(t *testing.T) {
 		{"default to an undefined carrier", minimal + "routing:\n  default: cmcc #<\n", "routing.default", `carrier "cmcc" is not defined`},
 		{"prefix not digits", minimal + "routing:\n  prefixes:\n    \"+86170\": mobile #<\n", "routing.prefixes.+86170", "not digits"},
 		{"unknown preset", minimal + "routing:\n  preset: us #<\n", "routing.preset", `unknown preset "us"`},
+		{"carrier no route reaches", strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc #<\n", 1), "carriers[0].name",
+			`no route reaches carrier "cmcc": routing.preset "cn" knows only mobile, telecom, unicom`},
+		{"carrier no route reaches says what to do", strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc #<\n", 1), "carriers[0].name",
+			`name it mobile, telecom or unicom as the preset does, or route numbers to it with routing.prefixes (e.g. "138": cmcc) or routing.default`},
+		{"carrier no route reaches without a preset", strings.Replace(minimal, "  - name: mobile\n", "  - name: mobile #<\n", 1) + "routing:\n  preset: \"\"\n",
+			"carriers[0].name", `no route reaches carrier "mobile": routing.preset is "" (none)`},
 		{"bad country code", minimal + "routing:\n  country_code: \"+86\" #<\n", "routing.country_code", "not a country calling code"},
 		{"duplicate section after a list", minimal + "  - name: unicom\n    address: \"h:1\"\n    system_id: x\n" +
 			"accounts: #<\n", "accounts", "duplicate key (first at line 3)"},
@@ -116,6 +125,7 @@ func TestProblems(t *testing.T) {
 		{"bad bind_mode", minimal + "    bind_mode: duplex #<\n", "carriers[0].bind_mode", `"duplex" is not one of transceiver, transmitter_receiver`},
 		{"redis URL scheme", "store:\n  redis: http://127.0.0.1:6379 #<\n" + minimal, "store.redis", "scheme"},
 		{"redis database", "store:\n  redis: redis://:pw@127.0.0.1:6379/x #<\n" + minimal, "store.redis", "database"},
+		{"redis port out of range", "store:\n  redis: redis://localhost:637990 #<\n" + minimal, "store.redis", `address "localhost:637990": port 637990 is out of range: want 1-65535`},
 		{"bad on_unknown", minimal + "failover:\n  on_unknown: drop #<\n", "failover.on_unknown", `"drop" is not one of resend, hold`},
 		{"tls_insecure without tls", minimal + "    tls_insecure: true #<\n", "carriers[0].tls_insecure", "without tls"},
 		{"tls_ca without tls", minimal + "    tls_ca: " + garbage + " #<\n", "carriers[0].tls_ca", "without tls"},
@@ -133,7 +143,8 @@ func TestProblems(t *testing.T) {
 		{"password_file is a device", strings.Replace(minimal, "password: secret", "password_file: /dev/zero #<", 1), "accounts[0].password_file", "not a regular file"},
 		{"invalid cert files", strings.Replace(minimal, "smpp:\n", "smpp:\n  tls_listen: \":2776\"\n  tls_cert: "+garbage+" #<\n  tls_key: "+garbage+"\n", 1), "smpp.tls_cert", "cannot load certificate and key"},
 		{"tls_listen without cert", strings.Replace(minimal, "smpp:\n", "smpp:\n  tls_listen: \":2776\" #<\n", 1), "smpp.tls_listen", "needs tls_cert and tls_key"},
-		{"no listener", strings.Replace(minimal, "smpp:\n  listen: \":2775\"\n", "smpp: #<\n  window: 10\n", 1), "smpp.listen", "no listener"},
+		{"no listener", strings.Replace(minimal, "smpp:\n  listen: \":2775\"\n", "smpp: #<\n  window: 10\n", 1), "smpp.listen", `no listener: set smpp.listen (e.g. listen: "0.0.0.0:2775") or smpp.tls_listen`},
+		{"no smpp section", strings.Replace(minimal, "smpp:\n  listen: \":2775\"\n", "", 1) + "#<", "smpp.listen", `no listener: the file has no smpp section; add one, e.g. smpp: { listen: "0.0.0.0:2775" }`},
 		{"bad listen address", strings.Replace(minimal, "\":2775\"", "2775 #<", 1), "smpp.listen", "not host:port"},
 		{"bad http listen", minimal + "http:\n  listen: localhost #<\n", "http.listen", "not host:port"},
 		{"modem number not a number", minimal + "modems:\n  - device: /dev/ttyUSB0\n    number: \"139 1234\" #<\n", "modems[0].number", "not a phone number"},
@@ -299,6 +310,7 @@ func TestExplicitValues(t *testing.T) {
   listen: ""
 routing:
   preset: ""
+  default: mobile
   country_code: ~
 failover:
   resend_failed_receipts: false
@@ -671,6 +683,58 @@ func TestMessageLogPath(t *testing.T) {
 		ps := problems(t, err)
 		if len(ps) != 1 || ps[0].Key != "log.messages" || !strings.Contains(ps[0].Msg, tt.msg) || ps[0].Line != 12 {
 			t.Errorf("%s: problems %v, want one at l.yaml:12 on log.messages saying %q", tt.path, ps, tt.msg)
+		}
+	}
+}
+
+// A carrier that a prefix or the default names is reachable whatever its
+// name; so is a preset's carrier.
+func TestCarrierReachable(t *testing.T) {
+	cmcc := strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc\n", 1)
+	for name, text := range map[string]string{
+		"preset name":       minimal,
+		"prefix names it":   cmcc + "routing:\n  prefixes: { \"138\": cmcc }\n",
+		"default names it":  cmcc + "routing:\n  default: cmcc\n",
+		"no preset, prefix": strings.Replace(minimal, "mobile", "x", 1) + "routing:\n  preset: \"\"\n  prefixes: { \"1\": x }\n",
+	} {
+		if _, err := Parse([]byte(text), "ok.yaml"); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// config keeps its own copy of the presets' carrier names (it does not
+// import routing); it must be routing's.
+func TestPresetCarriersMatchRouting(t *testing.T) {
+	for preset, names := range knownPresets {
+		if got := routing.PresetCarriers(preset); !slices.Equal(got, names) {
+			t.Errorf("preset %q: config knows %v, routing routes to %v", preset, names, got)
+		}
+	}
+}
+
+// Every Redis URL form has its addresses checked, and no message shows the
+// URL's password.
+func TestRedisURLProblems(t *testing.T) {
+	for _, tt := range []struct{ url, msg string }{
+		{"redis://:hunter2@localhost:637990/0", `address "localhost:637990": port 637990 is out of range`},
+		{"rediss://u:hunter2@localhost:0", `address "localhost:0": port 0 is out of range`},
+		{"redis-sentinel://:hunter2@s1:26379,s2:263790/mymaster", `address "s2:263790": port 263790 is out of range`},
+		{"redis-cluster://:hunter2@n1:7000,n2:99999999999999999999", `address "n2:99999999999999999999": port 99999999999999999999 is out of range`},
+		{"redis-cluster://:hunter2@n1:7000,n2", `address "n2": want host:port`},
+		{"redis-sentinel://:hunter2@s1:x/m", `address "s1:x": port "x" is not a number`},
+	} {
+		text := "store:\n  redis: \"" + tt.url + "\"\n" + minimal
+		_, err := Parse([]byte(text), "r.yaml")
+		if err == nil {
+			t.Errorf("%s: no problem", tt.url)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the message shows the password: %v", tt.url, err)
+		}
+		if want := "r.yaml:2: store.redis: " + tt.msg; !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s:\n got %v\nwant %s...", tt.url, err, want)
 		}
 	}
 }

@@ -41,10 +41,11 @@ const (
 	MaxModemSendTimeout = 5 * time.Minute
 )
 
-// Presets known to the routing package. config does not import routing (see
-// DESIGN.md: config uses none of the other packages); keep in step with
-// routing.New.
-var knownPresets = map[string]bool{"": true, "cn": true}
+// Presets known to the routing package, each with the carrier names its
+// segments route to (routing.PresetCarriers). config does not import routing
+// (see DESIGN.md: config uses none of the other packages); keep in step with
+// routing.New (TestPresetCarriersMatchRouting checks).
+var knownPresets = map[string][]string{"": nil, "cn": {"mobile", "telecom", "unicom"}}
 
 // validate checks the decoded, defaulted configuration; it adds every
 // problem it finds to d.
@@ -63,8 +64,12 @@ func validate(c *Config, d *decoder) {
 
 	// smpp
 	s := &c.SMPP
-	if s.Listen == "" && s.TLSListen == "" {
-		p("smpp.listen", "no listener: set smpp.listen or smpp.tls_listen")
+	switch {
+	case s.Listen != "" || s.TLSListen != "":
+	case !d.set["smpp"]:
+		p("smpp.listen", "no listener: the file has no smpp section; add one, e.g. smpp: { listen: \"0.0.0.0:2775\" }")
+	default:
+		p("smpp.listen", "no listener: set smpp.listen (e.g. listen: \"0.0.0.0:2775\") or smpp.tls_listen")
 	}
 	checkListen(p, "smpp.listen", s.Listen)
 	checkListen(p, "smpp.tls_listen", s.TLSListen)
@@ -250,7 +255,7 @@ func validate(c *Config, d *decoder) {
 	if r.CountryCode == "" || len(r.CountryCode) > 3 || !digits(r.CountryCode) || r.CountryCode[0] == '0' {
 		p("routing.country_code", "%q is not a country calling code (1 to 3 digits, e.g. \"86\")", r.CountryCode)
 	}
-	if r.Preset != nil && !knownPresets[*r.Preset] {
+	if _, known := knownPresets[deref(r.Preset)]; r.Preset != nil && !known {
 		p("routing.preset", "unknown preset %q (known: \"cn\", or \"\" for none)", *r.Preset)
 	}
 	for _, prefix := range sortedKeys(r.Prefixes) {
@@ -271,6 +276,7 @@ func validate(c *Config, d *decoder) {
 			p("routing.default", "carrier %q is not defined in carriers", r.Default)
 		}
 	}
+	checkReachable(p, c)
 
 	// modems
 	modemNames := map[string]string{}
@@ -323,6 +329,61 @@ func validate(c *Config, d *decoder) {
 	if msg := checkLogFile(c.Log.Messages); msg != "" {
 		p("log.messages", "%s", msg)
 	}
+}
+
+// checkReachable reports a carrier no route reaches: the proxy restricts the
+// preset to the configured carriers (routing.Table.Restrict), so a carrier
+// whose name is not one of the preset's, that no routing.prefixes entry names
+// and that is not routing.default gets no message at all, while the numbers
+// meant for it take routing.default (the modem pool when "", and
+// ESME_RINVDSTADR when there are no modems).
+func checkReachable(p problemFunc, c *Config) {
+	preset := DefaultPreset // as the proxy reads a nil preset
+	if c.Routing.Preset != nil {
+		preset = *c.Routing.Preset
+	}
+	presetNames, known := knownPresets[preset]
+	if !known {
+		return // reported as an unknown preset
+	}
+	routed := map[string]bool{c.Routing.Default: true}
+	for _, name := range presetNames {
+		routed[name] = true
+	}
+	for _, name := range c.Routing.Prefixes {
+		routed[name] = true
+	}
+	for i, ca := range c.Carriers {
+		if ca.Name == "" || routed[ca.Name] {
+			continue
+		}
+		k := fmt.Sprintf("carriers[%d].name", i)
+		how := fmt.Sprintf("route numbers to it with routing.prefixes (e.g. \"138\": %s) or routing.default", ca.Name)
+		if len(presetNames) == 0 {
+			p(k, "no route reaches carrier %q: routing.preset is \"\" (none), no routing.prefixes entry names it and it is not routing.default, "+
+				"so it would get no message; %s", ca.Name, how)
+			continue
+		}
+		p(k, "no route reaches carrier %q: routing.preset %q knows only %s, no routing.prefixes entry names it and it is not routing.default, "+
+			"so it would get no message and the numbers meant for it go to routing.default (the modem pool when empty); "+
+			"name it %s as the preset does, or %s",
+			ca.Name, preset, strings.Join(presetNames, ", "), orList(presetNames), how)
+	}
+}
+
+// orList writes "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // checkLogFile says what keeps a log file from being opened for append at

@@ -113,6 +113,11 @@ type Dispatcher struct {
 
 	// msgLog is the message log (log.messages), off when nil (msglog.go).
 	msgLog msgLogCtl
+
+	// noRouteAt is when (UnixNano) the last "no route" warning was logged;
+	// noRouteSkipped counts the refusals not logged since.
+	noRouteAt      atomic.Int64
+	noRouteSkipped atomic.Int64
 }
 
 // Store outage handling (see the type's doc).
@@ -205,7 +210,15 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 	if c == nil {
 		// No carrier for this number (routing.default is ""): the modem pool.
 		if fo == nil {
-			log.get().Info("no route for destination and no modem pool")
+			// A warning (the route is a configuration gap), at most one a
+			// second: a bulk job to such numbers would flood the log.
+			if last, t := d.noRouteAt.Load(), now.UnixNano(); t-last >= int64(time.Second) && d.noRouteAt.CompareAndSwap(last, t) {
+				log.get().Warn("no route for destination and no modem pool", zap.String("status", "ESME_RINVDSTADR"),
+					zap.String("dest_prefix", dest[:min(len(dest), 3)]), zap.Int64("refused_since_last_line", d.noRouteSkipped.Swap(0)),
+					zap.String("fix", "route these numbers with routing.prefixes or routing.default, or add modems"))
+			} else {
+				d.noRouteSkipped.Add(1)
+			}
 			return SubmitOutcome{Status: statusInvDstAdr, Path: pathError}
 		}
 		return fo.queue(ctx, m, "route", log.get())

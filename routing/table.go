@@ -172,3 +172,17 @@ func (t *Table) Default() string { return t.def }
 
 // CountryCode returns the country code numbers are normalised against.
 func (t *Table) CountryCode() string { return t.cc }
+
+// PresetCarriers returns the sorted carrier names a preset routes to (nil
+// for "" or an unknown preset). A configuration's carrier that has none of
+// these names is reached only through routing.prefixes or routing.default.
+func PresetCarriers(preset string) []string {
+	set := map[string]bool{}
+	for _, s := range presets[preset] {
+		set[s.carrier] = true
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(set))
+}

@@ -95,15 +95,18 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 		log = zap.NewNop()
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: create directory %s: %w", dir, err)
+		return nil, fmt.Errorf("embedded store: create directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "spareline.db")
 	db, err := bolt.Open(path, 0o600, boltOpenOptions())
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("store: %s is locked by another process", path)
+		// No "store: " prefix: the gateway adds one to every error of
+		// opening the store, and an operator reads this line as it is.
+		return nil, fmt.Errorf("embedded store %s is in use: another spareline (or another process) holds it. "+
+			"Stop that one, give this one its own store.path, or set store.redis on both to share one Redis store", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, fmt.Errorf("embedded store: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMsg, bCarrier, bOrphan, bExpiry, bDeliv, bDelivIdx, bQueue, bQueueIdx, bLease} {
@@ -115,7 +118,7 @@ func OpenBolt(dir string, ttl time.Duration, log *zap.Logger) (*Bolt, error) {
 	})
 	if err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
+		return nil, fmt.Errorf("embedded store: initialise %s: %w", path, err)
 	}
 	var wal *walState
 	if boltWAL {

@@ -95,6 +95,7 @@ func TestParseRedisURL(t *testing.T) {
 			}},
 		{"redis-sentinel://s1:26379/m", "failover", []string{"s1:26379"}, func(c *redisConfig) bool { return c.failover.Password == "" }},
 		{"redis-cluster://n1:7000,[::1]:7001", "cluster", []string{"n1:7000", "[::1]:7001"}, nil},
+		{"redis://localhost:63799", "simple", []string{"localhost:63799"}, nil}, // unusual, but a port
 	} {
 		cfg, err := parseRedisURL(c.url)
 		if err != nil {
@@ -130,6 +131,7 @@ func TestParseRedisURL(t *testing.T) {
 		"", "localhost:6379", "http://h:1", "redis-sentinel://:secret@h:1", "redis-sentinel://:secret@h/m",
 		"redis-sentinel://h:1,/m", "redis-sentinel://h:99999/m", "redis-cluster://h:1/x", "redis-cluster://h:1?db=2",
 		"redis-sentinel://h:1/m?colour=red", "redis://:secret@h:1/notanumber", "redis://:secret@h:1/0?max_retries=3",
+		"redis://:secret@localhost:637990", "rediss://:secret@h:0", "redis-cluster://:secret@a:1,b:70000",
 	} {
 		_, err := parseRedisURL(bad)
 		var ue *URLError

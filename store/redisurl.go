@@ -87,6 +87,36 @@ func redactURL(raw string) string {
 	return scheme + "://" + user + ":xxxxx" + rest[at:]
 }
 
+// checkAddr says what is wrong with a server address of a Redis URL (""
+// when nothing is): it must be host:port with a port in 1-65535. addr
+// never holds the URL's user information.
+func checkAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("address %q: want host:port", addr)
+	}
+	if host == "" {
+		return fmt.Sprintf("address %q: empty host", addr)
+	}
+	n, err := strconv.Atoi(port)
+	switch {
+	case err != nil && !allDigits(port):
+		return fmt.Sprintf("address %q: port %q is not a number", addr, port)
+	case err != nil || n < 1 || n > 65535:
+		return fmt.Sprintf("address %q: port %s is out of range: want 1-65535 (Redis listens on 6379, Sentinel on 26379)", addr, port)
+	}
+	return ""
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // parseRedisURL parses the store's Redis URL forms (see the package doc).
 // CheckRedisURL reports what NewRedis would refuse in a URL (scheme,
 // address, database number, options), without connecting: `spareline check`
@@ -122,6 +152,11 @@ func parseRedisURL(raw string) (*redisConfig, error) {
 			}
 			return nil, bad("%v", err)
 		}
+		// url.Parse takes any digits as a port: 63799 would only fail at
+		// the first dial.
+		if msg := checkAddr(o.Addr); msg != "" {
+			return nil, bad("%s", msg)
+		}
 		return &redisConfig{simple: o}, nil
 	case "redis-sentinel", "redis-cluster":
 	default:
@@ -148,16 +183,10 @@ func parseRedisURL(raw string) (*redisConfig, error) {
 	}
 	var addrs []string
 	for h := range strings.SplitSeq(hostpart, ",") {
-		host, port, err := net.SplitHostPort(h)
-		if err != nil {
-			return nil, bad("address %q: want host:port", h)
+		if msg := checkAddr(h); msg != "" {
+			return nil, bad("%s", msg)
 		}
-		if host == "" {
-			return nil, bad("address %q: empty host", h)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, bad("address %q: port must be 1-65535", h)
-		}
+		host, port, _ := net.SplitHostPort(h)
 		addrs = append(addrs, net.JoinHostPort(host, port))
 	}
 	q, err := url.ParseQuery(query)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/proxy"
 	"github.com/spareline/spareline/test/modemsim"
 	"github.com/spareline/spareline/test/platform"
 	"github.com/spareline/spareline/test/smscsim"
@@ -105,6 +107,10 @@ carriers:
 	gw, err := startGateway(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "demo: gateway:", err)
+		if errors.Is(err, syscall.EADDRINUSE) && strings.HasPrefix(err.Error(), "http.listen") {
+			fmt.Fprintf(stderr, "demo: the status page address %s is taken (another demo or spareline, or another program): "+
+				"run spareline demo --http 127.0.0.1:9091 (any free port; --http 127.0.0.1:0 picks one)\n", *httpAddr)
+		}
 		return 1
 	}
 	defer func() {
@@ -246,27 +252,31 @@ carriers:
 		case <-tick.C:
 		}
 	}
+	back := false
 	if ctx.Err() == nil {
 		if err := smscs[*fail].Restart(); err == nil {
+			back = true
 			flush()
-			fmt.Fprintf(stdout, ">>> operator %s is back: on probation, then traffic returns to it\n", *fail)
+			fmt.Fprintf(stdout, ">>> operator %s is back: spareline binds to it again (it redials with a backoff of up to a minute), then after probation traffic returns to it\n", *fail)
 		}
 	}
-	deadline := time.After(30 * time.Second)
-wait:
-	for ctx.Err() == nil && receipts.Load() < ok.Load() {
-		progress()
-		select {
-		case <-ctx.Done():
-		case <-deadline:
-			break wait
-		case <-tick.C:
-		}
-	}
+	// The summary tells what happened: every receipt in (at most 30 s)
+	// and, when the operator came back, spareline bound to it again (at
+	// most 75 s: the longest redial backoff, jittered, and the bind).
+	rebound := func() bool { return !back || gw.Health.State(*fail) != proxy.StateDown }
+	settle(ctx, tick.C, time.After(30*time.Second), time.After(75*time.Second),
+		func() bool { return receipts.Load() >= ok.Load() }, rebound, progress)
 	flush()
+	if back && rebound() {
+		fmt.Fprintf(stdout, ">>> spareline is bound to %s again: on probation for 10s (failover.up_after), then traffic returns to it\n", *fail)
+	}
 	st := gw.Snapshot(ctx)
 	for _, c := range st.Carriers {
-		say("carrier %-8s %-9s since %s (%s)", c.Name, c.State, c.Since.Format("15:04:05"), c.Reason)
+		note := ""
+		if back && c.Name == *fail && c.State == "down" {
+			note = "; the operator is back, spareline has not bound to it yet (it redials with backoff)"
+		}
+		say("carrier %-8s %-9s since %s (%s%s)", c.Name, c.State, c.Since.Format("15:04:05"), c.Reason, note)
 	}
 	say("done: %d acknowledged, %d refused, %d receipts; every acknowledged message was delivered by a carrier or a modem", ok.Load(), failed.Load(), receipts.Load())
 	if *exit {
@@ -278,6 +288,29 @@ wait:
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping")
 	return 0
+}
+
+// settle waits until every receipt is in (or receiptsBy fires) and the
+// failed operator is bound again (or reboundBy fires), showing progress at
+// each tick, so that the summary that follows tells what happened: an
+// operator announced back is not summed up as down because its carrier was
+// still in its redial backoff when the last receipt came.
+func settle(ctx context.Context, tick <-chan time.Time, receiptsBy, reboundBy <-chan time.Time,
+	receiptsIn, rebound func() bool, progress func()) {
+	for ctx.Err() == nil {
+		if (receiptsBy == nil || receiptsIn()) && (reboundBy == nil || rebound()) {
+			return
+		}
+		progress()
+		select {
+		case <-ctx.Done():
+		case <-receiptsBy:
+			receiptsBy = nil
+		case <-reboundBy:
+			reboundBy = nil
+		case <-tick:
+		}
+	}
 }
 
 // isTerminal reports whether w is a terminal (a character device), where a

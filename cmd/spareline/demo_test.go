@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -31,10 +33,11 @@ func TestDemoHeadless(t *testing.T) {
 }
 
 var (
-	statusLine = regexp.MustCompile(`status page:\s+http://(\S+)/status`)
-	doneLine   = regexp.MustCompile(`done: (\d+) acknowledged, (\d+) refused, (\d+) receipts`)
-	modemsCol  = regexp.MustCompile(`\| modems\s+(\d+) \|`)
-	failedCol  = regexp.MustCompile(`unicom\s+(\d+)`)
+	statusLine  = regexp.MustCompile(`status page:\s+http://(\S+)/status`)
+	doneLine    = regexp.MustCompile(`done: (\d+) acknowledged, (\d+) refused, (\d+) receipts`)
+	modemsCol   = regexp.MustCompile(`\| modems\s+(\d+) \|`)
+	failedCol   = regexp.MustCompile(`unicom\s+(\d+)`)
+	summaryDown = regexp.MustCompile(`carrier unicom\s+down`)
 )
 
 // runDemo runs the demo with its status page on httpAddr and returns the
@@ -96,6 +99,10 @@ func runDemo(t *testing.T, httpAddr string) string {
 	// The operator failed and its traffic went to the modems.
 	if !strings.Contains(text, ">>> operator unicom is DOWN") || !strings.Contains(text, ">>> operator unicom is back") {
 		t.Error("the output does not tell that unicom failed and came back")
+	}
+	// ... and the summary agrees: spareline bound to it again.
+	if !strings.Contains(text, ">>> spareline is bound to unicom again") || summaryDown.MatchString(text) {
+		t.Error("unicom is announced back but the summary does not show spareline bound to it again")
 	}
 	progress := modemsCol.FindAllStringSubmatch(text, -1)
 	if len(progress) == 0 {
@@ -213,7 +220,7 @@ func leakedGoroutines() []string {
 	}
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "TestDemoHeadless") || strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "spareline/") {
+		if strings.Contains(g, "spareline.TestDemo") || strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "spareline/") {
 			continue
 		}
 		if strings.Contains(g, "github.com/spareline/spareline/") || strings.Contains(g, "net/http.(*") ||
@@ -222,4 +229,55 @@ func leakedGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// With the status page's port taken, the demo says which flag moves it.
+func TestDemoHTTPPortBusySuggestsFlag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var out, errb bytes.Buffer
+	if rc := run([]string{"demo", "--exit", "--http", ln.Addr().String(), "--messages", "1"}, &out, &errb); rc != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", rc, out.String(), errb.String())
+	}
+	for _, want := range []string{"address already in use", "the status page address " + ln.Addr().String() + " is taken",
+		"spareline demo --http 127.0.0.1:9091", "--http 127.0.0.1:0"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errb.String())
+		}
+	}
+	assertNoLeak(t)
+}
+
+// After the failed operator is back, the demo's summary waits for
+// spareline to bind to it again (its redial backoff may outlast the last
+// receipt), so that it does not sum the operator up as down.
+func TestDemoSettleWaitsForRebind(t *testing.T) {
+	tick := make(chan time.Time)
+	var bound atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		settle(context.Background(), tick, make(chan time.Time), make(chan time.Time),
+			func() bool { return true }, bound.Load, func() {})
+	}()
+	for range 3 {
+		select {
+		case tick <- time.Time{}: // settle is still waiting: every receipt is in, the carrier is not bound
+		case <-done:
+			t.Fatal("settle returned with every receipt in but the operator's carrier still down")
+		}
+	}
+	bound.Store(true)
+	select {
+	case tick <- time.Time{}:
+	case <-done:
+	}
+	<-done
+	// Bounded: a carrier that never binds again does not hold the summary.
+	by := make(chan time.Time, 1)
+	by <- time.Time{}
+	settle(context.Background(), tick, make(chan time.Time), by, func() bool { return true }, func() bool { return false }, func() {})
 }

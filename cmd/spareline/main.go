@@ -16,6 +16,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,8 +28,48 @@ import (
 	"github.com/spareline/spareline/proxy"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; left at
+// "dev", it comes from the build information Go embeds (see buildVersion).
 var version = "dev"
+
+func init() {
+	bi, _ := debug.ReadBuildInfo()
+	version = buildVersion(version, bi)
+}
+
+// buildVersion is the version to print: v when the build set one (-ldflags
+// "-X main.version=v1.2.0"); else the module version Go recorded (`go
+// build` in a git checkout records a pseudo-version such as
+// v0.0.0-20261126110346-869200e26980, with +dirty for uncommitted changes),
+// or "dev+" and the commit when only vcs.revision is known; "dev" when the
+// binary knows nothing (go run, go test, a copy without .git, or
+// -buildvcs=false).
+func buildVersion(v string, bi *debug.BuildInfo) string {
+	if v != "dev" || bi == nil {
+		return v
+	}
+	var rev string
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	out := bi.Main.Version
+	if out == "" || out == "(devel)" {
+		if rev == "" {
+			return v
+		}
+		out = "dev+" + rev[:min(len(rev), 12)]
+	}
+	if modified && !strings.HasSuffix(out, "+dirty") {
+		out += "+dirty"
+	}
+	return out
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

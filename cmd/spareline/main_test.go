@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spareline/spareline/store"
 	"github.com/spareline/spareline/test/modemsim"
 )
 
@@ -74,5 +75,40 @@ func TestCheckNamesKeyAndLine(t *testing.T) {
 	errb.Reset()
 	if rc := run([]string{"check", "--config", "../../examples/spareline.yaml"}, &out, &errb); rc != 0 {
 		t.Fatalf("example config: %s", errb.String())
+	}
+}
+
+// A second `spareline run` on the store another process holds exits 1 with
+// one message that says who holds the store and what to do; the store's
+// name is said once.
+func TestRunOnHeldStoreSaysWhatToDo(t *testing.T) {
+	bin := buildSpareline(t)
+	dir := t.TempDir()
+	held, err := store.OpenBolt(filepath.Join(dir, "data"), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	cfg := filepath.Join(dir, "spareline.yaml")
+	writeFile(t, cfg, testConfig(dir, "127.0.0.1:1", []account{{"platform", "secret"}}, ""))
+	c := startChild(t, bin, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
+	defer cancel()
+	l, err := c.waitLog(ctx, 0, `"start failed"`, msgIs("start failed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := l["error"].(string)
+	for _, want := range []string{"store: embedded store " + filepath.Join(dir, "data", "spareline.db") + " is in use",
+		"another spareline (or another process) holds it", "Stop that one", "store.path", "store.redis"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	if strings.Count(msg, "store:") != 1 {
+		t.Errorf("error %q: want one \"store:\" prefix", msg)
+	}
+	if code, err := c.wait(ctx); err != nil || code != 1 {
+		t.Errorf("exit %d (%v), want 1", code, err)
 	}
 }
