@@ -59,7 +59,7 @@ carriers:
   - { name: seedco1, address: "127.0.0.1:1", system_id: ent01, password: pw, binds: 1 }
 modems:
   - { name: seedm1, device: /dev/spareline-test-seedm1 }
-routing: { country_code: "86", preset: cn }
+routing: { country_code: "86", preset: cn, prefixes: { "1990": seedco1 } }
 `, dir)
 		c, err := config.Parse([]byte(y), "seed.yaml")
 		if err != nil {
@@ -69,6 +69,7 @@ routing: { country_code: "86", preset: cn }
 			add := c.Carriers[0]
 			add.Name = "seedco2"
 			c.Carriers = append(c.Carriers, add)
+			c.Routing.Prefixes["1991"] = "seedco2"
 			m := c.Modems[0]
 			m.Name, m.Device = "seedm2", "/dev/spareline-test-seedm2"
 			c.Modems = append(c.Modems, m)
