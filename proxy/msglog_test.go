@@ -444,14 +444,7 @@ func TestMaskSource(t *testing.T) {
 func TestMessageLogOneReceiptLinePerRecordedReceipt(t *testing.T) {
 	st := openTestBolt(t)
 	d := newTestDispatcher(t, st)
-	path := filepath.Join(t.TempDir(), "messages.log")
-	f, err := openLogFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ml := newMessageLog(f, path, zap.NewNop())
-	t.Cleanup(ml.Close)
-	d.msgLog.cur.Store(ml)
+	path, ml := attachMessageLog(t, d)
 	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
 	m := sentMessage(t, st, d, "C9", 0x11)
 	for _, stat := range []string{"ENROUTE", "DELIVRD", "DELIVRD", "ENROUTE"} {
@@ -506,6 +499,21 @@ func TestMessageLogRefusesAFIFO(t *testing.T) {
 		_ = f.Close()
 		t.Fatal("a FIFO was opened as the message log")
 	}
+}
+
+// attachMessageLog makes d write a message log to a file of the test's;
+// it returns the file's path and the log.
+func attachMessageLog(t *testing.T, d *Dispatcher) (string, *MessageLog) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "messages.log")
+	f, err := openLogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ml := newMessageLog(f, path, zap.NewNop())
+	t.Cleanup(ml.Close)
+	d.msgLog.cur.Store(ml)
+	return path, ml
 }
 
 // msgLogServer is a test server whose dispatcher writes its message log to

@@ -502,12 +502,8 @@ func (d *Dispatcher) retryOrphan(ctx context.Context, c *Carrier, m *store.Messa
 		if err == nil {
 			return nil
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
+		if sleepCtx(ctx, wait) != nil {
+			return err // the last try's
 		}
 	}
 }

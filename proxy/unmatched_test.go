@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -46,14 +45,7 @@ func held(t *testing.T, st store.Store, account string) [][]byte {
 func TestUnmatchedReceiptPassedAsSent(t *testing.T) {
 	st := openTestBolt(t)
 	d, c := unmatchedSetup(t, st, 50*time.Millisecond)
-	path := filepath.Join(t.TempDir(), "messages.log")
-	f, err := openLogFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ml := newMessageLog(f, path, zap.NewNop())
-	t.Cleanup(ml.Close)
-	d.msgLog.cur.Store(ml)
+	path, _ := attachMessageLog(t, d)
 	sm, body := carrierReceipt(t, "PRE-7781", "DELIVRD")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
