@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -32,9 +31,7 @@ func TestReloadReconnectsBindsOneAtATime(t *testing.T) {
 		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}
 	c := NewCarrier(cfg, h, zap.NewNop())
 	h.Attach(c)
-	ctx, cancel := context.WithCancel(context.Background())
-	c.Start(ctx)
-	t.Cleanup(func() { cancel(); c.Stop() })
+	runCarrier(t, c)
 	a, b := nextConn(t, conns), nextConn(t, conns)
 	bindOK(t, a, cmdBindTransceiver)
 	bindOK(t, b, cmdBindTransceiver)

@@ -56,10 +56,16 @@ func startTestCarrierCfg(t *testing.T, cfg config.Carrier) *Carrier {
 		cfg.ConnectTimeout = config.Duration(10 * time.Second)
 	}
 	c := NewCarrier(cfg, NewHealth(3, 0, zap.NewNop()), zap.NewNop())
+	runCarrier(t, c)
+	return c
+}
+
+// runCarrier starts c until the test ends.
+func runCarrier(t *testing.T, c *Carrier) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.Start(ctx)
 	t.Cleanup(func() { cancel(); c.Stop() })
-	return c
 }
 
 func nextConn(t *testing.T, conns <-chan net.Conn) *peer {
@@ -188,9 +194,7 @@ func TestCarrierReloadChangesBinds(t *testing.T) {
 	cfg := config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
 		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}
 	c := NewCarrier(cfg, h, zap.NewNop())
-	ctx, cancel := context.WithCancel(context.Background())
-	c.Start(ctx)
-	t.Cleanup(func() { cancel(); c.Stop() })
+	runCarrier(t, c)
 
 	first := nextConn(t, conns)
 	bindOK(t, first, cmdBindTransceiver)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"testing"
 	"time"
 
@@ -26,9 +25,7 @@ func TestCarrierDeliverAnswersAlwaysCarryMessageID(t *testing.T) {
 		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
 		NewHealth(3, 0, zap.NewNop()), zap.NewNop())
 	d.SetCarriers([]*Carrier{c})
-	ctx, cancel := context.WithCancel(context.Background())
-	c.Start(ctx)
-	t.Cleanup(func() { cancel(); c.Stop() })
+	runCarrier(t, c)
 	p := nextConn(t, conns)
 	bindOK(t, p, cmdBindTransceiver)
 	waitBound(t, c, 1)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -31,9 +30,7 @@ func TestCarrierTraceLogsPDUs(t *testing.T) {
 	cfg := config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "s3cret", Binds: 1, Window: 8, Trace: true,
 		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)}
 	c := NewCarrier(cfg, NewHealth(3, 0, zap.NewNop()), zap.New(core))
-	ctx, cancel := context.WithCancel(context.Background())
-	c.Start(ctx)
-	t.Cleanup(func() { cancel(); c.Stop() })
+	runCarrier(t, c)
 	p := nextConn(t, conns)
 	bindOK(t, p, cmdBindTransceiver)
 	waitBound(t, c, 1)
