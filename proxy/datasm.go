@@ -135,7 +135,9 @@ func submitName(id uint32) string {
 // message_payload moves into short_message when it fits its 254 octets (the
 // carriers see the most ordinary submit_sm; longer content stays in
 // message_payload); qos_time_to_live becomes a relative validity_period;
-// every other optional parameter is kept as sent.
+// the parameters only data_sm defines (network, bearer and telematics
+// types, set_dpf), which a strict SMSC refuses in a submit_sm, are left
+// out; every other optional parameter is kept as sent.
 func dataSMAsSubmit(body []byte) ([]byte, error) {
 	asDeliver, err := dataSMAsDeliver(body) // the same layout as submit_sm
 	if err != nil {
@@ -158,6 +160,12 @@ func dataSMAsSubmit(body []byte) ([]byte, error) {
 			if ttl := binary.BigEndian.Uint32(t.Value); ttl > 0 { // 0: none given
 				validity = relativeTime(ttl)
 			}
+			continue
+		case 0x0006, 0x0007, 0x0008, 0x000E, 0x000F, 0x0010, 0x0421:
+			// Only data_sm defines these (§4.7.1; §4.4.1 has none):
+			// dest_network_type, dest_bearer_type, dest_telematics_id,
+			// source_network_type, source_bearer_type,
+			// source_telematics_id, set_dpf.
 			continue
 		case tagMessagePayload:
 			// One content: a second message_payload would leave the

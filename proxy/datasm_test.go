@@ -134,7 +134,8 @@ func TestDataSMAsSubmit(t *testing.T) {
 	body := dataSMBody("10690001", "8613800138000", 0, 1, 8,
 		TLV{Tag: tagQosTimeToLive, Value: ttl},
 		TLV{Tag: tagMessagePayload, Value: []byte{0x4f, 0x60, 0x59, 0x7d}},
-		TLV{Tag: 0x0204, Value: sar}) // user_message_reference, kept
+		TLV{Tag: 0x0204, Value: sar}, // user_message_reference, kept
+		TLV{Tag: 0x000E, Value: []byte{1}}, TLV{Tag: 0x0421, Value: []byte{1}}) // source_network_type, set_dpf: data_sm's only
 	out, err := dataSMAsSubmit(body)
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +156,11 @@ func TestDataSMAsSubmit(t *testing.T) {
 	}
 	if v, ok := m.TLV(0x0204); !ok || !bytes.Equal(v, sar) {
 		t.Errorf("user_message_reference %x %v", v, ok)
+	}
+	for _, tag := range []uint16{0x000E, 0x0421} {
+		if _, ok := m.TLV(tag); ok {
+			t.Errorf("tag 0x%04X, which only data_sm defines, kept in the submit_sm", tag)
+		}
 	}
 	if status, err := m.validateContent(); err != nil {
 		t.Errorf("refused by submit_sm's own checks: %#x %v", status, err)
