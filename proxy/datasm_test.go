@@ -134,7 +134,7 @@ func TestDataSMAsSubmit(t *testing.T) {
 	body := dataSMBody("10690001", "8613800138000", 0, 1, 8,
 		TLV{Tag: tagQosTimeToLive, Value: ttl},
 		TLV{Tag: tagMessagePayload, Value: []byte{0x4f, 0x60, 0x59, 0x7d}},
-		TLV{Tag: 0x0204, Value: sar}, // user_message_reference, kept
+		TLV{Tag: 0x0204, Value: sar},                                           // user_message_reference, kept
 		TLV{Tag: 0x000E, Value: []byte{1}}, TLV{Tag: 0x0421, Value: []byte{1}}) // source_network_type, set_dpf: data_sm's only
 	out, err := dataSMAsSubmit(body)
 	if err != nil {
