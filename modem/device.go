@@ -134,12 +134,12 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			log.Info("short message type 0 (TP-PID 0x40) discarded", zap.String("from", d.From))
 			return
 		}
-		text, complete := d.Text, true
+		text, data, complete := d.Text, d.Data, true
 		if d.Concat != nil && d.Concat.Total > 1 {
-			text, complete = reasm.Add(d, time.Now())
+			text, data, complete = reasm.AddData(d, time.Now())
 		}
 		if complete {
-			handOver(devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: d.From, Text: text, Time: d.SCTS}})
+			handOver(devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: d.From, Text: text, Data: data, Time: d.SCTS}})
 		}
 	}
 	stored := func(st *Stored) {

@@ -2,6 +2,7 @@ package modem_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -740,5 +741,53 @@ func TestShortMessageType0IsDiscarded(t *testing.T) {
 	nextIncoming(t, ctx, p, "after the silent one")
 	if n := sim.Stored(); n != 0 {
 		t.Fatalf("%d messages left on the SIM", n)
+	}
+}
+
+// An 8-bit (binary) message arriving on a modem is handed over with its
+// octets as sent, not as an empty text; a binary message in two parts is
+// joined.
+func TestBinaryIncomingMessageKeepsItsOctets(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	waitUp(t, ctx, p, "m0")
+	// SMSC "00"; SMS-DELIVER (MTI 00, MMS); TP-OA +8613900000000; PID 00;
+	// DCS 04 (8-bit); SCTS; then the user data (with a UDH when udh).
+	deliver := func(udh []byte, ud []byte) []byte {
+		first := byte(0x04)
+		if udh != nil {
+			first |= 0x40 // TP-UDHI
+		}
+		b := []byte{0x00, first, 0x0D, 0x91, 0x68, 0x31, 0x09, 0x00, 0x00, 0x00, 0xF0, 0x00, 0x04,
+			0x62, 0x11, 0x62, 0x11, 0x00, 0x00, 0x00}
+		full := ud
+		if udh != nil {
+			full = append(append([]byte{byte(len(udh))}, udh...), ud...)
+		}
+		return append(append(b, byte(len(full))), full...)
+	}
+	if err := sim.DeliverPDU(deliver(nil, []byte{0xDE, 0xAD, 0x00, 0xEF})); err != nil {
+		t.Fatal(err)
+	}
+	next := func() modem.Incoming {
+		t.Helper()
+		select {
+		case in := <-p.Incoming():
+			return in
+		case <-ctx.Done():
+			t.Fatal("no incoming message")
+		}
+		return modem.Incoming{}
+	}
+	if in := next(); in.Text != "" || !bytes.Equal(in.Data, []byte{0xDE, 0xAD, 0x00, 0xEF}) || in.From != "+8613900000000" {
+		t.Fatalf("incoming %+v, want the 4 octets from +8613900000000", in)
+	}
+	concat := func(seq byte) []byte { return []byte{0x00, 0x03, 0x2A, 0x02, seq} }
+	if err := sim.DeliverPDU(deliver(concat(1), []byte{0x01, 0x02}), deliver(concat(2), []byte{0x03})); err != nil {
+		t.Fatal(err)
+	}
+	if in := next(); !bytes.Equal(in.Data, []byte{0x01, 0x02, 0x03}) {
+		t.Fatalf("incoming %+v, want the two parts' octets joined", in)
 	}
 }

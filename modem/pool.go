@@ -101,6 +101,7 @@ type Incoming struct {
 	Modem string
 	From  string
 	Text  string
+	Data  []byte    // an 8-bit (binary) message's content, parts joined; Text is "" then
 	Time  time.Time // the SC time stamp
 }
 

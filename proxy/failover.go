@@ -1109,6 +1109,9 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 			break
 		}
 	}
+	if in.Data != nil {
+		dc, payload = 4, in.Data // 8-bit binary (SMPP 3.4 §5.2.19), as the handset sent it
+	}
 	if dc == 8 {
 		u := utf16.Encode([]rune(in.Text))
 		payload = make([]byte, 0, 2*len(u))

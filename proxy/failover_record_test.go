@@ -291,3 +291,22 @@ func TestStatusReportWords(t *testing.T) {
 		}
 	}
 }
+
+// A binary message arriving on a modem reaches the platform as 8-bit data
+// (data_coding 4) with its octets, not as an empty text.
+func TestModemBinaryMOReachesThePlatformAsData(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	d.SetMOAccount("acct")
+	fo := NewFailover(d, &fakePool{}, FailoverConfig{CountryCode: "86", ModemNumbers: map[string]string{"m0": "+8613900000009"}}, zap.NewNop())
+	data := []byte{0xDE, 0xAD, 0x00, 0xEF}
+	fo.incoming(context.Background(), modem.Incoming{Modem: "m0", From: "+8613900000000", Data: data})
+	list, err := st.PendingDeliveries(context.Background(), "acct", 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("%d deliveries, %v; want the MO message", len(list), err)
+	}
+	sm, err := ParseShortMessage(list[0].Body)
+	if err != nil || sm.DataCoding != 4 || !bytes.Equal(sm.Message, data) || sm.Source != "13900000000" || sm.Dest != "13900000009" {
+		t.Fatalf("MO %+v, %v; want data_coding 4 with the octets, from 13900000000 to 13900000009", sm, err)
+	}
+}

@@ -19,16 +19,17 @@ type reassemblyKey struct {
 type pendingMessage struct {
 	first time.Time  // when the first part arrived
 	parts [][]uint16 // index seq-1: the part's text as UTF-16 units; nil until arrived
+	data  [][]byte   // index seq-1: an 8-bit part's user data
 	have  []bool
 	n     int // parts arrived
 }
 
-func (r *Reassembler) add(d *Deliver, now time.Time) (string, bool) {
+func (r *Reassembler) add(d *Deliver, now time.Time) (string, []byte, bool) {
 	if d == nil {
-		return "", false
+		return "", nil, false
 	}
 	if d.Concat == nil {
-		return d.Text, true
+		return d.Text, d.Data, true
 	}
 	maxAge := r.MaxAge
 	if maxAge <= 0 {
@@ -44,12 +45,12 @@ func (r *Reassembler) add(d *Deliver, now time.Time) (string, bool) {
 	}
 	c := d.Concat
 	if c.Total < 1 || c.Seq < 1 || c.Seq > c.Total {
-		return "", false
+		return "", nil, false
 	}
 	k := reassemblyKey{d.From, c.Ref, c.Total}
 	p := r.pending[k]
 	if p == nil {
-		p = &pendingMessage{first: now, parts: make([][]uint16, c.Total), have: make([]bool, c.Total)}
+		p = &pendingMessage{first: now, parts: make([][]uint16, c.Total), data: make([][]byte, c.Total), have: make([]bool, c.Total)}
 		r.pending[k] = p
 	}
 	if !p.have[c.Seq-1] { // a repeated part replaces nothing and counts once
@@ -61,13 +62,17 @@ func (r *Reassembler) add(d *Deliver, now time.Time) (string, bool) {
 			u = utf16.Encode([]rune(d.Text))
 		}
 		p.parts[c.Seq-1] = u
+		p.data[c.Seq-1] = d.Data
 		p.n++
 	}
 	if p.n < c.Total {
-		return "", false
+		return "", nil, false
 	}
 	delete(r.pending, k)
-	return string(utf16.Decode(slices.Concat(p.parts...))), true
+	if data := slices.Concat(p.data...); len(data) > 0 {
+		return "", data, true // 8-bit parts
+	}
+	return string(utf16.Decode(slices.Concat(p.parts...))), nil, true
 }
 
 // Pending is the number of incomplete messages held.

@@ -175,6 +175,14 @@ type Reassembler struct {
 // Add gives one part; when the message is complete it returns the whole text
 // and true. Parts of incomplete messages are dropped after MaxAge.
 func (r *Reassembler) Add(d *Deliver, now time.Time) (text string, complete bool) {
+	text, _, complete = r.add(d, now)
+	return text, complete
+}
+
+// AddData is Add for messages that may be 8-bit data: a complete message
+// of 8-bit parts is returned as data (its parts' user data joined, UDHs
+// left out), text "".
+func (r *Reassembler) AddData(d *Deliver, now time.Time) (text string, data []byte, complete bool) {
 	return r.add(d, now)
 }
 
