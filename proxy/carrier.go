@@ -480,6 +480,15 @@ func (c *Carrier) reconnect() {
 func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64) {
 	c.live.Store(loginOf(c.cfg.Load()))
 	c.connGen.Add(1)
+	// Binds held off by a refused login (the old one, refused since) dial
+	// with the settings the trial showed the carrier takes, now.
+	c.authUntil.Store(0)
+	for _, b := range c.bindList() {
+		select {
+		case b.retry <- struct{}{}:
+		default:
+		}
+	}
 	tick := time.NewTicker(10 * time.Millisecond) // a reload is rare: polled
 	defer tick.Stop()
 	live := c.live.Load()
@@ -490,6 +499,12 @@ func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64) {
 		}
 		if l := b.login.Load(); l != nil && *l == *live {
 			continue // reconnected with the new settings meanwhile
+		}
+		// As checkBound: no new submit on s, those in flight answered
+		// (at most response_timeout), then the unbind: a submit cut by it
+		// would go to the modems, maybe a second time at the handset.
+		if b.sess.CompareAndSwap(s, nil) {
+			drainSession(s, c.cfg.Load().ResponseTimeout.D())
 		}
 		s.Unbind(context.WithoutCancel(ctx))
 		deadline := time.NewTimer(c.cfg.Load().ConnectTimeout.D() + time.Second)
@@ -823,22 +838,41 @@ func (b *carrierBind) run(ctx context.Context) {
 		b.state.Store("connecting")
 		start := time.Now()
 		err := b.connectAndServe(ctx, log)
-		if probe {
-			c.authProbing.Store(false)
-		}
 		if ctx.Err() != nil {
+			if probe {
+				c.authProbing.Store(false)
+			}
 			break
 		}
 		var ae *AuthError
+		if errors.As(err, &ae) && c.dropLiveLogin() {
+			// The login the binds kept while a reloaded one was on trial is
+			// refused now: the carrier has applied the reloaded one (a
+			// password rotated on both sides, the file first). Dial with it
+			// at once rather than hold every bind off for authRetry.
+			if probe {
+				c.authProbing.Store(false)
+			}
+			log.Warn("carrier refused the login the binds were keeping during the trial of the reloaded one; the binds dial with the reloaded settings",
+				zap.String("status", StatusString(ae.Status)))
+			c.health.noteBindDown(c, err)
+			continue
+		}
 		if errors.As(err, &ae) {
 			b.state.Store("auth_failed")
 			wait := authRetry*3/4 + rand.N(authRetry/2+1)
 			log.Error("carrier refused spareline's credentials; this bind tries again only after a config reload or a long wait",
 				zap.String("status", StatusString(ae.Status)), zap.Duration("in", wait))
 			c.health.noteBindDown(c, err)
-			c.holdAuth(wait)
+			c.holdAuth(wait) // before authProbing is cleared: no other bind asks meanwhile
+			if probe {
+				c.authProbing.Store(false)
+			}
 			backoff = time.Second
 			continue
+		}
+		if probe {
+			c.authProbing.Store(false)
 		}
 		if time.Since(start) > 30*time.Second {
 			backoff = time.Second
@@ -885,6 +919,22 @@ func (c *Carrier) authHold() (wait time.Duration, probe bool) {
 		return 0, true
 	}
 	return authPoll, false
+}
+
+// dropLiveLogin makes the file's address and login the live one when they
+// differ (a trial of reloaded ones is pending: dialConfig), and reports
+// whether it did.
+func (c *Carrier) dropLiveLogin() bool {
+	file := loginOf(c.cfg.Load())
+	for {
+		live := c.live.Load()
+		if *live == *file {
+			return false
+		}
+		if c.live.CompareAndSwap(live, file) {
+			return true
+		}
+	}
 }
 
 // holdAuth holds every bind of the carrier off for wait (a refused login):

@@ -563,3 +563,35 @@ func TestCarrierBindAddressRange(t *testing.T) {
 		t.Fatalf("bind %+v body %q, want %q", f.Header, f.Body, want)
 	}
 }
+
+// A password rotated on both sides, the file first: the trial of the new
+// password is refused (the carrier has not applied it yet), then the
+// carrier applies it and drops the session. The bind redials with the
+// login it kept, is refused, and dials with the reloaded password at once,
+// rather than holding off for authRetry with the carrier down.
+func TestReloadRotationAppliedByTheCarrierAfterTheFile(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour
+	t.Cleanup(func() { authRetry = old })
+	c, working, conns := boundTestCarrier(t)
+	cfg := c.Config()
+	cfg.Password = "new"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	f := trial.read()
+	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil) // not applied yet
+	trial.expectClosed()
+
+	_ = working.conn.Close() // the carrier applies it and drops the session
+	again := nextConn(t, conns)
+	if f = again.read(); bindPassword(t, f) == "new" {
+		t.Fatal("the bind redialled with the password on trial, not the one it kept")
+	}
+	again.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	next := nextConn(t, conns)
+	if f = next.read(); bindPassword(t, f) != "new" {
+		t.Fatalf("after the kept login was refused the bind dialled with %q, want the reloaded password", bindPassword(t, f))
+	}
+	next.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	waitBound(t, c, 1)
+}
