@@ -34,7 +34,7 @@ import (
 //     on_unknown "resend" queues it now (a possible duplicate, counted in
 //     spareline_possible_duplicates_total); "hold" queues it due after
 //     hold_for, giving the carrier's own delivery a head start;
-//   - a failed carrier receipt (UNDELIV, EXPIRED, REJECTD, DELETED, UNKNOWN)
+//   - a failed carrier receipt (UNDELIV, EXPIRED, REJECTD, UNKNOWN; not DELETED)
 //     with resend_failed_receipts: queued, and the platform gets only the
 //     modem's outcome as its receipt.
 //
@@ -364,7 +364,12 @@ func (f *Failover) afterCarrierFailure(ctx context.Context, m *store.Message, re
 	return SubmitOutcome{ID: m.ID, Status: statusOK, Path: pathModem}
 }
 
-var failedStats = map[string]bool{"UNDELIV": true, "EXPIRED": true, "REJECTD": true, "DELETED": true, "UNKNOWN": true}
+// failedStats are the carrier receipt words a modem resend may cure.
+// DELETED is not one: the message was deleted on purpose (a cancel_sm the
+// platform sent, whose DELETED receipt may come before the carrier's
+// cancel_sm_resp; or the SMSC's administration), and a resend would
+// deliver what someone meant to stop.
+var failedStats = map[string]bool{"UNDELIV": true, "EXPIRED": true, "REJECTD": true, "UNKNOWN": true}
 
 // onFailedReceipt resends by modem a message whose carrier receipt failed.
 func (f *Failover) onFailedReceipt(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, stat string) (bool, error) {

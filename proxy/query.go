@@ -449,9 +449,10 @@ func cancelMatches(c *CancelRequest, m *store.Message, sm *ShortMessage) bool {
 // OK, and then m is finished DELETED (its final receipt, stat DELETED, goes
 // to the platform when registered_delivery asked for one, as for a
 // message cancelled in the modem queue; a receipt the carrier sends
-// afterwards is a duplicate and dropped); the carrier's refusal status as
-// it is; ESME_RCANCELFAIL when the carrier has no bind up, does not answer
-// in time, or does not know cancel_sm (generic_nack).
+// afterwards, or before the answer, finishes it DELETED once: DELETED is
+// never resent by modem, failedStats); ESME_RCANCELFAIL when the carrier
+// refuses, has no bind up, does not answer in time, does not know
+// cancel_sm (generic_nack), or gave the message no id.
 func (d *Dispatcher) cancelAtCarrier(ctx context.Context, m *store.Message, c *CancelRequest, log *zap.Logger) uint32 {
 	sm, err := ParseShortMessage(m.Body)
 	if err != nil || !cancelMatches(c, m, sm) {
@@ -464,6 +465,12 @@ func (d *Dispatcher) cancelAtCarrier(ctx context.Context, m *store.Message, c *C
 	id := m.CarrierMsgID
 	if id == "" {
 		id = m.CarrierID
+	}
+	if id == "" {
+		// The carrier accepted it without an id: a cancel_sm without one
+		// would be §4.9.1's "cancel all from this source to this
+		// destination", other messages and accounts' included.
+		return statusCancelFail
 	}
 	log = log.With(zap.String("id", m.ID), zap.String("carrier", m.Carrier), zap.String("carrier_id", id))
 	f, s, err := car.request(ctx, cmdCancelSM, cancelSMBody(sm, id))
@@ -479,7 +486,12 @@ func (d *Dispatcher) cancelAtCarrier(ctx context.Context, m *store.Message, c *C
 			zap.String("status", StatusString(f.Status)))
 		return statusCancelFail
 	case f.Status != statusOK:
-		return f.Status
+		// The carrier's refusal (ESME_RCANCELFAIL, or a status about its
+		// own id or its link) is the platform's ESME_RCANCELFAIL: a link
+		// status such as ESME_RINVBNDSTS would tell the platform its own
+		// bind is wrong.
+		log.Info("carrier refused the relayed cancel_sm", zap.String("status", StatusString(f.Status)))
+		return statusCancelFail
 	}
 	if _, err := d.finishOwn(ctx, m, sm, []store.State{store.StateSent}, "DELETED", "000",
 		"cancelled by the platform (cancel_sm), confirmed by the carrier", m.Carrier, log); err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"testing"
+	"time"
 
 	"github.com/spareline/spareline/test/platform"
 	"github.com/spareline/spareline/test/smscsim"
@@ -113,5 +114,68 @@ func TestCancelSMCarrierWithoutCancel(t *testing.T) {
 	mobile.HoldReceipts(false)
 	if r := e.nextReceipt(c); r.ID != m.MessageID || r.Stat != "DELIVRD" {
 		t.Fatalf("receipt %+v, want DELIVRD for %s", r.ReceiptFields, m.MessageID)
+	}
+}
+
+// A carrier that reports a cancelled message at once, its DELETED receipt
+// before its answer to the cancel_sm: the message ends DELETED, the
+// platform gets OK and one DELETED receipt, and no modem sends it (a
+// DELETED receipt is never resent by modem, even with
+// resend_failed_receipts).
+func TestCancelSMDeletedReceiptBeforeTheAnswer(t *testing.T) {
+	sims, my := startModems(t, 1)
+	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML), func(o *envOpts) {
+		o.smscMutate = func(name string, so *smscsim.Options) {
+			if name == "mobile" {
+				so.ReceiptDelay, so.DeletedReceiptOnCancel = time.Minute, true // held: "scheduled"
+			}
+		}
+	})
+	c := e.dial("platform", "secret", platform.BindTRX)
+	m, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "drill at 15:00", RegisteredDelivery: 1})
+	if err != nil || m.Status != 0 {
+		t.Fatalf("submit: %v status 0x%X", err, m.Status)
+	}
+	q := dialQuerySession(t, e, "platform", "secret")
+	if s := q.cancel(m.MessageID, "", ""); s != 0 {
+		t.Fatalf("cancel: 0x%X, want OK", s)
+	}
+	if r := e.nextReceipt(c); r.ID != m.MessageID || r.Stat != "DELETED" {
+		t.Fatalf("receipt %+v, want DELETED for %s", r.ReceiptFields, m.MessageID)
+	}
+	if got := q.query(m.MessageID, ""); got.Status != 0 || got.State != 4 {
+		t.Fatalf("query_sm after the cancel: %+v, want DELETED (4)", got)
+	}
+	// A message sent after it goes out by its carrier, and its receipt is
+	// the next the platform gets: nothing of the cancelled one came between.
+	e.smscs["mobile"].SetBehaviour(nil)
+	if n := len(sims[0].Sent()); n != 0 {
+		t.Fatalf("the modem sent %d messages, want none", n)
+	}
+	select {
+	case r := <-c.Receipts():
+		t.Fatalf("a further receipt %+v", r.ReceiptFields)
+	default:
+	}
+}
+
+// A message its carrier accepted without a message_id cannot be cancelled
+// there: a cancel_sm without one would cancel every message from that
+// source to that destination (§4.9.1).
+func TestCancelSMNotRelayedWithoutTheCarriersID(t *testing.T) {
+	e := startEnv(t, "bolt")
+	mobile := e.smscs["mobile"]
+	mobile.SetBehaviour(func(smscsim.Message, int) smscsim.Reply { return smscsim.Reply{NoID: true} })
+	c := e.dial("platform", "secret", platform.BindTRX)
+	m, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "no id"})
+	if err != nil || m.Status != 0 {
+		t.Fatalf("submit: %v status 0x%X", err, m.Status)
+	}
+	q := dialQuerySession(t, e, "platform", "secret")
+	if s := q.cancel(m.MessageID, "", ""); s != qRCancelFail {
+		t.Fatalf("cancel: 0x%X, want ESME_RCANCELFAIL", s)
+	}
+	if n := len(mobile.Cancels()); n != 0 {
+		t.Fatalf("the carrier got %d cancel_sm, want none", n)
 	}
 }

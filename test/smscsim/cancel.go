@@ -73,13 +73,20 @@ func (c *conn) handleCancel(h header, full []byte) {
 	}
 	req.Status = uint32(data.ESME_RCANCELFAIL)
 	s.mu.Lock()
+	var deleted *receipt
 	if rc := s.pending[req.MessageID]; rc != nil && rc.msg.Source == req.Source && (req.Dest == "" || rc.msg.Dest == req.Dest) {
 		rc.cancelled = true
 		delete(s.pending, req.MessageID)
 		req.Status = 0
+		if s.opts.DeletedReceiptOnCancel {
+			deleted = &receipt{systemID: rc.systemID, msg: rc.msg, stat: "DELETED", submitted: rc.submitted}
+		}
 	}
 	s.cancels = append(s.cancels, req)
 	s.notifyLocked()
 	s.mu.Unlock()
+	if deleted != nil {
+		s.sendReceipt(deleted) // before the answer, on the wire
+	}
 	c.send(headerOnly(respID, req.Status, h.Seq))
 }

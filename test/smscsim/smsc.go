@@ -103,6 +103,10 @@ type Options struct {
 	// NoCancel answers cancel_sm with generic_nack ESME_RINVCMDID, as an
 	// SMSC without it does.
 	NoCancel bool
+	// DeletedReceiptOnCancel: a message cancelled by cancel_sm gets its
+	// receipt at once, stat DELETED, sent before the cancel_sm_resp (as
+	// SMSCs that report cancelled messages do, when one was asked for).
+	DeletedReceiptOnCancel bool
 
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
