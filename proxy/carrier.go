@@ -1037,7 +1037,12 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	n := c.bound.Add(-1)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 	err = s.Err()
-	c.health.noteBindDown(c, err)
+	if c.ctx.Err() == nil {
+		// Not when the carrier stops (shutdown, or a reload removed it):
+		// that is no outage, and logging one (at error level when it
+		// was the last carrier) at every SIGTERM would cry wolf.
+		c.health.noteBindDown(c, err)
+	}
 	s.Wait()
 	return err
 }

@@ -595,3 +595,38 @@ func TestReloadRotationAppliedByTheCarrierAfterTheFile(t *testing.T) {
 	next.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
 	waitBound(t, c, 1)
 }
+
+// Stopping a carrier (the gateway's shutdown) is not an outage: its health
+// does not go down, so no "carrier state changed" warning (or error, for
+// the last carrier) is logged at every SIGTERM.
+func TestCarrierStopIsNotAnOutage(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	h := NewHealth(3, 0, zap.NewNop())
+	var mu sync.Mutex
+	var downs []string
+	h.OnChange = func(_ string, _, to CarrierState, reason string) {
+		if to == StateDown {
+			mu.Lock()
+			downs = append(downs, reason)
+			mu.Unlock()
+		}
+	}
+	c := NewCarrier(config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
+		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}, h, zap.NewNop())
+	h.Attach(c)
+	runCarrier(t, c)
+	p := nextConn(t, conns)
+	bindOK(t, p, cmdBindTransceiver)
+	waitBound(t, c, 1)
+	go func() { // the SMSC answers the unbind
+		if f, err := p.tryRead(); err == nil && f.ID == cmdUnbind {
+			p.write(cmdUnbindResp, statusOK, f.Seq, nil)
+		}
+	}()
+	c.Stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(downs) != 0 {
+		t.Fatalf("stopping the carrier marked it down: %q", downs)
+	}
+}
