@@ -43,9 +43,15 @@ import (
 const deliverBatch = 128
 
 // maxRefusals is how many times a delivery is sent to a platform that
-// refuses it neither for now nor for good (see above) before it is dropped.
-// Counted in memory: a restart starts the count again.
+// refuses it neither for now nor for good (see above) before it is dropped;
+// a refusal counts only refusalSpacing after the one counted before, so
+// that a platform refusing everything for a moment (rounds follow each
+// other at once while others are taken) loses nothing: dropping takes
+// (maxRefusals-1) x refusalSpacing of refusals at least. Counted in memory:
+// a restart starts the count again.
 const maxRefusals = 5
+
+var refusalSpacing = 30 * time.Second // a variable for tests
 
 // deliveryLease is how long a claim on an account's deliveries lasts
 // without renewal: the longest a killed gateway holds up the account.
@@ -64,7 +70,13 @@ type deliverer struct {
 	counted time.Time // when spareline_deliveries_pending was last set from the store
 
 	refusedMu sync.Mutex
-	refused   map[string]int // delivery id -> refusals so far (maxRefusals)
+	refused   map[string]refusals // by delivery id (maxRefusals)
+}
+
+// refusals are a delivery's counted refusals, the last counted at last.
+type refusals struct {
+	n    int
+	last time.Time
 }
 
 // refusal counts one refusal of a delivery and reports whether it was the
@@ -76,13 +88,18 @@ func (dl *deliverer) refusal(id string) bool {
 		// Entries of deliveries that another gateway sent, or that were
 		// taken later, are forgotten with the rest: at worst a delivery
 		// gets maxRefusals more tries.
-		dl.refused = map[string]int{}
+		dl.refused = map[string]refusals{}
 	}
-	dl.refused[id]++
-	if dl.refused[id] >= maxRefusals {
+	r, now := dl.refused[id], time.Now()
+	if r.n > 0 && now.Sub(r.last) < refusalSpacing {
+		return false // too soon after the last counted one
+	}
+	r.n, r.last = r.n+1, now
+	if r.n >= maxRefusals {
 		delete(dl.refused, id)
 		return true
 	}
+	dl.refused[id] = r
 	return false
 }
 

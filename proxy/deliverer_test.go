@@ -91,6 +91,9 @@ func pendingHas(t *testing.T, st store.Store, id string) bool {
 // every second without end, and deliverBatch such receipts held back every
 // later receipt of the account.
 func TestDeliveryRefusedEveryTimeIsDropped(t *testing.T) {
+	old := refusalSpacing
+	refusalSpacing = 100 * time.Millisecond
+	t.Cleanup(func() { refusalSpacing = old })
 	ts := newTestServer(t, ServerConfig{})
 	t.Cleanup(ts.stop)
 	marker := "refused test " + ts.disp.ids.Next()
@@ -110,6 +113,46 @@ func TestDeliveryRefusedEveryTimeIsDropped(t *testing.T) {
 		p.write(cmdDeliverSMResp, uint32(0x0A), f.Seq, nil) // ESME_RINVSRCADR
 	}
 	waitCond(t, "the receipt refused every time dropped from the store", func() bool {
+		return !pendingHas(t, ts.disp.store, del.ID)
+	})
+}
+
+// A platform that refuses everything for a moment (the rounds come one
+// after the other while it refuses) loses nothing: refusals count only
+// refusalSpacing apart, and the receipt taken afterwards is delivered.
+func TestDeliveryRefusedInABurstIsKept(t *testing.T) {
+	old := refusalSpacing
+	refusalSpacing = time.Hour
+	t.Cleanup(func() { refusalSpacing = old })
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	marker := "burst test " + ts.disp.ids.Next()
+	del := heldDelivery(t, ts, marker)
+	p := boundTCP(t, ts, cmdBindReceiver)
+	for refusals := 0; refusals <= 2*maxRefusals; {
+		f := p.read()
+		if f.ID != cmdDeliverSM {
+			t.Fatalf("platform got %+v, want deliver_sm", f.Header)
+		}
+		if !bytes.Contains(f.Body, []byte(marker)) { // another test's leftover in the shared store: take it
+			p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
+			continue
+		}
+		refusals++
+		p.write(cmdDeliverSMResp, uint32(0x0A), f.Seq, nil) // ESME_RINVSRCADR
+		if !pendingHas(t, ts.disp.store, del.ID) {
+			t.Fatalf("the receipt was dropped after %d refusals in a burst", refusals)
+		}
+		ts.disp.kickDeliveries("platform") // the next round at once, as when others are taken
+	}
+	for {
+		f := p.read()
+		p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
+		if bytes.Contains(f.Body, []byte(marker)) {
+			break
+		}
+	}
+	waitCond(t, "the receipt taken at last removed from the store", func() bool {
 		return !pendingHas(t, ts.disp.store, del.ID)
 	})
 }
