@@ -180,6 +180,11 @@ type Carrier struct {
 	// password blanked; message text included), for a diagnosis with the
 	// carrier's engineers. A reload turns it on and off. Default false.
 	Trace bool `yaml:"trace"`
+	// ReceiveOnly says no route is meant to reach this carrier: its binds
+	// are kept for what it sends (MO messages to a short code, the late
+	// receipts of a carrier being retired), and check does not ask for a
+	// route to it. Default false.
+	ReceiveOnly bool `yaml:"receive_only"`
 	// TLS dials the SMSC over TLS.
 	TLS bool `yaml:"tls"`
 	// TLSInsecure skips verification of the carrier's certificate.

@@ -696,10 +696,23 @@ func TestCarrierReachable(t *testing.T) {
 		"prefix names it":   cmcc + "routing:\n  prefixes: { \"138\": cmcc }\n",
 		"default names it":  cmcc + "routing:\n  default: cmcc\n",
 		"no preset, prefix": strings.Replace(minimal, "mobile", "x", 1) + "routing:\n  preset: \"\"\n  prefixes: { \"1\": x }\n",
+		"receive only":      cmcc + "    receive_only: true\n",
 	} {
 		if _, err := Parse([]byte(text), "ok.yaml"); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A long response_timeout alone is no error: unmatched_receipts_after,
+// unset, follows it (response_timeout + 5s when that is above its 1m).
+func TestUnmatchedAfterFollowsALongResponseTimeout(t *testing.T) {
+	c, err := Parse([]byte(minimal+"    response_timeout: 90s\n"), "ok.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Carriers[0].UnmatchedReceiptsAfter.D(); got != 95*time.Second {
+		t.Fatalf("unmatched_receipts_after %s, want 1m35s", got)
 	}
 }
 

@@ -85,7 +85,10 @@ func applyDefaults(c *Config, d *decoder) {
 		dDur(&ca.ResponseTimeout, p+"response_timeout", DefaultCarrierRespTimeout)
 		dDur(&ca.ConnectTimeout, p+"connect_timeout", DefaultCarrierConnTimeout)
 		dStr(&ca.ReceiptID, p+"receipt_id", DefaultReceiptID)
-		dDur(&ca.UnmatchedReceiptsAfter, p+"unmatched_receipts_after", DefaultUnmatchedAfter)
+		// Unset, at least response_timeout + 5s (the least validation
+		// takes), so that a long response_timeout alone is no error.
+		dDur(&ca.UnmatchedReceiptsAfter, p+"unmatched_receipts_after",
+			max(DefaultUnmatchedAfter, ca.ResponseTimeout.D()+5*time.Second))
 		dStr(&ca.BindMode, p+"bind_mode", DefaultBindMode)
 	}
 

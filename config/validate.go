@@ -354,11 +354,11 @@ func checkReachable(p problemFunc, c *Config) {
 		routed[name] = true
 	}
 	for i, ca := range c.Carriers {
-		if ca.Name == "" || routed[ca.Name] {
+		if ca.Name == "" || routed[ca.Name] || ca.ReceiveOnly {
 			continue
 		}
 		k := fmt.Sprintf("carriers[%d].name", i)
-		how := fmt.Sprintf("route numbers to it with routing.prefixes (e.g. \"138\": %s) or routing.default", ca.Name)
+		how := fmt.Sprintf("route numbers to it with routing.prefixes (e.g. \"138\": %s) or routing.default (or, for a carrier kept only for what it sends, set receive_only: true)", ca.Name)
 		if len(presetNames) == 0 {
 			p(k, "no route reaches carrier %q: routing.preset is \"\" (none), no routing.prefixes entry names it and it is not routing.default, "+
 				"so it would get no message; %s", ca.Name, how)
