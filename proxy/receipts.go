@@ -339,7 +339,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 			log.Info("intermediate receipt for an unknown message kept as orphan unless one is kept already (then dropped)",
 				zap.String("carrier_id", rawID), zap.String("stat", stat))
 		}
-		d.holdUnmatched(ctx, c, key, log)
+		d.holdUnmatched(c, key, log)
 		return statusOK
 	}
 	if err != nil {

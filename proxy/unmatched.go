@@ -70,20 +70,39 @@ var metricUnmatched = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Carrier receipts no message matched when they came (held), and those given to the platform as sent when no message matched them in time (passed).",
 }, []string{"carrier", "outcome"})
 
-// holdUnmatched counts a receipt FindOrStash kept and, when the carrier
-// passes such receipts on, schedules its timer (a second receipt for the
-// same id moves it). A failed timer write leaves the receipt kept until
+// unmatchedLook is how long after a kept receipt came its link is looked
+// for, before its durable timer is written: most kept receipts only
+// overtook their link by milliseconds (a fast SMSC), and cost then no
+// store write at all. A restart within it leaves the receipt kept until
 // store.ttl, as with unmatched_receipts_after 0.
-func (d *Dispatcher) holdUnmatched(ctx context.Context, c *Carrier, key string, log *zap.Logger) {
+var unmatchedLook = 5 * time.Second
+
+// holdUnmatched counts a receipt FindOrStash kept and, when the carrier
+// passes such receipts on, looks unmatchedLook later whether a link took
+// it; if none did, it writes the receipt's timer, due
+// unmatched_receipts_after from its arrival (a second receipt for the same
+// id moves it). A failed timer write leaves the receipt kept until
+// store.ttl, as with unmatched_receipts_after 0.
+func (d *Dispatcher) holdUnmatched(c *Carrier, key string, log *zap.Logger) {
 	metricUnmatched.WithLabelValues(c.Name, "held").Inc()
 	after := c.cfg.Load().UnmatchedReceiptsAfter.D()
 	if after <= 0 {
 		return
 	}
-	if err := d.store.SetTimer(ctx, unmatchedTimerID(c.Name, key), time.Now().Add(after)); err != nil {
-		log.Warn("store write of an unmatched receipt's timer failed; the receipt is kept until store.ttl",
-			zap.String("carrier_id", key), zap.Error(err))
-	}
+	due := time.Now().Add(after)
+	time.AfterFunc(min(unmatchedLook, after), func() {
+		d.spawn(func() { // not once the dispatcher stops
+			ctx, cancel := context.WithTimeout(d.deliverCtx, 10*time.Second)
+			defer cancel()
+			if _, err := d.store.FindByCarrierID(ctx, c.Name, key); !errors.Is(err, store.ErrNotFound) {
+				return // linked: the link took it (or the store failed: kept until store.ttl)
+			}
+			if err := d.store.SetTimer(ctx, unmatchedTimerID(c.Name, key), due); err != nil {
+				log.Warn("store write of an unmatched receipt's timer failed; the receipt is kept until store.ttl",
+					zap.String("carrier_id", key), zap.Error(err))
+			}
+		})
+	})
 }
 
 // fireUnmatched handles a due timer of holdUnmatched: the receipt, if no

@@ -183,3 +183,36 @@ func TestUnmatchedReceiptToTheCarriersAccount(t *testing.T) {
 		t.Fatalf("%d deliveries for the carrier's account, want the receipt", len(got))
 	}
 }
+
+// A kept receipt that its link takes within unmatchedLook (the usual race
+// with a fast SMSC) costs no timer in the store; one still unmatched then
+// gets its timer, due unmatched_receipts_after from its arrival.
+func TestUnmatchedTimerOnlyForReceiptsStillUnmatched(t *testing.T) {
+	old := unmatchedLook
+	unmatchedLook = 20 * time.Millisecond
+	t.Cleanup(func() { unmatchedLook = old })
+	st := openTestBolt(t)
+	d, c := unmatchedSetup(t, st, 30*time.Millisecond)
+	for _, id := range []string{"RACE1", "ALONE1"} {
+		sm, body := carrierReceipt(t, id, "DELIVRD")
+		if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+			t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+		}
+	}
+	m := &store.Message{ID: d.ids.Next(), Account: "acct", Carrier: "cm", CarrierID: "RACE1", State: store.StateSent, Created: time.Now()}
+	if _, err := st.LinkCarrier(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	waitCond(t, "the unmatched receipt's timer", func() bool {
+		ids, err := st.ClaimTimers(context.Background(), time.Hour, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids...)
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0] != unmatchedTimerID("cm", "ALONE1") {
+		t.Fatalf("timers %q, want only the unmatched receipt's", got)
+	}
+}
