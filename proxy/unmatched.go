@@ -29,8 +29,10 @@ import (
 // unmatched_receipts_after 0 it stays kept until store.ttl (for a very late
 // link), then expires.
 //
-// The wait is a durable store timer (store.Timers), so that a restart or
-// another gateway sharing the store passes the receipt on; the receipt is
+// The wait is a durable store timer (store.Timers), written once the
+// receipt is still unmatched unmatchedLook (5 s) after it came (most kept
+// receipts only overtook their link, and cost then no timer), so that a
+// restart or another gateway sharing the store passes the receipt on; the receipt is
 // taken from the store first (TakeOrphan: whoever takes it passes it, and a
 // link that took it first wins), then written for the platform. A store
 // failure between the two steps puts it back; only a crash between them
