@@ -148,11 +148,32 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 	del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
 	if err := d.store.AddDelivery(ctx, del, nil); err != nil {
 		d.storeError(log, "store write of an unmatched receipt for the platform failed; tried again later", err)
-		if err := d.store.StashOrphan(context.WithoutCancel(ctx), carrier, key, body); err != nil {
+		// Kept again as the receipt side keeps one (FindOrStash): an
+		// intermediate receipt does not replace a final one that came
+		// meanwhile, and a link made meanwhile gets it now.
+		sm, perr := ParseShortMessage(body)
+		final := perr != nil
+		if perr == nil {
+			_, stat := receiptID(sm)
+			final = isFinalReceipt(sm, stat)
+		}
+		m, err := d.store.FindOrStash(context.WithoutCancel(ctx), carrier, key, body, final)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return false // kept; its timer fires again
+		case err != nil:
 			log.Error("an unmatched receipt could be neither passed to the platform nor kept; it is lost", zap.Error(err))
 			return true
 		}
-		return false
+		if c := (*d.carriers.Load())[carrier]; c != nil && perr == nil {
+			_, stat := receiptID(sm)
+			if err := d.deliverCarrierReceipt(context.WithoutCancel(ctx), c, m, sm, body, stat); err == nil {
+				return true
+			}
+		}
+		log.Error("a receipt whose message was linked while it was passed on could not be delivered; it is lost",
+			zap.String("id", m.ID))
+		return true
 	}
 	d.noteStore(nil)
 	metricUnmatched.WithLabelValues(carrier, "passed").Inc()

@@ -216,3 +216,33 @@ func TestUnmatchedTimerOnlyForReceiptsStillUnmatched(t *testing.T) {
 		t.Fatalf("timers %q, want only the unmatched receipt's", got)
 	}
 }
+
+// A store failure while an intermediate receipt is passed on puts it back
+// as the receipt side keeps one: a final receipt that came meanwhile is not
+// replaced by it.
+func TestUnmatchedPutBackKeepsAFinalReceipt(t *testing.T) {
+	st := openTestBolt(t)
+	var d *Dispatcher
+	var c *Carrier
+	_, final := carrierReceipt(t, "C59", "DELIVRD")
+	fs := &faultStore{Store: st}
+	fs.add = func() error {
+		fs.add = nil
+		smF, _ := ParseShortMessage(final)
+		if s := d.carrierDeliver(context.Background(), c, smF, final); s != statusOK { // the final one comes meanwhile
+			t.Errorf("final receipt answered %s", StatusString(s))
+		}
+		return errInjected
+	}
+	d, c = unmatchedSetup(t, fs, time.Hour)
+	sm, body := carrierReceipt(t, "C59", "ENROUTE")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	if d.passUnmatched(context.Background(), "cm", "C59") {
+		t.Fatal("passUnmatched reported done while the store failed")
+	}
+	if got, err := st.TakeOrphan(context.Background(), "cm", "C59"); err != nil || !bytes.Equal(got, final) {
+		t.Fatalf("kept receipt %q, %v; want the final one", got, err)
+	}
+}
