@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -18,15 +17,7 @@ import (
 func TestReloadReconnectsBindsOneAtATime(t *testing.T) {
 	addr, conns := fakeSMSC(t)
 	h := NewHealth(3, time.Hour, zap.NewNop())
-	var mu sync.Mutex
-	var downs []string
-	h.OnChange = func(_ string, _, to CarrierState, reason string) {
-		if to == StateDown {
-			mu.Lock()
-			downs = append(downs, reason)
-			mu.Unlock()
-		}
-	}
+	downs := recordDowns(h)
 	cfg := config.Carrier{Name: "cm", Address: addr, Binds: 2, Window: 8,
 		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}
 	c := NewCarrier(cfg, h, zap.NewNop())
@@ -85,9 +76,7 @@ func TestReloadReconnectsBindsOneAtATime(t *testing.T) {
 		again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
 	}
 	waitBound(t, c, 2)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(downs) != 0 {
+	if downs := downs(); len(downs) != 0 {
 		t.Errorf("carrier went down during the reload: %q", downs)
 	}
 }

@@ -60,6 +60,25 @@ func startTestCarrierCfg(t *testing.T, cfg config.Carrier) *Carrier {
 	return c
 }
 
+// recordDowns records the reasons h gives for its carriers going down;
+// the function returned lists them so far.
+func recordDowns(h *Health) func() []string {
+	var mu sync.Mutex
+	var downs []string
+	h.OnChange = func(_ string, _, to CarrierState, reason string) {
+		if to == StateDown {
+			mu.Lock()
+			downs = append(downs, reason)
+			mu.Unlock()
+		}
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), downs...)
+	}
+}
+
 // runCarrier starts c until the test ends.
 func runCarrier(t *testing.T, c *Carrier) {
 	t.Helper()
@@ -182,15 +201,7 @@ func waitBound(t *testing.T, c *Carrier, n int) {
 func TestCarrierReloadChangesBinds(t *testing.T) {
 	addr, conns := fakeSMSC(t)
 	h := NewHealth(3, 0, zap.NewNop())
-	var mu sync.Mutex
-	var downs []string
-	h.OnChange = func(_ string, _, to CarrierState, reason string) {
-		if to == StateDown {
-			mu.Lock()
-			downs = append(downs, reason)
-			mu.Unlock()
-		}
-	}
+	downs := recordDowns(h)
 	cfg := config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
 		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}
 	c := NewCarrier(cfg, h, zap.NewNop())
@@ -235,9 +246,7 @@ func TestCarrierReloadChangesBinds(t *testing.T) {
 		st := c.BindStates()
 		return len(st) == 2 && st[0] == "bound" && st[1] == "rx:bound"
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	if len(downs) != 0 {
+	if downs := downs(); len(downs) != 0 {
 		t.Errorf("carrier went down during the reloads: %q", downs)
 	}
 }
@@ -602,15 +611,7 @@ func TestReloadRotationAppliedByTheCarrierAfterTheFile(t *testing.T) {
 func TestCarrierStopIsNotAnOutage(t *testing.T) {
 	addr, conns := fakeSMSC(t)
 	h := NewHealth(3, 0, zap.NewNop())
-	var mu sync.Mutex
-	var downs []string
-	h.OnChange = func(_ string, _, to CarrierState, reason string) {
-		if to == StateDown {
-			mu.Lock()
-			downs = append(downs, reason)
-			mu.Unlock()
-		}
-	}
+	downs := recordDowns(h)
 	c := NewCarrier(config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
 		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}, h, zap.NewNop())
 	h.Attach(c)
@@ -624,9 +625,7 @@ func TestCarrierStopIsNotAnOutage(t *testing.T) {
 		}
 	}()
 	c.Stop()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(downs) != 0 {
+	if downs := downs(); len(downs) != 0 {
 		t.Fatalf("stopping the carrier marked it down: %q", downs)
 	}
 }

@@ -157,6 +157,22 @@ func TestDeliveryRefusedInABurstIsKept(t *testing.T) {
 	})
 }
 
+// ownReceipt is the receipt body spareline writes for its message msgID,
+// and the receipt parsed.
+func ownReceipt(t *testing.T, msgID, stat, errCode string) ([]byte, *ShortMessage) {
+	t.Helper()
+	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := buildReceipt(&store.Message{ID: msgID, Created: time.Now()}, sub, stat, errCode, time.Now())
+	rcpt, err := ParseShortMessage(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return full, rcpt
+}
+
 // A carrier that writes its receipts as text only (Appendix B, no optional
 // parameters, as SMPP 3.3-era SMSCs do): an SMPP 3.4 platform still gets
 // receipted_message_id with spareline's id, and message_state, as from the
@@ -166,15 +182,7 @@ func TestTextOnlyReceiptGetsItsTLVs(t *testing.T) {
 	ts := newTestServer(t, ServerConfig{})
 	t.Cleanup(ts.stop)
 	msgID := ts.disp.ids.Next()
-	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := buildReceipt(&store.Message{ID: msgID, Created: time.Now()}, sub, "DELIVRD", "000", time.Now())
-	rcpt, err := ParseShortMessage(full)
-	if err != nil {
-		t.Fatal(err)
-	}
+	full, rcpt := ownReceipt(t, msgID, "DELIVRD", "000")
 	textOnly := rcpt.rebuildBody(full, rcpt.Message, nil)
 	del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: textOnly, MsgID: msgID, Created: time.Now()}
 	if err := ts.disp.store.AddDelivery(context.Background(), del, nil); err != nil {
@@ -217,15 +225,7 @@ func TestDeliverSMCarriesOnlyItsOwnTLVs(t *testing.T) {
 	ts := newTestServer(t, ServerConfig{})
 	t.Cleanup(ts.stop)
 	msgID := ts.disp.ids.Next()
-	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := buildReceipt(&store.Message{ID: msgID, Created: time.Now()}, sub, "UNDELIV", "001", time.Now())
-	rcpt, err := ParseShortMessage(full)
-	if err != nil {
-		t.Fatal(err)
-	}
+	full, rcpt := ownReceipt(t, msgID, "UNDELIV", "001")
 	carrierTLVs := []TLV{
 		{Tag: 0x1454, Value: []byte{0, 0, 0, 1}}, // vendor-specific
 		{Tag: tagReceiptedMessageID, Value: append([]byte(msgID), 0)},
@@ -234,6 +234,10 @@ func TestDeliverSMCarriesOnlyItsOwnTLVs(t *testing.T) {
 		{Tag: tagMessageState, Value: []byte{5}},
 	}
 	receipt := rcpt.rebuildBody(full, rcpt.Message, carrierTLVs)
+	sub, err := ParseShortMessage(goldenSubmit(t, "02 4F60", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
 	mo := sub.rebuildBody(goldenSubmit(t, "02 4F60", ""), []byte("mo "+msgID), []TLV{{Tag: 0x1401, Value: []byte("x")}})
 	for _, b := range [][]byte{receipt, mo} {
 		del := &store.Delivery{ID: ts.disp.ids.Next(), Account: "platform", Body: b, Created: time.Now()}
