@@ -139,7 +139,11 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			text, data, complete = reasm.AddData(d, time.Now())
 		}
 		if complete {
-			handOver(devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: d.From, Text: text, Data: data, Time: d.SCTS}})
+			in := Incoming{Modem: cfg.Name, From: d.From, Text: text, Data: data, Time: d.SCTS}
+			if d.Concat == nil && data != nil {
+				in.UDH = d.UDH // application ports and the like mean something to the receiver
+			}
+			handOver(devMsg{kind: msgIncoming, dev: i, incoming: in})
 		}
 	}
 	stored := func(st *Stored) {

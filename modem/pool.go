@@ -102,6 +102,7 @@ type Incoming struct {
 	From  string
 	Text  string
 	Data  []byte    // an 8-bit (binary) message's content, parts joined; Text is "" then
+	UDH   []byte    // a one-part binary message's user data header (application ports, say), without its length
 	Time  time.Time // the SC time stamp
 }
 

@@ -95,6 +95,8 @@ type Carrier struct {
 	// under mu, ends its wait at once).
 	trialGen    atomic.Uint64
 	trialCancel context.CancelFunc
+	// trialKick wakes a trial waiting to try again (kickTrial).
+	trialKick chan struct{}
 	// live is the login the binds' sessions were made with: the start's,
 	// then each reconnect's. A reload back to it (after a refused trial of
 	// a typo) has nothing to try and nothing to reconnect.
@@ -118,8 +120,10 @@ type carrierBind struct {
 	kind  bindType // bindTRX; bindTX and bindRX with bind_mode transmitter_receiver
 	sess  atomic.Pointer[Session]
 	login atomic.Pointer[carrierLogin] // the login sess was bound with
-	state atomic.Value                 // string: connecting, bound, backoff, auth_failed, stopped
-	retry chan struct{}                // kicked by reload to retry after auth failure
+	// dialled is the login of the bind's last attempt (connectAndServe).
+	dialled atomic.Pointer[carrierLogin]
+	state   atomic.Value  // string: connecting, bound, backoff, auth_failed, stopped
+	retry   chan struct{} // kicked by reload to retry after auth failure
 	// cancel ends this bind alone (a reload that takes it away).
 	cancel context.CancelFunc
 	// up is closed when the bind is first bound.
@@ -147,7 +151,8 @@ func (c *Carrier) bindList() []*carrierBind { return *c.binds.Load() }
 
 // NewCarrier makes a carrier; Start dials its binds.
 func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
-	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health}
+	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health,
+		trialKick: make(chan struct{}, 1)}
 	c.cfg.Store(&cfg)
 	c.live.Store(loginOf(&cfg))
 	c.trace.Store(cfg.Trace)
@@ -610,8 +615,21 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		case <-c.trialKick:
 		}
 		t.Stop()
+	}
+}
+
+// kickTrial makes a trial waiting to try again (trialThenReconnect) try
+// now: a bind was refused the login it kept (the carrier may have applied
+// the reloaded one since: a password rotated on both sides, the file
+// first). If the trial binds, reconnectRolling moves the binds to it and
+// wakes those held off; if not, the binds keep the login they have.
+func (c *Carrier) kickTrial() {
+	select {
+	case c.trialKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -845,20 +863,19 @@ func (b *carrierBind) run(ctx context.Context) {
 			break
 		}
 		var ae *AuthError
-		if errors.As(err, &ae) && c.dropLiveLogin() {
-			// The login the binds kept while a reloaded one was on trial is
-			// refused now: the carrier has applied the reloaded one (a
-			// password rotated on both sides, the file first). Dial with it
-			// at once rather than hold every bind off for authRetry.
+		if d := b.dialled.Load(); errors.As(err, &ae) && d != nil && *d != *c.live.Load() {
+			// Refused a login that is no longer the live one (a trial
+			// succeeded meanwhile, and reconnectRolling moved the binds):
+			// that refusal says nothing about the live login. Dial again.
 			if probe {
 				c.authProbing.Store(false)
 			}
-			log.Warn("carrier refused the login the binds were keeping during the trial of the reloaded one; the binds dial with the reloaded settings",
-				zap.String("status", StatusString(ae.Status)))
-			c.health.noteBindDown(c, err)
 			continue
 		}
 		if errors.As(err, &ae) {
+			if *loginOf(c.cfg.Load()) != *c.live.Load() {
+				c.kickTrial() // the kept login refused during a trial: try the reloaded one now
+			}
 			b.state.Store("auth_failed")
 			wait := authRetry*3/4 + rand.N(authRetry/2+1)
 			log.Error("carrier refused spareline's credentials; this bind tries again only after a config reload or a long wait",
@@ -921,22 +938,6 @@ func (c *Carrier) authHold() (wait time.Duration, probe bool) {
 	return authPoll, false
 }
 
-// dropLiveLogin makes the file's address and login the live one when they
-// differ (a trial of reloaded ones is pending: dialConfig), and reports
-// whether it did.
-func (c *Carrier) dropLiveLogin() bool {
-	file := loginOf(c.cfg.Load())
-	for {
-		live := c.live.Load()
-		if *live == *file {
-			return false
-		}
-		if c.live.CompareAndSwap(live, file) {
-			return true
-		}
-	}
-}
-
 // holdAuth holds every bind of the carrier off for wait (a refused login):
 // accounts get locked after a few failed logins, so one bind at a time
 // asks again, at the pace of authRetry.
@@ -995,6 +996,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	c := b.c
 	gen := c.connGen.Load()
 	cfg := c.dialConfig()
+	b.dialled.Store(loginOf(cfg))
 	s, err := c.dialAndBind(ctx, cfg, b.kind, log, false)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -575,14 +576,21 @@ func TestCarrierBindAddressRange(t *testing.T) {
 
 // A password rotated on both sides, the file first: the trial of the new
 // password is refused (the carrier has not applied it yet), then the
-// carrier applies it and drops the session. The bind redials with the
-// login it kept, is refused, and dials with the reloaded password at once,
-// rather than holding off for authRetry with the carrier down.
+// carrier applies it and drops the sessions. The binds redial with the
+// login they kept and are refused; that wakes the trial, which binds with
+// the reloaded password, and the binds follow it at once, rather than
+// holding off for authRetry with the carrier down. Two binds: the second
+// refusal of the kept login must not hold its bind off either.
 func TestReloadRotationAppliedByTheCarrierAfterTheFile(t *testing.T) {
 	old := authRetry
 	authRetry = time.Hour
 	t.Cleanup(func() { authRetry = old })
-	c, working, conns := boundTestCarrier(t)
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "pw", Binds: 2})
+	a, b := nextConn(t, conns), nextConn(t, conns)
+	bindOK(t, a, cmdBindTransceiver)
+	bindOK(t, b, cmdBindTransceiver)
+	waitBound(t, c, 2)
 	cfg := c.Config()
 	cfg.Password = "new"
 	c.Reconfigure(cfg)
@@ -591,18 +599,46 @@ func TestReloadRotationAppliedByTheCarrierAfterTheFile(t *testing.T) {
 	trial.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil) // not applied yet
 	trial.expectClosed()
 
-	_ = working.conn.Close() // the carrier applies it and drops the session
-	again := nextConn(t, conns)
-	if f = again.read(); bindPassword(t, f) == "new" {
-		t.Fatal("the bind redialled with the password on trial, not the one it kept")
-	}
-	again.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
-	next := nextConn(t, conns)
-	if f = next.read(); bindPassword(t, f) != "new" {
-		t.Fatalf("after the kept login was refused the bind dialled with %q, want the reloaded password", bindPassword(t, f))
-	}
-	next.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
-	waitBound(t, c, 1)
+	_ = a.conn.Close() // the carrier applies it and drops the sessions
+	_ = b.conn.Close()
+	// Every connection from now on: the old password refused, the new one
+	// taken (the trial's unbind answered).
+	var newBinds atomic.Int32
+	go func() {
+		for conn := range conns {
+			p := &peer{t: t, conn: conn}
+			go func() {
+				defer conn.Close()
+				f, err := p.tryRead()
+				if err != nil {
+					return
+				}
+				if bindPassword(t, f) != "new" {
+					p.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+					return
+				}
+				newBinds.Add(1)
+				p.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+				for {
+					f, err := p.tryRead()
+					if err != nil {
+						return
+					}
+					switch f.ID {
+					case cmdUnbind:
+						p.write(cmdUnbindResp, statusOK, f.Seq, nil)
+					case cmdEnquireLink:
+						p.write(cmdEnquireLinkResp, statusOK, f.Seq, nil)
+					}
+				}
+			}()
+		}
+	}()
+	// Both binds with the new password (and the trial's), well before
+	// authRetry.
+	waitCond(t, "the trial and both binds bound with the new password", func() bool {
+		return newBinds.Load() >= 3 && c.Bound() == 2
+	})
 }
 
 // Stopping a carrier (the gateway's shutdown) is not an outage: its health
@@ -627,5 +663,39 @@ func TestCarrierStopIsNotAnOutage(t *testing.T) {
 	c.Stop()
 	if downs := downs(); len(downs) != 0 {
 		t.Fatalf("stopping the carrier marked it down: %q", downs)
+	}
+}
+
+// A typo on trial, then a carrier whose account backend refuses the good
+// login once while it restarts: the binds do not take the typo; they come
+// back with the login that works once the refusal passes.
+func TestReloadTypoThenATransientRefusalKeepsTheGoodLogin(t *testing.T) {
+	old := authRetry
+	authRetry = 300 * time.Millisecond
+	t.Cleanup(func() { authRetry = old })
+	c, working, conns := boundTestCarrier(t)
+	good := c.Config()
+	reloadTypoRefused(t, c, conns, good)
+	_ = working.conn.Close() // the carrier restarts
+	refusedOnce := false
+	for {
+		p := nextConn(t, conns)
+		f := p.read()
+		switch pw := bindPassword(t, f); {
+		case pw == "typo": // the trial, tried again
+			p.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+			continue
+		case !refusedOnce: // the backend, coming up, refuses the good login once
+			refusedOnce = true
+			p.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+			continue
+		default:
+			p.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+		}
+		break
+	}
+	waitBound(t, c, 1)
+	if live := c.live.Load(); live.password != good.Password {
+		t.Fatalf("live login %q, want the good one kept", live.password)
 	}
 }

@@ -51,7 +51,7 @@ const deliverBatch = 128
 // a restart starts the count again.
 const maxRefusals = 5
 
-var refusalSpacing = 30 * time.Second // a variable for tests
+var refusalSpacing = 5 * time.Second // a variable for tests
 
 // deliveryLease is how long a claim on an account's deliveries lasts
 // without renewal: the longest a killed gateway holds up the account.

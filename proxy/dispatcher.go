@@ -114,6 +114,11 @@ type Dispatcher struct {
 	// msgLog is the message log (log.messages), off when nil (msglog.go).
 	msgLog msgLogCtl
 
+	// unmatchedLooks are the kept receipts whose look (holdUnmatched) has
+	// not run yet: timer id -> due.
+	unmatchedMu    sync.Mutex
+	unmatchedLooks map[string]time.Time
+
 	// noRouteAt is when (UnixNano) the last "no route" warning was logged;
 	// noRouteSkipped counts the refusals not logged since.
 	noRouteAt      atomic.Int64

@@ -1114,8 +1114,13 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 			break
 		}
 	}
+	esm := byte(0)
 	if in.Data != nil {
 		dc, payload = 4, in.Data // 8-bit binary (SMPP 3.4 §5.2.19), as the handset sent it
+		if len(in.UDH) > 0 && len(in.UDH) < 256 {
+			// Its header too (application ports, say): UDHI (§5.2.12).
+			esm, payload = 0x40, append(append([]byte{byte(len(in.UDH))}, in.UDH...), in.Data...)
+		}
 	}
 	if dc == 8 {
 		u := utf16.Encode([]rune(in.Text))
@@ -1129,7 +1134,7 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 	b = cstring(b, from)
 	b = append(b, 0, 0)
 	b = cstring(b, to)
-	b = append(b, 0, 0, 0)
+	b = append(b, esm, 0, 0) // esm_class, protocol_id, priority_flag
 	b = cstring(b, "")
 	b = cstring(b, "")
 	b = append(b, 0, 0, dc, 0)

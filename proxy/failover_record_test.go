@@ -309,4 +309,16 @@ func TestModemBinaryMOReachesThePlatformAsData(t *testing.T) {
 	if err != nil || sm.DataCoding != 4 || !bytes.Equal(sm.Message, data) || sm.Source != "13900000000" || sm.Dest != "13900000009" {
 		t.Fatalf("MO %+v, %v; want data_coding 4 with the octets, from 13900000000 to 13900000009", sm, err)
 	}
+	// A one-part binary message with application ports keeps its header.
+	ports := []byte{0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0} // IEI 05: destination port 2948, source 9200
+	fo.incoming(context.Background(), modem.Incoming{Modem: "m0", From: "+8613900000000", Data: data, UDH: ports})
+	list, err = st.PendingDeliveries(context.Background(), "acct", 10)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("%d deliveries, %v; want the second MO message", len(list), err)
+	}
+	sm, err = ParseShortMessage(list[1].Body)
+	want := append(append([]byte{byte(len(ports))}, ports...), data...)
+	if err != nil || sm.ESMClass&0x40 == 0 || !bytes.Equal(sm.Message, want) {
+		t.Fatalf("MO %+v, %v; want UDHI and the header before the octets", sm, err)
+	}
 }

@@ -504,6 +504,9 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	}
 	g.wg.Wait()
 	g.Disp.Wait()
+	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	g.Disp.FlushUnmatched(fctx)
+	fcancel()
 	g.Disp.closeMessageLog()
 	g.closeStore()
 }
@@ -518,7 +521,7 @@ func (g *Gateway) Ready(ctx context.Context) error {
 	carriers := g.carrierList()
 	g.mu.Unlock()
 	for _, c := range carriers {
-		if g.Health.State(c.Name) != StateDown {
+		if !c.cfg.Load().ReceiveOnly && g.Health.State(c.Name) != StateDown {
 			return nil
 		}
 	}

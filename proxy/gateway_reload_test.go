@@ -15,6 +15,7 @@ import (
 
 	"github.com/spareline/spareline/config"
 	"github.com/spareline/spareline/modem"
+	"github.com/spareline/spareline/test/smscsim"
 )
 
 // A reload that changes a part only a restart applies says so each time
@@ -219,5 +220,31 @@ routing: { country_code: "86", preset: cn }
 	}
 	if !said || g.Pool != nil {
 		t.Fatalf("modems added to a gateway without: restart said %v, pool %v", said, g.Pool)
+	}
+}
+
+// A receive_only carrier (kept for what it sends) is no path for
+// messages: with it bound and no other carrier or modem up, /readyz says
+// not ready.
+func TestReceiveOnlyCarrierIsNoPathForReady(t *testing.T) {
+	sim, err := smscsim.Start(smscsim.Options{Name: "shortcode"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`smpp: { listen: "127.0.0.1:0" }
+http: { listen: "" }
+store: { path: %q }
+accounts: [ { system_id: platform, password: secret } ]
+carriers:
+  - { name: shortcode, address: %q, system_id: ent01, password: pw, binds: 1, receive_only: true }
+routing: { country_code: "86", preset: "" }
+`, t.TempDir(), sim.Addr())), "ro.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startTestGateway(t, cfg, GatewayOptions{}, "shortcode")
+	if err := g.Ready(context.Background()); err == nil {
+		t.Fatal("ready with only a receive_only carrier up, which sends nothing")
 	}
 }

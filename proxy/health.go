@@ -184,7 +184,10 @@ func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason 
 
 // allDown reports whether every carrier is down; h.mu is held.
 func (h *Health) allDown() bool {
-	for _, ch := range h.carriers {
+	for name, ch := range h.carriers {
+		if c := h.owner[name]; c != nil && c.cfg.Load().ReceiveOnly {
+			continue // sends nothing: not a path for messages
+		}
 		if ch.state != StateDown {
 			return false
 		}

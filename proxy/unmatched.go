@@ -75,7 +75,8 @@ var metricUnmatched = promauto.NewCounterVec(prometheus.CounterOpts{
 // unmatchedLook is how long after a kept receipt came its link is looked
 // for, before its durable timer is written: most kept receipts only
 // overtook their link by milliseconds (a fast SMSC), and cost then no
-// store write at all. A restart within it leaves the receipt kept until
+// store write at all. A shutdown writes the timers not written yet
+// (FlushUnmatched); a crash within it leaves the receipt kept until
 // store.ttl, as with unmatched_receipts_after 0.
 var unmatchedLook = 5 * time.Second
 
@@ -91,20 +92,51 @@ func (d *Dispatcher) holdUnmatched(c *Carrier, key string, log *zap.Logger) {
 	if after <= 0 {
 		return
 	}
-	due := time.Now().Add(after)
+	id := unmatchedTimerID(c.Name, key)
+	d.unmatchedMu.Lock()
+	if d.unmatchedLooks == nil {
+		d.unmatchedLooks = map[string]time.Time{}
+	}
+	d.unmatchedLooks[id] = time.Now().Add(after) // a second receipt for the id moves it
+	d.unmatchedMu.Unlock()
 	time.AfterFunc(min(unmatchedLook, after), func() {
-		d.spawn(func() { // not once the dispatcher stops
+		d.spawn(func() { // not once the dispatcher stops: FlushUnmatched writes it then
+			d.unmatchedMu.Lock()
+			due, ok := d.unmatchedLooks[id]
+			delete(d.unmatchedLooks, id)
+			d.unmatchedMu.Unlock()
+			if !ok {
+				return // an earlier look of the same id wrote it
+			}
 			ctx, cancel := context.WithTimeout(d.deliverCtx, 10*time.Second)
 			defer cancel()
 			if _, err := d.store.FindByCarrierID(ctx, c.Name, key); !errors.Is(err, store.ErrNotFound) {
 				return // linked: the link took it (or the store failed: kept until store.ttl)
 			}
-			if err := d.store.SetTimer(ctx, unmatchedTimerID(c.Name, key), due); err != nil {
+			if err := d.store.SetTimer(ctx, id, due); err != nil {
 				log.Warn("store write of an unmatched receipt's timer failed; the receipt is kept until store.ttl",
 					zap.String("carrier_id", key), zap.Error(err))
 			}
 		})
 	})
+}
+
+// FlushUnmatched writes the timers of the kept receipts whose look has not
+// run yet (holdUnmatched), at shutdown, after Wait and before the store
+// closes: a SIGTERM within unmatchedLook of a receipt does not leave it
+// kept without a timer. (A timer of a receipt a link took fires, finds
+// nothing, and is cleared.)
+func (d *Dispatcher) FlushUnmatched(ctx context.Context) {
+	d.unmatchedMu.Lock()
+	looks := d.unmatchedLooks
+	d.unmatchedLooks = nil
+	d.unmatchedMu.Unlock()
+	for id, due := range looks {
+		if err := d.store.SetTimer(ctx, id, due); err != nil {
+			d.log.Warn("store write of an unmatched receipt's timer failed at shutdown; the receipt is kept until store.ttl",
+				zap.String("timer", id), zap.Error(err))
+		}
+	}
 }
 
 // fireUnmatched handles a due timer of holdUnmatched: the receipt, if no
@@ -165,13 +197,13 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 			log.Error("an unmatched receipt could be neither passed to the platform nor kept; it is lost", zap.Error(err))
 			return true
 		}
-		if c := (*d.carriers.Load())[carrier]; c != nil && perr == nil {
-			_, stat := receiptID(sm)
-			if err := d.deliverCarrierReceipt(context.WithoutCancel(ctx), c, m, sm, body, stat); err == nil {
-				return true
-			}
+		if c := (*d.carriers.Load())[carrier]; c != nil {
+			// As a receipt the link took: tried for linkRetryFor, then
+			// in the background until shutdown (deliverOrphan).
+			d.deliverOrphan(ctx, c, m, body)
+			return true
 		}
-		log.Error("a receipt whose message was linked while it was passed on could not be delivered; it is lost",
+		log.Error("a receipt whose message was linked while it was passed on, of a carrier a reload removed, could not be delivered; it is lost",
 			zap.String("id", m.ID))
 		return true
 	}

@@ -246,3 +246,36 @@ func TestUnmatchedPutBackKeepsAFinalReceipt(t *testing.T) {
 		t.Fatalf("kept receipt %q, %v; want the final one", got, err)
 	}
 }
+
+// A shutdown within unmatchedLook of a kept receipt writes its timer, so
+// that the next start (or a sibling gateway) passes it on.
+func TestUnmatchedTimerWrittenAtShutdown(t *testing.T) {
+	old := unmatchedLook
+	unmatchedLook = time.Hour
+	t.Cleanup(func() { unmatchedLook = old })
+	st := openTestBolt(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherConfig{Store: st})
+	d.SetMOAccount("acct")
+	c := NewCarrier(config.Carrier{Name: "cm", UnmatchedReceiptsAfter: config.Duration(time.Millisecond)}, nil, zap.NewNop())
+	d.SetCarriers([]*Carrier{c})
+	sm, body := carrierReceipt(t, "C60", "DELIVRD")
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+	}
+	cancel()
+	d.Wait()
+	d.FlushUnmatched(context.Background())
+	var got []string
+	waitCond(t, "the receipt's timer due", func() bool {
+		ids, err := st.ClaimTimers(context.Background(), time.Hour, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids...)
+		return len(got) > 0
+	})
+	if got[0] != unmatchedTimerID("cm", "C60") {
+		t.Fatalf("timers %q, want the kept receipt's", got)
+	}
+}
