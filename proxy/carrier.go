@@ -97,6 +97,11 @@ type Carrier struct {
 	trialCancel context.CancelFunc
 	// trialKick wakes a trial waiting to try again (kickTrial).
 	trialKick chan struct{}
+	// firstTried is closed once the first bind's first attempt has an
+	// outcome (bound, or failed); the other binds wait for it at start
+	// (waitFirstTry).
+	firstTried     chan struct{}
+	firstTriedOnce sync.Once
 	// live is the login the binds' sessions were made with: the start's,
 	// then each reconnect's. A reload back to it (after a refused trial of
 	// a typo) has nothing to try and nothing to reconnect.
@@ -152,7 +157,7 @@ func (c *Carrier) bindList() []*carrierBind { return *c.binds.Load() }
 // NewCarrier makes a carrier; Start dials its binds.
 func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	c := &Carrier{Name: cfg.Name, log: log.With(zap.String("carrier", cfg.Name)), health: health,
-		trialKick: make(chan struct{}, 1)}
+		trialKick: make(chan struct{}, 1), firstTried: make(chan struct{})}
 	c.cfg.Store(&cfg)
 	c.live.Store(loginOf(&cfg))
 	c.trace.Store(cfg.Trace)
@@ -840,6 +845,19 @@ func (b *carrierBind) run(ctx context.Context) {
 		log = log.With(zap.String("bind_type", b.kind.String()))
 	}
 	backoff := time.Second
+	l := c.bindList()
+	first := len(l) == 0 || l[0] == b
+	// tried lets the other binds start once the first bind's first attempt
+	// failed, after a refusal has set the auth hold (a bind closes it too,
+	// when up).
+	tried := func() {
+		if first {
+			c.firstTriedOnce.Do(func() { close(c.firstTried) })
+		}
+	}
+	if !first {
+		b.waitFirstTry(ctx)
+	}
 	for ctx.Err() == nil {
 		wait, probe := c.authHold()
 		if wait > 0 {
@@ -867,6 +885,7 @@ func (b *carrierBind) run(ctx context.Context) {
 			// Refused a login that is no longer the live one (a trial
 			// succeeded meanwhile, and reconnectRolling moved the binds):
 			// that refusal says nothing about the live login. Dial again.
+			tried()
 			if probe {
 				c.authProbing.Store(false)
 			}
@@ -882,12 +901,14 @@ func (b *carrierBind) run(ctx context.Context) {
 				zap.String("status", StatusString(ae.Status)), zap.Duration("in", wait))
 			c.health.noteBindDown(c, err)
 			c.holdAuth(wait) // before authProbing is cleared: no other bind asks meanwhile
+			tried()
 			if probe {
 				c.authProbing.Store(false)
 			}
 			backoff = time.Second
 			continue
 		}
+		tried()
 		if probe {
 			c.authProbing.Store(false)
 		}
@@ -913,6 +934,22 @@ func (b *carrierBind) run(ctx context.Context) {
 		backoff = min(backoff*2, time.Minute)
 	}
 	b.state.Store("stopped")
+}
+
+// waitFirstTry holds a bind other than the first at start until the first
+// bind's first attempt has an outcome (at most connect_timeout and a
+// second): with a wrong password in the file, the carrier sees one
+// refused login, then the auth hold keeps every bind off (authHold), not
+// one refused login per bind at once (some SMSCs lock an account after
+// three).
+func (b *carrierBind) waitFirstTry(ctx context.Context) {
+	t := time.NewTimer(b.c.cfg.Load().ConnectTimeout.D() + time.Second)
+	defer t.Stop()
+	select {
+	case <-b.c.firstTried:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // authPoll is how often a bind held off by a refused login looks whether
@@ -1007,6 +1044,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	b.login.Store(loginOf(cfg))
 	b.sess.Store(s)
 	b.state.Store("bound")
+	c.firstTriedOnce.Do(func() { close(c.firstTried) })
 	c.authUntil.Store(0) // the carrier takes the credentials: the binds held off dial
 	b.upOnce.Do(func() { close(b.up) })
 	// A receiver bind brings receipts; it does not make the carrier able to

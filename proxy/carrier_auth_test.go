@@ -17,18 +17,12 @@ func TestCarrierAuthRetriedByOneBind(t *testing.T) {
 	t.Cleanup(func() { authRetry = old })
 	addr, conns := fakeSMSC(t)
 	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, Binds: 3})
-	// The first attempts, all three under way before any is refused:
-	// nothing is known yet.
-	var first []*peer
-	var binds []Frame
-	for range 3 {
-		p := nextConn(t, conns)
-		first, binds = append(first, p), append(binds, p.read())
-	}
-	for i, p := range first {
-		p.write(cmdBindTransceiverR, statusInvPaswd, binds[i].Seq, nil)
-		p.expectClosed()
-	}
+	// At start the first bind asks alone; the others wait for its answer
+	// (waitFirstTry), then for the auth hold its refusal sets.
+	p := nextConn(t, conns)
+	bf := p.read()
+	p.write(cmdBindTransceiverR, statusInvPaswd, bf.Seq, nil)
+	p.expectClosed()
 	probe := nextConn(t, conns)
 	f := probe.read()
 	// While the probe's bind waits for its answer, no other bind asks:

@@ -23,8 +23,9 @@ func TestReloadReconnectsBindsOneAtATime(t *testing.T) {
 	c := NewCarrier(cfg, h, zap.NewNop())
 	h.Attach(c)
 	runCarrier(t, c)
-	a, b := nextConn(t, conns), nextConn(t, conns)
+	a := nextConn(t, conns) // the other binds wait for the first one's answer
 	bindOK(t, a, cmdBindTransceiver)
+	b := nextConn(t, conns)
 	bindOK(t, b, cmdBindTransceiver)
 	waitBound(t, c, 2)
 

@@ -448,9 +448,10 @@ func TestReloadTypoRedialsWithTheLiveLogin(t *testing.T) {
 	addr, conns := fakeSMSC(t)
 	cfg := config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "pw", Binds: 2}
 	c := startTestCarrierCfg(t, cfg)
-	cfg = c.Config() // with the timeouts set
-	a, b := nextConn(t, conns), nextConn(t, conns)
+	cfg = c.Config()        // with the timeouts set
+	a := nextConn(t, conns) // the other binds wait for the first one's answer
 	bindOK(t, a, cmdBindTransceiver)
+	b := nextConn(t, conns)
 	bindOK(t, b, cmdBindTransceiver)
 	waitBound(t, c, 2)
 
@@ -587,8 +588,9 @@ func TestReloadRotationAppliedByTheCarrierAfterTheFile(t *testing.T) {
 	t.Cleanup(func() { authRetry = old })
 	addr, conns := fakeSMSC(t)
 	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "pw", Binds: 2})
-	a, b := nextConn(t, conns), nextConn(t, conns)
+	a := nextConn(t, conns) // the other binds wait for the first one's answer
 	bindOK(t, a, cmdBindTransceiver)
+	b := nextConn(t, conns)
 	bindOK(t, b, cmdBindTransceiver)
 	waitBound(t, c, 2)
 	cfg := c.Config()
@@ -697,5 +699,32 @@ func TestReloadTypoThenATransientRefusalKeepsTheGoodLogin(t *testing.T) {
 	waitBound(t, c, 1)
 	if live := c.live.Load(); live.password != good.Password {
 		t.Fatalf("live login %q, want the good one kept", live.password)
+	}
+}
+
+// A wrong password in the file at start: the carrier sees one refused
+// login, not one per bind (some SMSCs lock an account after three); the
+// other binds wait for the first one's answer and then for the auth hold.
+func TestCarrierStartWithAWrongPasswordTriesOnce(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour
+	t.Cleanup(func() { authRetry = old })
+	addr, conns := fakeSMSC(t)
+	c := startTestCarrierCfg(t, config.Carrier{Name: "cm", Address: addr, SystemID: "ent01", Password: "typo", Binds: 3})
+	p := nextConn(t, conns)
+	f := p.read()
+	p.write(cmdBindTransceiverR, statusInvPaswd, f.Seq, nil)
+	waitCond(t, "every bind held off", func() bool {
+		for _, st := range c.BindStates() {
+			if st != "auth_failed" {
+				return false
+			}
+		}
+		return true
+	})
+	select {
+	case conn := <-conns:
+		t.Fatalf("a second login attempt from %v", conn.RemoteAddr())
+	default:
 	}
 }
