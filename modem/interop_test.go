@@ -770,16 +770,7 @@ func TestBinaryIncomingMessageKeepsItsOctets(t *testing.T) {
 	if err := sim.DeliverPDU(deliver(nil, []byte{0xDE, 0xAD, 0x00, 0xEF})); err != nil {
 		t.Fatal(err)
 	}
-	next := func() modem.Incoming {
-		t.Helper()
-		select {
-		case in := <-p.Incoming():
-			return in
-		case <-ctx.Done():
-			t.Fatal("no incoming message")
-		}
-		return modem.Incoming{}
-	}
+	next := func() modem.Incoming { return takeIncoming(t, ctx, p) }
 	if in := next(); in.Text != "" || !bytes.Equal(in.Data, []byte{0xDE, 0xAD, 0x00, 0xEF}) || in.From != "+8613900000000" {
 		t.Fatalf("incoming %+v, want the 4 octets from +8613900000000", in)
 	}

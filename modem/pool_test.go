@@ -233,15 +233,7 @@ func TestIncomingMessagesDeliveredAndDeleted(t *testing.T) {
 	}
 	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
 	ctx := testCtx(t, 30*time.Second)
-	next := func() modem.Incoming {
-		select {
-		case in := <-p.Incoming():
-			return in
-		case <-ctx.Done():
-			t.Fatal("no incoming message")
-		}
-		return modem.Incoming{}
-	}
+	next := func() modem.Incoming { return takeIncoming(t, ctx, p) }
 	if in := next(); in.Text != "while you were down" || in.From != "+8613900000001" || in.Modem != "m0" {
 		t.Fatalf("got %+v", in)
 	}

@@ -12,14 +12,21 @@ import (
 // nextIncoming is the text of the next message the pool hands over.
 func nextIncoming(t *testing.T, ctx context.Context, p *modem.Pool, want string) {
 	t.Helper()
+	if in := takeIncoming(t, ctx, p); in.Text != want {
+		t.Fatalf("incoming %q, want %q", in.Text, want)
+	}
+}
+
+// takeIncoming is the pool's next incoming message.
+func takeIncoming(t *testing.T, ctx context.Context, p *modem.Pool) modem.Incoming {
+	t.Helper()
 	select {
 	case in := <-p.Incoming():
-		if in.Text != want {
-			t.Fatalf("incoming %q, want %q", in.Text, want)
-		}
+		return in
 	case <-ctx.Done():
-		t.Fatalf("no incoming %q", want)
+		t.Fatal("no incoming message")
 	}
+	return modem.Incoming{}
 }
 
 // controlNextAndSIMEmpty delivers a control message and checks that it is
