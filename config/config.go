@@ -148,6 +148,12 @@ type Carrier struct {
 	// bind_transmitter connection for submits and a bind_receiver one for
 	// receipts per bind, for SMSCs that take no transceiver binds).
 	BindMode string `yaml:"bind_mode"`
+	// InterfaceVersion is the SMPP version spareline binds with: "3.4"
+	// (default) or "3.3", for SMSCs built on SMPP 3.3 (GSM 03.39), which
+	// know no optional parameters: their submits carry none (sar_*
+	// become a concatenation UDH, message_payload moves into
+	// short_message; content longer than 254 octets goes to the modems).
+	InterfaceVersion string `yaml:"interface_version"`
 	// Window is the number of unanswered submits per bind. Default 64.
 	Window int `yaml:"window"`
 	// MaxTPS caps submits per second across the carrier's binds. 0 = unlimited.

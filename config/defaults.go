@@ -30,6 +30,7 @@ const (
 	DefaultUnmatchedAfter       = time.Minute
 	MinUnmatchedAfter           = 10 * time.Second
 	DefaultBindMode             = "transceiver"
+	DefaultInterfaceVersion     = "3.4"
 	DefaultCountryCode          = "86"
 	DefaultPreset               = "cn"
 	DefaultModemBaud            = 115200
@@ -90,6 +91,7 @@ func applyDefaults(c *Config, d *decoder) {
 		dDur(&ca.UnmatchedReceiptsAfter, p+"unmatched_receipts_after",
 			max(DefaultUnmatchedAfter, ca.ResponseTimeout.D()+5*time.Second))
 		dStr(&ca.BindMode, p+"bind_mode", DefaultBindMode)
+		dStr(&ca.InterfaceVersion, p+"interface_version", DefaultInterfaceVersion)
 	}
 
 	dStr(&c.Routing.CountryCode, "routing.country_code", DefaultCountryCode)

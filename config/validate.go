@@ -210,6 +210,11 @@ func validate(c *Config, d *decoder) {
 		default:
 			p(k+".bind_mode", "%q is not one of transceiver, transmitter_receiver", ca.BindMode)
 		}
+		switch ca.InterfaceVersion {
+		case "3.4", "3.3":
+		default:
+			p(k+".interface_version", "%q is not one of 3.4, 3.3", ca.InterfaceVersion)
+		}
 		switch ca.ReceiptID {
 		case "as_is", "hex", "decimal":
 		default:

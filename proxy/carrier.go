@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -67,7 +68,9 @@ func (e *AuthError) Error() string { return "carrier refused the bind: " + Statu
 type Carrier struct {
 	Name string
 	cfg  atomic.Pointer[config.Carrier]
-	log  *zap.Logger
+	// optRefusedLogged: the SMPP 3.3 hint was logged (noteOptionalRefused).
+	optRefusedLogged atomic.Bool
+	log              *zap.Logger
 	// onDeliver handles deliver_sm from the carrier (receipts and MO); it
 	// answers the request itself once the content is durable.
 	onDeliver func(c *Carrier, s *Session, f Frame)
@@ -381,7 +384,8 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	trust := old.TLS != cfg.TLS || old.TLSInsecure != cfg.TLSInsecure ||
 		old.TLSServerName != cfg.TLSServerName || !bytes.Equal(old.TLSCAPEM, cfg.TLSCAPEM)
 	reconnect := trust || old.Address != cfg.Address || old.SystemID != cfg.SystemID ||
-		old.Password != cfg.Password || old.SystemType != cfg.SystemType
+		old.Password != cfg.Password || old.SystemType != cfg.SystemType ||
+		old.InterfaceVersion != cfg.InterfaceVersion
 	if reconnect && shape && !trust {
 		c.log.Warn("reload changed this carrier's login or address together with its binds or bind_mode: the new settings are not tried first; the binds reconnect with them")
 	}
@@ -453,6 +457,7 @@ func (c *Carrier) dialConfig() *config.Carrier {
 	}
 	d := *cfg
 	d.Address, d.SystemID, d.Password, d.SystemType = live.address, live.systemID, live.password, live.systemType
+	d.InterfaceVersion = live.version
 	return &d
 }
 
@@ -554,13 +559,14 @@ func (c *Carrier) staleConn(gen uint64, cfg *config.Carrier) bool {
 		cfg.TLSServerName != now.TLSServerName || !bytes.Equal(cfg.TLSCAPEM, now.TLSCAPEM)
 }
 
-// carrierLogin is what a trial bind tries: the address and the login.
+// carrierLogin is what a trial bind tries: the address and the login,
+// with the SMPP version the bind asks for (a carrier may refuse that too).
 type carrierLogin struct {
-	address, systemID, password, systemType string
+	address, systemID, password, systemType, version string
 }
 
 func loginOf(cfg *config.Carrier) *carrierLogin {
-	return &carrierLogin{cfg.Address, cfg.SystemID, cfg.Password, cfg.SystemType}
+	return &carrierLogin{cfg.Address, cfg.SystemID, cfg.Password, cfg.SystemType, cfg.InterfaceVersion}
 }
 
 // trialThenReconnect tries the carrier's new connection settings (a
@@ -698,6 +704,13 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 	if err := c.waitPause(ctx); err != nil {
 		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
 	}
+	if c.legacy() {
+		b, ok := legacySubmitBody(body)
+		if !ok {
+			return SubmitResult{}, fmt.Errorf("%w: %w", ErrNotSent, errTooLongFor33)
+		}
+		body = b
+	}
 	f, s, err := c.request(ctx, cmdSubmitSM, body)
 	if err != nil {
 		return SubmitResult{}, err
@@ -705,6 +718,26 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 	res := submitResult(f)
 	c.noteAnswer(s, res.Status)
 	return res, nil
+}
+
+// legacy reports whether the carrier's binds are SMPP 3.3 ones
+// (interface_version "3.3"): what it is sent carries no optional
+// parameters (legacySubmitBody). It follows the version the binds use (a
+// reload's is tried first, as a new login is: dialConfig).
+func (c *Carrier) legacy() bool { return c.live.Load().version == "3.3" }
+
+// errTooLongFor33 is why a message is not sent to an SMPP 3.3 carrier.
+var errTooLongFor33 = errors.New("content longer than the 254 octets of an SMPP 3.3 short_message")
+
+// Carries reports whether the carrier can take the submit_sm body as one
+// submit_sm: always for SMPP 3.4; for an SMPP 3.3 carrier, when its content
+// fits short_message (legacySubmitBody).
+func (c *Carrier) Carries(body []byte) bool {
+	if !c.legacy() {
+		return true
+	}
+	_, ok := legacySubmitBody(body)
+	return ok
 }
 
 // noteAnswer acts on what a carrier's answer on s says about the link:
@@ -801,6 +834,13 @@ func (c *Carrier) request(ctx context.Context, id uint32, body []byte) (f Frame,
 func (c *Carrier) trySubmit(body []byte, now time.Time, cl *call, on **Session) bool {
 	if c.pausedUntil.Load() > now.UnixNano() {
 		return false // throttled: Submit waits the pause out
+	}
+	if c.legacy() {
+		b, ok := legacySubmitBody(body)
+		if !ok {
+			return false // the dispatcher's own path sends it elsewhere
+		}
+		body = b
 	}
 	s := c.pick()
 	if s == nil || s.Free() == 0 {
@@ -1168,11 +1208,16 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 	}).Start()
 	// bind_transceiver (SMPP 3.4 §4.1.5; bind_transmitter §4.1.1 and
 	// bind_receiver §4.1.3 have the same body): system_id, password,
-	// system_type, interface_version 0x34, addr_ton, addr_npi, address_range.
+	// system_type, interface_version (0x34, or 0x33 for an SMPP 3.3
+	// carrier), addr_ton, addr_npi, address_range.
+	version := byte(0x34)
+	if cfg.InterfaceVersion == "3.3" {
+		version = 0x33
+	}
 	body := cstring(nil, cfg.SystemID)
 	body = cstring(body, cfg.Password)
 	body = cstring(body, cfg.SystemType)
-	body = append(body, 0x34, byte(cfg.AddrTON), byte(cfg.AddrNPI))
+	body = append(body, version, byte(cfg.AddrTON), byte(cfg.AddrNPI))
 	body = cstring(body, cfg.AddressRange)
 	cmd := cmdBindTransceiver
 	switch kind {
@@ -1210,5 +1255,31 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		}
 		return nil, fmt.Errorf("bind refused: %s%s", StatusString(f.Status), hint)
 	}
+	if v, ok := scInterfaceVersion(f.Body); ok && v < 0x34 && version >= 0x34 {
+		// SMPP 3.4 §5.3.2.25: the SMSC says it speaks 3.3; optional
+		// parameters in what spareline relays would be refused or misread.
+		log.Warn("carrier says it speaks SMPP 3.3 (sc_interface_version in bind_resp); set this carrier's interface_version: 3.3",
+			zap.String("sc_interface_version", fmt.Sprintf("0x%02X", v)))
+	}
 	return s, nil
+}
+
+// scInterfaceVersion reads the sc_interface_version parameter of a bind
+// response body (system_id, then optional parameters: SMPP 3.4 §4.1.2).
+func scInterfaceVersion(body []byte) (byte, bool) {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
+		return 0, false
+	}
+	for r := body[i+1:]; len(r) >= 4; {
+		tag, l := binary.BigEndian.Uint16(r), int(binary.BigEndian.Uint16(r[2:]))
+		if len(r) < 4+l {
+			return 0, false
+		}
+		if tag == tagSCInterfaceVersion && l == 1 {
+			return r[4], true
+		}
+		r = r[4+l:]
+	}
+	return 0, false
 }

@@ -375,8 +375,33 @@ func (a *asyncSubmit) linkFailed(orphan []byte, err error) {
 
 // toCarrier sends a message to its carrier and decides the answer.
 func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *msgLogger) SubmitOutcome {
+	if !c.Carries(m.Body) {
+		return d.cannotCarry(ctx, c, m, fo, log)
+	}
 	res, err := c.Submit(ctx, m.Body)
 	return d.carrierAnswered(ctx, c, m, fo, log, res, err)
+}
+
+// cannotCarry decides the answer to a submit its carrier cannot take as one
+// submit_sm (Carrier.Carries: content longer than the 254 octets of an SMPP
+// 3.3 carrier's short_message): the modem pool, which splits it into a
+// concatenated SMS, sends it; without modems the platform is told
+// ESME_RINVMSGLEN, nothing having been sent. The carrier's health is not
+// touched: it refused nothing.
+func (d *Dispatcher) cannotCarry(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *msgLogger) SubmitOutcome {
+	if fo != nil {
+		metricFailovers.WithLabelValues(c.Name, "unsupported").Inc()
+		log.get().Info("carrier cannot take the message (SMPP 3.3, content over 254 octets); sending it by modem")
+		return fo.queue(ctx, m, "unsupported", log.get())
+	}
+	metricSubmits.WithLabelValues(c.Name, "error").Inc()
+	m.State, m.Note = store.StateFailed, "not sent: "+errTooLongFor33.Error()
+	if err := d.store.PutMessage(ctx, m); err != nil {
+		log.get().Warn("store write failed", zap.Error(err))
+	}
+	log.get().Info("carrier cannot take the message (SMPP 3.3, content over 254 octets) and there are no modems",
+		zap.String("status", StatusString(statusInvMsgLen)))
+	return SubmitOutcome{Status: statusInvMsgLen, Path: pathError}
 }
 
 // carrierAnswered decides the answer to a submit once the carrier gave its
@@ -437,6 +462,7 @@ func (d *Dispatcher) carrierAnswered(ctx context.Context, c *Carrier, m *store.M
 		return d.linked(ctx, c, m, log, res, orphan, err)
 	}
 	metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
+	c.noteOptionalRefused(res.Status, m.Body)
 	class := Classify(res.Status)
 	switch class {
 	case ClassNumber, ClassThrottle:

@@ -817,6 +817,9 @@ const (
 // carrier id link and an early receipt, in one step, retried), so that its
 // receipt finds it.
 func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) backResult {
+	if !c.Carries(m.Body) {
+		return backNotTaken // an SMPP 3.3 carrier and a long message: the modems send it
+	}
 	res, err := c.Submit(ctx, m.Body)
 	if err != nil {
 		if errors.Is(err, ErrResponseTimeout) {

@@ -216,3 +216,44 @@ var answeredInKind = map[uint32]bool{
 	cmdQuerySM: true, cmdCancelSM: true, cmdReplaceSM: true, cmdSubmitMulti: true, cmdDataSM: true,
 	cmdDeliverSM: true, cmdEnquireLink: true, cmdUnbind: true,
 }
+
+// legacySubmitBody never panics; what it returns parses, carries no
+// optional parameters, and keeps the content (after any UDH it adds).
+func FuzzLegacySubmitBody(f *testing.F) {
+	f.Add(goldenSubmit(f, "04 4F60 597D", goldenTLVs))
+	f.Add(goldenSubmit(f, "00", "0424 0005 "+hexs("hello")))
+	f.Add(goldenSubmit(f, "03 616263", "020C 0002 0102 020E 0001 03 020F 0001 02"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		in, inErr := ParseShortMessage(body)
+		out, ok := legacySubmitBody(body)
+		if !ok || inErr != nil {
+			return
+		}
+		m, err := ParseShortMessage(out)
+		if err != nil {
+			t.Fatalf("3.3 body does not parse: %v", err)
+		}
+		if len(m.TLVs) != 0 {
+			t.Fatalf("optional parameters left")
+		}
+		content := in.Message
+		if len(content) == 0 {
+			content, _ = in.TLV(tagMessagePayload)
+		}
+		if len(in.TLVs) > 0 && !bytes.HasSuffix(m.Message, content) {
+			t.Fatalf("content lost: % X from % X", m.Message, content)
+		}
+	})
+}
+
+// scInterfaceVersion never panics on a bind_resp body.
+func FuzzSCInterfaceVersion(f *testing.F) {
+	f.Add([]byte("SMSC\x00\x02\x10\x00\x01\x34"))
+	f.Add([]byte("\x00\x02\x10\x00"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if v, ok := scInterfaceVersion(body); !ok && v != 0 {
+			t.Fatalf("version %#x without ok", v)
+		}
+	})
+}

@@ -37,7 +37,8 @@ var (
 	metricSubmitStatus = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_submit_resp_status_total", Help: "submit_sm_resp command_status from carriers.",
 	}, []string{"carrier", "status"})
-	// failovers_total reason: down, transient, timeout, lost, receipt.
+	// failovers_total reason: down, transient, timeout, lost, receipt,
+	// unsupported (an SMPP 3.3 carrier and content over 254 octets).
 	metricFailovers = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_failovers_total", Help: "Messages moved from a carrier to the modem pool, by reason.",
 	}, []string{"carrier", "reason"})
@@ -106,7 +107,7 @@ func statLabel(stat string) string {
 var (
 	reloadResults     = []string{"applied", "refused"}
 	submitResults     = []string{"ok", "error", "timeout", "lost", "down", "throttled"}
-	failoverReasons   = []string{"down", "transient", "timeout", "lost", "receipt"}
+	failoverReasons   = []string{"down", "transient", "timeout", "lost", "receipt", "unsupported"}
 	unmatchedOutcomes = []string{"held", "passed"}
 	modemPathResults  = []string{"sent", "expired", "returned", "failed", "permanent"}
 )

@@ -236,8 +236,9 @@ type ShortMessage struct {
 	Message            []byte // short_message (aliases the body)
 	TLVs               []TLV  // in wire order (values alias the body)
 
-	smOffset int // offset of sm_length in the body
-	tlvStart int // offset of the first TLV in the body
+	esmOffset int // offset of esm_class in the body
+	smOffset  int // offset of sm_length in the body
+	tlvStart  int // offset of the first TLV in the body
 }
 
 // BodyError is a malformed message body: the status says which field.
@@ -369,6 +370,7 @@ func parseShortMessage(m *ShortMessage, body []byte) error {
 		addrs := string(body[srcOff : r.off-1])
 		m.Source, m.Dest = addrs[:srcEnd-srcOff], addrs[dstOff-srcOff:]
 	}
+	m.esmOffset = r.off
 	if m.ESMClass, err = r.byte1("esm_class"); err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ type Message struct {
 	Seq      uint32
 	SystemID string
 	Conn     uint64
+	// InterfaceVersion is the interface_version of the bind that sent it.
+	InterfaceVersion byte
 
 	ServiceType          string
 	SourceTON, SourceNPI byte

@@ -108,6 +108,11 @@ type Options struct {
 	// SMSCs that report cancelled messages do, when one was asked for).
 	DeletedReceiptOnCancel bool
 
+	// SMPP33 is an SMSC built on SMPP 3.3 (GSM 03.39), which knows no
+	// optional parameters: a submit_sm that carries any is refused
+	// ESME_RINVCMDLEN (its octets do not add up to a 3.3 submit_sm).
+	SMPP33 bool
+
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
 
@@ -140,6 +145,7 @@ type Behaviour func(m Message, attempt int) Reply
 type Stats struct {
 	Conns         int    // TCP connections open now
 	Bound         int    // bound connections now
+	Bound33       int    // of them, bound with interface_version below 0x34 (SMPP 3.3)
 	Binds         uint64 // successful binds
 	BindsRefused  uint64 // binds answered with an error
 	Submits       uint64 // submit_sm received (answered or not)
@@ -370,6 +376,9 @@ func (s *SMSC) statsLocked() Stats {
 	for c := range s.conns {
 		if c.bound {
 			st.Bound++
+			if c.version < 0x34 {
+				st.Bound33++
+			}
 		}
 	}
 	return st
@@ -537,6 +546,7 @@ type conn struct {
 	bound    bool                 // (mu)
 	kind     bindKind             // (mu)
 	systemID string               // (mu)
+	version  byte                 // (mu) the bind's interface_version
 	dead     bool                 // (mu) set by close
 	seq      uint32               // (mu) last sequence number we used for our requests
 	inflight map[uint32]*delivery // (mu) our deliver_sm awaiting deliver_sm_resp
@@ -768,6 +778,7 @@ func (c *conn) handleBind(h header, full []byte) {
 	}
 	c.bound = true
 	c.systemID = req.SystemID
+	c.version = byte(req.InterfaceVersion)
 	switch req.BindingType {
 	case pdu.Transmitter:
 		c.kind = bindTX
@@ -835,7 +846,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	s := c.s
 	respID := cmdSubmitSMResp
 	s.mu.Lock()
-	bound, kind, systemID, silent, behaviour := c.bound, c.kind, c.systemID, s.silent, s.behaviour
+	bound, kind, systemID, version, silent, behaviour := c.bound, c.kind, c.systemID, c.version, s.silent, s.behaviour
 	s.mu.Unlock()
 	if !bound || !kind.canSubmit() {
 		if !silent {
@@ -855,6 +866,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	m.Raw = full[headerLen:]
 	m.Seq = h.Seq
 	m.SystemID = systemID
+	m.InterfaceVersion = version
 	m.Conn = c.id
 	m.At = now
 
@@ -870,6 +882,10 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	}
 	if silent {
 		reply.Silent = true
+	}
+	if s.opts.SMPP33 && len(m.TLVs) > 0 {
+		s.logf("conn %d: submit_sm with optional parameters refused (SMPP 3.3)", c.id)
+		reply = Reply{Status: uint32(data.ESME_RINVCMDLEN), Silent: reply.Silent}
 	}
 	throttled := false
 	var wait time.Duration

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"github.com/linxGnu/gosmpp/data"
+	"go.uber.org/zap"
+)
+
+// SMPP 3.3 carriers (carriers[].interface_version "3.3"). SMPP 3.3 (GSM
+// 03.39, on which the Chinese operators' own SMPP specifications build)
+// knows no optional parameters: a 3.3 SMSC refuses a submit_sm that carries
+// any, or reads them as garbage. A platform that reaches such a carrier
+// through spareline binds with 3.4 and may use them, so spareline rewrites
+// what it re-originates to that carrier into the 3.3 form of the same
+// message.
+
+// legacySubmitBody is the submit_sm body an SMPP 3.3 SMSC takes for body (a
+// submit_sm body, as the platform sent it or as dataSMAsSubmit wrote it):
+// no optional parameters. sar_msg_ref_num, sar_total_segments and
+// sar_segment_seqnum (§5.3.2.22-24) become the concatenation information
+// element of 3GPP TS 23.040 §9.2.3.24.1 (8-bit reference when the reference
+// fits one octet, §9.2.3.24.8's 16-bit one otherwise) at the head of
+// short_message, with esm_class's UDHI bit (§5.2.12) set; content carried
+// in message_payload moves into short_message. Every other optional
+// parameter is left out (a 3.3 SMSC has no use for them). ok is false when
+// the content does not fit short_message's 254 octets: such a message
+// cannot be sent to a 3.3 SMSC as one submit_sm. A body without optional
+// parameters is returned as is.
+func legacySubmitBody(body []byte) (out []byte, ok bool) {
+	var m ShortMessage
+	if err := parseShortMessage(&m, body); err != nil {
+		return body, true // relayed bodies were parsed before; a carrier refuses what it cannot read
+	}
+	if len(m.TLVs) == 0 {
+		return body, true
+	}
+	msg := m.Message
+	if len(msg) == 0 {
+		if p, has := m.TLV(tagMessagePayload); has {
+			msg = p
+		}
+	}
+	esm := m.ESMClass
+	var udh []byte
+	ref, hasRef := m.TLV(tagSarMsgRefNum)
+	total, hasTotal := m.TLV(tagSarTotalSegments)
+	seq, hasSeq := m.TLV(tagSarSegmentSeqnum)
+	if hasRef && hasTotal && hasSeq && len(ref) == 2 && len(total) == 1 && len(seq) == 1 && !m.UDHI() {
+		if ref[0] == 0 {
+			udh = []byte{5, 0x00, 3, ref[1], total[0], seq[0]}
+		} else {
+			udh = []byte{6, 0x08, 4, ref[0], ref[1], total[0], seq[0]}
+		}
+		esm |= 0x40
+	}
+	if len(udh)+len(msg) > 254 {
+		return nil, false
+	}
+	out = make([]byte, 0, m.smOffset+1+len(udh)+len(msg))
+	out = append(out, body[:m.smOffset]...)
+	out[m.esmOffset] = esm
+	out = append(out, byte(len(udh)+len(msg)))
+	out = append(out, udh...)
+	out = append(out, msg...)
+	return out, true
+}
+
+// noteOptionalRefused logs, once per carrier, the hint to bind it as SMPP
+// 3.3 when it refused a submit_sm that carried optional parameters with a
+// status that says it could not read them (ESME_RINVCMDLEN: the octets do
+// not add up to the submit_sm it knows; ESME_RINVOPTPARSTREAM,
+// ESME_ROPTPARNOTALLWD): the sign of a 3.3 SMSC, whose bind_resp says
+// nothing of its version.
+func (c *Carrier) noteOptionalRefused(status uint32, body []byte) {
+	switch status {
+	case statusInvCmdLen, uint32(data.ESME_RINVOPTPARSTREAM), uint32(data.ESME_ROPTPARNOTALLWD):
+	default:
+		return
+	}
+	if c.legacy() || c.optRefusedLogged.Load() {
+		return
+	}
+	var m ShortMessage
+	if parseShortMessage(&m, body) != nil || len(m.TLVs) == 0 {
+		return
+	}
+	if c.optRefusedLogged.CompareAndSwap(false, true) {
+		c.log.Warn("carrier refused a submit_sm that carried optional parameters; if it speaks SMPP 3.3, set its interface_version: 3.3",
+			zap.String("status", StatusString(status)))
+	}
+}
