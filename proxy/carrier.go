@@ -74,7 +74,10 @@ type Carrier struct {
 	// onDeliver handles deliver_sm from the carrier (receipts and MO); it
 	// answers the request itself once the content is durable.
 	onDeliver func(c *Carrier, s *Session, f Frame)
-	health    *Health
+	// onLateAccept handles a submit_sm_resp OK that came after the
+	// submit's response_timeout (late.go); set by the dispatcher.
+	onLateAccept func(c *Carrier, id string, res SubmitResult)
+	health       *Health
 
 	limiter atomic.Pointer[tpsWindow]
 	// binds is replaced whole when a reload changes binds or bind_mode
@@ -701,6 +704,12 @@ type SubmitResult struct {
 // waits for the answer. Errors: ErrCarrierDown (nothing was sent),
 // ErrNotSent, ErrResponseTimeout and ErrConnLost (the carrier may have it).
 func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error) {
+	return c.SubmitFor(ctx, "", body)
+}
+
+// SubmitFor is Submit for the message with our id: a late answer
+// (lateGrace) is taken for it (late.go).
+func (c *Carrier) SubmitFor(ctx context.Context, id string, body []byte) (SubmitResult, error) {
 	if err := c.waitPause(ctx); err != nil {
 		return SubmitResult{}, fmt.Errorf("%w: %v", ErrNotSent, err)
 	}
@@ -711,7 +720,11 @@ func (c *Carrier) Submit(ctx context.Context, body []byte) (SubmitResult, error)
 		}
 		body = b
 	}
-	f, s, err := c.request(ctx, cmdSubmitSM, body)
+	var tag any
+	if id != "" {
+		tag = id
+	}
+	f, s, err := c.request(ctx, cmdSubmitSM, body, tag)
 	if err != nil {
 		return SubmitResult{}, err
 	}
@@ -809,14 +822,14 @@ func (c *Carrier) checkBound(s *Session, status uint32) {
 // request sends one request (command id, body) on one of the carrier's
 // binds, within its max_tps, and waits up to its response_timeout for the
 // answer, which came on s. Errors as Submit's.
-func (c *Carrier) request(ctx context.Context, id uint32, body []byte) (f Frame, s *Session, err error) {
+func (c *Carrier) request(ctx context.Context, id uint32, body []byte, tag any) (f Frame, s *Session, err error) {
 	if err := c.limiter.Load().Wait(ctx); err != nil {
 		return Frame{}, nil, fmt.Errorf("%w: %v", ErrNotSent, err)
 	}
 	if s = c.pick(); s == nil {
 		return Frame{}, nil, ErrCarrierDown
 	}
-	f, err = s.RequestTimeout(ctx, id, body, c.cfg.Load().ResponseTimeout.D())
+	f, err = s.RequestTagged(ctx, id, body, c.cfg.Load().ResponseTimeout.D(), tag)
 	return f, s, err
 }
 
@@ -1203,8 +1216,10 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 				s.GenericNack(f.Seq, statusInvCmdID)
 			}
 		},
-		Log:   log.With(zap.String("side", "carrier")),
-		Trace: &c.trace,
+		Log:       log.With(zap.String("side", "carrier")),
+		Trace:     &c.trace,
+		LateGrace: lateGrace,
+		OnLate:    c.late,
 	}).Start()
 	// bind_transceiver (SMPP 3.4 §4.1.5; bind_transmitter §4.1.1 and
 	// bind_receiver §4.1.3 have the same body): system_id, password,

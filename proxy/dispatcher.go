@@ -164,6 +164,7 @@ func (d *Dispatcher) SetCarriers(list []*Carrier) {
 	m := make(map[string]*Carrier, len(list))
 	for _, c := range list {
 		c.onDeliver = d.handleCarrierDeliver
+		c.onLateAccept = d.lateAccepted
 		m[c.Name] = c
 	}
 	d.carriers.Store(&m)
@@ -378,7 +379,7 @@ func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message
 	if !c.Carries(m.Body) {
 		return d.cannotCarry(ctx, c, m, fo, log)
 	}
-	res, err := c.Submit(ctx, m.Body)
+	res, err := c.SubmitFor(ctx, m.ID, m.Body)
 	return d.carrierAnswered(ctx, c, m, fo, log, res, err)
 }
 
@@ -426,7 +427,7 @@ func (d *Dispatcher) carrierAnswered(ctx context.Context, c *Carrier, m *store.M
 		if err != nil {
 			break
 		}
-		res, err = c.Submit(ctx, m.Body)
+		res, err = c.SubmitFor(ctx, m.ID, m.Body)
 	}
 	if err != nil {
 		reason, outcome, mayHave := "down", OutcomeLost, false

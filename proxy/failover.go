@@ -820,7 +820,7 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 	if !c.Carries(m.Body) {
 		return backNotTaken // an SMPP 3.3 carrier and a long message: the modems send it
 	}
-	res, err := c.Submit(ctx, m.Body)
+	res, err := c.SubmitFor(ctx, m.ID, m.Body)
 	if err != nil {
 		if errors.Is(err, ErrResponseTimeout) {
 			f.d.health.Note(c.Name, OutcomeTimeout)

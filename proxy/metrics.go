@@ -42,6 +42,12 @@ var (
 	metricFailovers = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_failovers_total", Help: "Messages moved from a carrier to the modem pool, by reason.",
 	}, []string{"carrier", "reason"})
+	// late_answers_total outcome: taken_back, duplicate, refused, unknown
+	// (late.go).
+	metricLateAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_late_answers_total",
+		Help: "Carrier acceptances (submit_sm_resp OK) that came after response_timeout, by what spareline could still do.",
+	}, []string{"carrier", "outcome"})
 	// receipts_total source: carrier name or "modem"; stat: DELIVRD, UNDELIV,
 	// EXPIRED, REJECTD, DELETED, UNKNOWN, ACCEPTD, ENROUTE, BUFFRED, BUFFERD,
 	// ACKED, or "other".
@@ -131,6 +137,9 @@ func seedCarrierMetrics(carrier string) {
 		metricUnmatched.WithLabelValues(carrier, o)
 	}
 	metricPossibleDup.WithLabelValues(carrier)
+	for _, o := range lateOutcomes {
+		metricLateAnswers.WithLabelValues(carrier, o)
+	}
 }
 
 // seedAccountMetrics creates an account's query_sm / cancel_sm counters at

@@ -473,7 +473,7 @@ func (d *Dispatcher) cancelAtCarrier(ctx context.Context, m *store.Message, c *C
 		return statusCancelFail
 	}
 	log = log.With(zap.String("id", m.ID), zap.String("carrier", m.Carrier), zap.String("carrier_id", id))
-	f, s, err := car.request(ctx, cmdCancelSM, cancelSMBody(sm, id))
+	f, s, err := car.request(ctx, cmdCancelSM, cancelSMBody(sm, id), nil)
 	if err == nil {
 		car.checkBound(s, f.Status) // an SMSC that lost the bind refuses this too
 	}

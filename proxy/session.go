@@ -59,6 +59,18 @@ type SessionConfig struct {
 	// EnquireLinkAfterInput: no enquire_link before the peer's first PDU
 	// (an ESME's session before its bind_resp: not bound yet).
 	EnquireLinkAfterInput bool
+
+	// LateGrace is how long after its response timeout a request's late
+	// response is still taken: it goes to OnLate instead of being dropped
+	// as a stray, and the request keeps its window slot meanwhile (the
+	// peer still counts it as outstanding until it answers). 0: a late
+	// response is dropped and the slot freed at the timeout.
+	LateGrace time.Duration
+	// OnLate receives a late response (within LateGrace) with the command
+	// id and the tag of the request it answers (RequestTagged; an async
+	// request's tag is its call's handler). It runs on the reader
+	// goroutine and must not block; f's body is its own.
+	OnLate func(s *Session, cmd uint32, tag any, f Frame)
 }
 
 func (c *SessionConfig) defaults() {
@@ -91,8 +103,21 @@ type call struct {
 	written  atomic.Bool
 	deadline int64 // of the response, in nanoseconds since the session's epoch
 	// timedOut is set by sweepLoop before it sends the zero Frame on ch
-	// that wakes the waiter.
+	// that wakes the waiter; slotHeld with it when the call's window slot
+	// passed to a late entry (LateGrace), which frees it.
 	timedOut bool
+	slotHeld bool
+	cmd      uint32 // the request's command id
+	tag      any    // RequestTagged's tag, for OnLate
+}
+
+// lateEntry is a request whose response timeout passed, kept for
+// LateGrace: its late response goes to OnLate. It holds the request's
+// window slot until then.
+type lateEntry struct {
+	cmd   uint32
+	tag   any
+	until int64 // nanoseconds since the session's epoch
 }
 
 // asyncDone takes the outcome of a requestAsync call: what a RequestAsync
@@ -151,8 +176,9 @@ type Session struct {
 	done   chan struct{} // closed when the session ends
 	window chan struct{} // a token per outstanding outgoing request
 
-	mu      sync.Mutex // guards pending, seq, wrapped, closed, err, nextSweep; unbound is set under it
+	mu      sync.Mutex // guards pending, late, seq, wrapped, closed, err, nextSweep; unbound is set under it
 	pending map[uint32]*call
+	late    map[uint32]lateEntry // timed-out requests within LateGrace (nil until one)
 	seq     uint32
 	wrapped bool // seq went past 0x7FFFFFFF once
 	closed  bool
@@ -163,6 +189,8 @@ type Session struct {
 	// leaving: we sent unbind (Unbind); no request of ours follows it
 	// either. Set under mu, with the unbind's registration.
 	leaving atomic.Bool
+	// closing: closeOnce ran.
+	closing atomic.Bool
 
 	// Response timeouts: one timer per session, not one per request (see
 	// sweepLoop). nextSweep is when sweepLoop will next look at pending (0:
@@ -286,7 +314,9 @@ func (s *Session) closeWith(err error) {
 // complete ends a RequestAsync call: it frees the call's window slot, then
 // gives the outcome to its callback.
 func (s *Session) complete(c *call, f Frame, err error) {
-	<-s.window
+	if !c.slotHeld {
+		<-s.window
+	}
 	if c.h != nil {
 		c.h.requestDone(f, err)
 		return
@@ -313,6 +343,12 @@ func (s *Session) Request(ctx context.Context, id uint32, body []byte) (Frame, e
 
 // RequestTimeout is Request with its own response timeout.
 func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, timeout time.Duration) (Frame, error) {
+	return s.RequestTagged(ctx, id, body, timeout, nil)
+}
+
+// RequestTagged is RequestTimeout for a request whose late response
+// (SessionConfig.LateGrace) goes to OnLate with tag.
+func (s *Session) RequestTagged(ctx context.Context, id uint32, body []byte, timeout time.Duration, tag any) (Frame, error) {
 	// Each select below first tries its channel alone, without blocking: a
 	// one-case select costs much less than a multi-case one (issue 6).
 	select {
@@ -326,7 +362,7 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 			return Frame{}, ErrNotSent
 		}
 	}
-	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout)}
+	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout), cmd: id, tag: tag}
 	seq, ok := s.register(c, id == cmdUnbind)
 	if !ok {
 		<-s.window
@@ -343,7 +379,7 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 			<-s.window
 			return Frame{}, ErrNotSent
 		case <-ctx.Done():
-			s.forget(seq)
+			s.forget(c, seq)
 			return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
 		}
 	}
@@ -359,7 +395,7 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 	case f, ok := <-c.ch:
 		return s.answer(c, f, ok)
 	case <-done:
-		s.forget(seq)
+		s.forget(c, seq)
 		if c.written.Load() {
 			return Frame{}, fmt.Errorf("%w: %v", ErrConnLost, ctx.Err())
 		}
@@ -397,6 +433,7 @@ func (s *Session) requestAsync(id uint32, body []byte, deadline time.Time, c *ca
 		return false
 	}
 	c.deadline = int64(deadline.Sub(s.epoch))
+	c.cmd = id
 	seq, ok := s.register(c, id == cmdUnbind)
 	if !ok {
 		<-s.window
@@ -438,7 +475,7 @@ func (s *Session) register(c *call, unbind bool) (uint32, bool) {
 	seq := s.nextSeq()
 	// After a 2^31 wrap, a number may still be held by a request that is
 	// waiting; before it, every number is new (no lookup needed).
-	for s.wrapped && s.pending[seq] != nil {
+	for s.wrapped && (s.pending[seq] != nil || s.late[seq].until != 0) {
 		seq = s.nextSeq()
 	}
 	s.pending[seq] = c
@@ -459,7 +496,9 @@ func (s *Session) register(c *call, unbind bool) (uint32, bool) {
 // answer is the outcome of a request once its channel delivered (ok false:
 // closed by closeWith). It frees the request's window slot.
 func (s *Session) answer(c *call, f Frame, ok bool) (Frame, error) {
-	<-s.window
+	if !(ok && c.slotHeld) {
+		<-s.window
+	}
 	if !ok {
 		if c.written.Load() {
 			return Frame{}, ErrConnLost
@@ -496,19 +535,50 @@ func (s *Session) sweepLoop() {
 		now := int64(time.Since(s.epoch))
 		next := int64(0)
 		expired = expired[:0]
+		grace := int64(s.cfg.LateGrace)
+		freed := 0
 		s.mu.Lock()
 		for seq, c := range s.pending {
 			if c.deadline <= now {
 				delete(s.pending, seq)
 				expired = append(expired, c)
+				if grace > 0 && !s.closed && c.cmd != cmdUnbind && c.cmd != cmdEnquireLink {
+					// Its late answer is still taken, and the peer
+					// still counts it: the slot passes to the entry.
+					if s.late == nil {
+						s.late = make(map[uint32]lateEntry)
+					}
+					tag := c.tag
+					if tag == nil && c.h != nil {
+						tag = c.h // an async request: its handler
+					}
+					s.late[seq] = lateEntry{cmd: c.cmd, tag: tag, until: now + grace}
+					c.slotHeld = true
+					if next == 0 || now+grace < next {
+						next = now + grace
+					}
+				}
 				continue
 			}
 			if next == 0 || c.deadline < next {
 				next = c.deadline
 			}
 		}
+		for seq, e := range s.late {
+			if e.until <= now {
+				delete(s.late, seq)
+				freed++
+				continue
+			}
+			if next == 0 || e.until < next {
+				next = e.until
+			}
+		}
 		s.nextSweep = next
 		s.mu.Unlock()
+		for range freed {
+			<-s.window
+		}
 		for i, c := range expired {
 			if c.async() {
 				s.complete(c, Frame{}, ErrResponseTimeout)
@@ -525,16 +595,20 @@ func (s *Session) sweepLoop() {
 }
 
 // forget drops a waiting request (cancel) and frees its window slot.
-func (s *Session) forget(seq uint32) {
+func (s *Session) forget(c *call, seq uint32) {
 	s.mu.Lock()
 	_, ok := s.pending[seq]
 	if ok {
 		delete(s.pending, seq)
 	}
+	held := c.slotHeld
 	s.mu.Unlock()
-	// Whether or not the reader raced us to it, our slot is ours to free:
-	// the reader never frees window slots.
-	<-s.window
+	// Whether or not the reader raced us to it, our slot is ours to free
+	// (the reader never frees a waiting request's slot), unless the
+	// sweeper passed it to a late entry.
+	if !held {
+		<-s.window
+	}
 }
 
 // Respond answers a request with the given status and body.
@@ -717,7 +791,22 @@ func (s *Session) dispatch(f Frame) {
 		}
 		s.mu.Unlock()
 		if c == nil {
-			// A late answer to a request that timed out, or a stray.
+			s.mu.Lock()
+			e, late := s.late[f.Seq]
+			if late {
+				delete(s.late, f.Seq)
+			}
+			s.mu.Unlock()
+			if late {
+				<-s.window // the entry's slot: the peer has answered it
+				if s.cfg.OnLate != nil {
+					f.Body = append([]byte(nil), f.Body...) // maybe the scratch buffer
+					s.cfg.OnLate(s, e.cmd, e.tag, f)
+				}
+				s.afterUnbindAnswer()
+				return
+			}
+			// A late answer past LateGrace, or a stray.
 			s.log.Debug("response with no request waiting", zap.Uint32("seq", f.Seq),
 				zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)))
 			return
@@ -727,9 +816,10 @@ func (s *Session) dispatch(f Frame) {
 		}
 		if c.async() {
 			s.complete(c, f, nil)
-			return
+		} else {
+			c.ch <- f
 		}
-		c.ch <- f
+		s.afterUnbindAnswer()
 		return
 	}
 	switch f.ID {
@@ -743,7 +833,16 @@ func (s *Session) dispatch(f Frame) {
 			s.cfg.OnUnbind(s)
 		}
 		s.Respond(f, statusOK, nil)
-		s.flushAndClose(errors.New("peer unbound"))
+		if s.awaiting() {
+			// Answers to our requests may follow the unbind in the
+			// stream (a platform acknowledging the last receipts as it
+			// leaves): read them for a moment, so that what the peer
+			// took is not sent again on its next bind. The session
+			// closes once none is awaited, or after unbindDrain.
+			time.AfterFunc(unbindDrain, func() { s.closeOnce(errors.New("peer unbound")) })
+			return
+		}
+		s.closeOnce(errors.New("peer unbound"))
 	default:
 		if s.unbound.Load() {
 			// Sent after the peer's own unbind (SMPP 3.4 §4.2): the session
@@ -762,6 +861,34 @@ func (s *Session) dispatch(f Frame) {
 
 // flushAndClose lets the writer send what is queued (an unbind_resp, a
 // generic_nack), then closes.
+// unbindDrain is how long a session the peer unbound keeps reading the
+// answers to requests of ours still awaited.
+var unbindDrain = 2 * time.Second
+
+// awaiting reports whether a request of ours awaits its answer (one that
+// timed out within LateGrace included).
+func (s *Session) awaiting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0 || len(s.late) > 0
+}
+
+// afterUnbindAnswer closes a session the peer unbound once the last answer
+// it awaited came (see the unbind case of dispatch).
+func (s *Session) afterUnbindAnswer() {
+	if s.unbound.Load() && !s.awaiting() {
+		s.closeOnce(errors.New("peer unbound"))
+	}
+}
+
+// closeOnce is flushAndClose, once: the unbind drain may end by its last
+// answer and by its timer.
+func (s *Session) closeOnce(err error) {
+	if s.closing.CompareAndSwap(false, true) {
+		s.flushAndClose(err)
+	}
+}
+
 func (s *Session) flushAndClose(err error) {
 	flushed := make(chan struct{})
 	go func() {

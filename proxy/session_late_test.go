@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+type lateCall struct {
+	cmd uint32
+	tag any
+	f   Frame
+}
+
+// A response that comes after its request's timeout, within LateGrace,
+// reaches OnLate with the request's tag; the request keeps its window slot
+// until then (the peer still counts it outstanding), and gets its slot
+// back once answered.
+func TestLateResponseGoesToOnLateAndHoldsTheSlot(t *testing.T) {
+	late := make(chan lateCall, 1)
+	s, p := newPair(t, SessionConfig{Window: 2, ResponseTimeout: time.Hour, LateGrace: time.Hour,
+		OnLate: func(_ *Session, cmd uint32, tag any, f Frame) { late <- lateCall{cmd, tag, f} }})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.RequestTagged(context.Background(), cmdSubmitSM, []byte("x\x00"), 50*time.Millisecond, "msg-1")
+		errc <- err
+	}()
+	req := p.read()
+	if err := <-errc; !errors.Is(err, ErrResponseTimeout) {
+		t.Fatalf("request: %v, want ErrResponseTimeout", err)
+	}
+	if s.Free() != 1 {
+		t.Fatalf("free window slots after the timeout: %d, want 1 (the timed-out request still holds its slot)", s.Free())
+	}
+	p.write(cmdSubmitSMResp, 0, req.Seq, []byte("C42\x00"))
+	select {
+	case lc := <-late:
+		if lc.cmd != cmdSubmitSM || lc.tag != "msg-1" || string(lc.f.Body) != "C42\x00" {
+			t.Fatalf("OnLate got cmd 0x%X tag %v body %q", lc.cmd, lc.tag, lc.f.Body)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the late response never reached OnLate")
+	}
+	waitCond(t, "the slot freed by the late answer", func() bool { return s.Free() == 2 })
+}
+
+// Past LateGrace the request is forgotten: its slot is freed, and an
+// answer after that is a stray.
+func TestLateGraceEndsAndFreesTheSlot(t *testing.T) {
+	called := make(chan struct{}, 1)
+	s, p := newPair(t, SessionConfig{Window: 1, ResponseTimeout: time.Hour, LateGrace: 100 * time.Millisecond,
+		OnLate: func(*Session, uint32, any, Frame) { called <- struct{}{} }})
+	if _, err := s.RequestTagged(context.Background(), cmdSubmitSM, nil, 20*time.Millisecond, "m"); !errors.Is(err, ErrResponseTimeout) {
+		t.Fatalf("request: %v", err)
+	}
+	req := p.read()
+	waitCond(t, "the slot freed after LateGrace", func() bool { return s.Free() == 1 })
+	p.write(cmdSubmitSMResp, 0, req.Seq, []byte("C\x00"))
+	// The session lives on and answers: the stray did nothing.
+	go func() { _, _ = s.Request(context.Background(), cmdEnquireLink, nil) }()
+	if f := p.read(); f.ID != cmdEnquireLink {
+		t.Fatalf("got 0x%X", f.ID)
+	}
+	select {
+	case <-called:
+		t.Fatal("an answer after LateGrace reached OnLate")
+	default:
+	}
+}
+
+// A peer that unbinds and then answers our outstanding request (a platform
+// acknowledging its last receipt as it leaves) has the answer taken: the
+// request gets its response, not ErrConnLost, and the session closes once
+// nothing is awaited.
+func TestAnswerAfterThePeersUnbindIsTaken(t *testing.T) {
+	s, p := newPair(t, SessionConfig{ResponseTimeout: hangGuard})
+	type out struct {
+		f   Frame
+		err error
+	}
+	res := make(chan out, 1)
+	go func() {
+		f, err := s.Request(context.Background(), cmdDeliverSM, []byte("receipt"))
+		res <- out{f, err}
+	}()
+	req := p.read()
+	p.write(cmdUnbind, 0, 7, nil)
+	if f := p.read(); f.ID != cmdUnbindResp || f.Seq != 7 {
+		t.Fatalf("got 0x%X seq %d, want unbind_resp", f.ID, f.Seq)
+	}
+	p.write(cmdDeliverSMResp, 0, req.Seq, []byte{0})
+	o := <-res
+	if o.err != nil || o.f.ID != cmdDeliverSMResp {
+		t.Fatalf("the answer sent right after the unbind: %v %+v, want the deliver_sm_resp", o.err, o.f.Header)
+	}
+	p.expectClosed()
+	awaitDone(t, s)
+}
+
+// With nothing awaited, the peer's unbind closes the session at once, as
+// before.
+func TestUnbindWithNothingAwaitedCloses(t *testing.T) {
+	s, p := newPair(t, SessionConfig{})
+	p.write(cmdUnbind, 0, 3, nil)
+	if f := p.read(); f.ID != cmdUnbindResp {
+		t.Fatalf("got 0x%X", f.ID)
+	}
+	p.expectClosed()
+	awaitDone(t, s)
+}
