@@ -56,7 +56,7 @@ func (c *Carrier) late(s *Session, cmd uint32, tag any, f Frame) {
 		log.Warn("carrier accepted a submit_sm after its response_timeout", zap.String("carrier_id", res.MessageID))
 		return
 	}
-	go c.onLateAccept(c, id, res)
+	c.onLateAccept(c, id, res)
 }
 
 // Outcomes of a late acceptance (spareline_late_answers_total).
@@ -70,8 +70,16 @@ const (
 var lateOutcomes = []string{lateTakenBack, lateDuplicate, lateRefused, lateUnknown}
 
 // lateAccepted acts on a carrier's acceptance of message id that came after
-// its response_timeout (see the top of this file).
+// its response_timeout (see the top of this file), on a goroutine of its
+// own (it is called on the carrier session's reader).
 func (d *Dispatcher) lateAccepted(c *Carrier, id string, res SubmitResult) {
+	if !d.spawn(func() { d.lateAcceptedNow(c, id, res) }) {
+		c.log.Warn("carrier accepted a message after its response_timeout, during shutdown: not recorded",
+			zap.String("id", id), zap.String("carrier_id", res.MessageID))
+	}
+}
+
+func (d *Dispatcher) lateAcceptedNow(c *Carrier, id string, res SubmitResult) {
 	ctx, cancel := context.WithTimeout(d.deliverCtx, linkRetryFor)
 	defer cancel()
 	log := d.log.With(zap.String("carrier", c.Name), zap.String("id", id), zap.String("carrier_id", res.MessageID))
