@@ -1180,7 +1180,6 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	c.firstTriedOnce.Do(func() { close(c.firstTried) })
 	c.authUntil.Store(0) // the carrier takes the credentials: the binds held off dial
 	c.refusals.Store(0)
-	b.upOnce.Do(func() { close(b.up) })
 	// A receiver bind brings receipts; it does not make the carrier able to
 	// take submits, so health and the bound count ignore it.
 	tx := b.kind.transmits()
@@ -1192,6 +1191,10 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	} else {
 		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
 	}
+	// Only now, counted: a resize waiting for it (a bind_mode change)
+	// unbinds the old binds, and the carrier must not count zero binds in
+	// between.
+	b.upOnce.Do(func() { close(b.up) })
 	if c.staleConn(gen, cfg) {
 		// Reconfigure changed the connection settings while this bind
 		// connected under the old ones, and may not have seen the session.
