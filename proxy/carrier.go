@@ -159,6 +159,8 @@ type Carrier struct {
 
 	// Cached metric children of the accepted submit (metrics.go).
 	mSubmitsOK, mStatusOK lazyCounter
+	// noID: the warning of acceptances without a message_id (noid.go).
+	noID noIDWarning
 }
 
 type carrierBind struct {
