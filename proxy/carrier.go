@@ -32,7 +32,16 @@ import (
 // until one gets in, or at once on a config reload. The slow
 // retry is for the carrier that refused by mistake (an SMSC whose own
 // account backend was down, a password changed on both sides out of step):
-// it comes back by itself, not only when someone reloads at 3 a.m. On shutdown
+// it comes back by itself, not only when someone reloads at 3 a.m. Any other
+// refusal of a bind by the SMSC (a bind_resp with an error status, such as
+// ESME_RBINDFAIL, which many SMSCs answer for wrong credentials or an address
+// not on the allow-list, or ESME_RALYBND; or a generic_nack: a
+// *BindRefusedError) holds the carrier's binds off the same way, one bind at a
+// time asking, for a wait that grows with each refusal in a row (refuseRetry:
+// 10 s doubling to 5 minutes, ±25%) until a bind gets in, or at once on a
+// reload; a bind whose own session had been up may ask again at once, alone.
+// A failed dial or TLS handshake, or a bind never answered, is not a refusal:
+// the bind's own backoff applies. On shutdown
 // and reload every bind is unbound (SMPP 3.4 §4.2) before the socket closes.
 //
 // Submits go to the bound connection with the most free window, paced by
@@ -54,6 +63,14 @@ var ErrCarrierDown = errors.New("carrier: no bind is up")
 // tries again (a reload retries at once).
 var authRetry = 5 * time.Minute
 
+// refuseRetry and refuseRetryMax: after the n-th refusal of a bind in a
+// row (BindRefusedError) the carrier's binds wait refuseRetry doubled n-1
+// times, at most refuseRetryMax, ±25% (refuseHold).
+var (
+	refuseRetry    = 10 * time.Second
+	refuseRetryMax = 5 * time.Minute
+)
+
 // throttlePause is how long a carrier takes no submit after it answered
 // one with ESME_RTHROTTLED.
 var throttlePause = 200 * time.Millisecond
@@ -63,6 +80,23 @@ var throttlePause = 200 * time.Millisecond
 type AuthError struct{ Status uint32 }
 
 func (e *AuthError) Error() string { return "carrier refused the bind: " + StatusString(e.Status) }
+
+// BindRefusedError is a bind the SMSC refused for a reason other than the
+// credentials (AuthError): a bind_resp with an error status, or a
+// generic_nack (Nack). The carrier's binds wait refuseHold, one asking at a
+// time. Hint is advice appended to the message (bind_mode).
+type BindRefusedError struct {
+	Status uint32
+	Nack   bool
+	Hint   string
+}
+
+func (e *BindRefusedError) Error() string {
+	if e.Nack {
+		return "bind refused: generic_nack " + StatusString(e.Status) + e.Hint
+	}
+	return "bind refused: " + StatusString(e.Status) + e.Hint
+}
 
 // Carrier is one operator SMSC with its binds.
 type Carrier struct {
@@ -93,6 +127,11 @@ type Carrier struct {
 	// (authProbing) asks again (authHold).
 	authUntil   atomic.Int64
 	authProbing atomic.Bool
+	// refusedHold: the hold (authUntil) is for a refusal other than the
+	// credentials (the binds show "refused", not "auth_failed"); refusals
+	// counts those in a row, until a bind gets in (refuseHold).
+	refusedHold atomic.Bool
+	refusals    atomic.Int32
 	// connGen counts reloads that changed connection settings; a bind
 	// that was connecting under older settings unbinds once it is up.
 	connGen atomic.Uint64
@@ -123,6 +162,8 @@ type Carrier struct {
 
 	// Cached metric children of the accepted submit (metrics.go).
 	mSubmitsOK, mStatusOK lazyCounter
+	// noID: the warning of acceptances without a message_id (noid.go).
+	noID noIDWarning
 }
 
 type carrierBind struct {
@@ -911,10 +952,18 @@ func (b *carrierBind) run(ctx context.Context) {
 	if !first {
 		b.waitFirstTry(ctx)
 	}
+	// wasUp: the bind's session had been up and ended. Held off by
+	// another bind's refusal (not of the credentials), it asks again at
+	// once, alone: a carrier that refuses only the binds beyond its limit
+	// must not keep a working bind down for the hold.
+	wasUp := false
 	for ctx.Err() == nil {
 		wait, probe := c.authHold()
+		if wait > 0 && wasUp && c.refusedHold.Load() && c.authProbing.CompareAndSwap(false, true) {
+			wait, probe = 0, true
+		}
 		if wait > 0 {
-			b.state.Store("auth_failed")
+			b.state.Store(c.holdState())
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -927,6 +976,7 @@ func (b *carrierBind) run(ctx context.Context) {
 		b.state.Store("connecting")
 		start := time.Now()
 		err := b.connectAndServe(ctx, log)
+		wasUp = b.state.Load() == "bound" // set by connectAndServe once bound, and only then
 		if ctx.Err() != nil {
 			if probe {
 				c.authProbing.Store(false)
@@ -934,7 +984,9 @@ func (b *carrierBind) run(ctx context.Context) {
 			break
 		}
 		var ae *AuthError
-		if d := b.dialled.Load(); errors.As(err, &ae) && d != nil && *d != *c.live.Load() {
+		var re *BindRefusedError
+		refused := errors.As(err, &re)
+		if d := b.dialled.Load(); (errors.As(err, &ae) || refused) && d != nil && *d != *c.live.Load() {
 			// Refused a login that is no longer the live one (a trial
 			// succeeded meanwhile, and reconnectRolling moved the binds):
 			// that refusal says nothing about the live login. Dial again.
@@ -953,6 +1005,27 @@ func (b *carrierBind) run(ctx context.Context) {
 			log.Error("carrier refused spareline's credentials; this bind tries again only after a config reload or a long wait",
 				zap.String("status", StatusString(ae.Status)), zap.Duration("in", wait))
 			c.health.noteBindDown(c, err)
+			c.refusedHold.Store(false)
+			c.holdAuth(wait) // before authProbing is cleared: no other bind asks meanwhile
+			tried()
+			if probe {
+				c.authProbing.Store(false)
+			}
+			backoff = time.Second
+			continue
+		}
+		if refused {
+			// Not the credentials as such, but many SMSCs answer
+			// ESME_RBINDFAIL for a wrong password or an address not on
+			// the allow-list, and lock the account after a few: the
+			// carrier's binds wait, one asking at a time (as above),
+			// longer after each refusal in a row.
+			n := c.refusals.Add(1)
+			wait := refuseHold(n)
+			b.state.Store("refused")
+			log.Warn("carrier refused the bind; its binds ask again one at a time, after a wait that grows with each refusal (up to 5 minutes), or at once on a config reload",
+				zap.Error(err), zap.Int32("refusals_in_a_row", n), zap.Duration("in", wait))
+			c.refusedHold.Store(true)
 			c.holdAuth(wait) // before authProbing is cleared: no other bind asks meanwhile
 			tried()
 			if probe {
@@ -1028,6 +1101,28 @@ func (c *Carrier) authHold() (wait time.Duration, probe bool) {
 	return authPoll, false
 }
 
+// holdState is the state a bind held off by authHold shows: auth_failed
+// after a refusal of the credentials, refused after another refusal.
+func (c *Carrier) holdState() string {
+	if c.refusedHold.Load() {
+		return "refused"
+	}
+	return "auth_failed"
+}
+
+// refuseHold is how long the carrier's binds wait after the n-th refusal
+// in a row of a bind (BindRefusedError): refuseRetry doubled n-1 times, at
+// most refuseRetryMax, ±25% so that gateways refused together do not
+// return in step.
+func refuseHold(n int32) time.Duration {
+	d := refuseRetry
+	for i := int32(1); i < n && d < refuseRetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, refuseRetryMax)
+	return d*3/4 + rand.N(d/2+1)
+}
+
 // holdAuth holds every bind of the carrier off for wait (a refused login):
 // accounts get locked after a few failed logins, so one bind at a time
 // asks again, at the pace of authRetry.
@@ -1099,7 +1194,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	b.state.Store("bound")
 	c.firstTriedOnce.Do(func() { close(c.firstTried) })
 	c.authUntil.Store(0) // the carrier takes the credentials: the binds held off dial
-	b.upOnce.Do(func() { close(b.up) })
+	c.refusals.Store(0)
 	// A receiver bind brings receipts; it does not make the carrier able to
 	// take submits, so health and the bound count ignore it.
 	tx := b.kind.transmits()
@@ -1111,6 +1206,10 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	} else {
 		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
 	}
+	// Only now, counted: a resize waiting for it (a bind_mode change)
+	// unbinds the old binds, and the carrier must not count zero binds in
+	// between.
+	b.upOnce.Do(func() { close(b.up) })
 	if c.staleConn(gen, cfg) {
 		// Reconfigure changed the connection settings while this bind
 		// connected under the old ones, and may not have seen the session.
@@ -1265,10 +1364,7 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 				zap.String("status", StatusString(f.Status)))
 			hint = "; set this carrier's bind_mode: transmitter_receiver"
 		}
-		if f.ID == cmdGenericNack {
-			return nil, fmt.Errorf("bind refused: generic_nack %s%s", StatusString(f.Status), hint)
-		}
-		return nil, fmt.Errorf("bind refused: %s%s", StatusString(f.Status), hint)
+		return nil, &BindRefusedError{Status: f.Status, Nack: f.ID == cmdGenericNack, Hint: hint}
 	}
 	if v, ok := scInterfaceVersion(f.Body); ok && v < 0x34 && version >= 0x34 {
 		// SMPP 3.4 §5.3.2.25: the SMSC says it speaks 3.3; optional

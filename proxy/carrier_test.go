@@ -103,8 +103,11 @@ func nextConn(t *testing.T, conns <-chan net.Conn) *peer {
 // An SMSC that answers bind_transceiver with generic_nack did not bind us
 // (SMPP 3.4 §4.3), even when the nack's command_status is 0: the bind is not
 // counted up (no submit goes there), the connection is closed and the bind
-// is tried again.
+// is tried again (after the refusal hold, shortened here).
 func TestCarrierBindAnsweredByGenericNack(t *testing.T) {
+	old := refuseRetry
+	refuseRetry = 100 * time.Millisecond
+	t.Cleanup(func() { refuseRetry = old })
 	addr, conns := fakeSMSC(t)
 	c := startTestCarrier(t, "cm", addr)
 	p := nextConn(t, conns)

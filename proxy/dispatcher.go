@@ -492,6 +492,9 @@ func (d *Dispatcher) accepted(c *Carrier, m *store.Message, res SubmitResult) {
 	d.health.Note(c.Name, OutcomeAnswered)
 	c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
 	setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
+	if m.CarrierID == "" {
+		c.acceptedWithoutID(m.ID) // noid.go
+	}
 	m.State = store.StateSent
 }
 

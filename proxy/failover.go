@@ -831,6 +831,9 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 	case ClassOK:
 		f.d.health.Note(c.Name, OutcomeAnswered)
 		setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
+		if m.CarrierID == "" {
+			c.acceptedWithoutID(m.ID) // noid.go
+		}
 		m.State, m.Note = store.StateSent, "returned to carrier"
 		m.Attempts++
 		orphan, err := f.d.linkCarrier(m)

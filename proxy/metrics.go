@@ -58,7 +58,8 @@ var (
 	metricNorthSessions = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_northbound_sessions", Help: "Bound platform sessions.",
 	}, []string{"account", "bind"})
-	// northbound_binds_total result: ok, password, system_id, address, other.
+	// northbound_binds_total result: ok, password, system_id, address,
+	// system_type, address_range, other.
 	metricNorthBinds = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_northbound_binds_total", Help: "Platform bind attempts, by result.",
 	}, []string{"result"})

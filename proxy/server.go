@@ -23,7 +23,9 @@ import (
 // bind_transceiver, SMPP 3.4 §4.1) within BindTimeout. The system_id must name
 // an account (else ESME_RINVSYSID), the password must match (compared in
 // constant time; else ESME_RINVPASWD) and the peer address must be in the
-// account's allow list (else ESME_RBINDFAIL). A failed bind is answered,
+// account's allow list (else ESME_RBINDFAIL); a system_type over 12 octets
+// is refused ESME_RINVSYSTYP, an address_range over 40 ESME_RINVPARLEN
+// (SMPP 3.4 §4.1.1). A failed bind is answered,
 // delayed by the number of recent failures from that address, and the
 // connection is closed. An account may hold any number of sessions.
 //
@@ -240,6 +242,9 @@ func (s *Server) accept(conn net.Conn) {
 		IdleTimeout:      cfg.IdleTimeout,
 		BodyTimeout:      cfg.BodyTimeout,
 		Handler:          n.handle,
+		// No enquire_link to a connection that has sent nothing (it has
+		// not bound: bind_timeout closes it).
+		EnquireLinkAfterInput: true,
 		// SMPP 3.4 §4.2: answer the submits still in flight before unbind_resp,
 		// so a platform that unbinds right after a burst loses no answers.
 		// Deliveries stop at once: the platform is ending the session.
@@ -491,6 +496,13 @@ func (n *northSession) handle(s *Session, f Frame) {
 	}
 }
 
+// The longest system_type and address_range of a bind, in octets (SMPP 3.4
+// §4.1.1: C-Octet Strings of at most 13 and 41 octets with their NUL).
+const (
+	maxSystemType   = 12
+	maxAddressRange = 40
+)
+
 func (n *northSession) handleBind(f Frame) {
 	s := n.sess
 	if acct, _ := n.boundAs(); acct != nil {
@@ -520,6 +532,12 @@ func (n *northSession) handleBind(f Frame) {
 	acct := accounts[req.SystemID]
 	status, result := statusOK, "ok"
 	switch {
+	case len(req.SystemType) > maxSystemType:
+		status, result = statusInvSysTyp, "system_type"
+	case len(req.AddressRange.AddressRange) > maxAddressRange:
+		// No status names address_range; ESME_RINVPARLEN (Invalid
+		// Parameter Length, §5.1.3) says what is wrong with it.
+		status, result = statusInvParLen, "address_range"
 	case acct == nil:
 		status, result = statusInvSysID, "system_id"
 	case !acct.passwordOK(req.Password):
