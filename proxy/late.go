@@ -179,3 +179,39 @@ func (f *Failover) takeBackLate(ctx context.Context, m *store.Message) bool {
 	}
 	return true
 }
+
+// late is a platform session's OnLate: a deliver_sm_resp OK that came after
+// smpp.response_timeout still means the platform took the delivery (tag:
+// the *store.Delivery the deliverer sent); it is removed, not sent again.
+func (n *northSession) late(_ *Session, cmd uint32, tag any, f Frame) {
+	del, ok := tag.(*store.Delivery)
+	if !ok || cmd != cmdDeliverSM || f.ID != cmdDeliverSMResp || f.Status != statusOK {
+		return
+	}
+	d := n.srv.disp
+	if !d.spawn(func() {
+		ctx, cancel := context.WithTimeout(d.deliverCtx, 10*time.Second)
+		defer cancel()
+		if err := d.store.AckDelivery(ctx, del.Account, del.ID); err != nil {
+			d.log.Warn("removing a delivery answered after response_timeout failed; it may be sent again",
+				zap.String("account", del.Account), zap.String("delivery", del.ID), zap.Error(err))
+			return
+		}
+		d.log.Info("platform answered a deliver_sm after smpp.response_timeout; taken as delivered",
+			zap.String("account", del.Account), zap.String("delivery", del.ID))
+		d.settledLate(del)
+	}) {
+		d.log.Debug("late deliver_sm_resp during shutdown; the delivery is sent again later", zap.String("delivery", del.ID))
+	}
+}
+
+// settledLate tells the account's deliverer that del was taken (its
+// refusal count is dropped).
+func (d *Dispatcher) settledLate(del *store.Delivery) {
+	d.deliverMu.Lock()
+	dl := d.deliverers[del.Account]
+	d.deliverMu.Unlock()
+	if dl != nil {
+		dl.settled(del.ID)
+	}
+}

@@ -242,9 +242,16 @@ func (s *Server) accept(conn net.Conn) {
 		IdleTimeout:      cfg.IdleTimeout,
 		BodyTimeout:      cfg.BodyTimeout,
 		Handler:          n.handle,
-		// No enquire_link to a connection that has sent nothing (it has
-		// not bound: bind_timeout closes it).
-		EnquireLinkAfterInput: true,
+		// No enquire_link to a connection that has not bound
+		// (bind_timeout closes it).
+		KeepAliveIf: func() bool { return n.account() != nil },
+		// unbind is for a bound session (SMPP 3.4 §4.2).
+		UnbindStatus: func(*Session) uint32 {
+			if n.account() == nil {
+				return statusInvBndSts
+			}
+			return statusOK
+		},
 		// SMPP 3.4 §4.2: answer the submits still in flight before unbind_resp,
 		// so a platform that unbinds right after a burst loses no answers.
 		// Deliveries stop at once: the platform is ending the session.
@@ -252,7 +259,9 @@ func (s *Server) accept(conn net.Conn) {
 			s.detachReceiver(n)
 			n.waitInflight(30 * time.Second)
 		},
-		Log: s.log.With(zap.String("side", "platform")),
+		Log:       s.log.With(zap.String("side", "platform")),
+		LateGrace: lateGrace,
+		OnLate:    n.late,
 	})
 	n.sess.Value = n
 	n.sess.Start()

@@ -64,3 +64,38 @@ func TestServerNoEnquireLinkBeforeBind(t *testing.T) {
 		t.Fatalf("bound session got %+v, want enquire_link", f.Header)
 	}
 }
+
+// unbind is for a bound session (SMPP 3.4 §4.2): before the bind it gets
+// ESME_RINVBNDSTS and the connection stays, so that the platform can still
+// bind on it; a bound session's unbind is answered OK and closes it.
+func TestServerUnbindBeforeBind(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{})
+	t.Cleanup(ts.stop)
+	p := ts.connectTCP(t)
+	p.write(cmdUnbind, 0, 1, nil)
+	if f := p.read(); f.ID != cmdUnbindResp || f.Status != statusInvBndSts {
+		t.Fatalf("unbind before bind: %+v, want unbind_resp ESME_RINVBNDSTS", f.Header)
+	}
+	p.write(cmdBindTransceiver, 0, 2, bindBodyWith("platform", "secret", "", ""))
+	if f := p.read(); f.ID != cmdBindTransceiver|cmdRespBit || f.Status != statusOK {
+		t.Fatalf("bind after the refused unbind: %+v", f.Header)
+	}
+	p.write(cmdUnbind, 0, 3, nil)
+	if f := p.read(); f.ID != cmdUnbindResp || f.Status != statusOK {
+		t.Fatalf("unbind when bound: %+v", f.Header)
+	}
+	p.expectClosed()
+}
+
+// A connection that sent something other than a bind (a stray
+// enquire_link) gets no enquire_link of ours before it binds either.
+func TestServerNoEnquireLinkToAConnectionThatNeverBound(t *testing.T) {
+	ts := newTestServer(t, ServerConfig{EnquireLink: 10 * time.Millisecond, BindTimeout: 500 * time.Millisecond})
+	t.Cleanup(ts.stop)
+	p := ts.connectTCP(t)
+	p.write(cmdEnquireLink, 0, 1, nil)
+	if f := p.read(); f.ID != cmdEnquireLinkResp {
+		t.Fatalf("got %+v, want enquire_link_resp", f.Header)
+	}
+	p.expectClosed() // bind_timeout, not an enquire_link 10 ms later
+}

@@ -52,6 +52,13 @@ type SessionConfig struct {
 	Handler func(s *Session, f Frame)
 	// OnUnbind is called when the peer unbinds (before the session closes).
 	OnUnbind func(s *Session)
+	// UnbindStatus, when set, is asked first when the peer sends unbind: a
+	// status other than ESME_ROK answers the unbind with it, and the
+	// session goes on (SMPP 3.4 §4.2: unbind is for a bound session).
+	UnbindStatus func(s *Session) uint32
+	// KeepAliveIf, when set, says whether enquire_link may be sent now
+	// (a platform's session: only once it is bound).
+	KeepAliveIf func() bool
 	Log      *zap.Logger
 	// Trace, when set, logs every PDU while it is true (trace.go).
 	Trace *atomic.Bool
@@ -826,6 +833,12 @@ func (s *Session) dispatch(f Frame) {
 	case cmdEnquireLink:
 		s.Respond(f, statusOK, nil)
 	case cmdUnbind:
+		if s.cfg.UnbindStatus != nil {
+			if st := s.cfg.UnbindStatus(s); st != statusOK {
+				s.Respond(f, st, nil)
+				return
+			}
+		}
 		s.mu.Lock() // with register: no request registers after this
 		s.unbound.Store(true)
 		s.mu.Unlock()
@@ -1051,7 +1064,7 @@ func (s *Session) keepAlive() {
 			return
 		case <-t.C:
 		}
-		if s.cfg.EnquireLinkAfterInput && !s.heard.Load() {
+		if s.cfg.EnquireLinkAfterInput && !s.heard.Load() || s.cfg.KeepAliveIf != nil && !s.cfg.KeepAliveIf() {
 			t.Reset(s.cfg.EnquireLink)
 			continue
 		}
