@@ -59,7 +59,7 @@ type SessionConfig struct {
 	// KeepAliveIf, when set, says whether enquire_link may be sent now
 	// (a platform's session: only once it is bound).
 	KeepAliveIf func() bool
-	Log      *zap.Logger
+	Log         *zap.Logger
 	// Trace, when set, logs every PDU while it is true (trace.go).
 	Trace *atomic.Bool
 
