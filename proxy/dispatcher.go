@@ -93,6 +93,9 @@ type Dispatcher struct {
 	moAccount   atomic.Value // string
 	instance    atomic.Value // string: this gateway's name among those sharing the store (SetInstance)
 	throttleMax int
+	// deliverClock is the deliverers' time; nil is the real one (tests set
+	// theirs before the first delivery).
+	deliverClock clock
 
 	// wg counts the background goroutines (deliverers, receipt handlers,
 	// the store probe, early-receipt retries). They are started only by
