@@ -97,6 +97,12 @@ type Dispatcher struct {
 	// theirs before the first delivery).
 	deliverClock clock
 
+	// moTails: per source address, the last carrier MO message still being
+	// stored (closed once stored or refused), which the next one from that
+	// address waits for (handleCarrierDeliver).
+	moMu    sync.Mutex
+	moTails map[string]chan struct{}
+
 	// wg counts the background goroutines (deliverers, receipt handlers,
 	// the store probe, early-receipt retries). They are started only by
 	// spawn, which adds to wg under spawnMu and refuses once the

@@ -274,15 +274,69 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 		respondDeliver(s, f, status)
 		return
 	}
+	// The MO messages of one source address are stored one after the
+	// other, in the order they came (the reader goroutines' order): each
+	// handled in a goroutine of its own, they reached the store, and so the
+	// platform, in any order (STOP before START, part 2 before part 1).
+	var prev, mine chan struct{}
+	if !sm.IsReceipt() {
+		prev, mine = d.moTurn(sm.Source)
+	}
 	started := d.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if mine != nil {
+			defer d.moDone(sm.Source, mine)
+		}
+		if prev != nil {
+			if testHookMOWait != nil {
+				testHookMOWait()
+			}
+			select {
+			case <-prev:
+			case <-ctx.Done():
+				respondDeliver(s, f, statusRXTAppn) // the carrier sends it again
+				return
+			}
+		}
 		respondDeliver(s, f, d.carrierDeliver(ctx, c, sm, f.Body))
 	})
 	if !started {
 		// Shutting down: the carrier sends it again, to us or a sibling.
 		respondDeliver(s, f, statusRXTAppn)
+		if mine != nil {
+			d.moDone(sm.Source, mine)
+		}
 	}
+}
+
+// testHookMOWait, when set (tests), runs when an MO message starts waiting
+// for the one before it from its source address.
+var testHookMOWait func()
+
+// moTurn enters an MO message from source address src in the line of those
+// being stored: prev (nil when none) is closed once the one before it is
+// stored or refused; mine is to be closed (moDone) once this one is.
+func (d *Dispatcher) moTurn(src string) (prev, mine chan struct{}) {
+	mine = make(chan struct{})
+	d.moMu.Lock()
+	defer d.moMu.Unlock()
+	if d.moTails == nil {
+		d.moTails = map[string]chan struct{}{}
+	}
+	prev = d.moTails[src]
+	d.moTails[src] = mine
+	return prev, mine
+}
+
+// moDone ends an MO message's turn (moTurn).
+func (d *Dispatcher) moDone(src string, mine chan struct{}) {
+	close(mine)
+	d.moMu.Lock()
+	if d.moTails[src] == mine {
+		delete(d.moTails, src)
+	}
+	d.moMu.Unlock()
 }
 
 // respondDeliver answers a carrier's deliver_sm or data_sm. The body is
