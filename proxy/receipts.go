@@ -32,7 +32,8 @@ import (
 // A final receipt finishes its message by a compare-and-set from state
 // "sent" (store.FinishMessage), so a receipt the carrier sends twice (or
 // two instances each get) reaches the platform once; intermediate receipts
-// (ENROUTE, ACCEPTD, BUFFRED...) are passed on without finishing it (see
+// (ENROUTE, ACCEPTD, BUFFRED...) are passed on when the submit asked for
+// them (registered_delivery 0x10), without finishing it (see
 // deliverCarrierReceipt).
 
 // canonicalCarrierID turns a carrier message id into the key of the carrier
@@ -440,8 +441,9 @@ func isFinalReceipt(sm *ShortMessage, stat string) bool {
 // duplicate, answered OK and dropped. m is the record as read before; the
 // store, not that copy, decides.
 //
-// An intermediate receipt (ENROUTE, ACCEPTD, esm_class 0x20) is passed on
-// without finishing the message (the same compare-and-set from "sent",
+// An intermediate receipt (ENROUTE, ACCEPTD, esm_class 0x20) is passed on,
+// when the submit asked for intermediate notifications (registered_delivery
+// bit 4, 0x10, §5.2.17), without finishing the message (the same compare-and-set from "sent",
 // state unchanged, so one arriving after the final receipt is dropped), and
 // the final receipt that follows it is delivered too. A resent intermediate
 // receipt may reach the platform twice (nothing distinguishes it from a
@@ -483,8 +485,11 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 			del = newDelivery()
 		}
 	} else {
-		if m.RegDeliv&0x13 == 0 {
-			return nil // the platform asked for no receipt of any kind
+		if m.RegDeliv&0x10 == 0 {
+			// SMPP 3.4 §5.2.17: intermediate notifications are asked for
+			// by bit 4; a submit that asked for the final receipt only
+			// does not get them.
+			return nil
 		}
 		m.Note = "carrier receipt " + stat + " (intermediate)"
 		del = newDelivery()
