@@ -41,7 +41,8 @@ import (
 // (throttlePauseFirst, doubled while the platform keeps saying so after each
 // pause, at most throttlePauseMax; an answer OK to a delivery sent after the
 // pause ends the back-off), as Kannel pauses its connection, and the refused
-// delivery goes again after the pause, first. ESME_RX_P_APPN /
+// delivery goes again after the pause, first and alone: the others follow
+// once the platform took one. ESME_RX_P_APPN /
 // ESME_RX_R_APPN mean the platform will never take it: it is dropped and
 // logged. Any other refusal (a deliver_sm_resp with another status, such as
 // ESME_RINVSRCADR, or a generic_nack with one) is retried too, after
@@ -151,8 +152,12 @@ type deliverer struct {
 	pause      time.Duration        // the current throttle pause; 0: not throttled
 	pausedAt   time.Time            // when it began
 	pauseUntil time.Time
-	held       bool      // the account lease may be ours
-	claimedAt  time.Time // the last claim that returned deliveries (real time)
+	// probing: after a pause, one delivery (probe) goes alone until the
+	// platform takes one; then the others follow.
+	probing   bool
+	probe     string
+	held      bool      // the account lease may be ours
+	claimedAt time.Time // the last claim that returned deliveries (real time)
 }
 
 // flight is a delivery sent to a session and not settled yet: its parts
@@ -465,6 +470,9 @@ func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Tim
 	if paused {
 		return 0, false
 	}
+	if dl.probing && dl.probe != "" && dl.flights[dl.probe] != nil {
+		return 0, false // the probe's answer first
+	}
 	// Parts of long messages waiting for room go first.
 	for id, fl := range dl.flights {
 		if !fl.waiting {
@@ -517,6 +525,10 @@ func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Tim
 			break
 		}
 		started++
+		if dl.probing {
+			dl.probe = del.ID
+			break
+		}
 	}
 	return started, noRoom
 }
@@ -679,15 +691,17 @@ func (dl *deliverer) throttled(log *zap.Logger, now, sent time.Time, status uint
 		dl.pause = min(2*dl.pause, throttlePauseMax)
 	}
 	dl.pausedAt, dl.pauseUntil = now, now.Add(dl.pause)
+	dl.probing, dl.probe = true, ""
 	log.Info("platform asks to slow down; deliveries paused", zap.String("status", StatusString(status)),
 		zap.Duration("pause", dl.pause))
 }
 
-// endThrottle ends the back-off when the platform took a delivery sent
-// after the last pause began.
+// endThrottle ends the back-off (and the probing after a pause) when the
+// platform took a delivery sent after the last pause began.
 func (dl *deliverer) endThrottle(fl *flight) {
 	if dl.pause != 0 && fl.sent.After(dl.pausedAt) {
 		dl.pause = 0
+		dl.probing, dl.probe = false, ""
 	}
 }
 

@@ -237,8 +237,8 @@ func TestUnansweredDeliveryHoldsBackNoOther(t *testing.T) {
 // A platform that answers ESME_RTHROTTLED (or ESME_RMSGQFUL) gets nothing
 // for a pause (1 s, then 2 s while it keeps saying so, back to 1 s once it
 // took one), not even deliveries that came meanwhile, and the refused one
-// again after the pause, first. spareline resent everything at once, every
-// time something else was taken.
+// again after the pause, first and alone until it takes one. spareline
+// resent everything at once, every time something else was taken.
 func TestThrottledPlatformGetsAPause(t *testing.T) {
 	clk := newFakeClock()
 	ts := newIsolatedServer(t, clk, 0)
@@ -269,21 +269,14 @@ func TestThrottledPlatformGetsAPause(t *testing.T) {
 	quiet("just before the end of the first pause")
 	clk.Advance(time.Millisecond)
 	deliverSync(t, d, "platform")
-	// After the pause: A first, then the others; all refused again (a
-	// generic_nack with ESME_RMSGQFUL for one of them).
-	var texts []string
-	for range 3 {
-		f, sm := readDeliverSM(t, p)
-		texts = append(texts, string(sm.Message))
-		if string(sm.Message) == "C" {
-			p.write(cmdGenericNack, statusMsgQFul, f.Seq, nil)
-		} else {
-			p.write(cmdDeliverSMResp, statusThrottled, f.Seq, nil)
-		}
+	// After the pause: A alone (the others wait for the platform to take
+	// one), refused again, by a generic_nack with ESME_RMSGQFUL.
+	f, sm = readDeliverSM(t, p)
+	if string(sm.Message) != "A" {
+		t.Fatalf("after the pause the platform got %q, want A first", sm.Message)
 	}
-	if texts[0] != "A" {
-		t.Fatalf("after the pause the platform got %v, want A first", texts)
-	}
+	quiet("while the first delivery after the pause is unanswered")
+	p.write(cmdGenericNack, statusMsgQFul, f.Seq, nil)
 	seq++
 	noDeliverSM(t, p, seq, "right after the second refusal")
 	deliverSync(t, d, "platform")
@@ -291,14 +284,20 @@ func TestThrottledPlatformGetsAPause(t *testing.T) {
 	quiet("before the end of the second pause (twice the first)")
 	clk.Advance(time.Millisecond)
 	deliverSync(t, d, "platform")
-	texts = nil
-	for range 3 {
+	f, sm = readDeliverSM(t, p)
+	if string(sm.Message) != "A" {
+		t.Fatalf("after the second pause the platform got %q, want A", sm.Message)
+	}
+	p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
+	// Taken: the others follow at once.
+	var texts []string
+	for range 2 {
 		f, sm := readDeliverSM(t, p)
 		texts = append(texts, string(sm.Message))
 		p.write(cmdDeliverSMResp, statusOK, f.Seq, []byte{0})
 	}
-	if texts[0] != "A" {
-		t.Fatalf("after the second pause the platform got %v, want A first", texts)
+	if slices.Sort(texts); !slices.Equal(texts, []string{"B", "C"}) {
+		t.Fatalf("after A was taken the platform got %v, want B and C", texts)
 	}
 	// Taken: the back-off starts again from the first pause.
 	hold(t, ts, deliverBody("13900000004", 0, []byte("D"), nil, "", ""), "")
