@@ -69,28 +69,194 @@ func dataSMAsDeliver(body []byte) ([]byte, error) {
 // below 0x34), which knows no optional parameters: they are cut. A receipt
 // keeps its id and stat in its text (Appendix B). Content carried only in
 // message_payload (a data_sm MO, a long receipt text) moves into
-// short_message when it fits its 254 octets; when it does not, the body is
-// left whole: a 3.3 ESME may then ignore the tail, which is better than
-// getting an empty message.
+// short_message when it fits its 254 octets; longer content is sent as a
+// concatenated series by legacyParts, and only what it cannot split (over
+// 255 parts, a malformed UDH) is left whole here: a 3.3 ESME may then ignore
+// the tail, which is better than getting an empty message.
+// schedule_delivery_time and validity_period are NULL (§4.6.1), whatever the
+// carrier wrote.
 func legacyBody(body []byte) []byte {
 	m, err := ParseShortMessage(body)
-	if err != nil || len(m.TLVs) == 0 {
+	if err != nil {
 		return body
+	}
+	if len(m.TLVs) == 0 {
+		if m.ScheduleDelivery == "" && m.Validity == "" {
+			return body
+		}
+		return m.rebuildDeliver(body, m.ESMClass, m.Message, nil)
 	}
 	msg := m.Message
 	if len(msg) == 0 {
 		if p, ok := m.TLV(tagMessagePayload); ok {
 			if len(p) > 254 {
-				return body
+				return m.rebuildDeliver(body, m.ESMClass, m.Message, m.TLVs)
 			}
 			msg = p
 		} else if m.IsReceipt() {
 			if msg = receiptTextFromTLVs(m); len(msg) > 254 {
-				return body // an absurd id: left whole
+				return m.rebuildDeliver(body, m.ESMClass, m.Message, m.TLVs) // an absurd id: left whole
 			}
 		}
 	}
-	return m.rebuildBody(body, msg, nil)
+	return m.rebuildDeliver(body, m.ESMClass, msg, nil)
+}
+
+// rebuildDeliver writes deliver_sm body m (of body) with esm_class esm, a
+// new short_message and TLVs, and schedule_delivery_time and
+// validity_period NULL (SMPP 3.4 §4.6.1: they are not used in deliver_sm; a
+// carrier that sets them is not relayed octet for octet); every other
+// mandatory field keeps its octets.
+func (m *ShortMessage) rebuildDeliver(body []byte, esm byte, msg []byte, tlvs []TLV) []byte {
+	out := make([]byte, 0, len(body)+64)
+	out = append(out, body[:m.esmOffset]...)
+	out = append(out, esm)
+	out = append(out, body[m.esmOffset+1:m.esmOffset+3]...) // protocol_id, priority_flag
+	out = append(out, 0, 0)                                 // schedule_delivery_time, validity_period
+	out = append(out, body[m.smOffset-4:m.smOffset]...)     // registered_delivery .. sm_default_msg_id
+	out = append(out, byte(len(msg)))
+	out = append(out, msg...)
+	for _, t := range tlvs {
+		out = binary.BigEndian.AppendUint16(out, t.Tag)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(t.Value)))
+		out = append(out, t.Value...)
+	}
+	return out
+}
+
+// legacyParts are the deliver_sm bodies that carry body to an SMPP 3.3
+// ESME: legacyBody's one, but for content in message_payload longer than
+// short_message's 254 octets (a long MO message a carrier delivered whole),
+// which goes as a concatenated series instead: each part has the
+// concatenation information element of 3GPP TS 23.040 §9.2.3.24.1 (8-bit
+// reference ref, the same for every try of the delivery) at the head of
+// short_message (after the other elements of the message's own UDH, when it
+// had one), esm_class's UDHI bit set (§5.2.12), and at most 254 octets in
+// all. The content is cut on its coding's character boundaries
+// (splitContent). The parts are sent in order, each once the one before was
+// answered OK.
+func legacyParts(body []byte, ref byte) [][]byte {
+	m, err := ParseShortMessage(body)
+	if err != nil || len(m.Message) != 0 {
+		return [][]byte{legacyBody(body)}
+	}
+	p, ok := m.TLV(tagMessagePayload)
+	if !ok || len(p) <= 254 {
+		return [][]byte{legacyBody(body)}
+	}
+	content, keep := p, []byte(nil)
+	if m.UDHI() {
+		// The message's own UDH: its elements but concatenation ones go
+		// into every part's.
+		udhl := int(p[0])
+		if 1+udhl > len(p) {
+			return [][]byte{legacyBody(body)}
+		}
+		ies := p[1 : 1+udhl]
+		content = p[1+udhl:]
+		for i := 0; i < len(ies); {
+			if i+2 > len(ies) || i+2+int(ies[i+1]) > len(ies) {
+				return [][]byte{legacyBody(body)}
+			}
+			if iei, l := ies[i], int(ies[i+1]); iei != 0x00 && iei != 0x08 {
+				keep = append(keep, ies[i:i+2+l]...)
+			}
+			i += 2 + int(ies[i+1])
+		}
+	}
+	udhLen := 1 + len(keep) + 5
+	room := 254 - udhLen
+	if room < 8 {
+		return [][]byte{legacyBody(body)}
+	}
+	chunks := splitContent(m.DataCoding, content, room)
+	if len(chunks) > 255 {
+		return [][]byte{legacyBody(body)}
+	}
+	parts := make([][]byte, 0, len(chunks))
+	for i, c := range chunks {
+		msg := make([]byte, 0, udhLen+len(c))
+		msg = append(msg, byte(udhLen-1))
+		msg = append(msg, keep...)
+		msg = append(msg, 0x00, 3, ref, byte(len(chunks)), byte(i+1))
+		msg = append(msg, c...)
+		parts = append(parts, m.rebuildDeliver(body, m.ESMClass|0x40, msg, nil))
+	}
+	return parts
+}
+
+// splitContent cuts content of data_coding dc into pieces of at most room
+// octets (room 8 at least), on the coding's character boundaries: UCS2 at
+// even octets and not inside a surrogate pair; GSM 7-bit text (unpacked, a
+// septet an octet) not between an escape (0x1B) and the character it
+// extends; GBK (data_coding 15) not inside a two-octet character; anything
+// else (8-bit data, single-octet alphabets) as it comes.
+func splitContent(dc byte, content []byte, room int) [][]byte {
+	var out [][]byte
+	for len(content) > 0 {
+		n := min(room, len(content))
+		if n < len(content) {
+			n = cutAt(dc, content, n)
+		}
+		out = append(out, content[:n])
+		content = content[n:]
+	}
+	return out
+}
+
+// cutAt is the longest prefix of b, at most n octets (n < len(b)) and more
+// than none, that ends on a character boundary of data_coding dc.
+func cutAt(dc byte, b []byte, n int) int {
+	switch {
+	case ucs2DataCoding(dc):
+		n &^= 1
+		if n >= 4 && b[n-2] >= 0xD8 && b[n-2] <= 0xDB { // a high surrogate: its pair goes with it
+			n -= 2
+		}
+	case gsm7DataCoding(dc):
+		i := 0
+		for i < n {
+			step := 1
+			if b[i] == 0x1B {
+				step = 2
+			}
+			if i+step > n {
+				break
+			}
+			i += step
+		}
+		n = i
+	case dc == 0x0F: // GBK: a lead octet 0x81-0xFE and its trail octet
+		i := 0
+		for i < n {
+			step := 1
+			if b[i] >= 0x81 && b[i] <= 0xFE {
+				step = 2
+			}
+			if i+step > n {
+				break
+			}
+			i += step
+		}
+		n = i
+	}
+	return max(n, 1)
+}
+
+// gsm7DataCoding reports a data_coding whose text is the GSM 7-bit default
+// alphabet (TS 23.038): SMPP 0 (the SMSC default alphabet), the general
+// data coding groups with alphabet bits 00, the message waiting groups
+// 0xC0-0xDF, and 0xF0-0xF3, 0xF8-0xFB.
+func gsm7DataCoding(dc byte) bool {
+	switch {
+	case dc == 0:
+		return true
+	case dc >= 0x10 && dc < 0x80:
+		return dc&0x2C == 0
+	case dc >= 0xC0 && dc < 0xE0:
+		return true
+	}
+	return dc >= 0xF0 && dc&0x04 == 0
 }
 
 // receiptTextFromTLVs writes the Appendix B text of a receipt that carries

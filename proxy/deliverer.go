@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,62 +17,169 @@ import (
 // Deliverers: one goroutine per account sends the account's stored
 // deliver_sm (receipts and MO) to its bound receiver and transceiver
 // sessions, oldest first, and removes each only when the platform answered
-// it with deliver_sm_resp OK. A timeout, or a status that says "later"
-// (ESME_RX_T_APPN, ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR, in a
-// deliver_sm_resp or a generic_nack), leaves it for the next round
-// (retried after a pause), without limit; ESME_RX_P_APPN / ESME_RX_R_APPN
-// mean the platform will never take it: it is dropped and logged. Any other
-// refusal (a deliver_sm_resp with another status, such as ESME_RINVSRCADR,
-// or a generic_nack with one) is retried too, but at most maxRefusals
-// times in all, then dropped and logged: sent again without end, a delivery
-// the platform cannot take would come back every round, and deliverBatch
-// of them would hold back every later receipt of the account. Deliveries
-// wait in the store, without limit of time, while no receiver is bound.
+// it with deliver_sm_resp OK.
+//
+// Pipelined: a delivery goes out as soon as a session of the account has
+// room in its window (at most deliverBatch of the account in flight), and
+// waits for nothing but the deliveries it must follow (below). One the
+// platform leaves unanswered holds back nothing else: it ends by its
+// response timeout and is sent again, while the others keep flowing. The
+// deliveries in flight are tracked by id, so that a claim of the store
+// (which returns the oldest not acknowledged, those in flight among them)
+// never sends one a second time while it is in flight.
+//
+// Order: the receipts of one message (by MsgID), and the MO messages of one
+// source address (keyword flows such as STOP then START, the parts of a
+// long message), reach the platform in the order they were stored: each
+// waits until the one before it was answered OK (or dropped). Deliveries of
+// different messages and handsets have no order among them.
+//
+// Answers. A timeout, or a status that says "later" (ESME_RX_T_APPN,
+// ESME_RSYSERR, in a deliver_sm_resp or a generic_nack), sends the delivery
+// again after deliveryRetryPause, without limit. ESME_RTHROTTLED and
+// ESME_RMSGQFUL (in either) say "slow down": the account's sending pauses
+// (throttlePauseFirst, doubled while the platform keeps saying so after each
+// pause, at most throttlePauseMax; an answer OK to a delivery sent after the
+// pause ends the back-off), as Kannel pauses its connection, and the refused
+// delivery goes again after the pause, first and alone: the others follow
+// once the platform took one. ESME_RX_P_APPN /
+// ESME_RX_R_APPN mean the platform will never take it: it is dropped and
+// logged. Any other refusal (a deliver_sm_resp with another status, such as
+// ESME_RINVSRCADR, or a generic_nack with one) is retried too, after
+// deliveryRetryPause, but at most maxRefusals times in all, then dropped and
+// logged: sent again without end, a delivery the platform cannot take would
+// come back for ever and hold back the later receipts of its message.
+// Deliveries wait in the store, without limit of time, while no receiver is
+// bound.
 //
 // Several gateways on one store: a deliverer sends only while it holds the
 // account's delivery lease (store.ClaimDeliveries, claims.go), so one
 // gateway at a time delivers an account's held deliveries, in order, over
 // its own bound receivers; each delivery reaches the platform once. The
 // lease is taken when this gateway has a receiver of the account and there
-// is something to send, renewed while a batch is in flight, and handed back
-// (ReleaseDeliveries) when the account has nothing more to send now, when
-// no receiver is left, or at shutdown. A gateway killed while holding it
-// blocks the account for at most deliveryLease; then another gateway's
-// deliverer (polling every deliverPoll) sends what the dead one never saw
-// acknowledged: at least once, never lost. Trade-off: while one gateway
-// holds an account, the receivers bound to the other gateways stay idle.
+// is something to send, renewed (a claim) at least every deliveryLease/4
+// while anything is pending, and handed back (ReleaseDeliveries) when the
+// account has nothing more to send now, when no receiver is left, or at
+// shutdown. A gateway killed while holding it blocks the account for at most
+// deliveryLease; then another gateway's deliverer (polling every
+// deliverPoll) sends what the dead one never saw acknowledged: at least
+// once, never lost. Trade-off: while one gateway holds an account, the
+// receivers bound to the other gateways stay idle.
 
+// deliverBatch is the most deliveries of an account in flight at once; a
+// claim reads the ones in flight or waiting, and deliverBatch more.
 const deliverBatch = 128
+
+// maxClaimed is the most a claim of the store returns (store.maxClaim).
+const maxClaimed = 1000
 
 // maxRefusals is how many times a delivery is sent to a platform that
 // refuses it neither for now nor for good (see above) before it is dropped;
 // a refusal counts only refusalSpacing after the one counted before, so
-// that a platform refusing everything for a moment (rounds follow each
-// other at once while others are taken) loses nothing: dropping takes
-// (maxRefusals-1) x refusalSpacing of refusals at least. Counted in memory:
-// a restart starts the count again.
+// that a platform refusing everything for a moment loses nothing: dropping
+// takes (maxRefusals-1) x refusalSpacing of refusals at least. Counted in
+// memory: a restart starts the count again.
 const maxRefusals = 5
 
 var refusalSpacing = 5 * time.Second // a variable for tests
 
+// deliveryRetryPause is how long a delivery that was refused (for now or
+// not), or not answered, waits before it is sent again. A variable for
+// tests.
+var deliveryRetryPause = time.Second
+
+// throttlePauseFirst and throttlePauseMax bound the pause of an account's
+// sending after ESME_RTHROTTLED or ESME_RMSGQFUL (see above).
+const (
+	throttlePauseFirst = time.Second
+	throttlePauseMax   = 5 * time.Second
+)
+
 // deliveryLease is how long a claim on an account's deliveries lasts
 // without renewal: the longest a killed gateway holds up the account.
-// A round renews it every deliveryLease/4.
+// A deliverer renews it every deliveryLease/4 while anything is pending.
 const deliveryLease = 15 * time.Second
 
 // deliverPoll is how often a deliverer looks for deliveries written, or
-// released, by other gateway instances.
+// released, by other gateway instances (and renews its lease).
 const deliverPoll = 2 * time.Second
+
+// roomWait is how soon a deliverer looks again when no session had room
+// for a delivery and none of its own was in flight (the window held by
+// other requests, whose answers do not wake it).
+const roomWait = 50 * time.Millisecond
+
+// clock is a deliverer's time: the real one, or a test's.
+type clock interface {
+	Now() time.Time
+	// Timer fires once after d; stop stops it.
+	Timer(d time.Duration) (c <-chan time.Time, stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) Timer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
+}
 
 type deliverer struct {
 	d       *Dispatcher
 	account string
 	worker  string // this deliverer's name in the account lease: the instance's (SetInstance), so a restart takes its leases back
 	kick    chan struct{}
+	clk     clock
 	counted time.Time // when spareline_deliveries_pending was last set from the store
 
 	refusedMu sync.Mutex
 	refused   map[string]refusals // by delivery id (maxRefusals)
+
+	// Outcomes of requests and acknowledgements, posted by the sessions'
+	// goroutines and the acknowledging ones (post), taken by the loop.
+	outMu sync.Mutex
+	outs  []outcome
+	wake  chan struct{} // capacity 1
+	acks  sync.WaitGroup
+
+	syncReq chan func() // tests: run a function after a pump (deliverSync)
+
+	// The loop's own state.
+	flights    map[string]*flight   // by delivery id: sent and not settled
+	retryAt    map[string]time.Time // by delivery id: not sent again before
+	keys       map[string]string    // by delivery id: its orderKey
+	pause      time.Duration        // the current throttle pause; 0: not throttled
+	pausedAt   time.Time            // when it began
+	pauseUntil time.Time
+	// probing: after a pause, one delivery (probe) goes alone until the
+	// platform takes one; then the others follow.
+	probing   bool
+	probe     string
+	held      bool      // the account lease may be ours
+	claimedAt time.Time // the last claim that returned deliveries (real time)
+}
+
+// flight is a delivery sent to a session and not settled yet: its parts
+// (one, but for a long MO message to an SMPP 3.3 platform, legacyParts) go
+// one after the other, each once the one before was answered OK.
+type flight struct {
+	del     *store.Delivery
+	s       *Session
+	parts   [][]byte
+	next    int       // the part in flight (or waiting for room, when waiting)
+	sent    time.Time // when that part was sent (deliverer clock)
+	waiting bool      // the next part found no room: sent by the next pump
+	acking  bool      // answered; being removed from the store
+}
+
+// outcome is what ended a request (a response, or err) or an
+// acknowledgement in the store (ack, with err).
+type outcome struct {
+	fl         *flight
+	id, status uint32
+	err        error
+	ack        bool
 }
 
 // refusals are a delivery's counted refusals, the last counted at last.
@@ -142,7 +251,14 @@ func (d *Dispatcher) kickDeliveries(account string) {
 		if inst, _ := d.instance.Load().(string); inst != "" {
 			worker = "deliver/" + inst
 		}
-		dl = &deliverer{d: d, account: account, worker: worker, kick: make(chan struct{}, 1)}
+		clk := d.deliverClock
+		if clk == nil {
+			clk = realClock{}
+		}
+		dl = &deliverer{d: d, account: account, worker: worker, kick: make(chan struct{}, 1), clk: clk,
+			wake: make(chan struct{}, 1), syncReq: make(chan func()),
+			flights: map[string]*flight{}, retryAt: map[string]time.Time{}, keys: map[string]string{},
+			held: true} // a lease of this instance's from before a restart is released when there is nothing to do
 		d.deliverers[account] = dl
 		d.spawn(func() { dl.run(d.deliverCtx) }) // not after shutdown began (dispatcher.go)
 	}
@@ -165,125 +281,438 @@ func (d *Dispatcher) StartDeliverers(accounts []string) {
 	}
 }
 
+// post hands an outcome to the loop; it never blocks (it runs on a
+// session's goroutines).
+func (dl *deliverer) post(o outcome) {
+	dl.outMu.Lock()
+	dl.outs = append(dl.outs, o)
+	dl.outMu.Unlock()
+	select {
+	case dl.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (dl *deliverer) run(ctx context.Context) {
 	log := dl.d.log.With(zap.String("account", dl.account))
 	// A slow poll covers deliveries written, or released, by other gateway
-	// instances.
+	// instances, and renews the lease while requests wait for answers.
 	poll := time.NewTicker(deliverPoll)
 	defer poll.Stop()
 	defer dl.release(ctx, log) // at shutdown, hand the account to the other instances now
+	defer dl.acks.Wait()       // ... once the answered ones left the store
+	stop := func() bool { return false }
+	defer func() { stop() }()
 	for {
+		next := dl.pump(ctx, log)
+		stop()
+		var timer <-chan time.Time
+		if !next.IsZero() {
+			timer, stop = dl.clk.Timer(next.Sub(dl.clk.Now()))
+		} else {
+			stop = func() bool { return false }
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-dl.kick:
+		case <-dl.wake:
 		case <-poll.C:
-		}
-		for ctx.Err() == nil {
-			progressed, more := dl.round(ctx, log)
-			if !more {
-				dl.release(ctx, log)
-				break
-			}
-			if !progressed {
-				// Everything failed this round: pause before retrying.
-				t := time.NewTimer(time.Second)
-				select {
-				case <-ctx.Done():
-				case <-t.C:
-				}
-				t.Stop()
-				break
-			}
+		case <-timer:
+		case f := <-dl.syncReq:
+			dl.pump(ctx, log)
+			f()
 		}
 	}
 }
 
-// round sends one batch. more says there may be more to send now.
-func (dl *deliverer) round(ctx context.Context, log *zap.Logger) (progressed, more bool) {
+// pump takes the outcomes that came, then sends what may go now. It
+// returns when it wants to run again at the latest (zero: when woken).
+func (dl *deliverer) pump(ctx context.Context, log *zap.Logger) time.Time {
 	d := dl.d
+	now := dl.clk.Now()
+	dl.settle(ctx, log, now)
+	if ctx.Err() != nil {
+		return time.Time{}
+	}
 	dl.count(ctx)
-	if d.recv == nil {
-		return false, false
+	var recv []*Session
+	if d.recv != nil {
+		recv = d.recv.receiversOf(dl.account)
 	}
-	recv := d.recv.receiversOf(dl.account)
 	if len(recv) == 0 {
-		return false, false
-	}
-	list, err := d.store.ClaimDeliveries(ctx, dl.account, dl.worker, deliverBatch, deliveryLease)
-	if errors.Is(err, store.ErrLeased) {
-		return false, false // another gateway is delivering this account; the poll looks again
-	}
-	if err != nil {
-		log.Warn("reading held deliveries failed", zap.Error(err))
-		return false, true
-	}
-	if len(list) == 0 {
-		metricDeliveriesPending.WithLabelValues(dl.account).Set(0)
-		return false, false
-	}
-	defer dl.renew(ctx, log)()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	acked := 0
-	for i, group := range byMessage(list) {
-		s := recv[i%len(recv)]
-		// Prefer a session with room in its window.
-		for _, r := range recv {
-			if r.Free() > s.Free() {
-				s = r
-			}
+		// The flights end with their sessions (ErrConnLost, ErrNotSent).
+		if dl.held {
+			dl.release(ctx, log)
+			dl.held = false
 		}
-		wg.Add(1)
-		go func(group []*store.Delivery, s *Session) {
-			defer wg.Done()
-			// One after the other, each once the one before was taken:
-			// sent at once, an intermediate receipt could reach the
-			// platform after the final one (or be refused for now and
-			// come again after it), and leave the message ENROUTE there.
-			for _, del := range group {
-				if !dl.send(ctx, s, del, log) {
-					return // the rest wait for the next round, behind it
-				}
-				mu.Lock()
-				acked++
-				mu.Unlock()
-			}
-		}(group, s)
+		return time.Time{}
 	}
-	wg.Wait()
-	return acked > 0, acked > 0 && len(list) == deliverBatch || acked > 0 && acked < len(list)
+	paused := now.Before(dl.pauseUntil)
+	noRoom := false
+	for {
+		want := min(len(dl.flights)+len(dl.retryAt)+deliverBatch, maxClaimed)
+		list, err := dl.list(ctx, want)
+		if errors.Is(err, store.ErrLeased) {
+			return time.Time{} // another gateway is delivering this account; the poll looks again
+		}
+		if err != nil {
+			log.Warn("reading held deliveries failed", zap.Error(err))
+			return now.Add(time.Second)
+		}
+		if len(list) == 0 {
+			metricDeliveriesPending.WithLabelValues(dl.account).Set(0)
+			clear(dl.retryAt)
+			clear(dl.keys)
+			return time.Time{}
+		}
+		if len(list) < want || len(dl.keys) > 4*maxClaimed {
+			dl.forgetBut(list)
+		}
+		var started int
+		started, noRoom = dl.start(list, recv, now, paused, log)
+		if started == 0 || len(list) < want || len(dl.flights) >= deliverBatch {
+			break
+		}
+	}
+	return dl.nextWake(now, paused, noRoom)
 }
 
-// byMessage groups deliveries (oldest first) by the message they are about,
-// keeping their order within each group and the order of the groups' first
-// deliveries; an MO message (no MsgID) is a group of its own.
-func byMessage(list []*store.Delivery) [][]*store.Delivery {
-	groups := make([][]*store.Delivery, 0, len(list))
-	at := map[string]int{}
+// nextWake is when the loop must look again without being woken: the end
+// of a pause, the earliest retry, or soon when no session had room.
+func (dl *deliverer) nextWake(now time.Time, paused, noRoom bool) time.Time {
+	if paused {
+		return dl.pauseUntil
+	}
+	var next time.Time
+	for _, t := range dl.retryAt {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if noRoom && len(dl.flights) == 0 {
+		if w := now.Add(roomWait); next.IsZero() || w.Before(next) {
+			next = w
+		}
+	}
+	return next
+}
+
+// list reads up to max of the account's oldest deliveries. It claims them
+// (taking or renewing the lease) unless this deliverer claimed less than
+// deliveryLease/4 ago: then the lease is its own still, and a plain read
+// does.
+func (dl *deliverer) list(ctx context.Context, max int) ([]*store.Delivery, error) {
+	st := dl.d.store
+	if dl.held && !dl.claimedAt.IsZero() && time.Since(dl.claimedAt) < deliveryLease/4 {
+		list, err := st.PendingDeliveries(ctx, dl.account, max)
+		if err == nil && len(list) == 0 {
+			dl.release(ctx, dl.d.log)
+			dl.held = false
+		}
+		return list, err
+	}
+	list, err := st.ClaimDeliveries(ctx, dl.account, dl.worker, max, deliveryLease)
+	switch {
+	case errors.Is(err, store.ErrLeased):
+		dl.held = false
+	case err == nil:
+		// With nothing pending the store dropped the lease.
+		dl.held = len(list) > 0
+		if dl.held {
+			dl.claimedAt = time.Now()
+		}
+	}
+	return list, err
+}
+
+// forgetBut drops the retry times and order keys of deliveries that are not
+// in list (taken by another gateway, or long gone).
+func (dl *deliverer) forgetBut(list []*store.Delivery) {
+	in := make(map[string]bool, len(list))
 	for _, del := range list {
-		if del.MsgID != "" {
-			if i, ok := at[del.MsgID]; ok {
-				groups[i] = append(groups[i], del)
+		in[del.ID] = true
+	}
+	for id := range dl.retryAt {
+		if !in[id] && dl.flights[id] == nil {
+			delete(dl.retryAt, id)
+		}
+	}
+	for id := range dl.keys {
+		if !in[id] && dl.flights[id] == nil {
+			delete(dl.keys, id)
+		}
+	}
+}
+
+// orderKey is what orders a delivery among the others: the message a
+// receipt is about, the source address of an MO message; "" for none.
+func (dl *deliverer) orderKey(del *store.Delivery) string {
+	if del.MsgID != "" {
+		return "m" + del.MsgID
+	}
+	if k, ok := dl.keys[del.ID]; ok {
+		return k
+	}
+	k := ""
+	if m, err := ParseShortMessage(del.Body); err == nil {
+		k = "s" + m.Source
+	}
+	dl.keys[del.ID] = k
+	return k
+}
+
+// start sends the deliveries of list (oldest first) that may go now: not in
+// flight, not waiting for a retry, not behind an unsettled one of the same
+// message or handset; while the account is not paused and a session has
+// room. noRoom reports that one that could go found no room.
+func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Time, paused bool, log *zap.Logger) (started int, noRoom bool) {
+	if paused {
+		return 0, false
+	}
+	if dl.probing && dl.probe != "" && dl.flights[dl.probe] != nil {
+		return 0, false // the probe's answer first
+	}
+	// Parts of long messages waiting for room go first.
+	for id, fl := range dl.flights {
+		if !fl.waiting {
+			continue
+		}
+		if fl.s.Ending() || sessionDone(fl.s) {
+			delete(dl.flights, id) // sent again whole
+			continue
+		}
+		if !dl.request(fl) {
+			noRoom = true
+		}
+	}
+	sessions := slices.Clone(recv)
+	blocked := map[string]bool{}
+	for _, del := range list {
+		k := dl.orderKey(del)
+		if k != "" {
+			if blocked[k] {
 				continue
 			}
-			at[del.MsgID] = len(groups)
+			blocked[k] = true // the ones after it wait for it
 		}
-		groups = append(groups, []*store.Delivery{del})
+		if dl.flights[del.ID] != nil {
+			continue
+		}
+		if t, ok := dl.retryAt[del.ID]; ok && now.Before(t) {
+			continue
+		}
+		if noRoom || len(dl.flights) >= deliverBatch {
+			break
+		}
+		// The session with the most room first.
+		slices.SortStableFunc(sessions, func(a, b *Session) int { return b.Free() - a.Free() })
+		sent := false
+		for _, s := range sessions {
+			if s.Free() == 0 || s.Ending() {
+				continue
+			}
+			fl := &flight{del: del, s: s, parts: deliverParts(del, s)}
+			if dl.request(fl) {
+				dl.flights[del.ID] = fl
+				delete(dl.retryAt, del.ID)
+				sent = true
+				break
+			}
+		}
+		if !sent {
+			noRoom = true
+			break
+		}
+		started++
+		if dl.probing {
+			dl.probe = del.ID
+			break
+		}
 	}
-	return groups
+	return started, noRoom
 }
 
-// renew keeps the account lease while a batch is in flight; the returned
-// function stops it. A claim renews the lease; max 1 keeps it cheap.
-func (dl *deliverer) renew(ctx context.Context, log *zap.Logger) (stop func()) {
-	return every(ctx, deliveryLease/4, func(ctx context.Context) {
-		_, err := dl.d.store.ClaimDeliveries(ctx, dl.account, dl.worker, 1, deliveryLease)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("renewing the delivery lease failed; another gateway may send this batch again",
-				zap.Error(err))
-		}
+// sessionDone reports whether s has ended.
+func sessionDone(s *Session) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// deliverParts are the deliver_sm bodies that carry del to session s: one
+// (platformBody), or for an SMPP 3.3 platform legacyParts.
+func deliverParts(del *store.Delivery, s *Session) [][]byte {
+	if n, ok := s.Value.(*northSession); ok && n.legacy.Load() {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(del.ID))
+		return legacyParts(del.Body, byte(h.Sum32()))
+	}
+	return [][]byte{platformBody(del.Body)}
+}
+
+// request sends fl's next part without waiting; false when its session had
+// no room (or ended).
+func (dl *deliverer) request(fl *flight) bool {
+	fl.sent = dl.clk.Now()
+	ok := fl.s.RequestAsync(cmdDeliverSM, fl.parts[fl.next], fl.s.cfg.ResponseTimeout, func(f Frame, err error) {
+		dl.post(outcome{fl: fl, id: f.ID, status: f.Status, err: err})
 	})
+	fl.waiting = !ok
+	return ok
+}
+
+// settle takes the outcomes posted since the last pump.
+func (dl *deliverer) settle(ctx context.Context, log *zap.Logger, now time.Time) {
+	dl.outMu.Lock()
+	outs := dl.outs
+	dl.outs = nil
+	dl.outMu.Unlock()
+	for _, o := range outs {
+		id := o.fl.del.ID
+		if dl.flights[id] != o.fl {
+			continue
+		}
+		if !o.ack {
+			dl.answered(ctx, log, o, now)
+			continue
+		}
+		delete(dl.flights, id)
+		if o.err != nil {
+			log.Warn("removing a delivered deliver_sm failed; it may be sent again", zap.String("delivery", id),
+				zap.Error(o.err))
+			dl.retryAt[id] = now.Add(deliveryRetryPause)
+			continue
+		}
+		delete(dl.retryAt, id)
+		delete(dl.keys, id)
+		dl.settled(id)
+	}
+}
+
+// answered handles the platform's answer to a flight's part (or the
+// request's failure).
+func (dl *deliverer) answered(ctx context.Context, log *zap.Logger, o outcome, now time.Time) {
+	fl := o.fl
+	del := fl.del
+	if o.err != nil {
+		delete(dl.flights, del.ID)
+		if !errors.Is(o.err, ErrNotSent) {
+			log.Info("deliver_sm unanswered; will retry", zap.String("delivery", del.ID), zap.Error(o.err))
+			dl.retryAt[del.ID] = now.Add(deliveryRetryPause)
+		}
+		return
+	}
+	if o.id == cmdDeliverSMResp && o.status == statusOK && fl.next+1 < len(fl.parts) {
+		// The next part of a long message, on the same session.
+		dl.endThrottle(fl)
+		fl.next++
+		if !dl.request(fl) && (fl.s.Ending() || sessionDone(fl.s)) {
+			delete(dl.flights, del.ID) // sent again whole, at once
+		}
+		return
+	}
+	if ml := dl.d.mlog(); ml != nil {
+		ml.delivered(del, o.status, o.id != cmdDeliverSMResp)
+	}
+	switch {
+	case o.id == cmdDeliverSMResp && o.status == statusOK:
+		dl.endThrottle(fl)
+	case o.id == cmdDeliverSMResp && (o.status == statusRXPAppn || o.status == statusRXRAppn):
+		log.Warn("platform rejected a deliver_sm permanently; dropped", zap.String("delivery", del.ID),
+			zap.String("id", del.MsgID), zap.String("status", StatusString(o.status)))
+	case o.status == statusThrottled || o.status == statusMsgQFul:
+		// In a deliver_sm_resp or a generic_nack alike (some platforms
+		// throttle with a generic_nack): the account pauses, and this one
+		// goes again after the pause.
+		delete(dl.flights, del.ID)
+		dl.throttled(log, now, fl.sent, o.status)
+		dl.retryAt[del.ID] = dl.pauseUntil
+		return
+	case laterStatus(o.status):
+		log.Info("platform refused a deliver_sm for now; will retry", zap.String("delivery", del.ID),
+			zap.String("command_id", fmt.Sprintf("0x%08X", o.id)), zap.String("status", StatusString(o.status)))
+		delete(dl.flights, del.ID)
+		dl.retryAt[del.ID] = now.Add(deliveryRetryPause)
+		return
+	default:
+		// A generic_nack (SMPP 3.4 §4.3: the platform could not process
+		// the PDU; whatever its status, some send ESME_ROK, it is no
+		// acknowledgement), or a refusal that says neither "later" nor
+		// "never": retried, at most maxRefusals times.
+		what := "deliver_sm_resp"
+		if o.id != cmdDeliverSMResp {
+			what = fmt.Sprintf("command_id 0x%08X", o.id)
+		}
+		if !dl.refusal(del.ID) {
+			log.Info("platform refused a deliver_sm; will retry", zap.String("delivery", del.ID),
+				zap.String("answer", what), zap.String("status", StatusString(o.status)))
+			delete(dl.flights, del.ID)
+			dl.retryAt[del.ID] = now.Add(deliveryRetryPause)
+			return
+		}
+		log.Warn("platform refused a deliver_sm every time; dropped", zap.String("delivery", del.ID),
+			zap.String("id", del.MsgID), zap.String("answer", what), zap.String("status", StatusString(o.status)),
+			zap.Int("tries", maxRefusals))
+	}
+	dl.ack(ctx, fl)
+}
+
+// ack removes an answered (or dropped) delivery from the store, in the
+// background; its outcome comes back to the loop. It is finished even when
+// the gateway is shutting down: the platform has it.
+func (dl *deliverer) ack(ctx context.Context, fl *flight) {
+	fl.acking = true
+	dl.acks.Add(1)
+	go func() {
+		defer dl.acks.Done()
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := dl.d.store.AckDelivery(actx, dl.account, fl.del.ID)
+		cancel()
+		dl.post(outcome{fl: fl, ack: true, err: err})
+	}()
+}
+
+// throttled pauses the account after ESME_RTHROTTLED or ESME_RMSGQFUL to a
+// request sent at sent: a pause of throttlePauseFirst, or twice the last one
+// (at most throttlePauseMax) when the platform says it again after a pause.
+// The answers to requests sent before the current pause began are of the
+// same burst: they keep the pause as it is.
+func (dl *deliverer) throttled(log *zap.Logger, now, sent time.Time, status uint32) {
+	if !dl.pausedAt.IsZero() && !sent.After(dl.pausedAt) {
+		return
+	}
+	if dl.pause == 0 {
+		dl.pause = throttlePauseFirst
+	} else {
+		dl.pause = min(2*dl.pause, throttlePauseMax)
+	}
+	dl.pausedAt, dl.pauseUntil = now, now.Add(dl.pause)
+	dl.probing, dl.probe = true, ""
+	log.Info("platform asks to slow down; deliveries paused", zap.String("status", StatusString(status)),
+		zap.Duration("pause", dl.pause))
+}
+
+// endThrottle ends the back-off (and the probing after a pause) when the
+// platform took a delivery sent after the last pause began.
+func (dl *deliverer) endThrottle(fl *flight) {
+	if dl.pause != 0 && fl.sent.After(dl.pausedAt) {
+		dl.pause = 0
+		dl.probing, dl.probe = false, ""
+	}
+}
+
+// release hands the account's delivery lease back, if this deliverer holds
+// it, so that another gateway need not wait for it to pass.
+func (dl *deliverer) release(ctx context.Context, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := dl.d.store.ReleaseDeliveries(ctx, dl.account, dl.worker); err != nil {
+		log.Debug("releasing the delivery lease failed; it passes by itself", zap.Error(err))
+	}
 }
 
 // every runs renew every period until the returned stop is called (stop
@@ -305,70 +734,6 @@ func every(ctx context.Context, period time.Duration, renew func(ctx context.Con
 		}
 	}()
 	return func() { cancel(); <-done }
-}
-
-// release hands the account's delivery lease back, if this deliverer holds
-// it, so that another gateway need not wait for it to pass.
-func (dl *deliverer) release(ctx context.Context, log *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := dl.d.store.ReleaseDeliveries(ctx, dl.account, dl.worker); err != nil {
-		log.Debug("releasing the delivery lease failed; it passes by itself", zap.Error(err))
-	}
-}
-
-func (dl *deliverer) send(ctx context.Context, s *Session, del *store.Delivery, log *zap.Logger) bool {
-	body := del.Body
-	if n, ok := s.Value.(*northSession); ok && n.legacy.Load() {
-		body = legacyBody(body)
-	} else {
-		body = platformBody(body)
-	}
-	f, err := s.Request(ctx, cmdDeliverSM, body)
-	if err != nil {
-		if !errors.Is(err, ErrNotSent) {
-			log.Info("deliver_sm unanswered; will retry", zap.String("delivery", del.ID), zap.Error(err))
-		}
-		return false
-	}
-	if ml := dl.d.mlog(); ml != nil {
-		ml.delivered(del, f.Status, f.ID != cmdDeliverSMResp)
-	}
-	switch {
-	case f.ID == cmdDeliverSMResp && f.Status == statusOK:
-	case f.ID == cmdDeliverSMResp && (f.Status == statusRXPAppn || f.Status == statusRXRAppn):
-		log.Warn("platform rejected a deliver_sm permanently; dropped", zap.String("delivery", del.ID),
-			zap.String("id", del.MsgID), zap.String("status", StatusString(f.Status)))
-	case laterStatus(f.Status):
-		// In a deliver_sm_resp or a generic_nack alike (some platforms
-		// throttle with a generic_nack).
-		log.Info("platform refused a deliver_sm for now; will retry", zap.String("delivery", del.ID),
-			zap.String("command_id", fmt.Sprintf("0x%08X", f.ID)), zap.String("status", StatusString(f.Status)))
-		return false
-	default:
-		// A generic_nack (SMPP 3.4 §4.3: the platform could not process
-		// the PDU; whatever its status, some send ESME_ROK, it is no
-		// acknowledgement), or a refusal that says neither "later" nor
-		// "never": retried, at most maxRefusals times.
-		what := "deliver_sm_resp"
-		if f.ID != cmdDeliverSMResp {
-			what = fmt.Sprintf("command_id 0x%08X", f.ID)
-		}
-		if !dl.refusal(del.ID) {
-			log.Info("platform refused a deliver_sm; will retry", zap.String("delivery", del.ID),
-				zap.String("answer", what), zap.String("status", StatusString(f.Status)))
-			return false
-		}
-		log.Warn("platform refused a deliver_sm every time; dropped", zap.String("delivery", del.ID),
-			zap.String("id", del.MsgID), zap.String("answer", what), zap.String("status", StatusString(f.Status)),
-			zap.Int("tries", maxRefusals))
-	}
-	if err := dl.d.store.AckDelivery(ctx, dl.account, del.ID); err != nil {
-		log.Warn("removing a delivered deliver_sm failed; it may be sent again", zap.Error(err))
-		return false
-	}
-	dl.settled(del.ID)
-	return true
 }
 
 // deliverSMTags are the optional parameters SMPP 3.4 §4.6.1 defines for
@@ -410,6 +775,8 @@ var deliverSMTags = map[uint16]bool{
 //     the text (Appendix B): platforms that match receipts by the optional
 //     parameters alone would not find the id. The text's id is spareline's
 //     already (rewriteReceipt).
+//   - schedule_delivery_time and validity_period NULL (§4.6.1), whatever
+//     the carrier wrote.
 //
 // A body that does not parse is returned as it is.
 func platformBody(body []byte) []byte {
@@ -423,7 +790,9 @@ func platformBody(body []byte) []byte {
 			tlvs = append(tlvs, t)
 		}
 	}
-	changed := len(tlvs) != len(m.TLVs)
+	// schedule_delivery_time and validity_period are NULL in a deliver_sm
+	// (§4.6.1): a carrier's are not passed on.
+	changed := len(tlvs) != len(m.TLVs) || m.ScheduleDelivery != "" || m.Validity != ""
 	if m.IsReceipt() {
 		n := len(tlvs)
 		tlvs = appendReceiptTLVs(m, tlvs)
@@ -432,7 +801,7 @@ func platformBody(body []byte) []byte {
 	if !changed {
 		return body
 	}
-	return m.rebuildBody(body, m.Message, tlvs)
+	return m.rebuildDeliver(body, m.ESMClass, m.Message, tlvs)
 }
 
 // appendReceiptTLVs appends to tlvs the receipted_message_id and

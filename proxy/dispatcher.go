@@ -93,6 +93,15 @@ type Dispatcher struct {
 	moAccount   atomic.Value // string
 	instance    atomic.Value // string: this gateway's name among those sharing the store (SetInstance)
 	throttleMax int
+	// deliverClock is the deliverers' time; nil is the real one (tests set
+	// theirs before the first delivery).
+	deliverClock clock
+
+	// moTails: per source address, the last carrier MO message still being
+	// stored (closed once stored or refused), which the next one from that
+	// address waits for (handleCarrierDeliver).
+	moMu    sync.Mutex
+	moTails map[string]chan struct{}
 
 	// wg counts the background goroutines (deliverers, receipt handlers,
 	// the store probe, early-receipt retries). They are started only by

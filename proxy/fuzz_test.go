@@ -257,3 +257,98 @@ func FuzzSCInterfaceVersion(f *testing.F) {
 		}
 	})
 }
+
+// The deliver_sm bodies an SMPP 3.3 platform gets for any body: each
+// parses, carries no optional parameter, at most 254 octets of
+// short_message and NULL schedule_delivery_time and validity_period; a
+// series (a long message_payload) has one concatenation UDH per part with
+// one reference, parts numbered 1..n of n, and its contents join to the
+// payload's, cut on even octets in UCS2 and never between a GSM escape and
+// its character.
+func FuzzLegacyParts(f *testing.F) {
+	long := bytes.Repeat([]byte{0x00, 0x41}, 200)
+	f.Add(deliverBody("1390", 8, nil, []TLV{{Tag: tagMessagePayload, Value: long}}, "", ""), byte(8), byte(7))
+	f.Add(deliverBody("1390", 0, nil, []TLV{{Tag: tagMessagePayload, Value: bytes.Repeat([]byte{'a', 0x1B}, 200)}}, "", "1"), byte(0), byte(1))
+	f.Add(deliverBody("1390", 0, []byte("hi"), nil, "x", ""), byte(0), byte(0))
+	f.Add([]byte{}, byte(0), byte(0))
+	f.Fuzz(func(t *testing.T, body []byte, dc byte, ref byte) {
+		if m, err := ParseShortMessage(body); err == nil && len(body) > m.smOffset-2 {
+			body = bytes.Clone(body)
+			body[m.smOffset-2] = dc // data_coding
+		}
+		parts := legacyParts(body, ref)
+		orig, err := ParseShortMessage(body)
+		if err != nil {
+			if len(parts) != 1 || !bytes.Equal(parts[0], body) {
+				t.Fatalf("a body that does not parse became %d parts", len(parts))
+			}
+			return
+		}
+		payload, hasPayload := orig.TLV(tagMessagePayload)
+		if len(parts) == 1 {
+			m, err := ParseShortMessage(parts[0])
+			if err != nil {
+				t.Fatalf("part does not parse: %v", err)
+			}
+			if m.ScheduleDelivery != "" || m.Validity != "" {
+				t.Fatal("times not NULL")
+			}
+			return
+		}
+		if !hasPayload || len(orig.Message) != 0 || len(payload) <= 254 || len(parts) > 255 {
+			t.Fatalf("%d parts for a body that needs none", len(parts))
+		}
+		var joined []byte
+		for i, p := range parts {
+			m, err := ParseShortMessage(p)
+			if err != nil {
+				t.Fatalf("part %d does not parse: %v", i+1, err)
+			}
+			if len(m.TLVs) != 0 || len(m.Message) > 254 || m.ESMClass&0x40 == 0 || m.ScheduleDelivery != "" || m.Validity != "" {
+				t.Fatalf("part %d: %d TLVs, %d octets, esm_class 0x%02X", i+1, len(m.TLVs), len(m.Message), m.ESMClass)
+			}
+			udhl := int(m.Message[0])
+			udh := m.Message[1 : 1+udhl]
+			c := udh[len(udh)-5:]
+			if c[0] != 0 || c[1] != 3 || c[2] != ref || int(c[3]) != len(parts) || int(c[4]) != i+1 {
+				t.Fatalf("part %d concatenation element % X", i+1, c)
+			}
+			text := m.Message[1+udhl:]
+			if i < len(parts)-1 {
+				switch {
+				case ucs2DataCoding(m.DataCoding) && len(text)%2 != 0:
+					t.Fatalf("UCS2 part %d of %d octets", i+1, len(text))
+				case gsm7DataCoding(m.DataCoding) && len(text) > 0 && text[len(text)-1] == 0x1B:
+					esc := 0
+					for j := len(text) - 1; j >= 0 && text[j] == 0x1B; j-- {
+						esc++
+					}
+					if esc%2 == 1 && len(joined)+len(text) < len(payload) {
+						// an odd run of escapes at the end: the last one's character is in the next part
+						prefix := append(bytes.Clone(joined), text...)
+						n := 0
+						for k := 0; k < len(prefix); {
+							if prefix[k] == 0x1B {
+								k += 2
+							} else {
+								k++
+							}
+							n = k
+						}
+						if n != len(prefix) {
+							t.Fatalf("part %d ends between an escape and its character", i+1)
+						}
+					}
+				}
+			}
+			joined = append(joined, text...)
+		}
+		content := payload
+		if orig.UDHI() {
+			content = payload[1+int(payload[0]):]
+		}
+		if !bytes.Equal(joined, content) {
+			t.Fatalf("parts join to %d octets, want the payload's %d", len(joined), len(content))
+		}
+	})
+}

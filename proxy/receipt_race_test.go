@@ -367,3 +367,24 @@ func TestFailureOnlyReceiptsOnCarrierPath(t *testing.T) {
 		t.Fatalf("delivered message: %+v, %v; want done, DELIVRD (query_sm still knows)", got, err)
 	}
 }
+
+// Intermediate receipts (ENROUTE and its kin) reach the platform only when
+// the submit asked for intermediate notifications (registered_delivery bit
+// 4, 0x10, SMPP 3.4 §5.2.17): a submit that asked for the final receipt
+// alone gets that one only.
+func TestIntermediateReceiptsOnlyWhenAsked(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	c := NewCarrier(config.Carrier{Name: "cm"}, nil, zap.NewNop())
+	sentMessage(t, st, d, "C9", 0x01) // the final receipt only
+	for _, stat := range []string{"ENROUTE", "ACCEPTD", "BUFFRED", "DELIVRD"} {
+		sm, body := carrierReceipt(t, "C9", stat)
+		if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+			t.Fatalf("%s receipt answered %s", stat, StatusString(s))
+		}
+	}
+	stats, _ := heldReceipts(t, st, "acct")
+	if want := []string{"DELIVRD"}; !slices.Equal(stats, want) {
+		t.Fatalf("platform receipts %v, want %v", stats, want)
+	}
+}

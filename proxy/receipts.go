@@ -32,7 +32,8 @@ import (
 // A final receipt finishes its message by a compare-and-set from state
 // "sent" (store.FinishMessage), so a receipt the carrier sends twice (or
 // two instances each get) reaches the platform once; intermediate receipts
-// (ENROUTE, ACCEPTD, BUFFRED...) are passed on without finishing it (see
+// (ENROUTE, ACCEPTD, BUFFRED...) are passed on when the submit asked for
+// them (registered_delivery 0x10), without finishing it (see
 // deliverCarrierReceipt).
 
 // canonicalCarrierID turns a carrier message id into the key of the carrier
@@ -274,15 +275,69 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 		respondDeliver(s, f, status)
 		return
 	}
+	// The MO messages of one source address are stored one after the
+	// other, in the order they came (the reader goroutines' order): each
+	// handled in a goroutine of its own, they reached the store, and so the
+	// platform, in any order (STOP before START, part 2 before part 1).
+	var prev, mine chan struct{}
+	if !sm.IsReceipt() {
+		prev, mine = d.moTurn(sm.Source)
+	}
 	started := d.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if mine != nil {
+			defer d.moDone(sm.Source, mine)
+		}
+		if prev != nil {
+			if testHookMOWait != nil {
+				testHookMOWait()
+			}
+			select {
+			case <-prev:
+			case <-ctx.Done():
+				respondDeliver(s, f, statusRXTAppn) // the carrier sends it again
+				return
+			}
+		}
 		respondDeliver(s, f, d.carrierDeliver(ctx, c, sm, f.Body))
 	})
 	if !started {
 		// Shutting down: the carrier sends it again, to us or a sibling.
 		respondDeliver(s, f, statusRXTAppn)
+		if mine != nil {
+			d.moDone(sm.Source, mine)
+		}
 	}
+}
+
+// testHookMOWait, when set (tests), runs when an MO message starts waiting
+// for the one before it from its source address.
+var testHookMOWait func()
+
+// moTurn enters an MO message from source address src in the line of those
+// being stored: prev (nil when none) is closed once the one before it is
+// stored or refused; mine is to be closed (moDone) once this one is.
+func (d *Dispatcher) moTurn(src string) (prev, mine chan struct{}) {
+	mine = make(chan struct{})
+	d.moMu.Lock()
+	defer d.moMu.Unlock()
+	if d.moTails == nil {
+		d.moTails = map[string]chan struct{}{}
+	}
+	prev = d.moTails[src]
+	d.moTails[src] = mine
+	return prev, mine
+}
+
+// moDone ends an MO message's turn (moTurn).
+func (d *Dispatcher) moDone(src string, mine chan struct{}) {
+	close(mine)
+	d.moMu.Lock()
+	if d.moTails[src] == mine {
+		delete(d.moTails, src)
+	}
+	d.moMu.Unlock()
 }
 
 // respondDeliver answers a carrier's deliver_sm or data_sm. The body is
@@ -386,8 +441,9 @@ func isFinalReceipt(sm *ShortMessage, stat string) bool {
 // duplicate, answered OK and dropped. m is the record as read before; the
 // store, not that copy, decides.
 //
-// An intermediate receipt (ENROUTE, ACCEPTD, esm_class 0x20) is passed on
-// without finishing the message (the same compare-and-set from "sent",
+// An intermediate receipt (ENROUTE, ACCEPTD, esm_class 0x20) is passed on,
+// when the submit asked for intermediate notifications (registered_delivery
+// bit 4, 0x10, §5.2.17), without finishing the message (the same compare-and-set from "sent",
 // state unchanged, so one arriving after the final receipt is dropped), and
 // the final receipt that follows it is delivered too. A resent intermediate
 // receipt may reach the platform twice (nothing distinguishes it from a
@@ -429,8 +485,11 @@ func (d *Dispatcher) deliverCarrierReceipt(ctx context.Context, c *Carrier, m *s
 			del = newDelivery()
 		}
 	} else {
-		if m.RegDeliv&0x13 == 0 {
-			return nil // the platform asked for no receipt of any kind
+		if m.RegDeliv&0x10 == 0 {
+			// SMPP 3.4 §5.2.17: intermediate notifications are asked for
+			// by bit 4; a submit that asked for the final receipt only
+			// does not get them.
+			return nil
 		}
 		m.Note = "carrier receipt " + stat + " (intermediate)"
 		del = newDelivery()
