@@ -558,7 +558,14 @@ func deliverParts(del *store.Delivery, s *Session) [][]byte {
 // no room (or ended).
 func (dl *deliverer) request(fl *flight) bool {
 	fl.sent = dl.clk.Now()
-	ok := fl.s.RequestAsync(cmdDeliverSM, fl.parts[fl.next], fl.s.cfg.ResponseTimeout, func(f Frame, err error) {
+	// The delivery is the tag: an OK after response_timeout removes it
+	// (northSession.late). Only a single-part one: an answer to one part
+	// of a series says nothing of the others.
+	var tag any
+	if len(fl.parts) == 1 {
+		tag = fl.del
+	}
+	ok := fl.s.RequestAsyncTagged(cmdDeliverSM, fl.parts[fl.next], fl.s.cfg.ResponseTimeout, tag, func(f Frame, err error) {
 		dl.post(outcome{fl: fl, id: f.ID, status: f.Status, err: err})
 	})
 	fl.waiting = !ok

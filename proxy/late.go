@@ -200,6 +200,7 @@ func (n *northSession) late(_ *Session, cmd uint32, tag any, f Frame) {
 		d.log.Info("platform answered a deliver_sm after smpp.response_timeout; taken as delivered",
 			zap.String("account", del.Account), zap.String("delivery", del.ID))
 		d.settledLate(del)
+		d.kickDeliveries(del.Account) // what waited behind it may go
 	}) {
 		d.log.Debug("late deliver_sm_resp during shutdown; the delivery is sent again later", zap.String("delivery", del.ID))
 	}

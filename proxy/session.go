@@ -422,10 +422,16 @@ func (s *Session) RequestTagged(ctx context.Context, id uint32, body []byte, tim
 // each answer (issue 6): a caller that cannot wait falls back to Request
 // on a goroutine of its own.
 func (s *Session) RequestAsync(id uint32, body []byte, timeout time.Duration, done func(Frame, error)) bool {
+	return s.RequestAsyncTagged(id, body, timeout, nil, done)
+}
+
+// RequestAsyncTagged is RequestAsync for a request whose late response
+// (SessionConfig.LateGrace) goes to OnLate with tag.
+func (s *Session) RequestAsyncTagged(id uint32, body []byte, timeout time.Duration, tag any, done func(Frame, error)) bool {
 	if s.Free() == 0 {
 		return false // spares the call's allocation
 	}
-	return s.requestAsync(id, ownBody(body), time.Now().Add(timeout), &call{cb: done})
+	return s.requestAsync(id, ownBody(body), time.Now().Add(timeout), &call{cb: done, tag: tag})
 }
 
 // requestAsync is RequestAsync for a call c that the caller made, with h

@@ -109,3 +109,36 @@ func TestUnbindWithNothingAwaitedCloses(t *testing.T) {
 	p.expectClosed()
 	awaitDone(t, s)
 }
+
+// lateEntries is the number of timed-out requests s still takes late
+// answers for.
+func lateEntries(s *Session) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.late)
+}
+
+// A platform slower than smpp.response_timeout answers a receipt OK after
+// it: the delivery is taken as delivered and leaves the store, instead of
+// being sent again every response_timeout for ever.
+func TestLateDeliverSMRespRemovesTheDelivery(t *testing.T) {
+	ts := newIsolatedServer(t, nil, 100*time.Millisecond)
+	hold(t, ts, deliverBody("13900000000", 0, []byte("id:M1 stat:DELIVRD"), nil, "", ""), "M1")
+	p := boundTCP(t, ts, cmdBindReceiver)
+	f, _ := readDeliverSM(t, p)
+	waitCond(t, "the deliver_sm timed out", func() bool {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		for n := range ts.srv.sessions {
+			if lateEntries(n.sess) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	p.write(cmdDeliverSMResp, 0, f.Seq, []byte{0}) // OK, after the timeout
+	waitCond(t, "the late-answered delivery left the store", func() bool {
+		n, err := ts.disp.store.CountDeliveries(context.Background(), "platform")
+		return err == nil && n == 0
+	})
+}
