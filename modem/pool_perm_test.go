@@ -10,6 +10,9 @@ import (
 	"github.com/spareline/spareline/modem"
 	"github.com/spareline/spareline/modem/sms"
 	"github.com/spareline/spareline/test/modemsim"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func modemState(p *modem.Pool, name string) modem.ModemStatus {
@@ -175,5 +178,67 @@ func TestReportForReusedMRFindsTheOlderMessage(t *testing.T) {
 	}
 	if r := <-p.Reports(); r.ID != "Z" {
 		t.Fatalf("Z's report (W done) matched %q", r.ID)
+	}
+}
+
+// A message that failed on a modem (+CMS ERROR: 38, network out of order)
+// is retried on another modem that is up, waiting for it while it is busy,
+// not sent again at once on the modem it failed on.
+func TestRetryWaitsForAnotherModem(t *testing.T) {
+	busy := startSim(t, "busy", modemsim.Options{})
+	failing := startSim(t, "failing", modemsim.Options{})
+	ctx := testCtx(t, 20*time.Second)
+	failed := make(chan struct{}, 8)
+	hook := zap.Hooks(func(e zapcore.Entry) error {
+		if strings.HasPrefix(e.Message, "send failed, will retry") {
+			failed <- struct{}{}
+		}
+		return nil
+	})
+	cfgs := []modem.Config{{Name: "m0", Device: busy.Path()}, {Name: "m1", Device: failing.Path()}}
+	p := startPoolConfigs(t, cfgs, func(o *modem.PoolOptions) {
+		o.ReprobeInterval = time.Hour
+		core, _ := observer.New(zapcore.InfoLevel)
+		o.Logger = zap.New(core, hook)
+	})
+	waitUp(t, ctx, p, "m0", "m1")
+	busy.HoldSends(true)
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.Send(ctx, "first", sms.Submit{Dest: "+8613800138000", Payload: []byte("first")})
+		first <- err
+	}()
+	if err := busy.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	failing.FailNext(38, 3)
+	second := make(chan *modem.Sent, 1)
+	go func() {
+		s, err := p.Send(ctx, "second", sms.Submit{Dest: "+8613800138001", Payload: []byte("second")})
+		if err != nil {
+			t.Error(err)
+		}
+		second <- s
+	}()
+	// The scheduler logged the failure; a reload it applies (no change)
+	// comes after its next dispatch: the retry, if any, is given by then.
+	select {
+	case <-failed:
+	case <-ctx.Done():
+		t.Fatal("no failure")
+	}
+	if err := p.Reconfigure(cfgs); err != nil {
+		t.Fatal(err)
+	}
+	busy.HoldSends(false)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	s := <-second
+	if s == nil || s.Modem != "m0" {
+		t.Fatalf("second message sent as %+v, want on m0", s)
+	}
+	if n := failing.Count("+CMGS="); n != 1 {
+		t.Fatalf("the modem it failed on was given it %d times", n)
 	}
 }
