@@ -399,7 +399,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		if !refused(err) {
 			return nil, fmt.Errorf("modem %s: AT+CMEE=1: %w", m.opts.Name, err)
 		}
-		m.log.Warn("modem refuses AT+CMEE=1 (numeric error codes); send errors will be bare ERRORs", zap.String("modem", m.opts.Name))
+		m.log.Warn("modem refuses AT+CMEE=1 (numeric error codes); send errors will be bare ERRORs")
 	}
 	if err := m.unlockSIM(ctx, pin); err != nil {
 		return nil, err
@@ -477,9 +477,9 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	case cnmiModes[0]:
 	case "":
 		m.log.Warn("modem refuses every AT+CNMI mode tried: no status reports, incoming messages polled",
-			zap.String("modem", m.opts.Name), zap.Strings("tried", cnmiModes))
+			zap.Strings("tried", cnmiModes))
 	default:
-		m.log.Info("modem takes AT+CNMI="+m.cnmi, zap.String("modem", m.opts.Name))
+		m.log.Info("modem takes AT+CNMI=" + m.cnmi)
 	}
 	info := &Info{}
 	info.Manufacturer = m.first(ctx, "AT+CGMI")

@@ -1158,8 +1158,11 @@ func (p *Pool) setStatus(i int, st State, h Health, err error) {
 	if read {
 		s.SignalDBm, s.Registration = h.SignalDBm, h.Reg
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		s.LastError = err.Error()
+	case st == StateUp:
+		s.LastError = "" // up again without a warning: the last error is over
 	}
 	name, dbm := s.Name, s.SignalDBm
 	p.mu.Unlock()
