@@ -1142,6 +1142,9 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		}
 		out = append(out, st)
 	}
+	// In index order (storage order), as they arrived: some modems list
+	// the newest first.
+	slices.SortStableFunc(out, func(a, b *Stored) int { return a.Index - b.Index })
 	// The deletes are not cut short by ctx (a reload removing the modem):
 	// a delete written and then abandoned may have been done, and the
 	// message would be neither delivered nor listed again. Each still ends

@@ -135,3 +135,27 @@ func TestStoredMessagesAreReadOnlyInPDUMode(t *testing.T) {
 }
 
 var _ = context.Background
+
+// Messages found on the SIM at start-up reach the platform in storage
+// (index) order, as they arrived, even from a modem that lists the newest
+// first.
+func TestStoredMessagesAtStartInIndexOrder(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{ListNewestFirst: true})
+	for _, s := range []string{"first", "second", "third"} {
+		if err := sim.Deliver("+8613900000000", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, nil)
+	for _, want := range []string{"first", "second", "third"} {
+		select {
+		case in := <-p.Incoming():
+			if in.Text != want {
+				t.Fatalf("got %q, want %q", in.Text, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("not all stored messages read")
+		}
+	}
+}

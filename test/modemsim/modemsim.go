@@ -139,6 +139,9 @@ type Options struct {
 	// ResetKeepsCNMI: a restart keeps the AT+CNMI setting (a profile
 	// stored with AT&W holds it), so AT+CNMI? does not tell the restart.
 	ResetKeepsCNMI bool
+	// ListNewestFirst makes AT+CMGL list the highest index first, as some
+	// firmware does.
+	ListNewestFirst bool
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -1024,6 +1027,9 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			idx = append(idx, i)
 		}
 		sort.Ints(idx)
+		if s.opts.ListNewestFirst {
+			slices.Reverse(idx)
+		}
 		var lines []string
 		for _, i := range idx {
 			p := s.store[i]
