@@ -98,9 +98,15 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 	defer m.Close()
 
 	var (
-		ready   bool // Init succeeded on this port
-		up      bool // ready, registered, fewer than MaxErrors consecutive errors
-		errs    int  // consecutive temporary send errors
+		ready bool // Init succeeded on this port
+		up    bool // ready, registered, fewer than MaxErrors consecutive errors
+		errs  int  // consecutive temporary send errors
+		// perms counts the permanent send errors in a row, each for
+		// another message (permID the last one's): a modem that refuses
+		// every message (a barred SIM, firmware that rejects the PDU) is
+		// taken out as for MaxErrors temporary errors.
+		perms   int
+		permID  string
 		health  Health
 		lastErr error
 		reasm   sms.Reassembler
@@ -193,6 +199,11 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				// unacknowledged +CDS): +CMTI and +CDS have stopped.
 				log.Warn("modem no longer has its AT+CNMI setting (restarted?); initialising it again")
 				ready = false
+			} else if m.TextMode(ctx) {
+				// Restarted without a word into a text-mode profile
+				// (AT+CMGF=1 stored) that kept its AT+CNMI setting.
+				log.Warn("modem is in text mode (AT+CMGF? says 1: restarted?); initialising it again")
+				ready = false
 			} else {
 				m.RetryDeletes(ctx)
 				if !m.Announces() || reread { // no +CMTI: incoming messages are polled
@@ -229,8 +240,11 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				warn = ErrNoSMSC
 				log.Warn("modem without SMSC address", zap.Error(warn))
 			}
-			log.Info("modem initialised", zap.String("manufacturer", info.Manufacturer),
-				zap.String("model", info.Model), zap.Int("signal_dbm", health.SignalDBm), zap.Int("creg", health.Reg))
+			fields := []zap.Field{zap.String("manufacturer", info.Manufacturer), zap.String("model", info.Model)}
+			if health.SignalDBm != 0 { // 0: not known (+CSQ: 99)
+				fields = append(fields, zap.Int("signal_dbm", health.SignalDBm))
+			}
+			log.Info("modem initialised", append(fields, zap.Int("creg", health.Reg))...)
 			readSIM()
 			m.RetryDeletes(ctx) // those in a memory ReadAll does not list
 		}
@@ -238,11 +252,17 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			lastErr = ErrNotRegistered
 			return
 		}
-		errs, lastErr = 0, warn
+		if !up {
+			// Out (after errors, or not yet up): a good probe puts it back
+			// with a clean count. While up, the counts run on: "in a row"
+			// is not cut by the probe period.
+			errs, perms = 0, 0
+		}
+		lastErr = warn
 	}
 	refresh := func() {
 		probe()
-		ok := ready && health.Registered && errs < p.opts.MaxErrors
+		ok := ready && health.Registered && errs < p.opts.MaxErrors && perms < p.opts.MaxErrors
 		// A failed probe is reported each time, with its cause: a modem
 		// that never initialises is down with the reason, not "opening".
 		if up && !ok { // the paths that take it out elsewhere (port broken, errors) say so there
@@ -276,6 +296,13 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					refresh() // init again now
 				}
 			case EventStored:
+				if !ready {
+					// Not initialised (PDU mode not set, or refused): the
+					// message stays stored; the init's AT+CMGL reads it.
+					log.Debug("stored message announced while the modem is not initialised; left for its init",
+						zap.String("mem", ev.Mem), zap.Int("index", ev.Index))
+					continue
+				}
 				st, err := m.Read(ctx, ev.Mem, ev.Index)
 				if err != nil {
 					log.Warn("reading incoming message", zap.Int("index", ev.Index), zap.Error(err))
@@ -309,10 +336,37 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				p.giveBack(ctx, i, j)
 				continue
 			}
-			refs, err := m.Send(j.ctx, j.parts)
+			max := int(dev.max.Load())
+			refs, err := m.SendPaced(j.ctx, j.parts, func() time.Duration { return p.pace(i, max) }, func() { p.stamp(i) })
+			var pme *PDUModeError
+			if errors.As(err, &pme) && len(refs) == 0 {
+				// Not in PDU mode and AT+CMGF=0 refused (or unanswered):
+				// nothing was sent. Out first, then the message back to
+				// the scheduler (another modem), then init again.
+				log.Warn("modem cannot be put in PDU mode before a send; nothing sent, taken out and initialised again", zap.Error(err))
+				ready = false
+				setUp(false, err)
+				p.giveBack(ctx, i, j)
+				refresh()
+				continue
+			}
+			var cms *at.CMSError
+			if err != nil && errors.As(err, &cms) && classify(err).Permanent {
+				// Counted before the scheduler hears of it, so that a modem
+				// taken out gets no retry of this message.
+				if j.id != permID || j.id == "" {
+					perms++
+				}
+				permID = j.id
+				if perms >= p.opts.MaxErrors && up {
+					log.Warn("modem taken out: permanent send errors for several different messages in a row (its SIM may be barred, or its firmware refuse the PDUs); their messages are tried on other modems",
+						zap.Int("messages", perms), zap.Error(err))
+					setUp(false, fmt.Errorf("permanent send errors for %d messages in a row: %w", perms, err))
+				}
+			}
 			p.tell(ctx, devMsg{kind: msgSendDone, dev: i, job: j, refs: refs, err: err, attempted: true})
 			if err == nil {
-				errs = 0
+				errs, perms = 0, 0
 				continue
 			}
 			if errors.Is(err, at.ErrClosed) {

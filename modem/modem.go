@@ -46,8 +46,10 @@
 //
 // One scheduler goroutine owns the queue. It gives each message to the
 // least-loaded healthy idle modem (fewest SMS in the last minute) whose
-// sliding one-minute budget (max_per_minute, counted in SMS parts) allows it,
-// preferring modems the message has not failed on yet. All parts of a message
+// sliding one-minute budget (max_per_minute, counted in SMS parts, each
+// stamped when it is sent) allows it, preferring modems the message has not
+// failed on yet. A message of more parts than the budget goes when the
+// modem's minute is empty, its parts spaced by the budget. All parts of a message
 // go out on ONE modem (concatenated parts from different SIMs could not be
 // reassembled by the phone).
 //
@@ -57,11 +59,22 @@
 // failures; otherwise it is out until a re-probe succeeds.
 //
 // Failure policy:
-//   - a permanent +CMS ERROR (number error, invalid PDU: see at.CMSError) is
-//     returned at once as a permanent *SendError, never retried;
+//   - a permanent +CMS ERROR (number error, invalid PDU: see at.CMSError)
+//     may be the modem's own (27.005 §3.2.5: 300-511 are ME errors; a SIM
+//     barred by its operator gets RP-cause 21 for every message): the
+//     message is tried once on each other modem that is up (within
+//     MaxAttempts), then returned as a permanent *SendError; a modem that
+//     gives permanent errors for MaxErrors different messages in a row is
+//     taken out as for temporary errors;
 //   - a temporary error (other CMS/CME errors, bare OK, ERROR, timeout, port
-//     broken mid-send) retries the whole message on another modem, up to
-//     MaxAttempts sends in total, then returns a temporary *SendError;
+//     broken mid-send) retries the whole message on another modem that is
+//     up (waiting for it while it is busy; the same modem only when no
+//     other is up), up to MaxAttempts sends in total, then returns a
+//     temporary *SendError;
+//   - every send sets PDU mode first (AT+CMGF=0): a modem that restarted
+//     silently may be in the text mode of its stored profile; one that
+//     refuses is taken out and initialised again, the message requeued
+//     without counting an attempt (nothing was sent);
 //   - a message given to a modem that went down before it wrote anything is
 //     requeued without counting an attempt;
 //   - a send cut short by a restart (^SYSSTART) or refused for the SIM's
@@ -111,6 +124,26 @@ var ErrNoMR = errors.New("modem: send not confirmed (no +CMGS: <mr> in the answe
 // ErrRestarted: the modem said it restarted (^SYSSTART, RDY) on an open
 // port; it is initialised again.
 var ErrRestarted = errors.New("modem: restarted (^SYSSTART/RDY) while the port was open; initialising it again")
+
+// PDUModeError is a modem that could not be put in PDU mode (AT+CMGF=0
+// refused or unanswered) before a send or a read of its memory. Nothing was
+// sent or read: a modem in text mode would take "AT+CMGS=<length>" as a
+// send of the hex PDU, as text, to the number "<length>".
+type PDUModeError struct {
+	Err error // AT+CMGF=0's error
+}
+
+func (e *PDUModeError) Error() string {
+	return "modem: not in PDU mode (AT+CMGF=0: " + e.Err.Error() + "); nothing sent or read"
+}
+
+// Unwrap returns AT+CMGF=0's error.
+func (e *PDUModeError) Unwrap() error { return e.Err }
+
+// ErrTextModeAnswer is a stored message the modem gave in the text-mode
+// form (27.005 §3.4.3: a quoted <stat> such as "REC UNREAD"): the modem is
+// not in PDU mode whatever it said. Such a message is not deleted.
+var ErrTextModeAnswer = errors.New("modem: stored message given in text mode (not PDU mode); left stored")
 
 // ErrNotRegistered means the modem is not registered on a network.
 var ErrNotRegistered = errors.New("modem: not registered on the network")
@@ -366,7 +399,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		if !refused(err) {
 			return nil, fmt.Errorf("modem %s: AT+CMEE=1: %w", m.opts.Name, err)
 		}
-		m.log.Warn("modem refuses AT+CMEE=1 (numeric error codes); send errors will be bare ERRORs", zap.String("modem", m.opts.Name))
+		m.log.Warn("modem refuses AT+CMEE=1 (numeric error codes); send errors will be bare ERRORs")
 	}
 	if err := m.unlockSIM(ctx, pin); err != nil {
 		return nil, err
@@ -444,9 +477,9 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	case cnmiModes[0]:
 	case "":
 		m.log.Warn("modem refuses every AT+CNMI mode tried: no status reports, incoming messages polled",
-			zap.String("modem", m.opts.Name), zap.Strings("tried", cnmiModes))
+			zap.Strings("tried", cnmiModes))
 	default:
-		m.log.Info("modem takes AT+CNMI="+m.cnmi, zap.String("modem", m.opts.Name))
+		m.log.Info("modem takes AT+CNMI=" + m.cnmi)
 	}
 	info := &Info{}
 	info.Manufacturer = m.first(ctx, "AT+CGMI")
@@ -711,8 +744,31 @@ func RSSIToDBm(rssi int) int {
 // Send sends the parts with AT+CMGS in PDU mode (27.005 §3.5.1) and returns
 // the TP-MR of each part confirmed so far. On error, len(refs) parts were
 // confirmed; the part after them may or may not have been sent.
+//
+// Before the first part it sets PDU mode (AT+CMGF=0, one round trip per
+// message): a modem that restarted without a word (a TC35i on autobauding)
+// may be back in the text mode of its stored profile, where the PDU would
+// go out as text to the number "<length>". When that fails nothing is sent
+// and the error is a *PDUModeError.
+//
+// pace, if not nil, is asked before each part how long to wait before
+// sending it (the modem's budget of SMS per minute); after is called after
+// each AT+CMGS ended, whatever its outcome (the part may be on the air).
 func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err error) {
+	return m.SendPaced(ctx, parts, nil, nil)
+}
+
+// SendPaced is Send with pace and after (see Send).
+func (m *Modem) SendPaced(ctx context.Context, parts []sms.Part, pace func() time.Duration, after func()) (refs []int, err error) {
+	if err := m.EnsurePDUMode(ctx); err != nil {
+		return nil, err
+	}
 	for i, p := range parts {
+		if pace != nil {
+			if err := m.wait(ctx, pace); err != nil {
+				return refs, err
+			}
+		}
 		if i > 0 {
 			// A status report of an earlier part routed meanwhile is
 			// acknowledged now: after the whole message could be too late
@@ -722,6 +778,9 @@ func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err err
 		pctx, cancel := context.WithTimeout(ctx, m.opts.SendTimeout)
 		l, err := m.s.SMSCommand(pctx, "AT+CMGS="+strconv.Itoa(p.TPDULen), strings.ToUpper(hex.EncodeToString(p.PDU)))
 		cancel()
+		if after != nil {
+			after()
+		}
 		if err != nil {
 			return refs, err
 		}
@@ -742,6 +801,47 @@ func (m *Modem) Send(ctx context.Context, parts []sms.Part) (refs []int, err err
 		refs = append(refs, mr)
 	}
 	return refs, nil
+}
+
+// wait waits while pace asks to, acknowledging meanwhile the +CDS/+CMT
+// routed (with +CSMS service 1 an acknowledgement must come within
+// seconds, or the modem stops routing them).
+func (m *Modem) wait(ctx context.Context, pace func() time.Duration) error {
+	for d := pace(); d > 0; d = pace() {
+		t := time.NewTimer(min(d, 5*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-m.s.Done():
+			t.Stop()
+			return m.s.Err()
+		case <-t.C:
+		}
+		m.ackOwed(ctx)
+	}
+	return nil
+}
+
+// EnsurePDUMode sets PDU mode (AT+CMGF=0, 27.005 §3.2.3); an error is a
+// *PDUModeError.
+func (m *Modem) EnsurePDUMode(ctx context.Context) error {
+	if _, err := m.s.Command(ctx, "AT+CMGF=0"); err != nil {
+		return &PDUModeError{Err: err}
+	}
+	return nil
+}
+
+// TextMode reports whether the modem says it is in text mode (AT+CMGF?
+// answers 1): it restarted into a stored profile. A modem that does not
+// answer the query is not judged.
+func (m *Modem) TextMode(ctx context.Context) bool {
+	l, err := m.s.Command(ctx, "AT+CMGF?")
+	if err != nil {
+		return false
+	}
+	mode, ok := at.Int(at.Fields(answer(l, "+CMGF:")), 0)
+	return ok && mode == 1
 }
 
 // Ack acknowledges a routed +CDS/+CMT with AT+CNMA when the modem requires it
@@ -795,7 +895,9 @@ type Stored struct {
 // Read reads the message at mem ("" or the current memory), index
 // (AT+CMGR) and deletes it (AT+CMGD). A message that does not decode is
 // deleted too (and returned with Err), so one bad PDU cannot block the
-// memory.
+// memory. It reads only in PDU mode: AT+CMGF=0 first (refused: an error,
+// nothing read), and an answer in the text form (ErrTextModeAnswer) is
+// left stored.
 //
 // When the delete fails, the message is returned all the same, for the
 // caller to hand over, and with a nil error: it is remembered and deleted
@@ -804,6 +906,11 @@ type Stored struct {
 // message read again that was returned before (its delete failed) is
 // deleted and not returned: nil, nil.
 func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error) {
+	// Only in PDU mode: a text-mode answer would not decode, and an
+	// undecodable message is deleted.
+	if err := m.EnsurePDUMode(ctx); err != nil {
+		return nil, fmt.Errorf("modem %s: stored message %d left unread: %w", m.opts.Name, index, err)
+	}
 	// The memory the indication names is selected for this read only: left
 	// selected (a +CDSI's "SR", say), it would be the memory the next
 	// AT+CMGL lists, at the next init too (a modem keeps <mem1>), and the
@@ -819,6 +926,9 @@ func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error
 		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: %w", m.opts.Name, index, err)
 	}
 	st := cmgrStored(index, l)
+	if st != nil && errors.Is(st.Err, ErrTextModeAnswer) {
+		return nil, fmt.Errorf("modem %s: AT+CMGR=%d: %w", m.opts.Name, index, st.Err)
+	}
 	if st != nil && m.handedOver(from, index, st.PDU) {
 		if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(index)); err == nil {
 			m.forget(from, index)
@@ -998,7 +1108,8 @@ func (m *Modem) retryDelete(ctx context.Context, u undeleted) (done bool, err er
 	return true, nil
 }
 
-// ReadAll lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
+// ReadAll sets PDU mode (AT+CMGF=0; refused: an error, nothing read or
+// deleted), lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
 // each one it read. It returns the messages it deleted (the caller must take
 // them: they are no longer stored), and with them the first delete's error
 // if any failed: a message whose delete was refused stays stored and is
@@ -1007,6 +1118,9 @@ func (m *Modem) retryDelete(ctx context.Context, u undeleted) (done bool, err er
 // before (its delete failed: same memory, index and PDU) is deleted and
 // not returned again.
 func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
+	if err := m.EnsurePDUMode(ctx); err != nil {
+		return nil, fmt.Errorf("modem %s: stored messages left unread: %w", m.opts.Name, err)
+	}
 	l, err := m.s.Command(ctx, "AT+CMGL=4")
 	if err != nil {
 		return nil, fmt.Errorf("modem %s: AT+CMGL=4: %w", m.opts.Name, err)
@@ -1020,9 +1134,17 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		if !ok {
 			continue
 		}
-		out = append(out, decodeStored(idx, l[i+1], l[i]))
+		st := decodeStored(idx, l[i+1], l[i])
 		i++
+		if errors.Is(st.Err, ErrTextModeAnswer) {
+			// Not PDU mode whatever the modem said: nothing is deleted.
+			return nil, fmt.Errorf("modem %s: AT+CMGL=4: %w", m.opts.Name, st.Err)
+		}
+		out = append(out, st)
 	}
+	// In index order (storage order), as they arrived: some modems list
+	// the newest first.
+	slices.SortStableFunc(out, func(a, b *Stored) int { return a.Index - b.Index })
 	// The deletes are not cut short by ctx (a reload removing the modem):
 	// a delete written and then abandoned may have been done, and the
 	// message would be neither delivered nor listed again. Each still ends
@@ -1058,6 +1180,10 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 
 func decodeStored(index int, hexPDU, header string) *Stored {
 	st := &Stored{Index: index}
+	if textModeHeader(header) {
+		st.Err = ErrTextModeAnswer
+		return st
+	}
 	b, err := hex.DecodeString(strings.TrimSpace(hexPDU))
 	if err != nil {
 		st.Err = fmt.Errorf("modem: stored message %d: PDU is not hex: %w", index, err)
@@ -1071,6 +1197,19 @@ func decodeStored(index int, hexPDU, header string) *Stored {
 	}
 	st.Deliver, st.Err = sms.DecodeDeliver(b)
 	return st
+}
+
+// textModeHeader reports a +CMGR/+CMGL header of text mode (27.005
+// §3.4.3, §4.1: a quoted <stat> such as "REC UNREAD"); PDU mode gives
+// <stat> as a number (§3.4.2).
+func textModeHeader(header string) bool {
+	_, rest, _ := strings.Cut(header, ":")
+	rest = strings.TrimSpace(rest)
+	if strings.HasPrefix(header, "+CMGL:") { // +CMGL: <index>,<stat>,...
+		_, rest, _ = strings.Cut(rest, ",")
+		rest = strings.TrimSpace(rest)
+	}
+	return strings.HasPrefix(rest, `"`)
 }
 
 // withSCA returns a PDU line's octets with the SMSC address field first, as

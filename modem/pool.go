@@ -161,7 +161,7 @@ type Pool struct {
 	devs     []*device                // scheduler-owned (NewPool and Reconfigure before Run); never shrinks
 	names    []string                 // scheduler-owned: the configured modems' names, in config order
 	pins     map[string]threadPinning // scheduler-owned: the modem of each concatenated message's parts
-	mrs      map[mrKey]mrEntry        // scheduler-owned: TP-MR is 0..255 per modem: bounded
+	mrs      map[mrKey][]mrEntry      // scheduler-owned: TP-MR is 0..255 per modem, maxPerMR each: bounded
 	runCtx   context.Context          // scheduler-owned: Run's context, nil before Run
 	wg       sync.WaitGroup           // the device owner goroutines
 
@@ -184,13 +184,15 @@ type device struct {
 	up       bool
 	busy     bool
 	lastUsed time.Time
-	max      int                // MaxPerMinute: a reload changes it in place
-	entry    Config             // the config entry it runs for now (cfg but for max)
-	stop     context.CancelFunc // ends the owner goroutine; nil before Run
-	removed  bool               // a reload removed or changed it: no new job; stopped once not busy
-	stopped  bool               // stop was called
-	dead     bool               // its owner ended and its port is closed: a tombstone
-	next     *Config            // the entry that replaces it (same name) once its port is closed
+	// max is MaxPerMinute (SMS parts): a reload changes it in place; read
+	// by the owner too (pacing the parts of a message).
+	max     atomic.Int64
+	entry   Config             // the config entry it runs for now (cfg but for max)
+	stop    context.CancelFunc // ends the owner goroutine; nil before Run
+	removed bool               // a reload removed or changed it: no new job; stopped once not busy
+	stopped bool               // stop was called
+	dead    bool               // its owner ended and its port is closed: a tombstone
+	next    *Config            // the entry that replaces it (same name) once its port is closed
 	// waiting: added while the pool runs but not started, because a live
 	// (or closing) device still holds its device path (or name); started
 	// by closed() once none does. Never given a job (not up).
@@ -222,6 +224,12 @@ type job struct {
 	// withdrawn: its caller gave it up (SendUnless); an attempt on a modem
 	// ends normally, but no new attempt starts. Scheduler-owned.
 	withdrawn bool
+	// permanent: the last attempt failed with a permanent error (last), which
+	// may be its modem's (a barred SIM, firmware that refuses the PDU): it is
+	// tried once on each other modem that is up, and final when none is
+	// left. Scheduler-owned.
+	permanent bool
+	last      *SendError
 	res       chan jobResult
 }
 
@@ -295,7 +303,7 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 		incoming: make(chan Incoming),
 		stopped:  make(chan struct{}),
 		pins:     map[string]threadPinning{},
-		mrs:      map[mrKey]mrEntry{},
+		mrs:      map[mrKey][]mrEntry{},
 	}
 	for _, c := range mods {
 		if c.Name == "" {
@@ -395,7 +403,8 @@ func (p *Pool) reconfigure(mods []Config) {
 		case onlyRateChanged(c, d.entry):
 			p.log.Info("modem max_per_minute changed by a reload", zap.String("modem", name),
 				zap.Int("max_per_minute", c.MaxPerMinute))
-			d.entry, d.max = c, c.MaxPerMinute
+			d.entry = c
+			d.max.Store(int64(c.MaxPerMinute))
 		default:
 			p.log.Info("modem changed by a reload; it is opened again with its new settings once its send in progress (if any) ends",
 				zap.String("modem", name))
@@ -421,7 +430,8 @@ func onlyRateChanged(a, b Config) bool {
 // addDevice adds a device for c in a new slot and, when the pool runs,
 // starts its owner; scheduler-owned (or before Run).
 func (p *Pool) addDevice(c Config, pinRejected bool) {
-	d := &device{idx: len(p.devs), cfg: c, entry: c, max: c.MaxPerMinute, jobs: make(chan *job, 1), pinRejected: pinRejected}
+	d := &device{idx: len(p.devs), cfg: c, entry: c, jobs: make(chan *job, 1), pinRejected: pinRejected}
+	d.max.Store(int64(c.MaxPerMinute))
 	p.devs = append(p.devs, d)
 	p.mu.Lock()
 	p.status = append(p.status, ModemStatus{Name: c.Name, Device: c.Device, State: StateOpening, LastChange: time.Now()})
@@ -576,7 +586,7 @@ func (p *Pool) Status() []ModemStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]ModemStatus, 0, len(p.order))
-	cut := time.Now().Add(-time.Minute)
+	cut := time.Now().Add(-budgetWindow)
 	for _, i := range p.order {
 		s := p.status[i]
 		n := 0
@@ -715,11 +725,49 @@ type mrEntry struct {
 	part, parts int
 }
 
+// maxPerMR is how many sends are remembered under one (modem, TP-MR): the
+// MR wraps after 256 sends and a modem starts it again at each restart, so
+// a report for an older send can come while a newer one holds its MR.
+const maxPerMR = 4
+
+// matchReport finds the send a status report of modem dev is about: the
+// newest one remembered under its TP-MR whose destination is its
+// recipient (TP-RA); ok false when none is. A final report forgets it.
+func (p *Pool) matchReport(dev int, r *sms.StatusReport) (mrEntry, bool) {
+	k := mrKey{dev, r.MR}
+	l := p.mrs[k]
+	for i := len(l) - 1; i >= 0; i-- {
+		if !sameNumber(l[i].dest, r.Recipient) {
+			continue
+		}
+		e := l[i]
+		if !r.Temporary() {
+			l = append(l[:i:i], l[i+1:]...)
+			if len(l) == 0 {
+				delete(p.mrs, k)
+			} else {
+				p.mrs[k] = l
+			}
+		}
+		return e, true
+	}
+	return mrEntry{}, false
+}
+
+// rememberSend notes the send of a part under (modem, TP-MR).
+func (p *Pool) rememberSend(dev, mr int, e mrEntry) {
+	k := mrKey{dev, mr}
+	l := p.mrs[k]
+	if len(l) >= maxPerMR {
+		l = l[1:]
+	}
+	p.mrs[k] = append(l, e)
+}
+
 // schedule is the scheduler goroutine (see the package doc).
 func (p *Pool) schedule(ctx context.Context) {
 	var (
 		queue    []*job
-		mrs      = p.mrs
 		reports  []Report
 		incoming []Incoming
 		timer    = time.NewTimer(time.Hour)
@@ -790,14 +838,13 @@ func (p *Pool) schedule(ctx context.Context) {
 			case msgReport:
 				// TP-MR and TP-RA identify the submit (23.040 §9.2.2.3):
 				// TP-MR alone repeats after 256 sends on a modem.
-				e, ok := mrs[mrKey{m.dev, m.report.MR}]
-				if ok && !sameNumber(e.dest, m.report.Recipient) {
-					p.log.Info("status report for another recipient under the same TP-MR (late or stale): not matched",
+				// A report for an older send whose MR a newer one took
+				// (wrapped, or restarted at the modem's restart) finds
+				// the older one by its recipient.
+				e, ok := p.matchReport(m.dev, m.report)
+				if !ok {
+					p.log.Debug("status report matches no recent send (late, stale, or of another process)",
 						zap.String("modem", name), zap.Int("mr", m.report.MR), zap.String("recipient", m.report.Recipient))
-					e, ok = mrEntry{}, false
-				}
-				if ok && !m.report.Temporary() {
-					delete(mrs, mrKey{m.dev, m.report.MR})
 				}
 				reports = append(reports, Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report})
 			case msgSendDone:
@@ -815,7 +862,7 @@ func (p *Pool) schedule(ctx context.Context) {
 				if m.err == nil {
 					metricSend(name, "ok")
 					for i, mr := range m.refs {
-						mrs[mrKey{m.dev, mr}] = mrEntry{id: j.id, dest: j.dest, part: i + 1, parts: len(m.refs)}
+						p.rememberSend(m.dev, mr, mrEntry{id: j.id, dest: j.dest, part: i + 1, parts: len(m.refs)})
 					}
 					j.res <- jobResult{sent: &Sent{Modem: name, Refs: m.refs}}
 					continue
@@ -824,9 +871,20 @@ func (p *Pool) schedule(ctx context.Context) {
 				se.Modem = name
 				j.attempts++
 				j.tried[m.dev] = true
+				j.permanent, j.last = se.Permanent, se
 				if se.Permanent {
 					metricSend(name, "permanent")
-					j.res <- jobResult{err: se}
+					// A permanent error may be the modem's (27.005 §3.2.5:
+					// 300-511 are ME errors; a SIM barred by its operator
+					// gets RP-cause 21 for every message): tried on each
+					// other modem that is up before it is final.
+					if j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil || j.withdrawn || !p.untriedUp(j) {
+						j.res <- jobResult{err: se}
+						continue
+					}
+					p.log.Info("permanent send error; the message is tried on another modem before it is final",
+						zap.String("id", j.id), zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
+					queue = append([]*job{j}, queue...)
 					continue
 				}
 				metricSend(name, "error")
@@ -834,8 +892,13 @@ func (p *Pool) schedule(ctx context.Context) {
 					j.res <- jobResult{err: se}
 					continue
 				}
-				p.log.Info("send failed, will retry on another modem", zap.String("id", j.id),
-					zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
+				if p.untriedUp(j) {
+					p.log.Info("send failed, will retry on another modem", zap.String("id", j.id),
+						zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
+				} else {
+					p.log.Info("send failed, will retry (no other modem is up)", zap.String("id", j.id),
+						zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
+				}
 				queue = append([]*job{j}, queue...)
 			}
 		}
@@ -895,14 +958,33 @@ func (p *Pool) dispatch(queue []*job) []*job {
 		if pin, ok := p.pins[j.thread]; ok && j.thread != "" && now.Sub(pin.at) < threadPin && p.devs[pin.dev].up && !p.devs[pin.dev].removed {
 			pinned = pin.dev
 		}
+		// A message that failed on a modem goes to another one that is up,
+		// waiting for it if it is busy or over its budget; the modem it
+		// failed on only when no other is up. One that failed permanently
+		// goes only to a modem it has not failed on (and is final when
+		// none is up: answered below).
+		untried := p.untriedUp(j)
+		if j.permanent && !untried {
+			j.res <- jobResult{err: j.last}
+			continue
+		}
+		if j.permanent && pinned >= 0 && j.tried[pinned] {
+			pinned = -1 // its thread's modem refused it for good: another one
+		}
 		best := -1
 		bestN, bestTried := 0, true
 		for i, d := range p.devs {
 			if !d.up || d.busy || d.removed || (pinned >= 0 && i != pinned) {
 				continue
 			}
+			if j.tried[i] && untried && pinned < 0 {
+				continue
+			}
 			n := p.inWindow(i, now)
-			if max := d.max; max > 0 && n > 0 && n+len(j.parts) > max {
+			// Counted in SMS parts; a message of more parts than the
+			// budget goes when the minute is empty, its parts spaced by
+			// the device owner (pace).
+			if max := int(d.max.Load()); max > 0 && n > 0 && n+len(j.parts) > max {
 				continue
 			}
 			tried := j.tried[i]
@@ -923,11 +1005,8 @@ func (p *Pool) dispatch(queue []*job) []*job {
 		d := p.devs[best]
 		d.busy = true
 		d.lastUsed = now
-		p.mu.Lock()
-		for range j.parts {
-			p.window[best] = append(p.window[best], now)
-		}
-		p.mu.Unlock()
+		// The window is stamped by the device owner as each part goes out
+		// (stamp): the budget counts SMS on the air, when they are.
 		d.jobs <- j // capacity 1 and the device was not busy: never blocks
 	}
 	return rest
@@ -982,12 +1061,60 @@ func threadKey(s sms.Submit) string {
 	return ""
 }
 
+// untriedUp reports whether a modem j has not been tried on is up (busy or
+// not); scheduler-owned.
+func (p *Pool) untriedUp(j *job) bool {
+	for i, d := range p.devs {
+		if d.up && !d.removed && !j.tried[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// budgetWindow is the span max_per_minute counts over (a test shortens it).
+var budgetWindow = time.Minute
+
+// stamp records an SMS part modem i just sent (or may have: its AT+CMGS
+// ended, whatever the outcome); called by the device owner.
+func (p *Pool) stamp(i int) {
+	p.mu.Lock()
+	p.window[i] = append(p.window[i], time.Now())
+	p.mu.Unlock()
+}
+
+// pace is how long modem i must wait before its next SMS part for its
+// budget (max parts per minute): 0 when it may go now. Only a message of
+// more parts than the budget ever waits (the scheduler gives a modem a
+// message only when its parts fit, or the minute is empty).
+func (p *Pool) pace(i int, max int) time.Duration {
+	if max <= 0 {
+		return 0
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.window[i]
+	cut := now.Add(-budgetWindow)
+	n := 0
+	for _, t := range w {
+		if t.After(cut) {
+			n++
+		}
+	}
+	if n < max {
+		return 0
+	}
+	// The part that leaves the window first frees a slot.
+	return w[len(w)-n].Add(budgetWindow).Sub(now) + time.Millisecond
+}
+
 // inWindow prunes and counts the sends of modem i in the last minute.
 func (p *Pool) inWindow(i int, now time.Time) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := p.window[i]
-	cut := now.Add(-time.Minute)
+	cut := now.Add(-budgetWindow)
 	k := 0
 	for k < len(w) && !w[k].After(cut) {
 		k++
@@ -1005,8 +1132,8 @@ func (p *Pool) armBudgetTimer(t *time.Timer, queue []*job) {
 	var next time.Time
 	p.mu.Lock()
 	for i, d := range p.devs {
-		if d.up && !d.busy && !d.removed && d.max > 0 && len(p.window[i]) > 0 {
-			free := p.window[i][0].Add(time.Minute)
+		if d.up && !d.busy && !d.removed && d.max.Load() > 0 && len(p.window[i]) > 0 {
+			free := p.window[i][0].Add(budgetWindow)
 			if next.IsZero() || free.Before(next) {
 				next = free
 			}
@@ -1031,8 +1158,11 @@ func (p *Pool) setStatus(i int, st State, h Health, err error) {
 	if read {
 		s.SignalDBm, s.Registration = h.SignalDBm, h.Reg
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		s.LastError = err.Error()
+	case st == StateUp:
+		s.LastError = "" // up again without a warning: the last error is over
 	}
 	name, dbm := s.Name, s.SignalDBm
 	p.mu.Unlock()

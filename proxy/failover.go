@@ -1113,6 +1113,16 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 		return n
 	}
 	from, to := national(in.From), national(cfg.ModemNumbers[in.Modem])
+	// The sender's TON/NPI (SMPP 3.4 §5.2.5-6) from its TP-OA: an
+	// international one (decoded with '+') is 2/1, national, once its
+	// country code is taken off, and 1/1 without the '+' from abroad.
+	srcTON, srcNPI := byte(0), byte(0)
+	if strings.HasPrefix(in.From, "+") {
+		srcTON, srcNPI = 2, 1
+		if strings.HasPrefix(from, "+") {
+			srcTON, from = 1, from[1:]
+		}
+	}
 	dc, payload := byte(0), []byte(in.Text)
 	for _, r := range in.Text {
 		if r > 0x7F {
@@ -1136,7 +1146,7 @@ func (f *Failover) incoming(ctx context.Context, in modem.Incoming) {
 		}
 	}
 	b := cstring(nil, "")
-	b = append(b, 0, 0)
+	b = append(b, srcTON, srcNPI)
 	b = cstring(b, from)
 	b = append(b, 0, 0)
 	b = cstring(b, to)

@@ -569,3 +569,15 @@ func TestRestartLineFailsTheCommandInFlight(t *testing.T) {
 		}
 	}
 }
+
+// The errors modems give to sends have a text in the log (27.005 §3.2.5,
+// 24.011 Table 8.4), and a manufacturer's code says so.
+func TestCMSErrorTexts(t *testing.T) {
+	for code, want := range map[int]string{50: "requested facility not subscribed", 305: "invalid text mode parameter",
+		512: "manufacturer specific", 38: "network out of order", 321: "invalid memory index"} {
+		e := &CMSError{Code: code, Line: fmt.Sprintf("+CMS ERROR: %d", code)}
+		if !strings.Contains(e.Error(), "("+want+")") {
+			t.Errorf("%d: %q, want the text %q", code, e.Error(), want)
+		}
+	}
+}

@@ -168,8 +168,28 @@ func cmsText(c int) string {
 		return "temporary failure"
 	case 42:
 		return "congestion"
+	case 47:
+		return "resources unavailable, unspecified"
+	case 50:
+		return "requested facility not subscribed"
+	case 69:
+		return "requested facility not implemented"
+	case 81:
+		return "invalid short message transfer reference value"
+	case 95:
+		return "semantically incorrect message"
 	case 96:
 		return "invalid mandatory information"
+	case 97:
+		return "message type non-existent or not implemented"
+	case 98:
+		return "message not compatible with short message protocol state"
+	case 99:
+		return "information element non-existent or not implemented"
+	case 111:
+		return "protocol error, unspecified"
+	case 127:
+		return "interworking, unspecified"
 	case 0xC0:
 		return "SC busy"
 	case 0xC3:
@@ -180,18 +200,38 @@ func cmsText(c int) string {
 		return "duplicate SM rejected"
 	case 300:
 		return "ME failure"
+	case 301:
+		return "SMS service of ME reserved"
 	case 302:
 		return "operation not allowed"
+	case 303:
+		return "operation not supported"
 	case 304:
 		return "invalid PDU mode parameter"
+	case 305:
+		return "invalid text mode parameter"
 	case 310:
 		return "SIM not inserted"
 	case 311:
 		return "SIM PIN required"
+	case 312:
+		return "PH-SIM PIN required"
 	case 313:
 		return "SIM failure"
 	case 314:
 		return "SIM busy"
+	case 315:
+		return "SIM wrong"
+	case 316:
+		return "SIM PUK required"
+	case 317:
+		return "SIM PIN2 required"
+	case 318:
+		return "SIM PUK2 required"
+	case 320:
+		return "memory failure"
+	case 321:
+		return "invalid memory index"
 	case 322:
 		return "memory full"
 	case 330:
@@ -200,8 +240,13 @@ func cmsText(c int) string {
 		return "no network service"
 	case 332:
 		return "network timeout"
+	case 340:
+		return "no +CNMA acknowledgement expected"
 	case 500:
 		return "unknown error"
+	}
+	if c >= 512 {
+		return "manufacturer specific"
 	}
 	return "see 3GPP TS 27.005 §3.2.5"
 }

@@ -335,6 +335,22 @@ func TestModemMOReachesPlatform(t *testing.T) {
 		if mo.Src != "13912345678" || mo.Dest != "13900000001" || mo.Text != "已收到告警" {
 			t.Fatalf("MO %+v", mo)
 		}
+		// An international TP-OA of our country: national, TON 2 / NPI 1.
+		if ton, npi := mo.Raw[17], mo.Raw[18]; ton != 2 || npi != 1 {
+			t.Fatalf("MO source TON/NPI %d/%d, want 2/1", ton, npi)
+		}
+	case <-e.ctx.Done():
+		t.Fatal("no MO from the modem")
+	}
+	// From abroad: international, TON 1 / NPI 1, without the '+'.
+	if err := sims[0].Deliver("+447700900123", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case mo := <-c.MOs():
+		if ton, npi := mo.Raw[17], mo.Raw[18]; mo.Src != "447700900123" || ton != 1 || npi != 1 {
+			t.Fatalf("MO from abroad: source %q TON/NPI %d/%d, want 447700900123 1/1", mo.Src, ton, npi)
+		}
 	case <-e.ctx.Done():
 		t.Fatal("no MO from the modem")
 	}

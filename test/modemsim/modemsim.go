@@ -27,7 +27,8 @@
 // recipient), FailCommand (ERROR to one given command, once), ReplaceStored
 // and AnnounceStored (a new message in the slot of one deleted meanwhile).
 //
-// Variants of other makers and stored profiles (Options): Numeric (ATV0
+// Variants of other makers and stored profiles (Options): TextMode (AT+CMGF=1
+// at power-up and after a restart; StuckTextMode ignores AT+CMGF=0), ResetKeepsCNMI, Numeric (ATV0
 // result codes), CMEE (verbose errors), Refuse/RefuseWith (Huawei's
 // COMMAND NOT SUPPORT), Chatter (^RSSI, +CPIN: READY... inside answers),
 // Mem (+CMTI/+CDSI memory), NoSCA, NoSMSC, SIMBusy, BootDelay, PIN (three wrong PINs
@@ -125,6 +126,22 @@ type Options struct {
 	// information text, as a Huawei writes ^RSSI / ^BOOT / ^MODE and a
 	// SIMCom "+CPIN: READY", "Call Ready" and "SMS Ready" at any time.
 	Chatter []string
+	// TextMode is a stored profile with AT+CMGF=1 (27.005 §3.2.3): every
+	// power-up and restart starts in text mode until AT+CMGF=0. In text
+	// mode AT+CMGS=<da> takes <da> as the number and what follows the
+	// prompt as the text (a hex PDU given then goes out as text to the
+	// number "<length>"), AT+CMGR/AT+CMGL answer in the text form, and
+	// AT+CMGL=4 is refused (text mode says "ALL").
+	TextMode bool
+	// StuckTextMode answers OK to AT+CMGF=0 but stays in text mode
+	// (broken firmware): for the client's last line of defence.
+	StuckTextMode bool
+	// ResetKeepsCNMI: a restart keeps the AT+CNMI setting (a profile
+	// stored with AT&W holds it), so AT+CNMI? does not tell the restart.
+	ResetKeepsCNMI bool
+	// ListNewestFirst makes AT+CMGL list the highest index first, as some
+	// firmware does.
+	ListNewestFirst bool
 }
 
 // Message is one message the emulated modem sent (parts joined).
@@ -137,6 +154,12 @@ type Message struct {
 	MRs          []int
 	StatusReport bool
 	At           time.Time // when the (last part's) +CMGS answer was written
+	// PartsAt is when each part's +CMGS answer was written, in the order
+	// the parts were sent.
+	PartsAt []time.Time
+	// TextMode: sent in text mode (AT+CMGF=1): Dest is what AT+CMGS
+	// named and Text what followed the prompt.
+	TextMode bool
 }
 
 // Sim is one emulated modem.
@@ -151,6 +174,7 @@ type Sim struct {
 	notify   chan struct{}               // guarded by mu: closed and replaced on each sent message
 	partial  map[string][]*sms.SubmitPDU // guarded by mu: concatenated parts by dest/ref
 	partMRs  map[string][]int            // guarded by mu
+	partAt   map[string][]time.Time      // guarded by mu
 	store    map[int][]byte              // guarded by mu: SIM memory, index -> PDU with SMSC field
 	mem1     string                      // guarded by mu: the <mem1> AT+CPMS last selected ("SM" at power-up; kept across the client's restarts)
 	mr       int                         // guarded by mu: last TP-MR
@@ -193,6 +217,8 @@ type conn struct {
 	unlocked bool
 	cnmiMT   int
 	cnmiDS   int
+	cmgf     int    // 27.005 §3.2.3: 0 PDU mode, 1 text mode
+	textDA   string // text mode: the number the current AT+CMGS named
 	cnmi     string // guarded by wmu: the AT+CNMI setting as AT+CNMI? gives it
 	unacked  []int  // guarded by wmu: the routed +CDS not acknowledged yet (Phase2Plus), oldest first
 	cdsSeq   int    // guarded by wmu
@@ -221,7 +247,7 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		opts.Name = "tc35i"
 	}
 	s := &Sim{opts: opts, notify: make(chan struct{}), partial: map[string][]*sms.SubmitPDU{},
-		partMRs: map[string][]int{}, store: map[int][]byte{}, mem1: "SM", simReady: true, reg: true,
+		partMRs: map[string][]int{}, partAt: map[string][]time.Time{}, store: map[int][]byte{}, mem1: "SM", simReady: true, reg: true,
 		counts: map[string]int{}, cmdSeen: make(chan struct{})}
 	if !opts.NoSMSC {
 		s.smsc = opts.SMSC
@@ -304,7 +330,10 @@ func (s *Sim) reset(notice bool) {
 		return
 	}
 	c.wmu.Lock()
-	c.cnmiMT, c.cnmiDS, c.cnmi, c.unacked = 0, 0, "", nil
+	if !s.opts.ResetKeepsCNMI {
+		c.cnmiMT, c.cnmiDS, c.cnmi = 0, 0, ""
+	}
+	c.unacked = nil
 	c.resetPending = true // the serve goroutine resets its own state
 	c.wmu.Unlock()
 	if notice {
@@ -341,7 +370,7 @@ func (s *Sim) Replug() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return err
 	}
-	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: s.opts.CMEE, numeric: s.opts.Numeric, chatter: s.opts.Chatter, busyLeft: s.opts.SIMBusy}
+	c := &conn{master: master, slave: slave, gone: make(chan struct{}), echo: true, cmee: s.opts.CMEE, numeric: s.opts.Numeric, chatter: s.opts.Chatter, busyLeft: s.opts.SIMBusy, cmgf: s.textProfile()}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -690,6 +719,7 @@ func (s *Sim) serve(c *conn) {
 			c.resetPending = false
 			c.echo, c.cmee, c.numeric, c.unlocked = true, s.opts.CMEE, s.opts.Numeric, false
 			c.busyLeft = s.opts.SIMBusy
+			c.cmgf = s.textProfile()
 			line, prompt = line[:0], false
 		}
 		c.wmu.Unlock()
@@ -882,7 +912,15 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		s.mu.Unlock()
 		c.info()
 	case body == "+CMGF=0":
+		if !s.opts.StuckTextMode {
+			c.cmgf = 0
+		}
 		c.info()
+	case body == "+CMGF=1":
+		c.cmgf = 1
+		c.info()
+	case body == "+CMGF?":
+		c.info(fmt.Sprintf("+CMGF: %d", c.cmgf))
 	case body == "+CNMA", body == "+CNMA=0":
 		c.wmu.Lock()
 		owed := s.opts.Phase2Plus && len(c.unacked) > 0
@@ -949,6 +987,10 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		c.info("+CNMI: " + v)
 	case strings.HasPrefix(body, "+CMGS="):
 		n, err := strconv.Atoi(body[6:])
+		if c.cmgf == 1 {
+			// Text mode: the parameter is the destination address.
+			c.textDA, n, err = strings.Trim(cmd[2+6:], `" `), 0, nil
+		}
 		switch {
 		case err != nil:
 			c.cmsError(304)
@@ -971,7 +1013,13 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			c.cmsError(321)
 			break
 		}
+		if c.cmgf == 1 {
+			c.info(textStored("+CMGR: ", p)...)
+			break
+		}
 		c.info(fmt.Sprintf("+CMGR: 0,,%d", tpduLen(p)), s.pduHex(p))
+	case strings.HasPrefix(body, "+CMGL=") && c.cmgf == 1 && body == "+CMGL=4":
+		c.cmsError(302) // text mode lists "ALL", not 4
 	case strings.HasPrefix(body, "+CMGL="):
 		s.mu.Lock()
 		var idx []int
@@ -979,6 +1027,9 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 			idx = append(idx, i)
 		}
 		sort.Ints(idx)
+		if s.opts.ListNewestFirst {
+			slices.Reverse(idx)
+		}
 		var lines []string
 		for _, i := range idx {
 			p := s.store[i]
@@ -1045,6 +1096,20 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 		c.cmsError(fail)
 		return true
 	}
+	if c.cmgf == 1 {
+		// Text mode: whatever followed the prompt is the text.
+		s.mu.Lock()
+		s.mr = (s.mr + 1) % 256
+		mr := s.mr
+		now := time.Now()
+		s.sent = append(s.sent, Message{Dest: c.textDA, Text: hexPDU, Parts: 1, MRs: []int{mr}, At: now,
+			PartsAt: []time.Time{now}, TextMode: true})
+		close(s.notify)
+		s.notify = make(chan struct{})
+		s.mu.Unlock()
+		c.info(fmt.Sprintf("+CMGS: %d", mr))
+		return true
+	}
 	raw, err := hex.DecodeString(hexPDU)
 	if err != nil || tpduLen(raw) != n {
 		c.cmsError(304)
@@ -1086,8 +1151,12 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 
 // record adds a sent part; s.mu is held.
 func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
+	now := time.Now()
 	done := func(m Message) {
-		m.At = time.Now()
+		m.At = now
+		if m.PartsAt == nil {
+			m.PartsAt = []time.Time{now}
+		}
 		s.sent = append(s.sent, m)
 		close(s.notify)
 		s.notify = make(chan struct{})
@@ -1099,13 +1168,15 @@ func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 	key := fmt.Sprintf("%s/%d/%d", sub.Dest, sub.Concat.Ref, sub.Concat.Total)
 	s.partial[key] = append(s.partial[key], sub)
 	s.partMRs[key] = append(s.partMRs[key], mr)
+	s.partAt[key] = append(s.partAt[key], now)
 	parts := s.partial[key]
 	if len(parts) < sub.Concat.Total {
 		return
 	}
-	mrs := s.partMRs[key]
+	mrs, at := s.partMRs[key], s.partAt[key]
 	delete(s.partial, key)
 	delete(s.partMRs, key)
+	delete(s.partAt, key)
 	order := make([]int, len(parts))
 	for i := range order {
 		order[i] = i
@@ -1119,8 +1190,12 @@ func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 		data = append(data, parts[i].Data...)
 		sortedMRs = append(sortedMRs, mrs[i])
 	}
-	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport})
+	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport, PartsAt: at})
 }
+
+// SetNextMR makes the next send get TP-MR mr (a modem that restarted
+// counts from its start again; the MR wraps after 255).
+func (s *Sim) SetNextMR(mr int) { s.mu.Lock(); s.mr = (mr + 255) % 256; s.mu.Unlock() }
 
 // InjectReport makes the modem give a +CDS status report now (when
 // AT+CNMI asked for them) for TP-MR mr and recipient, whatever was sent: a
@@ -1221,4 +1296,19 @@ func (s *Sim) pduHex(p []byte) string {
 		p = p[int(p[0])+1:]
 	}
 	return strings.ToUpper(hex.EncodeToString(p))
+}
+
+// textProfile is the AT+CMGF of a power-up.
+func (s *Sim) textProfile() int {
+	if s.opts.TextMode || s.opts.StuckTextMode {
+		return 1
+	}
+	return 0
+}
+
+// textStored is a stored message as text mode gives it (27.005 §3.4.3):
+// the header line, then the text (here the sender's number stands in for
+// it: the emulator keeps PDUs).
+func textStored(prefix string, p []byte) []string {
+	return []string{prefix + `"REC UNREAD","+8613900000000",,"24/01/01,00:00:00+32"`, fmt.Sprintf("stored message of %d octets", len(p))}
 }
