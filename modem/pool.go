@@ -231,6 +231,50 @@ type job struct {
 	permanent bool
 	last      *SendError
 	res       chan jobResult
+	// order places it among the jobs waiting for a modem (QueueOrder).
+	order QueueOrder
+}
+
+// QueueOrder is where a message stands in its caller's queue: jobs wait
+// for a modem highest Priority first, then oldest Queued (the gateway's
+// modem queue order, SMPP priority_flag then age), so that messages handed
+// over at about the same time by concurrent callers still go in that
+// order. A job tried before (a retry) keeps its place ahead.
+type QueueOrder struct {
+	Priority byte
+	Queued   time.Time
+}
+
+type queueOrderKey struct{}
+
+// WithQueueOrder returns ctx carrying o for Send and SendUnless (without
+// it a message is priority 0, queued when it is handed over).
+func WithQueueOrder(ctx context.Context, o QueueOrder) context.Context {
+	return context.WithValue(ctx, queueOrderKey{}, o)
+}
+
+// before reports whether a waits for a modem ahead of b.
+func (a QueueOrder) before(b QueueOrder) bool {
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	return a.Queued.Before(b.Queued)
+}
+
+// enqueueJob inserts a new job in queue after the retries and the jobs
+// that go before it.
+func enqueueJob(queue []*job, j *job) []*job {
+	k := len(queue)
+	for i, q := range queue {
+		if q.attempts == 0 && j.order.before(q.order) {
+			k = i
+			break
+		}
+	}
+	queue = append(queue, nil)
+	copy(queue[k+1:], queue[k:])
+	queue[k] = j
+	return queue
 }
 
 type jobResult struct {
@@ -619,8 +663,12 @@ func (p *Pool) SendUnless(ctx context.Context, giveUp <-chan struct{}, id string
 	if err != nil {
 		return nil, &SendError{Permanent: true, Err: err}
 	}
+	order, _ := ctx.Value(queueOrderKey{}).(QueueOrder)
+	if order.Queued.IsZero() {
+		order.Queued = time.Now()
+	}
 	j := &job{ctx: ctx, id: id, dest: s.Dest, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1),
-		thread: threadKey(s)}
+		thread: threadKey(s), order: order}
 	select {
 	case p.submit <- j:
 	case <-ctx.Done():
@@ -793,7 +841,7 @@ func (p *Pool) schedule(ctx context.Context) {
 			}
 			return
 		case j := <-p.submit:
-			queue = append(queue, j)
+			queue = enqueueJob(queue, j)
 		case j := <-p.cancel:
 			for k, q := range queue {
 				if q == j {

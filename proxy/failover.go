@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf16"
 
@@ -166,6 +167,9 @@ type Failover struct {
 
 	kick      chan struct{}
 	timerKick chan struct{}
+	// idleUntil (unix nanoseconds): when the last message put back while
+	// no modem was up is due again (process).
+	idleUntil atomic.Int64
 	wg        sync.WaitGroup
 
 	// Queue workers: running follows cfg.Workers (a reload that changes the
@@ -275,6 +279,10 @@ func (f *Failover) kickWorkers() {
 func (f *Failover) probeEvery(c *Carrier) time.Duration {
 	return max(2*c.Config().ResponseTimeout.D(), time.Second)
 }
+
+// idleLook is how long a message looked at while no modem is up is put
+// back for.
+const idleLook = time.Second
 
 func (f *Failover) anyModemUp() bool {
 	for _, s := range f.pool.Status() {
@@ -495,7 +503,15 @@ func (f *Failover) process(ctx context.Context, id string) {
 			return
 		}
 	}
-	if !f.anyModemUp() {
+	// While no modem is up the workers look at each queued message in turn
+	// (its carrier may come back), putting each back for idleLook. When a
+	// modem comes up, the messages looked at last are not due again yet:
+	// sent now, newer messages would overtake them (priority_flag, then
+	// age, is the queue's order). So the first sends wait until every
+	// message put back is due again (at most idleLook).
+	idle := !f.anyModemUp()
+	until := f.idleUntil.Load()
+	if idle || time.Now().UnixNano() < until {
 		if m.State == store.StateCarrier {
 			// Back to queued, so that cancel_sm can take it while it waits.
 			m.State = store.StateQueued
@@ -506,10 +522,18 @@ func (f *Failover) process(ctx context.Context, id string) {
 		// Nothing can send now: leave it queued (a carrier may come back first).
 		// Released even when ctx ended (shutdown), or the next start waits
 		// out queueLease for it.
-		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(time.Second))
+		wait := idleLook
+		due := time.Now()
+		if idle {
+			due = due.Add(idleLook)
+			f.idleUntil.Store(due.UnixNano())
+		} else {
+			wait = time.Duration(until - time.Now().UnixNano())
+		}
+		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, due)
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
 		return
 	}
@@ -533,6 +557,7 @@ func (f *Failover) process(ctx context.Context, id string) {
 	if waitBack {
 		carrierBack = f.carrierBack(sctx, c.Name)
 	}
+	sctx = modem.WithQueueOrder(sctx, modem.QueueOrder{Priority: m.Priority, Queued: m.Created})
 	sent, err := f.pool.SendUnless(sctx, carrierBack, m.ID, sub)
 	stopRenew()
 	cancel()
