@@ -114,17 +114,24 @@ type call struct {
 	// passed to a late entry (LateGrace), which frees it.
 	timedOut bool
 	slotHeld bool
+	// noSlot: the request takes no window slot (enquire_link: the link's
+	// keep-alive must not wait behind submits).
+	noSlot bool
 	cmd      uint32 // the request's command id
 	tag      any    // RequestTagged's tag, for OnLate
 }
 
 // lateEntry is a request whose response timeout passed, kept for
 // LateGrace: its late response goes to OnLate. It holds the request's
-// window slot until then.
+// window slot (the peer still counts the request as outstanding) for one
+// more response timeout at most: a window full of requests the peer lost
+// must not stop the session for LateGrace.
 type lateEntry struct {
-	cmd   uint32
-	tag   any
-	until int64 // nanoseconds since the session's epoch
+	cmd       uint32
+	tag       any
+	until     int64 // nanoseconds since the session's epoch
+	slot      bool  // it holds its request's window slot
+	slotUntil int64 // until then
 }
 
 // asyncDone takes the outcome of a requestAsync call: what a RequestAsync
@@ -356,23 +363,26 @@ func (s *Session) RequestTimeout(ctx context.Context, id uint32, body []byte, ti
 // RequestTagged is RequestTimeout for a request whose late response
 // (SessionConfig.LateGrace) goes to OnLate with tag.
 func (s *Session) RequestTagged(ctx context.Context, id uint32, body []byte, timeout time.Duration, tag any) (Frame, error) {
+	noSlot := id == cmdEnquireLink
 	// Each select below first tries its channel alone, without blocking: a
 	// one-case select costs much less than a multi-case one (issue 6).
-	select {
-	case s.window <- struct{}{}:
-	default:
+	if !noSlot {
 		select {
 		case s.window <- struct{}{}:
-		case <-ctx.Done():
-			return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
-		case <-s.done:
-			return Frame{}, ErrNotSent
+		default:
+			select {
+			case s.window <- struct{}{}:
+			case <-ctx.Done():
+				return Frame{}, fmt.Errorf("%w: %v", ErrNotSent, ctx.Err())
+			case <-s.done:
+				return Frame{}, ErrNotSent
+			}
 		}
 	}
-	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout), cmd: id, tag: tag}
+	c := &call{ch: make(chan Frame, 1), deadline: int64(time.Since(s.epoch) + timeout), cmd: id, tag: tag, noSlot: noSlot}
 	seq, ok := s.register(c, id == cmdUnbind)
 	if !ok {
-		<-s.window
+		s.freeSlot(c)
 		return Frame{}, ErrNotSent
 	}
 
@@ -383,7 +393,7 @@ func (s *Session) RequestTagged(ctx context.Context, id uint32, body []byte, tim
 		select {
 		case s.wq <- out:
 		case <-s.done:
-			<-s.window
+			s.freeSlot(c)
 			return Frame{}, ErrNotSent
 		case <-ctx.Done():
 			s.forget(c, seq)
@@ -510,7 +520,7 @@ func (s *Session) register(c *call, unbind bool) (uint32, bool) {
 // closed by closeWith). It frees the request's window slot.
 func (s *Session) answer(c *call, f Frame, ok bool) (Frame, error) {
 	if !(ok && c.slotHeld) {
-		<-s.window
+		s.freeSlot(c)
 	}
 	if !ok {
 		if c.written.Load() {
@@ -565,10 +575,11 @@ func (s *Session) sweepLoop() {
 					if tag == nil && c.h != nil {
 						tag = c.h // an async request: its handler
 					}
-					s.late[seq] = lateEntry{cmd: c.cmd, tag: tag, until: now + grace}
+					hold := min(grace, int64(s.cfg.ResponseTimeout))
+					s.late[seq] = lateEntry{cmd: c.cmd, tag: tag, until: now + grace, slot: true, slotUntil: now + hold}
 					c.slotHeld = true
-					if next == 0 || now+grace < next {
-						next = now + grace
+					if next == 0 || now+hold < next {
+						next = now + hold
 					}
 				}
 				continue
@@ -580,11 +591,22 @@ func (s *Session) sweepLoop() {
 		for seq, e := range s.late {
 			if e.until <= now {
 				delete(s.late, seq)
-				freed++
+				if e.slot {
+					freed++
+				}
 				continue
 			}
-			if next == 0 || e.until < next {
-				next = e.until
+			if e.slot && e.slotUntil <= now {
+				e.slot = false
+				s.late[seq] = e
+				freed++
+			}
+			at := e.until
+			if e.slot {
+				at = e.slotUntil
+			}
+			if next == 0 || at < next {
+				next = at
 			}
 		}
 		s.nextSweep = next
@@ -607,6 +629,13 @@ func (s *Session) sweepLoop() {
 	}
 }
 
+// freeSlot frees the window slot of c, unless it took none.
+func (s *Session) freeSlot(c *call) {
+	if !c.noSlot {
+		<-s.window
+	}
+}
+
 // forget drops a waiting request (cancel) and frees its window slot.
 func (s *Session) forget(c *call, seq uint32) {
 	s.mu.Lock()
@@ -620,7 +649,7 @@ func (s *Session) forget(c *call, seq uint32) {
 	// (the reader never frees a waiting request's slot), unless the
 	// sweeper passed it to a late entry.
 	if !held {
-		<-s.window
+		s.freeSlot(c)
 	}
 }
 
@@ -811,7 +840,9 @@ func (s *Session) dispatch(f Frame) {
 			}
 			s.mu.Unlock()
 			if late {
-				<-s.window // the entry's slot: the peer has answered it
+				if e.slot {
+					<-s.window // the entry's slot: the peer has answered it
+				}
 				if s.cfg.OnLate != nil {
 					f.Body = append([]byte(nil), f.Body...) // maybe the scratch buffer
 					s.cfg.OnLate(s, e.cmd, e.tag, f)

@@ -142,3 +142,69 @@ func TestLateDeliverSMRespRemovesTheDelivery(t *testing.T) {
 		return err == nil && n == 0
 	})
 }
+
+// A timed-out request holds its window slot for one more response timeout
+// at most: a window full of requests the peer lost (an SMSC that dropped
+// them in a hiccup) does not stop the session for LateGrace. The next
+// request goes out once that hold ends, and a late answer still reaches
+// OnLate after it.
+func TestLateSlotHeldForOneResponseTimeoutOnly(t *testing.T) {
+	late := make(chan lateCall, 1)
+	s, p := newPair(t, SessionConfig{Window: 1, ResponseTimeout: 100 * time.Millisecond, LateGrace: time.Hour,
+		OnLate: func(_ *Session, cmd uint32, tag any, f Frame) { late <- lateCall{cmd, tag, f} }})
+	if _, err := s.RequestTagged(context.Background(), cmdSubmitSM, []byte("a\x00"), 100*time.Millisecond, "lost"); !errors.Is(err, ErrResponseTimeout) {
+		t.Fatalf("first request: %v", err)
+	}
+	lost := p.read()
+	next := make(chan error, 1)
+	go func() {
+		_, err := s.RequestTagged(context.Background(), cmdSubmitSM, []byte("b\x00"), time.Hour, "next")
+		next <- err
+	}()
+	f := p.read() // within hangGuard (10 s), not LateGrace (an hour)
+	if f.ID != cmdSubmitSM || string(f.Body) != "b\x00" {
+		t.Fatalf("got %+v %q, want the next submit_sm", f.Header, f.Body)
+	}
+	p.write(cmdSubmitSMResp, 0, f.Seq, []byte("N\x00"))
+	if err := <-next; err != nil {
+		t.Fatal(err)
+	}
+	p.write(cmdSubmitSMResp, 0, lost.Seq, []byte("L\x00"))
+	select {
+	case lc := <-late:
+		if lc.tag != "lost" {
+			t.Fatalf("OnLate tag %v", lc.tag)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the late answer after the slot was freed never reached OnLate")
+	}
+	if s.Free() != 1 {
+		t.Fatalf("free slots %d after every answer, want 1 (the late answer must not free a slot twice)", s.Free())
+	}
+}
+
+// enquire_link takes no window slot: the keep-alive goes out, and finds a
+// dead link, while every slot waits for an answer.
+func TestEnquireLinkNeedsNoWindowSlot(t *testing.T) {
+	s, p := newPair(t, SessionConfig{Window: 1, ResponseTimeout: time.Hour})
+	go func() { _, _ = s.Request(context.Background(), cmdSubmitSM, []byte("x\x00")) }()
+	if f := p.read(); f.ID != cmdSubmitSM {
+		t.Fatalf("got 0x%X", f.ID)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Request(context.Background(), cmdEnquireLink, nil)
+		errc <- err
+	}()
+	f := p.read()
+	if f.ID != cmdEnquireLink {
+		t.Fatalf("got 0x%X, want enquire_link with the window full", f.ID)
+	}
+	p.write(cmdEnquireLinkResp, 0, f.Seq, nil)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if s.Free() != 0 {
+		t.Fatalf("free slots %d: the enquire_link freed the submit's slot", s.Free())
+	}
+}
