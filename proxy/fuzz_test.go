@@ -241,6 +241,9 @@ func FuzzLegacySubmitBody(f *testing.F) {
 		if len(content) == 0 {
 			content, _ = in.TLV(tagMessagePayload)
 		}
+		if in.UDHI() && len(content) > 0 {
+			content = content[1:] // its header's length octet may grow with an element added
+		}
 		if len(in.TLVs) > 0 && !bytes.HasSuffix(m.Message, content) {
 			t.Fatalf("content lost: % X from % X", m.Message, content)
 		}

@@ -44,13 +44,26 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 	ref, hasRef := m.TLV(tagSarMsgRefNum)
 	total, hasTotal := m.TLV(tagSarTotalSegments)
 	seq, hasSeq := m.TLV(tagSarSegmentSeqnum)
-	if hasRef && hasTotal && hasSeq && len(ref) == 2 && len(total) == 1 && len(seq) == 1 && !m.UDHI() {
+	if hasRef && hasTotal && hasSeq && len(ref) == 2 && len(total) == 1 && len(seq) == 1 {
+		ie := []byte{0x08, 4, ref[0], ref[1], total[0], seq[0]}
 		if ref[0] == 0 {
-			udh = []byte{5, 0x00, 3, ref[1], total[0], seq[0]}
-		} else {
-			udh = []byte{6, 0x08, 4, ref[0], ref[1], total[0], seq[0]}
+			ie = []byte{0x00, 3, ref[1], total[0], seq[0]}
 		}
-		esm |= 0x40
+		switch {
+		case !m.UDHI():
+			udh = append([]byte{byte(len(ie))}, ie...)
+			esm |= 0x40
+		case udhHasConcat(msg):
+			// The platform's own header already says it: sar_* only
+			// repeated it.
+		default:
+			// A header of the platform's own (application ports, say):
+			// the concatenation element joins it, first.
+			if n := int(msg[0]); len(msg) > n && n+len(ie) <= 0xFF {
+				udh = append([]byte{byte(n + len(ie))}, ie...)
+				msg = msg[1:]
+			}
+		}
 	}
 	if len(udh)+len(msg) > 254 {
 		return nil, false
@@ -87,4 +100,28 @@ func (c *Carrier) noteOptionalRefused(status uint32, body []byte) {
 		c.log.Warn("carrier refused a submit_sm that carried optional parameters; if it speaks SMPP 3.3, set its interface_version: 3.3",
 			zap.String("status", StatusString(status)))
 	}
+}
+
+// udhHasConcat reports whether the user data header at the head of ud
+// (its length octet first) has a concatenation element (TS 23.040
+// §9.2.3.24.1, §9.2.3.24.8).
+func udhHasConcat(ud []byte) bool {
+	if len(ud) == 0 {
+		return false
+	}
+	n := int(ud[0])
+	if len(ud) < 1+n {
+		return false
+	}
+	for h := ud[1 : 1+n]; len(h) >= 2; {
+		iei, l := h[0], int(h[1])
+		if iei == 0x00 || iei == 0x08 {
+			return true
+		}
+		if len(h) < 2+l {
+			return false
+		}
+		h = h[2+l:]
+	}
+	return false
 }

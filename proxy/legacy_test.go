@@ -36,6 +36,9 @@ func TestLegacySubmitBody(t *testing.T) {
 			TLV{Tag: tagMessagePayload, Value: text}, TLV{Tag: 0x0204, Value: []byte{0, 7}}), 0, text, true},
 		{"a UDH already there stays; sar is dropped", submitBody(t, "13800138000", 0,
 			append([]byte{5, 0, 3, 9, 2, 1}, text...), sar(9, 2, 1)...), 0, append([]byte{5, 0, 3, 9, 2, 1}, text...), true},
+		{"a port header gets the concatenation element", submitBody(t, "13800138000", 4,
+			append([]byte{6, 5, 4, 0x0B, 0x84, 0x23, 0xF0}, text...), sar(7, 2, 1)...), 0,
+			append([]byte{11, 0, 3, 7, 2, 1, 5, 4, 0x0B, 0x84, 0x23, 0xF0}, text...), true},
 		{"254 octets fit", submitBody(t, "13800138000", 8, nil, TLV{Tag: tagMessagePayload, Value: bytes.Repeat([]byte{'a'}, 254)}),
 			0, bytes.Repeat([]byte{'a'}, 254), true},
 		{"255 octets do not", submitBody(t, "13800138000", 8, nil, TLV{Tag: tagMessagePayload, Value: bytes.Repeat([]byte{'a'}, 255)}),
@@ -45,7 +48,7 @@ func TestLegacySubmitBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in, _ := ParseShortMessage(tc.body)
-			if tc.name == "a UDH already there stays; sar is dropped" {
+			if tc.name == "a UDH already there stays; sar is dropped" || tc.name == "a port header gets the concatenation element" {
 				tc.body[in.esmOffset] = 0x40
 				tc.wantESM = 0x40
 				in, _ = ParseShortMessage(tc.body)
