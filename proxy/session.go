@@ -117,8 +117,8 @@ type call struct {
 	// noSlot: the request takes no window slot (enquire_link: the link's
 	// keep-alive must not wait behind submits).
 	noSlot bool
-	cmd      uint32 // the request's command id
-	tag      any    // RequestTagged's tag, for OnLate
+	cmd    uint32 // the request's command id
+	tag    any    // RequestTagged's tag, for OnLate
 }
 
 // lateEntry is a request whose response timeout passed, kept for
