@@ -146,18 +146,25 @@ type deliverer struct {
 	syncReq chan func() // tests: run a function after a pump (deliverSync)
 
 	// The loop's own state.
-	flights    map[string]*flight   // by delivery id: sent and not settled
-	retryAt    map[string]time.Time // by delivery id: not sent again before
-	keys       map[string]string    // by delivery id: its orderKey
-	pause      time.Duration        // the current throttle pause; 0: not throttled
-	pausedAt   time.Time            // when it began
-	pauseUntil time.Time
-	// probing: after a pause, one delivery (probe) goes alone until the
-	// platform takes one; then the others follow.
-	probing   bool
-	probe     string
+	flights map[string]*flight   // by delivery id: sent and not settled
+	retryAt map[string]time.Time // by delivery id: not sent again before
+	keys    map[string]string    // by delivery id: its orderKey
+	// throttle: the sessions that asked to slow down (ESME_RTHROTTLED,
+	// ESME_RMSGQFUL) and their pauses. One session of a platform (a node of
+	// its cluster) being overloaded says nothing of the others: they go on.
+	throttle  map[*Session]*sessionPause
 	held      bool      // the account lease may be ours
 	claimedAt time.Time // the last claim that returned deliveries (real time)
+}
+
+// sessionPause is a session's throttle state: its current pause (0: not
+// throttled), when it began and ends, and, after it, the one delivery
+// (probe) it is sent alone until it takes one.
+type sessionPause struct {
+	pause     time.Duration
+	at, until time.Time
+	probing   bool
+	probe     string
 }
 
 // flight is a delivery sent to a session and not settled yet: its parts
@@ -348,7 +355,12 @@ func (dl *deliverer) pump(ctx context.Context, log *zap.Logger) time.Time {
 		}
 		return time.Time{}
 	}
-	paused := now.Before(dl.pauseUntil)
+	for s := range dl.throttle {
+		if !slices.Contains(recv, s) {
+			delete(dl.throttle, s) // gone: a new session starts afresh
+		}
+	}
+	paused, resume := dl.allPaused(recv, now)
 	noRoom := false
 	for {
 		want := min(len(dl.flights)+len(dl.retryAt)+deliverBatch, maxClaimed)
@@ -375,16 +387,37 @@ func (dl *deliverer) pump(ctx context.Context, log *zap.Logger) time.Time {
 			break
 		}
 	}
-	return dl.nextWake(now, paused, noRoom)
+	return dl.nextWake(now, paused, resume, noRoom)
+}
+
+// allPaused reports whether every session of recv is in a throttle pause,
+// and when the first of them ends.
+func (dl *deliverer) allPaused(recv []*Session, now time.Time) (bool, time.Time) {
+	var first time.Time
+	for _, s := range recv {
+		sp := dl.throttle[s]
+		if sp == nil || !now.Before(sp.until) {
+			return false, time.Time{}
+		}
+		if first.IsZero() || sp.until.Before(first) {
+			first = sp.until
+		}
+	}
+	return true, first
 }
 
 // nextWake is when the loop must look again without being woken: the end
 // of a pause, the earliest retry, or soon when no session had room.
-func (dl *deliverer) nextWake(now time.Time, paused, noRoom bool) time.Time {
-	if paused {
-		return dl.pauseUntil
-	}
+func (dl *deliverer) nextWake(now time.Time, paused bool, resume time.Time, noRoom bool) time.Time {
 	var next time.Time
+	for _, sp := range dl.throttle {
+		if sp.until.After(now) && (next.IsZero() || sp.until.Before(next)) {
+			next = sp.until
+		}
+	}
+	if paused {
+		return resume
+	}
 	for _, t := range dl.retryAt {
 		if t.After(now) && (next.IsZero() || t.Before(next)) {
 			next = t
@@ -470,9 +503,6 @@ func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Tim
 	if paused {
 		return 0, false
 	}
-	if dl.probing && dl.probe != "" && dl.flights[dl.probe] != nil {
-		return 0, false // the probe's answer first
-	}
 	// Parts of long messages waiting for room go first.
 	for id, fl := range dl.flights {
 		if !fl.waiting {
@@ -505,17 +535,21 @@ func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Tim
 		if noRoom || len(dl.flights) >= deliverBatch {
 			break
 		}
-		// The session with the most room first.
+		// The session with the most room first, among those not asking
+		// to slow down.
 		slices.SortStableFunc(sessions, func(a, b *Session) int { return b.Free() - a.Free() })
 		sent := false
 		for _, s := range sessions {
-			if s.Free() == 0 || s.Ending() {
+			if s.Free() == 0 || s.Ending() || !dl.mayTake(s, now) {
 				continue
 			}
 			fl := &flight{del: del, s: s, parts: deliverParts(del, s)}
 			if dl.request(fl) {
 				dl.flights[del.ID] = fl
 				delete(dl.retryAt, del.ID)
+				if sp := dl.throttle[s]; sp != nil && sp.probing {
+					sp.probe = del.ID // alone on it until it is taken
+				}
 				sent = true
 				break
 			}
@@ -525,12 +559,23 @@ func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Tim
 			break
 		}
 		started++
-		if dl.probing {
-			dl.probe = del.ID
-			break
-		}
 	}
 	return started, noRoom
+}
+
+// mayTake reports whether session s may be sent a delivery now: not in a
+// throttle pause, and, after one, not while its probe awaits an answer.
+func (dl *deliverer) mayTake(s *Session, now time.Time) bool {
+	sp := dl.throttle[s]
+	switch {
+	case sp == nil:
+		return true
+	case now.Before(sp.until):
+		return false
+	case sp.probing && sp.probe != "" && dl.flights[sp.probe] != nil:
+		return false
+	}
+	return true
 }
 
 // sessionDone reports whether s has ended.
@@ -636,8 +681,9 @@ func (dl *deliverer) answered(ctx context.Context, log *zap.Logger, o outcome, n
 		// throttle with a generic_nack): the account pauses, and this one
 		// goes again after the pause.
 		delete(dl.flights, del.ID)
-		dl.throttled(log, now, fl.sent, o.status)
-		dl.retryAt[del.ID] = dl.pauseUntil
+		dl.throttled(log, fl.s, now, fl.sent, o.status)
+		// Sent again at once on a session that is not throttled; when
+		// none is, after the pause (start picks the sessions).
 		return
 	case laterStatus(o.status):
 		log.Info("platform refused a deliver_sm for now; will retry", zap.String("delivery", del.ID),
@@ -688,27 +734,34 @@ func (dl *deliverer) ack(ctx context.Context, fl *flight) {
 // (at most throttlePauseMax) when the platform says it again after a pause.
 // The answers to requests sent before the current pause began are of the
 // same burst: they keep the pause as it is.
-func (dl *deliverer) throttled(log *zap.Logger, now, sent time.Time, status uint32) {
-	if !dl.pausedAt.IsZero() && !sent.After(dl.pausedAt) {
+func (dl *deliverer) throttled(log *zap.Logger, s *Session, now, sent time.Time, status uint32) {
+	if dl.throttle == nil {
+		dl.throttle = map[*Session]*sessionPause{}
+	}
+	sp := dl.throttle[s]
+	if sp == nil {
+		sp = &sessionPause{}
+		dl.throttle[s] = sp
+	}
+	if !sp.at.IsZero() && !sent.After(sp.at) {
 		return
 	}
-	if dl.pause == 0 {
-		dl.pause = throttlePauseFirst
+	if sp.pause == 0 {
+		sp.pause = throttlePauseFirst
 	} else {
-		dl.pause = min(2*dl.pause, throttlePauseMax)
+		sp.pause = min(2*sp.pause, throttlePauseMax)
 	}
-	dl.pausedAt, dl.pauseUntil = now, now.Add(dl.pause)
-	dl.probing, dl.probe = true, ""
-	log.Info("platform asks to slow down; deliveries paused", zap.String("status", StatusString(status)),
-		zap.Duration("pause", dl.pause))
+	sp.at, sp.until = now, now.Add(sp.pause)
+	sp.probing, sp.probe = true, ""
+	log.Info("platform session asks to slow down; deliveries to it paused", zap.String("session", s.ID),
+		zap.String("status", StatusString(status)), zap.Duration("pause", sp.pause))
 }
 
-// endThrottle ends the back-off (and the probing after a pause) when the
-// platform took a delivery sent after the last pause began.
+// endThrottle ends a session's back-off (and the probing after its pause)
+// when it took a delivery sent after its last pause began.
 func (dl *deliverer) endThrottle(fl *flight) {
-	if dl.pause != 0 && fl.sent.After(dl.pausedAt) {
-		dl.pause = 0
-		dl.probing, dl.probe = false, ""
+	if sp := dl.throttle[fl.s]; sp != nil && sp.pause != 0 && fl.sent.After(sp.at) {
+		delete(dl.throttle, fl.s)
 	}
 }
 

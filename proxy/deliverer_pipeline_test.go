@@ -525,3 +525,45 @@ func TestDeliverSMTimesAreNull(t *testing.T) {
 		}
 	}
 }
+
+// One receiver session of an account throttles (an overloaded node of the
+// platform's cluster) and another takes everything: the deliveries go to
+// the one that takes them, whatever the order the two bound in. The pause
+// was the account's: the refused delivery kept going back to the
+// throttling session, and the healthy one got nothing.
+func TestOneThrottlingSessionDoesNotStarveTheOther(t *testing.T) {
+	ts := newIsolatedServer(t, nil, 0)
+	const n = 10
+	for i := range n {
+		hold(t, ts, deliverBody(fmt.Sprintf("1390000%04d", i), 0, []byte(fmt.Sprintf("R%02d", i)), nil, "", ""), "")
+	}
+	a := boundTCP(t, ts, cmdBindReceiver) // bound first: it gets the first deliveries
+	f, _ := readDeliverSM(t, a)
+	b := boundTCP(t, ts, cmdBindReceiver)
+	a.write(cmdDeliverSMResp, statusThrottled, f.Seq, nil)
+	// A refuses whatever else it was sent; B takes everything.
+	go func() {
+		for {
+			g, err := a.tryRead()
+			if err != nil {
+				return
+			}
+			switch g.ID { // raw writes: this goroutine may outlive the test
+			case cmdDeliverSM:
+				_, _ = a.conn.Write(appendFrame(nil, cmdDeliverSMResp, statusThrottled, g.Seq, nil))
+			case cmdEnquireLink:
+				_, _ = a.conn.Write(appendFrame(nil, cmdEnquireLinkResp, 0, g.Seq, nil))
+			}
+		}
+	}()
+	got := map[string]bool{}
+	for len(got) < n {
+		g, sm := readDeliverSM(t, b) // fails after hangGuard if B gets nothing
+		got[string(sm.Message)] = true
+		b.write(cmdDeliverSMResp, 0, g.Seq, []byte{0})
+	}
+	waitCond(t, "every delivery taken by B left the store", func() bool {
+		c, err := ts.disp.store.CountDeliveries(context.Background(), "platform")
+		return err == nil && c == 0
+	})
+}
