@@ -858,10 +858,18 @@ func platformBody(body []byte) []byte {
 		tlvs = appendReceiptTLVs(m, tlvs)
 		changed = changed || len(tlvs) != n
 	}
+	msg := m.Message
+	if _, ok := m.TLV(tagMessagePayload); ok && len(msg) > 0 {
+		// Both (§5.3.2.32: short_message is empty when message_payload
+		// is used): what a platform shows would depend on its library.
+		// The payload is the content; short_message, often its first
+		// octets, is left out.
+		msg, changed = nil, true
+	}
 	if !changed {
 		return body
 	}
-	return m.rebuildDeliver(body, m.ESMClass, m.Message, tlvs)
+	return m.rebuildDeliver(body, m.ESMClass, msg, tlvs)
 }
 
 // appendReceiptTLVs appends to tlvs the receipted_message_id and

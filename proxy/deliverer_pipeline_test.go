@@ -567,3 +567,19 @@ func TestOneThrottlingSessionDoesNotStarveTheOther(t *testing.T) {
 		return err == nil && c == 0
 	})
 }
+
+// A carrier's deliver_sm with both short_message and message_payload
+// (§5.3.2.32: short_message is empty when message_payload is used) reaches
+// an SMPP 3.4 platform with the payload only: what it showed depended on
+// its library (the short copy, or the whole).
+func TestDeliverSMWithBothContentsKeepsThePayload(t *testing.T) {
+	payload := []byte("the whole text of the message")
+	body := deliverBody("13900000001", 0, []byte("the whole"), []TLV{{Tag: tagMessagePayload, Value: payload}}, "", "")
+	m, err := ParseShortMessage(platformBody(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := m.TLV(tagMessagePayload); len(m.Message) != 0 || !bytes.Equal(p, payload) {
+		t.Fatalf("short_message %q, message_payload %q; want none and %q", m.Message, p, payload)
+	}
+}
