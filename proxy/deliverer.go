@@ -709,7 +709,7 @@ func (dl *deliverer) answered(ctx context.Context, log *zap.Logger, o outcome, n
 		}
 		log.Warn("platform refused a deliver_sm every time; dropped", zap.String("delivery", del.ID),
 			zap.String("id", del.MsgID), zap.String("answer", what), zap.String("status", StatusString(o.status)),
-			zap.Int("tries", maxRefusals))
+			zap.Int("refusals_counted", maxRefusals), zap.Duration("counted_apart", refusalSpacing))
 	}
 	dl.ack(ctx, fl)
 }
