@@ -236,6 +236,13 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 			}
 			return SubmitOutcome{Status: statusInvDstAdr, Path: pathError}
 		}
+		if status, err := fo.modemRefusal(sm, dest); err != nil {
+			// Only a modem could send it, and none can: refused now rather
+			// than accepted and failed UNDELIV later (modempayload.go).
+			log.get().Info("refused: routed to the modems only, and no modem can send it",
+				zap.String("status", statusName(status)), zap.Error(err))
+			return SubmitOutcome{Status: status, Path: pathError}
+		}
 		return fo.queue(ctx, m, "route", log.get())
 	}
 	useCarrier := true

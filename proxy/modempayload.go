@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+
 	"github.com/spareline/spareline/modem/sms"
 )
 
@@ -30,4 +32,31 @@ func modemSubmit(sm *ShortMessage, dest string, statusReport bool) sms.Submit {
 		return sub
 	}
 	return with
+}
+
+// modemRefusal is, for a submit routed to the modems only (no carrier for
+// its number), the status it is refused with when no modem can send it:
+// sms.EncodeSubmit refuses what the modem path would send
+// (ESME_RINVDCS for its data_coding, ESME_RINVDSTADR for its number,
+// ESME_RINVMSGLEN for its content: more than 255 parts, or a platform UDH
+// that does not fit beside the content and cannot be repeated in parts).
+// It is nil when the message can go. A message routed to a carrier is not
+// looked at: the carrier may take what a modem cannot, and if it fails
+// over the modem path ends it UNDELIV with the reason in its note.
+func (f *Failover) modemRefusal(sm *ShortMessage, dest string) (uint32, error) {
+	// Any 8-bit reference gives the same parts (the pool uses 1-255).
+	_, err := sms.EncodeSubmit(modemSubmit(sm, f.modemDest(dest), false), 1)
+	if err == nil {
+		return 0, nil
+	}
+	var e *sms.Error
+	if errors.As(err, &e) {
+		switch e.Field {
+		case "data_coding":
+			return statusInvDCS, err
+		case "TP-DA":
+			return statusInvDstAdr, err
+		}
+	}
+	return statusInvMsgLen, err
 }

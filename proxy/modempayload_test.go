@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+
 	"github.com/spareline/spareline/modem/sms"
+	"github.com/spareline/spareline/routing"
 )
 
 // A long message the platform segmented with sar_* parameters leaves the
@@ -55,4 +59,44 @@ func submitBody(t testing.TB, dest string, dc byte, sm []byte, tlvs ...TLV) []by
 	b = append(b, 0, 0, 0, 0, 0, 1, 0, dc, 0, byte(len(sm)))
 	b = append(b, sm...)
 	return (&ShortMessage{smOffset: len(b) - len(sm) - 1}).rebuildBody(b, sm, tlvs)
+}
+
+// A submit routed to the modems only (no carrier for its number) that no
+// modem can send is refused at once, with the status of why, rather than
+// accepted and failed UNDELIV later; one that a modem can send, such as a
+// long binary message with a port header (sent as a concatenated series),
+// is queued.
+func TestModemOnlyRouteRefusesUnsendable(t *testing.T) {
+	table, err := routing.New("86", "", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := openTestBolt(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherConfig{Store: st, Router: table, Log: zap.NewNop()})
+	t.Cleanup(func() { cancel(); d.Wait() })
+	d.SetFailover(NewFailover(d, &fakePool{}, FailoverConfig{}, zap.NewNop()))
+	port := []byte{6, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0}
+	payload := func(udh []byte, n int) []TLV {
+		return []TLV{{Tag: tagMessagePayload, Value: append(append([]byte{}, udh...), make([]byte, n)...)}}
+	}
+	for _, tc := range []struct {
+		name string
+		sm   ShortMessage
+		want uint32
+	}{
+		{"port header, 307 octets", ShortMessage{DataCoding: 4, ESMClass: 0x40, TLVs: payload(port, 307)}, statusOK},
+		{"port header, 255 parts", ShortMessage{DataCoding: 4, ESMClass: 0x40, TLVs: payload(port, 128*255)}, statusOK},
+		{"port header, 256 parts", ShortMessage{DataCoding: 4, ESMClass: 0x40, TLVs: payload(port, 128*255+1)}, statusInvMsgLen},
+		{"no header, 256 parts", ShortMessage{DataCoding: 4, TLVs: payload(nil, 134*255+1)}, statusInvMsgLen},
+		{"EMS header, 200 octets", ShortMessage{DataCoding: 4, ESMClass: 0x40, TLVs: payload([]byte{5, 0x0A, 3, 0, 5, 0x10}, 200)}, statusInvMsgLen},
+		{"own concatenation header, too long", ShortMessage{DataCoding: 4, ESMClass: 0x40, TLVs: payload([]byte{5, 0, 3, 1, 2, 1}, 135)}, statusInvMsgLen},
+		{"UCS2 odd length", ShortMessage{DataCoding: 8, Message: []byte{0x4E, 0x2D, 0x00}}, statusInvMsgLen},
+	} {
+		sm := tc.sm
+		sm.Source, sm.Dest = "10690001", "13800138000"
+		if out := d.Submit(ctx, "acct", &sm, nil); out.Status != tc.want {
+			t.Errorf("%s: status %#x, want %#x", tc.name, out.Status, tc.want)
+		}
+	}
 }

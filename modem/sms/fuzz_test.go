@@ -1,6 +1,7 @@
 package sms
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -67,16 +68,26 @@ func FuzzDecodeSubmit(f *testing.F) {
 	})
 }
 
-// FuzzSubmitRoundTrip: whatever UCS2 or Latin-1 text goes in comes back out
-// of DecodeSubmit, part by part, in order.
+// FuzzSubmitRoundTrip: whatever UCS2, Latin-1 or 8-bit content goes in
+// comes back out of DecodeSubmit, part by part, in order. With a platform
+// header (hdr not empty: the payload is UDHL, hdr, content, as esm_class
+// UDHI sends it), one part carries it as is; several parts each carry it
+// followed by our concatenation element, which happens exactly when its
+// elements are ones TS 23.040 §9.2.3.24 lets go in every part.
 func FuzzSubmitRoundTrip(f *testing.F) {
-	f.Add([]byte("hello"), true, uint16(0))
-	f.Add([]byte{0xD8, 0x3D, 0xDE, 0x00, 0x4E, 0x2D}, true, uint16(300))
-	f.Add([]byte("[{€}]"), false, uint16(1))
-	f.Fuzz(func(t *testing.T, p []byte, ucs2 bool, ref uint16) {
+	f.Add([]byte("hello"), byte(1), uint16(0), []byte(nil))
+	f.Add([]byte{0xD8, 0x3D, 0xDE, 0x00, 0x4E, 0x2D}, byte(1), uint16(300), []byte(nil))
+	f.Add([]byte("[{€}]"), byte(0), uint16(1), []byte(nil))
+	f.Add(bytes.Repeat([]byte{0x5A}, 307), byte(2), uint16(0x2A), []byte{0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0})
+	f.Add(bytes.Repeat([]byte("a[b"), 70), byte(0), uint16(7), []byte{0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0})
+	f.Add(bytes.Repeat([]byte{0xD8, 0x3D, 0xDE, 0x00}, 50), byte(1), uint16(0x1234), []byte{0x04, 0x02, 0xF5, 0xF5, 0x07, 0x01, 0x01})
+	f.Add(bytes.Repeat([]byte("x"), 200), byte(0), uint16(3), []byte{0x0A, 0x03, 0x00, 0x05, 0x10})
+	f.Add(bytes.Repeat([]byte("x"), 200), byte(0), uint16(3), []byte{0x00, 0x03, 0x01, 0x02, 0x01})
+	f.Fuzz(func(t *testing.T, p []byte, mode byte, ref uint16, hdr []byte) {
 		dc := byte(3)
 		var want string
-		if ucs2 {
+		switch mode % 3 {
+		case 1:
 			dc = 8
 			p = p[:len(p)&^1]
 			units := make([]uint16, len(p)/2)
@@ -84,34 +95,96 @@ func FuzzSubmitRoundTrip(f *testing.F) {
 				units[i] = uint16(p[2*i])<<8 | uint16(p[2*i+1])
 			}
 			want = string(utf16.Decode(units))
-		} else {
+		case 2:
+			dc = 4
+		default:
 			rs := make([]rune, len(p))
 			for i, c := range p {
 				rs[i] = rune(c)
 			}
 			want = string(rs)
 		}
-		parts, err := EncodeSubmit(Submit{Dest: "+8613800138000", DataCoding: dc, Payload: p}, ref)
+		s := Submit{Dest: "+8613800138000", DataCoding: dc, Payload: p}
+		if len(hdr) > 0 {
+			hdr = hdr[:min(len(hdr), 255)]
+			s.UDHI = true
+			s.Payload = append(append([]byte{byte(len(hdr))}, hdr...), p...)
+		}
+		parts, err := EncodeSubmit(s, ref)
 		if err != nil {
 			checkErr(t, err)
-			if !strings.Contains(err.Error(), "parts") {
+			msg := err.Error()
+			if strings.Contains(msg, "parts") || strings.Contains(msg, "no room") {
+				return
+			}
+			if s.UDHI && repeatableInEveryPart(hdr) {
+				t.Fatalf("header % X with repeatable elements refused: %v", hdr, err)
+			}
+			if !s.UDHI {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
 		}
+		if s.UDHI && len(parts) > 1 && !repeatableInEveryPart(hdr) {
+			t.Fatalf("header % X split into %d parts", hdr, len(parts))
+		}
 		var sb strings.Builder
+		var data []byte
 		for i, part := range parts {
+			if len(part.PDU)-1 != part.TPDULen {
+				t.Fatalf("part %d: TPDULen %d of %d", i+1, part.TPDULen, len(part.PDU))
+			}
 			d, err := DecodeSubmit(part.PDU)
 			if err != nil {
+				if len(parts) == 1 && s.UDHI {
+					checkErr(t, err) // the platform's header as is, which need not parse
+					return
+				}
 				t.Fatalf("part %d: %v", i+1, err)
 			}
 			if len(parts) > 1 && (d.Concat == nil || d.Concat.Seq != i+1 || d.Concat.Total != len(parts)) {
 				t.Fatalf("part %d concat %+v", i+1, d.Concat)
 			}
+			if s.UDHI {
+				if len(parts) == 1 && !bytes.Equal(d.UDH, hdr) {
+					t.Fatalf("UDH % X, platform's % X", d.UDH, hdr)
+				}
+				concatLen := 5
+				if ref > 0xFF {
+					concatLen = 6
+				}
+				if len(parts) > 1 && (!bytes.HasPrefix(d.UDH, hdr) || len(d.UDH) != len(hdr)+concatLen) {
+					t.Fatalf("part %d UDH % X, platform's % X", i+1, d.UDH, hdr)
+				}
+			}
 			sb.WriteString(d.Text)
+			data = append(data, d.Data...)
+		}
+		if dc == 4 {
+			if !bytes.Equal(data, p) {
+				t.Fatalf("data % X want % X", data, p)
+			}
+			return
 		}
 		if sb.String() != want {
 			t.Fatalf("got %q want %q", sb.String(), want)
 		}
 	})
+}
+
+// repeatableInEveryPart is the test's own reading of TS 23.040 §9.2.3.24:
+// a header that parses into elements, none a concatenation element, all of
+// them ones that go in every part (0x01, 0x04-0x07, 0x24, 0x25).
+func repeatableInEveryPart(h []byte) bool {
+	for i := 0; i < len(h); i += 2 + int(h[i+1]) {
+		if i+2 > len(h) || i+2+int(h[i+1]) > len(h) {
+			return false
+		}
+		switch h[i] {
+		case 0x01, 0x04, 0x05, 0x06, 0x07, 0x24, 0x25:
+		default:
+			return false
+		}
+	}
+	return true
 }

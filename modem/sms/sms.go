@@ -34,9 +34,19 @@
 //     reference concatenation element, or 152 / 66 / 133 with the 16-bit one
 //     (used when the reference is above 0xFF). A cut never falls between
 //     ESC and its extension character, nor inside a surrogate pair.
-//   - A platform's own UDH (esm_class UDHI) is kept octet for octet; the
-//     rest of the message must then fit in one SMS, since the platform has
-//     already segmented it.
+//   - A platform's own UDH (esm_class UDHI) is kept octet for octet when
+//     the message fits in one SMS beside it. A longer one is split only when
+//     every element of the header may go in every part of a concatenated
+//     message (TS 23.040 §9.2.3.24: application port addressing 0x04/0x05,
+//     special SMS message indication 0x01, SMSC control parameters 0x06, UDH
+//     source indicator 0x07, national language shifts 0x24/0x25): each part
+//     carries those elements and then our concatenation element, and holds
+//     what is left of 140 octets (GSM 7-bit: header and fill bits in whole
+//     septets; UCS2: whole characters, 139 octets after an odd header).
+//     Otherwise it is an *Error: a concatenation element means the platform
+//     has already segmented the message, and other elements (EMS objects,
+//     hyperlinks, whose positions count within one segment, and the rest)
+//     cannot be repeated.
 //   - SMS-SUBMIT: TP-RD 0, TP-MR 0 (the ME assigns it), TP-PID 0, TP-VPF
 //     relative when a validity is given (nearest of the 23.040 §9.2.3.12.1
 //     values, 5 minutes to 63 weeks), TP-DA international (0x91) for '+'
@@ -89,7 +99,10 @@ type Part struct {
 // one SMS is split with a concatenation UDH (8-bit reference concatRef&0xFF,
 // or 16-bit IE when concatRef > 0xFF) at 153 septets / 67 UCS2 characters /
 // 134 octets (152 / 66 / 133 with the 16-bit IE), never breaking an escape
-// sequence or a surrogate pair. Every error is an *Error.
+// sequence or a surrogate pair. With a platform UDH
+// whose elements go in every part (see the package doc) the parts carry
+// them before the concatenation element and hold that much less. Every
+// error is an *Error.
 func EncodeSubmit(s Submit, concatRef uint16) ([]Part, error) { return encodeSubmit(s, concatRef) }
 
 // Deliver is a decoded SMS-DELIVER (an incoming message).

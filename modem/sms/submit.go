@@ -89,19 +89,22 @@ func encodeSubmit(s Submit, concatRef uint16) ([]Part, error) {
 	}
 
 	if s.UDHI {
-		// The platform segmented the message itself: its header is kept as
-		// is and the rest must fit beside it.
 		used := len(platformUDH) + len(b.b)
 		limit := 140
 		if b.alpha == alphaGSM {
 			used = (len(platformUDH)*8+6)/7 + len(b.b)
 			limit = 160
 		}
-		if used > limit {
-			return nil, &Error{Field: "short_message", Offset: len(platformUDH), Msg: fmt.Sprintf(
-				"text after the platform's UDH needs %d of %d units of one SMS; a message with its own UDH cannot be split again", used, limit)}
+		if used <= limit {
+			// The header is kept as is and the rest fits beside it.
+			return []Part{build(platformUDH, b.b)}, nil
 		}
-		return []Part{build(platformUDH, b.b)}, nil
+		ies, why := repeatableIEs(platformUDH[1:])
+		if why != "" {
+			return nil, &Error{Field: "short_message", Offset: len(platformUDH), Msg: fmt.Sprintf(
+				"text after the platform's UDH needs %d of %d units of one SMS; %s", used, limit, why)}
+		}
+		return splitWithIEs(b, build, ies, concatRef)
 	}
 
 	if len(b.b) <= b.capacity(false, false) {
@@ -200,4 +203,83 @@ func (r *reader) validity(vpf byte, s *SubmitPDU) error {
 		}
 	}
 	return nil
+}
+
+// repeatableIEs checks a platform's user data header (without UDHL) for a
+// message too long for one SMS, and returns its information elements when
+// they may go in every part of a concatenated message beside a
+// concatenation element we add; otherwise why not (for the error).
+//
+// TS 23.040 §9.2.3.24 and its subclauses:
+//
+//   - A concatenation element (0x00, 0x08, §9.2.3.24.1, §9.2.3.24.8): the
+//     platform segmented the message itself; it is not segmented again.
+//   - Special SMS Message Indication (0x01, §9.2.3.24.2) and application
+//     port addressing (0x04, 0x05, §9.2.3.24.3-4): "shall be contained in
+//     the first segment of the concatenated SM" and "should also be
+//     contained in every subsequent segment", else a receiver may discard
+//     parts that arrive out of order; WAP WDP over SMS needs the port in
+//     every segment. Repeated in every part.
+//   - SMSC Control Parameters (0x06, §9.2.3.24.6: the status reports asked
+//     for each SM), UDH Source Indicator (0x07, §9.2.3.24.7: where the
+//     elements after it come from) and the national language single and
+//     locking shifts (0x24, 0x25, §9.2.3.24.15-16: the tables each part's
+//     text is read with) are about each short message: repeated in every
+//     part.
+//   - Anything else (the EMS elements 0x0A-0x1F, whose positions count
+//     within one segment's text, the hyperlink 0x21 likewise, WCMP 0x09,
+//     compression control, RFC 822 header 0x20, reply address 0x22,
+//     enhanced voice mail 0x23, reserved and unknown elements) cannot be
+//     repeated or placed in a part correctly without knowing the text they
+//     refer to: the message is refused, as before.
+//
+// A header that does not parse into elements is refused too.
+func repeatableIEs(h []byte) ([]byte, string) {
+	for i := 0; i < len(h); {
+		if i+2 > len(h) || i+2+int(h[i+1]) > len(h) {
+			return nil, "its UDH does not parse into information elements, so it cannot be repeated in parts"
+		}
+		switch iei := h[i]; iei {
+		case ieConcat8, ieConcat16:
+			return nil, "a message with its own concatenation header cannot be split again"
+		case 0x01, 0x04, 0x05, 0x06, 0x07, 0x24, 0x25:
+		default:
+			return nil, fmt.Sprintf("its UDH has information element 0x%02X, which cannot be repeated in each part (TS 23.040 §9.2.3.24)", iei)
+		}
+		i += 2 + int(h[i+1])
+	}
+	return h, ""
+}
+
+// splitWithIEs cuts b into parts whose header is ies (the platform's
+// elements, repeated in every part) followed by a concatenation element
+// (8-bit reference, or 16-bit when concatRef > 0xFF).
+func splitWithIEs(b body, build func(hdr, seg []byte) Part, ies []byte, concatRef uint16) ([]Part, error) {
+	wide := concatRef > 0xFF
+	hdrLen := len(concatIE(concatRef, wide, 1, 1)) + len(ies) // with UDHL
+	max := 140 - hdrLen
+	switch b.alpha {
+	case alphaGSM:
+		max = (140 - hdrLen) * 8 / 7 // header and fill bits in whole septets
+	case alphaUCS2:
+		max &^= 1 // an odd header leaves 139 octets: whole characters only
+	}
+	if max < 8 { // room for a few characters, and always for an escape or a surrogate pair
+		return nil, &Error{Field: "UDH", Offset: 0, Msg: fmt.Sprintf(
+			"the platform's UDH of %d octets leaves no room for text beside a concatenation element", len(ies)+1)}
+	}
+	segs := b.split(max)
+	if len(segs) > maxParts {
+		return nil, &Error{Field: "short_message", Offset: -1, Msg: fmt.Sprintf("text needs %d parts, more than %d", len(segs), maxParts)}
+	}
+	parts := make([]Part, len(segs))
+	for i, seg := range segs {
+		c := concatIE(concatRef, wide, len(segs), i+1)
+		hdr := make([]byte, 0, hdrLen)
+		hdr = append(hdr, byte(hdrLen-1))
+		hdr = append(hdr, ies...)
+		hdr = append(hdr, c[1:]...)
+		parts[i] = build(hdr, seg)
+	}
+	return parts, nil
 }

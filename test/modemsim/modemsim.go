@@ -153,7 +153,10 @@ type Message struct {
 	Parts        int
 	MRs          []int
 	StatusReport bool
-	At           time.Time // when the (last part's) +CMGS answer was written
+	// UDHs is each part's user data header (without UDHL; nil for a part
+	// without one), in sequence order.
+	UDHs [][]byte
+	At   time.Time // when the (last part's) +CMGS answer was written
 	// PartsAt is when each part's +CMGS answer was written, in the order
 	// the parts were sent.
 	PartsAt []time.Time
@@ -1162,7 +1165,8 @@ func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 		s.notify = make(chan struct{})
 	}
 	if sub.Concat == nil || sub.Concat.Total <= 1 {
-		done(Message{Dest: sub.Dest, Text: sub.Text, Data: sub.Data, DCS: sub.DCS, Parts: 1, MRs: []int{mr}, StatusReport: sub.StatusReport})
+		done(Message{Dest: sub.Dest, Text: sub.Text, Data: sub.Data, DCS: sub.DCS, Parts: 1, MRs: []int{mr}, StatusReport: sub.StatusReport,
+			UDHs: [][]byte{sub.UDH}})
 		return
 	}
 	key := fmt.Sprintf("%s/%d/%d", sub.Dest, sub.Concat.Ref, sub.Concat.Total)
@@ -1185,12 +1189,15 @@ func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 	var text strings.Builder
 	var data []byte
 	var sortedMRs []int
+	var udhs [][]byte
 	for _, i := range order {
 		text.WriteString(parts[i].Text)
 		data = append(data, parts[i].Data...)
 		sortedMRs = append(sortedMRs, mrs[i])
+		udhs = append(udhs, parts[i].UDH)
 	}
-	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport, PartsAt: at})
+	done(Message{Dest: sub.Dest, Text: text.String(), Data: data, DCS: sub.DCS, Parts: len(parts), MRs: sortedMRs, StatusReport: sub.StatusReport,
+		UDHs: udhs, PartsAt: at})
 }
 
 // SetNextMR makes the next send get TP-MR mr (a modem that restarted
