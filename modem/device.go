@@ -109,9 +109,15 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		permID  string
 		health  Health
 		lastErr error
-		reasm   sms.Reassembler
-		served  bool
-		warn    error // a problem that does not take the modem out (no SMSC address)
+		// reasm joins the parts of concatenated incoming messages. The
+		// parts read from the SIM stay stored until their message is
+		// handed over (the SIM is their durable copy: after a restart or a
+		// reopened port, readSIM lists them again); each part's tag is its
+		// slot (a part listed again is the same tag), none for a part
+		// routed as +CMT (no copy on the SIM).
+		reasm  = sms.Reassembler{MaxAge: p.opts.ReassemblyTimeout}
+		served bool
+		warn   error // a problem that does not take the modem out (no SMSC address)
 	)
 	setUp := func(v bool, err error) {
 		up = v
@@ -132,7 +138,58 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		}
 		p.tell(dev.run, m)
 	}
-	deliver := func(d *sms.Deliver) {
+	// deleteParts deletes the stored parts (tags) of a message handed over.
+	type slot struct {
+		mem   string
+		index int
+		pdu   string
+	}
+	deleteParts := func(tags []any) {
+		for _, t := range tags {
+			s := t.(slot)
+			m.Delete(ctx, &Stored{Mem: s.mem, Index: s.index, PDU: []byte(s.pdu)})
+		}
+	}
+	// joined hands over a reassembled message (complete, or what arrived
+	// of it) and then deletes its stored parts.
+	joined := func(msg *sms.Message) {
+		handOver(devMsg{kind: msgIncoming, dev: i, incoming: Incoming{Modem: cfg.Name, From: msg.From,
+			Text: msg.Text, Data: msg.Data, Time: msg.SCTS}})
+		deleteParts(msg.Tags)
+	}
+	// expire hands over what arrived of the concatenated messages whose
+	// parts did not all come within the reassembly timeout.
+	expire := func() {
+		for _, msg := range reasm.Expire(time.Now()) {
+			log.Warn("concatenated message incomplete after the reassembly timeout: handed over as the parts that arrived",
+				zap.String("from", msg.From), zap.Int("ref", int(msg.Ref)), zap.Int("parts", msg.Total),
+				zap.Ints("missing_parts", msg.Missing), zap.Time("first_part_at", msg.First))
+			joined(msg)
+		}
+	}
+	// spare keeps a quarter of the SIM memory free of the parts of
+	// incomplete messages, for their missing parts and other messages: a
+	// full memory takes no more (the network is told "memory capacity
+	// exceeded" and keeps them): past that, the oldest incomplete message's
+	// parts are deleted from the SIM and held in memory only (lost if the
+	// process restarts before its message completes).
+	spare := func() {
+		capacity := m.Capacity()
+		for capacity > 0 && reasm.Tagged() > capacity*3/4 {
+			tags := reasm.TakeOldestTags()
+			if tags == nil {
+				return
+			}
+			log.Warn("SIM memory filling with parts of incomplete concatenated messages: the oldest one's parts deleted from the SIM, held in memory only (lost on a restart before it completes)",
+				zap.Int("parts", len(tags)), zap.Int("capacity", capacity))
+			deleteParts(tags)
+		}
+	}
+	// deliver hands over an incoming message, or gives a part of a
+	// concatenated one to the reassembler; st is its stored copy (nil for
+	// a +CMT), left stored for a part (st.Kept) until its message is
+	// handed over.
+	deliver := func(d *sms.Deliver, st *Stored) {
 		if d.PID == 0x40 {
 			// Short message type 0 (23.040 §9.2.3.9: acknowledged, its
 			// contents discarded, never shown): a network's silent SMS,
@@ -140,17 +197,24 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			log.Info("short message type 0 (TP-PID 0x40) discarded", zap.String("from", d.From))
 			return
 		}
-		text, data, complete := d.Text, d.Data, true
-		if d.Concat != nil && d.Concat.Total > 1 {
-			text, data, complete = reasm.AddData(d, time.Now())
-		}
-		if complete {
-			in := Incoming{Modem: cfg.Name, From: d.From, Text: text, Data: data, Time: d.SCTS}
-			if d.Concat == nil && data != nil {
+		if !KeepsStored(d) {
+			in := Incoming{Modem: cfg.Name, From: d.From, Text: d.Text, Data: d.Data, Time: d.SCTS}
+			if d.Concat == nil && d.Data != nil {
 				in.UDH = d.UDH // application ports and the like mean something to the receiver
 			}
 			handOver(devMsg{kind: msgIncoming, dev: i, incoming: in})
+			return
 		}
+		expire() // an expired message is not joined by a new part
+		var tag any
+		if st != nil && st.Kept {
+			tag = slot{st.Mem, st.Index, string(st.PDU)}
+		}
+		if msg := reasm.Put(d, time.Now(), tag); msg != nil {
+			joined(msg)
+			return
+		}
+		spare()
 	}
 	stored := func(st *Stored) {
 		switch {
@@ -159,11 +223,13 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		case st.Report != nil:
 			handOver(devMsg{kind: msgReport, dev: i, report: st.Report})
 		case st.Deliver != nil:
-			deliver(st.Deliver)
+			deliver(st.Deliver, st)
 		}
 	}
 	// readSIM empties the SIM of stored messages (ReadAll), delivering what
-	// it deleted; when a delete failed it asks for another read at the next
+	// it deleted and giving the parts of concatenated messages it left
+	// stored to the reassembler (a part it holds already, listed again, is
+	// not counted twice); when a delete failed it asks for another read at the next
 	// probe (reread), +CMTI or not, so a refused delete leaves no message on
 	// the SIM until the port is opened again. A message Read handed over
 	// though its delete failed (+CMTI, +CDSI) is deleted by the next probe
@@ -287,6 +353,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			return served
 		case <-tick.C:
 			refresh()
+			expire()
 		case ev := <-m.Events():
 			switch ev.Kind {
 			case EventRestarted:
@@ -319,7 +386,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					log.Error("undecodable +CMT dropped", zap.Error(err))
 					continue
 				}
-				deliver(d)
+				deliver(d, nil)
 			case EventStatusReport:
 				if err := m.Ack(ctx); err != nil {
 					log.Warn("AT+CNMA", zap.Error(err))

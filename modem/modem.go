@@ -34,6 +34,14 @@
 // before the delete is done, the message may be handed over twice (a
 // duplicate, never a loss).
 //
+// The parts of a concatenated incoming message are the exception: Read
+// and ReadAll leave them stored (Stored.Kept, KeepsStored) when they are
+// in the memory AT+CMGL lists, and the caller deletes them (Delete, which
+// reads each slot again and deletes it only if it holds the same PDU)
+// once their whole message is handed over. The SIM is their durable copy
+// while their message is incomplete: after a restart, AT+CMGL lists them
+// again for the reassembly. A Delete that fails is remembered as above.
+//
 // # The pool
 //
 // One goroutine owns each device: it opens the port, initialises the modem,
@@ -249,6 +257,9 @@ type Modem struct {
 	// undeleted (owner): messages handed over whose AT+CMGD failed, deleted
 	// later and not handed over again (see the package doc).
 	undeleted []undeleted
+	// capacity (owner): the number of messages the usual memory holds
+	// (AT+CPMS? <total3>, or <total1>); 0 unknown.
+	capacity int
 }
 
 // maxUndeleted bounds Modem.undeleted.
@@ -416,7 +427,7 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 	// them), but a busy SIM does not: its answer would have mattered (with
 	// +CSMS: 1 every +CDS must be acknowledged, or the modem stops routing
 	// them), so init again at the next probe, as for AT+CNMI below.
-	m.mem1, m.usual, m.ackCDS = "", "", false
+	m.mem1, m.usual, m.ackCDS, m.capacity = "", "", false, 0
 	m.owed.Store(0)
 	l, err := m.s.Command(ctx, "AT+CPMS?")
 	if err == nil {
@@ -427,8 +438,12 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		if f := at.Fields(answer(l, "+CPMS:")); len(f) > 0 {
 			m.mem1 = f[0]
 			m.usual = strings.ToUpper(strings.TrimSpace(f[0]))
+			m.capacity, _ = at.Int(f, 2)
 			if len(f) > 6 && strings.TrimSpace(f[6]) != "" {
 				m.usual = strings.ToUpper(strings.TrimSpace(f[6]))
+				if n, ok := at.Int(f, 8); ok {
+					m.capacity = n
+				}
 			}
 		}
 	} else if simBusy(err) {
@@ -885,15 +900,22 @@ func (m *Modem) takeOwed() bool {
 // (SMS-DELIVER) or a status report (SMS-STATUS-REPORT, stored by AT+CNMI
 // ds=2 or kept from before).
 type Stored struct {
-	Index   int
-	PDU     []byte
+	Index int
+	Mem   string // the memory it was read from (upper case; "" the modem's, unknown)
+	PDU   []byte
+	// Kept: a part of a concatenated message, left stored (see
+	// KeepsStored); the caller deletes it (Delete) once its whole message
+	// is handed over.
+	Kept    bool
 	Deliver *sms.Deliver      // an incoming message
 	Report  *sms.StatusReport // a status report
 	Err     error             // the decoding error (neither is set)
 }
 
 // Read reads the message at mem ("" or the current memory), index
-// (AT+CMGR) and deletes it (AT+CMGD). A message that does not decode is
+// (AT+CMGR) and deletes it (AT+CMGD), but for a part of a concatenated
+// message in the memory ReadAll lists: that one is left stored and
+// returned with Kept (see KeepsStored). A message that does not decode is
 // deleted too (and returned with Err), so one bad PDU cannot block the
 // memory. It reads only in PDU mode: AT+CMGF=0 first (refused: an error,
 // nothing read), and an answer in the text form (ErrTextModeAnswer) is
@@ -935,6 +957,12 @@ func (m *Modem) Read(ctx context.Context, mem string, index int) (*Stored, error
 			m.log.Info("message handed over before (its delete failed) deleted", zap.String("mem", from), zap.Int("index", index))
 		}
 		return nil, nil
+	}
+	if st != nil {
+		st.Mem = from
+		if m.keep(st) {
+			return st, nil // deleted by Delete once its message is complete
+		}
 	}
 	if _, err := m.s.Command(ctx, "AT+CMGD="+strconv.Itoa(index)); err != nil {
 		err = fmt.Errorf("modem %s: AT+CMGD=%d: %w", m.opts.Name, index, err)
@@ -1043,7 +1071,7 @@ func (m *Modem) RetryDeletes(ctx context.Context) {
 			done := false
 			err := m.selectMem(ctx, u.mem) // refused: tried again at the next probe
 			if err == nil {
-				done, err = m.retryDelete(ctx, u)
+				done, err = m.retryDelete(ctx, u, "message handed over before (its delete failed)", false)
 			}
 			if !done {
 				keep = append(keep, u)
@@ -1069,8 +1097,9 @@ func emptySlot(err error) bool {
 }
 
 // retryDelete reads u's slot and deletes it if it holds u's PDU. done: u
-// is to be forgotten (deleted, or gone).
-func (m *Modem) retryDelete(ctx context.Context, u undeleted) (done bool, err error) {
+// is to be forgotten (deleted, or gone). what names u in the log; quiet:
+// the delete itself is logged at debug level.
+func (m *Modem) retryDelete(ctx context.Context, u undeleted, what string, quiet bool) (done bool, err error) {
 	idx := strconv.Itoa(u.index)
 	l, err := m.s.Command(ctx, "AT+CMGR="+idx)
 	switch {
@@ -1080,38 +1109,94 @@ func (m *Modem) retryDelete(ctx context.Context, u undeleted) (done bool, err er
 		// about the slot: the message may still be there, so it stays
 		// remembered (forgotten, the next AT+CMGL would hand it over
 		// again).
-		m.log.Info("message handed over before (its delete failed) is no longer stored",
+		m.log.Info(what+" is no longer stored",
 			zap.String("mem", u.mem), zap.Int("index", u.index), zap.Error(err))
 		return true, nil
 	case err != nil:
-		m.log.Debug("reading a message handed over before (its delete failed) again", zap.String("mem", u.mem),
+		m.log.Debug("reading "+what+" again", zap.String("mem", u.mem),
 			zap.Int("index", u.index), zap.Error(err))
 		return false, err
 	}
 	st := cmgrStored(u.index, l)
 	if st == nil {
-		m.log.Info("message handed over before (its delete failed) is no longer stored",
+		m.log.Info(what+" is no longer stored",
 			zap.String("mem", u.mem), zap.Int("index", u.index))
 		return true, nil
 	}
 	if !bytes.Equal(st.PDU, u.pdu) {
-		m.log.Info("the slot of a message handed over holds another message now: not deleted, forgotten",
+		m.log.Info("the slot of "+what+" holds another message now: not deleted, forgotten",
 			zap.String("mem", u.mem), zap.Int("index", u.index))
 		return true, nil
 	}
 	if _, err := m.s.Command(ctx, "AT+CMGD="+idx); err != nil {
-		m.log.Debug("deleting a message handed over before failed again", zap.String("mem", u.mem),
+		m.log.Debug("deleting "+what+" failed", zap.String("mem", u.mem),
 			zap.Int("index", u.index), zap.Error(err))
 		return false, err
 	}
-	m.log.Info("message handed over before (its delete failed) deleted", zap.String("mem", u.mem), zap.Int("index", u.index))
+	logDone := m.log.Info
+	if quiet {
+		logDone = m.log.Debug
+	}
+	logDone(what+" deleted", zap.String("mem", u.mem), zap.Int("index", u.index))
 	return true, nil
+}
+
+// KeepsStored reports whether a received message d is one that Read and
+// ReadAll leave stored: a part of a concatenated message (a valid
+// concatenation element of 2 parts or more; not a short message type 0).
+// Its stored copy is the durable one until its whole message is handed
+// over: after a restart, ReadAll lists it again for the reassembly.
+func KeepsStored(d *sms.Deliver) bool {
+	return d != nil && d.PID != 0x40 && d.Concat != nil && d.Concat.Total > 1 &&
+		d.Concat.Seq >= 1 && d.Concat.Seq <= d.Concat.Total
+}
+
+// keep reports whether st, read from st.Mem, is left stored (and sets
+// st.Kept): a part of a concatenated message (KeepsStored) in the memory
+// ReadAll lists (the usual one; a part in another memory would not be
+// listed again, so it is deleted as it is read).
+func (m *Modem) keep(st *Stored) bool {
+	st.Kept = st.Err == nil && KeepsStored(st.Deliver) && m.usual != "" && st.Mem == m.usual
+	return st.Kept
+}
+
+// Capacity is the number of messages the memory received messages are
+// stored in holds (AT+CPMS? at Init); 0 unknown.
+func (m *Modem) Capacity() int { return m.capacity }
+
+// Delete deletes a message Read or ReadAll left stored (Kept), once the
+// caller has handed over its whole message: its slot is read again and
+// deleted only if it still holds the same PDU (one found empty, or holding
+// another message, is left alone). A delete that fails is remembered and
+// done by a later RetryDeletes, and ReadAll does not return the message
+// again meanwhile (see the package doc). Not cut short by ctx: an
+// abandoned delete may have been done.
+func (m *Modem) Delete(ctx context.Context, st *Stored) {
+	ctx = context.WithoutCancel(ctx)
+	u := undeleted{mem: st.Mem, index: st.Index, pdu: st.PDU}
+	err := m.selectMem(ctx, u.mem)
+	done := false
+	if err == nil {
+		done, err = m.retryDelete(ctx, u, "part of a concatenated message handed over", true)
+	}
+	if !done {
+		if err == nil {
+			err = fmt.Errorf("memory %s not selected", u.mem)
+		}
+		m.remember(u.mem, u.index, u.pdu, err)
+	}
+	if m.usual != "" && m.curMem() != m.usual {
+		_ = m.selectMem(ctx, m.usual)
+	}
 }
 
 // ReadAll sets PDU mode (AT+CMGF=0; refused: an error, nothing read or
 // deleted), lists every stored message (AT+CMGL=4, all, PDU mode) and deletes
-// each one it read. It returns the messages it deleted (the caller must take
-// them: they are no longer stored), and with them the first delete's error
+// each one it read, but for the parts of concatenated messages (see
+// KeepsStored): those are left stored and returned with Kept, for the
+// caller to reassemble and delete (Delete) once their message is complete.
+// It returns the messages it deleted (the caller must take
+// them: they are no longer stored) and those parts, and with them the first delete's error
 // if any failed: a message whose delete was refused stays stored and is
 // listed again at the next read (the modem's owner reads again at its next
 // probe while a read left something behind). A message Read returned
@@ -1150,11 +1235,16 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 	// message would be neither delivered nor listed again. Each still ends
 	// at the command timeout.
 	dctx := context.WithoutCancel(ctx)
-	deleted := out[:0:0]
+	taken := out[:0:0] // deleted, or kept
 	var first error
 	mem := m.curMem()
 	for _, st := range out {
+		st.Mem = mem
 		again := m.handedOver(mem, st.Index, st.PDU)
+		if !again && m.keep(st) {
+			taken = append(taken, st) // deleted by Delete once its message is complete
+			continue
+		}
 		_, err := m.s.Command(dctx, "AT+CMGD="+strconv.Itoa(st.Index))
 		if err == nil && again {
 			m.forget(mem, st.Index)
@@ -1162,7 +1252,7 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 			continue
 		}
 		if err == nil {
-			deleted = append(deleted, st)
+			taken = append(taken, st)
 			continue
 		}
 		if first == nil {
@@ -1175,7 +1265,7 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		}
 		break // no answer, or the port is gone: the rest stay stored
 	}
-	return deleted, first
+	return taken, first
 }
 
 func decodeStored(index int, hexPDU, header string) *Stored {

@@ -58,6 +58,11 @@ type PoolOptions struct {
 	MaxErrors       int           // consecutive temporary send errors that take a modem out, default 3
 	MaxAttempts     int           // sends of one message before a temporary error is returned, default 3
 	Trace           bool          // AT transcript at debug level
+	// ReassemblyTimeout is how long the parts of an incomplete concatenated
+	// incoming message wait for the others, counted from the first part
+	// this process read; then what arrived is handed over. Default
+	// sms.DefaultMaxAge (1h).
+	ReassemblyTimeout time.Duration
 }
 
 // Sent is the outcome of a successful Send.

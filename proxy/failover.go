@@ -51,7 +51,10 @@ import (
 // claimed again when the lease passes (queueLease).
 //
 // Receipts: a modem's +CDS status report becomes a DELIVRD, EXPIRED,
-// DELETED or UNDELIV receipt with our id (reportStat). Where no report comes within modem_receipt_timeout,
+// DELETED or UNDELIV receipt with our id (reportStat); a temporary one
+// (TP-ST 0x20-0x3F) an intermediate ENROUTE notification when the submit
+// asked for them (intermediate); a final one after the ACCEPTD below is
+// recorded on the message, not sent (lateReport). Where no report comes within modem_receipt_timeout,
 // the platform gets a receipt with stat ACCEPTD ("the network accepted it;
 // final outcome unknown"), err:000. That timer is durable (store.Timers): it
 // is written before the send is recorded as done, cleared when the report
@@ -112,6 +115,12 @@ var (
 	metricModemPath = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_modem_path_total", Help: "Queued messages by outcome.",
 	}, []string{"result"})
+	// modem_late_reports_total stat: the receipt word of a final status
+	// report that came after modem_receipt_timeout (recorded, not sent).
+	metricModemLateReports = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_modem_late_reports_total",
+		Help: "Final status reports from modems that came after modem_receipt_timeout (the platform had ACCEPTD): recorded on the message, not sent.",
+	}, []string{"stat"})
 )
 
 // FailoverConfig is the failover policy.
@@ -936,7 +945,7 @@ func (f *Failover) fireTimer(ctx context.Context, id string) {
 		if perr == nil {
 			// Lost the compare-and-set: the report's receipt went out.
 			if _, err := f.finish(ctx, m, sm, []store.State{store.StateModemSent, store.StateModem}, "ACCEPTD", "000",
-				"no status report from the network in time"); err != nil {
+				noReportNote); err != nil {
 				return
 			}
 		}
@@ -949,6 +958,10 @@ func (f *Failover) fireTimer(ctx context.Context, id string) {
 	}
 }
 
+// noReportNote is the note of a message whose receipt timer gave the
+// ACCEPTD receipt.
+const noReportNote = "no status report from the network in time"
+
 // reports turns the pool's status reports and incoming messages into
 // deliveries for the platform.
 func (f *Failover) reports(ctx context.Context) {
@@ -959,7 +972,7 @@ func (f *Failover) reports(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-f.pool.Reports():
-			if r.ID == "" || r.Status == nil || r.Status.Temporary() {
+			if r.ID == "" || r.Status == nil {
 				continue
 			}
 			f.mu.Lock()
@@ -995,12 +1008,26 @@ func reportStat(st byte) string {
 }
 
 // handleReport turns a status report into the message's receipt: it waits
-// for every part to be delivered, or goes out at the first failed part.
+// for every part to be delivered, or goes out at the first failed part. A
+// temporary report (TP-ST 0x20-0x3F: the SC is still trying) is an
+// intermediate notification (intermediate); a final one that comes after
+// the receipt timer gave ACCEPTD is recorded, not sent (lateReport).
 func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 	f.finMu.Lock()
 	defer f.finMu.Unlock()
 	m, err := f.d.store.GetMessage(ctx, r.ID)
-	if err != nil || m.State != store.StateModemSent {
+	if err != nil {
+		return
+	}
+	if r.Status.Temporary() {
+		f.intermediate(ctx, m, r)
+		return
+	}
+	if m.State == store.StateDone && m.FinalStat == "ACCEPTD" && m.Note == noReportNote {
+		f.lateReport(ctx, m, r)
+		return
+	}
+	if m.State != store.StateModemSent {
 		return
 	}
 	f.mu.Lock()
@@ -1024,6 +1051,78 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 		// that finds the message done.
 		_ = f.d.store.ClearTimer(context.WithoutCancel(ctx), r.ID)
 	}
+}
+
+// intermediate passes a temporary status report on as an intermediate
+// notification (SMPP 3.4 §5.2.12 esm_class 0x20, stat ENROUTE, err the
+// TP-ST) when the submit asked for them (registered_delivery bit 4, 0x10,
+// §5.2.17), as the carrier path passes a carrier's ENROUTE on
+// (deliverCarrierReceipt): the message stays open (the same
+// compare-and-set from modemsent, state unchanged, so one coming after the
+// final receipt is dropped) and its final receipt follows.
+func (f *Failover) intermediate(ctx context.Context, m *store.Message, r modem.Report) {
+	if m.State != store.StateModemSent || m.RegDeliv&0x10 == 0 {
+		return
+	}
+	sm, err := ParseShortMessage(m.Body)
+	if err != nil {
+		return
+	}
+	const stat = "ENROUTE"
+	errCode := fmt.Sprintf("%03d", r.Status.Status)
+	cp := *m
+	cp.Note = fmt.Sprintf("status report from %s: SC still trying (TP-ST 0x%02X, intermediate)", r.Modem, r.Status.Status)
+	body := buildReceiptESM(&cp, sm, stat, errCode, time.Now(), 0x20)
+	del := &store.Delivery{ID: f.d.ids.Next(), Account: m.Account, Body: body, MsgID: m.ID, Created: time.Now()}
+	won, err := f.d.store.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModemSent}, &cp, del)
+	if err != nil || !won {
+		return
+	}
+	if ml := f.d.mlog(); ml != nil {
+		ml.receipt(&cp, "modem", stat, false)
+	}
+	metricReceipts.WithLabelValues("modem", statLabel(stat)).Inc()
+	f.d.kickDeliveries(m.Account)
+}
+
+// lateReport records the outcome of a final status report that came after
+// the receipt timer gave the platform ACCEPTD (modem_receipt_timeout): the
+// message record's final stat, error and note (GET /message, query_sm show
+// the real outcome), an info log line and
+// spareline_modem_late_reports_total. The platform gets no second final
+// receipt: SMPP has one final receipt per message, and a platform that
+// took ACCEPTD as the end has closed the message (docs/smpp.md). A message
+// of several parts is recorded DELIVRD once every part's report said so,
+// or at its first failed part.
+func (f *Failover) lateReport(ctx context.Context, m *store.Message, r modem.Report) {
+	stat := reportStat(r.Status.Status)
+	if r.Status.Delivered() {
+		f.mu.Lock()
+		f.delivered[r.ID]++
+		n := f.delivered[r.ID]
+		if n >= max(r.Parts, 1) {
+			delete(f.delivered, r.ID)
+		}
+		f.mu.Unlock()
+		if n < max(r.Parts, 1) {
+			return
+		}
+	} else {
+		f.mu.Lock()
+		delete(f.delivered, r.ID)
+		f.mu.Unlock()
+	}
+	cp := *m
+	cp.FinalStat, cp.FinalErr = stat, fmt.Sprintf("%03d", r.Status.Status)
+	cp.Note = "status report from " + r.Modem + " after modem_receipt_timeout (the platform had ACCEPTD): " + stat
+	won, err := f.d.store.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateDone}, &cp, nil)
+	if err != nil || !won {
+		return
+	}
+	f.log.Info("final status report after modem_receipt_timeout recorded; the platform had ACCEPTD and gets no second final receipt",
+		zap.String("id", m.ID), zap.String("modem", r.Modem), zap.String("stat", stat),
+		zap.String("tp_st", fmt.Sprintf("0x%02X", r.Status.Status)))
+	metricModemLateReports.WithLabelValues(statLabel(stat)).Inc()
 }
 
 // finish is Dispatcher.finishOwn for the modem path (source "modem").
@@ -1089,6 +1188,13 @@ var messageStates = map[string]byte{"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "D
 // buildReceipt writes a delivery receipt deliver_sm body (SMPP 3.4 §4.6.1,
 // Appendix B text) from the handset back to the message's source.
 func buildReceipt(m *store.Message, sm *ShortMessage, stat, errCode string, done time.Time) []byte {
+	return buildReceiptESM(m, sm, stat, errCode, done, 0x04)
+}
+
+// buildReceiptESM is buildReceipt with the esm_class given: 0x04 a
+// delivery receipt, 0x20 an intermediate delivery notification (SMPP 3.4
+// §5.2.12).
+func buildReceiptESM(m *store.Message, sm *ShortMessage, stat, errCode string, done time.Time, esm byte) []byte {
 	sample := sm.Payload()
 	if sm.UDHI() && len(sample) > 0 && int(sample[0])+1 <= len(sample) {
 		sample = sample[int(sample[0])+1:]
@@ -1105,7 +1211,7 @@ func buildReceipt(m *store.Message, sm *ShortMessage, stat, errCode string, done
 	b = cstring(b, sm.Dest)                   //
 	b = append(b, sm.SourceTON, sm.SourceNPI) // dest = the platform's source
 	b = cstring(b, sm.Source)                 //
-	b = append(b, 0x04, 0, 0)                 // esm_class receipt, protocol_id, priority
+	b = append(b, esm, 0, 0)                  // esm_class, protocol_id, priority
 	b = cstring(b, "")                        // schedule_delivery_time
 	b = cstring(b, "")                        // validity_period
 	b = append(b, 0, 0, 0, 0)                 // registered_delivery, replace, data_coding, default_msg_id

@@ -178,8 +178,8 @@ type SubmitPDU struct {
 // goroutine that reads incoming messages owns it.
 type Reassembler struct {
 	// MaxAge is how long the parts of an incomplete message are kept,
-	// counted from its first part; 0 means DefaultMaxAge (1h). Expired
-	// messages are dropped on the next Add.
+	// counted from its first part; 0 means DefaultMaxAge (1h). Expire
+	// returns what arrived of the expired ones; Add and AddData drop them.
 	MaxAge time.Duration
 
 	pending map[reassemblyKey]*pendingMessage

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -471,5 +472,42 @@ func TestSurrogatePairSplitAcrossPartsIsJoined(t *testing.T) {
 	got, ok := r.Add(part(2, 0xDE00, 'B'), now)
 	if !ok || got != "A\U0001F600B" {
 		t.Fatalf("got %q %v, want %q", got, ok, "A\U0001F600B")
+	}
+}
+
+// Put keeps each distinct tag once; Expire returns what arrived of an
+// incomplete message (parts in order, the missing ones named) with its
+// tags; TakeOldestTags gives up the oldest one's tags only.
+func TestReassemblerPutExpireTags(t *testing.T) {
+	mk := func(from string, total, seq int, text string) *Deliver {
+		return &Deliver{From: from, Text: text, Concat: &Concat{Ref: 9, Total: total, Seq: seq}}
+	}
+	r := Reassembler{MaxAge: time.Minute}
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	if r.Put(mk("+1", 3, 3, "c"), t0, 3) != nil || r.Put(mk("+1", 3, 1, "a"), t0, 1) != nil ||
+		r.Put(mk("+1", 3, 1, "a"), t0, 1) != nil || r.Put(mk("+2", 2, 1, "x"), t0.Add(time.Second), 7) != nil {
+		t.Fatal("an incomplete message was returned")
+	}
+	if n := r.Tagged(); n != 3 {
+		t.Fatalf("%d tags, want 3 (a tag given twice counts once)", n)
+	}
+	if got := r.Expire(t0.Add(time.Minute)); got != nil {
+		t.Fatalf("expired at MaxAge: %+v", got)
+	}
+	got := r.Expire(t0.Add(time.Minute + time.Millisecond))
+	if len(got) != 1 || got[0].Text != "ac" || !slices.Equal(got[0].Missing, []int{2}) ||
+		!slices.Equal(got[0].Tags, []any{3, 1}) || got[0].From != "+1" || got[0].Total != 3 {
+		t.Fatalf("expired %+v", got)
+	}
+	if tags := r.TakeOldestTags(); !slices.Equal(tags, []any{7}) || r.Tagged() != 0 {
+		t.Fatalf("oldest tags %v, %d left", tags, r.Tagged())
+	}
+	msg := r.Put(mk("+2", 2, 2, "y"), t0.Add(2*time.Second), 8)
+	if msg == nil || msg.Text != "xy" || msg.Missing != nil || !slices.Equal(msg.Tags, []any{8}) {
+		t.Fatalf("completed %+v", msg)
+	}
+	// Not a valid part: a message of its own.
+	if msg := r.Put(mk("+3", 2, 3, "z"), t0, 4); msg == nil || msg.Text != "z" {
+		t.Fatalf("invalid part: %+v", msg)
 	}
 }
