@@ -418,7 +418,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				continue
 			}
 			var cms *at.CMSError
-			if err != nil && errors.As(err, &cms) && classify(err).Permanent {
+			if err != nil && errors.As(err, &cms) && classify(err).mayBeTheModems() {
 				// Counted before the scheduler hears of it, so that a modem
 				// taken out gets no retry of this message.
 				if j.id != permID || j.id == "" {

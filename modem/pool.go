@@ -80,6 +80,17 @@ type SendError struct {
 	Modem       string // the modem of the last attempt, "" if none was made
 }
 
+// mayBeTheModems reports whether a permanent error may be the modem's own
+// rather than the message's: any but the number errors, which say the
+// destination is wrong (unassigned, unknown subscriber), save RP-cause 21
+// (short message transfer rejected), which a network also gives every
+// message of a SIM it barred. Such an error is tried on the other modems
+// and counts toward taking the modem out; a number error does neither (a
+// bulk job with dead numbers would take every modem out).
+func (e *SendError) mayBeTheModems() bool {
+	return e.Permanent && (!e.NumberError || e.Code == 21)
+}
+
 func (e *SendError) Error() string {
 	kind := "temporary"
 	if e.Permanent {
@@ -930,8 +941,9 @@ func (p *Pool) schedule(ctx context.Context) {
 					// A permanent error may be the modem's (27.005 §3.2.5:
 					// 300-511 are ME errors; a SIM barred by its operator
 					// gets RP-cause 21 for every message): tried on each
-					// other modem that is up before it is final.
-					if j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil || j.withdrawn || !p.untriedUp(j) {
+					// other modem that is up before it is final. A number
+					// error is final at once.
+					if !se.mayBeTheModems() || j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil || j.withdrawn || !p.untriedUp(j) {
 						j.res <- jobResult{err: se}
 						continue
 					}

@@ -59,8 +59,30 @@ func TestPermanentErrorsOfOneModemAreRetriedElsewhereAndTakeItOut(t *testing.T) 
 }
 
 // A permanent error that every modem gives is final after one attempt on
-// each: a number error reaches the caller.
+// each, and reaches the caller.
 func TestPermanentErrorOnEveryModemIsFinal(t *testing.T) {
+	a := startSim(t, "a", modemsim.Options{})
+	b := startSim(t, "b", modemsim.Options{})
+	ctx := testCtx(t, 20*time.Second)
+	p := startPool(t, []*modemsim.Sim{a, b}, 0, nil)
+	waitUp(t, ctx, p, "m0", "m1")
+	a.FailNext(96, 5)
+	b.FailNext(96, 5)
+	_, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800000000", Payload: []byte("hi")})
+	var se *modem.SendError
+	if !errors.As(err, &se) || !se.Permanent || se.Code != 96 {
+		t.Fatalf("want permanent error 96, got %v", err)
+	}
+	if na, nb := a.Count("+CMGS="), b.Count("+CMGS="); na != 1 || nb != 1 {
+		t.Fatalf("AT+CMGS %d and %d times, want once on each modem", na, nb)
+	}
+}
+
+// A number error (unassigned number, unknown subscriber) says the
+// destination is wrong, not the modem: it is final at once, tried on no
+// other modem, and a bulk job with dead numbers in a row takes no modem
+// out (three did take every modem out for a probe period).
+func TestNumberErrorsAreFinalAndTakeNoModemOut(t *testing.T) {
 	a := startSim(t, "a", modemsim.Options{})
 	b := startSim(t, "b", modemsim.Options{})
 	ctx := testCtx(t, 20*time.Second)
@@ -68,13 +90,20 @@ func TestPermanentErrorOnEveryModemIsFinal(t *testing.T) {
 	waitUp(t, ctx, p, "m0", "m1")
 	a.FailNext(1, 5)
 	b.FailNext(1, 5)
-	_, err := p.Send(ctx, "x", sms.Submit{Dest: "+8613800000000", Payload: []byte("hi")})
-	var se *modem.SendError
-	if !errors.As(err, &se) || !se.Permanent || se.Code != 1 {
-		t.Fatalf("want permanent error 1, got %v", err)
+	for i := range 5 {
+		_, err := p.Send(ctx, fmt.Sprint("dead", i), sms.Submit{Dest: "+8613800000000", Payload: []byte("hi")})
+		var se *modem.SendError
+		if !errors.As(err, &se) || !se.NumberError || se.Code != 1 {
+			t.Fatalf("message %d: want number error 1, got %v", i, err)
+		}
 	}
-	if na, nb := a.Count("+CMGS="), b.Count("+CMGS="); na != 1 || nb != 1 {
-		t.Fatalf("AT+CMGS %d and %d times, want once on each modem", na, nb)
+	if na, nb := a.Count("+CMGS="), b.Count("+CMGS="); na+nb != 5 {
+		t.Fatalf("AT+CMGS %d and %d times for 5 dead numbers, want 5 in all (one attempt each)", na, nb)
+	}
+	for _, st := range p.Status() {
+		if st.State != modem.StateUp {
+			t.Fatalf("modem %s is %s after dead numbers (%s), want up", st.Name, st.State, st.LastError)
+		}
 	}
 }
 
