@@ -518,6 +518,14 @@ func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Tim
 	}
 	sessions := slices.Clone(recv)
 	blocked := map[string]bool{}
+	// What is in flight holds back the later ones of its message or
+	// handset, also when it is no longer in the store (an answer after
+	// smpp.response_timeout took it while its resend was in flight).
+	for _, fl := range dl.flights {
+		if k := dl.orderKey(fl.del); k != "" {
+			blocked[k] = true
+		}
+	}
 	for _, del := range list {
 		k := dl.orderKey(del)
 		if k != "" {

@@ -163,6 +163,9 @@ type Failover struct {
 	sending map[string]*sendingState
 	// delivered: parts reported delivered, per message.
 	delivered map[string]int
+	// lateDelivered: parts reported delivered after the message's receipt
+	// timer (lateReport).
+	lateDelivered map[string]lateCount
 
 	// finMu serialises the final receipt of a modem send (status report
 	// or receipt timer) in this process: read state, finish, clear timer.
@@ -441,6 +444,14 @@ func (f *Failover) worker(ctx context.Context) {
 
 // process handles one claimed queue entry.
 func (f *Failover) process(ctx context.Context, id string) {
+	_ = sleepCtx(ctx, f.processWait(ctx, id))
+}
+
+// processWait is process, but for its pause while no modem is up (the
+// entry put back): it returns it for the caller to wait, once it no longer
+// counts the entry as its own (processClaimed): a late acceptance by the
+// carrier may take the message back meanwhile (late.go).
+func (f *Failover) processWait(ctx context.Context, id string) (wait time.Duration) {
 	st := f.d.store
 	log := f.log.With(zap.String("id", id))
 	m, err := st.GetMessage(ctx, id)
@@ -540,11 +551,7 @@ func (f *Failover) process(ctx context.Context, id string) {
 			wait = time.Duration(until - time.Now().UnixNano())
 		}
 		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, due)
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		return
+		return wait
 	}
 	m.State = store.StateModem
 	m.Attempts++
@@ -665,6 +672,7 @@ func (f *Failover) process(ctx context.Context, id string) {
 	_ = st.AckModem(context.WithoutCancel(ctx), id)
 	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
 	f.kickTimers()
+	return 0
 }
 
 // lastModemError separates, in a queued message's note, the reason it was
@@ -1094,24 +1102,44 @@ func (f *Failover) intermediate(ctx context.Context, m *store.Message, r modem.R
 // took ACCEPTD as the end has closed the message (docs/smpp.md). A message
 // of several parts is recorded DELIVRD once every part's report said so,
 // or at its first failed part.
+// lateCount is lateReport's count of a message's parts reported
+// delivered, with the time of the last.
+type lateCount struct {
+	n  int
+	at time.Time
+}
+
+// lateReportsKept is how long lateReport waits for the other parts of a
+// message after one reported late.
+const lateReportsKept = 24 * time.Hour
+
 func (f *Failover) lateReport(ctx context.Context, m *store.Message, r modem.Report) {
 	stat := reportStat(r.Status.Status)
-	if r.Status.Delivered() {
-		f.mu.Lock()
-		f.delivered[r.ID]++
-		n := f.delivered[r.ID]
-		if n >= max(r.Parts, 1) {
-			delete(f.delivered, r.ID)
+	f.mu.Lock()
+	// Parts reported after the timer, per message; an entry whose other
+	// parts never report (or reported before the timer) is forgotten
+	// after lateReportsKept, so that the map cannot grow for ever.
+	now := time.Now()
+	for id, lc := range f.lateDelivered {
+		if now.Sub(lc.at) > lateReportsKept {
+			delete(f.lateDelivered, id)
 		}
-		f.mu.Unlock()
-		if n < max(r.Parts, 1) {
+	}
+	if f.lateDelivered == nil {
+		f.lateDelivered = map[string]lateCount{}
+	}
+	if r.Status.Delivered() {
+		lc := f.lateDelivered[r.ID]
+		lc.n++
+		lc.at = now
+		if lc.n < max(r.Parts, 1) {
+			f.lateDelivered[r.ID] = lc
+			f.mu.Unlock()
 			return
 		}
-	} else {
-		f.mu.Lock()
-		delete(f.delivered, r.ID)
-		f.mu.Unlock()
 	}
+	delete(f.lateDelivered, r.ID)
+	f.mu.Unlock()
 	cp := *m
 	cp.FinalStat, cp.FinalErr = stat, fmt.Sprintf("%03d", r.Status.Status)
 	cp.Note = "status report from " + r.Modem + " after modem_receipt_timeout (the platform had ACCEPTD): " + stat

@@ -125,20 +125,38 @@ func (d *Dispatcher) lateAccept(ctx context.Context, c *Carrier, id string, res 
 	setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
 	if was == store.StateQueued {
 		if fo := d.failover.Load(); fo != nil && fo.takeBackLate(ctx, m) {
+			// A receipt that came before this link waits in the stash.
+			if orphan, err := d.store.TakeOrphan(ctx, m.Carrier, m.CarrierID); err == nil && orphan != nil {
+				d.deliverOrphan(ctx, c, m, orphan)
+			}
 			if ml := d.mlog(); ml != nil {
 				ml.returned(m)
 			}
 			return lateTakenBack
 		}
-		if cur, err := d.store.GetMessage(ctx, id); err == nil {
-			m.State, m.Note, m.Attempts = cur.State, cur.Note, cur.Attempts
-			was = cur.State
-		}
 	}
 	// Linked in its present state, so that the carrier's receipt finds
 	// the message (and leaves it: the modem's outcome, or the error the
-	// platform got, stands).
-	if ok, err := d.store.FinishMessage(ctx, []store.State{was}, m, nil); err != nil || !ok {
+	// platform got, stands). Written over a fresh read, by a
+	// compare-and-set of its state: retried when a modem worker moved it
+	// meanwhile.
+	linked := false
+	for try := 0; try < 5 && !linked; try++ {
+		cur, err := d.store.GetMessage(ctx, id)
+		if err != nil {
+			return lateUnknown
+		}
+		if cur.CarrierID != "" {
+			return lateDuplicate
+		}
+		setCarrierID(cur, c.cfg.Load().ReceiptID, res.MessageID)
+		ok, err := d.store.FinishMessage(ctx, []store.State{cur.State}, cur, nil)
+		if err != nil {
+			return lateUnknown
+		}
+		m, was, linked = cur, cur.State, ok
+	}
+	if !linked {
 		return lateUnknown
 	}
 	if orphan, err := d.store.TakeOrphan(ctx, c.Name, m.CarrierID); err == nil && orphan != nil {
@@ -151,15 +169,14 @@ func (d *Dispatcher) lateAccept(ctx context.Context, c *Carrier, id string, res 
 }
 
 // takeBackLate takes m, queued for the modems, out of the queue as its
-// carrier's (state sent, the carrier id linked) when no worker has it:
-// the carrier accepted it late. m has its carrier id set. Reports whether
-// it did.
+// carrier's (state sent, the carrier id linked): the carrier accepted it
+// late. m has its carrier id set. Reports whether it did. The
+// compare-and-set from queued decides against the queue workers: one that
+// holds the entry moves the record (to modem, or carrier for a try on its
+// recovered carrier) before anything is sent, and finds it taken here
+// otherwise (it then acks the entry unsent); one that only looked at it
+// while no modem was up has put it back.
 func (f *Failover) takeBackLate(ctx context.Context, m *store.Message) bool {
-	f.cancelMu.Lock()
-	defer f.cancelMu.Unlock()
-	if f.claimed[m.ID] > 0 {
-		return false // a worker of this process is on it
-	}
 	m.State, m.Note = store.StateSent, "accepted by the carrier after response_timeout"
 	won, err := f.d.store.FinishMessage(ctx, []store.State{store.StateQueued}, m, nil)
 	if err != nil || !won {
@@ -170,12 +187,6 @@ func (f *Failover) takeBackLate(ctx context.Context, m *store.Message) bool {
 	if err := f.d.store.AckModem(context.WithoutCancel(ctx), m.ID); err != nil {
 		f.log.Warn("store write removing a late-accepted message from the modem queue failed", zap.String("id", m.ID),
 			zap.Error(err))
-	}
-	// A receipt that came before this link waits in the stash.
-	if orphan, err := f.d.store.TakeOrphan(ctx, m.Carrier, m.CarrierID); err == nil && orphan != nil {
-		if c := (*f.d.carriers.Load())[m.Carrier]; c != nil {
-			f.d.deliverOrphan(ctx, c, m, orphan)
-		}
 	}
 	return true
 }

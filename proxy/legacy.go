@@ -59,10 +59,15 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 		default:
 			// A header of the platform's own (application ports, say):
 			// the concatenation element joins it, first.
-			if n := int(msg[0]); len(msg) > n && n+len(ie) <= 0xFF {
-				udh = append([]byte{byte(n + len(ie))}, ie...)
-				msg = msg[1:]
+			n := 0
+			if len(msg) > 0 {
+				n = int(msg[0])
 			}
+			if len(msg) == 0 || len(msg) <= n || n+len(ie) > 0xFF {
+				return nil, false // no room for it: not as one 3.3 submit_sm
+			}
+			udh = append([]byte{byte(n + len(ie))}, ie...)
+			msg = msg[1:]
 		}
 	}
 	if len(udh)+len(msg) > 254 {

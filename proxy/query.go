@@ -522,14 +522,15 @@ func (f *Failover) processClaimed(ctx context.Context, id string) {
 	}
 	f.claimed[id]++
 	f.cancelMu.Unlock()
-	defer func() {
-		f.cancelMu.Lock()
-		if f.claimed[id]--; f.claimed[id] <= 0 {
-			delete(f.claimed, id)
-		}
-		f.cancelMu.Unlock()
-	}()
-	f.process(ctx, id)
+	wait := f.processWait(ctx, id)
+	f.cancelMu.Lock()
+	if f.claimed[id]--; f.claimed[id] <= 0 {
+		delete(f.claimed, id)
+	}
+	f.cancelMu.Unlock()
+	if wait > 0 {
+		_ = sleepCtx(ctx, wait) // the entry is back in the queue: not ours while we wait
+	}
 }
 
 // cancelQueued cancels a message of account waiting in the modem queue.

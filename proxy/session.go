@@ -393,7 +393,14 @@ func (s *Session) RequestTagged(ctx context.Context, id uint32, body []byte, tim
 		select {
 		case s.wq <- out:
 		case <-s.done:
-			s.freeSlot(c)
+			// The sweeper may have passed the slot to a late entry while
+			// the request waited for the write queue (it frees it then).
+			s.mu.Lock()
+			held := c.slotHeld
+			s.mu.Unlock()
+			if !held {
+				s.freeSlot(c)
+			}
 			return Frame{}, ErrNotSent
 		case <-ctx.Done():
 			s.forget(c, seq)

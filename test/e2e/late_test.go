@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spareline/spareline/modem"
 	"github.com/spareline/spareline/store"
 	"github.com/spareline/spareline/test/platform"
 	"github.com/spareline/spareline/test/smscsim"
@@ -94,5 +95,41 @@ func TestLateAcceptanceWithoutModemsIsCountedAndItsReceiptKept(t *testing.T) {
 	}
 	if st != store.StateFailed {
 		t.Fatalf("the carrier's id resolves to a message in state %q, want it linked to the refused message (failed)", st)
+	}
+}
+
+// The same while no modem is up, with failover.on_unknown: resend (the
+// default): the queue workers keep looking at the queued message (its
+// carrier may come back); the carrier's late acceptance still takes it
+// out of the queue, and the modem that comes up later does not send it
+// (a worker holding it for its look made the take-back give up: the modem
+// sent a second copy).
+func TestLateAcceptanceWhileNoModemIsUpTakesTheMessageBack(t *testing.T) {
+	sims, my := startModems(t, 1)
+	sims[0].Unplug()
+	e := startEnv(t, "bolt", withHTTP(), withYAML(my), withYAML(failoverYAML))
+	waitModemState(t, e, modem.StateDown)
+	e.smscs["mobile"].SetBehaviour(lateBehaviour(3 * time.Second))
+	before := scrape(t, e)
+	c := e.dial("platform", "secret", platform.BindTRX)
+	r, err := c.Submit(e.ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "late", RegisteredDelivery: 1})
+	if err != nil || r.Status != 0 {
+		t.Fatalf("submit: %v 0x%X", err, r.Status)
+	}
+	if rc := e.nextReceipt(c); rc.ID != r.MessageID || rc.Stat != "DELIVRD" {
+		t.Fatalf("receipt %q %s, want the carrier's DELIVRD for %q", rc.ID, rc.Stat, r.MessageID)
+	}
+	if d := scrape(t, e).delta(before, "spareline_late_answers_total", "carrier", "mobile", "outcome", "taken_back"); d != 1 {
+		t.Fatalf("late acceptance outcome taken_back rose by %v, want 1", d)
+	}
+	if err := sims[0].Replug(); err != nil {
+		t.Fatal(err)
+	}
+	waitModemState(t, e, modem.StateUp)
+	if depth, _, err := e.store.ModemQueue(e.ctx); err != nil || depth != 0 {
+		t.Fatalf("modem queue depth %d (%v), want 0", depth, err)
+	}
+	if n := len(sims[0].Sent()); n != 0 {
+		t.Fatalf("the modem sent %d messages: a second copy of one the carrier took", n)
 	}
 }
