@@ -116,12 +116,7 @@ func (m *ShortMessage) rebuildDeliver(body []byte, esm byte, msg []byte, tlvs []
 	out = append(out, body[m.smOffset-4:m.smOffset]...)     // registered_delivery .. sm_default_msg_id
 	out = append(out, byte(len(msg)))
 	out = append(out, msg...)
-	for _, t := range tlvs {
-		out = binary.BigEndian.AppendUint16(out, t.Tag)
-		out = binary.BigEndian.AppendUint16(out, uint16(len(t.Value)))
-		out = append(out, t.Value...)
-	}
-	return out
+	return appendTLVs(out, tlvs)
 }
 
 // legacyParts are the deliver_sm bodies that carry body to an SMPP 3.3
@@ -355,12 +350,7 @@ func dataSMAsSubmit(body []byte) ([]byte, error) {
 	out = append(cstring(out, validity), asDeliver[vStart+1:m.smOffset]...)
 	out = append(out, byte(len(msg)))
 	out = append(out, msg...)
-	for _, t := range tlvs {
-		out = binary.BigEndian.AppendUint16(out, t.Tag)
-		out = binary.BigEndian.AppendUint16(out, uint16(len(t.Value)))
-		out = append(out, t.Value...)
-	}
-	return out, nil
+	return appendTLVs(out, tlvs), nil
 }
 
 // relativeTime writes a number of seconds as an SMPP relative time

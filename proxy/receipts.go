@@ -174,11 +174,14 @@ func (m *ShortMessage) rebuildBody(body []byte, msg []byte, tlvs []TLV) []byte {
 	out = append(out, body[:m.smOffset]...)
 	out = append(out, byte(len(msg)))
 	out = append(out, msg...)
+	return appendTLVs(out, tlvs)
+}
+
+// appendTLVs appends the optional parameters tlvs to a PDU body.
+func appendTLVs(out []byte, tlvs []TLV) []byte {
 	for _, t := range tlvs {
-		var h [4]byte
-		binary.BigEndian.PutUint16(h[0:], t.Tag)
-		binary.BigEndian.PutUint16(h[2:], uint16(len(t.Value)))
-		out = append(out, h[:]...)
+		out = binary.BigEndian.AppendUint16(out, t.Tag)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(t.Value)))
 		out = append(out, t.Value...)
 	}
 	return out
