@@ -559,7 +559,7 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		return
 	}
 	log.Debug("sending by modem", zap.Int("attempt", m.Attempts))
-	sub := modemSubmit(sm, f.modemDest(m.Dest), m.RegDeliv&0x03 != 0) // modempayload.go
+	sub := modemSubmit(sm, f.modemDest(m.Dest), m.RegDeliv&0x13 != 0) // modempayload.go
 	if !m.Expires.IsZero() {
 		sub.Validity = time.Until(m.Expires)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/spareline/spareline/proxy"
@@ -35,5 +36,31 @@ func TestSARSegmentsJoinedOnTheModem(t *testing.T) {
 	}
 	if got[0].Parts != 2 || got[0].Text != segs[0]+segs[1] {
 		t.Fatalf("the modem sent %d part(s) joined as %q, want the 2 segments as one message", got[0].Parts, got[0].Text)
+	}
+}
+
+// registered_delivery 0x10 alone (intermediate notifications, SMPP 3.4
+// §5.2.17, no final receipt) still asks the network for status reports on
+// the modem path (TP-SRR): without them no temporary report, hence no
+// intermediate notification, could ever come. 0x00 asks for none.
+func TestIntermediateOnlyAsksForStatusReports(t *testing.T) {
+	sims, my := startModems(t, 1)
+	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
+	e.smscs["mobile"].Stop()
+	waitHealth(e.ctx, t, e.gw, "mobile", proxy.StateDown)
+	c := e.dial("platform", "secret", platform.BindTRX)
+	for _, rd := range []byte{0x10, 0x00} {
+		if r, err := c.Submit(e.ctx, platform.Submit{Dest: "8613800138000", Text: fmt.Sprintf("rd %#x", rd), RegisteredDelivery: rd}); err != nil || r.Status != 0 {
+			t.Fatalf("submit rd %#x: %v 0x%X", rd, err, r.Status)
+		}
+	}
+	sent, err := sims[0].WaitSent(e.ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range sent {
+		if want := m.Text == "rd 0x10"; m.StatusReport != want {
+			t.Errorf("%q sent with TP-SRR %v, want %v", m.Text, m.StatusReport, want)
+		}
 	}
 }
