@@ -607,6 +607,7 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 			if se.NumberError {
 				stat = "REJECTD"
 			}
+			m.Modem = failedOn // GET /message: the modem that refused it
 			if _, err := f.finish(ctx, m, sm, []store.State{store.StateModem}, stat, fmt.Sprintf("%03d", se.Code%1000), err.Error()); err != nil {
 				_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
 				return
@@ -1142,6 +1143,7 @@ func (f *Failover) lateReport(ctx context.Context, m *store.Message, r modem.Rep
 	f.mu.Unlock()
 	cp := *m
 	cp.FinalStat, cp.FinalErr = stat, fmt.Sprintf("%03d", r.Status.Status)
+	cp.Done = time.Now() // query_sm's final_date: when the outcome came, not the ACCEPTD
 	cp.Note = "status report from " + r.Modem + " after modem_receipt_timeout (the platform had ACCEPTD): " + stat
 	won, err := f.d.store.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateDone}, &cp, nil)
 	if err != nil || !won {

@@ -79,6 +79,10 @@ func TestLateFinalStatusReportIsRecordedNotSent(t *testing.T) {
 	ctx := context.Background()
 	m := putTestMessage(t, st, d, "acct", func(m *store.Message) { m.State, m.RegDeliv = store.StateModemSent, 0x01 })
 	fo.fireTimer(ctx, m.ID)
+	accepted, err := st.GetMessage(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := testutil.ToFloat64(metricModemLateReports.WithLabelValues("UNDELIV"))
 	fo.handleReport(ctx, modem.Report{ID: m.ID, Part: 1, Parts: 1, Modem: "m0", Status: &sms.StatusReport{MR: 1, Status: 0x41}})
 
@@ -89,6 +93,9 @@ func TestLateFinalStatusReportIsRecordedNotSent(t *testing.T) {
 	if err != nil || got.State != store.StateDone || got.FinalStat != "UNDELIV" || got.FinalErr != "065" ||
 		!strings.Contains(got.Note, "after modem_receipt_timeout") {
 		t.Fatalf("message after the late report: %+v, %v; want done, UNDELIV, err 065", got, err)
+	}
+	if !got.Done.After(accepted.Done) {
+		t.Fatalf("final date %v, want the late report's time, after the ACCEPTD's %v (query_sm's final_date)", got.Done, accepted.Done)
 	}
 	if n := testutil.ToFloat64(metricModemLateReports.WithLabelValues("UNDELIV")) - before; n != 1 {
 		t.Fatalf("spareline_modem_late_reports_total{stat=UNDELIV} grew by %v, want 1", n)
