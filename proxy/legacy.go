@@ -41,7 +41,6 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 	}
 	esm := m.ESMClass
 	var udh []byte
-	hdr := 0 // the whole header's length when spareline adds to it (with its length octet)
 	ref, hasRef := m.TLV(tagSarMsgRefNum)
 	total, hasTotal := m.TLV(tagSarTotalSegments)
 	seq, hasSeq := m.TLV(tagSarSegmentSeqnum)
@@ -54,7 +53,6 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 		case !m.UDHI():
 			udh = append([]byte{byte(len(ie))}, ie...)
 			esm |= 0x40
-			hdr = len(udh)
 		case udhHasConcat(msg):
 			// The platform's own header already says it: sar_* only
 			// repeated it.
@@ -70,16 +68,9 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 			}
 			udh = append([]byte{byte(n + len(ie))}, ie...)
 			msg = msg[1:]
-			hdr = 1 + n + len(ie)
 		}
 	}
 	if len(udh)+len(msg) > 254 {
-		return nil, false
-	}
-	if hdr > 0 && !fitsOneSMS(m.DataCoding, hdr, len(udh)+len(msg)-hdr) {
-		// The concatenation element spareline adds would make a part the
-		// platform filled to one SMS too long for one (an SMSC does not
-		// split a message with a header): the modems split it properly.
 		return nil, false
 	}
 	out = make([]byte, 0, m.smOffset+1+len(udh)+len(msg))
@@ -138,16 +129,4 @@ func udhHasConcat(ud []byte) bool {
 		h = h[2+l:]
 	}
 	return false
-}
-
-// fitsOneSMS reports whether a user data header of hdr octets (its length
-// octet included) and text octets of short_message fit one SMS (TS 23.040
-// §9.2.3.16): 160 septets for the GSM default alphabet (data_coding 0: a
-// character an octet in SMPP, the header taking whole septets, fill bits
-// included), 140 octets otherwise.
-func fitsOneSMS(dataCoding byte, hdr, text int) bool {
-	if dataCoding == 0 {
-		return (hdr*8+6)/7+text <= 160
-	}
-	return hdr+text <= 140
 }

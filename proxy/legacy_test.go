@@ -45,14 +45,6 @@ func TestLegacySubmitBody(t *testing.T) {
 			0, nil, false},
 		{"nor does a UDH that pushes a full part over", submitBody(t, "13800138000", 0, bytes.Repeat([]byte{'a'}, 250), sar(1, 2, 1)...),
 			0, nil, false},
-		{"a GSM part of 153 characters takes the header", submitBody(t, "13800138000", 0, bytes.Repeat([]byte{'a'}, 153), sar(1, 2, 1)...),
-			0x40, append([]byte{5, 0, 3, 1, 2, 1}, bytes.Repeat([]byte{'a'}, 153)...), true},
-		{"one of 154 does not fit one SMS with it", submitBody(t, "13800138000", 0, bytes.Repeat([]byte{'a'}, 154), sar(1, 2, 1)...),
-			0, nil, false},
-		{"an 8-bit part of 134 octets takes the header", submitBody(t, "13800138000", 4, bytes.Repeat([]byte{1}, 134), sar(1, 2, 1)...),
-			0x40, append([]byte{5, 0, 3, 1, 2, 1}, bytes.Repeat([]byte{1}, 134)...), true},
-		{"one of 135 does not", submitBody(t, "13800138000", 4, bytes.Repeat([]byte{1}, 135), sar(1, 2, 1)...),
-			0, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in, _ := ParseShortMessage(tc.body)
