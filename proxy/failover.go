@@ -642,8 +642,10 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		ml.modemSent(m, sent.Modem, len(sent.Refs))
 	}
 	m.State, m.Modem, m.ModemRefs, m.Note = store.StateModemSent, sent.Modem, sent.Refs, "sent by modem"
-	if m.RegDeliv&0x03 == 0 {
-		// No receipt asked: the network took it, the outcome stays unknown.
+	if m.RegDeliv&0x13 == 0 {
+		// No receipt asked (nor intermediate notifications, 0x10, which
+		// need the message open for the network's temporary reports): the
+		// network took it, the outcome stays unknown.
 		m.State, m.FinalStat, m.Done = store.StateDone, "ACCEPTD", time.Now()
 	} else if timeout := f.config().ModemReceiptTimeout; timeout > 0 {
 		// The timer before the record: a kill between them leaves a timer

@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/spareline/spareline/proxy"
+	"github.com/spareline/spareline/test/modemsim"
 	"github.com/spareline/spareline/test/platform"
 )
 
@@ -44,7 +47,17 @@ func TestSARSegmentsJoinedOnTheModem(t *testing.T) {
 // the modem path (TP-SRR): without them no temporary report, hence no
 // intermediate notification, could ever come. 0x00 asks for none.
 func TestIntermediateOnlyAsksForStatusReports(t *testing.T) {
-	sims, my := startModems(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	// The network's own final report is an hour away: the temporary one
+	// this test plays comes first.
+	sim, err := modemsim.Start(ctx, modemsim.Options{Name: "gsm0", SendDelay: 2 * time.Millisecond, ReportDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	sims := []*modemsim.Sim{sim}
+	my := fmt.Sprintf("modems:\n  - { name: gsm0, device: %q, max_per_minute: 100000 }\n", sim.Path())
 	e := startEnv(t, "bolt", withYAML(my), withYAML(failoverYAML))
 	e.smscs["mobile"].Stop()
 	waitHealth(e.ctx, t, e.gw, "mobile", proxy.StateDown)
@@ -61,6 +74,20 @@ func TestIntermediateOnlyAsksForStatusReports(t *testing.T) {
 	for _, m := range sent {
 		if want := m.Text == "rd 0x10"; m.StatusReport != want {
 			t.Errorf("%q sent with TP-SRR %v, want %v", m.Text, m.StatusReport, want)
+		}
+	}
+	// The network's temporary report reaches the platform as an ENROUTE
+	// intermediate notification (esm_class 0x20); its final report gives
+	// no final receipt (none was asked).
+	for _, m := range sent {
+		if m.Text != "rd 0x10" {
+			continue
+		}
+		if err := sims[0].InjectReport(m.MRs[0], "+8613800138000", 0x21); err != nil {
+			t.Fatal(err)
+		}
+		if rc := e.nextReceipt(c); rc.Stat != "ENROUTE" {
+			t.Fatalf("receipt stat %s, want the ENROUTE intermediate notification", rc.Stat)
 		}
 	}
 }
