@@ -123,17 +123,22 @@ func (d *Dispatcher) lateAccept(ctx context.Context, c *Carrier, id string, res 
 	}
 	was := m.State
 	setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
-	if was == store.StateQueued {
-		if fo := d.failover.Load(); fo != nil && fo.takeBackLate(ctx, m) {
-			// A receipt that came before this link waits in the stash.
-			if orphan, err := d.store.TakeOrphan(ctx, m.Carrier, m.CarrierID); err == nil && orphan != nil {
-				d.deliverOrphan(ctx, c, m, orphan)
-			}
-			if ml := d.mlog(); ml != nil {
-				ml.returned(m)
-			}
-			return lateTakenBack
+	takeBack := func(m *store.Message) bool {
+		fo := d.failover.Load()
+		if fo == nil || !fo.takeBackLate(ctx, m) {
+			return false
 		}
+		// A receipt that came before this link waits in the stash.
+		if orphan, err := d.store.TakeOrphan(ctx, m.Carrier, m.CarrierID); err == nil && orphan != nil {
+			d.deliverOrphan(ctx, c, m, orphan)
+		}
+		if ml := d.mlog(); ml != nil {
+			ml.returned(m)
+		}
+		return true
+	}
+	if was == store.StateQueued && takeBack(m) {
+		return lateTakenBack
 	}
 	// Linked in its present state, so that the carrier's receipt finds
 	// the message (and leaves it: the modem's outcome, or the error the
@@ -150,6 +155,9 @@ func (d *Dispatcher) lateAccept(ctx context.Context, c *Carrier, id string, res 
 			return lateDuplicate
 		}
 		setCarrierID(cur, c.cfg.Load().ReceiptID, res.MessageID)
+		if cur.State == store.StateQueued && takeBack(cur) {
+			return lateTakenBack // put back in the queue meanwhile (a modem send failed): taken now
+		}
 		ok, err := d.store.FinishMessage(ctx, []store.State{cur.State}, cur, nil)
 		if err != nil {
 			return lateUnknown
