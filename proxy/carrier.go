@@ -783,17 +783,6 @@ func (c *Carrier) legacy() bool { return c.live.Load().version == "3.3" }
 // errTooLongFor33 is why a message is not sent to an SMPP 3.3 carrier.
 var errTooLongFor33 = errors.New("content longer than the 254 octets of an SMPP 3.3 short_message")
 
-// Carries reports whether the carrier can take the submit_sm body as one
-// submit_sm: always for SMPP 3.4; for an SMPP 3.3 carrier, when its content
-// fits short_message (legacySubmitBody).
-func (c *Carrier) Carries(body []byte) bool {
-	if !c.legacy() {
-		return true
-	}
-	_, ok := legacySubmitBody(body)
-	return ok
-}
-
 // noteAnswer acts on what a carrier's answer on s says about the link:
 // ESME_RINVBNDSTS (checkBound), or ESME_RTHROTTLED (throttled).
 // ESME_RMSGQFUL does not pause the carrier: some SMSCs mean the queue of

@@ -392,15 +392,15 @@ func (a *asyncSubmit) linkFailed(orphan []byte, err error) {
 
 // toCarrier sends a message to its carrier and decides the answer.
 func (d *Dispatcher) toCarrier(ctx context.Context, c *Carrier, m *store.Message, fo *Failover, log *msgLogger) SubmitOutcome {
-	if !c.Carries(m.Body) {
+	res, err := c.SubmitFor(ctx, m.ID, m.Body)
+	if errors.Is(err, errTooLongFor33) {
 		return d.cannotCarry(ctx, c, m, fo, log)
 	}
-	res, err := c.SubmitFor(ctx, m.ID, m.Body)
 	return d.carrierAnswered(ctx, c, m, fo, log, res, err)
 }
 
 // cannotCarry decides the answer to a submit its carrier cannot take as one
-// submit_sm (Carrier.Carries: content longer than the 254 octets of an SMPP
+// submit_sm (errTooLongFor33 from SubmitFor: content longer than the 254 octets of an SMPP
 // 3.3 carrier's short_message): the modem pool, which splits it into a
 // concatenated SMS, sends it; without modems the platform is told
 // ESME_RINVMSGLEN, nothing having been sent. The carrier's health is not

@@ -862,9 +862,8 @@ const (
 // carrier id link and an early receipt, in one step, retried), so that its
 // receipt finds it.
 func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) backResult {
-	if !c.Carries(m.Body) {
-		return backNotTaken // an SMPP 3.3 carrier and a long message: the modems send it
-	}
+	// An SMPP 3.3 carrier and a long message: not sent (errTooLongFor33),
+	// the modems send it.
 	res, err := c.SubmitFor(ctx, m.ID, m.Body)
 	if err != nil {
 		if errors.Is(err, ErrResponseTimeout) {

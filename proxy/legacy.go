@@ -41,13 +41,10 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 	}
 	esm := m.ESMClass
 	var udh []byte
-	ref, hasRef := m.TLV(tagSarMsgRefNum)
-	total, hasTotal := m.TLV(tagSarTotalSegments)
-	seq, hasSeq := m.TLV(tagSarSegmentSeqnum)
-	if hasRef && hasTotal && hasSeq && len(ref) == 2 && len(total) == 1 && len(seq) == 1 {
-		ie := []byte{0x08, 4, ref[0], ref[1], total[0], seq[0]}
+	if ref, total, seq, ok := m.sar(); ok {
+		ie := []byte{0x08, 4, ref[0], ref[1], total, seq}
 		if ref[0] == 0 {
-			ie = []byte{0x00, 3, ref[1], total[0], seq[0]}
+			ie = []byte{0x00, 3, ref[1], total, seq}
 		}
 		switch {
 		case !m.UDHI():

@@ -19,15 +19,13 @@ func modemSubmit(sm *ShortMessage, dest string, statusReport bool) sms.Submit {
 	if sub.UDHI {
 		return sub
 	}
-	ref, ok1 := sm.TLV(tagSarMsgRefNum)
-	total, ok2 := sm.TLV(tagSarTotalSegments)
-	seq, ok3 := sm.TLV(tagSarSegmentSeqnum)
-	if !ok1 || !ok2 || !ok3 || len(ref) != 2 || len(total) != 1 || len(seq) != 1 || total[0] < 2 {
+	ref, total, seq, ok := sm.sar()
+	if !ok || total < 2 {
 		return sub // not a segment (one of one needs no header)
 	}
 	with := sub
 	with.UDHI = true
-	with.Payload = append([]byte{5, 0x00, 3, ref[1], total[0], seq[0]}, sub.Payload...)
+	with.Payload = append([]byte{5, 0x00, 3, ref[1], total, seq}, sub.Payload...)
 	if _, err := sms.EncodeSubmit(with, 0); err != nil {
 		return sub
 	}

@@ -599,6 +599,19 @@ func smppTimeValid(v string) bool {
 	return false
 }
 
+// sar is the segment the sar_* parameters describe (SMPP 3.4
+// §5.3.2.22-24: reference, total, sequence number), when all three are
+// there with their lengths (checkSAR has checked their values).
+func (m *ShortMessage) sar() (ref [2]byte, total, seq byte, ok bool) {
+	r, ok1 := m.TLV(tagSarMsgRefNum)
+	t, ok2 := m.TLV(tagSarTotalSegments)
+	s, ok3 := m.TLV(tagSarSegmentSeqnum)
+	if !ok1 || !ok2 || !ok3 || len(r) != 2 || len(t) != 1 || len(s) != 1 {
+		return ref, 0, 0, false
+	}
+	return [2]byte{r[0], r[1]}, t[0], s[0], true
+}
+
 // checkSAR checks the concatenation parameters of SMPP 3.4 §5.3.2.22-24:
 // sar_msg_ref_num (2 octets), sar_total_segments (1 octet, 1-255) and
 // sar_segment_seqnum (1 octet, 1 to the total) come all three or not at
