@@ -118,51 +118,43 @@ func (d *Dispatcher) lateAccept(ctx context.Context, c *Carrier, id string, res 
 		case <-t.C:
 		}
 	}
-	if m.CarrierID != "" {
-		return lateDuplicate // sent again to a carrier meanwhile, and linked
-	}
-	was := m.State
-	setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
-	takeBack := func(m *store.Message) bool {
-		fo := d.failover.Load()
-		if fo == nil || !fo.takeBackLate(ctx, m) {
-			return false
-		}
-		// A receipt that came before this link waits in the stash.
-		if orphan, err := d.store.TakeOrphan(ctx, m.Carrier, m.CarrierID); err == nil && orphan != nil {
-			d.deliverOrphan(ctx, c, m, orphan)
-		}
-		if ml := d.mlog(); ml != nil {
-			ml.returned(m)
-		}
-		return true
-	}
-	if was == store.StateQueued && takeBack(m) {
-		return lateTakenBack
-	}
-	// Linked in its present state, so that the carrier's receipt finds
-	// the message (and leaves it: the modem's outcome, or the error the
-	// platform got, stands). Written over a fresh read, by a
-	// compare-and-set of its state: retried when a modem worker moved it
-	// meanwhile.
+	// Taken back while it waits in the modem queue; otherwise linked in
+	// its present state, so that the carrier's receipt finds the message
+	// (and leaves it: the modem's outcome, or the error the platform got,
+	// stands). Each try works on a fresh read and writes by a
+	// compare-and-set of its state: a modem worker that moved it meanwhile
+	// (or put it back in the queue) makes the next try.
+	var was store.State
 	linked := false
 	for try := 0; try < 5 && !linked; try++ {
-		cur, err := d.store.GetMessage(ctx, id)
+		if try > 0 {
+			cur, err := d.store.GetMessage(ctx, id)
+			if err != nil {
+				return lateUnknown
+			}
+			m = cur
+		}
+		if m.CarrierID != "" {
+			return lateDuplicate // sent again to a carrier meanwhile, and linked
+		}
+		setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
+		if m.State == store.StateQueued {
+			if fo := d.failover.Load(); fo != nil && fo.takeBackLate(ctx, m) {
+				// A receipt that came before this link waits in the stash.
+				if orphan, err := d.store.TakeOrphan(ctx, m.Carrier, m.CarrierID); err == nil && orphan != nil {
+					d.deliverOrphan(ctx, c, m, orphan)
+				}
+				if ml := d.mlog(); ml != nil {
+					ml.returned(m)
+				}
+				return lateTakenBack
+			}
+		}
+		ok, err := d.store.FinishMessage(ctx, []store.State{m.State}, m, nil)
 		if err != nil {
 			return lateUnknown
 		}
-		if cur.CarrierID != "" {
-			return lateDuplicate
-		}
-		setCarrierID(cur, c.cfg.Load().ReceiptID, res.MessageID)
-		if cur.State == store.StateQueued && takeBack(cur) {
-			return lateTakenBack // put back in the queue meanwhile (a modem send failed): taken now
-		}
-		ok, err := d.store.FinishMessage(ctx, []store.State{cur.State}, cur, nil)
-		if err != nil {
-			return lateUnknown
-		}
-		m, was, linked = cur, cur.State, ok
+		was, linked = m.State, ok
 	}
 	if !linked {
 		return lateUnknown
@@ -178,18 +170,21 @@ func (d *Dispatcher) lateAccept(ctx context.Context, c *Carrier, id string, res 
 
 // takeBackLate takes m, queued for the modems, out of the queue as its
 // carrier's (state sent, the carrier id linked): the carrier accepted it
-// late. m has its carrier id set. Reports whether it did. The
+// late. m has its carrier id set; it is updated only when taken. Reports
+// whether it did. The
 // compare-and-set from queued decides against the queue workers: one that
 // holds the entry moves the record (to modem, or carrier for a try on its
 // recovered carrier) before anything is sent, and finds it taken here
 // otherwise (it then acks the entry unsent); one that only looked at it
 // while no modem was up has put it back.
 func (f *Failover) takeBackLate(ctx context.Context, m *store.Message) bool {
-	m.State, m.Note = store.StateSent, "accepted by the carrier after response_timeout"
-	won, err := f.d.store.FinishMessage(ctx, []store.State{store.StateQueued}, m, nil)
+	taken := *m
+	taken.State, taken.Note = store.StateSent, "accepted by the carrier after response_timeout"
+	won, err := f.d.store.FinishMessage(ctx, []store.State{store.StateQueued}, &taken, nil)
 	if err != nil || !won {
-		return false // a worker (of any gateway) took it first
+		return false // a worker (of any gateway) took it first; m is as it was
 	}
+	*m = taken
 	// As cancelQueued: a worker that claims the entry before it is gone
 	// finds the record no longer queued and acks it unsent.
 	if err := f.d.store.AckModem(context.WithoutCancel(ctx), m.ID); err != nil {
