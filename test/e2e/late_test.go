@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -52,9 +53,14 @@ func TestLateAcceptanceTakesTheMessageOutOfTheModemQueue(t *testing.T) {
 		if depth, _, err := e.store.ModemQueue(e.ctx); err != nil || depth != 0 {
 			t.Fatalf("modem queue depth %d (%v): the late-accepted message is still queued for a second copy", depth, err)
 		}
-		if d := scrape(t, e).delta(before, "spareline_late_answers_total", "carrier", "mobile", "outcome", "taken_back"); d != 1 {
-			t.Fatalf("spareline_late_answers_total{outcome=taken_back} rose by %v, want 1", d)
-		}
+		// Counted once the take-back is done, which may be just after the
+		// receipt it delivered reached the platform.
+		waitScrapeWhy(t, e, func(m metrics) string {
+			if d := m.delta(before, "spareline_late_answers_total", "carrier", "mobile", "outcome", "taken_back"); d != 1 {
+				return fmt.Sprintf("late acceptance outcome taken_back rose by %v, want 1", d)
+			}
+			return ""
+		})
 	})
 }
 
@@ -119,9 +125,14 @@ func TestLateAcceptanceWhileNoModemIsUpTakesTheMessageBack(t *testing.T) {
 	if rc := e.nextReceipt(c); rc.ID != r.MessageID || rc.Stat != "DELIVRD" {
 		t.Fatalf("receipt %q %s, want the carrier's DELIVRD for %q", rc.ID, rc.Stat, r.MessageID)
 	}
-	if d := scrape(t, e).delta(before, "spareline_late_answers_total", "carrier", "mobile", "outcome", "taken_back"); d != 1 {
-		t.Fatalf("late acceptance outcome taken_back rose by %v, want 1", d)
-	}
+	// Counted once the take-back is done, which may be just after the
+	// receipt it delivered reached the platform.
+	waitScrapeWhy(t, e, func(m metrics) string {
+		if d := m.delta(before, "spareline_late_answers_total", "carrier", "mobile", "outcome", "taken_back"); d != 1 {
+			return fmt.Sprintf("late acceptance outcome taken_back rose by %v, want 1", d)
+		}
+		return ""
+	})
 	if err := sims[0].Replug(); err != nil {
 		t.Fatal(err)
 	}
