@@ -429,7 +429,7 @@ func (d *Dispatcher) carrierAnswered(ctx context.Context, c *Carrier, m *store.M
 	for attempt := 0; err == nil && Classify(res.Status) == ClassThrottle && attempt < d.throttleMax; attempt++ {
 		metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
 		metricSubmits.WithLabelValues(c.Name, "throttled").Inc()
-		d.health.Note(c.Name, OutcomeAnswered)
+		d.health.Note(c.Name, OutcomeThrottled)
 		// Throttling is not a failure: slow down and retry on the carrier.
 		wait := time.Duration(50<<min(attempt, 5)) * time.Millisecond
 		log.get().Debug("carrier throttled; retrying", zap.Duration("in", wait))
@@ -483,7 +483,9 @@ func (d *Dispatcher) carrierAnswered(ctx context.Context, c *Carrier, m *store.M
 	class := Classify(res.Status)
 	switch class {
 	case ClassNumber, ClassThrottle:
-		d.health.Note(c.Name, OutcomeAnswered)
+		// The carrier is alive, and refused the message: failed on the
+		// status page, as in submits_total (result error).
+		d.health.Note(c.Name, OutcomeRefused)
 	default:
 		d.health.Note(c.Name, OutcomeTransient)
 	}

@@ -899,13 +899,17 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		}
 		return backDone
 	case ClassNumber:
-		f.d.health.Note(c.Name, OutcomeAnswered)
+		f.d.health.Note(c.Name, OutcomeRefused)
 		if _, err := f.finish(ctx, m, sm, []store.State{store.StateCarrier}, "REJECTD", "000",
 			"carrier refused the number: "+StatusString(res.Status)); err != nil {
 			return backUnrecorded
 		}
 		return backDone
+	case ClassThrottle:
+		f.d.health.Note(c.Name, OutcomeThrottled)
+		return backNotTaken
 	default:
+		f.d.health.Note(c.Name, OutcomeTransient)
 		return backNotTaken
 	}
 }

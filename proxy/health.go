@@ -87,9 +87,12 @@ type carrierHealth struct {
 	// was last up (noteBindError): while no bind is up, the status page
 	// shows it with the reason, since "not bound yet" says nothing of a
 	// refused password or a refused bind_transceiver.
-	bindErr    string
-	ok, failed uint64     // lifetime submit outcomes
-	recent     rateWindow // the last minute's outcomes (status page rates)
+	bindErr string
+	// ok, throttled, failed: lifetime submit outcomes (Note), as
+	// spareline_submits_total counts them: accepted; answered
+	// ESME_RTHROTTLED or ESME_RMSGQFUL and retried; everything else.
+	ok, throttled, failed uint64
+	recent                rateWindow // the last minute's outcomes (status page rates)
 	// lastAnswer is when the carrier last answered a submit; respTimeout
 	// its response_timeout (learnt when a bind comes up; 0 = unknown, every
 	// timeout counts).
@@ -266,19 +269,31 @@ func (h *Health) State(name string) CarrierState {
 
 // CarrierHealthInfo is a snapshot for the status page.
 type CarrierHealthInfo struct {
-	State     string    `json:"state"`
-	Since     time.Time `json:"since"`
-	Reason    string    `json:"reason"`
-	Timeouts  int       `json:"consecutive_timeouts"`
-	OK        uint64    `json:"ok"`
-	Failed    uint64    `json:"failed"`
-	BoundBind int       `json:"bound"`
-	// PerSecond is the submits the carrier was given per second over the
-	// last rateSeconds whole seconds; ErrorRate the fraction of the last
-	// minute's submits that failed (transient error, no answer in time,
-	// connection lost). Throttled answers count as answered.
-	PerSecond float64 `json:"submits_per_second"`
-	ErrorRate float64 `json:"error_rate"`
+	State    string    `json:"state"`
+	Since    time.Time `json:"since"`
+	Reason   string    `json:"reason"`
+	Timeouts int       `json:"consecutive_timeouts"`
+	// OK, Throttled and Failed count the submits since the start as
+	// spareline_submits_total does: accepted (result ok); answered
+	// ESME_RTHROTTLED or ESME_RMSGQFUL and sent again (throttled); the
+	// rest (error, timeout, lost): refused with an error status (a number
+	// error, a transient error, or a throttle still there after the
+	// retries), unanswered within response_timeout, or cut by the
+	// connection's end.
+	OK        uint64 `json:"ok"`
+	Throttled uint64 `json:"throttled"`
+	Failed    uint64 `json:"failed"`
+	BoundBind int    `json:"bound"`
+	// PerSecond is the submits the carrier was given per second (each
+	// throttled try counts) over the last rateSeconds whole seconds.
+	// ErrorRate is the fraction of the last minute's submits that ended
+	// failed (of those accepted or failed: a throttled try is not an end,
+	// its retry is); ThrottleRate the fraction of the last minute's
+	// submits (each try) the carrier answered throttled and that were sent
+	// again.
+	PerSecond    float64 `json:"submits_per_second"`
+	ErrorRate    float64 `json:"error_rate"`
+	ThrottleRate float64 `json:"throttle_rate"`
 }
 
 // rateSeconds is the window of CarrierHealthInfo.PerSecond.
@@ -288,34 +303,51 @@ const rateSeconds = 10
 // minute (60 buckets indexed by the Unix second; a bucket from an older
 // minute is reset when reused). Guarded by Health.mu.
 type rateWindow struct {
-	sec      [60]int64
-	ok, fail [60]uint32
+	sec                 [60]int64
+	ok, throttled, fail [60]uint32
 }
 
-func (w *rateWindow) add(t time.Time, ok bool) {
+// outcomeKind is how a submit outcome counts in the statistics.
+type outcomeKind int
+
+const (
+	kindOK outcomeKind = iota
+	kindThrottled
+	kindFailed
+)
+
+func (w *rateWindow) add(t time.Time, k outcomeKind) {
 	s := t.Unix()
 	i := s % 60
 	if w.sec[i] != s {
-		w.sec[i], w.ok[i], w.fail[i] = s, 0, 0
+		w.sec[i], w.ok[i], w.throttled[i], w.fail[i] = s, 0, 0, 0
 	}
-	if ok {
+	switch k {
+	case kindOK:
 		w.ok[i]++
-	} else {
+	case kindThrottled:
+		w.throttled[i]++
+	default:
 		w.fail[i]++
 	}
 }
 
+// rateSums are the outcomes of some seconds (rateWindow.sums).
+type rateSums struct{ ok, throttled, failed uint64 }
+
 // sums adds the outcomes of the n whole seconds before t's second.
-func (w *rateWindow) sums(t time.Time, n int64) (ok, failed uint64) {
+func (w *rateWindow) sums(t time.Time, n int64) rateSums {
+	var r rateSums
 	s := t.Unix()
 	for k := int64(1); k <= n && k <= 59; k++ {
 		sec := s - k
 		if i := sec % 60; w.sec[i] == sec {
-			ok += uint64(w.ok[i])
-			failed += uint64(w.fail[i])
+			r.ok += uint64(w.ok[i])
+			r.throttled += uint64(w.throttled[i])
+			r.failed += uint64(w.fail[i])
 		}
 	}
-	return ok, failed
+	return r
 }
 
 // Info returns a snapshot.
@@ -324,15 +356,19 @@ func (h *Health) Info(name string) CarrierHealthInfo {
 	ch := h.peek(name)
 	after := h.settle(name, ch)
 	info := CarrierHealthInfo{State: ch.state.String(), Since: ch.since, Reason: ch.lastReason, Timeouts: ch.timeouts,
-		OK: ch.ok, Failed: ch.failed, BoundBind: ch.bound}
+		OK: ch.ok, Throttled: ch.throttled, Failed: ch.failed, BoundBind: ch.bound}
 	if ch.bound == 0 && ch.bindErr != "" {
 		info.Reason += "; last bind attempt: " + ch.bindErr
 	}
 	now := h.now()
-	ok10, failed10 := ch.recent.sums(now, rateSeconds)
-	info.PerSecond = float64(ok10+failed10) / rateSeconds
-	if ok60, failed60 := ch.recent.sums(now, 60); ok60+failed60 > 0 {
-		info.ErrorRate = float64(failed60) / float64(ok60+failed60)
+	r10 := ch.recent.sums(now, rateSeconds)
+	info.PerSecond = float64(r10.ok+r10.throttled+r10.failed) / rateSeconds
+	r60 := ch.recent.sums(now, 60)
+	if ended := r60.ok + r60.failed; ended > 0 {
+		info.ErrorRate = float64(r60.failed) / float64(ended)
+	}
+	if all := r60.ok + r60.throttled + r60.failed; all > 0 {
+		info.ThrottleRate = float64(r60.throttled) / float64(all)
 	}
 	h.mu.Unlock()
 	after()
@@ -402,8 +438,14 @@ func (h *Health) noteBindDown(c *Carrier, err error) {
 type Outcome int
 
 // Outcomes.
+//
+// Every answer shows the carrier alive (it resets the timeouts and ends an
+// outage); for the status page's figures an acceptance is ok, a throttle
+// that is retried is throttled, and the rest failed (CarrierHealthInfo).
 const (
-	OutcomeAnswered  Outcome = iota // any response (OK or an error status)
+	OutcomeAnswered  Outcome = iota // accepted (ESME_ROK)
+	OutcomeThrottled                // ESME_RTHROTTLED or ESME_RMSGQFUL, sent again
+	OutcomeRefused                  // an error status that refuses the message: a number error, a throttle after the retries
 	OutcomeTransient                // an error status of ClassTransient
 	OutcomeTimeout                  // no answer within response_timeout
 	OutcomeLost                     // the connection ended with it in flight
@@ -414,24 +456,27 @@ func (h *Health) Note(name string, o Outcome) {
 	h.mu.Lock()
 	ch := h.get(name)
 	now := h.now()
-	ch.recent.add(now, o == OutcomeAnswered)
 	after := func() {}
 	switch o {
-	case OutcomeAnswered:
-		ch.ok++
+	case OutcomeAnswered, OutcomeThrottled, OutcomeRefused, OutcomeTransient:
+		switch o {
+		case OutcomeAnswered:
+			ch.ok++
+			ch.recent.add(now, kindOK)
+		case OutcomeThrottled:
+			ch.throttled++
+			ch.recent.add(now, kindThrottled)
+		default:
+			ch.failed++
+			ch.recent.add(now, kindFailed)
+		}
 		ch.timeouts = 0
 		ch.lastAnswer = now
 		if ch.state == StateDown && ch.bound > 0 {
 			after = h.change(name, ch, StateProbation, "carrier answered again")
 		}
-	case OutcomeTransient:
-		ch.failed++
-		ch.timeouts = 0
-		ch.lastAnswer = h.now()
-		if ch.state == StateDown && ch.bound > 0 {
-			after = h.change(name, ch, StateProbation, "carrier answered again")
-		}
 	case OutcomeTimeout:
+		ch.recent.add(now, kindFailed)
 		ch.failed++
 		if !ch.lastAnswer.IsZero() && h.now().Sub(ch.lastAnswer) < ch.respTimeout {
 			// The carrier answered while this submit waited: late, not
@@ -443,6 +488,7 @@ func (h *Health) Note(name string, o Outcome) {
 			after = h.change(name, ch, StateDown, "submits unanswered within response_timeout")
 		}
 	case OutcomeLost:
+		ch.recent.add(now, kindFailed)
 		ch.failed++
 	}
 	h.mu.Unlock()

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spareline/spareline/config"
+	"github.com/spareline/spareline/test/platform"
+	"github.com/spareline/spareline/test/smscsim"
+)
+
+// statusGateway is a gateway with one carrier, mobile, on a simulator
+// that answers every submit with status (0 = OK), the HTTP endpoint on and
+// no modems; failover is extra YAML (a failover: block, or "").
+func statusGateway(t *testing.T, status *atomic.Uint32, extra string) (*Gateway, *smscsim.SMSC) {
+	t.Helper()
+	smsc, err := smscsim.Start(smscsim.Options{Name: "mobile", SystemID: "ent01", Password: "pw-cm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = smsc.Close() })
+	smsc.SetBehaviour(func(smscsim.Message, int) smscsim.Reply { return smscsim.Reply{Status: status.Load()} })
+	cfg, err := config.Parse(fmt.Appendf(nil, `smpp: { listen: "127.0.0.1:0" }
+http: { listen: "127.0.0.1:0" }
+store: { path: %q }
+accounts: [ { system_id: platform, password: secret } ]
+carriers: [ { name: mobile, address: %q, system_id: ent01, password: pw-cm, binds: 1, response_timeout: 5s } ]
+routing: { country_code: "86", preset: cn }
+%s`, t.TempDir(), smsc.Addr(), extra), "status.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startTestGateway(t, cfg, GatewayOptions{}, "mobile"), smsc
+}
+
+// carrierStatusJSON reads /status.json's entry of carrier name.
+func carrierStatusJSON(t *testing.T, g *Gateway, name string) map[string]any {
+	t.Helper()
+	code, _, body := httpGet(t, g, "GET", "/status.json")
+	if code != http.StatusOK {
+		t.Fatalf("/status.json: %d", code)
+	}
+	var st struct {
+		Carriers []map[string]any `json:"carriers"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("/status.json: %v\n%s", err, body)
+	}
+	for _, c := range st.Carriers {
+		if c["name"] == name {
+			return c
+		}
+	}
+	t.Fatalf("/status.json has no carrier %s: %s", name, body)
+	return nil
+}
+
+// The status page's traffic figures of a carrier count as
+// spareline_submits_total does: a try the carrier answered ESME_RTHROTTLED
+// or ESME_RMSGQFUL and that was sent again is throttled, the message it
+// still refused after the retries is failed (the platform got the
+// carrier's refusal), and error_rate shows it. Before, every answer of the
+// carrier counted as ok: a carrier refusing everything read "ok: 9,
+// failed: 0, error_rate: 0".
+func TestStatusCountsThrottledTriesAndFinalRefusals(t *testing.T) {
+	var status atomic.Uint32
+	status.Store(statusThrottled)
+	g, smsc := statusGateway(t, &status, "")
+	g.Disp.throttleMax = 2 // three tries a message: 2 throttled, the last refused
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := platform.Dial(ctx, g.SMPPAddr().String(), "platform", "secret", platform.Options{BindType: platform.BindTX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	submit := func(want uint32) {
+		t.Helper()
+		r, err := p.Submit(ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "hi", RegisteredDelivery: 1})
+		if err != nil || r.Status != want {
+			t.Fatalf("submit answered %+v, %v; want %s", r, err, StatusString(want))
+		}
+	}
+	submit(statusThrottled)
+	status.Store(statusMsgQFul)
+	submit(statusMsgQFul)
+	status.Store(statusOK)
+	submit(statusOK)
+	if n := smsc.Stats().Submits; n != 7 {
+		t.Fatalf("the carrier got %d submits, want 3 + 3 + 1", n)
+	}
+	// The rates count whole seconds before now: read them a second on.
+	g.Health.mu.Lock()
+	g.Health.now = func() time.Time { return time.Now().Add(time.Second) }
+	g.Health.mu.Unlock()
+	c := carrierStatusJSON(t, g, "mobile")
+	for k, want := range map[string]float64{"ok": 1, "throttled": 4, "failed": 2, "error_rate": 2.0 / 3, "throttle_rate": 4.0 / 7} {
+		if got, ok := c[k].(float64); !ok || got != want {
+			t.Errorf("/status.json carrier %s = %v, want %v (%v)", k, c[k], want, c)
+		}
+	}
+	code, _, page := httpGet(t, g, "GET", "/status")
+	if code != http.StatusOK {
+		t.Fatalf("/status: %d", code)
+	}
+	for _, want := range []string{"66.7 % failed, 57.1 % throttled", "(1 ok, 4 throttled, 2 failed since start)"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("/status lacks %q", want)
+		}
+	}
+}
