@@ -496,6 +496,7 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		_ = g.httpSrv.Shutdown(ctx)
 	}
 	g.cancel()
+	g.Health.Close()
 	g.mu.Lock()
 	carriers := g.carrierList()
 	g.mu.Unlock()

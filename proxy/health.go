@@ -23,8 +23,9 @@ import (
 //     answers nothing, so its timeouts count as before and it is down about
 //     response_timeout after it fell silent.
 //   - probation: a bind came back (or a probe submit was answered) after
-//     being down. It lasts up_after; a timeout during it sends the carrier
-//     back down. Messages queued for the modems during the outage go back to
+//     being down. It lasts up_after, and a timer ends it then, traffic or
+//     not (scheduleSettle); a timeout during it sends the carrier back
+//     down. Messages queued for the modems during the outage go back to
 //     a carrier on probation, new traffic keeps going to the modems until
 //     probation ends, so a flapping carrier does not bounce traffic.
 //   - up: everything goes to the carrier.
@@ -72,7 +73,14 @@ type Health struct {
 	// gone are the carriers a reload removed (Forget), until one of the
 	// same name is attached again.
 	gone map[string]bool
+	// afterFunc arms the timer that ends a probation (time.AfterFunc;
+	// tests fake it); closed: Close was called, no timer is armed.
+	afterFunc func(time.Duration, func()) stopper
+	closed    bool
 }
+
+// stopper is a timer that can be stopped (*time.Timer).
+type stopper interface{ Stop() bool }
 
 type carrierHealth struct {
 	state      CarrierState
@@ -98,6 +106,9 @@ type carrierHealth struct {
 	// timeout counts).
 	lastAnswer  time.Time
 	respTimeout time.Duration
+	// settleTimer ends the probation once up_after has passed
+	// (scheduleSettle); nil outside probation.
+	settleTimer stopper
 }
 
 // NewHealth makes a tracker.
@@ -106,7 +117,8 @@ func NewHealth(downAfterTimeouts int, upAfter time.Duration, log *zap.Logger) *H
 		downAfterTimeouts = 3
 	}
 	return &Health{carriers: map[string]*carrierHealth{}, downAfter: downAfterTimeouts, upAfter: upAfter,
-		now: time.Now, log: log}
+		now: time.Now, log: log,
+		afterFunc: func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }}
 }
 
 // Changed returns a channel that is closed at the next state change of any
@@ -128,6 +140,58 @@ func (h *Health) SetPolicy(downAfterTimeouts int, upAfter time.Duration) {
 		h.downAfter = downAfterTimeouts
 	}
 	h.upAfter = upAfter
+	for name, ch := range h.carriers {
+		if ch.state == StateProbation {
+			h.scheduleSettle(name, ch) // a probation ends by the new up_after
+		}
+	}
+}
+
+// Close stops the timers that end probations (shutdown): no state changes
+// by itself afterwards.
+func (h *Health) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, ch := range h.carriers {
+		stopSettle(ch)
+	}
+}
+
+// scheduleSettle arms ch's timer to end its probation when up_after has
+// passed since it began, so that the state (carrier_state, carrier_up, the
+// status page, the log line "probation passed") moves then by itself, not
+// at the next submit or status read; h.mu is held.
+func (h *Health) scheduleSettle(name string, ch *carrierHealth) {
+	stopSettle(ch)
+	if h.closed || ch.state != StateProbation {
+		return
+	}
+	wait := max(h.upAfter-h.now().Sub(ch.since), 0)
+	var t stopper
+	t = h.afterFunc(wait, func() {
+		h.mu.Lock()
+		if h.carriers[name] != ch || ch.settleTimer != t {
+			h.mu.Unlock() // forgotten, or stopped and armed again meanwhile
+			return
+		}
+		ch.settleTimer = nil
+		after := h.settle(name, ch)
+		if ch.state == StateProbation {
+			h.scheduleSettle(name, ch) // fired early by h.now: the rest
+		}
+		h.mu.Unlock()
+		after()
+	})
+	ch.settleTimer = t
+}
+
+// stopSettle disarms ch's probation timer; h.mu is held.
+func stopSettle(ch *carrierHealth) {
+	if ch.settleTimer != nil {
+		ch.settleTimer.Stop()
+		ch.settleTimer = nil
+	}
 }
 
 func (h *Health) get(name string) *carrierHealth {
@@ -150,6 +214,11 @@ func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason 
 	}
 	ch.state, ch.since, ch.lastReason = to, h.now(), reason
 	ch.probing = false
+	if to == StateProbation {
+		h.scheduleSettle(name, ch)
+	} else {
+		stopSettle(ch)
+	}
 	up := 0.0
 	if to != StateDown {
 		up = 1
@@ -243,6 +312,9 @@ func (h *Health) peek(name string) *carrierHealth {
 // no alert fires for a carrier that is gone.
 func (h *Health) Forget(name string) {
 	h.mu.Lock()
+	if ch := h.carriers[name]; ch != nil {
+		stopSettle(ch)
+	}
 	delete(h.carriers, name)
 	delete(h.owner, name)
 	if h.gone == nil {
