@@ -142,6 +142,13 @@ type Carrier struct {
 	trialCancel context.CancelFunc
 	// trialKick wakes a trial waiting to try again (kickTrial).
 	trialKick chan struct{}
+	// bridge is the session of a trial bind that got in, kept while
+	// reconnectRolling moves a carrier with one bind bound (the usual
+	// binds: 1) to the new login: it takes submits and counts as a bound
+	// bind until the bind is bound again, so that a planned change of
+	// login never leaves the carrier without a bind (down, then probation,
+	// its traffic on the modems meanwhile).
+	bridge atomic.Pointer[Session]
 	// firstTried is closed once the first bind's first attempt has an
 	// outcome (bound, or failed); the other binds wait for it at start
 	// (waitFirstTry).
@@ -529,14 +536,28 @@ func (c *Carrier) reconnect() {
 }
 
 // reconnectRolling is reconnect for settings the carrier has just taken
-// (a trial bind got in): the binds unbind one at a time, each once the one
-// before is bound again (or connect_timeout and the first backoff have
-// passed), so that a carrier with two binds or more always has one: it
-// does not count as down for a reload, nor send its new traffic to the
-// modems for failover.up_after of probation. A later reload (trialGen) or
-// the end of ctx stops it; the binds not reached yet then reconnect as that
-// reload decides (their login is not the live one).
-func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64) {
+// (a trial bind got in, its session trial): the binds unbind one at a
+// time, each once the one before is bound again (or connect_timeout and
+// the first backoff have passed), so that a carrier with two binds or more
+// always has one: it does not count as down for a reload, nor send its new
+// traffic to the modems for failover.up_after of probation. A carrier with
+// fewer than two binds bound keeps the trial's session meanwhile as a
+// bridge (Carrier.bridge): it carries the submits, and counts as a bind,
+// until the last bind has moved; then it leaves as a bind does (the submits
+// in flight answered, then unbind). Otherwise the trial unbinds first. A
+// later reload (trialGen) or the end of ctx stops it; the binds not reached
+// yet then reconnect as that reload decides (their login is not the live
+// one).
+func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64, trial *Session) {
+	if trial != nil {
+		if c.Bound() >= 2 {
+			trial.Unbind(ctx)
+			trial.Wait()
+		} else {
+			c.openBridge(trial)
+			defer c.closeBridge(ctx, trial)
+		}
+	}
 	c.live.Store(loginOf(c.cfg.Load()))
 	c.connGen.Add(1)
 	// Binds held off by a refused login (the old one, refused since) dial
@@ -589,6 +610,30 @@ func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64) {
 	}
 }
 
+// openBridge makes s (a trial bind's session) take submits and count as a
+// bound bind (reconnectRolling).
+func (c *Carrier) openBridge(s *Session) {
+	c.bridge.Store(s)
+	n := c.bound.Add(1)
+	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+	c.health.noteBindUp(c)
+}
+
+// closeBridge ends the bridge s: no new submit on it, those in flight
+// answered (at most response_timeout), then the unbind, and the bind it
+// counted as is gone.
+func (c *Carrier) closeBridge(ctx context.Context, s *Session) {
+	c.bridge.CompareAndSwap(s, nil)
+	drainSession(s, c.cfg.Load().ResponseTimeout.D())
+	s.Unbind(context.WithoutCancel(ctx))
+	s.Wait()
+	n := c.bound.Add(-1)
+	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+	if c.ctx.Err() == nil { // as connectAndServe: a carrier stopping is no outage
+		c.health.noteBindDown(c, s.Err())
+	}
+}
+
 // staleConn reports whether a session a bind made with cfg, having read
 // connGen as gen before it dialled, must go: a reload changed the
 // connection settings meanwhile (connGen) and cfg is not what they are now
@@ -638,13 +683,14 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 		cfg := c.cfg.Load()
 		s, err := c.dialAndBind(ctx, cfg, bindKinds(cfg.BindMode)[0], log, true)
 		if err == nil {
-			s.Unbind(ctx)
-			s.Wait()
-			if c.trialGen.Load() == gen {
-				log.Info("carrier took the reloaded connection settings; its binds reconnect with them",
-					zap.String("address", cfg.Address))
-				c.reconnectRolling(ctx, gen)
+			if c.trialGen.Load() != gen {
+				s.Unbind(ctx)
+				s.Wait()
+				return
 			}
+			log.Info("carrier took the reloaded connection settings; its binds reconnect with them",
+				zap.String("address", cfg.Address))
+			c.reconnectRolling(ctx, gen, s)
 			return
 		}
 		if ctx.Err() != nil {
@@ -729,6 +775,13 @@ func (c *Carrier) pick() *Session {
 			continue
 		}
 		if best == nil || s.Free() > best.Free() {
+			best = s
+		}
+	}
+	if s := c.bridge.Load(); s != nil && !s.Ending() && (best == nil || s.Free() > best.Free()) {
+		select {
+		case <-s.Done():
+		default:
 			best = s
 		}
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,5 +81,74 @@ func TestReloadReconnectsBindsOneAtATime(t *testing.T) {
 	waitBound(t, c, 2)
 	if downs := downs(); len(downs) != 0 {
 		t.Errorf("carrier went down during the reload: %q", downs)
+	}
+}
+
+// A carrier with one bind, reloaded with a password it takes: the trial
+// bind's session stays and carries the submits while the bind moves to
+// the new password, and leaves once the bind is back. The carrier never
+// has no bind: no state change at all (before, the bind's unbind made it
+// down, "all_carriers_down" when it was the only one, then probation for
+// failover.up_after, its traffic on the modems meanwhile).
+func TestReloadHandsTheOnlyBindOverWithoutGoingDown(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	h := NewHealth(3, time.Hour, zap.NewNop())
+	var mu sync.Mutex
+	var changes []string
+	h.OnChange = func(_ string, from, to CarrierState, reason string) {
+		mu.Lock()
+		changes = append(changes, from.String()+"->"+to.String()+": "+reason)
+		mu.Unlock()
+	}
+	const name = "handover-one"
+	cfg := config.Carrier{Name: name, Address: addr, Binds: 1, Window: 8,
+		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(5 * time.Second)}
+	c := NewCarrier(cfg, h, zap.NewNop())
+	h.Attach(c)
+	runCarrier(t, c)
+	working := nextConn(t, conns)
+	bindOK(t, working, cmdBindTransceiver)
+	waitBound(t, c, 1)
+	mu.Lock()
+	changes = nil // the first bind: up
+	mu.Unlock()
+
+	cfg.Password = "rotated"
+	c.Reconfigure(cfg)
+	trial := nextConn(t, conns)
+	bindOK(t, trial, cmdBindTransceiver)
+	expectUnbind(t, working) // the bind lets its old session go; the trial's stays
+	again := nextConn(t, conns)
+	f := again.read()
+	if f.ID != cmdBindTransceiver || bindPassword(t, f) != "rotated" {
+		t.Fatalf("the bind came back with %+v and password %q", f.Header, bindPassword(t, f))
+	}
+	// While the bind waits for its bind_resp, a submit goes out on the
+	// trial's session: the carrier is not down.
+	if st := h.State(name); st != StateUp {
+		t.Fatalf("state %v while the bind reconnects, want up", st)
+	}
+	submitOnKeptBind(t, c, trial, "the old session left")
+	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	expectUnbind(t, trial) // the bind is back: the trial leaves
+	waitBound(t, c, 1)
+	// The bind's own session takes the next submit.
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
+		res <- err
+	}()
+	sub := again.read()
+	again.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C2"))
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changes) != 0 {
+		t.Errorf("state changes during the reload: %q, want none", changes)
+	}
+	if st := stateMetric(name); st != 2 {
+		t.Errorf("carrier_state %v after the reload, want 2", st)
 	}
 }

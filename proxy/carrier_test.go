@@ -331,14 +331,14 @@ func TestReloadedCredentialsAreTriedBeforeTheBindLetsGo(t *testing.T) {
 		t.Fatalf("second trial with password %q", bindPassword(t, f))
 	}
 	trial.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
-	expectUnbind(t, trial)   // the trial leaves at once
-	expectUnbind(t, working) // then the bind lets its old session go
+	expectUnbind(t, working) // the bind lets its old session go; the trial's stays meanwhile
 	again := nextConn(t, conns)
 	f = again.read()
 	if f.ID != cmdBindTransceiver || bindPassword(t, f) != "rotated" {
 		t.Fatalf("the bind came back with %+v and password %q", f.Header, bindPassword(t, f))
 	}
 	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
+	expectUnbind(t, trial) // once the bind is back, the trial leaves
 	waitBound(t, c, 1)
 }
 
@@ -535,7 +535,9 @@ func reloadTypoRefused(t *testing.T, c *Carrier, conns <-chan net.Conn, cfg conf
 
 // A receipt the SMSC pushes on a trial bind is refused for now
 // (ESME_RX_T_APPN: sent again on a bind that stays), never handled: the
-// trial unbinds at once and an answer behind its unbind would be lost.
+// trial unbinds once the binds have moved (at once with two binds bound,
+// after the only bind is back otherwise) and an answer behind its unbind
+// would be lost.
 func TestReloadTrialTakesNoDelivery(t *testing.T) {
 	c, working, conns := boundTestCarrier(t)
 	c.onDeliver = func(*Carrier, *Session, Frame) { t.Error("a delivery on the trial bind was handled") }
@@ -546,6 +548,9 @@ func TestReloadTrialTakesNoDelivery(t *testing.T) {
 	f := trial.read()
 	trial.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
 	trial.write(cmdDeliverSM, 0, 77, goldenSubmit(t, "02 4F60", ""))
+	expectUnbind(t, working)
+	again := nextConn(t, conns)
+	bindOK(t, again, cmdBindTransceiver)
 	for unbound := false; !unbound; {
 		f := trial.read()
 		switch f.ID {
@@ -560,7 +565,6 @@ func TestReloadTrialTakesNoDelivery(t *testing.T) {
 			t.Fatalf("trial sent %+v", f.Header)
 		}
 	}
-	expectUnbind(t, working)
 }
 
 // addr_ton, addr_npi and address_range go in the bind (SMPP 3.4 §4.1.1):
