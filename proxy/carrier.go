@@ -149,6 +149,10 @@ type Carrier struct {
 	// login never leaves the carrier without a bind (down, then probation,
 	// its traffic on the modems meanwhile).
 	bridge atomic.Pointer[Session]
+	// reloadRefused says why the carrier refused the address or login of
+	// the last reload (its trial bind), while its binds go on with the
+	// previous ones; "" otherwise (ReloadRefused). Guarded by mu.
+	reloadRefused string
 	// firstTried is closed once the first bind's first attempt has an
 	// outcome (bound, or failed); the other binds wait for it at start
 	// (waitFirstTry).
@@ -228,7 +232,33 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	}
 	c.binds.Store(&list)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(0)
+	metricCarrierReloadRefused.WithLabelValues(c.Name).Set(0)
 	return c
+}
+
+// ReloadRefused says, for the status page, that the carrier refused (or
+// could not be reached with) the address or login of the last reload and
+// why, or "": its binds run on the previous ones, which a restart would not
+// use.
+func (c *Carrier) ReloadRefused() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reloadRefused
+}
+
+// setReloadRefused records why the trial of reload gen was refused (""
+// clears it); the trial of an earlier reload changes nothing. c.mu is
+// held.
+func (c *Carrier) setReloadRefused(gen uint64, why string) {
+	if c.trialGen.Load() != gen {
+		return
+	}
+	c.reloadRefused = why
+	v := 0.0
+	if why != "" {
+		v = 1
+	}
+	metricCarrierReloadRefused.WithLabelValues(c.Name).Set(v)
 }
 
 // Config is the carrier's current settings.
@@ -452,6 +482,7 @@ func (c *Carrier) Reconfigure(cfg config.Carrier) {
 	}
 	gen := c.trialGen.Add(1) // ends a trial of earlier connection settings
 	c.mu.Lock()
+	c.setReloadRefused(gen, "") // new settings: not refused (yet)
 	if c.trialCancel != nil {
 		c.trialCancel() // a trial of earlier settings, waiting to try again
 		c.trialCancel = nil
@@ -690,6 +721,9 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 			}
 			log.Info("carrier took the reloaded connection settings; its binds reconnect with them",
 				zap.String("address", cfg.Address))
+			c.mu.Lock()
+			c.setReloadRefused(gen, "")
+			c.mu.Unlock()
 			c.reconnectRolling(ctx, gen, s)
 			return
 		}
@@ -699,17 +733,26 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 		var ae *AuthError
 		var ce *connectError
 		wait := backoff/2 + rand.N(backoff/2+1)
+		why := ""
 		switch {
 		case errors.As(err, &ae):
 			wait = authRetry*3/4 + rand.N(authRetry/2+1)
+			why = "the carrier refused the login of the last config reload (" + err.Error() + ")"
 		case errors.As(err, &ce):
 			backoff = min(backoff*2, time.Minute)
+			why = "the carrier could not be reached with the address or login of the last config reload (" + err.Error() + ")"
 		default:
 			log.Warn("carrier refused a trial bind with the reloaded settings for a reason that says nothing about them; its binds reconnect with them",
 				zap.Error(err))
+			c.mu.Lock()
+			c.setReloadRefused(gen, "") // an earlier try's refusal: the binds take the settings now
+			c.mu.Unlock()
 			c.reconnect()
 			return
 		}
+		c.mu.Lock()
+		c.setReloadRefused(gen, why+": its binds run on the previous address and login, but a restart would use the reloaded ones; fix the file and reload (tried again meanwhile)")
+		c.mu.Unlock()
 		log.Error("carrier refused the reloaded connection settings; its binds keep their sessions under the previous ones (fix the file and reload)",
 			zap.Error(err), zap.String("address", cfg.Address), zap.Duration("retry_in", wait))
 		t := time.NewTimer(wait)

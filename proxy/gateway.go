@@ -536,6 +536,11 @@ func (g *Gateway) Ready(ctx context.Context) error {
 type CarrierStatus struct {
 	Name  string   `json:"name"`
 	Binds []string `json:"binds"`
+	// ReloadRefused says that the carrier refused (or could not be
+	// reached with) the address or login of the last reload, and why: its
+	// binds run on the previous ones, a restart would use the refused
+	// ones; "" otherwise (spareline_carrier_reload_refused).
+	ReloadRefused string `json:"reload_refused"`
 	CarrierHealthInfo
 }
 
@@ -570,7 +575,8 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 		if c == nil {
 			continue
 		}
-		st.Carriers = append(st.Carriers, CarrierStatus{Name: c.Name, Binds: c.BindStates(), CarrierHealthInfo: g.Health.Info(c.Name)})
+		st.Carriers = append(st.Carriers, CarrierStatus{Name: c.Name, Binds: c.BindStates(), ReloadRefused: c.ReloadRefused(),
+			CarrierHealthInfo: g.Health.Info(c.Name)})
 	}
 	g.mu.Unlock()
 	st.Sessions = g.Server.Sessions()

@@ -308,7 +308,8 @@ func (h *Health) peek(name string) *carrierHealth {
 }
 
 // Forget drops a carrier a reload removed (after its binds ended): its
-// state and its carrier_up / carrier_state / carrier_binds series, so that
+// state and its carrier_up / carrier_state / carrier_binds /
+// carrier_reload_refused series, so that
 // no alert fires for a carrier that is gone.
 func (h *Health) Forget(name string) {
 	h.mu.Lock()
@@ -325,6 +326,7 @@ func (h *Health) Forget(name string) {
 	metricCarrierUp.DeleteLabelValues(name)
 	metricCarrierState.DeleteLabelValues(name)
 	metricCarrierBinds.DeleteLabelValues(name)
+	metricCarrierReloadRefused.DeleteLabelValues(name)
 }
 
 // State returns the carrier's state now (down for a carrier it does not

@@ -23,6 +23,14 @@ var (
 	metricCarrierBinds = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_carrier_binds", Help: "Carrier binds currently bound.",
 	}, []string{"carrier"})
+	// carrier_reload_refused: 1 while the carrier refused (or could not be
+	// reached with) the address or login of the last reload, tried by a
+	// trial bind: its binds go on with the previous ones, which a restart
+	// would not use (Carrier.ReloadRefused).
+	metricCarrierReloadRefused = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_carrier_reload_refused",
+		Help: "1 while the carrier refused (or could not be reached with) the address or login of the last config reload; its binds run on the previous ones, a restart would use the refused ones.",
+	}, []string{"carrier"})
 	// carrier_state: 0 down, 1 probation, 2 up.
 	metricCarrierState = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_carrier_state", Help: "Carrier health: 0 down, 1 probation, 2 up.",

@@ -10,15 +10,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/spareline/spareline/config"
 	"github.com/spareline/spareline/test/platform"
 	"github.com/spareline/spareline/test/smscsim"
 )
 
 // statusGateway is a gateway with one carrier, mobile, on a simulator
-// that answers every submit with status (0 = OK), the HTTP endpoint on and
-// no modems; failover is extra YAML (a failover: block, or "").
-func statusGateway(t *testing.T, status *atomic.Uint32, extra string) (*Gateway, *smscsim.SMSC) {
+// that takes the password pw-cm and answers every submit with status (0 =
+// OK), the HTTP endpoint on and no modems; extra is more YAML (a
+// failover: block, or ""). reload reloads the same config with the
+// carrier's password replaced.
+func statusGateway(t *testing.T, status *atomic.Uint32, extra string) (g *Gateway, smsc *smscsim.SMSC, reload func(password string)) {
 	t.Helper()
 	smsc, err := smscsim.Start(smscsim.Options{Name: "mobile", SystemID: "ent01", Password: "pw-cm"})
 	if err != nil {
@@ -26,17 +30,28 @@ func statusGateway(t *testing.T, status *atomic.Uint32, extra string) (*Gateway,
 	}
 	t.Cleanup(func() { _ = smsc.Close() })
 	smsc.SetBehaviour(func(smscsim.Message, int) smscsim.Reply { return smscsim.Reply{Status: status.Load()} })
-	cfg, err := config.Parse(fmt.Appendf(nil, `smpp: { listen: "127.0.0.1:0" }
+	dir := t.TempDir()
+	cfgWith := func(password string) *config.Config {
+		cfg, err := config.Parse(fmt.Appendf(nil, `smpp: { listen: "127.0.0.1:0" }
 http: { listen: "127.0.0.1:0" }
 store: { path: %q }
 accounts: [ { system_id: platform, password: secret } ]
-carriers: [ { name: mobile, address: %q, system_id: ent01, password: pw-cm, binds: 1, response_timeout: 5s } ]
+carriers: [ { name: mobile, address: %q, system_id: ent01, password: %q, binds: 1, response_timeout: 5s } ]
 routing: { country_code: "86", preset: cn }
-%s`, t.TempDir(), smsc.Addr(), extra), "status.yaml")
-	if err != nil {
-		t.Fatal(err)
+%s`, dir, smsc.Addr(), password, extra), "status.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
 	}
-	return startTestGateway(t, cfg, GatewayOptions{}, "mobile"), smsc
+	g = startTestGateway(t, cfgWith("pw-cm"), GatewayOptions{}, "mobile")
+	reload = func(password string) {
+		t.Helper()
+		if err := g.Reload(cfgWith(password)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return g, smsc, reload
 }
 
 // carrierStatusJSON reads /status.json's entry of carrier name.
@@ -71,7 +86,7 @@ func carrierStatusJSON(t *testing.T, g *Gateway, name string) map[string]any {
 func TestStatusCountsThrottledTriesAndFinalRefusals(t *testing.T) {
 	var status atomic.Uint32
 	status.Store(statusThrottled)
-	g, smsc := statusGateway(t, &status, "")
+	g, smsc, _ := statusGateway(t, &status, "")
 	g.Disp.throttleMax = 2 // three tries a message: 2 throttled, the last refused
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -113,5 +128,60 @@ func TestStatusCountsThrottledTriesAndFinalRefusals(t *testing.T) {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("/status lacks %q", want)
 		}
+	}
+}
+
+// A reload with a password the carrier refuses keeps the binds on the
+// previous one (the trial bind was refused), and says so where an
+// operator looks: the carrier's entry on the status page and in
+// /status.json (reload_refused: refused, why, on the previous login, a
+// restart would use the new one) and spareline_carrier_reload_refused, 1
+// until a reload the carrier takes. Before, only one log line said it:
+// the reload counted as applied, the carrier read "up, first bind up".
+func TestStatusSaysTheCarrierRefusedTheReloadedLogin(t *testing.T) {
+	old := authRetry
+	authRetry = time.Hour // one trial per reload
+	t.Cleanup(func() { authRetry = old })
+	var status atomic.Uint32
+	g, smsc, reload := statusGateway(t, &status, "")
+	c := g.Carrier("mobile")
+	gauge := func() float64 { return testutil.ToFloat64(metricCarrierReloadRefused.WithLabelValues("mobile")) }
+	if v := gauge(); v != 0 {
+		t.Fatalf("spareline_carrier_reload_refused %v at start, want 0", v)
+	}
+	if e := carrierStatusJSON(t, g, "mobile"); e["reload_refused"] != "" {
+		t.Fatalf("reload_refused %q at start, want \"\"", e["reload_refused"])
+	}
+
+	reload("pw-typo")
+	waitCond(t, "the trial's refusal", func() bool { return c.ReloadRefused() != "" })
+	if n := smsc.Stats().BindsRefused; n != 1 {
+		t.Errorf("the SMSC refused %d binds, want the trial's", n)
+	}
+	e := carrierStatusJSON(t, g, "mobile")
+	note, _ := e["reload_refused"].(string)
+	for _, want := range []string{"refused the login of the last config reload", "ESME_RINVPASWD", "previous address and login",
+		"a restart would use the reloaded ones"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("reload_refused %q does not say %q", note, want)
+		}
+	}
+	if strings.Contains(note, "pw-typo") || strings.Contains(note, "pw-cm") {
+		t.Errorf("reload_refused shows a password: %q", note)
+	}
+	if e["state"] != "up" {
+		t.Errorf("state %v, want up: the binds kept their session", e["state"])
+	}
+	if v := gauge(); v != 1 {
+		t.Errorf("spareline_carrier_reload_refused %v after the refused trial, want 1", v)
+	}
+	_, _, page := httpGet(t, g, "GET", "/status")
+	if !strings.Contains(string(page), "the carrier refused the login of the last config reload") {
+		t.Error("/status does not show the refused reload")
+	}
+
+	reload("pw-cm") // the fix: back to the login the binds use
+	if c.ReloadRefused() != "" || gauge() != 0 {
+		t.Errorf("after the fix: reload_refused %q, gauge %v; want cleared", c.ReloadRefused(), gauge())
 	}
 }
