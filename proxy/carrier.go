@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/spareline/spareline/config"
@@ -173,6 +174,12 @@ type Carrier struct {
 
 	// Cached metric children of the accepted submit (metrics.go).
 	mSubmitsOK, mStatusOK lazyCounter
+	// mReceiptsAsked is receipts_requested_total of the carrier.
+	mReceiptsAsked prometheus.Counter
+	// lastReceipt (Unix nanoseconds; 0 = none since the start) is when the
+	// carrier last sent a receipt; askedSince counts the acceptances that
+	// asked for one since then (noteAccepted, noteReceipt).
+	lastReceipt, askedSince atomic.Int64
 	// noID: the warning of acceptances without a message_id (noid.go).
 	noID noIDWarning
 }
@@ -233,7 +240,34 @@ func NewCarrier(cfg config.Carrier, health *Health, log *zap.Logger) *Carrier {
 	c.binds.Store(&list)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(0)
 	metricCarrierReloadRefused.WithLabelValues(c.Name).Set(0)
+	c.mReceiptsAsked = metricReceiptsRequested.WithLabelValues(c.Name) // at 0 from the start
 	return c
+}
+
+// noteAccepted counts a submit the carrier accepted that asked for a
+// receipt whatever the outcome (registered_delivery bits 0-1: 1, or 3,
+// SMPP 5.0's "on success"; 2 asks on failure only, and most such messages
+// get none): the receipts the carrier owes.
+func (c *Carrier) noteAccepted(regDeliv byte) {
+	if w := regDeliv & 0x03; w == 1 || w == 3 {
+		c.mReceiptsAsked.Inc()
+		c.askedSince.Add(1)
+	}
+}
+
+// noteReceipt notes a receipt from the carrier (matched or not).
+func (c *Carrier) noteReceipt() {
+	c.lastReceipt.Store(time.Now().UnixNano())
+	c.askedSince.Store(0)
+}
+
+// Receipts is when the carrier last sent a receipt (zero: none since the
+// start) and how many accepted submits asked for one since.
+func (c *Carrier) Receipts() (last time.Time, askedSince int64) {
+	if n := c.lastReceipt.Load(); n != 0 {
+		last = time.Unix(0, n)
+	}
+	return last, c.askedSince.Load()
 }
 
 // ReloadRefused says, for the status page, that the carrier refused (or

@@ -509,6 +509,7 @@ func (d *Dispatcher) accepted(c *Carrier, m *store.Message, res SubmitResult) {
 	c.mStatusOK.get(metricSubmitStatus, c.Name, statusNameOK).Inc()
 	d.health.Note(c.Name, OutcomeAnswered)
 	c.mSubmitsOK.get(metricSubmits, c.Name, "ok").Inc()
+	c.noteAccepted(m.RegDeliv)
 	setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
 	if m.CarrierID == "" {
 		c.acceptedWithoutID(m.ID) // noid.go

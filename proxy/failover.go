@@ -874,6 +874,7 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 	switch Classify(res.Status) {
 	case ClassOK:
 		f.d.health.Note(c.Name, OutcomeAnswered)
+		c.noteAccepted(m.RegDeliv)
 		setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
 		if m.CarrierID == "" {
 			c.acceptedWithoutID(m.ID) // noid.go

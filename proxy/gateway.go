@@ -541,6 +541,13 @@ type CarrierStatus struct {
 	// binds run on the previous ones, a restart would use the refused
 	// ones; "" otherwise (spareline_carrier_reload_refused).
 	ReloadRefused string `json:"reload_refused"`
+	// LastReceipt is when the carrier last sent a delivery receipt
+	// (matched or not; null: none since the start); ReceiptsAskedSince
+	// how many submits it accepted since then asked for one (registered_delivery
+	// 1 or 3): a count that grows while LastReceipt stays is a carrier
+	// that stopped sending receipts (SparelineCarrierNoReceipts).
+	LastReceipt        *time.Time `json:"last_receipt"`
+	ReceiptsAskedSince int64      `json:"receipts_asked_since"`
 	CarrierHealthInfo
 }
 
@@ -575,8 +582,13 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 		if c == nil {
 			continue
 		}
-		st.Carriers = append(st.Carriers, CarrierStatus{Name: c.Name, Binds: c.BindStates(), ReloadRefused: c.ReloadRefused(),
-			CarrierHealthInfo: g.Health.Info(c.Name)})
+		cs := CarrierStatus{Name: c.Name, Binds: c.BindStates(), ReloadRefused: c.ReloadRefused(),
+			CarrierHealthInfo: g.Health.Info(c.Name)}
+		var last time.Time
+		if last, cs.ReceiptsAskedSince = c.Receipts(); !last.IsZero() {
+			cs.LastReceipt = &last
+		}
+		st.Carriers = append(st.Carriers, cs)
 	}
 	g.mu.Unlock()
 	st.Sessions = g.Server.Sessions()

@@ -62,6 +62,14 @@ var (
 	metricReceipts = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_receipts_total", Help: "Delivery receipts produced for platforms.",
 	}, []string{"source", "stat"})
+	// receipts_requested_total: submits a carrier accepted that asked for
+	// a delivery receipt whatever the outcome (registered_delivery bits 0-1
+	// 1, or 3: SMPP 5.0's "on success"), the receipts it owes; with
+	// receipts_total, whether it still sends them (SparelineCarrierNoReceipts).
+	metricReceiptsRequested = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_receipts_requested_total",
+		Help: "Submits a carrier accepted that asked for a delivery receipt on success (registered_delivery 1 or 3).",
+	}, []string{"carrier"})
 	// northbound_sessions bind: transmitter, receiver, transceiver.
 	metricNorthSessions = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_northbound_sessions", Help: "Bound platform sessions.",

@@ -372,6 +372,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		}
 		return statusOK
 	}
+	c.noteReceipt() // the carrier sends receipts (status page), whether this one matches or not
 	mode := c.cfg.Load().ReceiptID
 	rawID, stat := receiptID(sm)
 	if mode == "hex" || mode == "decimal" {

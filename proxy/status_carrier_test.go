@@ -185,3 +185,71 @@ func TestStatusSaysTheCarrierRefusedTheReloadedLogin(t *testing.T) {
 		t.Errorf("after the fix: reload_refused %q, gauge %v; want cleared", c.ReloadRefused(), gauge())
 	}
 }
+
+// A carrier's receipts on the status page: when it last sent one, and how
+// many of the submits it accepted since asked for one (registered_delivery
+// 1 or 3; 0 and 2 owe none), as spareline_receipts_requested_total counts
+// them. A carrier that stopped sending receipts shows a last receipt that
+// stays and a count that grows. Before, nothing but a flat
+// receipts_total{source} said so.
+func TestStatusShowsACarriersLastReceipt(t *testing.T) {
+	var status atomic.Uint32
+	g, smsc, _ := statusGateway(t, &status, "")
+	asked := func() float64 { return testutil.ToFloat64(metricReceiptsRequested.WithLabelValues("mobile")) }
+	asked0 := asked()
+	e := carrierStatusJSON(t, g, "mobile")
+	if e["last_receipt"] != nil || e["receipts_asked_since"] != float64(0) {
+		t.Fatalf("at start: last_receipt %v, receipts_asked_since %v; want null and 0", e["last_receipt"], e["receipts_asked_since"])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := platform.Dial(ctx, g.SMPPAddr().String(), "platform", "secret", platform.Options{BindType: platform.BindTRX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	submit := func(regDeliv byte) {
+		t.Helper()
+		r, err := p.Submit(ctx, platform.Submit{Src: "10690001", Dest: "13800138000", Text: "hi", RegisteredDelivery: regDeliv})
+		if err != nil || r.Status != statusOK {
+			t.Fatalf("submit answered %+v, %v", r, err)
+		}
+	}
+
+	smsc.SetBehaviour(func(smscsim.Message, int) smscsim.Reply { return smscsim.Reply{NoReceipt: true} })
+	for _, rd := range []byte{1, 1, 3, 0, 2} {
+		submit(rd)
+	}
+	e = carrierStatusJSON(t, g, "mobile")
+	if e["last_receipt"] != nil || e["receipts_asked_since"] != float64(3) {
+		t.Errorf("no receipt yet: last_receipt %v, receipts_asked_since %v; want null and 3", e["last_receipt"], e["receipts_asked_since"])
+	}
+	if n := asked() - asked0; n != 3 {
+		t.Errorf("spareline_receipts_requested_total{carrier=\"mobile\"} rose by %v, want 3", n)
+	}
+	_, _, page := httpGet(t, g, "GET", "/status")
+	if want := "none since start; 3 accepted asking for one since"; !strings.Contains(string(page), want) {
+		t.Errorf("/status lacks %q", want)
+	}
+
+	smsc.SetBehaviour(func(smscsim.Message, int) smscsim.Reply { return smscsim.Reply{ReceiptStat: "DELIVRD"} })
+	before := time.Now()
+	submit(1)
+	select {
+	case <-p.Receipts():
+	case <-ctx.Done():
+		t.Fatal("no receipt reached the platform")
+	}
+	e = carrierStatusJSON(t, g, "mobile")
+	last, _ := e["last_receipt"].(string)
+	if at, err := time.Parse(time.RFC3339Nano, last); err != nil || at.Before(before) {
+		t.Errorf("last_receipt %q (%v), want the receipt's time, after %s", last, err, before)
+	}
+	if e["receipts_asked_since"] != float64(0) {
+		t.Errorf("receipts_asked_since %v after the receipt, want 0", e["receipts_asked_since"])
+	}
+	_, _, page = httpGet(t, g, "GET", "/status")
+	if !strings.Contains(string(page), "<td class=\"wrap\">last ") {
+		t.Error("/status does not show the last receipt's time")
+	}
+}
