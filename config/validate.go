@@ -308,7 +308,8 @@ func validate(c *Config, d *decoder) {
 		atLeast(p, d, k+".max_per_minute", m.MaxPerMinute, 1)
 		positive(p, d, k+".send_timeout", m.SendTimeout)
 		if m.SendTimeout.D() > MaxModemSendTimeout {
-			p(k+".send_timeout", "%s is longer than %s: a modem that has not answered AT+CMGS by then will not", m.SendTimeout.D(), MaxModemSendTimeout)
+			p(k+".send_timeout", "%s is longer than %s: a modem that has not answered AT+CMGS by then will not answer at all (Siemens documents 60 s), and a longer wait would leave no time, within the 10 minutes one message may spend on the modems, to retry it on another modem",
+				m.SendTimeout.D(), MaxModemSendTimeout)
 		}
 		if n := strings.TrimPrefix(m.Number, "+"); m.Number != "" && (n == "" || !digits(n) || len(n) > 20) {
 			p(k+".number", "%q is not a phone number: want digits, optionally after a +, at most 20", m.Number)

@@ -63,3 +63,18 @@ func TestDocsOperationsMatchCode(t *testing.T) {
 		t.Errorf("docs/operations.md gives the credentials retry as 3m45s to 6m15s %d times, want 3 (troubleshooting, status page, reload)", n)
 	}
 }
+
+// The README's command table says where spareline check writes (problems
+// on stderr, "FILE: ok" on stdout: TestCheckNamesKeyAndLine), so that a
+// script capturing its stdout is not surprised.
+func TestDocsCheckSaysWhereItWrites(t *testing.T) {
+	readme := readRepoFile(t, "README.md")
+	i := strings.Index(readme, "| `spareline check --config FILE` |")
+	if i < 0 {
+		t.Fatal("README has no row for spareline check")
+	}
+	row := readme[i : i+strings.Index(readme[i:], "\n")]
+	if !strings.Contains(row, "`FILE: ok` on stdout") || !strings.Contains(row, "on stderr") {
+		t.Errorf("README's check row does not say FILE: ok goes to stdout and problems to stderr: %s", row)
+	}
+}

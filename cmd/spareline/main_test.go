@@ -60,6 +60,9 @@ func TestCheckNamesKeyAndLine(t *testing.T) {
 	if rc := run([]string{"check", "--config", f}, &out, &errb); rc != 1 {
 		t.Fatalf("exit %d", rc)
 	}
+	if out.Len() != 0 {
+		t.Errorf("problems wrote %q to stdout, want them on stderr only", out.String())
+	}
 	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
 	for _, want := range []string{"accounts[1].system_id", "carriers[0].response_timeout", "routing.prefixes.1703", "bogus"} {
 		found := false
@@ -75,6 +78,9 @@ func TestCheckNamesKeyAndLine(t *testing.T) {
 	errb.Reset()
 	if rc := run([]string{"check", "--config", "../../examples/spareline.yaml"}, &out, &errb); rc != 0 {
 		t.Fatalf("example config: %s", errb.String())
+	}
+	if out.String() != "../../examples/spareline.yaml: ok\n" || errb.Len() != 0 {
+		t.Errorf("a good config: stdout %q, stderr %q; want FILE: ok on stdout only", out.String(), errb.String())
 	}
 }
 
