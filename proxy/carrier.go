@@ -1463,6 +1463,13 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 	if err != nil {
 		s.Close()
 		s.Wait()
+		if dctx.Err() != nil && ctx.Err() == nil {
+			// connect_timeout passed with no bind_resp: dctx (which also
+			// bounded the dial) usually ends before the request's own
+			// timer, and the session then reports the request as cut
+			// (ErrConnLost); it is the SMSC that did not answer.
+			err = ErrResponseTimeout
+		}
 		// No bind_resp (timed out, or the connection dropped: some SMSCs
 		// close on a wrong password instead of answering it): on a trial,
 		// as telling as a failed dial.

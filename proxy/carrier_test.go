@@ -3,7 +3,9 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -733,5 +735,46 @@ func TestCarrierStartWithAWrongPasswordTriesOnce(t *testing.T) {
 	case conn := <-conns:
 		t.Fatalf("a second login attempt from %v", conn.RemoteAddr())
 	default:
+	}
+}
+
+// A bind the SMSC never answers is "no response before the timeout", every
+// time: before, the first such bind read "connection lost while waiting for
+// the response: context deadline exceeded" (connect_timeout, which also
+// bounds the dial, ended first), and only later ones the timeout.
+func TestCarrierBindNeverAnsweredIsATimeout(t *testing.T) {
+	addr, conns := fakeSMSC(t)
+	c := NewCarrier(config.Carrier{Name: "cm", Address: addr, Binds: 1, Window: 8,
+		ResponseTimeout: config.Duration(5 * time.Second), ConnectTimeout: config.Duration(300 * time.Millisecond)},
+		NewHealth(3, 0, zap.NewNop()), zap.NewNop())
+	// A dial that takes half of connect_timeout (a distant SMSC): the
+	// connect_timeout context, which began before the dial, ends well
+	// before the bind request's own timer.
+	dial := c.dialer
+	c.dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		select {
+		case <-time.After(150 * time.Millisecond): // network latency, not synchronisation
+		case <-ctx.Done():
+		}
+		return dial(ctx, network, addr)
+	}
+	for range 2 {
+		res := make(chan error, 1)
+		go func() {
+			cfg := c.Config()
+			_, err := c.dialAndBind(context.Background(), &cfg, bindTRX, zap.NewNop(), false)
+			res <- err
+		}()
+		p := nextConn(t, conns)
+		if f := p.read(); f.ID != cmdBindTransceiver {
+			t.Fatalf("got %+v, want bind_transceiver", f.Header)
+		}
+		err := <-res // never answered
+		if !errors.Is(err, ErrResponseTimeout) || strings.Contains(err.Error(), "connection lost") {
+			t.Fatalf("bind never answered: %v, want %v", err, ErrResponseTimeout)
+		}
+		if want := "bind: smpp: no response before the timeout"; err.Error() != want {
+			t.Errorf("error %q, want %q", err, want)
+		}
 	}
 }
