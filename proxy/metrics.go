@@ -75,7 +75,7 @@ var (
 		Name: "spareline_northbound_sessions", Help: "Bound platform sessions.",
 	}, []string{"account", "bind"})
 	// northbound_binds_total result: ok, password, system_id, address,
-	// system_type, address_range, other.
+	// system_type, address_range (northBindResults).
 	metricNorthBinds = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_northbound_binds_total", Help: "Platform bind attempts, by result.",
 	}, []string{"result"})
@@ -133,12 +133,17 @@ var (
 	failoverReasons   = []string{"down", "transient", "timeout", "lost", "receipt", "unsupported"}
 	unmatchedOutcomes = []string{"held", "passed"}
 	modemPathResults  = []string{"sent", "expired", "returned", "failed", "permanent"}
+	northBindResults  = []string{"ok", "password", "system_id", "address", "system_type", "address_range"}
+	northBindTypes    = []bindType{bindTX, bindRX, bindTRX}
 )
 
 // seedGatewayMetrics creates the gateway-wide series at 0.
 func seedGatewayMetrics() {
 	for _, r := range reloadResults {
 		metricReloads.WithLabelValues(r)
+	}
+	for _, r := range northBindResults {
+		metricNorthBinds.WithLabelValues(r)
 	}
 }
 
@@ -159,10 +164,13 @@ func seedCarrierMetrics(carrier string) {
 	}
 }
 
-// seedAccountMetrics creates an account's query_sm / cancel_sm counters at
-// 0 for the answer that says the message was found and the one that says
-// it was not.
+// seedAccountMetrics creates an account's northbound_sessions at 0 for
+// each bind type, and its query_sm / cancel_sm counters at 0 for the
+// answer that says the message was found and the one that says it was not.
 func seedAccountMetrics(account string) {
+	for _, b := range northBindTypes {
+		metricNorthSessions.WithLabelValues(account, b.String()) // a gauge at 0: no session bound
+	}
 	metricNorthQueries.WithLabelValues(account, "query_sm", statusNameOK)
 	metricNorthQueries.WithLabelValues(account, "query_sm", "ESME_RQUERYFAIL")
 	metricNorthQueries.WithLabelValues(account, "cancel_sm", statusNameOK)

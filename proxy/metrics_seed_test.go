@@ -98,6 +98,9 @@ routing: { country_code: "86", preset: cn, prefixes: { "1990": seedco1 } }
 		for _, o := range []string{"held", "passed"} {
 			w = append(w, fmt.Sprintf(`spareline_receipts_unmatched_total{carrier=%q,outcome=%q}`, carrier, o))
 		}
+		for _, b := range []string{"transmitter", "receiver", "transceiver"} {
+			w = append(w, fmt.Sprintf(`spareline_northbound_sessions{account=%q,bind=%q}`, account, b))
+		}
 		for _, r := range []string{"ok", "error", "permanent"} {
 			w = append(w, fmt.Sprintf(`spareline_modem_sends_total{modem=%q,result=%q}`, modem, r))
 		}
@@ -119,6 +122,9 @@ routing: { country_code: "86", preset: cn, prefixes: { "1990": seedco1 } }
 	// Without a label of this test's own: other tests in this process may
 	// have counted on them already.
 	for _, n := range []string{`spareline_config_reloads_total{result="applied"}`, `spareline_config_reloads_total{result="refused"}`,
+		`spareline_northbound_binds_total{result="ok"}`, `spareline_northbound_binds_total{result="password"}`,
+		`spareline_northbound_binds_total{result="system_id"}`, `spareline_northbound_binds_total{result="address"}`,
+		`spareline_northbound_binds_total{result="system_type"}`, `spareline_northbound_binds_total{result="address_range"}`,
 		`spareline_modem_path_total{result="sent"}`, `spareline_modem_path_total{result="expired"}`,
 		`spareline_modem_path_total{result="returned"}`, `spareline_modem_path_total{result="failed"}`,
 		`spareline_modem_path_total{result="permanent"}`} {
