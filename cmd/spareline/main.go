@@ -119,6 +119,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// roundedDurationEncoder writes a duration for people, as a Go duration
+// rounded to the millisecond below 10 s ("722ms", "1.5s"), to the second
+// above ("6m7s"), and to the microsecond below a millisecond: the
+// nanoseconds of a jittered wait ("6m6.985729733s") say nothing.
+func roundedDurationEncoder(d time.Duration, enc zapcore.PrimitiveArrayEncoder) {
+	enc.AppendString(roundForLog(d).String())
+}
+
+func roundForLog(d time.Duration) time.Duration {
+	switch a := d.Abs(); {
+	case a < time.Millisecond:
+		return d.Round(time.Microsecond)
+	case a < 10*time.Second:
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
 // newLogger builds the zap logger: JSON lines (or console) to w, sampled so
 // that a flood of identical errors cannot fill a disk.
 func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
@@ -129,7 +147,7 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	encCfg.EncodeDuration = zapcore.StringDurationEncoder // "306.6s", not a bare 306.6 whose unit a reader must guess
+	encCfg.EncodeDuration = roundedDurationEncoder // "5m54s", not a bare 354.3 whose unit a reader must guess
 	var enc zapcore.Encoder
 	switch format {
 	case "json":

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/spareline/spareline/store"
 	"github.com/spareline/spareline/test/modemsim"
@@ -116,5 +119,30 @@ func TestRunOnHeldStoreSaysWhatToDo(t *testing.T) {
 	}
 	if code, err := c.wait(ctx); err != nil || code != 1 {
 		t.Errorf("exit %d (%v), want 1", code, err)
+	}
+}
+
+// Durations in the log are rounded for people: a jittered wait logs as
+// "retry_in":"5m54s", not "5m54.273991733s", a short one as "722ms".
+func TestLogDurationsRounded(t *testing.T) {
+	for _, format := range []string{"json", "console"} {
+		var b bytes.Buffer
+		log, err := newLogger(format, "info", &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("x", zap.Duration("retry_in", 5*time.Minute+54273991733*time.Nanosecond),
+			zap.Duration("in", 722273991*time.Nanosecond), zap.Duration("tiny", 1234567*time.Nanosecond),
+			zap.Duration("micro", 123456*time.Nanosecond))
+		_ = log.Sync()
+		out := b.String()
+		for _, want := range []string{"5m54s", "722ms", "1ms", "123µs"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: %q lacks %s", format, out, want)
+			}
+		}
+		if strings.Contains(out, "273991") || strings.Contains(out, "722.27") || strings.Contains(out, "1.23") {
+			t.Errorf("%s: unrounded duration in %q", format, out)
+		}
 	}
 }
