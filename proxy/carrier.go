@@ -774,7 +774,7 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 			why = "the carrier refused the login of the last config reload (" + err.Error() + ")"
 		case errors.As(err, &ce):
 			backoff = min(backoff*2, time.Minute)
-			why = "the carrier could not be reached with the address or login of the last config reload (" + err.Error() + ")"
+			why = "the carrier could not be reached, or did not answer the bind, with the address or login of the last config reload (" + err.Error() + ")"
 		default:
 			log.Warn("carrier refused a trial bind with the reloaded settings for a reason that says nothing about them; its binds reconnect with them",
 				zap.Error(err))
