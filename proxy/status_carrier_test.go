@@ -228,7 +228,7 @@ func TestStatusShowsACarriersLastReceipt(t *testing.T) {
 		t.Errorf("spareline_receipts_requested_total{carrier=\"mobile\"} rose by %v, want 3", n)
 	}
 	_, _, page := httpGet(t, g, "GET", "/status")
-	if want := "none since start; 3 accepted asking for one since"; !strings.Contains(string(page), want) {
+	if want := "receipts: none since start; 3 accepted asking for one since"; !strings.Contains(string(page), want) {
 		t.Errorf("/status lacks %q", want)
 	}
 
@@ -249,7 +249,7 @@ func TestStatusShowsACarriersLastReceipt(t *testing.T) {
 		t.Errorf("receipts_asked_since %v after the receipt, want 0", e["receipts_asked_since"])
 	}
 	_, _, page = httpGet(t, g, "GET", "/status")
-	if !strings.Contains(string(page), "<td class=\"wrap\">last ") {
+	if !strings.Contains(string(page), "receipts: last ") {
 		t.Error("/status does not show the last receipt's time")
 	}
 }
