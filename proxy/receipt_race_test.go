@@ -281,7 +281,7 @@ func TestStoreOutageProbeNeedsAWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.noteStore(errInjected) // a failed write, as a submit's link write would see
+	d.noteStore(storeOpSubmit, errInjected) // a failed write, as a submit's link write would see
 	for range 3 {            // three refused probe writes (Ping answers all along)
 		select {
 		case <-probes:
@@ -304,7 +304,7 @@ func TestNoBackgroundWorkAfterWait(t *testing.T) {
 	d := NewDispatcher(ctx, DispatcherConfig{Store: st})
 	cancel()
 	d.Wait()
-	d.noteStore(errInjected)
+	d.noteStore(storeOpSubmit, errInjected)
 	if d.storeProbing.Load() {
 		t.Error("a store probe started after Wait")
 	}
