@@ -282,7 +282,7 @@ func TestStoreOutageProbeNeedsAWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.noteStore(storeOpSubmit, errInjected) // a failed write, as a submit's link write would see
-	for range 3 {            // three refused probe writes (Ping answers all along)
+	for range 3 {                           // three refused probe writes (Ping answers all along)
 		select {
 		case <-probes:
 		case <-time.After(20 * time.Second):
