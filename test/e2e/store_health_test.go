@@ -121,6 +121,7 @@ func TestRedisHangKeepsStatusAndReceiptsAnswering(t *testing.T) {
 	rs.Pause()
 
 	st, took := readStatus(t, e)
+	t.Logf("Redis hung: /status.json in %v", took)
 	if took > 1500*time.Millisecond {
 		t.Errorf("/status.json took %v with Redis hung; want about a second at most", took)
 	}
@@ -130,6 +131,7 @@ func TestRedisHangKeepsStatusAndReceiptsAnswering(t *testing.T) {
 			st.Store, st.ReceiptsHeld, st.Queue.Depth)
 	}
 	code, page, took := timedGet(t, e, "/status")
+	t.Logf("Redis hung: /status in %v", took)
 	if code != http.StatusOK || took > 1500*time.Millisecond {
 		t.Errorf("/status with Redis hung: %d after %v; want 200 within about a second", code, took)
 	}
@@ -139,7 +141,9 @@ func TestRedisHangKeepsStatusAndReceiptsAnswering(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/readyz", "/message?id=" + ids[0]} {
-		if code, body, took := timedGet(t, e, path); code != http.StatusServiceUnavailable || took > 2500*time.Millisecond {
+		code, body, took := timedGet(t, e, path)
+		t.Logf("Redis hung: %s %d in %v", path, code, took)
+		if code != http.StatusServiceUnavailable || took > 2500*time.Millisecond {
 			t.Errorf("%s with Redis hung: %d %q after %v; want 503 within 2 s", path, code, body, took)
 		}
 	}
@@ -150,6 +154,7 @@ func TestRedisHangKeepsStatusAndReceiptsAnswering(t *testing.T) {
 	start := time.Now()
 	err := smsc.SendReceipt(e.ctx, "4711", "13800138000", "10690001", "DELIVRD")
 	took = time.Since(start)
+	t.Logf("Redis hung: a carrier's receipt answered %v in %v", err, took)
 	var se *smscsim.StatusError
 	if !errors.As(err, &se) || se.Status != statusXTAppn || took > 2*time.Second {
 		t.Errorf("receipt with Redis hung: %v after %v; want ESME_RX_T_APPN within about 1 s", err, took)
