@@ -55,7 +55,11 @@ import (
 // link write (ESME_RSYSERR, a duplicate at the handset). Ping stays for
 // /readyz. A link write that fails after the carrier accepted is retried
 // for up to linkRetryFor; if the store is still failing the platform gets
-// ESME_RSYSERR, never an OK that is not durable (see linkCarrier).
+// ESME_RSYSERR, never an OK that is not durable (see linkCarrier). A
+// carrier's deliver_sm waits for the store at most receiptStoreWait, then
+// is answered ESME_RX_T_APPN (receipts.go). What operators see of all this
+// (the status page, spareline_store_up, the data loss check) is in
+// storestate.go.
 
 // Path labels for submit_latency_seconds.
 const (
