@@ -240,3 +240,31 @@ func TestModemResendAfterASendInDoubtIsCounted(t *testing.T) {
 		t.Errorf("record after the resend: %+v, %v; want attempt 2", got, err)
 	}
 }
+
+// spareline_deliveries_pending follows a burst of held receipts within
+// about a second of its last one, without waiting for a further event or
+// the deliverer's poll (deliverPoll, which the count's one-a-second limit
+// could also skip).
+func TestDeliveriesPendingCountsTheEndOfABurst(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	const acct = "pending-burst"
+	gauge := metricDeliveriesPending.WithLabelValues(acct)
+	add := func() {
+		t.Helper()
+		if err := st.AddDelivery(context.Background(), &store.Delivery{Account: acct, Body: []byte{0}, Created: time.Now()}, nil); err != nil {
+			t.Fatal(err)
+		}
+		d.kickDeliveries(acct)
+	}
+	add()
+	waitCond(t, "the first count", func() bool { return testutil.ToFloat64(gauge) == 1 })
+	first := time.Now()
+	for range 4 { // within the second after that count: not counted now
+		add()
+	}
+	waitCond(t, "the burst counted", func() bool { return testutil.ToFloat64(gauge) == 5 })
+	if took := time.Since(first); took > 1700*time.Millisecond {
+		t.Errorf("spareline_deliveries_pending caught up %v after the first count; want about a second", took)
+	}
+}
