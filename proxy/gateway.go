@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -531,7 +532,10 @@ func (g *Gateway) Ready(ctx context.Context) error {
 		return errors.New("store: failing; submits are refused until it takes writes again")
 	}
 	if err, berr := boundedStoreCall(ctx, g.storeCalls, g.Store.Ping); berr != nil || err != nil {
-		return fmt.Errorf("store: %w", cmp.Or(berr, err))
+		if err = cmp.Or(berr, err); strings.HasPrefix(err.Error(), "store") {
+			return err // the store's own errors say "store: ..."
+		}
+		return fmt.Errorf("store: %w", err)
 	}
 	g.mu.Lock()
 	carriers := g.carrierList()
