@@ -132,6 +132,9 @@ type deliverer struct {
 	kick    chan struct{}
 	clk     clock
 	counted time.Time // when spareline_deliveries_pending was last set from the store
+	// recount: a kick is armed for when count may read again (loop
+	// goroutine): the last change of a burst is counted within a second.
+	recount bool
 
 	refusedMu sync.Mutex
 	refused   map[string]refusals // by delivery id (maxRefusals)
@@ -238,11 +241,25 @@ func laterStatus(status uint32) bool {
 
 // count sets spareline_deliveries_pending from the store, at most once a
 // second: every held receipt of the account, whether or not a receiver is
-// bound (SparelineReceiptsHeld fires when none is, for long).
+// bound (SparelineReceiptsHeld fires when none is, for long). A call within
+// the second arms a kick for its end, so that the last of a burst of
+// changes is counted then, not at the next poll (up to deliverPoll later,
+// or one more if that poll too fell within a second of a count: the gauge
+// read 21 of 30 held receipts 3 s after they came).
 func (dl *deliverer) count(ctx context.Context) {
-	if time.Since(dl.counted) < time.Second {
+	if since := time.Since(dl.counted); since < time.Second {
+		if !dl.recount {
+			dl.recount = true
+			time.AfterFunc(time.Second-since, func() {
+				select {
+				case dl.kick <- struct{}{}:
+				default:
+				}
+			})
+		}
 		return
 	}
+	dl.recount = false
 	dl.counted = time.Now()
 	if n, err := dl.d.store.CountDeliveries(ctx, dl.account); err == nil {
 		metricDeliveriesPending.WithLabelValues(dl.account).Set(float64(n))
@@ -369,6 +386,7 @@ func (dl *deliverer) pump(ctx context.Context, log *zap.Logger) time.Time {
 			return time.Time{} // another gateway is delivering this account; the poll looks again
 		}
 		if err != nil {
+			d.sh.failed(storeOpDeliver, err)
 			log.Warn("reading held deliveries failed", zap.Error(err))
 			return now.Add(time.Second)
 		}

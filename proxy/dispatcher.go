@@ -55,7 +55,11 @@ import (
 // link write (ESME_RSYSERR, a duplicate at the handset). Ping stays for
 // /readyz. A link write that fails after the carrier accepted is retried
 // for up to linkRetryFor; if the store is still failing the platform gets
-// ESME_RSYSERR, never an OK that is not durable (see linkCarrier).
+// ESME_RSYSERR, never an OK that is not durable (see linkCarrier). A
+// carrier's deliver_sm waits for the store at most receiptStoreWait, then
+// is answered ESME_RX_T_APPN (receipts.go). What operators see of all this
+// (the status page, spareline_store_up, the data loss check) is in
+// storestate.go.
 
 // Path labels for submit_latency_seconds.
 const (
@@ -116,6 +120,9 @@ type Dispatcher struct {
 	// one or by the probe (noteStore); storeProbing while a probe runs.
 	storeDown    atomic.Bool
 	storeProbing atomic.Bool
+	// sh is the store's health for the status page (storestate.go);
+	// storeDown changes under its lock.
+	sh storeHealth
 
 	// linkCtx is the current shared context of linkCarrier (see there).
 	linkCtx atomic.Pointer[sharedDeadline]
@@ -370,7 +377,7 @@ func (a *asyncSubmit) submitted(out SubmitOutcome) {
 // linkDone takes the outcome of the store write (TryLinkCarrier's callback).
 func (a *asyncSubmit) linkDone(orphan []byte, err error) {
 	if err == nil && orphan == nil {
-		a.d.noteStore(nil)
+		a.d.noteStore(storeOpSubmit, nil)
 		a.submitted(a.d.linked(context.Background(), a.c, &a.m, &a.log, a.res, nil, nil))
 		return
 	}
@@ -382,7 +389,7 @@ func (a *asyncSubmit) linkDone(orphan []byte, err error) {
 // orphan's delivery).
 func (a *asyncSubmit) linkFailed(orphan []byte, err error) {
 	a.run(func() {
-		a.d.noteStore(err)
+		a.d.noteStore(storeOpSubmit, err)
 		if err != nil && a.ctx.Err() == nil {
 			orphan, err = a.d.linkCarrierWithin(a.ctx, &a.m) // linkCarrier's further tries
 		}
@@ -589,7 +596,7 @@ func (d *Dispatcher) linkCarrierWithin(ctx context.Context, m *store.Message) ([
 	}
 	for {
 		orphan, err := link(ctx, m)
-		d.noteStore(err)
+		d.noteStore(storeOpSubmit, err)
 		if err == nil || ctx.Err() != nil {
 			return orphan, err
 		}
@@ -641,9 +648,12 @@ func (d *Dispatcher) linkContext() context.Context {
 // store down and starts the probe; a success marks it up. It reports
 // whether an error was news (the store was not marked down yet), so that
 // callers log each failure at error level once per outage, not per call.
-func (d *Dispatcher) noteStore(err error) (news bool) {
+//
+// op says what the call was for (spareline_store_errors_total's label,
+// storeOps).
+func (d *Dispatcher) noteStore(op string, err error) (news bool) {
 	if err == nil {
-		if d.storeDown.Load() && d.storeDown.CompareAndSwap(true, false) {
+		if d.storeDown.Load() && d.sh.setDown(&d.storeDown, false) {
 			d.log.Warn("store answers again; accepting submits")
 		}
 		return false
@@ -651,7 +661,8 @@ func (d *Dispatcher) noteStore(err error) (news bool) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, store.ErrNoCarrierID) {
 		return true // the caller gave up, or a bug of ours: not the store's health
 	}
-	news = d.storeDown.CompareAndSwap(false, true)
+	d.sh.failed(op, err)
+	news = d.sh.setDown(&d.storeDown, true)
 	if news {
 		d.log.Error("store failed; refusing submits until the store takes writes again", zap.Error(err))
 	}
@@ -689,8 +700,8 @@ func (d *Dispatcher) Wait() {
 
 // storeError notes a failed store call and logs it: at error level when
 // it is news, at debug level while the store is known to be down.
-func (d *Dispatcher) storeError(log *zap.Logger, msg string, err error) {
-	if d.noteStore(err) {
+func (d *Dispatcher) storeError(op string, log *zap.Logger, msg string, err error) {
+	if d.noteStore(op, err) {
 		log.Error(msg, zap.Error(err))
 	} else {
 		log.Debug(msg, zap.Error(err))
@@ -715,7 +726,9 @@ func (d *Dispatcher) probeStore() {
 			err := d.store.ProbeWrite(ctx)
 			cancel()
 			if err == nil {
-				d.noteStore(nil)
+				d.noteStore(storeOpProbe, nil)
+			} else {
+				d.sh.failed(storeOpProbe, err)
 			}
 		}
 		d.storeProbing.Store(false)

@@ -111,6 +111,15 @@ var (
 	metricPossibleDup = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_possible_duplicates_total", Help: "Messages sent by modem after an unknown carrier outcome.",
 	}, []string{"carrier"})
+	// modem_possible_duplicates_total: messages sent again (by modem or their
+	// carrier) after a modem send of them that may have gone out: its
+	// worker was killed, or lost its lease, while the send ran. Not per
+	// carrier: spareline_possible_duplicates_total's one label is the
+	// carrier, whose unknown answer it counts.
+	metricModemResendsInDoubt = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "spareline_modem_possible_duplicates_total",
+		Help: "Messages sent again after a modem send of them that may have gone out (its worker died or lost its queue lease while sending): possible duplicates.",
+	})
 	// modem_path_total result: sent, expired, returned (back to carrier), failed, permanent.
 	metricModemPath = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_modem_path_total", Help: "Queued messages by outcome.",
@@ -310,9 +319,10 @@ func (f *Failover) modemStatus() []modem.ModemStatus { return f.pool.Status() }
 // queue makes a new message durable in the modem queue and answers OK.
 func (f *Failover) queue(ctx context.Context, m *store.Message, reason string, log *zap.Logger) SubmitOutcome {
 	if err := f.enqueue(ctx, m, reason, time.Now()); err != nil {
-		log.Error("store write failed; refusing the submit", zap.Error(err))
+		f.d.storeError(storeOpSubmit, log, "store write failed; refusing the submit", err)
 		return SubmitOutcome{Status: statusMsgQFul, Path: pathError}
 	}
+	f.d.noteStore(storeOpSubmit, nil)
 	log.Debug("queued for the modem pool", zap.String("reason", reason))
 	if ml := f.d.mlog(); ml != nil {
 		ml.failover(m, reason)
@@ -365,7 +375,7 @@ func (f *Failover) afterCarrierFailure(ctx context.Context, m *store.Message, re
 		}
 	}
 	if err := f.enqueue(ctx, m, reason, due); err != nil {
-		log.Error("store write failed; refusing the submit", zap.Error(err))
+		f.d.storeError(storeOpSubmit, log, "store write failed; refusing the submit", err)
 		if mayHave {
 			return SubmitOutcome{Status: statusSysErr, Path: pathError}
 		}
@@ -429,6 +439,7 @@ func (f *Failover) worker(ctx context.Context) {
 		id, err := f.d.store.ClaimModem(ctx, f.config().Worker, queueLease)
 		if err != nil {
 			if !errors.Is(err, store.ErrEmpty) && ctx.Err() == nil {
+				f.d.sh.failed(storeOpModem, err)
 				f.log.Warn("modem queue unreadable", zap.Error(err))
 			}
 			select {
@@ -471,6 +482,12 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		_ = st.AckModem(ctx, id)
 		return
 	}
+	// A record still at "modem": a worker (of this gateway or another, or
+	// one killed) took it for a modem send and its lease passed before it
+	// recorded how the send went. That send may have gone out: sending it
+	// again (by modem, or by its carrier) may duplicate it at the handset.
+	// Said once, when it is taken for the next send (resendInDoubt).
+	inDoubt := m.State == store.StateModem
 	sm, err := ParseShortMessage(m.Body)
 	if err != nil { // cannot happen: it was parsed when submitted
 		log.Error("stored body unparseable; dropped", zap.Error(err))
@@ -507,6 +524,7 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		if !f.take(ctx, id, m, log) {
 			return
 		}
+		inDoubt = f.resendInDoubt(inDoubt, m, "carrier", log)
 		// The lease is renewed meanwhile: the response timeout and the
 		// carrier's rate limit may outlast queueLease.
 		stopRenew := f.renewLease(ctx, id)
@@ -558,6 +576,7 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	if !f.take(ctx, id, m, log) { // the attempt is recorded before it is made
 		return
 	}
+	f.resendInDoubt(inDoubt, m, "modem", log)
 	log.Debug("sending by modem", zap.Int("attempt", m.Attempts))
 	sub := modemSubmit(sm, f.modemDest(m.Dest), m.RegDeliv&0x13 != 0) // modempayload.go
 	if !m.Expires.IsZero() {
@@ -676,6 +695,21 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	log.Debug("sent by modem", zap.String("modem", sent.Modem), zap.Ints("refs", sent.Refs))
 	f.kickTimers()
 	return 0
+}
+
+// resendInDoubt logs and counts (spareline_modem_possible_duplicates_total) a
+// send of m by path ("modem" or "carrier") whose previous modem send may
+// have gone out (inDoubt: processWait found the record at "modem"), and
+// returns false: what the caller keeps as inDoubt, so that a message is
+// counted once per send in doubt.
+func (f *Failover) resendInDoubt(inDoubt bool, m *store.Message, path string, log *zap.Logger) bool {
+	if !inDoubt {
+		return false
+	}
+	metricModemResendsInDoubt.Inc()
+	log.Warn("sending again a message whose last modem send may have gone out (its worker died or lost its lease while sending): a possible duplicate at the handset",
+		zap.String("by", path), zap.Int("attempt", m.Attempts))
+	return false
 }
 
 // lastModemError separates, in a queued message's note, the reason it was

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,9 @@ type Gateway struct {
 	started   time.Time     // Start
 	version   string        // GatewayOptions.Version
 	lookups   chan struct{} // /message and the status page's lookups running (lookup.go)
+	// storeCalls: the status page's store reads and /readyz's pings still
+	// running (boundedStoreCall, storestate.go).
+	storeCalls chan struct{}
 }
 
 // GatewayOptions are the parts a caller may supply.
@@ -87,9 +91,10 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		log = zap.NewNop()
 	}
 	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev"),
-		lookups: make(chan struct{}, maxLookups)}
+		lookups: make(chan struct{}, maxLookups), storeCalls: make(chan struct{}, maxStoreCalls)}
 	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
 	seedGatewayMetrics()
+	seedStoreMetrics()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	st := opts.Store
 	if st == nil {
@@ -257,6 +262,13 @@ func (g *Gateway) Start() error {
 	accts := make([]string, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
 		accts = append(accts, a.SystemID)
+	}
+	if dc, ok := g.Store.(store.DataChecker); ok {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.watchStore(g.ctx, dc) // storestate.go
+		}()
 	}
 	g.Disp.SetInstance(instanceName(cfg.Instance, g.listeners))
 	g.Disp.StartDeliverers(accts)
@@ -513,9 +525,17 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 }
 
 // Ready reports whether the gateway can take traffic: the store answers and
-// at least one path (a carrier or a modem) is up.
+// takes writes (not marked failing: submits are refused meanwhile), and at
+// least one path (a carrier or a modem) is up. The store's ping ends when
+// ctx does, whatever the store does.
 func (g *Gateway) Ready(ctx context.Context) error {
-	if err := g.Store.Ping(ctx); err != nil {
+	if g.Disp.storeDown.Load() {
+		return errors.New("store: failing; submits are refused until it takes writes again")
+	}
+	if err, berr := boundedStoreCall(ctx, g.storeCalls, g.Store.Ping); berr != nil || err != nil {
+		if err = cmp.Or(berr, err); strings.HasPrefix(err.Error(), "store") {
+			return err // the store's own errors say "store: ..."
+		}
 		return fmt.Errorf("store: %w", err)
 	}
 	g.mu.Lock()
@@ -561,7 +581,8 @@ type Status struct {
 	ReceiptsHeld map[string]int `json:"receipts_held"`
 	Sessions     []SessionInfo  `json:"sessions"`
 	Queue        struct {
-		Depth int `json:"depth"`
+		// Depth is how many wait; null when the store could not be read.
+		Depth *int `json:"depth"`
 		// Oldest is when the oldest waiting message was queued; null when
 		// none waits.
 		Oldest *time.Time `json:"oldest"`
@@ -570,13 +591,23 @@ type Status struct {
 	} `json:"modem_queue"`
 	// Modems is each configured modem's state; [] when none is configured.
 	Modems []modem.ModemStatus `json:"modems"`
+	// Store is the store's health (storestate.go). The parts of the page
+	// read from the store (modem_queue's depth, oldest and head, and
+	// receipts_held) are null when it did not give them in time: unknown,
+	// not 0.
+	Store StoreStatus `json:"store"`
 }
 
-// Snapshot returns the gateway's state.
+// Snapshot returns the gateway's state. Its store reads take at most
+// statusStoreWait, whatever the store does: what they did not give is null
+// (unknown) and Store says why.
 func (g *Gateway) Snapshot(ctx context.Context) Status {
-	st := Status{Version: g.version, Started: g.started, ReceiptsHeld: map[string]int{}}
+	st := Status{Version: g.version, Started: g.started}
 	g.mu.Lock()
-	accounts := g.cfg.Accounts
+	accounts := make([]string, 0, len(g.cfg.Accounts))
+	for _, a := range g.cfg.Accounts {
+		accounts = append(accounts, a.SystemID)
+	}
 	for _, cc := range g.cfg.Carriers {
 		c := g.carriers[cc.Name]
 		if c == nil {
@@ -595,17 +626,17 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	if st.Sessions == nil {
 		st.Sessions = []SessionInfo{} // [] in /status.json, not null
 	}
-	depth, oldest, _ := g.Store.ModemQueue(ctx)
-	st.Queue.Depth = depth
-	if !oldest.IsZero() {
-		st.Queue.Oldest = &oldest
-	}
-	st.Queue.Head = g.queueHead(ctx)
-	for _, a := range accounts {
-		if n, err := g.Store.CountDeliveries(ctx, a.SystemID); err == nil && n > 0 {
-			st.ReceiptsHeld[a.SystemID] = n
+	read := g.readStatusFromStore(ctx, accounts) // storestate.go
+	if read.queueOK {
+		st.Queue.Depth, st.Queue.Head = &read.depth, read.head
+		if !read.oldest.IsZero() {
+			st.Queue.Oldest = &read.oldest
 		}
 	}
+	if read.heldOK {
+		st.ReceiptsHeld = read.held
+	}
+	st.Store = g.storeStatus(read)
 	if fo := g.Disp.failover.Load(); fo != nil {
 		st.Modems = fo.modemStatus()
 	}

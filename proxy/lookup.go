@@ -255,15 +255,27 @@ func (g *Gateway) carrierNames() []string {
 // lookup runs LookupMessages within lookupTimeout: the
 // records, or the HTTP status and the text to say.
 func (g *Gateway) lookup(ctx context.Context, q MessageQuery) ([]MessageView, int, string) {
-	select {
-	case g.lookups <- struct{}{}:
-		defer func() { <-g.lookups }()
-	default:
-		return nil, http.StatusServiceUnavailable, fmt.Sprintf("%d lookups are running already; try again", maxLookups)
-	}
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	list, err := g.LookupMessages(ctx, q)
+	// On a goroutine of its own (boundedStoreCall, storestate.go): the
+	// answer comes at lookupTimeout whatever the store does (a Redis call
+	// ends at its deadline; a bbolt read on a stalled disk would not). The
+	// lookup keeps its slot until it ends.
+	type result struct {
+		list []MessageView
+		err  error
+	}
+	res, berr := boundedStoreCall(ctx, g.lookups, func(ctx context.Context) result {
+		list, err := g.LookupMessages(ctx, q)
+		return result{list, err}
+	})
+	switch {
+	case errors.Is(berr, errStoreCallsBusy):
+		return nil, http.StatusServiceUnavailable, fmt.Sprintf("%d lookups are running already; try again", maxLookups)
+	case berr != nil:
+		return nil, http.StatusServiceUnavailable, g.storeErrorText(fmt.Errorf("store: no answer in time (%w)", berr))
+	}
+	list, err := res.list, res.err
 	if err == nil {
 		return list, http.StatusOK, ""
 	}

@@ -385,7 +385,7 @@ func (n *northSession) query(ctx context.Context, acct *Account, q *QueryRequest
 		return statusQueryFail, nil
 	}
 	if err != nil {
-		d.storeError(n.sess.log, "store read for query_sm failed", err)
+		d.storeError(storeOpQuery, n.sess.log, "store read for query_sm failed", err)
 		return statusSysErr, nil
 	}
 	// §4.8.1: source_addr is the original message's; an ESME may leave it
@@ -414,7 +414,7 @@ func (n *northSession) cancel(ctx context.Context, acct *Account, c *CancelReque
 		return statusCancelFail
 	}
 	if err != nil {
-		d.storeError(n.sess.log, "store read for cancel_sm failed", err)
+		d.storeError(storeOpQuery, n.sess.log, "store read for cancel_sm failed", err)
 		return statusSysErr
 	}
 	var status uint32
@@ -545,7 +545,7 @@ func (f *Failover) cancelQueued(ctx context.Context, account string, c *CancelRe
 		return statusCancelFail
 	}
 	if err != nil {
-		f.d.storeError(f.log, "store read for cancel_sm failed", err)
+		f.d.storeError(storeOpQuery, f.log, "store read for cancel_sm failed", err)
 		return statusSysErr
 	}
 	if m.State != store.StateQueued || f.claimed[m.ID] > 0 {

@@ -27,12 +27,16 @@ type QueuedMessage struct {
 	Note     string    `json:"note"` // why it is on the modem path, or its last error
 }
 
-// queueHead lists the oldest messages of the modem queue (nil on a store
-// error: the status page still shows the rest).
-func (g *Gateway) queueHead(ctx context.Context) []QueuedMessage {
+// queueHead lists the oldest messages of the modem queue; an error when
+// the queue could not be read (a failed read of the messages' records
+// leaves only their queue fields).
+func (g *Gateway) queueHead(ctx context.Context) ([]QueuedMessage, error) {
 	entries, err := g.Store.ModemQueueHead(ctx, queueHeadMax)
-	if err != nil || len(entries) == 0 {
-		return []QueuedMessage{}
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return []QueuedMessage{}, nil
 	}
 	ids := make([]string, len(entries))
 	for i, e := range entries {
@@ -50,7 +54,7 @@ func (g *Gateway) queueHead(ctx context.Context) []QueuedMessage {
 		}
 		out = append(out, q)
 	}
-	return out
+	return out, nil
 }
 
 // maskNumber hides most of a phone number: a mobile number of 11 digits

@@ -281,8 +281,8 @@ func TestStoreOutageProbeNeedsAWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.noteStore(errInjected) // a failed write, as a submit's link write would see
-	for range 3 {            // three refused probe writes (Ping answers all along)
+	d.noteStore(storeOpSubmit, errInjected) // a failed write, as a submit's link write would see
+	for range 3 {                           // three refused probe writes (Ping answers all along)
 		select {
 		case <-probes:
 		case <-time.After(20 * time.Second):
@@ -304,7 +304,7 @@ func TestNoBackgroundWorkAfterWait(t *testing.T) {
 	d := NewDispatcher(ctx, DispatcherConfig{Store: st})
 	cancel()
 	d.Wait()
-	d.noteStore(errInjected)
+	d.noteStore(storeOpSubmit, errInjected)
 	if d.storeProbing.Load() {
 		t.Error("a store probe started after Wait")
 	}

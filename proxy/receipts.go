@@ -287,7 +287,10 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 		prev, mine = d.moTurn(sm.Source)
 	}
 	started := d.spawn(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// The store step is bounded: a store that hangs gets the
+		// deliver_sm answered ESME_RX_T_APPN before the SMSC's own timer
+		// runs out (it sends it again later), not left unanswered.
+		ctx, cancel := context.WithTimeout(context.Background(), deliverStoreWait(c))
 		defer cancel()
 		if mine != nil {
 			defer d.moDone(sm.Source, mine)
@@ -312,6 +315,26 @@ func (d *Dispatcher) handleCarrierDeliver(c *Carrier, s *Session, f Frame) {
 			d.moDone(sm.Source, mine)
 		}
 	}
+}
+
+// receiptStoreWait bounds the handling of a carrier's deliver_sm (a
+// receipt or an MO message, its store step and, for an MO message, its
+// wait for the one before it from its source address): when it runs out
+// the deliver_sm is answered ESME_RX_T_APPN, so that the SMSC sends it again
+// later, and the SMSC keeps it meanwhile. SMSCs commonly wait 5 to 30 s for
+// a deliver_sm_resp before they count it as lost; a store that answers does
+// so in milliseconds.
+const receiptStoreWait = 2 * time.Second
+
+// deliverStoreWait is receiptStoreWait, or half the carrier's
+// response_timeout when that is shorter (an SMSC configured to expect fast
+// answers is likely to expect them from us too), and at least 100 ms.
+func deliverStoreWait(c *Carrier) time.Duration {
+	rt := c.cfg.Load().ResponseTimeout.D()
+	if rt <= 0 {
+		return receiptStoreWait
+	}
+	return max(min(receiptStoreWait, rt/2), 100*time.Millisecond)
 }
 
 // testHookMOWait, when set (tests), runs when an MO message starts waiting
@@ -362,7 +385,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		}
 		del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
 		if err := d.store.AddDelivery(ctx, del, nil); err != nil {
-			d.storeError(log, "store write of an MO message failed; carrier will retry", err)
+			d.storeError(storeOpReceipt, log, "store write of an MO message failed; carrier will retry", err)
 			return statusRXTAppn
 		}
 		d.kickDeliveries(acct)
@@ -402,14 +425,14 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		return statusOK
 	}
 	if err != nil {
-		d.storeError(log, "store write of a receipt failed; carrier will retry", err)
+		d.storeError(storeOpReceipt, log, "store write of a receipt failed; carrier will retry", err)
 		return statusRXTAppn
 	}
 	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
-		d.storeError(log, "store write of a receipt failed; carrier will retry", err)
+		d.storeError(storeOpReceipt, log, "store write of a receipt failed; carrier will retry", err)
 		return statusRXTAppn
 	}
-	d.noteStore(nil)
+	d.noteStore(storeOpReceipt, nil)
 	return statusOK
 }
 
@@ -561,7 +584,7 @@ func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Mes
 func (d *Dispatcher) retryOrphan(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, body []byte, stat string) error {
 	for wait := 20 * time.Millisecond; ; wait = min(2*wait, storeProbeEvery) {
 		err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat)
-		d.noteStore(err)
+		d.noteStore(storeOpReceipt, err)
 		if err == nil {
 			return nil
 		}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	_ "embed"
 	"html/template"
 	"net/http"
@@ -28,6 +29,17 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return t.Format("2006-01-02 15:04:05")
 	},
+	// whenp is when for a time that may be unknown (nil): the store
+	// section's.
+	"whenp": func(t *time.Time) string {
+		if t == nil || t.IsZero() {
+			return "-"
+		}
+		if y, m, d := t.Date(); y == time.Now().Year() && m == time.Now().Month() && d == time.Now().Day() {
+			return t.Format("15:04:05")
+		}
+		return t.Format("2006-01-02 15:04:05")
+	},
 	"ago": func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
@@ -39,7 +51,12 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 // serveStatus renders /status: a self-refreshing page with no external
 // assets, readable on a phone.
 func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
-	st := g.Snapshot(r.Context())
+	// One bound for the page's store reads and its lookup: the page
+	// answers within about statusStoreWait whatever the store does.
+	ctx, cancel := context.WithTimeout(r.Context(), statusStoreWait)
+	defer cancel()
+	r = r.WithContext(ctx)
+	st := g.Snapshot(ctx)
 	var mods []modem.ModemStatus
 	if g.Pool != nil {
 		mods = g.Pool.Status()
@@ -50,8 +67,12 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	find := g.findOnPage(r, st)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	depth := 0
+	if st.Queue.Depth != nil {
+		depth = *st.Queue.Depth
+	}
 	_ = statusTmpl.Execute(w, map[string]any{"S": st, "Modems": mods, "Now": time.Now().Format(time.RFC3339), "OldestAge": age,
-		"Find": find})
+		"Find": find, "QueueKnown": st.Queue.Depth != nil, "QueueDepth": depth, "HeldKnown": st.ReceiptsHeld != nil})
 }
 
 // findView is the status page's "Find a message" section.

@@ -174,12 +174,12 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 		return true // its link took it, or another gateway passed it
 	}
 	if err != nil {
-		d.storeError(log, "store read of an unmatched receipt failed; tried again later", err)
+		d.storeError(storeOpReceipt, log, "store read of an unmatched receipt failed; tried again later", err)
 		return false
 	}
 	del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
 	if err := d.store.AddDelivery(ctx, del, nil); err != nil {
-		d.storeError(log, "store write of an unmatched receipt for the platform failed; tried again later", err)
+		d.storeError(storeOpReceipt, log, "store write of an unmatched receipt for the platform failed; tried again later", err)
 		// Kept again as the receipt side keeps one (FindOrStash): an
 		// intermediate receipt does not replace a final one that came
 		// meanwhile, and a link made meanwhile gets it now.
@@ -207,7 +207,7 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 			zap.String("id", m.ID))
 		return true
 	}
-	d.noteStore(nil)
+	d.noteStore(storeOpReceipt, nil)
 	metricUnmatched.WithLabelValues(carrier, "passed").Inc()
 	log.Info("receipt matching no message passed to the platform as the carrier sent it",
 		zap.String("account", acct), zap.String("delivery", del.ID))

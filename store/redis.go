@@ -38,6 +38,7 @@ const keyPrefix = "spareline:{sl}:"
 //	q:l                     zset    leased ids, score lease end ms       none
 //	q:o                     hash    queued id -> worker that claimed it last  none
 //	probe                   string  ProbeWrite's key                     10 s
+//	marker                  string  the store's identity (CheckData)     none
 //
 // The carrier name is length-prefixed so that no carrier name or id can
 // make two (carrier, id) pairs share a key.
@@ -220,6 +221,9 @@ type Redis struct {
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
 	wg        sync.WaitGroup // batch writers
+
+	markerMu sync.Mutex // guards marker
+	marker   string     // the store's marker as this process last read it (redis_marker.go)
 }
 
 // putReq is one PutMessage, LinkCarrier or AckDelivery waiting in the
@@ -292,6 +296,14 @@ func NewRedisWithOptions(ctx context.Context, url string, o RedisOptions, log *z
 		putc:   make(chan *putReq),
 		asyncc: make(chan *putReq, asyncQueueLen),
 		closed: make(chan struct{}),
+	}
+	// The store's marker, which later checks compare with (CheckData). A
+	// failure here is not fatal: the next check takes the marker then.
+	switch st, err := r.CheckData(ctx); {
+	case err != nil:
+		r.log.Warn("cannot read the store's marker; the check that the store keeps its data starts later", zap.Error(err))
+	case st == DataNew:
+		r.log.Info("redis holds no spareline marker yet: wrote one (a redis spareline had not used, or one that lost its data while no spareline ran)")
 	}
 	if !o.NoBatch {
 		for range o.BatchWriters {

@@ -225,3 +225,81 @@ func TestRedisTryLinkCarrierEndsWithItsContext(t *testing.T) {
 	default:
 	}
 }
+
+// Against a Redis that hangs (SIGSTOP: connections are accepted, nothing
+// is answered), a call returns when its context's deadline passes, not
+// after go-redis's read_timeout (5 s): /readyz and /message promise an
+// answer within 2 s, and a carrier's receipt must be answered before the
+// SMSC gives up on it.
+func TestRedisCallsEndAtTheirDeadline(t *testing.T) {
+	srv := redisserver.Start(t)
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	must(t, s.Ping(context.Background())) // a pooled connection, as in use
+	srv.Pause()
+	const deadline = 300 * time.Millisecond
+	for name, call := range map[string]func(context.Context) error{
+		"Ping": s.Ping,
+		"FindOrStash": func(ctx context.Context) error {
+			_, err := s.FindOrStash(ctx, "mobile", "C1", []byte("r"), true)
+			return err
+		},
+		"CountDeliveries": func(ctx context.Context) error {
+			_, err := s.CountDeliveries(ctx, "acct")
+			return err
+		},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		start := time.Now()
+		err := call(ctx)
+		took := time.Since(start)
+		cancel()
+		if err == nil || took > deadline+time.Second {
+			t.Errorf("%s against a paused Redis: %v after %v; want an error soon after the %v deadline", name, err, took, deadline)
+		}
+	}
+	srv.Resume()
+	must(t, s.Ping(context.Background()))
+}
+
+// CheckData notices a Redis that lost its data behind the gateways' back:
+// restarted without persistence, or flushed. Every gateway sharing it
+// reports the loss once; a restart that keeps the data (AOF) is no loss.
+func TestRedisCheckDataNoticesALoss(t *testing.T) {
+	ctx := context.Background()
+	check := func(s *Redis, want DataState, when string) {
+		t.Helper()
+		got, err := s.CheckData(ctx)
+		if err != nil || got != want {
+			t.Fatalf("%s: CheckData = %v, %v; want %v", when, got, err, want)
+		}
+	}
+
+	kept := redisserver.Start(t)
+	k := openRedis(t, kept.URL(), RedisOptions{})
+	check(k, DataKept, "AOF: before the restart")
+	kept.Restart()
+	check(k, DataKept, "AOF: after a restart that kept the data")
+
+	srv := redisserver.Start(t, redisserver.WithoutAOF())
+	a := openRedis(t, srv.URL(), RedisOptions{}) // the first: writes the marker
+	b := openRedis(t, srv.URL(), RedisOptions{}) // a second gateway on the same Redis
+	check(a, DataKept, "two gateways: a")
+	check(b, DataKept, "two gateways: b")
+	srv.Restart() // no AOF, no RDB: empty
+	check(a, DataLost, "restart without persistence: a")
+	check(b, DataLost, "restart without persistence: b (a wrote a new marker)")
+	check(a, DataKept, "a, once the loss was reported")
+	check(b, DataKept, "b, once the loss was reported")
+
+	must(t, a.Client().FlushAll(ctx).Err())
+	check(b, DataLost, "FLUSHALL: b")
+	check(a, DataLost, "FLUSHALL: a")
+
+	// A gateway started on a Redis that already lost its data cannot tell:
+	// its first look finds no marker, the same as on a new Redis.
+	must(t, a.Client().FlushAll(ctx).Err())
+	c, err := NewRedisWithOptions(ctx, srv.URL(), RedisOptions{}, zaptest.NewLogger(t))
+	must(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	check(c, DataKept, "a gateway started after the flush")
+}

@@ -39,16 +39,30 @@ type redisConfig struct {
 // failed call returns its error; spareline retries where a retry is safe
 // (the dispatcher's link retries, the queue's release-and-claim-again, the
 // store probe).
+//
+// go-redis's ContextTimeoutEnabled is turned on: without it a command's
+// socket reads and writes ignore the caller's context deadline and wait for
+// the client's read_timeout (5 s) instead, so that every bound spareline
+// puts on a store call (/readyz and /message: 2 s; the status page; a
+// carrier's receipt, answered ESME_RX_T_APPN before the SMSC gives up on
+// it) stretched to 5 s against a Redis that hangs (SIGSTOP, a stalled disk,
+// a network that drops packets). A call whose deadline passes mid-command
+// closes its connection: the command may or may not have run, as after a
+// read timeout. Cancellation without a deadline is not applied to reads
+// (go-redis sets socket deadlines only).
 func (c *redisConfig) client() redis.UniversalClient {
 	switch {
 	case c.failover != nil:
 		c.failover.MaxRetries = -1
+		c.failover.ContextTimeoutEnabled = true
 		return redis.NewFailoverClient(c.failover)
 	case c.cluster != nil:
 		c.cluster.MaxRetries = -1
+		c.cluster.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(c.cluster)
 	default:
 		c.simple.MaxRetries = -1
+		c.simple.ContextTimeoutEnabled = true
 		return redis.NewClient(c.simple)
 	}
 }

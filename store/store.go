@@ -77,7 +77,13 @@
 // Nothing acknowledged is lost if the Redis server runs with appendonly
 // yes and appendfsync everysec (at most one second of writes on a power
 // loss of the Redis host) or always; CheckPersistence says when it does
-// not.
+// not. A Redis that lost its data all the same (restarted without
+// persistence, flushed, failed over to a replica that had not synced) is
+// told by its marker key: CheckData (redis_marker.go).
+//
+// Every call ends when its context's deadline passes, also mid-command
+// against a Redis that hangs (go-redis's ContextTimeoutEnabled, see
+// redisConfig.client); a command cut short may or may not have run.
 //
 // # Embedded store
 //

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/spareline/spareline/config"
@@ -70,7 +71,13 @@ type envOpts struct {
 	// elsewhere names a carrier whose SMSC is not its simulator (see
 	// withCarrierElsewhere), and elseAddr that SMSC's address.
 	elsewhere, elseAddr string
+	// logTee, when set, also gets the gateway's log lines (withLogTee).
+	logTee zapcore.Core
 }
+
+// withLogTee sends the gateway's log lines (info and above, as the core
+// takes them) to core too, besides the test log.
+func withLogTee(core zapcore.Core) envOption { return func(o *envOpts) { o.logTee = core } }
 
 // withCarrierElsewhere points carrier name at an SMSC at addr that is not
 // its simulator; startEnv then waits for the gateway's bind to it (the
@@ -169,6 +176,9 @@ routing:
 		t.Fatalf("config: %v\n%s", err, e.cfgYAML)
 	}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	if eo.logTee != nil {
+		log = zap.New(zapcore.NewTee(log.Core(), eo.logTee))
+	}
 	gw, err := proxy.NewGateway(ctx, cfg, proxy.GatewayOptions{Log: log})
 	if err != nil {
 		t.Fatal(err)

@@ -141,6 +141,7 @@ func (s *Server) signal(sig os.Signal, what string) {
 	deadline := time.After(startTimeout)
 	for {
 		_ = cmd.Process.Signal(sig)
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server takes its SIGTERM only once continued
 		select {
 		case <-exit:
 			return
@@ -154,6 +155,35 @@ func (s *Server) signal(sig os.Signal, what string) {
 			}
 			return
 		}
+	}
+}
+
+// Pause stops the server process with SIGSTOP, as a hung Redis (a stalled
+// disk, swapping, a long fork on a big data set): its socket stays open and
+// connections are accepted by the kernel, but nothing is answered until
+// Resume. A paused server is resumed before it is stopped at the end of
+// the test.
+func (s *Server) Pause() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		s.t.Fatal("redisserver: Pause: not running")
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("redisserver: Pause: %v", err)
+	}
+	s.t.Cleanup(s.Resume) // runs before Start's Stop (cleanups run last first)
+}
+
+// Resume continues a server stopped by Pause (SIGCONT). Resuming a server
+// that is not paused does nothing.
+func (s *Server) Resume() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
 	}
 }
 
