@@ -69,7 +69,7 @@ func TestModemThatStopsAnsweringIsTakenOutAtItsNextSend(t *testing.T) {
 		func(o *modem.PoolOptions) {
 			o.Logger = zap.New(core)
 			o.CommandTimeout = 300 * time.Millisecond
-			o.ReprobeInterval = time.Second
+			o.ReprobeInterval = 2 * time.Second // the send, not a probe, meets the silence
 		})
 	ctx := testCtx(t, 60*time.Second)
 	waitUp(t, ctx, p, "quiet0", "quiet1")
