@@ -25,17 +25,20 @@ func (p *Pool) runDevice(ctx context.Context, dev *device) {
 	// (three wrong PINs block the SIM) until the process restarts.
 	pinRejected := dev.pinRejected
 	defer func() { dev.pinRejected = pinRejected }() // read by the scheduler after msgClosed
+	// out outlives the ports opened: a hold after send errors outlives a
+	// USB reset.
+	out := &outage{}
 	for ctx.Err() == nil {
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
 		rw, err := p.open(ctx, cfg)
 		if err != nil {
 			log.Warn("cannot open modem", zap.Error(err), zap.Duration("retry_in", backoff))
-			p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateDown, err: err})
+			p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateDown, err: err, lost: true})
 			p.idle(ctx, dev, backoff)
 			backoff = min(2*backoff, p.opts.ReopenMax)
 			continue
 		}
-		served := p.serve(ctx, dev, rw, log, &pinRejected)
+		served := p.serve(ctx, dev, rw, log, &pinRejected, out)
 		_ = rw.Close()
 		if ctx.Err() != nil {
 			return
@@ -46,6 +49,52 @@ func (p *Pool) runDevice(ctx context.Context, dev *device) {
 		p.idle(ctx, dev, backoff)
 		backoff = min(2*backoff, p.opts.ReopenMax)
 	}
+}
+
+// outage is what a device owner keeps, across the ports it opens, about its
+// modem being out of service: since when and why (said when it comes back),
+// and the hold after send errors (see the package doc).
+type outage struct {
+	since  time.Time     // when it left service; zero while in service, or before it ever was
+	reason string        // why it left: a reason of spareline_modem_taken_out_total
+	hold   time.Duration // the hold after send errors; 0: not held
+	until  time.Time     // the end of the hold: then it is tried with one message
+	cause  error         // the send errors that took it out: its last error until a send succeeds
+}
+
+func (o *outage) held() bool { return o.hold > 0 }
+
+// ErrNotAnswering wraps the error of a command the modem did not answer
+// within the command timeout: a modem whose firmware hung, or that lost
+// power behind its USB serial adapter, reads what it is sent and answers
+// nothing. It is taken out at once and initialised again at each health
+// probe until it answers.
+var ErrNotAnswering = errors.New("modem: not answering")
+
+// notAnswering reports an error of a command that got no answer within
+// its timeout (not one its caller gave up, nor a broken port).
+func notAnswering(err error) bool {
+	var te *at.TimeoutError
+	return errors.As(err, &te) && errors.Is(te.Err, context.DeadlineExceeded)
+}
+
+// takenOutReason is the reason (spareline_modem_taken_out_total) of a
+// probe's error.
+func takenOutReason(err error) string {
+	var se *SIMError
+	switch {
+	case notAnswering(err):
+		return reasonNotAnswering
+	case errors.Is(err, ErrNotRegistered):
+		return reasonNotRegistered
+	case errors.As(err, &se), simStateError(err):
+		return reasonSIM
+	case errors.Is(err, at.ErrClosed):
+		return reasonPortBroken
+	case errors.Is(err, ErrRestarted), errors.Is(err, at.ErrModemRestarted):
+		return reasonRestarted
+	}
+	return reasonOther
 }
 
 // testHookTaken, when set (by tests, before the pool runs), is called by a
@@ -87,7 +136,7 @@ func (p *Pool) idle(ctx context.Context, dev *device, d time.Duration) {
 
 // serve runs one opened port until it breaks or ctx ends. It reports whether
 // the modem got initialised (to reset the reopen backoff).
-func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *zap.Logger, pinRejected *bool) bool {
+func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *zap.Logger, pinRejected *bool, out *outage) bool {
 	i, cfg := dev.idx, dev.cfg
 	sendTimeout := p.opts.SendTimeout
 	if cfg.SendTimeout > 0 {
@@ -99,8 +148,13 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 
 	var (
 		ready bool // Init succeeded on this port
-		up    bool // ready, registered, fewer than MaxErrors consecutive errors
-		errs  int  // consecutive temporary send errors
+		up    bool // in service: ready, registered, fewer than MaxErrors consecutive errors, not held
+		// trial: held out after send errors, its hold over and its probe
+		// good: it takes one message at a time (the only test of a SIM's
+		// credit) while it is reported down; a send that succeeds puts it
+		// back in service, one that fails holds it out again for longer.
+		trial bool
+		errs  int // consecutive temporary send errors
 		// perms counts the permanent send errors in a row, each for
 		// another message (permID the last one's): a modem that refuses
 		// every message (a barred SIM, firmware that rejects the PDU) is
@@ -119,13 +173,75 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		served bool
 		warn   error // a problem that does not take the modem out (no SMSC address)
 	)
-	setUp := func(v bool, err error) {
+	// report tells the scheduler whether the modem is in service (v), or
+	// out with err as its last error (and on trial or not); lost: its
+	// signal and registration are not known now (port broken, not
+	// answering), not left at the last reading.
+	report := func(v bool, err error, lost bool) {
+		if v && !up && !out.since.IsZero() {
+			log.Info("modem back in service", zap.String("was_out_for", out.reason),
+				zap.Duration("out_for", time.Since(out.since).Round(time.Millisecond)))
+			out.since, out.reason = time.Time{}, ""
+		}
 		up = v
+		if v {
+			trial = false
+		}
+		if lost {
+			health = Health{}
+		}
 		st := StateDown
 		if v {
 			st = StateUp
 		}
-		p.tell(ctx, devMsg{kind: msgState, dev: i, state: st, health: health, err: err})
+		p.tell(ctx, devMsg{kind: msgState, dev: i, state: st, health: health, err: err, trial: trial && !v, lost: lost})
+	}
+	setUp := func(v bool, err error) { report(v, err, false) }
+	// takeOut takes the modem out of service, or off its trial, for reason
+	// (counted, and remembered for the log line when it comes back).
+	takeOut := func(reason string, err error, lost bool) {
+		if up || trial {
+			metricTakenOut(cfg.Name, reason)
+			if out.since.IsZero() {
+				out.since = time.Now()
+			}
+			if up {
+				out.reason = reason
+			}
+		}
+		trial = false
+		report(false, err, lost)
+	}
+	// The end of a hold after send errors wakes the owner (refresh: the
+	// modem goes on trial).
+	holdT := time.NewTimer(time.Hour)
+	holdT.Stop()
+	defer holdT.Stop()
+	var holdC <-chan time.Time
+	armHold := func() {
+		holdT.Stop()
+		holdC = nil
+		if out.held() && !trial {
+			holdT.Reset(time.Until(out.until))
+			holdC = holdT.C
+		}
+	}
+	// holdOut takes the modem out after send errors, for a hold that
+	// doubles at each failed trial (SendHoldMin to SendHoldMax). A SIM
+	// without credit, or barred, answers every AT command: a good probe
+	// proves nothing, only a send does. err (the cause) stays its last
+	// error until a send succeeds.
+	holdOut := func(reason string, err error) {
+		if !out.held() {
+			out.hold = p.opts.SendHoldMin
+		} else {
+			out.hold = min(2*out.hold, p.opts.SendHoldMax)
+		}
+		out.until = time.Now().Add(out.hold)
+		out.cause = fmt.Errorf("%w; out of service for %s, then tried with one message", err, out.hold)
+		errs, perms = 0, 0
+		takeOut(reason, out.cause, false)
+		armHold()
 	}
 	// handOver gives the scheduler what the device took off the modem (an
 	// incoming message deleted from the SIM, a status report acknowledged
@@ -250,10 +366,11 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			h, err := m.Health(ctx)
 			if err != nil {
 				lastErr = err
-				if te := (*at.TimeoutError)(nil); errors.As(err, &te) {
+				if notAnswering(err) {
 					// It stopped answering: down now (not picked for sends
 					// that would time out after their PDU was written, each
 					// an unknown outcome), initialised again at the next probe.
+					lastErr = fmt.Errorf("%w: %w", ErrNotAnswering, err)
 					ready = false
 				}
 				return
@@ -291,6 +408,9 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			if err != nil && *pinRejected && errors.As(err, &se) && !se.WrongPIN {
 				err = fmt.Errorf("%w; the configured pin was rejected earlier and is not entered again, "+
 					"so the SIM does not block (PUK): correct modems[].pin and reload", err)
+			}
+			if notAnswering(err) {
+				err = fmt.Errorf("%w: %w", ErrNotAnswering, err)
 			}
 			if err != nil {
 				if lastErr == nil || lastErr.Error() != err.Error() { // once per cause, not per probe
@@ -331,12 +451,29 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		ok := ready && health.Registered && errs < p.opts.MaxErrors && perms < p.opts.MaxErrors
 		// A failed probe is reported each time, with its cause: a modem
 		// that never initialises is down with the reason, not "opening".
-		if up && !ok { // the paths that take it out elsewhere (port broken, errors) say so there
-			log.Warn("modem taken out of service", zap.Error(lastErr))
+		if !ok {
+			lost := notAnswering(lastErr)
+			if up || trial { // the paths that take it out elsewhere (port broken, errors) say so there
+				log.Warn("modem taken out of service", zap.Error(lastErr))
+				takeOut(takenOutReason(lastErr), lastErr, lost)
+			} else if lastErr != nil || lost {
+				report(false, lastErr, lost)
+			}
+			return
 		}
-		if ok != up || ok || lastErr != nil { // ok with lastErr: up with a warning
-			setUp(ok, lastErr)
+		if out.held() {
+			// Held out after send errors: its good probe does not say it
+			// can send. On trial once the hold is over.
+			if !trial && !time.Now().Before(out.until) {
+				trial = true
+				log.Info("modem's hold after send errors is over: the next message is sent on it as a trial",
+					zap.Duration("hold", out.hold), zap.NamedError("cause", out.cause))
+			}
+			report(false, out.cause, false)
+			armHold()
+			return
 		}
+		setUp(true, lastErr) // with lastErr: up with a warning
 	}
 
 	refresh()
@@ -349,17 +486,20 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		case <-m.Done():
 			err := m.Err()
 			log.Warn("modem port broken", zap.Error(err))
-			setUp(false, err)
+			takeOut(reasonPortBroken, err, true)
 			return served
 		case <-tick.C:
 			refresh()
 			expire()
+		case <-holdC:
+			holdC = nil
+			refresh()
 		case ev := <-m.Events():
 			switch ev.Kind {
 			case EventRestarted:
 				if ready && !m.StaleRestart(ev) {
 					ready = false
-					setUp(false, ErrRestarted)
+					takeOut(reasonRestarted, ErrRestarted, false)
 					refresh() // init again now
 				}
 			case EventStored:
@@ -399,7 +539,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				handOver(devMsg{kind: msgReport, dev: i, report: r})
 			}
 		case j := <-dev.jobs:
-			if !up {
+			if !up && !trial {
 				p.giveBack(ctx, i, j)
 				continue
 			}
@@ -407,33 +547,88 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			refs, err := m.SendPaced(j.ctx, j.parts, func() time.Duration { return p.pace(i, max) }, func() { p.stamp(i) })
 			var pme *PDUModeError
 			if errors.As(err, &pme) && len(refs) == 0 {
-				// Not in PDU mode and AT+CMGF=0 refused (or unanswered):
-				// nothing was sent. Out first, then the message back to
-				// the scheduler (another modem), then init again.
-				log.Warn("modem cannot be put in PDU mode before a send; nothing sent, taken out and initialised again", zap.Error(err))
-				ready = false
-				setUp(false, err)
+				// Nothing was sent: the message goes back to the scheduler
+				// (another modem).
+				switch {
+				case j.ctx.Err() != nil:
+					// Its caller gave it up during AT+CMGF=0: not the
+					// modem's doing.
+				case notAnswering(pme.Err):
+					// No answer to AT+CMGF=0 within the command timeout:
+					// out first, then the message back, then init again
+					// (tried again at each probe until it answers).
+					err = fmt.Errorf("%w: %w", ErrNotAnswering, pme.Err)
+					log.Warn("modem stopped answering; taken out, its message goes to another modem, and it is initialised again at each probe until it answers",
+						zap.Error(err), zap.Duration("probe_interval", p.opts.ReprobeInterval))
+					ready = false
+					takeOut(reasonNotAnswering, err, true)
+				default:
+					// Not in PDU mode and AT+CMGF=0 refused: out first,
+					// then the message back, then init again.
+					log.Warn("modem cannot be put in PDU mode before a send; nothing sent, taken out and initialised again", zap.Error(err))
+					ready = false
+					takeOut(reasonOther, err, false)
+				}
 				p.giveBack(ctx, i, j)
-				refresh()
+				if !ready {
+					refresh()
+				}
 				continue
 			}
-			var cms *at.CMSError
-			if err != nil && errors.As(err, &cms) && classify(err).mayBeTheModems() {
-				// Counted before the scheduler hears of it, so that a modem
-				// taken out gets no retry of this message.
+			// Whether the error tells against the modem: not a number
+			// error (the destination's), not its caller giving up, not a
+			// broken port, a restart or the SIM's state (handled below:
+			// the modem is initialised again).
+			var se *SendError
+			against := false
+			if err != nil {
+				se = classify(err)
+				against = j.ctx.Err() == nil && !errors.Is(err, at.ErrClosed) && !errors.Is(err, at.ErrModemRestarted) &&
+					!simStateError(err) && (!se.Permanent || se.mayBeTheModems())
+			}
+			// The modem is taken out, if it is, before the scheduler hears
+			// of the send, so that it gets no retry of this message.
+			switch {
+			case trial && against:
+				reason := reasonSendErrors
+				if se.Permanent {
+					reason = reasonSendRefused
+				}
+				holdOut(reason, fmt.Errorf("trial send failed: %w", err))
+				log.Warn("modem failed its trial send; out of service again, for longer", zap.String("id", j.id),
+					zap.Error(err), zap.Duration("hold", out.hold))
+			case against && se.Permanent:
+				// A permanent error that may be the modem's (see
+				// mayBeTheModems): counted per message.
 				if j.id != permID || j.id == "" {
 					perms++
 				}
 				permID = j.id
 				if perms >= p.opts.MaxErrors && up {
+					n := perms
+					holdOut(reasonSendRefused, fmt.Errorf("permanent send errors for %d messages in a row: %w", n, err))
 					log.Warn("modem taken out: permanent send errors for several different messages in a row (its SIM may be barred, or its firmware refuse the PDUs); their messages are tried on other modems",
-						zap.Int("messages", perms), zap.Error(err))
-					setUp(false, fmt.Errorf("permanent send errors for %d messages in a row: %w", perms, err))
+						zap.Int("messages", n), zap.Error(err), zap.Duration("hold", out.hold))
+				}
+			case against:
+				errs++
+				if errs >= p.opts.MaxErrors && up {
+					n := errs
+					holdOut(reasonSendErrors, fmt.Errorf("send errors %d times in a row: %w", n, err))
+					log.Warn("modem taken out after consecutive errors", zap.Int("errors", n), zap.Error(err),
+						zap.Duration("hold", out.hold))
+				}
+			case err == nil:
+				errs, perms = 0, 0
+				if out.held() {
+					// Its trial send went out: it can send again.
+					out.hold, out.until, out.cause = 0, time.Time{}, nil
+					armHold()
+					setUp(true, warn)
 				}
 			}
 			p.tell(ctx, devMsg{kind: msgSendDone, dev: i, job: j, refs: refs, err: err, attempted: true})
 			if err == nil {
-				errs, perms = 0, 0
 				continue
 			}
 			if errors.Is(err, at.ErrClosed) {
@@ -444,7 +639,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				// its settings (and its PIN). Initialised again now, before
 				// it takes the next job (its EventRestarted is then stale).
 				ready = false
-				setUp(false, ErrRestarted)
+				takeOut(reasonRestarted, ErrRestarted, false)
 				refresh()
 				continue
 			}
@@ -454,16 +649,9 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				// init, not only a health probe, which would put it back
 				// up as it is.
 				ready = false
-				setUp(false, err)
+				takeOut(reasonSIM, err, false)
 				refresh()
 				continue
-			}
-			if se := classify(err); !se.Permanent {
-				errs++
-				if errs >= p.opts.MaxErrors && up {
-					log.Warn("modem taken out after consecutive errors", zap.Int("errors", errs), zap.Error(err))
-					setUp(false, err)
-				}
 			}
 		}
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 // Labels are bounded: modem is a configured modem name; result is one of
-// ok, error, permanent.
+// ok, error, permanent; reason is one of takenOutReasons.
 var (
 	modemUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_modem_up", Help: "1 when the modem is in the pool (SIM ready, registered, healthy).",
@@ -17,18 +17,42 @@ var (
 	modemSends = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_modem_sends_total", Help: "Send attempts of whole messages by outcome (ok, error, permanent).",
 	}, []string{"modem", "result"})
+	modemTakenOut = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_modem_taken_out_total",
+		Help: "Times a modem in service (or on trial after send errors) was taken out, by reason (send_errors, send_refused, not_answering, port_broken, restarted, sim, not_registered, other).",
+	}, []string{"modem", "reason"})
 )
 
+// The reasons a modem is taken out of service (spareline_modem_taken_out_total).
+const (
+	reasonSendErrors    = "send_errors"    // MaxErrors temporary send errors in a row, or a failed trial send
+	reasonSendRefused   = "send_refused"   // permanent errors that may be the modem's, for MaxErrors messages in a row, or on a trial send
+	reasonNotAnswering  = "not_answering"  // a command got no answer within the command timeout
+	reasonPortBroken    = "port_broken"    // the port vanished (unplugged, USB reset)
+	reasonRestarted     = "restarted"      // ^SYSSTART/RDY on the open port
+	reasonSIM           = "sim"            // the SIM is not ready (PIN asked again, removed)
+	reasonNotRegistered = "not_registered" // no network
+	reasonOther         = "other"          // anything else (PDU mode refused, an init or probe failure)
+)
+
+var takenOutReasons = []string{reasonSendErrors, reasonSendRefused, reasonNotAnswering, reasonPortBroken,
+	reasonRestarted, reasonSIM, reasonNotRegistered, reasonOther}
+
 // metricSeed creates a modem's series at 0 (a configured modem that has not
-// come up yet, or sent nothing yet): modem_up, and modem_sends_total for
-// each result. Its signal appears with its first reading (0 dBm would read
-// as a strong signal).
+// come up yet, or sent nothing yet): modem_up, modem_sends_total for each
+// result and modem_taken_out_total for each reason. Its signal appears with
+// its first reading (0 dBm would read as a strong signal).
 func metricSeed(modem string) {
 	modemUp.WithLabelValues(modem).Set(0)
 	for _, r := range []string{"ok", "error", "permanent"} {
 		modemSends.WithLabelValues(modem, r)
 	}
+	for _, r := range takenOutReasons {
+		modemTakenOut.WithLabelValues(modem, r)
+	}
 }
+
+func metricTakenOut(modem, reason string) { modemTakenOut.WithLabelValues(modem, reason).Inc() }
 
 func metricUp(modem string, up bool) {
 	v := 0.0
@@ -47,7 +71,7 @@ func metricSignalUnknown(modem string) { modemSignal.DeleteLabelValues(modem) }
 func metricSend(modem, result string) { modemSends.WithLabelValues(modem, result).Inc() }
 
 // metricForget deletes the series of a modem the pool no longer has (a
-// reload removed it); its send counters stay.
+// reload removed it); its counters stay.
 func metricForget(modem string) {
 	modemUp.DeleteLabelValues(modem)
 	modemSignal.DeleteLabelValues(modem)

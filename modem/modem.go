@@ -63,8 +63,28 @@
 //
 // A modem is healthy when its SIM is ready, it is registered (home or
 // roaming, or on LTE for SMS: +CREG <stat> 1, 5, 6, 7, 9, 10; 27.007
-// §7.2) and it has had fewer than MaxErrors consecutive temporary send
-// failures; otherwise it is out until a re-probe succeeds.
+// §7.2) and it answers; otherwise it is out until a re-probe succeeds.
+// Every plain AT command is bounded by the command timeout (AT+CMGS by the
+// send timeout), whatever the caller's context allows: a modem that stops
+// answering (a probe's command, or the AT+CMGF=0 before a send, gets no
+// answer) is taken out at once (ErrNotAnswering; its signal is no longer
+// known), the message it was given goes to another modem, and it is
+// initialised again at each probe until it answers.
+//
+// A modem taken out for send errors (MaxErrors temporary failures in a row,
+// or permanent errors that may be its own for MaxErrors messages in a row,
+// see below) is held out: a SIM without credit or barred answers every AT
+// command, so a good probe proves nothing. It stays out, its last error the
+// send errors, for SendHoldMin; then it is on trial (still reported down,
+// ModemStatus.Trial): the scheduler gives it one message at a time. A trial
+// send that succeeds puts it back in service; one that fails with an error
+// that may be the modem's holds it out again for twice as long, up to
+// SendHoldMax; a number error says nothing either way. The hold outlives
+// a reopened port.
+//
+// Each time a modem in service (or on trial) is taken out, it is counted in
+// spareline_modem_taken_out_total by reason; its return to service is
+// logged ("modem back in service", with how long it was out and why).
 //
 // Failure policy:
 //   - a permanent +CMS ERROR (number error, invalid PDU: see at.CMSError)
@@ -73,7 +93,7 @@
 //     message is tried once on each other modem that is up (within
 //     MaxAttempts), then returned as a permanent *SendError; a modem that
 //     gives permanent errors for MaxErrors different messages in a row is
-//     taken out as for temporary errors;
+//     taken out as for temporary errors (held out, above);
 //   - a temporary error (other CMS/CME errors, bare OK, ERROR, timeout, port
 //     broken mid-send) retries the whole message on another modem that is
 //     up (waiting for it while it is busy; the same modem only when no

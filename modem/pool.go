@@ -58,6 +58,12 @@ type PoolOptions struct {
 	MaxErrors       int           // consecutive temporary send errors that take a modem out, default 3
 	MaxAttempts     int           // sends of one message before a temporary error is returned, default 3
 	Trace           bool          // AT transcript at debug level
+	// SendHoldMin and SendHoldMax bound the hold of a modem taken out for
+	// send errors (see the package doc): out for SendHoldMin (default 1m)
+	// after the first take-out, doubling at each failed trial send up to
+	// SendHoldMax (default 30m).
+	SendHoldMin time.Duration
+	SendHoldMax time.Duration
 	// ReassemblyTimeout is how long the parts of an incomplete concatenated
 	// incoming message wait for the others, counted from the first part
 	// this process read; then what arrived is handed over. Default
@@ -145,6 +151,9 @@ type ModemStatus struct {
 	SentLastMinute int       `json:"sent_last_minute"`     // SMS parts
 	LastError      string    `json:"last_error,omitempty"`
 	LastChange     time.Time `json:"last_change"`
+	// Trial: down (held out after send errors) and its hold is over: the
+	// next message is sent on it, and tells whether it can send again.
+	Trial bool `json:"trial,omitempty"`
 }
 
 // ErrPoolStopped is returned by Send when Run has ended.
@@ -314,6 +323,8 @@ type devMsg struct {
 	state     State
 	health    Health
 	err       error
+	trial     bool // msgState down: on trial, the scheduler may give it a message
+	lost      bool // msgState: the signal and registration are not known now (port broken, not answering)
 	job       *job
 	refs      []int
 	attempted bool
@@ -347,6 +358,13 @@ func NewPool(mods []Config, open Opener, opts PoolOptions) *Pool {
 	if opts.MaxErrors <= 0 {
 		opts.MaxErrors = 3
 	}
+	if opts.SendHoldMin <= 0 {
+		opts.SendHoldMin = time.Minute
+	}
+	if opts.SendHoldMax <= 0 {
+		opts.SendHoldMax = 30 * time.Minute
+	}
+	opts.SendHoldMax = max(opts.SendHoldMax, opts.SendHoldMin)
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 3
 	}
@@ -544,7 +562,7 @@ func (p *Pool) startDevice(d *device) {
 // closed. Scheduler-owned (or before Run, when d is closed at once).
 func (p *Pool) retire(d *device, next *Config) {
 	d.removed, d.next = true, next
-	p.setStatus(d.idx, StateClosing, Health{}, nil)
+	p.setStatus(d.idx, StateClosing, Health{}, nil, false, false)
 	for k, v := range p.pins {
 		if v.dev == d.idx {
 			delete(p.pins, k)
@@ -892,11 +910,11 @@ func (p *Pool) schedule(ctx context.Context) {
 			case msgClosed:
 				p.closed(d)
 			case msgState:
-				d.up = m.state == StateUp
+				d.up = m.state == StateUp || m.trial
 				if d.removed {
 					m.state = StateClosing
 				}
-				p.setStatus(m.dev, m.state, m.health, m.err)
+				p.setStatus(m.dev, m.state, m.health, m.err, m.trial, m.lost)
 			case msgIncoming:
 				incoming = append(incoming, m.incoming)
 			case msgReport:
@@ -1210,16 +1228,24 @@ func (p *Pool) armBudgetTimer(t *time.Timer, queue []*job) {
 	}
 }
 
-func (p *Pool) setStatus(i int, st State, h Health, err error) {
+// setStatus records modem i's state; trial: down, and on trial (see
+// ModemStatus.Trial); lost: its signal and registration are not known now
+// (its port broke, it stopped answering): cleared, not left at the last
+// reading.
+func (p *Pool) setStatus(i int, st State, h Health, err error, trial, lost bool) {
 	p.mu.Lock()
 	s := &p.status[i]
 	if s.State != st {
 		s.LastChange = time.Now()
 	}
 	s.State = st
+	s.Trial = trial && st == StateDown
 	// A zero Health is no reading (a state change before any probe); a
 	// reading with signal 0 is "not known" (+CSQ: 99).
 	read := h.SignalDBm != 0 || h.Reg != 0
+	if lost {
+		h, read = Health{}, true // "not known" now, as after +CSQ: 99
+	}
 	if read {
 		s.SignalDBm, s.Registration = h.SignalDBm, h.Reg
 	}

@@ -314,6 +314,19 @@ func (f *Failover) anyModemUp() bool {
 	return false
 }
 
+// anyModemTakes reports whether a modem may take a message now: one up, or
+// one on trial (held out after send errors, its hold over: only a message
+// tells whether it can send again; the only modem of a site, held out, must
+// still get one).
+func (f *Failover) anyModemTakes() bool {
+	for _, s := range f.pool.Status() {
+		if s.State == modem.StateUp || s.Trial {
+			return true
+		}
+	}
+	return false
+}
+
 func (f *Failover) modemStatus() []modem.ModemStatus { return f.pool.Status() }
 
 // queue makes a new message durable in the modem queue and answers OK.
@@ -541,13 +554,13 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 			return
 		}
 	}
-	// While no modem is up the workers look at each queued message in turn
-	// (its carrier may come back), putting each back for idleLook. When a
-	// modem comes up, the messages looked at last are not due again yet:
+	// While no modem is up (nor on trial) the workers look at each queued
+	// message in turn (its carrier may come back), putting each back for
+	// idleLook. When a modem comes up, the messages looked at last are not due again yet:
 	// sent now, newer messages would overtake them (priority_flag, then
 	// age, is the queue's order). So the first sends wait until every
 	// message put back is due again (at most idleLook).
-	idle := !f.anyModemUp()
+	idle := !f.anyModemTakes()
 	until := f.idleUntil.Load()
 	if idle || time.Now().UnixNano() < until {
 		if m.State == store.StateCarrier {

@@ -322,3 +322,35 @@ func TestModemBinaryMOReachesThePlatformAsData(t *testing.T) {
 		t.Fatalf("MO %+v, %v; want UDHI and the header before the octets", sm, err)
 	}
 }
+
+// statusPool is a fakePool whose modems are those of status.
+type statusPool struct {
+	fakePool
+	status []modem.ModemStatus
+}
+
+func (p *statusPool) Status() []modem.ModemStatus { return p.status }
+
+// The only modem, held out after send errors (a SIM without credit) and on
+// trial (its hold over), is given a queued message: only a send tells
+// whether it can send again. Taken as "no modem up", the message was put
+// back for ever, and the modem never got the send that would bring it back.
+func TestModemOnTrialIsGivenAQueuedMessage(t *testing.T) {
+	st := openTestBolt(t)
+	d := newTestDispatcher(t, st)
+	pool := &statusPool{status: []modem.ModemStatus{{Name: "held", State: modem.StateDown, Trial: true,
+		LastError: "send errors 3 times in a row: at: +CMS ERROR: 50"}}}
+	fo := NewFailover(d, pool, FailoverConfig{ModemReceiptTimeout: time.Hour}, zap.NewNop())
+	m, id := queuedForModem(t, st, d, fo)
+	fo.process(context.Background(), id)
+	if sent := pool.sentIDs(); len(sent) != 1 || sent[0] != m.ID {
+		t.Fatalf("modem sends %v, want one of %s (the modem on trial takes it)", sent, m.ID)
+	}
+	// Down and not on trial: nothing is given to the pool.
+	pool.status[0].Trial = false
+	_, id = queuedForModem(t, st, d, fo)
+	fo.process(context.Background(), id)
+	if sent := pool.sentIDs(); len(sent) != 1 {
+		t.Fatalf("modem sends %v while no modem is up nor on trial", sent)
+	}
+}

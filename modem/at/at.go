@@ -23,7 +23,9 @@
 //     NOT SUPPORT" and "TOO MANY PARAMETERS"); "+CMS ERROR: n" -> *CMSError;
 //     "+CME ERROR: n" -> *CMEError (classification documented on the types).
 //   - A command without a final result code when its context ends fails with
-//     *TimeoutError. For an SMS command ESC is sent first to abort the prompt
+//     *TimeoutError; a plain command also at the command timeout
+//     (Options.Timeout) when its context allows longer (a modem that stopped
+//     answering must not hold its caller until a far deadline). For an SMS command ESC is sent first to abort the prompt
 //     (27.005 §3.5.1). An SMS command whose "> " prompt does not come within
 //     the command timeout (Options.Timeout; the context may allow much
 //     longer for the network's answer) fails then, with ESC, as a
@@ -56,7 +58,9 @@ import (
 type Options struct {
 	// Logger receives errors and, with Trace, the transcript. Default: nop.
 	Logger *zap.Logger
-	// Timeout applies to a command whose context has no deadline. Default 10s.
+	// Timeout bounds every plain command (Command), also when its context
+	// allows longer, and an SMS command (SMSCommand) whose context has no
+	// deadline, and the wait for an SMS command's "> " prompt. Default 10s.
 	Timeout time.Duration
 	// Trace logs every line read and written at debug level (the PIN of
 	// AT+CPIN="..." is masked).
@@ -237,7 +241,13 @@ func (s *Session) do(ctx context.Context, cmd, pdu string) ([]string, error) {
 	if !strings.HasPrefix(strings.ToUpper(cmd), "AT") {
 		cmd = "AT" + cmd
 	}
-	if _, ok := ctx.Deadline(); !ok {
+	// A plain command is always bounded by the command timeout, whatever
+	// the caller's context allows: a caller's deadline may be minutes
+	// away (a message's), and a modem that stopped answering would hold
+	// its owner that long. An SMS command's context is its bound (the
+	// send timeout, which allows for the network), the command timeout
+	// when it has none; its "> " prompt has the command timeout.
+	if _, ok := ctx.Deadline(); !ok || pdu == "" {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
 		defer cancel()

@@ -581,3 +581,34 @@ func TestCMSErrorTexts(t *testing.T) {
 		}
 	}
 }
+
+// A plain command is bounded by the command timeout even when its context
+// allows much longer (a message's deadline, minutes away): a modem that
+// stopped answering fails the command at the command timeout, so its
+// owner is free to take it out (it held the device until the far deadline).
+func TestPlainCommandBoundedByTheCommandTimeout(t *testing.T) {
+	f := newFake(func(f *fakeModem, cmd string) {
+		if cmd == "AT" {
+			f.send("\r\nOK\r\n")
+		}
+		// AT+CMGF=0: no answer at all (firmware hung)
+	})
+	s := New(f, Options{GuardTime: 20 * time.Millisecond, Timeout: 200 * time.Millisecond})
+	t.Cleanup(func() { s.Close(); f.unplugOnce() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour) // a message's far deadline
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := s.Command(ctx, "AT+CMGF=0"); done <- err }()
+	select {
+	case err := <-done:
+		var te *TimeoutError
+		if !errors.As(err, &te) || te.Cmd != "AT+CMGF=0" {
+			t.Fatalf("want a *TimeoutError for AT+CMGF=0, got %v", err)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("a command the modem does not answer was not bounded by the command timeout (200ms)")
+	}
+	if _, err := s.Command(ctxT(t), "AT"); err != nil {
+		t.Fatalf("session unusable after the timeout: %v", err)
+	}
+}
