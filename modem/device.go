@@ -28,6 +28,7 @@ func (p *Pool) runDevice(ctx context.Context, dev *device) {
 	// out outlives the ports opened: a hold after send errors outlives a
 	// USB reset.
 	out := &outage{}
+	metricHeldOut(cfg.Name, false) // a reload of the modem starts it afresh
 	for ctx.Err() == nil {
 		p.tell(ctx, devMsg{kind: msgState, dev: i, state: StateOpening})
 		rw, err := p.open(ctx, cfg)
@@ -242,6 +243,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		errs, perms = 0, 0
 		takeOut(reason, out.cause, false)
 		armHold()
+		metricHeldOut(cfg.Name, true)
 	}
 	// handOver gives the scheduler what the device took off the modem (an
 	// incoming message deleted from the SIM, a status report acknowledged
@@ -624,6 +626,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					// Its trial send went out: it can send again.
 					out.hold, out.until, out.cause = 0, time.Time{}, nil
 					armHold()
+					metricHeldOut(cfg.Name, false)
 					setUp(true, warn)
 				}
 			}

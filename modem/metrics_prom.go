@@ -21,6 +21,10 @@ var (
 		Name: "spareline_modem_taken_out_total",
 		Help: "Times a modem in service (or on trial after send errors) was taken out, by reason (send_errors, send_refused, not_answering, port_broken, restarted, sim, not_registered, other).",
 	}, []string{"modem", "reason"})
+	modemHeldOut = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spareline_modem_held_out",
+		Help: "1 while the modem is held out of service after send errors (its hold, then its trial with one message), until a send succeeds.",
+	}, []string{"modem"})
 )
 
 // The reasons a modem is taken out of service (spareline_modem_taken_out_total).
@@ -44,6 +48,7 @@ var takenOutReasons = []string{reasonSendErrors, reasonSendRefused, reasonNotAns
 // its first reading (0 dBm would read as a strong signal).
 func metricSeed(modem string) {
 	modemUp.WithLabelValues(modem).Set(0)
+	modemHeldOut.WithLabelValues(modem).Set(0)
 	for _, r := range []string{"ok", "error", "permanent"} {
 		modemSends.WithLabelValues(modem, r)
 	}
@@ -53,6 +58,14 @@ func metricSeed(modem string) {
 }
 
 func metricTakenOut(modem, reason string) { modemTakenOut.WithLabelValues(modem, reason).Inc() }
+
+func metricHeldOut(modem string, held bool) {
+	v := 0.0
+	if held {
+		v = 1
+	}
+	modemHeldOut.WithLabelValues(modem).Set(v)
+}
 
 func metricUp(modem string, up bool) {
 	v := 0.0
@@ -75,4 +88,5 @@ func metricSend(modem, result string) { modemSends.WithLabelValues(modem, result
 func metricForget(modem string) {
 	modemUp.DeleteLabelValues(modem)
 	modemSignal.DeleteLabelValues(modem)
+	modemHeldOut.DeleteLabelValues(modem)
 }

@@ -41,6 +41,29 @@ func takenOut(t *testing.T, name, reason string) float64 {
 	return 0
 }
 
+// heldOut is spareline_modem_held_out{modem}.
+func heldOut(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "spareline_modem_held_out" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "modem" && l.GetValue() == name {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no spareline_modem_held_out{modem=%q}", name)
+	return 0
+}
+
 // logged returns the entries with message msg that name modem name.
 func logged(logs *observer.ObservedLogs, msg, name string) []observer.LoggedEntry {
 	var out []observer.LoggedEntry
@@ -151,6 +174,9 @@ func TestModemTakenOutForSendErrorsStaysOutUntilASendSucceeds(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	waitUp(t, ctx, p, "hold0", "hold1")
 	outs := takenOut(t, "hold0", "send_errors")
+	if h := heldOut(t, "hold0"); h != 0 {
+		t.Fatalf("held_out{hold0} = %v before any error, want 0", h)
+	}
 	bad.FailNext(50, 1000)
 	n := 0
 	send := func(dest string) (*modem.Sent, error) {
@@ -175,6 +201,9 @@ func TestModemTakenOutForSendErrorsStaysOutUntilASendSucceeds(t *testing.T) {
 	}
 	if st := modemState(p, "hold0"); st.State != modem.StateDown || !strings.Contains(st.LastError, "+CMS ERROR: 50") {
 		t.Fatalf("after good probes hold0 is %+v, want down with its send error", st)
+	}
+	if h := heldOut(t, "hold0"); h != 1 {
+		t.Fatalf("held_out{hold0} = %v while held out, want 1 (what SparelineModemSendErrors watches)", h)
 	}
 	onTrial := func() {
 		t.Helper()
@@ -238,6 +267,9 @@ func TestModemTakenOutForSendErrorsStaysOutUntilASendSucceeds(t *testing.T) {
 	}
 	if d, _ := back[0].ContextMap()["out_for"].(time.Duration); d < holdMin+2*holdMin {
 		t.Errorf("out_for %v, want at least the holds (%v)", d, 3*holdMin)
+	}
+	if h := heldOut(t, "hold0"); h != 0 {
+		t.Errorf("held_out{hold0} = %v back in service, want 0", h)
 	}
 	if c := takenOut(t, "hold0", "send_errors") - outs; c != 3 {
 		t.Errorf("taken_out_total{hold0,send_errors} = %v, want 3 (the take-out, two failed trials)", c)
