@@ -21,8 +21,8 @@ type QueuedMessage struct {
 	To       string    `json:"to"`      // destination, middle digits masked
 	Priority byte      `json:"priority"`
 	Queued   time.Time `json:"queued"`
-	Due      time.Time `json:"due"`     // zero: due now
-	Sending  bool      `json:"sending"` // a worker holds it (on a modem, or waiting for one)
+	Due      time.Time `json:"due,omitzero"` // zero: due now (left out of the JSON)
+	Sending  bool      `json:"sending"`      // a worker holds it (on a modem, or waiting for one)
 	Attempts int       `json:"attempts"`
 	Note     string    `json:"note"` // why it is on the modem path, or its last error
 }
