@@ -135,6 +135,12 @@ var (
 	modemPathResults  = []string{"sent", "expired", "returned", "failed", "permanent"}
 	northBindResults  = []string{"ok", "password", "system_id", "address", "system_type", "address_range"}
 	northBindTypes    = []bindType{bindTX, bindRX, bindTRX}
+	// seededStats are the receipt stats of SMPP 3.4 Appendix B, whose
+	// receipts_total series exist at 0 for each carrier and the modems:
+	// a carrier's first receipts, all within one scrape, would otherwise
+	// be no increase() (SparelineCarrierNoReceipts fired for a carrier
+	// that had sent every receipt).
+	seededStats = []string{"DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD", "ENROUTE"}
 )
 
 // seedGatewayMetrics creates the gateway-wide series at 0.
@@ -159,6 +165,9 @@ func seedCarrierMetrics(carrier string) {
 		metricUnmatched.WithLabelValues(carrier, o)
 	}
 	metricPossibleDup.WithLabelValues(carrier)
+	for _, st := range seededStats {
+		metricReceipts.WithLabelValues(carrier, st)
+	}
 	for _, o := range lateOutcomes {
 		metricLateAnswers.WithLabelValues(carrier, o)
 	}
@@ -182,6 +191,9 @@ func seedAccountMetrics(account string) {
 func seedModemPathMetrics() {
 	for _, r := range modemPathResults {
 		metricModemPath.WithLabelValues(r)
+	}
+	for _, st := range seededStats {
+		metricReceipts.WithLabelValues("modem", st)
 	}
 }
 

@@ -92,6 +92,9 @@ routing: { country_code: "86", preset: cn, prefixes: { "1990": seedco1 } }
 		for _, r := range []string{"down", "transient", "timeout", "lost", "receipt"} {
 			w = append(w, fmt.Sprintf(`spareline_failovers_total{carrier=%q,reason=%q}`, carrier, r))
 		}
+		for _, st := range []string{"DELIVRD", "UNDELIV", "EXPIRED", "ENROUTE"} {
+			w = append(w, fmt.Sprintf(`spareline_receipts_total{source=%q,stat=%q}`, carrier, st))
+		}
 		for _, r := range []string{"ok", "error", "timeout", "lost", "down", "throttled"} {
 			w = append(w, fmt.Sprintf(`spareline_submits_total{carrier=%q,result=%q}`, carrier, r))
 		}
