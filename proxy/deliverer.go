@@ -152,6 +152,11 @@ type deliverer struct {
 	flights map[string]*flight   // by delivery id: sent and not settled
 	retryAt map[string]time.Time // by delivery id: not sent again before
 	keys    map[string]string    // by delivery id: its orderKey
+	// unremoved: deliveries the platform has (it answered, or was given up
+	// on) whose removal from the store failed: at their retryAt the
+	// removal is tried again, never the deliver_sm (a store refusing
+	// writes, e.g. Redis at its maxmemory, sent one receipt 21 times).
+	unremoved map[string]bool
 	// throttle: the sessions that asked to slow down (ESME_RTHROTTLED,
 	// ESME_RMSGQFUL) and their pauses. One session of a platform (a node of
 	// its cluster) being overloaded says nothing of the others: they go on.
@@ -281,7 +286,7 @@ func (d *Dispatcher) kickDeliveries(account string) {
 		}
 		dl = &deliverer{d: d, account: account, worker: worker, kick: make(chan struct{}, 1), clk: clk,
 			wake: make(chan struct{}, 1), syncReq: make(chan func()),
-			flights: map[string]*flight{}, retryAt: map[string]time.Time{}, keys: map[string]string{},
+			flights: map[string]*flight{}, retryAt: map[string]time.Time{}, keys: map[string]string{}, unremoved: map[string]bool{},
 			held: true} // a lease of this instance's from before a restart is released when there is nothing to do
 		d.deliverers[account] = dl
 		d.spawn(func() { dl.run(d.deliverCtx) }) // not after shutdown began (dispatcher.go)
@@ -394,13 +399,14 @@ func (dl *deliverer) pump(ctx context.Context, log *zap.Logger) time.Time {
 			metricDeliveriesPending.WithLabelValues(dl.account).Set(0)
 			clear(dl.retryAt)
 			clear(dl.keys)
+			clear(dl.unremoved)
 			return time.Time{}
 		}
 		if len(list) < want || len(dl.keys) > 4*maxClaimed {
 			dl.forgetBut(list)
 		}
 		var started int
-		started, noRoom = dl.start(list, recv, now, paused, log)
+		started, noRoom = dl.start(ctx, list, recv, now, paused, log)
 		if started == 0 || len(list) < want || len(dl.flights) >= deliverBatch {
 			break
 		}
@@ -494,6 +500,11 @@ func (dl *deliverer) forgetBut(list []*store.Delivery) {
 			delete(dl.keys, id)
 		}
 	}
+	for id := range dl.unremoved {
+		if !in[id] && dl.flights[id] == nil {
+			delete(dl.unremoved, id)
+		}
+	}
 }
 
 // orderKey is what orders a delivery among the others: the message a
@@ -517,7 +528,20 @@ func (dl *deliverer) orderKey(del *store.Delivery) string {
 // flight, not waiting for a retry, not behind an unsettled one of the same
 // message or handset; while the account is not paused and a session has
 // room. noRoom reports that one that could go found no room.
-func (dl *deliverer) start(list []*store.Delivery, recv []*Session, now time.Time, paused bool, log *zap.Logger) (started int, noRoom bool) {
+func (dl *deliverer) start(ctx context.Context, list []*store.Delivery, recv []*Session, now time.Time, paused bool, log *zap.Logger) (started int, noRoom bool) {
+	// Deliveries the platform has, whose removal failed: removed again
+	// (also while the sessions pause), not sent again.
+	for _, del := range list {
+		if !dl.unremoved[del.ID] || dl.flights[del.ID] != nil {
+			continue
+		}
+		if t, ok := dl.retryAt[del.ID]; ok && now.Before(t) {
+			continue
+		}
+		fl := &flight{del: del}
+		dl.flights[del.ID] = fl
+		dl.ack(ctx, fl)
+	}
 	if paused {
 		return 0, false
 	}
@@ -660,13 +684,17 @@ func (dl *deliverer) settle(ctx context.Context, log *zap.Logger, now time.Time)
 		}
 		delete(dl.flights, id)
 		if o.err != nil {
-			log.Warn("removing a delivered deliver_sm failed; it may be sent again", zap.String("delivery", id),
-				zap.Error(o.err))
+			if !dl.unremoved[id] {
+				log.Warn("removing a delivered deliver_sm failed; the removal is tried again (the deliver_sm is not sent again unless this gateway stops first)",
+					zap.String("delivery", id), zap.Error(o.err))
+			}
+			dl.unremoved[id] = true
 			dl.retryAt[id] = now.Add(deliveryRetryPause)
 			continue
 		}
 		delete(dl.retryAt, id)
 		delete(dl.keys, id)
+		delete(dl.unremoved, id)
 		dl.settled(id)
 	}
 }

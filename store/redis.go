@@ -548,6 +548,40 @@ func (r *Redis) flush(batch []*putReq) {
 		}
 		return nil
 	})
+	if err != nil && strings.HasPrefix(err.Error(), "EXECABORT") {
+		// Redis discarded the transaction (nothing of it applied) because
+		// it refused a command: at its maxmemory (noeviction) it refuses
+		// every command queued in a MULTI, but takes deletions outside
+		// one. The acks of deliveries the platform already has go again
+		// without a transaction (the body first: an id listed without one
+		// is a half-done ack, which readers skip), so that a write refused
+		// beside them, or Redis's memory, does not make their deliveries
+		// go out again and again.
+		var acks []*putReq
+		for _, req := range batch {
+			if req.ackID != "" {
+				acks = append(acks, req)
+			}
+		}
+		if len(acks) > 0 {
+			_, aerr := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, req := range acks {
+					req.cmds[0] = p.HDel(ctx, req.ackHash, req.ackID)
+					req.cmds[1] = p.LRem(ctx, req.ackList, 1, req.ackID)
+					req.n = 2
+				}
+				return nil
+			})
+			for _, req := range batch {
+				if req.ackID != "" {
+					req.answer(req.result(aerr))
+				} else {
+					req.answer(req.result(err))
+				}
+			}
+			return
+		}
+	}
 	for _, req := range batch {
 		req.answer(req.result(err))
 	}

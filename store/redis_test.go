@@ -303,3 +303,41 @@ func TestRedisCheckDataNoticesALoss(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	check(c, DataKept, "a gateway started after the flush")
 }
+
+// A Redis at its maxmemory (noeviction) discards a transaction (it refuses
+// every command queued in a MULTI) but takes deletions outside one: the
+// acks of a refused batch are applied on their own, not failed with it
+// (each failed ack sent its receipt to the platform again).
+func TestRedisAckSurvivesARefusedBatchMate(t *testing.T) {
+	srv := redisserver.Start(t)
+	ctx := context.Background()
+	s := openRedis(t, srv.URL(), RedisOptions{TTL: time.Hour})
+	del := &Delivery{ID: "d-oom", Account: "acct", Body: []byte("receipt"), Created: time.Now()}
+	must(t, s.AddDelivery(ctx, del, nil))
+	alone := &Delivery{ID: "d-alone", Account: "acct", Body: []byte("receipt 2"), Created: time.Now()}
+	must(t, s.AddDelivery(ctx, alone, nil))
+	must(t, s.rdb.ConfigSet(ctx, "maxmemory", "1").Err())
+	t.Cleanup(func() { _ = s.rdb.ConfigSet(context.Background(), "maxmemory", "0").Err() })
+	set := &putReq{key: msgKey("oom"), val: []byte("refused"), done: make(chan error, 1)}
+	ack := &putReq{ackList: delivListKey("acct"), ackHash: delivHashKey("acct"), ackID: del.ID, done: make(chan error, 1)}
+	s.flush([]*putReq{set, ack})
+	if err := <-set.done; err == nil {
+		t.Fatal("the SET at maxmemory succeeded; want it refused (the test's premise)")
+	}
+	if err := <-ack.done; err != nil {
+		t.Fatalf("the ack beside it: %v, want applied", err)
+	}
+	// At maxmemory Redis refuses every command of a MULTI, deletions
+	// too: an ack alone in its batch goes through all the same.
+	ack2 := &putReq{ackList: delivListKey("acct"), ackHash: delivHashKey("acct"), ackID: alone.ID, done: make(chan error, 1)}
+	s.flush([]*putReq{ack2})
+	if err := <-ack2.done; err != nil {
+		t.Fatalf("an ack alone at maxmemory: %v, want applied", err)
+	}
+	must(t, s.rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+	list, err := s.PendingDeliveries(ctx, "acct", 10)
+	must(t, err)
+	if len(list) != 0 {
+		t.Fatalf("delivery still pending after its ack: %+v", list)
+	}
+}
