@@ -145,11 +145,16 @@ type Carrier struct {
 	trialKick chan struct{}
 	// bridge is the session of a trial bind that got in, kept while
 	// reconnectRolling moves a carrier with one bind bound (the usual
-	// binds: 1) to the new login: it takes submits and counts as a bound
-	// bind until the bind is bound again, so that a planned change of
-	// login never leaves the carrier without a bind (down, then probation,
-	// its traffic on the modems meanwhile).
-	bridge atomic.Pointer[Session]
+	// binds: 1) to the new login: it takes submits, receipts and MO, and
+	// counts as a bound bind, so that a planned change of login never
+	// leaves the carrier without a bind (down, then probation, its traffic
+	// on the modems meanwhile). The bind that comes to dial with its login
+	// takes the session as its own (takeBridge) rather than binding a
+	// second time (an SMSC that allows one bind per system_id answers
+	// that with ESME_RALYBND). Whoever swaps it to nil owns its count:
+	// takeBridge (the count passes to the bind), closeBridge, checkBound
+	// (endBridge), or the watch that sees the SMSC end it (openBridge).
+	bridge atomic.Pointer[bridgeSession]
 	// reloadRefused says why the carrier refused the address or login of
 	// the last reload (its trial bind), while its binds go on with the
 	// previous ones; "" otherwise (ReloadRefused). Guarded by mu.
@@ -607,17 +612,21 @@ func (c *Carrier) reconnect() {
 // always has one: it does not count as down for a reload, nor send its new
 // traffic to the modems for failover.up_after of probation. A carrier with
 // fewer than two binds bound keeps the trial's session meanwhile as a
-// bridge (Carrier.bridge): it carries the submits, and counts as a bind,
-// until the last bind has moved; then it leaves as a bind does (the submits
-// in flight answered, then unbind). Otherwise the trial unbinds first. A
-// later reload (trialGen) or the end of ctx stops it; the binds not reached
-// yet then reconnect as that reload decides (their login is not the live
-// one).
-func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64, trial *Session) {
+// bridge (Carrier.bridge): it carries the submits, takes receipts and MO,
+// and counts as a bind; the first bind to dial with the new login once its
+// old session has gone takes it over as its own session (takeBridge), so
+// the carrier has a bound bind throughout and the SMSC sees no second bind
+// with the new login (ESME_RALYBND from an SMSC that allows one per
+// system_id). A bridge no bind took by the time the last bind has moved
+// leaves as a bind does (the submits in flight answered, then unbind).
+// Otherwise the trial unbinds first. A later reload (trialGen) or the end
+// of ctx stops it; the binds not reached yet then reconnect as that reload
+// decides (their login is not the live one).
+func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64, trial *bridgeSession) {
 	if trial != nil {
 		if c.Bound() >= 2 {
-			trial.Unbind(ctx)
-			trial.Wait()
+			trial.s.Unbind(ctx)
+			trial.s.Wait()
 		} else {
 			c.openBridge(trial)
 			defer c.closeBridge(ctx, trial)
@@ -675,27 +684,88 @@ func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64, trial *Sessi
 	}
 }
 
-// openBridge makes s (a trial bind's session) take submits and count as a
-// bound bind (reconnectRolling).
-func (c *Carrier) openBridge(s *Session) {
-	c.bridge.Store(s)
-	n := c.bound.Add(1)
-	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
-	c.health.noteBindUp(c)
+// bridgeSession is the carrier's bridge (Carrier.bridge): a trial bind's
+// session s, bound as kind with login.
+type bridgeSession struct {
+	s     *Session
+	login carrierLogin
+	kind  bindType
+	// refusing is the trial's refusal of deliveries (dialAndBind),
+	// cleared when the trial becomes the bridge.
+	refusing *atomic.Bool
 }
 
-// closeBridge ends the bridge s: no new submit on it, those in flight
-// answered (at most response_timeout), then the unbind, and the bind it
-// counted as is gone.
-func (c *Carrier) closeBridge(ctx context.Context, s *Session) {
-	c.bridge.CompareAndSwap(s, nil)
-	drainSession(s, c.cfg.Load().ResponseTimeout.D())
-	s.Unbind(context.WithoutCancel(ctx))
-	s.Wait()
+// openBridge makes br (a trial bind's session) take submits, receipts and
+// MO, and count as a bound bind (reconnectRolling), until a bind takes it
+// over (takeBridge), it is closed (closeBridge, checkBound), or its
+// session ends: then it counts no more, at once.
+func (c *Carrier) openBridge(br *bridgeSession) {
+	br.refusing.Store(false)
+	n := c.bound.Add(1)
+	c.bridge.Store(br)
+	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
+	c.health.noteBindUp(c)
+	c.wg.Add(1) // the caller is a goroutine of c.wg: not at zero
+	go func() {
+		defer c.wg.Done()
+		<-br.s.Done()
+		if c.bridge.CompareAndSwap(br, nil) { // the SMSC ended it (or the connection dropped)
+			c.bridgeGone(br)
+		}
+	}()
+}
+
+// takeBridge hands the bridge's session to a bind of kind about to dial
+// with cfg, if the bridge is bound as kind with cfg's login and still up:
+// the bind counts it from now on (the bridge's count passes to it), and
+// receipts and MO on it go on being taken. nil otherwise.
+func (c *Carrier) takeBridge(kind bindType, cfg *config.Carrier) *Session {
+	br := c.bridge.Load()
+	if !c.bridgeFits(br, kind, cfg) || !c.bridge.CompareAndSwap(br, nil) {
+		return nil
+	}
+	return br.s
+}
+
+// bridgeFits reports whether a bind of kind dialling with cfg would take
+// br over (takeBridge).
+func (c *Carrier) bridgeFits(br *bridgeSession, kind bindType, cfg *config.Carrier) bool {
+	if br == nil || br.kind != kind || br.login != *loginOf(cfg) || br.s.Ending() {
+		return false
+	}
+	select {
+	case <-br.s.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// closeBridge ends the bridge br unless a bind took it over or it ended
+// already: no new submit on it, those in flight answered (at most
+// response_timeout), then the unbind, and the bind it counted as is gone.
+func (c *Carrier) closeBridge(ctx context.Context, br *bridgeSession) {
+	if c.bridge.CompareAndSwap(br, nil) {
+		c.endBridge(ctx, br)
+	}
+}
+
+// endBridge is closeBridge for the caller that swapped br out of
+// c.bridge.
+func (c *Carrier) endBridge(ctx context.Context, br *bridgeSession) {
+	drainSession(br.s, c.cfg.Load().ResponseTimeout.D())
+	br.s.Unbind(context.WithoutCancel(ctx))
+	br.s.Wait()
+	c.bridgeGone(br)
+}
+
+// bridgeGone takes the bridge br, whose session has ended, out of the
+// bound count.
+func (c *Carrier) bridgeGone(br *bridgeSession) {
 	n := c.bound.Add(-1)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 	if c.ctx.Err() == nil { // as connectAndServe: a carrier stopping is no outage
-		c.health.noteBindDown(c, s.Err())
+		c.health.noteBindDown(c, br.s.Err())
 	}
 }
 
@@ -727,7 +797,8 @@ func loginOf(cfg *config.Carrier) *carrierLogin {
 // reload changed its address or login) on a bind of its own before
 // the binds give up the sessions they have: a wrong password or address in
 // the file must not take a working carrier down at 3 a.m. When the trial
-// binds, it unbinds and every bind reconnects with the new settings. When
+// binds, every bind reconnects with the new settings (reconnectRolling: the
+// trial unbinds first, or stays as the bridge a bind takes over). When
 // the carrier refuses the credentials, or cannot be reached with the new
 // address or TLS settings, the binds keep their sessions (a session that
 // ends meanwhile reconnects with the address and login it had: dialConfig), the
@@ -746,7 +817,10 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 		// Even with no session left (the carrier restarted), the binds
 		// redial with the live login until the trial binds (dialConfig).
 		cfg := c.cfg.Load()
-		s, err := c.dialAndBind(ctx, cfg, bindKinds(cfg.BindMode)[0], log, true)
+		refusing := new(atomic.Bool)
+		refusing.Store(true)
+		kind := bindKinds(cfg.BindMode)[0]
+		s, err := c.dialAndBind(ctx, cfg, kind, log, refusing)
 		if err == nil {
 			if c.trialGen.Load() != gen {
 				s.Unbind(ctx)
@@ -758,7 +832,7 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 			c.mu.Lock()
 			c.setReloadRefused(gen, "")
 			c.mu.Unlock()
-			c.reconnectRolling(ctx, gen, s)
+			c.reconnectRolling(ctx, gen, &bridgeSession{s: s, login: *loginOf(cfg), kind: kind, refusing: refusing})
 			return
 		}
 		if ctx.Err() != nil {
@@ -855,11 +929,11 @@ func (c *Carrier) pick() *Session {
 			best = s
 		}
 	}
-	if s := c.bridge.Load(); s != nil && !s.Ending() && (best == nil || s.Free() > best.Free()) {
+	if br := c.bridge.Load(); br != nil && !br.s.Ending() && (best == nil || br.s.Free() > best.Free()) {
 		select {
-		case <-s.Done():
+		case <-br.s.Done():
 		default:
-			best = s
+			best = br.s
 		}
 	}
 	return best
@@ -976,6 +1050,12 @@ func (c *Carrier) checkBound(s *Session, status uint32) {
 			s.Unbind(context.Background())
 		}()
 		return
+	}
+	// The bridge of a reload (reconnectRolling): it leaves as closeBridge
+	// has it, and no bind takes it over; the binds dial.
+	if br := c.bridge.Load(); br != nil && br.s == s && c.bridge.CompareAndSwap(br, nil) {
+		c.log.Warn("carrier answered ESME_RINVBNDSTS on the reload's bridge session: it no longer counts it as bound; it leaves")
+		go c.endBridge(context.Background(), br)
 	}
 }
 
@@ -1160,6 +1240,11 @@ func (b *carrierBind) run(ctx context.Context) {
 		if time.Since(start) > 30*time.Second {
 			backoff = time.Second
 		}
+		if c.bridgeFits(c.bridge.Load(), b.kind, c.dialConfig()) {
+			// Its old session gone (a reload moving the binds): the
+			// bridge carries the new login; take it over now.
+			continue
+		}
 		if te := (*TLSError)(nil); errors.As(err, &te) && te.Verification {
 			log.Error("carrier's TLS certificate refused; check carriers[].tls_ca and tls_server_name", zap.Error(err))
 		}
@@ -1301,12 +1386,18 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	gen := c.connGen.Load()
 	cfg := c.dialConfig()
 	b.dialled.Store(loginOf(cfg))
-	s, err := c.dialAndBind(ctx, cfg, b.kind, log, false)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.health.noteBindError(c, err) // the status page's reason while no bind is up
+	// The bridge holds this login already (a reload moving the binds):
+	// its session becomes this bind's, counted already.
+	s := c.takeBridge(b.kind, cfg)
+	adopted := s != nil
+	if !adopted {
+		var err error
+		if s, err = c.dialAndBind(ctx, cfg, b.kind, log, nil); err != nil {
+			if ctx.Err() == nil {
+				c.health.noteBindError(c, err) // the status page's reason while no bind is up
+			}
+			return err
 		}
-		return err
 	}
 	b.login.Store(loginOf(cfg))
 	b.sess.Store(s)
@@ -1317,12 +1408,17 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	// A receiver bind brings receipts; it does not make the carrier able to
 	// take submits, so health and the bound count ignore it.
 	tx := b.kind.transmits()
-	if tx {
+	switch {
+	case adopted: // a bridge is of a kind that transmits
+		log.Info("carrier bound: the bind took over the reload's trial session, bound with its login already",
+			zap.String("address", cfg.Address), zap.Int32("bound", c.bound.Load()))
+		c.health.noteBindUp(c)
+	case tx:
 		n := c.bound.Add(1)
 		metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 		log.Info("carrier bound", zap.String("address", cfg.Address), zap.Int32("bound", n))
 		c.health.noteBindUp(c)
-	} else {
+	default:
 		log.Info("carrier receiver bound", zap.String("address", cfg.Address))
 	}
 	// Only now, counted: a resize waiting for it (a bind_mode change)
@@ -1341,13 +1437,13 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	}
 	b.sess.Store(nil)
 	if !tx {
-		err = s.Err()
+		err := s.Err()
 		s.Wait()
 		return err
 	}
 	n := c.bound.Add(-1)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
-	err = s.Err()
+	err := s.Err()
 	if c.ctx.Err() == nil {
 		// Not when the carrier stops (shutdown, or a reload removed it):
 		// that is no outage, and logging one (at error level when it
@@ -1370,12 +1466,13 @@ func (e *connectError) Unwrap() error { return e.err }
 // refusal for credentials is an *AuthError, a failure to connect (dial,
 // TLS) a *connectError.
 //
-// A trial bind (trialThenReconnect) takes no delivery: it unbinds at once,
-// and an answer queued behind its unbind would be lost, the receipt then
-// sent again and handled twice. It answers deliver_sm and data_sm with
-// ESME_RX_T_APPN (a temporary refusal: the carrier sends it again, on a
-// bind that stays).
-func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bindType, log *zap.Logger, trial bool) (*Session, error) {
+// A trial bind (trialThenReconnect; trial not nil) takes no delivery while
+// trial is set: it may unbind at once, and an answer queued behind its
+// unbind would be lost, the receipt then sent again and handled twice. It
+// answers deliver_sm and data_sm with ESME_RX_T_APPN (a temporary refusal:
+// the carrier sends it again, on a bind that stays). A trial kept as the
+// bridge clears trial (openBridge) and takes them as a bind does.
+func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bindType, log *zap.Logger, trial *atomic.Bool) (*Session, error) {
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout.D())
 	defer cancel()
 	conn, err := c.dialer(dctx, "tcp", cfg.Address)
@@ -1404,7 +1501,7 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		// bound yet gets ESME_RINVBNDSTS, which ends the session.
 		EnquireLinkAfterInput: true,
 		Handler: func(s *Session, f Frame) {
-			if trial && (f.ID == cmdDeliverSM || f.ID == cmdDataSM) {
+			if trial != nil && trial.Load() && (f.ID == cmdDeliverSM || f.ID == cmdDataSM) {
 				respondDeliver(s, f, statusRXTAppn)
 				return
 			}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -85,11 +84,13 @@ func TestReloadReconnectsBindsOneAtATime(t *testing.T) {
 }
 
 // A carrier with one bind, reloaded with a password it takes: the trial
-// bind's session stays and carries the submits while the bind moves to
-// the new password, and leaves once the bind is back. The carrier never
-// has no bind: no state change at all (before, the bind's unbind made it
-// down, "all_carriers_down" when it was the only one, then probation for
-// failover.up_after, its traffic on the modems meanwhile).
+// bind's session stays and carries the submits while the bind lets its old
+// session go, then becomes the bind's own session: no second bind with the
+// new login (an SMSC that allows one per system_id answers it
+// ESME_RALYBND). The carrier never has no bind: no state change at all
+// (before the bridge, the bind's unbind made it down, "all_carriers_down"
+// when it was the only one, then probation for failover.up_after, its
+// traffic on the modems meanwhile).
 func TestReloadHandsTheOnlyBindOverWithoutGoingDown(t *testing.T) {
 	addr, conns := fakeSMSC(t)
 	h := NewHealth(3, time.Hour, zap.NewNop())
@@ -117,32 +118,29 @@ func TestReloadHandsTheOnlyBindOverWithoutGoingDown(t *testing.T) {
 	c.Reconfigure(cfg)
 	trial := nextConn(t, conns)
 	bindOK(t, trial, cmdBindTransceiver)
-	expectUnbind(t, working) // the bind lets its old session go; the trial's stays
-	again := nextConn(t, conns)
-	f := again.read()
-	if f.ID != cmdBindTransceiver || bindPassword(t, f) != "rotated" {
-		t.Fatalf("the bind came back with %+v and password %q", f.Header, bindPassword(t, f))
+	// While the bind's old session leaves (its unbind not answered yet), a
+	// submit goes out on the trial's session: the carrier is not down.
+	f := working.read()
+	if f.ID != cmdUnbind {
+		t.Fatalf("the bind's old session sent %+v, want unbind", f.Header)
 	}
-	// While the bind waits for its bind_resp, a submit goes out on the
-	// trial's session: the carrier is not down.
 	if st := h.State(name); st != StateUp {
-		t.Fatalf("state %v while the bind reconnects, want up", st)
+		t.Fatalf("state %v while the bind moves, want up", st)
 	}
 	submitOnKeptBind(t, c, trial, "the old session left")
-	again.write(cmdBindTransceiverR, statusOK, f.Seq, cstring(nil, "smsc"))
-	expectUnbind(t, trial) // the bind is back: the trial leaves
-	waitBound(t, c, 1)
-	// The bind's own session takes the next submit.
-	res := make(chan error, 1)
-	go func() {
-		_, err := c.Submit(context.Background(), goldenSubmit(t, "02 4F60", ""))
-		res <- err
-	}()
-	sub := again.read()
-	again.write(cmdSubmitSMResp, statusOK, sub.Seq, cstring(nil, "C2"))
-	if err := <-res; err != nil {
-		t.Fatal(err)
+	working.write(cmdUnbindResp, statusOK, f.Seq, nil)
+	working.expectClosed()
+	waitTakenOver(t, c)
+	// The bind dialled nothing: the trial's session is its own now, and
+	// takes the next submit.
+	select {
+	case nc := <-conns:
+		_ = nc.Close()
+		t.Fatal("the bind dialled a second session with the new login")
+	default:
 	}
+	submitOnKeptBind(t, c, trial, "the bind took the trial's session over")
+	waitBound(t, c, 1)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(changes) != 0 {
@@ -151,4 +149,17 @@ func TestReloadHandsTheOnlyBindOverWithoutGoingDown(t *testing.T) {
 	if st := stateMetric(name); st != 2 {
 		t.Errorf("carrier_state %v after the reload, want 2", st)
 	}
+}
+
+// waitTakenOver waits until the carrier's first bind has taken the reload's
+// bridge over (takeBridge): no bridge left, and the bind bound with the
+// carrier's login.
+func waitTakenOver(t *testing.T, c *Carrier) {
+	t.Helper()
+	// Polled: nothing signals the take-over.
+	waitCond(t, "the bind taking the bridge's session over", func() bool {
+		b := c.bindList()[0]
+		l := b.login.Load()
+		return c.bridge.Load() == nil && b.sess.Load() != nil && l != nil && *l == *loginOf(c.cfg.Load())
+	})
 }

@@ -5,7 +5,9 @@
 // Policy, in short:
 //   - It accepts bind_transmitter, bind_receiver and bind_transceiver
 //     (SMPP 3.4 4.1), checks system_id then password when they are configured
-//     (ESME_RINVSYSID, ESME_RINVPASWD), answers enquire_link (4.11) and unbind
+//     (ESME_RINVSYSID, ESME_RINVPASWD), refuses a bind beyond
+//     Options.MaxBindsPerSystemID bound connections of its system_id
+//     (ESME_RALYBND), answers enquire_link (4.11) and unbind
 //     (4.2, then closes), and answers any other request with generic_nack
 //     ESME_RINVCMDID (4.3). A submit_sm before bind, or on a receiver bind,
 //     gets ESME_RINVBNDSTS.
@@ -112,6 +114,11 @@ type Options struct {
 	// optional parameters: a submit_sm that carries any is refused
 	// ESME_RINVCMDLEN (its octets do not add up to a 3.3 submit_sm).
 	SMPP33 bool
+
+	// MaxBindsPerSystemID: a bind beyond this many bound connections of
+	// its system_id is refused ESME_RALYBND, as SMSCs that allow an
+	// account one bind (or a few) do; 0 = no limit.
+	MaxBindsPerSystemID int
 
 	MaxTPSPerBind int          // submit_sm per second per connection; 0 = unlimited
 	Throttle      ThrottleMode // default ThrottleReject
@@ -767,6 +774,8 @@ func (c *conn) handleBind(h header, full []byte) {
 		status = data.ESME_RINVSYSID
 	case s.opts.Password != "" && req.Password != s.opts.Password:
 		status = data.ESME_RINVPASWD
+	case s.opts.MaxBindsPerSystemID > 0 && s.boundAsLocked(req.SystemID) >= s.opts.MaxBindsPerSystemID:
+		status = data.ESME_RALYBND
 	}
 	if status != 0 {
 		s.stats.BindsRefused++
@@ -809,6 +818,17 @@ func (c *conn) handleBind(h header, full []byte) {
 	for _, r := range flush {
 		s.sendReceipt(r)
 	}
+}
+
+// boundAsLocked counts the bound connections of systemID; s.mu is held.
+func (s *SMSC) boundAsLocked(systemID string) int {
+	n := 0
+	for c := range s.conns {
+		if c.bound && c.systemID == systemID {
+			n++
+		}
+	}
+	return n
 }
 
 // throttle applies MaxTPSPerBind: it says whether to answer ESME_RTHROTTLED

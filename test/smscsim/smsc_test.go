@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linxGnu/gosmpp/data"
 	"github.com/linxGnu/gosmpp/pdu"
 )
 
@@ -261,4 +262,24 @@ func TestRecordLimitKeepsLatest(t *testing.T) {
 	if len(got) != 3 || got[2].Seq != 19 || got[0].Seq != 17 || s.Stats().Submits != 10 {
 		t.Fatalf("%d kept, last seq %d, stats %+v", len(got), got[len(got)-1].Seq, s.Stats())
 	}
+}
+
+// MaxBindsPerSystemID refuses a bind beyond the limit with ESME_RALYBND,
+// and takes one again once a bound connection of that system_id has gone.
+func TestMaxBindsPerSystemID(t *testing.T) {
+	s := start(t, Options{MaxBindsPerSystemID: 1})
+	a := rawDial(t, s)
+	a.bind(pdu.Transceiver, 1)
+	b := rawDial(t, s)
+	req := pdu.NewBindRequest(pdu.Transceiver)
+	req.SystemID, req.Password = "ent01", "pw"
+	b.write(encode(req, 0, 2, nil))
+	if h, _ := b.read(); h.Seq != 2 || h.Status != uint32(data.ESME_RALYBND) {
+		t.Fatalf("second bind of ent01 answered %+v, want ESME_RALYBND", h)
+	}
+	a.nc.Close()
+	if err := s.WaitUntil(ctxT(t), func(st Stats) bool { return st.Conns == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	b.bind(pdu.Transceiver, 3)
 }
