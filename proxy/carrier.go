@@ -684,6 +684,14 @@ func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64, trial *bridg
 	}
 }
 
+// isBindLimit reports whether err is a bind refused ESME_RALYBND (in a
+// bind_resp or a generic_nack): the SMSC counts one bind too many for the
+// account.
+func isBindLimit(err error) bool {
+	var br *BindRefusedError
+	return errors.As(err, &br) && br.Status == statusAlyBnd
+}
+
 // bridgeSession is the carrier's bridge (Carrier.bridge): a trial bind's
 // session s, bound as kind with login.
 type bridgeSession struct {
@@ -849,6 +857,20 @@ func (c *Carrier) trialThenReconnect(ctx context.Context, gen uint64) {
 		case errors.As(err, &ce):
 			backoff = min(backoff*2, time.Minute)
 			why = "the carrier could not be reached, or did not answer the bind, with the address or login of the last config reload (" + err.Error() + ")"
+		case isBindLimit(err):
+			// The account is at its bind limit (the usual contract: as
+			// many binds as configured): the trial says nothing of the
+			// new settings. The binds move to them one at a time, each once
+			// the one before is bound again, so that a carrier with two
+			// binds or more is never without one (all at once, it went
+			// down, then on probation, with its traffic on the modems).
+			log.Info("carrier refused a trial bind with the reloaded settings as one bind too many (ESME_RALYBND: the account's bind limit); its binds move to them one at a time",
+				zap.Error(err))
+			c.mu.Lock()
+			c.setReloadRefused(gen, "")
+			c.mu.Unlock()
+			c.reconnectRolling(ctx, gen, nil)
+			return
 		default:
 			log.Warn("carrier refused a trial bind with the reloaded settings for a reason that says nothing about them; its binds reconnect with them",
 				zap.Error(err))

@@ -176,3 +176,61 @@ func TestReloadBridgeInvBndSts(t *testing.T) {
 	bindOK(t, again, cmdBindTransceiver)
 	waitBound(t, c, 1)
 }
+
+// An SMSC whose account allows exactly the carrier's binds (two): a reload
+// that changes the password gets ESME_RALYBND for its trial bind, one bind
+// too many, which says nothing of the new password. The binds move to it
+// one at a time, so the carrier always has one. Before, they all
+// reconnected at once: the carrier went down, then on probation, with its
+// traffic on the modems meanwhile.
+func TestReloadAtTheBindLimitMovesTheBindsOneAtATime(t *testing.T) {
+	sim, err := smscsim.Start(smscsim.Options{Name: "twobind", MaxBindsPerSystemID: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h := NewHealth(3, time.Hour, zap.NewNop())
+	var mu sync.Mutex
+	var changes []string
+	h.OnChange = func(_ string, from, to CarrierState, reason string) {
+		mu.Lock()
+		changes = append(changes, from.String()+"->"+to.String()+": "+reason)
+		mu.Unlock()
+	}
+	cfg := config.Carrier{Name: "twobind", Address: sim.Addr(), SystemID: "ent", Password: "old", Binds: 2, Window: 8,
+		ResponseTimeout: config.Duration(2 * time.Second), ConnectTimeout: config.Duration(2 * time.Second)}
+	c := NewCarrier(cfg, h, zap.NewNop())
+	c.onDeliver = func(_ *Carrier, s *Session, f Frame) { respondDeliver(s, f, statusOK) }
+	h.Attach(c)
+	runCarrier(t, c)
+	waitBound(t, c, 2)
+	mu.Lock()
+	changes = nil
+	mu.Unlock()
+
+	cfg.Password = "rotated"
+	c.Reconfigure(cfg)
+	waitCond(t, "both binds on the new password", func() bool {
+		for _, b := range c.bindList() {
+			l := b.login.Load()
+			if b.sess.Load() == nil || l == nil || *l != *loginOf(c.cfg.Load()) {
+				return false
+			}
+		}
+		return true
+	})
+	if err := sim.WaitUntil(ctx, func(s smscsim.Stats) bool { return s.Bound == 2 && s.Conns == 2 }); err != nil {
+		t.Fatalf("SMSC: %v (%+v)", err, sim.Stats())
+	}
+	if st := sim.Stats(); st.BindsRefused != 1 {
+		t.Errorf("SMSC refused %d binds, want 1 (the trial, one too many)", st.BindsRefused)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changes) != 0 || h.State("twobind") != StateUp || c.ReloadRefused() != "" {
+		t.Errorf("after the reload: state changes %q, health %v, reload_refused %q; want none, up, none",
+			changes, h.State("twobind"), c.ReloadRefused())
+	}
+}
