@@ -156,6 +156,12 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		// back in service, one that fails holds it out again for longer.
 		trial bool
 		errs  int // consecutive temporary send errors
+		// subs: one of them was an error of the SIM's subscription (no
+		// credit, barred: SendError.subscription), which a good probe
+		// cannot disprove: errs then hold the modem out (holdOut); errors
+		// of the network or the radio only take it out until a probe
+		// finds it registered and answering.
+		subs bool
 		// perms counts the permanent send errors in a row, each for
 		// another message (permID the last one's): a modem that refuses
 		// every message (a barred SIM, firmware that rejects the PDU) is
@@ -240,7 +246,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		}
 		out.until = time.Now().Add(out.hold)
 		out.cause = fmt.Errorf("%w; out of service for %s, then tried with one message", err, out.hold)
-		errs, perms = 0, 0
+		errs, perms, subs = 0, 0, false
 		takeOut(reason, out.cause, false)
 		armHold()
 		metricHeldOut(cfg.Name, true)
@@ -444,7 +450,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			// Out (after errors, or not yet up): a good probe puts it back
 			// with a clean count. While up, the counts run on: "in a row"
 			// is not cut by the probe period.
-			errs, perms = 0, 0
+			errs, perms, subs = 0, 0, false
 		}
 		lastErr = warn
 	}
@@ -614,14 +620,28 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				}
 			case against:
 				errs++
-				if errs >= p.opts.MaxErrors && up {
+				subs = subs || se.subscription
+				switch {
+				case errs < p.opts.MaxErrors || !up:
+				case subs:
 					n := errs
 					holdOut(reasonSendErrors, fmt.Errorf("send errors %d times in a row: %w", n, err))
 					log.Warn("modem taken out after consecutive errors", zap.Int("errors", n), zap.Error(err),
 						zap.Duration("hold", out.hold))
+				default:
+					// Errors of the network or the radio (no network
+					// service, congestion, a send timeout...): they pass
+					// when it is registered again, which a probe sees; no
+					// hold, no trial.
+					n := errs
+					cause := fmt.Errorf("send errors %d times in a row: %w; back in service when a probe finds it registered and answering", n, err)
+					errs, perms, subs = 0, 0, false
+					log.Warn("modem taken out after consecutive errors of the network or the radio; back in service at a good probe",
+						zap.Int("errors", n), zap.Error(err), zap.Duration("probe_interval", p.opts.ReprobeInterval))
+					takeOut(reasonNetwork, cause, false)
 				}
 			case err == nil:
-				errs, perms = 0, 0
+				errs, perms, subs = 0, 0, false
 				if out.held() {
 					// Its trial send went out: it can send again.
 					out.hold, out.until, out.cause = 0, time.Time{}, nil

@@ -19,7 +19,7 @@ var (
 	}, []string{"modem", "result"})
 	modemTakenOut = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_modem_taken_out_total",
-		Help: "Times a modem in service (or on trial after send errors) was taken out, by reason (send_errors, send_refused, not_answering, port_broken, restarted, sim, not_registered, other).",
+		Help: "Times a modem in service (or on trial after send errors) was taken out, by reason (send_errors, send_refused, network, not_answering, port_broken, restarted, sim, not_registered, other).",
 	}, []string{"modem", "reason"})
 	modemHeldOut = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_modem_held_out",
@@ -29,8 +29,9 @@ var (
 
 // The reasons a modem is taken out of service (spareline_modem_taken_out_total).
 const (
-	reasonSendErrors    = "send_errors"    // MaxErrors temporary send errors in a row, or a failed trial send
+	reasonSendErrors    = "send_errors"    // MaxErrors temporary send errors in a row, one of the SIM's subscription (held out), or a failed trial send
 	reasonSendRefused   = "send_refused"   // permanent errors that may be the modem's, for MaxErrors messages in a row, or on a trial send
+	reasonNetwork       = "network"        // MaxErrors temporary send errors in a row, none of the SIM's subscription (no network service, congestion, timeouts...): back at a good probe
 	reasonNotAnswering  = "not_answering"  // a command got no answer within the command timeout
 	reasonPortBroken    = "port_broken"    // the port vanished (unplugged, USB reset)
 	reasonRestarted     = "restarted"      // ^SYSSTART/RDY on the open port
@@ -39,7 +40,7 @@ const (
 	reasonOther         = "other"          // anything else (PDU mode refused, an init or probe failure)
 )
 
-var takenOutReasons = []string{reasonSendErrors, reasonSendRefused, reasonNotAnswering, reasonPortBroken,
+var takenOutReasons = []string{reasonSendErrors, reasonSendRefused, reasonNetwork, reasonNotAnswering, reasonPortBroken,
 	reasonRestarted, reasonSIM, reasonNotRegistered, reasonOther}
 
 // metricSeed creates a modem's series at 0 (a configured modem that has not

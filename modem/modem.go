@@ -71,10 +71,17 @@
 // known), the message it was given goes to another modem, and it is
 // initialised again at each probe until it answers.
 //
-// A modem taken out for send errors (MaxErrors temporary failures in a row,
-// or permanent errors that may be its own for MaxErrors messages in a row,
-// see below) is held out: a SIM without credit or barred answers every AT
-// command, so a good probe proves nothing. It stays out, its last error the
+// A modem with MaxErrors temporary send failures in a row none of which is
+// an error of its SIM's subscription (at.CMSError Subscription: the
+// network's or the radio's, such as 331 no network service, 38, 41, 42, 47,
+// timeouts, bare ERROR) is taken out (reason network) until a probe finds
+// it registered and answering, as for any other outage: no hold, no trial.
+//
+// A modem taken out for send errors of its subscription (MaxErrors
+// temporary failures in a row, one of them of the subscription: 50 no
+// credit, 8/10 barred..., or permanent errors that may be its own for
+// MaxErrors messages in a row, see below) is held out: a SIM without credit
+// or barred answers every AT command, so a good probe proves nothing. It stays out, its last error the
 // send errors, for SendHoldMin; then it is on trial (still reported down,
 // ModemStatus.Trial): the scheduler gives it one message at a time. A trial
 // send that succeeds puts it back in service; one that fails with an error
@@ -419,6 +426,9 @@ func (m *Modem) Init(ctx context.Context, pin string) (*Info, error) {
 		}
 	}
 	if err != nil {
+		if te := (*at.TimeoutError)(nil); errors.As(err, &te) { // it says "no answer to AT" itself
+			return nil, fmt.Errorf("modem %s: %w", m.opts.Name, err)
+		}
 		return nil, fmt.Errorf("modem %s: no answer to AT: %w", m.opts.Name, err)
 	}
 	if _, err := m.s.Command(ctx, "ATE0"); err != nil {

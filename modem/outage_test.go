@@ -276,6 +276,76 @@ func TestModemTakenOutForSendErrorsStaysOutUntilASendSucceeds(t *testing.T) {
 	}
 }
 
+// A modem whose sends fail for the network's state (+CMS ERROR: 331, no
+// network service, while it still reads as registered) is taken out after
+// MaxErrors errors, counted with reason network, not held out (held_out
+// stays 0, no trial), and comes back in service at a good probe with no
+// message sent to it. (It was held out as for a SIM without credit: with
+// no traffic it stayed down on trial for good, its probes good, and the
+// alerts for no credit and no modem up firing.)
+func TestModemTakenOutForNetworkErrorsComesBackAtAGoodProbe(t *testing.T) {
+	bad := startSim(t, "net", modemsim.Options{})
+	good := startSim(t, "good", modemsim.Options{})
+	core, logs := observer.New(zapcore.InfoLevel)
+	p := startPoolConfigs(t, []modem.Config{{Name: "net0", Device: bad.Path()}, {Name: "net1", Device: good.Path()}},
+		func(o *modem.PoolOptions) {
+			o.Logger = zap.New(core)
+			o.SendHoldMin, o.SendHoldMax = time.Hour, time.Hour // a hold would outlast the test
+		})
+	ctx := testCtx(t, 30*time.Second)
+	waitUp(t, ctx, p, "net0", "net1")
+	nets, holds := takenOut(t, "net0", "network"), takenOut(t, "net0", "send_errors")
+	bad.FailNext(331, 3)
+	for i := range 3 {
+		s, err := p.Send(ctx, fmt.Sprint("n", i), sms.Submit{Dest: "+8613800138000", Payload: []byte(fmt.Sprint("msg ", i))})
+		if err != nil || s.Modem != "net1" {
+			t.Fatalf("send %d: %+v, %v", i, s, err)
+		}
+	}
+	if c := bad.Count("+CMGS="); c != 3 {
+		t.Fatalf("net0 was given %d messages, want 3", c)
+	}
+	// Taken out before the scheduler heard of the third send.
+	if n := takenOut(t, "net0", "network") - nets; n != 1 {
+		t.Fatalf("taken_out_total{net0,network} = %v, want 1", n)
+	}
+	if n := takenOut(t, "net0", "send_errors") - holds; n != 0 {
+		t.Errorf("taken_out_total{net0,send_errors} = %v, want 0", n)
+	}
+	if h := heldOut(t, "net0"); h != 0 {
+		t.Errorf("held_out{net0} = %v after network errors, want 0", h)
+	}
+	w := logged(logs, "modem taken out after consecutive errors of the network or the radio; back in service at a good probe", "net0")
+	if len(w) != 1 || !strings.Contains(fmt.Sprint(w[0].ContextMap()["error"]), "+CMS ERROR: 331") {
+		t.Fatalf("take-out logged %v", w)
+	}
+	// No message: a good probe puts it back.
+	waitUp(t, ctx, p, "net0")
+	if st := modemState(p, "net0"); st.Trial || st.LastError != "" {
+		t.Errorf("net0 back in service with %+v", st)
+	}
+	back := logged(logs, "modem back in service", "net0")
+	if len(back) != 1 || back[0].ContextMap()["was_out_for"] != "network" {
+		t.Fatalf("back in service logged %v", back)
+	}
+}
+
+// A modem that answers nothing when it is initialised is down with a last
+// error that says so once ("...no answer to AT: at: no answer to AT: ..."
+// said it twice).
+func TestSilentModemLastErrorSaysItOnce(t *testing.T) {
+	sim := startSim(t, "mute", modemsim.Options{})
+	sim.Mute(true)
+	p := startPoolConfigs(t, []modem.Config{{Name: "mute0", Device: sim.Path()}}, func(o *modem.PoolOptions) {
+		o.CommandTimeout = 200 * time.Millisecond
+	})
+	ctx := testCtx(t, 30*time.Second)
+	st := waitDown(t, ctx, p, "mute0", "not answering")
+	if n := strings.Count(st.LastError, "no answer to AT"); n != 1 {
+		t.Errorf("last error %q says \"no answer to AT\" %d times, want once", st.LastError, n)
+	}
+}
+
 // The only modem, held out after send errors, still gets its trial
 // message: a pool whose modems are all held is not stuck for good.
 func TestSoleModemHeldOutIsStillTried(t *testing.T) {

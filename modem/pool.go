@@ -84,6 +84,10 @@ type SendError struct {
 	Code        int    // the +CMS ERROR code, 0 if none
 	Err         error  // the last error
 	Modem       string // the modem of the last attempt, "" if none was made
+	// subscription: an error of the SIM's subscription (at.CMSError
+	// Subscription: no credit, barred), which no health probe can
+	// disprove: it holds the modem out until a trial send succeeds.
+	subscription bool
 }
 
 // mayBeTheModems reports whether a permanent error may be the modem's own
@@ -1018,6 +1022,7 @@ func classify(err error) *SendError {
 		se.Code = cms.Code
 		se.Permanent = cms.Permanent()
 		se.NumberError = cms.NumberError()
+		se.subscription = cms.Subscription()
 	}
 	return se
 }

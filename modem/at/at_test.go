@@ -612,3 +612,19 @@ func TestPlainCommandBoundedByTheCommandTimeout(t *testing.T) {
 		t.Fatalf("session unusable after the timeout: %v", err)
 	}
 }
+
+// Subscription singles out the errors of the SIM's subscription (no credit,
+// barred), which no health probe can disprove, from those of the network
+// or the radio, and from number errors (but 21, which a barred SIM gets for
+// every message).
+func TestCMSErrorSubscription(t *testing.T) {
+	for code, want := range map[int]bool{
+		8: true, 10: true, 21: true, 29: true, 50: true, 69: true, 0xC1: true, 330: true,
+		1: false, 28: false, 30: false, 27: false, 38: false, 41: false, 42: false, 47: false,
+		0xC0: false, 0xC2: false, 300: false, 331: false, 332: false, 500: false, 512: false, 515: false,
+	} {
+		if got := (&CMSError{Code: code}).Subscription(); got != want {
+			t.Errorf("+CMS ERROR: %d: Subscription() = %v, want %v", code, got, want)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func (e *RestartedError) Is(target error) bool { return target == ErrModemRestar
 //	           subscriber, 30 unknown subscriber        -> permanent, number error
 //	           95-99, 111 invalid / non-existent message -> permanent
 //	           others (8/10 barring of OUR SIM, 27 destination out of service,
-//	           38 network out of order, 41 temporary failure, 42 congestion,
+//	           29 facility rejected, 38 network out of order, 41 temporary failure, 42 congestion,
 //	           47, 50, 69, 81, 127)                       -> temporary
 //	128..255 TP-Failure-Cause, 3GPP TS 23.040 §9.2.3.22
 //	           0xC3 invalid SME address, 0xC4 SME barred -> permanent, number error
@@ -96,6 +96,9 @@ func (e *RestartedError) Is(target error) bool { return target == ErrModemRestar
 //	           address unknown, 331 no network service, 332 network timeout,
 //	           340, 500 unknown)                          -> temporary
 //	512..    manufacturer specific                       -> temporary
+//
+// Subscription (below) singles out, among these, the errors of our SIM's
+// subscription (8, 10, 21, 29, 50, 69, 0xC1, 330).
 //
 // "Temporary" here means "this message may succeed later or on another
 // modem": a fault of our SIM, ME or network is temporary for the message.
@@ -146,6 +149,29 @@ func (e *CMSError) Permanent() bool {
 // Temporary is !Permanent.
 func (e *CMSError) Temporary() bool { return !e.Permanent() }
 
+// Subscription reports an error of our SIM's subscription, not of the
+// network's state or the radio: the SIM may send no short message (no
+// credit, barred, not subscribed), and a modem so refused still answers
+// every AT command and reads as registered, so no health probe can show
+// that it can send again; only a send can. (Errors of the network or the
+// radio, 38, 41, 42, 47, 331, 332, 512+..., pass when the modem is
+// registered again, which a probe sees.)
+//
+//	RP-Cause (24.011 Table 8.4, E-2): 8 operator determined barring,
+//	  10 call barred, 21 short message transfer rejected (also a number
+//	  error: a network gives it every message of a SIM it barred),
+//	  29 facility rejected, 50 requested facility not subscribed,
+//	  69 requested facility not implemented
+//	TP-Failure-Cause (23.040 §9.2.3.22): 0xC1 no SC subscription
+//	27.005 §3.2.5: 330 SMSC address unknown (the SIM's setting)
+func (e *CMSError) Subscription() bool {
+	switch e.Code {
+	case 8, 10, 21, 29, 50, 69, 0xC1, 330:
+		return true
+	}
+	return false
+}
+
 func cmsText(c int) string {
 	switch c {
 	case 1:
@@ -160,6 +186,8 @@ func cmsText(c int) string {
 		return "destination out of service"
 	case 28:
 		return "unidentified subscriber"
+	case 29:
+		return "facility rejected"
 	case 30:
 		return "unknown subscriber"
 	case 38:
@@ -192,6 +220,8 @@ func cmsText(c int) string {
 		return "interworking, unspecified"
 	case 0xC0:
 		return "SC busy"
+	case 0xC1:
+		return "no SC subscription"
 	case 0xC3:
 		return "invalid SME address"
 	case 0xC4:
