@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"github.com/spareline/spareline/config"
@@ -205,4 +206,40 @@ func TestMOWriteFailedIsWrittenOnResend(t *testing.T) {
 	if n, _ := st.CountDeliveries(context.Background(), "mo"); n != 1 {
 		t.Fatalf("held %d times, want 1", n)
 	}
+}
+
+// A Redis killed while nothing goes through the gateway is seen by the
+// health check alone: after storeCheckFailsDown failed checks in a row the
+// store is failing (spareline_store_up 0, the page); restarted, it is ok
+// again (the outage probe's write).
+func TestRedisKilledWithNoTrafficMarksTheStoreFailing(t *testing.T) {
+	old := storeCheckEvery
+	storeCheckEvery = 100 * time.Millisecond
+	t.Cleanup(func() { storeCheckEvery = old })
+	srv := redisserver.Start(t, redisserver.WithAOF())
+	rs, err := store.NewRedis(context.Background(), srv.URL(), 0, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+	cfg, err := config.Parse([]byte(`smpp: { listen: "127.0.0.1:0" }
+accounts: [ { system_id: platform, password: secret } ]
+carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw, binds: 1 } ]
+routing: { country_code: "86", preset: cn }
+`), "dead.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startTestGateway(t, cfg, GatewayOptions{Store: rs, Log: zap.NewNop()})
+	up := func() float64 { return testutil.ToFloat64(metricStoreUp) }
+	state := func() string { return g.storeStatus(statusReads{queueOK: true, heldOK: true}).State }
+	waitCond(t, "the store ok at start", func() bool { return up() == 1 && state() == "ok" })
+
+	srv.Kill()
+	waitCond(t, "spareline_store_up 0 with no traffic", func() bool { return up() == 0 })
+	if s := state(); s != "failing" {
+		t.Fatalf("store state %q with Redis dead, want failing", s)
+	}
+	srv.Restart()
+	waitCond(t, "spareline_store_up 1 after the restart", func() bool { return up() == 1 && state() == "ok" })
 }
