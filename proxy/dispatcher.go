@@ -106,6 +106,8 @@ type Dispatcher struct {
 	// address waits for (handleCarrierDeliver).
 	moMu    sync.Mutex
 	moTails map[string]chan struct{}
+	// moDoubt: the MO messages whose store write is in doubt (modoubt.go).
+	moDoubt moDoubt
 
 	// wg counts the background goroutines (deliverers, receipt handlers,
 	// the store probe, early-receipt retries). They are started only by

@@ -421,19 +421,18 @@ func (f *Failover) onFailedReceipt(ctx context.Context, c *Carrier, m *store.Mes
 	}
 	// sent -> queued by compare-and-set: of two copies of the receipt (a
 	// carrier resending it, or two instances) only one queues the message.
+	// The state change and the queue entry are one store step: a Redis
+	// call cut short at its deadline (the deliver_sm's bounded store step)
+	// may have been applied all the same, and the carrier's resent receipt
+	// then loses the compare-and-set; as two steps, that left the record
+	// queued with no entry (never sent, no receipt for the platform).
 	m.State, m.Note = store.StateQueued, "carrier receipt "+stat
-	won, err := f.d.store.FinishMessage(ctx, []store.State{store.StateSent}, m, nil)
+	won, err := f.d.store.QueueMessage(ctx, []store.State{store.StateSent}, m, time.Now())
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !won) {
 		return true, nil // expired, or a duplicate: the first copy queued it
 	}
 	if err != nil {
-		return true, err
-	}
-	if err := f.d.store.EnqueueModem(ctx, m.ID, m.Priority, time.Now()); err != nil {
-		// Back to sent, so that the carrier's resent receipt tries again.
-		m.State, m.Note = store.StateSent, "carrier receipt "+stat+": queueing failed"
-		_, _ = f.d.store.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateQueued}, m, nil)
-		return true, err
+		return true, err // not queued, or queued with its entry: the carrier's resent receipt tells
 	}
 	f.kickWorkers()
 	metricFailovers.WithLabelValues(c.Name, "receipt").Inc()

@@ -383,11 +383,44 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 			log.Warn("MO message dropped: no account receives MO")
 			return statusOK
 		}
-		del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
-		if err := d.store.AddDelivery(ctx, del, nil); err != nil {
+		// A deliver_sm answered ESME_RX_T_APPN after a failed store write
+		// may be this one sent again; the write may have been applied
+		// all the same (modoubt.go).
+		key := moDoubtKey(c.Name, sm)
+		id, doubtful := d.moDoubt.take(key)
+		if doubtful {
+			_, err := d.store.GetMessage(ctx, id) // the trace of its write
+			switch {
+			case err == nil:
+				d.noteStore(storeOpReceipt, nil)
+				d.kickDeliveries(acct)
+				log.Info("MO message sent again by the carrier after a store write in doubt: it was stored then; answered OK",
+					zap.String("delivery", id))
+				if ml := d.mlog(); ml != nil {
+					ml.mo(&store.Delivery{ID: id, Account: acct, Body: body, Created: time.Now()}, sm.Source, sm.Dest, c.Name, "")
+				}
+				return statusOK
+			case !errors.Is(err, store.ErrNotFound):
+				d.moDoubt.remember(key, id) // still in doubt
+				d.storeError(storeOpReceipt, log, "store read of an MO message in doubt failed; carrier will retry", err)
+				return statusRXTAppn
+			}
+			// Not applied: written now, under the same id.
+		} else {
+			id = d.ids.Next()
+		}
+		now := time.Now()
+		del := &store.Delivery{ID: id, Account: acct, Body: body, Created: now}
+		// The trace: a message record of the delivery's id (ids are
+		// unique across both), written in the same atomic step, that
+		// outlives the delivery (it expires with the store's TTL).
+		trace := &store.Message{ID: id, State: store.StateDone, Note: "trace of MO delivery " + id, Created: now, Done: now}
+		if err := d.store.AddDelivery(ctx, del, trace); err != nil {
+			d.moDoubt.remember(key, id)
 			d.storeError(storeOpReceipt, log, "store write of an MO message failed; carrier will retry", err)
 			return statusRXTAppn
 		}
+		d.noteStore(storeOpReceipt, nil)
 		d.kickDeliveries(acct)
 		log.Debug("MO message stored", zap.String("delivery", del.ID))
 		if ml := d.mlog(); ml != nil {

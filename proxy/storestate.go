@@ -25,6 +25,9 @@ import (
 //     outage"), else "ok"; a page whose own store reads failed or did not
 //     come within statusStoreWait says "not_answering" while the dispatcher
 //     has not seen a write fail yet (a hung store and no traffic).
+//     The health check (below) also marks it failing after
+//     storeCheckFailsDown of its reads in a row failed, so that a dead
+//     store is seen with no traffic; the outage probe marks it ok again.
 //   - Data loss: a Redis that no longer holds what it held (restarted
 //     without persistence, flushed, failed over to a replica that had not
 //     synced) is noticed by its marker (store.Redis.CheckData), read every
@@ -74,10 +77,15 @@ func seedStoreMetrics() {
 	}
 }
 
+// storeCheckEvery is how often the health check reads the store's marker
+// while nothing else makes it look (a variable for tests).
+var storeCheckEvery = 5 * time.Second
+
 const (
-	// storeCheckEvery is how often the health check reads the store's
-	// marker while nothing else makes it look.
-	storeCheckEvery = 5 * time.Second
+	// storeCheckFailsDown is how many health checks in a row must fail
+	// for the store to be marked failing by them alone (with no traffic,
+	// nothing else writes to it: a dead Redis at night).
+	storeCheckFailsDown = 2
 	// storePersistEvery is how often the Redis persistence settings are
 	// read again between outages.
 	storePersistEvery = time.Minute
@@ -325,6 +333,7 @@ func (g *Gateway) watchStore(ctx context.Context, dc store.DataChecker) {
 	}
 	t := time.NewTicker(storeCheckEvery)
 	defer t.Stop()
+	fails := 0 // health checks failed in a row
 	for {
 		again := false // the store answers again after an outage
 		select {
@@ -336,7 +345,18 @@ func (g *Gateway) watchStore(ctx context.Context, dc store.DataChecker) {
 		}
 		cctx, cancel := context.WithTimeout(ctx, storeCheckTimeout)
 		state, err := dc.CheckData(cctx)
-		if err != nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
+			fails = 0 // shutting down: not the store's failure
+		case fails+1 >= storeCheckFailsDown:
+			// A dead or hung store with no traffic: marked failing as a
+			// failed write marks it (store_up 0, the page, submits
+			// refused); the outage probe's first successful write marks
+			// it ok again.
+			fails++
+			g.Disp.noteStore(storeOpCheck, err)
+		default:
+			fails++
 			h.failed(storeOpCheck, err)
 		}
 		lost := err == nil && state == store.DataLost

@@ -115,6 +115,47 @@ func (s *Bolt) FinishMessage(ctx context.Context, from []State, m *Message, d *D
 	return ok, nil
 }
 
+// QueueMessage implements Claims in one write transaction.
+func (s *Bolt) QueueMessage(ctx context.Context, from []State, m *Message, due time.Time) (bool, error) {
+	menc := encodeMessage(m)
+	exp := s.expiry()
+	now := msU64(time.Now())
+	var ok, absent bool
+	err := s.batch(ctx, "queue message "+m.ID, func(tx *bolt.Tx) error {
+		ok, absent = false, false
+		v := getExpiring(tx, bMsg, []byte(m.ID), msU64(time.Now()))
+		if v == nil {
+			absent = true
+			return nil
+		}
+		cur, err := decodeMessage(v)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(from, cur.State) {
+			return nil
+		}
+		if err := putMessageTx(tx, m, menc, exp); err != nil {
+			return err
+		}
+		if _, err := removeQueued(tx, []byte(m.ID)); err != nil {
+			return err
+		}
+		if err := putQueued(tx, []byte(m.ID), queueKey(m.Priority, now, m.ID), msU64(due)); err != nil {
+			return err
+		}
+		ok = true
+		return nil
+	})
+	switch {
+	case err != nil:
+		return false, err
+	case absent:
+		return false, ErrNotFound
+	}
+	return ok, nil
+}
+
 // addDeliveryTx appends d to its account's deliveries as AddDelivery does
 // (an empty d.ID gets the next number; a pending id keeps its place) and
 // returns its id. d is not changed.

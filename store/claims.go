@@ -55,6 +55,14 @@ type Claims interface {
 	// is in one of from. ok reports whether it wrote. ErrNotFound when the
 	// record does not exist (or expired).
 	FinishMessage(ctx context.Context, from []State, m *Message, d *Delivery) (ok bool, err error)
+	// QueueMessage writes m and puts m.ID on the modem queue (as
+	// EnqueueModem(m.ID, m.Priority, due) does), only if the stored record
+	// of m.ID is in one of from, in one atomic step: the winner of the
+	// compare-and-set never leaves the message queued without its queue
+	// entry, also when the call reports an error after the store applied
+	// it (a Redis call cut short at its deadline). ok reports whether it
+	// wrote; ErrNotFound when the record does not exist (or expired).
+	QueueMessage(ctx context.Context, from []State, m *Message, due time.Time) (ok bool, err error)
 }
 
 // ErrLeased is returned by ClaimDeliveries while another worker holds the

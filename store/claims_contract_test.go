@@ -207,6 +207,68 @@ func runClaims(t *testing.T, open opener) {
 		}
 	})
 
+	// QueueMessage: the state change and the queue entry in one step, so
+	// that a winner never leaves a queued record without its entry.
+	t.Run("QueueMessage", func(t *testing.T) {
+		s := open(t, longTTL)
+		m := testMessage("q1")
+		m.State, m.Carrier, m.CarrierID, m.Priority = StateSent, "mobile", "C-9", 2
+		must(t, s.PutMessage(ctx, m))
+		w := *m
+		w.State, w.Note = StateQueued, "carrier receipt UNDELIV"
+		// The wrong state: nothing written, nothing queued.
+		if ok, err := s.QueueMessage(ctx, []State{StateModemSent}, &w, time.Now()); err != nil || ok {
+			t.Fatalf("QueueMessage from the wrong state = %v, %v; want false", ok, err)
+		}
+		sameMessage(t, mustGet(t, s, "q1"), m)
+		wantEmpty(t, s)
+		// The right state: the record and the entry, with its priority.
+		if ok, err := s.QueueMessage(ctx, []State{StateSent}, &w, time.Now()); err != nil || !ok {
+			t.Fatalf("QueueMessage = %v, %v; want true", ok, err)
+		}
+		sameMessage(t, mustGet(t, s, "q1"), &w)
+		if got, err := s.FindByCarrierID(ctx, "mobile", "C-9"); err != nil || got.ID != "q1" {
+			t.Fatalf("carrier index after QueueMessage: %v, %v", got, err)
+		}
+		head, err := s.ModemQueueHead(ctx, 10)
+		must(t, err)
+		if len(head) != 1 || head[0].ID != "q1" || head[0].Priority != 2 || head[0].Claimed || !head[0].Due.IsZero() {
+			t.Fatalf("queue after QueueMessage: %+v", head)
+		}
+		// A second copy (the carrier resending the receipt) loses and
+		// leaves the entry as it was.
+		if ok, err := s.QueueMessage(ctx, []State{StateSent}, &w, time.Now()); err != nil || ok {
+			t.Fatalf("second QueueMessage = %v, %v; want false", ok, err)
+		}
+		if got := claim(t, s, time.Hour); got != "q1" {
+			t.Fatalf("claimed %q, want q1", got)
+		}
+		wantEmpty(t, s)
+		// Due later: queued, not claimable yet.
+		m2 := testMessage("q2")
+		m2.State = StateSent
+		must(t, s.PutMessage(ctx, m2))
+		w2 := *m2
+		w2.State = StateQueued
+		if ok, err := s.QueueMessage(ctx, []State{StateSent}, &w2, time.Now().Add(time.Hour)); err != nil || !ok {
+			t.Fatalf("QueueMessage due later = %v, %v", ok, err)
+		}
+		wantEmpty(t, s)
+		if n, _, err := s.ModemQueue(ctx); err != nil || n != 2 {
+			t.Fatalf("queue depth %d, %v; want 2", n, err)
+		}
+		// An absent message: ErrNotFound, nothing created or queued.
+		if _, err := s.QueueMessage(ctx, []State{StateSent}, testMessage("absent"), time.Now()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("QueueMessage of an absent message: %v, want ErrNotFound", err)
+		}
+		if _, err := s.GetMessage(ctx, "absent"); !errors.Is(err, ErrNotFound) {
+			t.Fatal("QueueMessage created an absent message")
+		}
+		if n, _, err := s.ModemQueue(ctx); err != nil || n != 2 {
+			t.Fatalf("queue depth %d, %v; want 2", n, err)
+		}
+	})
+
 	// Two kinds of finisher race on one message many times over: a status
 	// report and a receipt timer (modemsent -> done with a receipt), and a
 	// queue worker and cancel_sm (queued -> modem, queued -> done). Exactly

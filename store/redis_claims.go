@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,8 +49,51 @@ return 0`)
 	// the version octet come six length-prefixed fields (ID, Account,
 	// Carrier, Source, Dest, Body), two octets (RegDeliv, Priority), then
 	// the State string. Lengths are uvarints.
-	finishScript = redis.NewScript(`
-local rec = redis.call('GET', KEYS[1])
+	finishScript = redis.NewScript(casPrelude(6) + `
+local px = tonumber(ARGV[2])
+if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[3] ~= '' then
+  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
+end
+local id = ARGV[4]
+if ARGV[5] ~= '' then
+  if id == '' then id = tostring(redis.call('INCR', KEYS[5])) end
+  if redis.call('HSET', KEYS[4], id, ARGV[5]) == 1 then redis.call('RPUSH', KEYS[3], id) end
+end
+return {1, id}`)
+
+	// KEYS: msg, index, then the queue's all, ready, wait, lease, owners.
+	// ARGV: msg record, ttl ms, index value ('' = no index), message id,
+	// all score, ready score, due ms ('' = due now), from states...
+	// Returns {1}, {0, stored state}, {-1} absent, {-2} corrupt. The
+	// message is written as by finishScript and its id enqueued as by
+	// enqueueScript, in the same step.
+	queueMessageScript = redis.NewScript(casPrelude(8) + `
+local px = tonumber(ARGV[2])
+if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[3] ~= '' then
+  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
+end
+local id = ARGV[4]
+redis.call('ZADD', KEYS[3], ARGV[5], id)
+redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[5], id)
+redis.call('ZREM', KEYS[6], id)
+redis.call('HDEL', KEYS[7], id)
+if ARGV[7] == '' then redis.call('ZADD', KEYS[4], ARGV[6], id) else redis.call('ZADD', KEYS[5], ARGV[7], id) end
+return {1}`)
+)
+
+// casPrelude is the start of a compare-and-set script on a message's
+// state (finishScript, queueMessageScript): KEYS[1] is the message, the
+// states to compare with are ARGV[first] to the last. It returns {-1} when
+// the record is absent, {-2} when it is unreadable, {0, stored state} when
+// its state is not one of them, and otherwise goes on.
+func casPrelude(first int) string {
+	return strings.Replace(casPreludeLua, "FIRST", strconv.Itoa(first), 1)
+}
+
+const casPreludeLua = `local rec = redis.call('GET', KEYS[1])
 if not rec then return {-1} end
 local function uvarint(pos)
   local v, mul = 0, 1
@@ -74,22 +119,11 @@ n, pos = uvarint(pos + 2)
 if not n or pos + n - 1 > #rec then return {-2} end
 local state = string.sub(rec, pos, pos + n - 1)
 local match = false
-for i = 6, #ARGV do
+for i = FIRST, #ARGV do
   if ARGV[i] == state then match = true end
 end
 if not match then return {0, state} end
-local px = tonumber(ARGV[2])
-if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
-if ARGV[3] ~= '' then
-  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
-end
-local id = ARGV[4]
-if ARGV[5] ~= '' then
-  if id == '' then id = tostring(redis.call('INCR', KEYS[5])) end
-  if redis.call('HSET', KEYS[4], id, ARGV[5]) == 1 then redis.call('RPUSH', KEYS[3], id) end
-end
-return {1, id}`)
-)
+`
 
 // ClaimDeliveries implements Claims in one script; the lease is a key
 // with a PX expiry, judged by the Redis server's clock.
@@ -151,6 +185,43 @@ func (r *Redis) FinishMessage(ctx context.Context, from []State, m *Message, d *
 			id, _ := vals[1].(string)
 			d.ID = id
 		}
+		return true, nil
+	case 0:
+		return false, nil
+	case -1:
+		return false, ErrNotFound
+	default:
+		return false, &CorruptError{Record: "message", Field: "state", Reason: "unreadable in redis record " + m.ID}
+	}
+}
+
+// QueueMessage implements Claims in one script.
+func (r *Redis) QueueMessage(ctx context.Context, from []State, m *Message, due time.Time) (bool, error) {
+	idx, idxVal := msgKey(m.ID), "" // a key of the same slot when unused
+	if m.CarrierID != "" {
+		idx, idxVal = carrierKey("c", m.Carrier, m.CarrierID), m.ID
+	}
+	keys := append([]string{msgKey(m.ID), idx}, qOwnKeys...)
+	pri := clampPriority(m.Priority)
+	now := nowMS()
+	dueArg := ""
+	if d := due.UnixMilli(); d > now {
+		dueArg = strconv.FormatInt(d, 10)
+	}
+	args := make([]any, 0, 7+len(from))
+	args = append(args, encodeMessage(m), r.ttlMS(), idxVal, m.ID,
+		strconv.FormatFloat(allScore(pri, now), 'f', 0, 64),
+		strconv.FormatFloat(readyScore(pri, now), 'f', 0, 64), dueArg)
+	for _, s := range from {
+		args = append(args, string(s))
+	}
+	vals, err := queueMessageScript.Run(ctx, r.rdb, keys, args...).Slice()
+	if err != nil {
+		return false, wrapRedis("queue message "+m.ID, err)
+	}
+	code, _ := vals[0].(int64)
+	switch code {
+	case 1:
 		return true, nil
 	case 0:
 		return false, nil
