@@ -681,6 +681,15 @@ func (c *Carrier) reconnectRolling(ctx context.Context, gen uint64, trial *bridg
 			}
 		}
 		deadline.Stop()
+		if trial == nil && b.sess.Load() == nil {
+			// No trial showed the carrier takes the new settings (its
+			// trial was one bind too many), and this bind is not back
+			// with them: the binds not moved yet keep their sessions
+			// under the previous ones, so that the carrier keeps a bind.
+			c.log.Warn("a bind did not come back with the reloaded settings; the carrier's other binds keep theirs until they reconnect",
+				zap.Int("bind", b.index))
+			return
+		}
 	}
 }
 

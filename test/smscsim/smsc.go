@@ -703,6 +703,14 @@ func (c *conn) handle(h header, full []byte) {
 		}
 	case data.UNBIND:
 		if !c.isSilent() {
+			// Unbound from its unbind_resp on (SMPP 3.4 §4.2), not only
+			// once the connection's end is noticed: a bind of the same
+			// system_id that follows at once is not one too many
+			// (MaxBindsPerSystemID).
+			s.mu.Lock()
+			c.bound = false
+			s.notifyLocked()
+			s.mu.Unlock()
 			c.send(encode(pdu.NewUnbindResp(), 0, h.Seq, nil))
 			c.send(nil)
 		}
