@@ -20,32 +20,11 @@ import (
 // failed login the SMSC may count towards locking the account), and once
 // the bridge left the carrier was down, then on probation.
 func TestReloadSystemIDOnAnSMSCOfOneBindPerSystemID(t *testing.T) {
-	sim, err := smscsim.Start(smscsim.Options{Name: "onebind", MaxBindsPerSystemID: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-
-	h := NewHealth(3, time.Hour, zap.NewNop())
-	var mu sync.Mutex
-	var changes []string
-	h.OnChange = func(_ string, from, to CarrierState, reason string) {
-		mu.Lock()
-		changes = append(changes, from.String()+"->"+to.String()+": "+reason)
-		mu.Unlock()
-	}
-	cfg := config.Carrier{Name: "onebind", Address: sim.Addr(), SystemID: "old", Password: "pw", Binds: 1, Window: 8,
-		ResponseTimeout: config.Duration(2 * time.Second), ConnectTimeout: config.Duration(2 * time.Second)}
-	c := NewCarrier(cfg, h, zap.NewNop())
-	c.onDeliver = func(_ *Carrier, s *Session, f Frame) { respondDeliver(s, f, statusOK) }
-	h.Attach(c)
-	runCarrier(t, c)
-	waitBound(t, c, 1)
-	mu.Lock()
-	changes = nil // the first bind: up
-	mu.Unlock()
+	sim, c, h, log := limitedSMSC(t, 1, config.Carrier{Name: "onebind", SystemID: "old", Password: "pw", Binds: 1, Window: 8,
+		ResponseTimeout: config.Duration(2 * time.Second), ConnectTimeout: config.Duration(2 * time.Second)})
+	cfg := c.Config()
 
 	cfg.SystemID = "new"
 	c.Reconfigure(cfg)
@@ -69,9 +48,7 @@ func TestReloadSystemIDOnAnSMSCOfOneBindPerSystemID(t *testing.T) {
 	if st := sim.Stats(); st.ReceiptsAcked != 1 || st.ReceiptsNack != 0 {
 		t.Errorf("receipt answered: %d acked, %d refused; want it taken", st.ReceiptsAcked, st.ReceiptsNack)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(changes) != 0 || c.Bound() != 1 || h.State("onebind") != StateUp {
+	if changes := log.get(); len(changes) != 0 || c.Bound() != 1 || h.State("onebind") != StateUp {
 		t.Errorf("after the reload: state changes %q, bound %d, health %v, binds %v; want none, 1, up, [bound]",
 			changes, c.Bound(), h.State("onebind"), c.BindStates())
 	}
@@ -184,31 +161,11 @@ func TestReloadBridgeInvBndSts(t *testing.T) {
 // reconnected at once: the carrier went down, then on probation, with its
 // traffic on the modems meanwhile.
 func TestReloadAtTheBindLimitMovesTheBindsOneAtATime(t *testing.T) {
-	sim, err := smscsim.Start(smscsim.Options{Name: "twobind", MaxBindsPerSystemID: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	h := NewHealth(3, time.Hour, zap.NewNop())
-	var mu sync.Mutex
-	var changes []string
-	h.OnChange = func(_ string, from, to CarrierState, reason string) {
-		mu.Lock()
-		changes = append(changes, from.String()+"->"+to.String()+": "+reason)
-		mu.Unlock()
-	}
-	cfg := config.Carrier{Name: "twobind", Address: sim.Addr(), SystemID: "ent", Password: "old", Binds: 2, Window: 8,
-		ResponseTimeout: config.Duration(2 * time.Second), ConnectTimeout: config.Duration(2 * time.Second)}
-	c := NewCarrier(cfg, h, zap.NewNop())
-	c.onDeliver = func(_ *Carrier, s *Session, f Frame) { respondDeliver(s, f, statusOK) }
-	h.Attach(c)
-	runCarrier(t, c)
-	waitBound(t, c, 2)
-	mu.Lock()
-	changes = nil
-	mu.Unlock()
+	sim, c, h, log := limitedSMSC(t, 2, config.Carrier{Name: "twobind", SystemID: "ent", Password: "old", Binds: 2, Window: 8,
+		ResponseTimeout: config.Duration(2 * time.Second), ConnectTimeout: config.Duration(2 * time.Second)})
+	cfg := c.Config()
 
 	cfg.Password = "rotated"
 	c.Reconfigure(cfg)
@@ -227,10 +184,56 @@ func TestReloadAtTheBindLimitMovesTheBindsOneAtATime(t *testing.T) {
 	if st := sim.Stats(); st.BindsRefused != 1 {
 		t.Errorf("SMSC refused %d binds, want 1 (the trial, one too many)", st.BindsRefused)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(changes) != 0 || h.State("twobind") != StateUp || c.ReloadRefused() != "" {
+	if changes := log.get(); len(changes) != 0 || h.State("twobind") != StateUp || c.ReloadRefused() != "" {
 		t.Errorf("after the reload: state changes %q, health %v, reload_refused %q; want none, up, none",
 			changes, h.State("twobind"), c.ReloadRefused())
 	}
+}
+
+// changeLog records a Health's state changes ("from->to: reason").
+type changeLog struct {
+	mu      sync.Mutex
+	changes []string
+}
+
+func (l *changeLog) record(_ string, from, to CarrierState, reason string) {
+	l.mu.Lock()
+	l.changes = append(l.changes, from.String()+"->"+to.String()+": "+reason)
+	l.mu.Unlock()
+}
+
+// reset forgets what was recorded (the start's changes).
+func (l *changeLog) reset() {
+	l.mu.Lock()
+	l.changes = nil
+	l.mu.Unlock()
+}
+
+func (l *changeLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.changes...)
+}
+
+// limitedSMSC starts a simulator that allows maxBinds binds per system_id
+// and carrier cfg (its Address set to it) bound to it with all its binds,
+// its health changes recorded from then on.
+func limitedSMSC(t *testing.T, maxBinds int, cfg config.Carrier) (*smscsim.SMSC, *Carrier, *Health, *changeLog) {
+	t.Helper()
+	sim, err := smscsim.Start(smscsim.Options{Name: cfg.Name, MaxBindsPerSystemID: maxBinds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	cfg.Address = sim.Addr()
+	h := NewHealth(3, time.Hour, zap.NewNop())
+	log := &changeLog{}
+	h.OnChange = log.record
+	c := NewCarrier(cfg, h, zap.NewNop())
+	c.onDeliver = func(_ *Carrier, s *Session, f Frame) { respondDeliver(s, f, statusOK) }
+	h.Attach(c)
+	runCarrier(t, c)
+	waitBound(t, c, cfg.Binds)
+	log.reset() // the first binds: up
+	return sim, c, h, log
 }

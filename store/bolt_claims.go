@@ -79,20 +79,10 @@ func (s *Bolt) FinishMessage(ctx context.Context, from []State, m *Message, d *D
 	var ok, absent bool
 	var id string
 	err := s.batch(ctx, "finish message "+m.ID, func(tx *bolt.Tx) error {
-		ok, absent, id = false, false, ""
-		v := getExpiring(tx, bMsg, []byte(m.ID), msU64(time.Now()))
-		if v == nil {
-			absent = true
-			return nil
-		}
-		cur, err := decodeMessage(v)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(from, cur.State) {
-			return nil
-		}
-		if err := putMessageTx(tx, m, menc, exp); err != nil {
+		ok, id = false, ""
+		var err error
+		if ok, absent, err = casMessageTx(tx, from, m, menc, exp); err != nil || !ok {
+			ok = false
 			return err
 		}
 		if d != nil {
@@ -115,6 +105,24 @@ func (s *Bolt) FinishMessage(ctx context.Context, from []State, m *Message, d *D
 	return ok, nil
 }
 
+// casMessageTx writes m over the record of its id when that record's state
+// is one of from (ok); absent: there is no record. The compare-and-set
+// step of FinishMessage and QueueMessage.
+func casMessageTx(tx *bolt.Tx, from []State, m *Message, menc []byte, exp uint64) (ok, absent bool, err error) {
+	v := getExpiring(tx, bMsg, []byte(m.ID), msU64(time.Now()))
+	if v == nil {
+		return false, true, nil
+	}
+	cur, err := decodeMessage(v)
+	if err != nil {
+		return false, false, err
+	}
+	if !slices.Contains(from, cur.State) {
+		return false, false, nil
+	}
+	return true, false, putMessageTx(tx, m, menc, exp)
+}
+
 // QueueMessage implements Claims in one write transaction.
 func (s *Bolt) QueueMessage(ctx context.Context, from []State, m *Message, due time.Time) (bool, error) {
 	menc := encodeMessage(m)
@@ -122,22 +130,13 @@ func (s *Bolt) QueueMessage(ctx context.Context, from []State, m *Message, due t
 	now := msU64(time.Now())
 	var ok, absent bool
 	err := s.batch(ctx, "queue message "+m.ID, func(tx *bolt.Tx) error {
-		ok, absent = false, false
-		v := getExpiring(tx, bMsg, []byte(m.ID), msU64(time.Now()))
-		if v == nil {
-			absent = true
-			return nil
-		}
-		cur, err := decodeMessage(v)
-		if err != nil {
+		ok = false
+		var err error
+		if ok, absent, err = casMessageTx(tx, from, m, menc, exp); err != nil || !ok {
+			ok = false
 			return err
 		}
-		if !slices.Contains(from, cur.State) {
-			return nil
-		}
-		if err := putMessageTx(tx, m, menc, exp); err != nil {
-			return err
-		}
+		ok = false // until the queue entry is written too
 		if _, err := removeQueued(tx, []byte(m.ID)); err != nil {
 			return err
 		}

@@ -178,20 +178,28 @@ func (r *Redis) FinishMessage(ctx context.Context, from []State, m *Message, d *
 	if err != nil {
 		return false, wrapRedis("finish message "+m.ID, err)
 	}
+	ok, err := casOutcome(vals, m.ID)
+	if ok && d != nil && len(vals) > 1 {
+		id, _ := vals[1].(string)
+		d.ID = id
+	}
+	return ok, err
+}
+
+// casOutcome reads the first value of a compare-and-set script's answer
+// (finishScript, queueMessageScript): 1 done, 0 another state, -1 no such
+// record, -2 a record whose state cannot be read.
+func casOutcome(vals []any, id string) (bool, error) {
 	code, _ := vals[0].(int64)
 	switch code {
 	case 1:
-		if d != nil && len(vals) > 1 {
-			id, _ := vals[1].(string)
-			d.ID = id
-		}
 		return true, nil
 	case 0:
 		return false, nil
 	case -1:
 		return false, ErrNotFound
 	default:
-		return false, &CorruptError{Record: "message", Field: "state", Reason: "unreadable in redis record " + m.ID}
+		return false, &CorruptError{Record: "message", Field: "state", Reason: "unreadable in redis record " + id}
 	}
 }
 
@@ -219,15 +227,5 @@ func (r *Redis) QueueMessage(ctx context.Context, from []State, m *Message, due 
 	if err != nil {
 		return false, wrapRedis("queue message "+m.ID, err)
 	}
-	code, _ := vals[0].(int64)
-	switch code {
-	case 1:
-		return true, nil
-	case 0:
-		return false, nil
-	case -1:
-		return false, ErrNotFound
-	default:
-		return false, &CorruptError{Record: "message", Field: "state", Reason: "unreadable in redis record " + m.ID}
-	}
+	return casOutcome(vals, m.ID)
 }
