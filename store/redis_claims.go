@@ -49,12 +49,7 @@ return 0`)
 	// the version octet come six length-prefixed fields (ID, Account,
 	// Carrier, Source, Dest, Body), two octets (RegDeliv, Priority), then
 	// the State string. Lengths are uvarints.
-	finishScript = redis.NewScript(casPrelude(6) + `
-local px = tonumber(ARGV[2])
-if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
-if ARGV[3] ~= '' then
-  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
-end
+	finishScript = redis.NewScript(casPrelude(6) + casWrite + `
 local id = ARGV[4]
 if ARGV[5] ~= '' then
   if id == '' then id = tostring(redis.call('INCR', KEYS[5])) end
@@ -68,12 +63,7 @@ return {1, id}`)
 	// Returns {1}, {0, stored state}, {-1} absent, {-2} corrupt. The
 	// message is written as by finishScript and its id enqueued as by
 	// enqueueScript, in the same step.
-	queueMessageScript = redis.NewScript(casPrelude(8) + `
-local px = tonumber(ARGV[2])
-if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
-if ARGV[3] ~= '' then
-  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
-end
+	queueMessageScript = redis.NewScript(casPrelude(8) + casWrite + `
 local id = ARGV[4]
 redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('ZREM', KEYS[4], id)
@@ -83,6 +73,17 @@ redis.call('HDEL', KEYS[7], id)
 if ARGV[7] == '' then redis.call('ZADD', KEYS[4], ARGV[6], id) else redis.call('ZADD', KEYS[5], ARGV[7], id) end
 return {1}`)
 )
+
+// casWrite is the write of a compare-and-set script that passed its check
+// (casPrelude): the message record (KEYS[1] = ARGV[1]) and, when ARGV[3]
+// is not empty, its carrier-id index (KEYS[2] = ARGV[3]), both expiring
+// after ARGV[2] ms (0: never).
+const casWrite = `local px = tonumber(ARGV[2])
+if px > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', px) else redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[3] ~= '' then
+  if px > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', px) else redis.call('SET', KEYS[2], ARGV[3]) end
+end
+`
 
 // casPrelude is the start of a compare-and-set script on a message's
 // state (finishScript, queueMessageScript): KEYS[1] is the message, the
