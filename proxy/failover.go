@@ -540,11 +540,18 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		// The lease is renewed meanwhile: the response timeout and the
 		// carrier's rate limit may outlast queueLease.
 		stopRenew := f.renewLease(ctx, id)
-		back := f.backToCarrier(ctx, c, m, sm, log)
+		back, orphan := f.backToCarrier(ctx, c, m, sm, log)
 		stopRenew()
 		switch back {
 		case backDone:
 			_ = st.AckModem(context.WithoutCancel(ctx), id)
+			// A receipt that came before the link, delivered only now
+			// that the entry is acked: a failed one queues the message
+			// again (QueueMessage), and the ack would have taken that new
+			// entry, leaving the message queued with nothing to send it.
+			if orphan != nil {
+				f.d.deliverOrphan(ctx, c, m, orphan)
+			}
 			return
 		case backUnrecorded:
 			// The carrier has it but the store did not take the link: the
@@ -906,8 +913,9 @@ const (
 // backToCarrier tries the message on its recovered carrier. An accepted
 // message is recorded as the carrier path records it (linkCarrier: record,
 // carrier id link and an early receipt, in one step, retried), so that its
-// receipt finds it.
-func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) backResult {
+// receipt finds it. A receipt that came before the link (orphan) is
+// returned for the caller to deliver once the queue entry is acked.
+func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) (backResult, []byte) {
 	// An SMPP 3.3 carrier and a long message: not sent (errTooLongFor33),
 	// the modems send it.
 	res, err := c.SubmitFor(ctx, m.ID, m.Body)
@@ -915,7 +923,7 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		if errors.Is(err, ErrResponseTimeout) {
 			f.d.health.Note(c.Name, OutcomeTimeout)
 		}
-		return backNotTaken
+		return backNotTaken, nil
 	}
 	switch Classify(res.Status) {
 	case ClassOK:
@@ -934,30 +942,27 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 			// orphan), never left OK-ed without a record its receipt finds.
 			log.Error("store write of the carrier id failed; the queue entry is released, not acked",
 				zap.String("carrier_id", res.MessageID), zap.Error(err))
-			return backUnrecorded
-		}
-		if orphan != nil {
-			f.d.deliverOrphan(ctx, c, m, orphan)
+			return backUnrecorded, nil
 		}
 		metricModemPath.WithLabelValues("returned").Inc()
 		log.Debug("queued message went back to its carrier")
 		if ml := f.d.mlog(); ml != nil {
 			ml.returned(m)
 		}
-		return backDone
+		return backDone, orphan
 	case ClassNumber:
 		f.d.health.Note(c.Name, OutcomeRefused)
 		if _, err := f.finish(ctx, m, sm, []store.State{store.StateCarrier}, "REJECTD", "000",
 			"carrier refused the number: "+StatusString(res.Status)); err != nil {
-			return backUnrecorded
+			return backUnrecorded, nil
 		}
-		return backDone
+		return backDone, nil
 	case ClassThrottle:
 		f.d.health.Note(c.Name, OutcomeThrottled)
-		return backNotTaken
+		return backNotTaken, nil
 	default:
 		f.d.health.Note(c.Name, OutcomeTransient)
-		return backNotTaken
+		return backNotTaken, nil
 	}
 }
 

@@ -354,3 +354,46 @@ func TestModemOnTrialIsGivenAQueuedMessage(t *testing.T) {
 		t.Fatalf("modem sends %v while no modem is up nor on trial", sent)
 	}
 }
+
+// A queued message that goes back to its recovered carrier, whose failed
+// receipt came before the link (stashed as an orphan): the receipt queues
+// the message for the modems again only after the worker acked the entry
+// it held. Delivered before the ack, the re-queued entry was the one the
+// ack took: the message stayed queued with nothing to send it, and no
+// receipt ever reached the platform.
+func TestReturnedToCarrierEarlyFailedReceiptKeepsItsQueueEntry(t *testing.T) {
+	smsc, err := smscsim.Start(smscsim.Options{IDFormat: smscsim.IDDecimal, FirstID: 777, ReceiptDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = smsc.Close() })
+	st := openTestBolt(t)
+	health := NewHealth(3, 0, zap.NewNop())
+	c := NewCarrier(config.Carrier{Name: "cm", Address: smsc.Addr(), Binds: 1, Window: 8,
+		EnquireLink:     config.Duration(10 * time.Second),
+		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
+		health, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherConfig{Store: st, Carriers: []*Carrier{c}, Health: health})
+	t.Cleanup(func() { cancel(); c.Stop(); d.Wait() })
+	c.Start(ctx)
+	waitCond(t, "the carrier bound and up", func() bool { return c.Bound() == 1 && health.State("cm") != StateDown })
+	pool := &fakePool{}
+	fo := NewFailover(d, pool, FailoverConfig{ResendFailedReceipts: true}, zap.NewNop())
+	m, id := queuedForModem(t, st, d, fo)
+	text := "id:777 sub:001 dlvrd:000 submit date:2611261800 done date:2611261801 stat:REJECTD err:000 text:"
+	if err := st.StashOrphan(ctx, "cm", "777", receiptBody(t, fmt.Sprintf("%02x", len(text))+hexs(text), "")); err != nil {
+		t.Fatal(err)
+	}
+	fo.process(ctx, id)
+	if n := smsc.Stats().Submits; n != 1 {
+		t.Fatalf("carrier got %d submits, want 1", n)
+	}
+	got, err := st.GetMessage(ctx, m.ID)
+	if err != nil || got.State != store.StateQueued {
+		t.Fatalf("record %+v, %v; want queued again by its failed receipt", got, err)
+	}
+	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 1 {
+		t.Fatalf("modem queue depth %d, %v; want 1: a queued message with no entry is never sent", depth, err)
+	}
+}
