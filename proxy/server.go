@@ -226,14 +226,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) accept(conn net.Conn) {
 	cfg := s.cfg.Load()
 	n := &northSession{srv: s, window: int32(cfg.Window)}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		_ = conn.Close()
-		return
-	}
-	s.sessions[n] = struct{}{}
-	s.mu.Unlock()
+	// The session is made before n is listed (Shutdown and Sessions read
+	// n.sess of every listed session), and started after.
 	n.sess = NewSession(conn, SessionConfig{
 		MaxCommandLength: cfg.MaxCommandLength,
 		Window:           cfg.Window,
@@ -264,6 +258,14 @@ func (s *Server) accept(conn net.Conn) {
 		OnLate:    n.late,
 	})
 	n.sess.Value = n
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	s.sessions[n] = struct{}{}
+	s.mu.Unlock()
 	n.sess.Start()
 	s.log.Debug("platform connected", zap.String("session", n.sess.ID), zap.Stringer("peer", conn.RemoteAddr()))
 	s.wg.Add(1)
