@@ -123,18 +123,8 @@ func TestReturnedToCarrierUnrecordedIsReleased(t *testing.T) {
 		}
 		return nil
 	}
-	health := NewHealth(3, 0, zap.NewNop())
-	c := NewCarrier(config.Carrier{Name: "cm", Address: smsc.Addr(), Binds: 1, Window: 8,
-		EnquireLink:     config.Duration(10 * time.Second),
-		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
-		health, zap.NewNop())
-	ctx, cancel := context.WithCancel(context.Background())
-	d := NewDispatcher(ctx, DispatcherConfig{Store: ls, Carriers: []*Carrier{c}, Health: health})
-	t.Cleanup(func() { cancel(); c.Stop(); d.Wait() })
-	c.Start(ctx)
-	waitCond(t, "the carrier bound and up", func() bool { return c.Bound() == 1 && health.State("cm") != StateDown })
-	pool := &fakePool{}
-	fo := NewFailover(d, pool, FailoverConfig{}, zap.NewNop())
+	ctx := context.Background()
+	d, pool, fo := boundCarrierFailover(t, smsc, ls, FailoverConfig{})
 	m, id := queuedForModem(t, st, d, fo)
 
 	ls.failing.Store(true)
@@ -368,18 +358,8 @@ func TestReturnedToCarrierEarlyFailedReceiptKeepsItsQueueEntry(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = smsc.Close() })
 	st := openTestBolt(t)
-	health := NewHealth(3, 0, zap.NewNop())
-	c := NewCarrier(config.Carrier{Name: "cm", Address: smsc.Addr(), Binds: 1, Window: 8,
-		EnquireLink:     config.Duration(10 * time.Second),
-		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
-		health, zap.NewNop())
-	ctx, cancel := context.WithCancel(context.Background())
-	d := NewDispatcher(ctx, DispatcherConfig{Store: st, Carriers: []*Carrier{c}, Health: health})
-	t.Cleanup(func() { cancel(); c.Stop(); d.Wait() })
-	c.Start(ctx)
-	waitCond(t, "the carrier bound and up", func() bool { return c.Bound() == 1 && health.State("cm") != StateDown })
-	pool := &fakePool{}
-	fo := NewFailover(d, pool, FailoverConfig{ResendFailedReceipts: true}, zap.NewNop())
+	ctx := context.Background()
+	d, _, fo := boundCarrierFailover(t, smsc, st, FailoverConfig{ResendFailedReceipts: true})
 	m, id := queuedForModem(t, st, d, fo)
 	text := "id:777 sub:001 dlvrd:000 submit date:2611261800 done date:2611261801 stat:REJECTD err:000 text:"
 	if err := st.StashOrphan(ctx, "cm", "777", receiptBody(t, fmt.Sprintf("%02x", len(text))+hexs(text), "")); err != nil {
@@ -396,4 +376,22 @@ func TestReturnedToCarrierEarlyFailedReceiptKeepsItsQueueEntry(t *testing.T) {
 	if depth, _, err := st.ModemQueue(ctx); err != nil || depth != 1 {
 		t.Fatalf("modem queue depth %d, %v; want 1: a queued message with no entry is never sent", depth, err)
 	}
+}
+
+// boundCarrierFailover is a dispatcher on st with one carrier "cm" bound to
+// smsc, and a failover on a fakePool with cfg.
+func boundCarrierFailover(t *testing.T, smsc *smscsim.SMSC, st store.Store, cfg FailoverConfig) (*Dispatcher, *fakePool, *Failover) {
+	t.Helper()
+	health := NewHealth(3, 0, zap.NewNop())
+	c := NewCarrier(config.Carrier{Name: "cm", Address: smsc.Addr(), Binds: 1, Window: 8,
+		EnquireLink:     config.Duration(10 * time.Second),
+		ResponseTimeout: config.Duration(10 * time.Second), ConnectTimeout: config.Duration(10 * time.Second)},
+		health, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	d := NewDispatcher(ctx, DispatcherConfig{Store: st, Carriers: []*Carrier{c}, Health: health})
+	t.Cleanup(func() { cancel(); c.Stop(); d.Wait() })
+	c.Start(ctx)
+	waitCond(t, "the carrier bound and up", func() bool { return c.Bound() == 1 && health.State("cm") != StateDown })
+	pool := &fakePool{}
+	return d, pool, NewFailover(d, pool, cfg, zap.NewNop())
 }
