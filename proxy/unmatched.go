@@ -58,7 +58,8 @@ func parseUnmatchedTimer(id string) (carrier, key string, ok bool) {
 	}
 	n, rest, found := strings.Cut(rest, ":")
 	l, err := strconv.Atoi(n)
-	if !found || err != nil || l < 0 || len(rest) < l+1 || rest[l] != ':' {
+	// The length as unmatchedTimerID writes it (not "02"): one id, one parse.
+	if !found || err != nil || l < 0 || strconv.Itoa(l) != n || len(rest) < l+1 || rest[l] != ':' {
 		return "", "", false
 	}
 	return rest[:l], rest[l+1:], true

@@ -142,7 +142,7 @@ func TestUnmatchedTimerID(t *testing.T) {
 			t.Errorf("parse(%q) = %q, %q, %v; want %q, %q", id, c, k, ok, tc.carrier, tc.key)
 		}
 	}
-	for _, id := range []string{"0322aabbcc", "unmatched:", "unmatched:x:cm:1", "unmatched:5:cm:1", "unmatched:-1:cm", "unmatched:2:cmX1"} {
+	for _, id := range []string{"0322aabbcc", "unmatched:", "unmatched:x:cm:1", "unmatched:5:cm:1", "unmatched:-1:cm", "unmatched:2:cmX1", "unmatched:02:00:"} {
 		if c, k, ok := parseUnmatchedTimer(id); ok {
 			t.Errorf("parse(%q) = %q, %q, true; want not a receipt timer", id, c, k)
 		}
