@@ -61,6 +61,12 @@ type outage struct {
 	hold   time.Duration // the hold after send errors; 0: not held
 	until  time.Time     // the end of the hold: then it is tried with one message
 	cause  error         // the send errors that took it out: its last error until a send succeeds
+	// netOut: it was taken out for errors of the network or the radio
+	// (reason network) and no send has succeeded since: taken out for them
+	// again after a good probe put it back, it is held out (netHold), as a
+	// good probe has shown that it proves nothing for this modem.
+	netOut  bool
+	netHold bool // the hold is for errors of the network or the radio: not counted in spareline_modem_held_out
 }
 
 func (o *outage) held() bool { return o.hold > 0 }
@@ -247,9 +253,10 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 		out.until = time.Now().Add(out.hold)
 		out.cause = fmt.Errorf("%w; out of service for %s, then tried with one message", err, out.hold)
 		errs, perms, subs = 0, 0, false
+		out.netHold = reason == reasonNetwork
 		takeOut(reason, out.cause, false)
 		armHold()
-		metricHeldOut(cfg.Name, true)
+		metricHeldOut(cfg.Name, !out.netHold)
 	}
 	// handOver gives the scheduler what the device took off the modem (an
 	// incoming message deleted from the SIM, a status report acknowledged
@@ -599,8 +606,11 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			switch {
 			case trial && against:
 				reason := reasonSendErrors
-				if se.Permanent {
+				switch {
+				case se.Permanent:
 					reason = reasonSendRefused
+				case out.netHold && !se.subscription:
+					reason = reasonNetwork
 				}
 				holdOut(reason, fmt.Errorf("trial send failed: %w", err))
 				log.Warn("modem failed its trial send; out of service again, for longer", zap.String("id", j.id),
@@ -628,12 +638,24 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					holdOut(reasonSendErrors, fmt.Errorf("send errors %d times in a row: %w", n, err))
 					log.Warn("modem taken out after consecutive errors", zap.Int("errors", n), zap.Error(err),
 						zap.Duration("hold", out.hold))
+				case out.netOut:
+					// Errors of the network or the radio again, and no
+					// send has gone out since a good probe put it back
+					// after the last ones: the probe proves nothing for
+					// this modem (congestion, a cell that registers it
+					// and refuses its messages). Held out, as for errors
+					// of its subscription, without the alert for those.
+					n := errs
+					holdOut(reasonNetwork, fmt.Errorf("send errors %d times in a row again, none sent since a good probe put it back: %w", n, err))
+					log.Warn("modem taken out again after consecutive errors of the network or the radio, no send having gone out since it came back; held out, then tried with one message",
+						zap.Int("errors", n), zap.Error(err), zap.Duration("hold", out.hold))
 				default:
 					// Errors of the network or the radio (no network
 					// service, congestion, a send timeout...): they pass
 					// when it is registered again, which a probe sees; no
-					// hold, no trial.
+					// hold, no trial (but see the case above).
 					n := errs
+					out.netOut = true
 					cause := fmt.Errorf("send errors %d times in a row: %w; back in service when a probe finds it registered and answering", n, err)
 					errs, perms, subs = 0, 0, false
 					log.Warn("modem taken out after consecutive errors of the network or the radio; back in service at a good probe",
@@ -642,9 +664,10 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				}
 			case err == nil:
 				errs, perms, subs = 0, 0, false
+				out.netOut = false
 				if out.held() {
 					// Its trial send went out: it can send again.
-					out.hold, out.until, out.cause = 0, time.Time{}, nil
+					out.hold, out.until, out.cause, out.netHold = 0, time.Time{}, nil, false
 					armHold()
 					metricHeldOut(cfg.Name, false)
 					setUp(true, warn)

@@ -31,7 +31,7 @@ var (
 const (
 	reasonSendErrors    = "send_errors"    // MaxErrors temporary send errors in a row, one of the SIM's subscription (held out), or a failed trial send
 	reasonSendRefused   = "send_refused"   // permanent errors that may be the modem's, for MaxErrors messages in a row, or on a trial send
-	reasonNetwork       = "network"        // MaxErrors temporary send errors in a row, none of the SIM's subscription (no network service, congestion, timeouts...): back at a good probe
+	reasonNetwork       = "network"        // MaxErrors temporary send errors in a row, none of the SIM's subscription (no network service, congestion, timeouts...): back at a good probe (held out when they come again with no send since)
 	reasonNotAnswering  = "not_answering"  // a command got no answer within the command timeout
 	reasonPortBroken    = "port_broken"    // the port vanished (unplugged, USB reset)
 	reasonRestarted     = "restarted"      // ^SYSSTART/RDY on the open port

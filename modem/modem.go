@@ -76,6 +76,9 @@
 // network's or the radio's, such as 331 no network service, 38, 41, 42, 47,
 // timeouts, bare ERROR) is taken out (reason network) until a probe finds
 // it registered and answering, as for any other outage: no hold, no trial.
+// Taken out for them again before any send went out on it since it came
+// back, it is held out as below (reason network, without
+// spareline_modem_held_out): a good probe has proved nothing for it.
 //
 // A modem taken out for send errors of its subscription (MaxErrors
 // temporary failures in a row, one of them of the subscription: 50 no

@@ -330,6 +330,71 @@ func TestModemTakenOutForNetworkErrorsComesBackAtAGoodProbe(t *testing.T) {
 	}
 }
 
+// A modem taken out for errors of the network that fails again the same
+// way after a good probe put it back, with no send gone out in between, is
+// held out (then tried with one message), not put back at every probe to
+// fail the next messages again: the probe proves nothing for it. The hold
+// is not the alert's (held_out stays 0: no SIM to top up). A send that goes
+// out in between clears the memory: errors after it are taken out and put
+// back at a probe, as the first time.
+func TestModemFailingTheNetworkAgainAfterAGoodProbeIsHeldOut(t *testing.T) {
+	sim := startSim(t, "again", modemsim.Options{})
+	core, logs := observer.New(zapcore.InfoLevel)
+	p := startPoolConfigs(t, []modem.Config{{Name: "again0", Device: sim.Path()}}, func(o *modem.PoolOptions) {
+		o.Logger = zap.New(core)
+		o.MaxErrors, o.MaxAttempts = 1, 1
+		o.SendHoldMin, o.SendHoldMax = time.Hour, time.Hour // the hold outlasts the test
+	})
+	ctx := testCtx(t, 30*time.Second)
+	waitUp(t, ctx, p, "again0")
+	nets := takenOut(t, "again0", "network")
+	fail := func(n int) {
+		t.Helper()
+		sim.FailNext(42, 1) // congestion
+		if _, err := p.Send(ctx, fmt.Sprint("f", n), sms.Submit{Dest: "+8613800138000", Payload: []byte("congested")}); err == nil {
+			t.Fatalf("send %d went out through a congested network", n)
+		}
+	}
+	send := func(n int) {
+		t.Helper()
+		if _, err := p.Send(ctx, fmt.Sprint("s", n), sms.Submit{Dest: "+8613800138000", Payload: []byte("ok")}); err != nil {
+			t.Fatalf("send %d: %v", n, err)
+		}
+	}
+	// Out, back at a good probe, a send goes out: out and back again.
+	fail(1)
+	waitUp(t, ctx, p, "again0")
+	send(1)
+	fail(2)
+	waitUp(t, ctx, p, "again0")
+	if n := takenOut(t, "again0", "network") - nets; n != 2 {
+		t.Fatalf("taken_out_total{again0,network} = %v, want 2", n)
+	}
+	// Out again with nothing sent since it came back: held out.
+	fail(3)
+	st := waitDown(t, ctx, p, "again0", "none sent since a good probe put it back")
+	if !strings.Contains(st.LastError, "+CMS ERROR: 42") || !strings.Contains(st.LastError, "out of service for 1h0m0s") {
+		t.Errorf("last error %q", st.LastError)
+	}
+	if n := takenOut(t, "again0", "network") - nets; n != 3 {
+		t.Errorf("taken_out_total{again0,network} = %v, want 3", n)
+	}
+	if h := heldOut(t, "again0"); h != 0 {
+		t.Errorf("held_out{again0} = %v for errors of the network, want 0", h)
+	}
+	if w := logged(logs, "modem taken out again after consecutive errors of the network or the radio, no send having gone out since it came back; held out, then tried with one message", "again0"); len(w) != 1 {
+		t.Errorf("hold logged %d times, want 1", len(w))
+	}
+	// Its probes are good, and it stays out: a probe brought it back
+	// before and it failed again.
+	if err := sim.WaitCount(ctx, "+CREG?", sim.Count("+CREG?")+2); err != nil {
+		t.Fatalf("no probe came: %v", err)
+	}
+	if st := modemState(p, "again0"); st.State == modem.StateUp {
+		t.Fatalf("held-out modem back in service at a probe: %+v", st)
+	}
+}
+
 // A modem that answers nothing when it is initialised is down with a last
 // error that says so once ("...no answer to AT: at: no answer to AT: ..."
 // said it twice).
