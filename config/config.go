@@ -218,6 +218,11 @@ type Routing struct {
 	Prefixes map[string]string `yaml:"prefixes"`
 	// Default is the carrier for numbers no prefix matches; "" = modem pool.
 	Default string `yaml:"default"`
+	// Redirect sends the numbers routed to a carrier (the key) elsewhere:
+	// to another carrier, or "" for the modem pool, while the carrier's
+	// binds stay up for the receipts and MO messages it still sends (a
+	// carrier's announced maintenance, a contract being moved). Reloadable.
+	Redirect map[string]string `yaml:"redirect"`
 }
 
 // Modem is one GSM modem of the backup channel.

@@ -97,6 +97,14 @@ func TestProblems(t *testing.T) {
 		{"default to an undefined carrier", minimal + "routing:\n  default: cmcc #<\n", "routing.default", `carrier "cmcc" is not defined`},
 		{"prefix not digits", minimal + "routing:\n  prefixes:\n    \"+86170\": mobile #<\n", "routing.prefixes.+86170", "not digits"},
 		{"unknown preset", minimal + "routing:\n  preset: us #<\n", "routing.preset", `unknown preset "us"`},
+		{"redirect of an undefined carrier", minimal + "routing:\n  redirect:\n    cmcc: mobile #<\n", "routing.redirect.cmcc", `carrier "cmcc" is not defined`},
+		{"redirect to an undefined carrier", minimal + "routing:\n  redirect:\n    mobile: cmcc #<\n", "routing.redirect.mobile", `carrier "cmcc" is not defined`},
+		{"redirect to no modems", minimal + "routing:\n  redirect:\n    mobile: \"\" #<\n", "routing.redirect.mobile", "no modems are configured"},
+		{"redirect to itself", minimal + "routing:\n  redirect:\n    mobile: mobile #<\n", "routing.redirect.mobile", "redirected to itself"},
+		{"redirect chain", minimal + "  - name: unicom\n    address: \"h:1\"\n    system_id: x\n  - name: telecom\n    address: \"h:2\"\n    system_id: x\n" +
+			"routing:\n  redirect:\n    mobile: unicom #<\n    unicom: telecom\n", "routing.redirect.mobile", `carrier "unicom" is redirected too (routing.redirect.unicom)`},
+		{"redirect to a receive_only carrier", minimal + "  - name: mo\n    address: \"h:1\"\n    system_id: x\n    receive_only: true\n" +
+			"routing:\n  redirect:\n    mobile: mo #<\n", "routing.redirect.mobile", `carrier "mo" is receive_only`},
 		{"carrier no route reaches", strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc #<\n", 1), "carriers[0].name",
 			`no route reaches carrier "cmcc": routing.preset "cn" knows only mobile, telecom, unicom`},
 		{"carrier no route reaches says what to do", strings.Replace(minimal, "  - name: mobile\n", "  - name: cmcc #<\n", 1), "carriers[0].name",

@@ -167,6 +167,10 @@ func validate(c *Config, d *decoder) {
 
 	// carriers
 	names := map[string]string{}
+	receiveOnly := map[string]bool{}
+	for _, ca := range c.Carriers {
+		receiveOnly[ca.Name] = ca.ReceiveOnly
+	}
 	for i, ca := range c.Carriers {
 		k := fmt.Sprintf("carriers[%d]", i)
 		if ca.Name == "" {
@@ -279,6 +283,30 @@ func validate(c *Config, d *decoder) {
 	if r.Default != "" {
 		if _, ok := names[r.Default]; !ok {
 			p("routing.default", "carrier %q is not defined in carriers", r.Default)
+		}
+	}
+	for _, from := range sortedKeys(r.Redirect) {
+		k := "routing.redirect." + from
+		to := r.Redirect[from]
+		if _, ok := names[from]; !ok {
+			p(k, "carrier %q is not defined in carriers", from)
+			continue
+		}
+		switch {
+		case to == "" && len(c.Modems) == 0:
+			p(k, "redirected to the modem pool, and no modems are configured: every number of carrier %q would be refused (ESME_RINVDSTADR)", from)
+		case to == "":
+			// the modem pool
+		case to == from:
+			p(k, "carrier %q is redirected to itself: remove the entry to route to it", from)
+		default:
+			if _, ok := names[to]; !ok {
+				p(k, "carrier %q is not defined in carriers", to)
+			} else if _, again := r.Redirect[to]; again {
+				p(k, "carrier %q is redirected too (routing.redirect.%s): redirect %s straight to where %s goes", to, to, from, to)
+			} else if receiveOnly[to] {
+				p(k, "carrier %q is receive_only: it takes no messages", to)
+			}
 		}
 	}
 	checkReachable(p, c)

@@ -188,7 +188,7 @@ func routingTable(cfg *config.Config) (*routing.Table, error) {
 	for _, c := range cfg.Carriers {
 		names = append(names, c.Name)
 	}
-	return t.Restrict(names), nil
+	return t.Restrict(names).Redirect(cfg.Routing.Redirect), nil
 }
 
 func moAccount(cfg *config.Config) string {
@@ -568,6 +568,10 @@ type CarrierStatus struct {
 	// that stopped sending receipts (SparelineCarrierNoReceipts).
 	LastReceipt        *time.Time `json:"last_receipt"`
 	ReceiptsAskedSince int64      `json:"receipts_asked_since"`
+	// RedirectedTo is where routing.redirect sends the numbers routed to
+	// this carrier: another carrier's name, or "modem pool"; "" when they
+	// go to it. Its binds stay up for its receipts and MO messages.
+	RedirectedTo string `json:"redirected_to"`
 	CarrierHealthInfo
 }
 
@@ -615,6 +619,9 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 		}
 		cs := CarrierStatus{Name: c.Name, Binds: c.BindStates(), ReloadRefused: c.ReloadRefused(),
 			CarrierHealthInfo: g.Health.Info(c.Name)}
+		if to, ok := g.cfg.Routing.Redirect[cc.Name]; ok {
+			cs.RedirectedTo = cmp.Or(to, "modem pool")
+		}
 		var last time.Time
 		if last, cs.ReceiptsAskedSince = c.Receipts(); !last.IsZero() {
 			cs.LastReceipt = &last

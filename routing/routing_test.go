@@ -176,6 +176,46 @@ func TestRestrict(t *testing.T) {
 	}
 }
 
+// routing.redirect: every number routed to a redirected carrier (by the
+// preset, a prefix or the default) goes to its target; the others do not
+// move, and a target is not redirected in turn.
+func TestRedirect(t *testing.T) {
+	tab, err := New("86", "cn", map[string]string{"1990": "backup"}, "unicom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tab.Redirect(map[string]string{"unicom": "telecom", "backup": ""})
+	for in, want := range map[string]string{
+		"13012345678":    "telecom", // the preset's unicom segment
+		"+8613012345678": "telecom",
+		"19901234567":    "",        // backup's prefix: the modem pool
+		"19911234567":    "telecom", // the default, unicom
+		"+447700900123":  "telecom", // international: the default
+		"13812345678":    "mobile",
+		"13312345678":    "telecom",
+	} {
+		if got, _ := r.Route(in); got != want {
+			t.Errorf("redirected Route(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := r.Carriers(); !slices.Equal(got, []string{"mobile", "telecom"}) {
+		t.Errorf("Carriers() = %v after redirecting unicom and backup", got)
+	}
+	if got, _ := tab.Route("13012345678"); got != "unicom" {
+		t.Errorf("original table changed: %q", got)
+	}
+	if tab.Redirect(nil) != tab {
+		t.Error("an empty redirect made a new table")
+	}
+	// One step only: telecom's own numbers stay with telecom when telecom
+	// is a target, and a carrier sent to one that is redirected too does
+	// not follow it (config refuses such chains).
+	chain := tab.Redirect(map[string]string{"unicom": "telecom", "telecom": "mobile"})
+	if got, _ := chain.Route("13012345678"); got != "telecom" {
+		t.Errorf("chained redirect: unicom's number to %q, want telecom (one step)", got)
+	}
+}
+
 func TestNewErrors(t *testing.T) {
 	tests := []struct {
 		cc, preset string

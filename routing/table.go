@@ -167,6 +167,29 @@ func (t *Table) Restrict(carriers []string) *Table {
 	return build(t.cc, entries, def)
 }
 
+// Redirect returns a copy of the table in which the numbers routed to a
+// carrier that is a key of to go to its value instead (another carrier, or
+// "" for the modem pool): every prefix and the default that name it. A
+// target is not itself redirected (one step only). Carriers reports the
+// carriers routed to after it.
+func (t *Table) Redirect(to map[string]string) *Table {
+	if len(to) == 0 {
+		return t
+	}
+	entries := make(map[string]string, len(t.entries))
+	for p, c := range t.entries {
+		if r, ok := to[c]; ok && c != "" {
+			c = r
+		}
+		entries[p] = c
+	}
+	def := t.def
+	if r, ok := to[def]; ok && def != "" {
+		def = r
+	}
+	return build(t.cc, entries, def)
+}
+
 // Default returns the carrier for numbers no prefix matches ("" = modem pool).
 func (t *Table) Default() string { return t.def }
 

@@ -81,3 +81,74 @@ func TestReloadChangesCarriers(t *testing.T) {
 		t.Fatalf("submit to mobile after the reload: %v 0x%X", err, r.Status)
 	}
 }
+
+// An operator told of a carrier's maintenance window redirects its numbers
+// (routing.redirect, by a reload) to another carrier: new messages for them
+// go there, while the carrier's binds stay up, so that the receipt of a
+// message it took before the reload still reaches the platform. The status
+// page says where its numbers go. Taking the entry out sends them back.
+func TestRedirectMovesACarriersNumbersAndKeepsItsReceipts(t *testing.T) {
+	e := startEnv(t, "bolt")
+	unicom, telecom := e.smscs["unicom"], e.smscs["telecom"]
+	unicom.HoldReceipts(true) // delivered during the maintenance window
+	c := e.dial("platform", "secret", platform.BindTRX)
+	const dest = "13012345678" // a unicom number
+	before, err := c.Submit(e.ctx, platform.Submit{Dest: dest, Text: "before the window", RegisteredDelivery: 1})
+	if err != nil || before.Status != 0 {
+		t.Fatalf("submit: %v 0x%X", err, before.Status)
+	}
+
+	cfg, err := config.Parse([]byte(e.cfgYAML), "e2e.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Routing.Redirect = map[string]string{"unicom": "telecom"}
+	if err := e.gw.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	during, err := c.Submit(e.ctx, platform.Submit{Dest: dest, Text: "during the window", RegisteredDelivery: 1})
+	if err != nil || during.Status != 0 {
+		t.Fatalf("submit during the window: %v 0x%X", err, during.Status)
+	}
+	if got := telecom.Received(); len(got) != 1 || got[0].Dest != dest {
+		t.Fatalf("telecom received %+v, want the redirected message", got)
+	}
+	if n := len(unicom.Received()); n != 1 {
+		t.Fatalf("unicom received %d messages, want only the one before the window", n)
+	}
+	if st := unicom.Stats(); st.Bound != e.binds {
+		t.Fatalf("unicom has %d binds during the window, want %d: they stay for its receipts", st.Bound, e.binds)
+	}
+	var shown string
+	for _, cs := range e.gw.Snapshot(e.ctx).Carriers {
+		if cs.Name == "unicom" {
+			shown = cs.RedirectedTo
+		} else if cs.RedirectedTo != "" {
+			t.Errorf("%s shows redirected_to %q", cs.Name, cs.RedirectedTo)
+		}
+	}
+	if shown != "telecom" {
+		t.Errorf("unicom's redirected_to is %q, want telecom", shown)
+	}
+	// unicom delivers what it took before the window.
+	unicom.HoldReceipts(false)
+	seen := map[string]string{}
+	for len(seen) < 2 {
+		r := e.nextReceipt(c)
+		seen[r.ID] = r.Stat
+	}
+	if seen[before.MessageID] != "DELIVRD" || seen[during.MessageID] != "DELIVRD" {
+		t.Fatalf("receipts %v, want DELIVRD for %s (by unicom) and %s (by telecom)", seen, before.MessageID, during.MessageID)
+	}
+
+	cfg.Routing.Redirect = nil
+	if err := e.gw.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.Submit(e.ctx, platform.Submit{Dest: dest, Text: "after the window"}); err != nil || r.Status != 0 {
+		t.Fatalf("submit after the window: %v 0x%X", err, r.Status)
+	}
+	if n := len(unicom.Received()); n != 2 {
+		t.Fatalf("unicom received %d messages, want 2: its numbers are back", n)
+	}
+}
