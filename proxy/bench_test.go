@@ -111,7 +111,7 @@ func BenchmarkReceiptRewrite(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if id, _ := receiptID(sm); id != "1234567890" {
+		if id, _, _ := receiptID(sm); id != "1234567890" {
 			b.Fatalf("carrier id %q", id)
 		}
 		out := rewriteReceipt(sm, body, "SL0123456789abcdef")

@@ -41,7 +41,7 @@ func TestDataSMAsDeliver(t *testing.T) {
 	if m.Source != "13800138000" || m.Dest != "10690001" || !m.IsReceipt() || len(m.Message) != 0 || len(m.TLVs) != 3 {
 		t.Fatalf("converted receipt: %+v", m)
 	}
-	if id, stat := receiptID(m); id != "1234567" || stat == "" {
+	if id, _, stat := receiptID(m); id != "1234567" || stat == "" {
 		t.Fatalf("receipt id %q stat %q", id, stat)
 	}
 
@@ -76,7 +76,7 @@ func TestDataSMAsDeliver(t *testing.T) {
 	if err != nil || len(lm.TLVs) != 0 {
 		t.Fatalf("legacy bare receipt: %+v, %v", lm, err)
 	}
-	if id, stat := receiptID(lm); id != "M42" || stat != "UNDELIV" {
+	if id, _, stat := receiptID(lm); id != "M42" || stat != "UNDELIV" {
 		t.Fatalf("legacy bare receipt reads id %q stat %q from %q", id, stat, lm.Message)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -225,8 +226,10 @@ func (g *Gateway) messageByCarrierID(ctx context.Context, carrier, carrierID str
 	}
 	mode := c.Config().ReceiptID
 	keys := []string{canonicalCarrierID(mode, carrierID, false)}
-	if k := canonicalCarrierID(mode, carrierID, true); k != keys[0] {
-		keys = append(keys, k)
+	for _, k := range []string{canonicalCarrierID(mode, carrierID, true), verbatimCarrierID(mode, carrierID, false)} {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k) // as its receipts write it; as links before hex ids were folded
+		}
 	}
 	for _, k := range keys {
 		m, err := g.Store.FindByCarrierID(ctx, carrier, k)

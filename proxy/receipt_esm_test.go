@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"testing"
 
@@ -113,6 +114,75 @@ func TestReceiptTLVInTheResponseBase(t *testing.T) {
 			}
 			stats, ids := heldReceipts(t, st, "acct")
 			if len(stats) != 1 || ids[0] != platformID(m.ID) || stats[0] != "DELIVRD" {
+				t.Fatalf("platform receipts %v for %v, want one DELIVRD for %s", stats, ids, platformID(m.ID))
+			}
+		})
+	}
+}
+
+// Receipts whose ids are written otherwise than the submit_sm_resp wrote
+// them find their message (found by an independent carrier-side test): a
+// hex id in the other letter case or zero-padded (receipt_id as_is); a
+// receipted_message_id that differs from the text's id, the text's being
+// the one linked; with receipt_id decimal, a receipted_message_id written
+// in hex as the submit_sm_resp wrote it with no letter in it (read as
+// decimal first); a link made before hex ids were folded.
+func TestReceiptIDWrittenOtherwise(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode, resp, link, text, tlv string
+	}{
+		{"upper receipt", "as_is", "abcdef02", "", "ABCDEF02", "ABCDEF02"},
+		{"lower receipt", "as_is", "ABCDEF05", "", "abcdef05", "abcdef05"},
+		{"tlv upper", "as_is", "abcdef04", "", "abcdef04", "ABCDEF04"},
+		{"zero-padded resp", "as_is", "00ab12", "", "ab12", ""},
+		{"tlv another id", "as_is", "msg-7x", "", "msg-7x", "internal-99"},
+		{"decimal tlv in hex digits", "decimal", "00123456", "", "", "00123456"},
+		{"link before folding", "as_is", "ABCDEF09", "ABCDEF09", "ABCDEF09", "ABCDEF09"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openTestBolt(t)
+			d := newTestDispatcher(t, st)
+			c := NewCarrier(config.Carrier{Name: "cm", ReceiptID: tc.mode}, nil, zap.NewNop())
+			var m *store.Message
+			if tc.link != "" { // keyed as before hex ids were folded
+				m = putTestMessage(t, st, d, "acct", func(m *store.Message) {
+					m.Carrier, m.CarrierID, m.RegDeliv = "cm", tc.link, 1
+				})
+			} else {
+				m = sentMessage(t, st, d, canonicalCarrierID(tc.mode, tc.resp, false), 1)
+			}
+			_, body := carrierReceipt(t, cmp.Or(tc.text, tc.tlv), "DELIVRD")
+			sm, err := ParseShortMessage(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tlvs []TLV
+			for _, tlv := range sm.TLVs {
+				if tlv.Tag == tagReceiptedMessageID {
+					if tc.tlv == "" {
+						continue
+					}
+					tlv.Value = append([]byte(tc.tlv), 0)
+				}
+				tlvs = append(tlvs, tlv)
+			}
+			text := sm.Message
+			if tc.text == "" {
+				text = nil
+			}
+			body = sm.rebuildBody(body, text, tlvs)
+			if sm, err = ParseShortMessage(body); err != nil {
+				t.Fatal(err)
+			}
+			if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+				t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
+			}
+			rec, err := st.GetMessage(context.Background(), m.ID)
+			if err != nil || rec.State != store.StateDone || rec.FinalStat != "DELIVRD" {
+				t.Fatalf("message after its receipt: %+v, %v; want done, DELIVRD", rec, err)
+			}
+			stats, ids := heldReceipts(t, st, "acct")
+			if len(stats) != 1 || (tc.text != "" && (ids[0] != platformID(m.ID) || stats[0] != "DELIVRD")) {
 				t.Fatalf("platform receipts %v for %v, want one DELIVRD for %s", stats, ids, platformID(m.ID))
 			}
 		})

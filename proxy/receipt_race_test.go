@@ -119,7 +119,9 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 func sentMessage(t *testing.T, st store.Store, d *Dispatcher, carrierID string, regDeliv byte) *store.Message {
 	t.Helper()
 	m := putTestMessage(t, st, d, "acct", func(m *store.Message) {
-		m.Carrier, m.CarrierID, m.RegDeliv = "cm", carrierID, regDeliv
+		// Keyed as the carrier's submit_sm_resp would be (receipt_id
+		// as_is; a decimal key of the other modes stays as it is).
+		m.Carrier, m.CarrierID, m.RegDeliv = "cm", canonicalCarrierID("as_is", carrierID, false), regDeliv
 	})
 	return m
 }

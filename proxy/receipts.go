@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,41 @@ import (
 // value, so both sides meet; an id expected in decimal that has hex letters
 // is read as hex (a receipted_message_id written as the submit_sm_resp
 // was).
+//
+// In "as_is", an id written in hex digits with at least one letter is also
+// folded: lower case, no leading zeros (SMSCs write the same hex id in upper
+// case in one place and lower case, or zero-padded, in the other). An id
+// with other letters keeps its case.
 func canonicalCarrierID(mode, id string, fromReceipt bool) string {
+	id = verbatimCarrierID(mode, id, fromReceipt)
+	if mode == "hex" || mode == "decimal" {
+		return id
+	}
+	return foldHexID(id)
+}
+
+// foldHexID writes an id of hex digits with a letter in lower case without
+// its leading zeros; any other id is returned as it is.
+func foldHexID(id string) string {
+	letter := false
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= '0' && c <= '9':
+		case c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
+			letter = true
+		default:
+			return id
+		}
+	}
+	if !letter {
+		return id
+	}
+	return strings.ToLower(strings.TrimLeft(id, "0"))
+}
+
+// verbatimCarrierID is canonicalCarrierID without the folding of hex ids
+// in "as_is": the key links written before that folding have.
+func verbatimCarrierID(mode, id string, fromReceipt bool) string {
 	id = strings.TrimSpace(id)
 	base := 0
 	switch mode {
@@ -219,18 +254,51 @@ func rewriteReceipt(sm *ShortMessage, body []byte, ourID string) []byte {
 	return out
 }
 
-// receiptID is the carrier's id of the message a receipt is about.
-func receiptID(sm *ShortMessage) (string, string) {
+// receiptID is the carrier's id of the message a receipt is about: the
+// receipted_message_id TLV, else the text's "id:"; other is the one not
+// taken when the receipt has both and they differ ("" otherwise).
+func receiptID(sm *ShortMessage) (id, other, stat string) {
 	textID, stat, _ := receiptFields(sm.Payload())
+	stat = statOrState(stat, sm)
 	if v, ok := sm.TLV(tagReceiptedMessageID); ok {
 		if i := bytes.IndexByte(v, 0); i >= 0 {
 			v = v[:i]
 		}
 		if len(v) > 0 {
-			return string(v), statOrState(stat, sm)
+			if textID == string(v) {
+				textID = ""
+			}
+			return string(v), textID, stat
 		}
 	}
-	return textID, statOrState(stat, sm)
+	return textID, "", stat
+}
+
+// otherReceiptKeys are the index keys a receipt's message may have been
+// linked under besides key, the one it is looked up and stashed under:
+// each of its ids (ids[0] the one key comes from, then the one not taken,
+// when the TLV and the text differ) read as the carrier's receipts write
+// ids and as its submit_sm_resp writes them (with receipt_id "decimal", a
+// receipted_message_id written in hex as the submit_sm_resp wrote it, with
+// no letter in it, reads as decimal first), and as links were keyed before
+// hex ids were folded. Empty for the usual receipt, whose one id reads one
+// way.
+func otherReceiptKeys(mode, key string, ids ...string) []string {
+	var out []string
+	add := func(k string) {
+		if k != "" && k != key && !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
+		add(canonicalCarrierID(mode, id, true))
+		add(canonicalCarrierID(mode, id, false))
+		add(verbatimCarrierID(mode, id, true))
+	}
+	return out
 }
 
 // statOrState falls back to the message_state TLV (SMPP 3.4 §5.2.28); ""
@@ -430,15 +498,13 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	}
 	c.noteReceipt() // the carrier sends receipts (status page), whether this one matches or not
 	mode := c.cfg.Load().ReceiptID
-	rawID, stat := receiptID(sm)
-	if mode == "hex" || mode == "decimal" {
+	rawID, otherID, stat := receiptID(sm)
+	if (mode == "hex" || mode == "decimal") && otherID != "" {
 		// receipt_id names the base of the receipt's text. The
 		// receipted_message_id TLV is the SMSC's message id (§5.3.2.12),
 		// which carriers often write as their submit_sm_resp did: with
 		// both, the text's id is the one in the base named.
-		if textID, _, _ := receiptFields(sm.Payload()); textID != "" {
-			rawID = textID
-		}
+		rawID, otherID = otherID, rawID
 	}
 	if rawID == "" {
 		log.Warn("receipt without an id dropped")
@@ -446,7 +512,10 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	}
 	key := canonicalCarrierID(mode, rawID, true)
 	final := isFinalReceipt(sm, stat)
-	m, err := d.store.FindOrStash(ctx, c.Name, key, body, final)
+	m, err := d.findReceiptMessage(ctx, c.Name, key, otherReceiptKeys(mode, key, rawID, otherID))
+	if errors.Is(err, store.ErrNotFound) {
+		m, err = d.store.FindOrStash(ctx, c.Name, key, body, final)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		if final {
 			log.Info("receipt for an unknown message kept as orphan", zap.String("carrier_id", rawID))
@@ -467,6 +536,25 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	}
 	d.noteStore(storeOpReceipt, nil)
 	return statusOK
+}
+
+// findReceiptMessage looks a receipt's message up by the other keys it may
+// have been linked under (otherReceiptKeys), key first: ErrNotFound when
+// there are none (the usual receipt: one lookup, FindOrStash's), or none
+// is linked. It stashes nothing: the caller then takes the orphan protocol
+// on key, the key a link written after it finds (both sides fold ids the
+// same way).
+func (d *Dispatcher) findReceiptMessage(ctx context.Context, carrier, key string, others []string) (*store.Message, error) {
+	if len(others) == 0 {
+		return nil, store.ErrNotFound
+	}
+	for _, k := range append([]string{key}, others...) {
+		m, err := d.store.FindByCarrierID(ctx, carrier, k)
+		if !errors.Is(err, store.ErrNotFound) {
+			return m, err
+		}
+	}
+	return nil, store.ErrNotFound
 }
 
 // intermediateStats are the receipt words carriers send as intermediate
@@ -593,7 +681,7 @@ func (d *Dispatcher) deliverOrphan(ctx context.Context, c *Carrier, m *store.Mes
 	if err != nil {
 		return
 	}
-	_, stat := receiptID(sm)
+	_, _, stat := receiptID(sm)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), linkRetryFor)
 	err = d.retryOrphan(rctx, c, m, sm, body, stat)
 	cancel()

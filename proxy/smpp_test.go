@@ -180,7 +180,10 @@ func TestCanonicalCarrierID(t *testing.T) {
 		{"as_is", "0012", "0012", "12"},
 		{"as_is", "12345", "0000012345", "12345"}, // receipts that pad the id
 		{"as_is", "000", "0", "0"},
-		{"as_is", "00ab", "00ab", "00ab"},             // not decimal: kept
+		{"as_is", "00ab", "00ab", "ab"},               // hex: folded
+		{"as_is", "ABCDEF02", "abcdef02", "abcdef02"}, // hex in either case
+		{"as_is", "00ab12", "AB12", "ab12"},           // hex zero-padded
+		{"as_is", "AbC-1x", "AbC-1x", "AbC-1x"},       // not hex: case kept
 		{"hex", "1234567", "12D687", "1234567"},       // resp decimal, receipt hex
 		{"hex", "900000", "dbba0", "900000"},          // lower-case hex
 		{"decimal", "ABC000", "11255808", "11255808"}, // resp hex, receipt decimal
@@ -267,7 +270,7 @@ func checkRewrite(t *testing.T, body []byte, text string, inPayload bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, stat := receiptID(sm); id != "1234567" || stat != "DELIVRD" {
+	if id, _, stat := receiptID(sm); id != "1234567" || stat != "DELIVRD" {
 		t.Fatalf("receiptID: %q %q", id, stat)
 	}
 	out := rewriteReceipt(sm, body, "M000042")
@@ -305,7 +308,7 @@ func checkRewrite(t *testing.T, body []byte, text string, inPayload bool) {
 			}
 		}
 	}
-	if id, stat := receiptID(got); id != "M000042" || stat != "DELIVRD" {
+	if id, _, stat := receiptID(got); id != "M000042" || stat != "DELIVRD" {
 		t.Fatalf("rewritten receipt reads id %q stat %q", id, stat)
 	}
 }

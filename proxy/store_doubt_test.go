@@ -223,6 +223,7 @@ func TestRedisKilledWithNoTrafficMarksTheStoreFailing(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = rs.Close() })
 	cfg, err := config.Parse([]byte(`smpp: { listen: "127.0.0.1:0" }
+http: { listen: "127.0.0.1:0" }
 accounts: [ { system_id: platform, password: secret } ]
 carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw, binds: 1 } ]
 routing: { country_code: "86", preset: cn }

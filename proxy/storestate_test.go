@@ -158,6 +158,7 @@ func TestStoreDataLossIsLoggedAndCounted(t *testing.T) {
 	ls := &lossStore{Store: openTestBolt(t), checks: make(chan store.DataState)}
 	core, logs := observer.New(zap.InfoLevel)
 	cfg, err := config.Parse([]byte(`smpp: { listen: "127.0.0.1:0" }
+http: { listen: "127.0.0.1:0" }
 accounts: [ { system_id: platform, password: secret } ]
 carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw, binds: 1 } ]
 routing: { country_code: "86", preset: cn }

@@ -187,7 +187,7 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 		sm, perr := ParseShortMessage(body)
 		final := perr != nil
 		if perr == nil {
-			_, stat := receiptID(sm)
+			_, _, stat := receiptID(sm)
 			final = isFinalReceipt(sm, stat)
 		}
 		m, err := d.store.FindOrStash(context.WithoutCancel(ctx), carrier, key, body, final)
@@ -215,7 +215,7 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 	if ml := d.mlog(); ml != nil {
 		stat := ""
 		if sm, err := ParseShortMessage(body); err == nil {
-			_, stat = receiptID(sm)
+			_, _, stat = receiptID(sm)
 		}
 		ml.unmatched(del, carrier, key, stat)
 	}

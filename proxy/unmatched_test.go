@@ -70,16 +70,16 @@ func TestUnmatchedReceiptPassedAsSent(t *testing.T) {
 func TestUnmatchedReceiptLinkedMeanwhileNotPassed(t *testing.T) {
 	st := openTestBolt(t)
 	d, c := unmatchedSetup(t, st, time.Hour)
-	sm, body := carrierReceipt(t, "C55", "DELIVRD")
+	sm, body := carrierReceipt(t, "K55", "DELIVRD")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
-	m := &store.Message{ID: d.ids.Next(), Account: "acct", Carrier: "cm", CarrierID: "C55", State: store.StateSent, Created: time.Now()}
+	m := &store.Message{ID: d.ids.Next(), Account: "acct", Carrier: "cm", CarrierID: "K55", State: store.StateSent, Created: time.Now()}
 	orphan, err := st.LinkCarrier(context.Background(), m)
 	if err != nil || !bytes.Equal(orphan, body) {
 		t.Fatalf("the link took %x, %v; want the receipt", orphan, err)
 	}
-	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "C55"))
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "K55"))
 	if got := held(t, st, "acct"); len(got) != 0 {
 		t.Fatalf("%d deliveries held, want none: the link took the receipt", len(got))
 	}
@@ -90,16 +90,16 @@ func TestUnmatchedReceiptLinkedMeanwhileNotPassed(t *testing.T) {
 func TestUnmatchedReceiptKeptWhenOff(t *testing.T) {
 	st := openTestBolt(t)
 	d, c := unmatchedSetup(t, st, time.Hour)
-	sm, body := carrierReceipt(t, "C56", "UNDELIV")
+	sm, body := carrierReceipt(t, "K56", "UNDELIV")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
 	c.cfg.Store(&config.Carrier{Name: "cm"}) // a reload: unmatched_receipts_after 0
-	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "C56"))
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "K56"))
 	if got := held(t, st, "acct"); len(got) != 0 {
 		t.Fatalf("%d deliveries held, want none with unmatched_receipts_after 0", len(got))
 	}
-	if got, err := st.TakeOrphan(context.Background(), "cm", "C56"); err != nil || !bytes.Equal(got, body) {
+	if got, err := st.TakeOrphan(context.Background(), "cm", "K56"); err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("kept receipt %x, %v; want it still kept", got, err)
 	}
 }
@@ -116,12 +116,12 @@ func TestUnmatchedReceiptStoreFailureKeepsIt(t *testing.T) {
 		return nil
 	}}
 	d, c := unmatchedSetup(t, fs, time.Hour)
-	sm, body := carrierReceipt(t, "C57", "DELIVRD")
+	sm, body := carrierReceipt(t, "K57", "DELIVRD")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
-	id := unmatchedTimerID("cm", "C57")
-	if d.passUnmatched(context.Background(), "cm", "C57") {
+	id := unmatchedTimerID("cm", "K57")
+	if d.passUnmatched(context.Background(), "cm", "K57") {
 		t.Fatal("passUnmatched reported done while the store failed")
 	}
 	fail = false
@@ -134,7 +134,7 @@ func TestUnmatchedReceiptStoreFailureKeepsIt(t *testing.T) {
 
 func TestUnmatchedTimerID(t *testing.T) {
 	for _, tc := range []struct{ carrier, key string }{
-		{"cm", "C57"}, {"a:b", "1:2"}, {"", ""}, {"mobile", ""}, {"x", "unmatched:1:x:y"},
+		{"cm", "K57"}, {"a:b", "1:2"}, {"", ""}, {"mobile", ""}, {"x", "unmatched:1:x:y"},
 	} {
 		id := unmatchedTimerID(tc.carrier, tc.key)
 		c, k, ok := parseUnmatchedTimer(id)
@@ -150,7 +150,7 @@ func TestUnmatchedTimerID(t *testing.T) {
 }
 
 func FuzzUnmatchedTimerID(f *testing.F) {
-	f.Add("cm", "C57", "unmatched:2:cm:C57")
+	f.Add("cm", "K57", "unmatched:2:cm:C57")
 	f.Add("a:b", "", "unmatched:9:")
 	f.Fuzz(func(t *testing.T, carrier, key, id string) {
 		c, k, ok := parseUnmatchedTimer(unmatchedTimerID(carrier, key))
@@ -171,11 +171,11 @@ func TestUnmatchedReceiptToTheCarriersAccount(t *testing.T) {
 	cfg := *c.cfg.Load()
 	cfg.UnmatchedReceiptsTo = "cmcc-conn"
 	c.cfg.Store(&cfg)
-	sm, body := carrierReceipt(t, "C58", "DELIVRD")
+	sm, body := carrierReceipt(t, "K58", "DELIVRD")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
-	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "C58"))
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "K58"))
 	if got := held(t, st, "acct"); len(got) != 0 {
 		t.Fatalf("%d deliveries for the MO account, want none", len(got))
 	}
@@ -224,7 +224,7 @@ func TestUnmatchedPutBackKeepsAFinalReceipt(t *testing.T) {
 	st := openTestBolt(t)
 	var d *Dispatcher
 	var c *Carrier
-	_, final := carrierReceipt(t, "C59", "DELIVRD")
+	_, final := carrierReceipt(t, "K59", "DELIVRD")
 	fs := &faultStore{Store: st}
 	fs.add = func() error {
 		fs.add = nil
@@ -235,14 +235,14 @@ func TestUnmatchedPutBackKeepsAFinalReceipt(t *testing.T) {
 		return errInjected
 	}
 	d, c = unmatchedSetup(t, fs, time.Hour)
-	sm, body := carrierReceipt(t, "C59", "ENROUTE")
+	sm, body := carrierReceipt(t, "K59", "ENROUTE")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
-	if d.passUnmatched(context.Background(), "cm", "C59") {
+	if d.passUnmatched(context.Background(), "cm", "K59") {
 		t.Fatal("passUnmatched reported done while the store failed")
 	}
-	if got, err := st.TakeOrphan(context.Background(), "cm", "C59"); err != nil || !bytes.Equal(got, final) {
+	if got, err := st.TakeOrphan(context.Background(), "cm", "K59"); err != nil || !bytes.Equal(got, final) {
 		t.Fatalf("kept receipt %q, %v; want the final one", got, err)
 	}
 }
@@ -259,7 +259,7 @@ func TestUnmatchedTimerWrittenAtShutdown(t *testing.T) {
 	d.SetMOAccount("acct")
 	c := NewCarrier(config.Carrier{Name: "cm", UnmatchedReceiptsAfter: config.Duration(time.Millisecond)}, nil, zap.NewNop())
 	d.SetCarriers([]*Carrier{c})
-	sm, body := carrierReceipt(t, "C60", "DELIVRD")
+	sm, body := carrierReceipt(t, "K60", "DELIVRD")
 	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
 		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
@@ -275,7 +275,7 @@ func TestUnmatchedTimerWrittenAtShutdown(t *testing.T) {
 		got = append(got, ids...)
 		return len(got) > 0
 	})
-	if got[0] != unmatchedTimerID("cm", "C60") {
+	if got[0] != unmatchedTimerID("cm", "K60") {
 		t.Fatalf("timers %q, want the kept receipt's", got)
 	}
 }
