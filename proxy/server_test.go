@@ -301,6 +301,11 @@ func TestServerChecksSMPPTimes(t *testing.T) {
 		{"250314253000000+", "", invSched},  // hour 25
 		{"250314156000000+", "", invSched},  // minute 60
 		{"250314153000049+", "", invSched},  // 49 quarter hours
+		{"300230120000000+", "", invSched},  // 30 February
+		{"300431120000000+", "", invSched},  // 31 April
+		{"", "290229120000000+", invExpiry}, // 29 February 2029
+		{"280229120000000+", "", noRoute},   // 29 February 2028, a leap year
+		{"301231235959000-", "", noRoute},   // 31 December
 		{"", "25031415300000", invExpiry},   // 14 characters
 		{"", "0000010000000a0R", invExpiry}, // not a digit
 		{"", "2503141530000 0+", invExpiry}, // a space

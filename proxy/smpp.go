@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/linxGnu/gosmpp/data"
 	"github.com/linxGnu/gosmpp/pdu"
@@ -593,10 +594,18 @@ func smppTimeValid(v string) bool {
 	case 'R':
 		return true
 	case '+', '-':
-		mo, dd, hh, mi, ss, nn := two(2), two(4), two(6), two(8), two(10), two(13)
-		return mo >= 1 && mo <= 12 && dd >= 1 && dd <= 31 && hh <= 23 && mi <= 59 && ss <= 59 && nn <= 48
+		yy, mo, dd, hh, mi, ss, nn := two(0), two(2), two(4), two(6), two(8), two(10), two(13)
+		return mo >= 1 && mo <= 12 && dd >= 1 && dd <= daysIn(2000+yy, mo) && hh <= 23 && mi <= 59 && ss <= 59 && nn <= 48
 	}
 	return false
+}
+
+// daysIn is the number of days of month mo (1-12) of year y: no 30
+// February, 31 April or 29 February 2029 (a date the SMSC cannot schedule).
+// YY is read as 20YY: SMPP 3.4 gives no century, and 2000-2099 share
+// their leap years with the Gregorian rule but for 2100.
+func daysIn(y, mo int) int {
+	return time.Date(y, time.Month(mo)+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 // sar is the segment the sar_* parameters describe (SMPP 3.4
