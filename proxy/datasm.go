@@ -99,7 +99,15 @@ func legacyBody(body []byte) []byte {
 			}
 		}
 	}
-	return m.rebuildDeliver(body, m.ESMClass, msg, nil)
+	// A part of a concatenated message marked by sar_* (a carrier's long
+	// MO in parts): the concatenation goes into the header, or the 3.3
+	// platform would get unrelated fragments. No room for it: the part as
+	// it was.
+	esm := m.ESMClass
+	if withUDH, e, ok := sarAsUDH(m, msg); ok && len(withUDH) <= 254 {
+		msg, esm = withUDH, e
+	}
+	return m.rebuildDeliver(body, esm, msg, nil)
 }
 
 // rebuildDeliver writes deliver_sm body m (of body) with esm_class esm, a

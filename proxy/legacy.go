@@ -39,44 +39,58 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 			msg = p
 		}
 	}
-	esm := m.ESMClass
-	var udh []byte
-	if ref, total, seq, ok := m.sar(); ok {
-		ie := []byte{0x08, 4, ref[0], ref[1], total, seq}
-		if ref[0] == 0 {
-			ie = []byte{0x00, 3, ref[1], total, seq}
-		}
-		switch {
-		case !m.UDHI():
-			udh = append([]byte{byte(len(ie))}, ie...)
-			esm |= 0x40
-		case udhHasConcat(msg):
-			// The platform's own header already says it: sar_* only
-			// repeated it.
-		default:
-			// A header of the platform's own (application ports, say):
-			// the concatenation element joins it, first.
-			n := 0
-			if len(msg) > 0 {
-				n = int(msg[0])
-			}
-			if len(msg) == 0 || len(msg) <= n || n+len(ie) > 0xFF {
-				return nil, false // no room for it: not as one 3.3 submit_sm
-			}
-			udh = append([]byte{byte(n + len(ie))}, ie...)
-			msg = msg[1:]
-		}
+	msg, esm, ok := sarAsUDH(&m, msg)
+	if !ok || len(msg) > 254 {
+		return nil, false // no room for it: not as one 3.3 submit_sm
 	}
-	if len(udh)+len(msg) > 254 {
-		return nil, false
-	}
-	out = make([]byte, 0, m.smOffset+1+len(udh)+len(msg))
+	out = make([]byte, 0, m.smOffset+1+len(msg))
 	out = append(out, body[:m.smOffset]...)
 	out[m.esmOffset] = esm
-	out = append(out, byte(len(udh)+len(msg)))
-	out = append(out, udh...)
+	out = append(out, byte(len(msg)))
 	out = append(out, msg...)
 	return out, true
+}
+
+// sarAsUDH writes the concatenation that m's sar_msg_ref_num,
+// sar_total_segments and sar_segment_seqnum say (§5.3.2.22-24) as the
+// concatenation information element of 3GPP TS 23.040 §9.2.3.24.1 (8-bit
+// reference when the reference fits one octet, §9.2.3.24.8's 16-bit one
+// otherwise) at the head of msg (m's content), with esm_class's UDHI bit
+// (§5.2.12) set: the form an SMPP 3.3 peer, which knows no optional
+// parameters, reads. msg and m's esm_class are returned as they are when m
+// has no sar_* or its own header says it already; ok is false when m's own
+// header leaves no room for the element.
+func sarAsUDH(m *ShortMessage, msg []byte) (out []byte, esm byte, ok bool) {
+	esm = m.ESMClass
+	ref, total, seq, has := m.sar()
+	if !has {
+		return msg, esm, true
+	}
+	ie := []byte{0x08, 4, ref[0], ref[1], total, seq}
+	if ref[0] == 0 {
+		ie = []byte{0x00, 3, ref[1], total, seq}
+	}
+	switch {
+	case !m.UDHI():
+		out = make([]byte, 0, 1+len(ie)+len(msg))
+		out = append(append(append(out, byte(len(ie))), ie...), msg...)
+		return out, esm | 0x40, true
+	case udhHasConcat(msg):
+		// The header already says it: sar_* only repeated it.
+		return msg, esm, true
+	}
+	// A header of its own (application ports, say): the concatenation
+	// element joins it, first.
+	n := 0
+	if len(msg) > 0 {
+		n = int(msg[0])
+	}
+	if len(msg) == 0 || len(msg) <= n || n+len(ie) > 0xFF {
+		return nil, esm, false
+	}
+	out = make([]byte, 0, len(msg)+len(ie))
+	out = append(append(append(out, byte(n+len(ie))), ie...), msg[1:]...)
+	return out, esm, true
 }
 
 // noteOptionalRefused logs, once per carrier, the hint to bind it as SMPP

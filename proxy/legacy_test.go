@@ -121,3 +121,42 @@ func TestOptionalParametersRefusedHint(t *testing.T) {
 		t.Fatalf("a 3.3 carrier got the hint too (%d lines)", n)
 	}
 }
+
+// A part of a concatenated MO message that the carrier marked with sar_*
+// reaches an SMPP 3.3 platform, which knows no optional parameters, with
+// the concatenation in a UDH (esm_class UDHI), as a 3.3 carrier gets a
+// platform's parts: before, the parts arrived as unrelated fragments (found
+// by an independent platform-side test). A part with no room left for the
+// header goes as it was.
+func TestLegacyDeliverKeepsSARAsUDH(t *testing.T) {
+	sar := func(ref uint16, total, seq byte) []TLV {
+		r := binary.BigEndian.AppendUint16(nil, ref)
+		return []TLV{{Tag: tagSarMsgRefNum, Value: r}, {Tag: tagSarTotalSegments, Value: []byte{total}}, {Tag: tagSarSegmentSeqnum, Value: []byte{seq}}}
+	}
+	for _, tc := range []struct {
+		name    string
+		body    []byte
+		wantESM byte
+		wantSM  []byte
+	}{
+		{"8-bit reference", submitBody(t, "10690001", 0, []byte("part1-"), sar(0x2A, 2, 1)...), 0x40,
+			append([]byte{5, 0, 3, 0x2A, 2, 1}, "part1-"...)},
+		{"16-bit reference", submitBody(t, "10690001", 8, []byte{0x4F, 0x60}, sar(0x0102, 2, 2)...), 0x40,
+			[]byte{6, 8, 4, 1, 2, 2, 2, 0x4F, 0x60}},
+		{"no room: as it was", submitBody(t, "10690001", 4, bytes.Repeat([]byte{'a'}, 250), sar(3, 2, 1)...), 0,
+			bytes.Repeat([]byte{'a'}, 250)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := ParseShortMessage(legacyBody(tc.body))
+			if err != nil {
+				t.Fatalf("the 3.3 body does not parse: %v", err)
+			}
+			if len(m.TLVs) != 0 {
+				t.Errorf("optional parameters left for a 3.3 platform: %v", m.TLVs)
+			}
+			if m.ESMClass != tc.wantESM || !bytes.Equal(m.Message, tc.wantSM) {
+				t.Errorf("esm_class 0x%02X short_message % X; want 0x%02X % X", m.ESMClass, m.Message, tc.wantESM, tc.wantSM)
+			}
+		})
+	}
+}
