@@ -93,30 +93,45 @@ func TestReceiptTLVInTheResponseBase(t *testing.T) {
 			d := newTestDispatcher(t, st)
 			c := NewCarrier(config.Carrier{Name: "cm", ReceiptID: tc.mode}, nil, zap.NewNop())
 			m := sentMessage(t, st, d, canonicalCarrierID(tc.mode, tc.resp, false), 1)
-			_, body := carrierReceipt(t, tc.text, "DELIVRD")
-			sm, err := ParseShortMessage(body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var tlvs []TLV
-			for _, tlv := range sm.TLVs {
-				if tlv.Tag == tagReceiptedMessageID {
-					tlv.Value = append([]byte(tc.resp), 0)
-				}
-				tlvs = append(tlvs, tlv)
-			}
-			body = sm.rebuildBody(body, sm.Message, tlvs)
-			if sm, err = ParseShortMessage(body); err != nil {
-				t.Fatal(err)
-			}
-			if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
-				t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
-			}
+			deliverReceiptIDs(t, d, c, tc.text, tc.resp)
 			stats, ids := heldReceipts(t, st, "acct")
 			if len(stats) != 1 || ids[0] != platformID(m.ID) || stats[0] != "DELIVRD" {
 				t.Fatalf("platform receipts %v for %v, want one DELIVRD for %s", stats, ids, platformID(m.ID))
 			}
 		})
+	}
+}
+
+// deliverReceiptIDs has carrier c deliver a DELIVRD receipt whose text
+// names textID (no text when "") and whose receipted_message_id is tlvID
+// (none when ""), and checks that it is answered OK.
+func deliverReceiptIDs(t *testing.T, d *Dispatcher, c *Carrier, textID, tlvID string) {
+	t.Helper()
+	_, body := carrierReceipt(t, cmp.Or(textID, tlvID), "DELIVRD")
+	sm, err := ParseShortMessage(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tlvs []TLV
+	for _, tlv := range sm.TLVs {
+		if tlv.Tag == tagReceiptedMessageID {
+			if tlvID == "" {
+				continue
+			}
+			tlv.Value = append([]byte(tlvID), 0)
+		}
+		tlvs = append(tlvs, tlv)
+	}
+	text := sm.Message
+	if textID == "" {
+		text = nil
+	}
+	body = sm.rebuildBody(body, text, tlvs)
+	if sm, err = ParseShortMessage(body); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
+		t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
 	}
 }
 
@@ -151,32 +166,7 @@ func TestReceiptIDWrittenOtherwise(t *testing.T) {
 			} else {
 				m = sentMessage(t, st, d, canonicalCarrierID(tc.mode, tc.resp, false), 1)
 			}
-			_, body := carrierReceipt(t, cmp.Or(tc.text, tc.tlv), "DELIVRD")
-			sm, err := ParseShortMessage(body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var tlvs []TLV
-			for _, tlv := range sm.TLVs {
-				if tlv.Tag == tagReceiptedMessageID {
-					if tc.tlv == "" {
-						continue
-					}
-					tlv.Value = append([]byte(tc.tlv), 0)
-				}
-				tlvs = append(tlvs, tlv)
-			}
-			text := sm.Message
-			if tc.text == "" {
-				text = nil
-			}
-			body = sm.rebuildBody(body, text, tlvs)
-			if sm, err = ParseShortMessage(body); err != nil {
-				t.Fatal(err)
-			}
-			if s := d.carrierDeliver(context.Background(), c, sm, body); s != statusOK {
-				t.Fatalf("deliver_sm answered %s, want OK", StatusString(s))
-			}
+			deliverReceiptIDs(t, d, c, tc.text, tc.tlv)
 			rec, err := st.GetMessage(context.Background(), m.ID)
 			if err != nil || rec.State != store.StateDone || rec.FinalStat != "DELIVRD" {
 				t.Fatalf("message after its receipt: %+v, %v; want done, DELIVRD", rec, err)
