@@ -49,3 +49,42 @@ func TestCarrierMaxTPSHoldsInEverySecond(t *testing.T) {
 		}
 	}
 }
+
+// A carrier's max_tps paces the sends a second / max_tps apart, and still
+// lets no more than max_tps go in any one second: a burst waiting to go
+// leaves one by one, not all at once when a second has passed (an SMSC
+// counting by its receive times would see two bursts within one of its
+// seconds when jitter moves them closer).
+func TestTPSWindowPaces(t *testing.T) {
+	w := newTPSWindow(4)
+	var clock time.Duration = 10 * time.Second
+	w.now = func() time.Duration { return clock }
+	for i := range w.sent {
+		w.sent[i] = clock - time.Second
+	}
+	var sent []time.Duration
+	for len(sent) < 9 {
+		wait, ok := w.take()
+		if ok {
+			sent = append(sent, clock)
+			continue
+		}
+		if wait <= 0 {
+			t.Fatalf("refused with a wait of %s", wait)
+		}
+		clock += wait
+	}
+	for i := 1; i < len(sent); i++ {
+		if d := sent[i] - sent[i-1]; d < 250*time.Millisecond {
+			t.Errorf("sends %d and %d %s apart, want 250ms at least (max_tps 4)", i, i+1, d)
+		}
+	}
+	for i := 4; i < len(sent); i++ {
+		if d := sent[i] - sent[i-4]; d < time.Second {
+			t.Errorf("sends %d to %d within %s: 5 in one second", i-3, i+1, d)
+		}
+	}
+	if got := sent[len(sent)-1] - sent[0]; got != 2*time.Second {
+		t.Errorf("9 sends took %s, want 2s (4 a second, paced, from the first)", got)
+	}
+}

@@ -91,20 +91,27 @@ func (l *rateLimiter) Wait(ctx context.Context) error {
 // max_tps: SMSCs count a contract's rate per second (a calendar second or
 // the last one) and throttle the excess, so a burst that a token bucket
 // allows on top of its rate (up to twice the rate in the first second
-// after a quiet spell) is refused. A nil *tpsWindow allows everything.
+// after a quiet spell) is refused. The sends are also paced, at least a
+// second / n apart: n sent at once every second reach an SMSC whose count
+// is its own (a window from its receive times) in bursts one second apart
+// that network jitter can put within one of its seconds (twice the rate,
+// found by an independent carrier-side test); paced, jitter moves one send
+// at most. A nil *tpsWindow allows everything.
 type tpsWindow struct {
 	mu   sync.Mutex
 	sent []time.Duration // the last n send times (monoClock), a ring; sent[next] is the oldest
 	next int
+	gap  time.Duration // second / n: the least time between two sends
+	now  func() time.Duration
 }
 
 func newTPSWindow(perSecond int) *tpsWindow {
 	if perSecond <= 0 {
 		return nil
 	}
-	w := &tpsWindow{sent: make([]time.Duration, perSecond)}
+	w := &tpsWindow{sent: make([]time.Duration, perSecond), gap: time.Second / time.Duration(perSecond), now: monoClock}
 	for i := range w.sent {
-		w.sent[i] = monoClock() - time.Second // nothing sent in the last second
+		w.sent[i] = w.now() - time.Second // nothing sent in the last second
 	}
 	return w
 }
@@ -114,8 +121,9 @@ func newTPSWindow(perSecond int) *tpsWindow {
 func (w *tpsWindow) take() (time.Duration, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := monoClock()
-	if wait := w.sent[w.next] + time.Second - now; wait > 0 {
+	now := w.now()
+	last := w.sent[(w.next+len(w.sent)-1)%len(w.sent)]
+	if wait := max(w.sent[w.next]+time.Second, last+w.gap) - now; wait > 0 {
 		return wait, false
 	}
 	w.sent[w.next] = now
