@@ -826,7 +826,7 @@ func (m *Modem) SendPaced(ctx context.Context, parts []sms.Part, pace func() tim
 		pctx, cancel := context.WithTimeout(ctx, m.opts.SendTimeout)
 		l, err := m.s.SMSCommand(pctx, "AT+CMGS="+strconv.Itoa(p.TPDULen), strings.ToUpper(hex.EncodeToString(p.PDU)))
 		cancel()
-		if after != nil {
+		if after != nil && mayHaveGone(err) {
 			after()
 		}
 		if err != nil {
@@ -849,6 +849,16 @@ func (m *Modem) SendPaced(ctx context.Context, parts []sms.Part, pace func() tim
 		refs = append(refs, mr)
 	}
 	return refs, nil
+}
+
+// mayHaveGone reports whether a part whose AT+CMGS ended with err may be on
+// the air: sent, or its outcome unknown (no final answer in time, a port
+// that broke). A final +CMS ERROR, +CME ERROR or ERROR says the modem did
+// not send it (27.005 §3.5.1): it uses nothing of max_per_minute.
+func mayHaveGone(err error) bool {
+	var cms *at.CMSError
+	var cme *at.CMEError
+	return err == nil || !(errors.As(err, &cms) || errors.As(err, &cme) || errors.Is(err, at.ErrError))
 }
 
 // wait waits while pace asks to, acknowledging meanwhile the +CDS/+CMT
@@ -1250,6 +1260,15 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		}
 		idx, ok := at.Int(at.Fields(l[i]), 0)
 		if !ok {
+			continue
+		}
+		if stat, ok := at.Int(at.Fields(l[i]), 1); ok && (stat == 2 || stat == 3) {
+			// A stored outgoing message (27.005 §3.1 <stat> 2 "STO
+			// UNSENT", 3 "STO SENT"): a handset's, written to the SIM
+			// before it was put in the modem. Neither incoming nor
+			// spareline's (it sends with AT+CMGS, storing nothing): left
+			// alone.
+			i++
 			continue
 		}
 		st := decodeStored(idx, l[i+1], l[i])

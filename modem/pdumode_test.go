@@ -2,9 +2,14 @@ package modem_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/spareline/spareline/modem"
 	"github.com/spareline/spareline/modem/sms"
@@ -157,5 +162,47 @@ func TestStoredMessagesAtStartInIndexOrder(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("not all stored messages read")
 		}
+	}
+}
+
+// Outgoing messages a handset saved on the SIM (27.005 <stat> 2 STO
+// UNSENT, 3 STO SENT: SMS-SUBMITs) are neither incoming nor spareline's:
+// the read at start leaves them stored and says nothing, and the incoming
+// message beside them is read and deleted. Before, they were deleted as
+// "undecodable" (found by an independent modem-side test).
+func TestStoredOutgoingMessagesAreLeftAlone(t *testing.T) {
+	sim := startSim(t, "s", modemsim.Options{})
+	submit, err := hex.DecodeString("0001000B916831080031F8000002C834") // SMSC field 00, SMS-SUBMIT "Hi" to +86138000138
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sim.StoreOutgoing(submit); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Deliver("+8613900000000", "incoming"); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	ctx := testCtx(t, 10*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 0, func(o *modem.PoolOptions) { o.Logger = zap.New(core) })
+	select {
+	case in := <-p.Incoming():
+		if in.Text != "incoming" {
+			t.Fatalf("got %q, want the incoming message", in.Text)
+		}
+	case <-ctx.Done():
+		t.Fatal("the incoming message was not read")
+	}
+	if err := sim.WaitCount(ctx, "+CMGD=", 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Stored(); n != 1 {
+		t.Errorf("%d messages left on the SIM, want 1: the saved outgoing one", n)
+	}
+	if n := sim.Count("+CMGD="); n != 1 {
+		t.Errorf("AT+CMGD %d times, want once (the incoming message)", n)
+	}
+	if w := logs.FilterMessage("undecodable stored message deleted").All(); len(w) != 0 {
+		t.Errorf("the saved outgoing message was taken for an undecodable one: %v", w[0].ContextMap())
 	}
 }

@@ -1164,7 +1164,8 @@ func (p *Pool) untriedUp(j *job) bool {
 var budgetWindow = time.Minute
 
 // stamp records an SMS part modem i just sent (or may have: its AT+CMGS
-// ended, whatever the outcome); called by the device owner.
+// got no final answer; a part the modem refused with an error did not go,
+// mayHaveGone); called by the device owner.
 func (p *Pool) stamp(i int) {
 	p.mu.Lock()
 	p.window[i] = append(p.window[i], time.Now())

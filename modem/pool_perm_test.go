@@ -146,6 +146,33 @@ func TestBudgetCountsPartsWhenSent(t *testing.T) {
 	}
 }
 
+// A part the modem refused (+CMS ERROR: nothing went on the air, 27.005
+// §3.5.1) uses nothing of max_per_minute and is not "sent last minute":
+// before, two refusals used up a budget of 3 and held the message that
+// went out on the third try, and the next, for a minute (found by an
+// independent modem-side test).
+func TestBudgetLeavesRefusedPartsOut(t *testing.T) {
+	restore := modem.SetBudgetWindow(time.Hour) // a miscounted part would hold the test for good
+	defer restore()
+	sim := startSim(t, "s", modemsim.Options{})
+	ctx := testCtx(t, 20*time.Second)
+	p := startPool(t, []*modemsim.Sim{sim}, 2, func(o *modem.PoolOptions) { o.MaxErrors, o.MaxAttempts = 5, 3 })
+	waitUp(t, ctx, p, "m0")
+	sim.FailNext(42, 2) // congestion: refused twice
+	if _, err := p.Send(ctx, "first", sms.Submit{Dest: "+8613800138000", Payload: []byte("third try")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Send(ctx, "second", sms.Submit{Dest: "+8613800138001", Payload: []byte("within the budget")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Count("+CMGS="); n != 4 {
+		t.Errorf("AT+CMGS %d times, want 4 (two refused, two sent)", n)
+	}
+	if st := modemState(p, "m0"); st.SentLastMinute != 2 {
+		t.Errorf("sent last minute %d, want 2: the refused parts did not go", st.SentLastMinute)
+	}
+}
+
 // A status report for an older message whose TP-MR a newer one took
 // (the MR wraps at 255, and a modem starts it again when it restarts)
 // finds the older message by its recipient, while the newer one is

@@ -179,6 +179,7 @@ type Sim struct {
 	partMRs  map[string][]int            // guarded by mu
 	partAt   map[string][]time.Time      // guarded by mu
 	store    map[int][]byte              // guarded by mu: SIM memory, index -> PDU with SMSC field
+	outgoing map[int]bool                // guarded by mu: slots of store holding stored outgoing messages (<stat> 3, STO SENT)
 	mem1     string                      // guarded by mu: the <mem1> AT+CPMS last selected ("SM" at power-up; kept across the client's restarts)
 	mr       int                         // guarded by mu: last TP-MR
 	failCode int                         // guarded by mu
@@ -466,6 +467,22 @@ func (s *Sim) PINBlocked() bool {
 // Mem1 is the memory AT+CPMS last selected as <mem1> (the one AT+CMGL,
 // AT+CMGR and AT+CMGD work on; "SM" at power-up).
 func (s *Sim) Mem1() string { s.mu.Lock(); defer s.mu.Unlock(); return s.mem1 }
+
+// StoreOutgoing puts an outgoing message (pdu: SMS-SUBMIT, its SMSC
+// address field first) in the first free slot as a handset does that saved
+// it (27.005 <stat> 3, STO SENT), and returns the slot.
+func (s *Sim) StoreOutgoing(pdu []byte) (int, error) {
+	i, err := s.storePDU(pdu)
+	if err == nil {
+		s.mu.Lock()
+		if s.outgoing == nil {
+			s.outgoing = map[int]bool{}
+		}
+		s.outgoing[i] = true
+		s.mu.Unlock()
+	}
+	return i, err
+}
 
 // Stored is the number of messages in the SIM memory.
 func (s *Sim) Stored() int {
@@ -1036,7 +1053,11 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		var lines []string
 		for _, i := range idx {
 			p := s.store[i]
-			lines = append(lines, fmt.Sprintf("+CMGL: %d,0,,%d", i, tpduLen(p)), s.pduHex(p))
+			stat := 0
+			if s.outgoing[i] {
+				stat = 3
+			}
+			lines = append(lines, fmt.Sprintf("+CMGL: %d,%d,,%d", i, stat, tpduLen(p)), s.pduHex(p))
 		}
 		s.mu.Unlock()
 		c.info(lines...)
@@ -1044,6 +1065,7 @@ func (s *Sim) command(c *conn, cmd string) (int, bool) {
 		i, _ := strconv.Atoi(body[6:])
 		s.mu.Lock()
 		delete(s.store, i)
+		delete(s.outgoing, i)
 		s.mu.Unlock()
 		c.info()
 	default:
