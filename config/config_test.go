@@ -706,6 +706,7 @@ func TestCarrierReachable(t *testing.T) {
 		"default names it":  cmcc + "routing:\n  default: cmcc\n",
 		"no preset, prefix": strings.Replace(minimal, "mobile", "x", 1) + "routing:\n  preset: \"\"\n  prefixes: { \"1\": x }\n",
 		"receive only":      cmcc + "    receive_only: true\n",
+		"redirect target":   minimal + "  - name: spare\n    address: \"h:1\"\n    system_id: x\nrouting:\n  redirect: { mobile: spare }\n",
 	} {
 		if _, err := Parse([]byte(text), "ok.yaml"); err != nil {
 			t.Errorf("%s: %v", name, err)

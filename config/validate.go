@@ -387,6 +387,9 @@ func checkReachable(p problemFunc, c *Config) {
 	for _, name := range c.Routing.Prefixes {
 		routed[name] = true
 	}
+	for _, name := range c.Routing.Redirect {
+		routed[name] = true // the target of another carrier's numbers
+	}
 	for i, ca := range c.Carriers {
 		if ca.Name == "" || routed[ca.Name] || ca.ReceiveOnly {
 			continue

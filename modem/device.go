@@ -65,9 +65,20 @@ type outage struct {
 	// (reason network) and no send has succeeded since: taken out for them
 	// again after a good probe put it back, it is held out (netHold), as a
 	// good probe has shown that it proves nothing for this modem.
-	netOut  bool
-	netHold bool // the hold is for errors of the network or the radio: not counted in spareline_modem_held_out
+	netOut   bool
+	netOutAt time.Time // when: a take-out older than netAgainWithin is forgotten (the network recovered since)
+	netHold  bool      // the hold is for errors of the network or the radio: not counted in spareline_modem_held_out
 }
+
+// netAgainWithin is how long a take-out for errors of the network is
+// remembered (outage.netOut): errors of the network again after it are a
+// new outage (back at a good probe), not the same one.
+const netAgainWithin = 10 * time.Minute
+
+// netHoldMax caps the hold for errors of the network (they pass when the
+// network recovers, which only a send can show): the hold doubles from
+// SendHoldMin up to it, not up to SendHoldMax.
+const netHoldMax = 5 * time.Minute
 
 func (o *outage) held() bool { return o.hold > 0 }
 
@@ -249,6 +260,9 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 			out.hold = p.opts.SendHoldMin
 		} else {
 			out.hold = min(2*out.hold, p.opts.SendHoldMax)
+		}
+		if reason == reasonNetwork {
+			out.hold = min(out.hold, max(netHoldMax, p.opts.SendHoldMin))
 		}
 		out.until = time.Now().Add(out.hold)
 		out.cause = fmt.Errorf("%w; out of service for %s, then tried with one message", err, out.hold)
@@ -638,7 +652,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					holdOut(reasonSendErrors, fmt.Errorf("send errors %d times in a row: %w", n, err))
 					log.Warn("modem taken out after consecutive errors", zap.Int("errors", n), zap.Error(err),
 						zap.Duration("hold", out.hold))
-				case out.netOut:
+				case out.netOut && time.Since(out.netOutAt) < netAgainWithin:
 					// Errors of the network or the radio again, and no
 					// send has gone out since a good probe put it back
 					// after the last ones: the probe proves nothing for
@@ -655,7 +669,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					// when it is registered again, which a probe sees; no
 					// hold, no trial (but see the case above).
 					n := errs
-					out.netOut = true
+					out.netOut, out.netOutAt = true, time.Now()
 					cause := fmt.Errorf("send errors %d times in a row: %w; back in service when a probe finds it registered and answering", n, err)
 					errs, perms, subs = 0, 0, false
 					log.Warn("modem taken out after consecutive errors of the network or the radio; back in service at a good probe",

@@ -255,48 +255,58 @@ func rewriteReceipt(sm *ShortMessage, body []byte, ourID string) []byte {
 }
 
 // receiptID is the carrier's id of the message a receipt is about: the
-// receipted_message_id TLV, else the text's "id:"; other is the one not
-// taken when the receipt has both and they differ ("" otherwise).
+// receipted_message_id TLV, else the text's "id:"; other is the text's
+// id when the receipt has both and they differ ("" otherwise).
 func receiptID(sm *ShortMessage) (id, other, stat string) {
-	textID, stat, _ := receiptFields(sm.Payload())
+	tlv, text, stat := receiptIDs(sm)
+	if tlv == "" {
+		return text, "", stat
+	}
+	if text == tlv {
+		text = ""
+	}
+	return tlv, text, stat
+}
+
+// receiptIDs are a receipt's receipted_message_id TLV and text "id:" (""
+// when it has none) and its stat.
+func receiptIDs(sm *ShortMessage) (tlv, text, stat string) {
+	text, stat, _ = receiptFields(sm.Payload())
 	stat = statOrState(stat, sm)
 	if v, ok := sm.TLV(tagReceiptedMessageID); ok {
 		if i := bytes.IndexByte(v, 0); i >= 0 {
 			v = v[:i]
 		}
-		if len(v) > 0 {
-			if textID == string(v) {
-				textID = ""
-			}
-			return string(v), textID, stat
-		}
+		tlv = string(v)
 	}
-	return textID, "", stat
+	return tlv, text, stat
 }
 
 // otherReceiptKeys are the index keys a receipt's message may have been
 // linked under besides key, the one it is looked up and stashed under:
-// each of its ids (ids[0] the one key comes from, then the one not taken,
-// when the TLV and the text differ) read as the carrier's receipts write
-// ids and as its submit_sm_resp writes them (with receipt_id "decimal", a
-// receipted_message_id written in hex as the submit_sm_resp wrote it, with
-// no letter in it, reads as decimal first), and as links were keyed before
-// hex ids were folded. Empty for the usual receipt, whose one id reads one
-// way.
-func otherReceiptKeys(mode, key string, ids ...string) []string {
+// its text's id as the carrier's receipts write ids; its
+// receipted_message_id (tlv) so too and as its submit_sm_resp writes them
+// (§5.3.2.12: the SMSC's id; with receipt_id "decimal", one written in hex
+// digits only reads as decimal first); and each as links were keyed before
+// hex ids were folded. The text's id is not read in the submit_sm_resp's
+// base: every decimal text reads as hex too, and would find whatever
+// message has that other id. Empty for the usual receipt, whose one id
+// reads one way.
+func otherReceiptKeys(mode, key, tlv, text string) []string {
 	var out []string
 	add := func(k string) {
 		if k != "" && k != key && !slices.Contains(out, k) {
 			out = append(out, k)
 		}
 	}
-	for _, id := range ids {
-		if id == "" {
-			continue
-		}
-		add(canonicalCarrierID(mode, id, true))
-		add(canonicalCarrierID(mode, id, false))
-		add(verbatimCarrierID(mode, id, true))
+	if tlv != "" {
+		add(canonicalCarrierID(mode, tlv, true))
+		add(canonicalCarrierID(mode, tlv, false))
+		add(verbatimCarrierID(mode, tlv, true))
+	}
+	if text != "" {
+		add(canonicalCarrierID(mode, text, true))
+		add(verbatimCarrierID(mode, text, true))
 	}
 	return out
 }
@@ -498,6 +508,7 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	}
 	c.noteReceipt() // the carrier sends receipts (status page), whether this one matches or not
 	mode := c.cfg.Load().ReceiptID
+	tlvID, textID, _ := receiptIDs(sm)
 	rawID, otherID, stat := receiptID(sm)
 	if (mode == "hex" || mode == "decimal") && otherID != "" {
 		// receipt_id names the base of the receipt's text. The
@@ -512,9 +523,15 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	}
 	key := canonicalCarrierID(mode, rawID, true)
 	final := isFinalReceipt(sm, stat)
-	m, err := d.findReceiptMessage(ctx, c.Name, key, otherReceiptKeys(mode, key, rawID, otherID))
+	m, err := d.store.FindOrStash(ctx, c.Name, key, body, final)
 	if errors.Is(err, store.ErrNotFound) {
-		m, err = d.store.FindOrStash(ctx, c.Name, key, body, final)
+		// Not linked under key (stashed there, for a link to come): the
+		// message may have been linked under another reading of its ids.
+		var taken bool
+		m, taken, err = d.receiptByOtherKeys(ctx, c.Name, key, body, otherReceiptKeys(mode, key, tlvID, textID))
+		if err == nil && !taken {
+			return statusOK // a link under key took it meanwhile: it delivers it
+		}
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		if final {
@@ -538,24 +555,47 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	return statusOK
 }
 
-// findReceiptMessage looks a receipt's message up by the other keys it may
-// have been linked under (otherReceiptKeys), key first: ErrNotFound when
-// there are none (the usual receipt: one lookup, FindOrStash's), or none
-// is linked. It stashes nothing: the caller then takes the orphan protocol
-// on key, the key a link written after it finds (both sides fold ids the
-// same way).
-func (d *Dispatcher) findReceiptMessage(ctx context.Context, carrier, key string, others []string) (*store.Message, error) {
-	if len(others) == 0 {
-		return nil, store.ErrNotFound
-	}
-	for _, k := range append([]string{key}, others...) {
-		m, err := d.store.FindByCarrierID(ctx, carrier, k)
+// receiptByOtherKeys is for a receipt (body) that FindOrStash did not find
+// under key, and stashed there (or dropped: an intermediate receipt beside
+// a final one kept): it looks the message up under the other keys it may
+// have been linked under (otherReceiptKeys). Found, the receipt is taken
+// back from key's stash so that exactly one side has it: taken is true
+// when it is the caller's to deliver, false when a link under key took it
+// meanwhile (that link delivers it). A stash that holds another receipt
+// (a final one kept before this one, an intermediate that FindOrStash
+// dropped beside it) is put back, its unmatched-receipt timer still set. ErrNotFound when no other key
+// is linked (the usual receipt: no other key, no store call): it stays
+// stashed under key for a link to come.
+func (d *Dispatcher) receiptByOtherKeys(ctx context.Context, carrier, key string, body []byte, others []string) (m *store.Message, taken bool, err error) {
+	for _, k := range others {
+		m, err = d.store.FindByCarrierID(ctx, carrier, k)
+		if err == nil {
+			break
+		}
 		if !errors.Is(err, store.ErrNotFound) {
-			return m, err
+			return nil, false, err
 		}
 	}
-	return nil, store.ErrNotFound
+	if m == nil {
+		return nil, false, store.ErrNotFound
+	}
+	kept, err := d.store.TakeOrphan(ctx, carrier, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// A link under key took it (and delivers it) since FindOrStash.
+		return m, false, nil
+	case err != nil:
+		return nil, false, err
+	case !bytes.Equal(kept, body):
+		// Another receipt was kept under key before this one (this one,
+		// intermediate, was dropped): it stays kept.
+		if err := d.store.StashOrphan(ctx, carrier, key, kept); err != nil {
+			return nil, false, err
+		}
+	}
+	return m, true, nil
 }
+
 
 // intermediateStats are the receipt words carriers send as intermediate
 // notifications (registered_delivery bit 4, SMPP 3.4 §5.2.17), ahead of the
