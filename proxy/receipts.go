@@ -596,7 +596,6 @@ func (d *Dispatcher) receiptByOtherKeys(ctx context.Context, carrier, key string
 	return m, true, nil
 }
 
-
 // intermediateStats are the receipt words carriers send as intermediate
 // notifications (registered_delivery bit 4, SMPP 3.4 §5.2.17), ahead of the
 // final receipt. The final words are DELIVRD, EXPIRED, DELETED, UNDELIV,
