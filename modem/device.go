@@ -573,7 +573,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				continue
 			}
 			max := int(dev.max.Load())
-			refs, err := m.SendPaced(j.ctx, j.parts, func() time.Duration { return p.pace(i, max) }, func() { p.stamp(i) })
+			refs, err := m.SendPaced(j.ctx, j.parts[j.from:], func() time.Duration { return p.pace(i, max) }, func() { p.stamp(i) })
 			var pme *PDUModeError
 			if errors.As(err, &pme) && len(refs) == 0 {
 				// Nothing was sent: the message goes back to the scheduler

@@ -109,6 +109,27 @@
 //     up (waiting for it while it is busy; the same modem only when no
 //     other is up), up to MaxAttempts sends in total, then returns a
 //     temporary *SendError;
+//   - a part of a multi-part message failing after earlier parts went out
+//     (their AT+CMGS answered "+CMGS: <mr>") is the exception: those parts
+//     are on the handset, which joins parts only from one SIM and one
+//     reference (23.040 §9.2.3.24.1). After a temporary error only the
+//     parts not sent yet are sent again, on the same modem (waited for
+//     while it is busy, over its budget, or while no modem is up; preferred
+//     to every other modem), under the same concatenation reference; the
+//     TP-MRs of the parts sent count toward the message's (Sent.Refs,
+//     Report.Part), and their status reports are held until the rest is
+//     sent. Each such send counts as an attempt. When that modem cannot
+//     take the rest (out of service, held out, removed by a reload) and
+//     another modem is up, the whole message goes there under a new
+//     reference; when its attempts run out (MaxAttempts) the message fails
+//     as above (its caller may send it again, whole). Both are logged as
+//     warnings ("the handset may show an incomplete message": the parts
+//     sent, besides the whole message), and the held reports of the parts
+//     given up are handed over without the message's id (Report.ID ""), so
+//     that they do not count toward the receipt of the message sent again.
+//     A permanent error after parts went out ends the message at once (a
+//     permanent *SendError; the same warning): the parts sent are not sent
+//     again, on that modem or another;
 //   - every send sets PDU mode first (AT+CMGF=0): a modem that restarted
 //     silently may be in the text mode of its stored profile; one that
 //     refuses is taken out and initialised again, the message requeued
@@ -130,9 +151,12 @@
 // outcome is unknown or failed. When the port breaks or the send times out
 // after the PDU was written, the modem may have transmitted it: the retry on
 // another modem can then duplicate it (at-least-once; the same choice as
-// failover.on_unknown: resend). For a multi-part message, parts already
-// confirmed on the failed modem are sent again with the rest, under the same
-// concatenation reference.
+// failover.on_unknown: resend). For a multi-part message, parts confirmed on
+// a modem are not sent again: the rest goes on that modem (see the failure
+// policy), the part whose outcome was unknown included (a duplicate of one
+// part, under the same reference); only when that modem cannot take the rest
+// does the whole message go again, on another modem under a new reference
+// (the handset then shows the parts sent first as an incomplete message).
 //
 // Crash safety is the caller's: Send returns only when the modem confirmed
 // every part, and nothing is persisted here.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,10 +242,15 @@ type reconfRequest struct {
 }
 
 type job struct {
-	ctx      context.Context
-	id       string
-	dest     string // for matching status reports (TP-RA)
-	parts    []sms.Part
+	ctx   context.Context
+	id    string
+	dest  string     // for matching status reports (TP-RA)
+	sub   sms.Submit // what parts encode: encoded again under a new reference (dispatch)
+	parts []sms.Part
+	// from is the first part the device sends (set by the scheduler
+	// before it gives the job to a device): 0, or len(sent) for the rest
+	// of a message on the modem its first parts went out on.
+	from     int
 	attempts int          // scheduler-owned
 	tried    map[int]bool // scheduler-owned
 	// thread names the concatenated message this one is a part of (the
@@ -262,6 +268,16 @@ type job struct {
 	res       chan jobResult
 	// order places it among the jobs waiting for a modem (QueueOrder).
 	order QueueOrder
+	// sentOn and sent: the first len(sent) parts went out on modem sentOn
+	// (their TP-MRs) and a later part failed with a temporary error: the
+	// rest go on that modem, under the same reference (the handset joins
+	// parts only from one SIM); sentOn -1 when none is pending. held are
+	// the status reports of those parts that came meanwhile, handed over
+	// once the message is sent (or without its id if it never is).
+	// Scheduler-owned.
+	sentOn int
+	sent   []int
+	held   []Report
 }
 
 // QueueOrder is where a message stands in its caller's queue: jobs wait
@@ -696,8 +712,7 @@ func (p *Pool) Send(ctx context.Context, id string, s sms.Submit) (*Sent, error)
 // cut short (that could leave its outcome unknown): it ends as in Send, with
 // no further attempt if it failed. A nil giveUp is never closed.
 func (p *Pool) SendUnless(ctx context.Context, giveUp <-chan struct{}, id string, s sms.Submit) (*Sent, error) {
-	ref := uint16(p.ref.Add(1)%255 + 1) // 1..255: 8-bit concatenation IE
-	parts, err := sms.EncodeSubmit(s, ref)
+	parts, err := sms.EncodeSubmit(s, p.nextRef())
 	if err != nil {
 		return nil, &SendError{Permanent: true, Err: err}
 	}
@@ -705,8 +720,8 @@ func (p *Pool) SendUnless(ctx context.Context, giveUp <-chan struct{}, id string
 	if order.Queued.IsZero() {
 		order.Queued = time.Now()
 	}
-	j := &job{ctx: ctx, id: id, dest: s.Dest, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1),
-		thread: threadKey(s), order: order}
+	j := &job{ctx: ctx, id: id, dest: s.Dest, sub: s, parts: parts, tried: map[int]bool{}, res: make(chan jobResult, 1),
+		thread: threadKey(s), order: order, sentOn: -1}
 	select {
 	case p.submit <- j:
 	case <-ctx.Done():
@@ -809,6 +824,9 @@ type mrEntry struct {
 	id          string
 	dest        string
 	part, parts int
+	// pending: the part went out but the rest of its message has not yet
+	// (job.sentOn): its reports are held in the job until it has.
+	pending *job
 }
 
 // maxPerMR is how many sends are remembered under one (modem, TP-MR): the
@@ -860,7 +878,7 @@ func (p *Pool) schedule(ctx context.Context) {
 	)
 	defer timer.Stop()
 	for {
-		queue = p.dispatch(queue)
+		queue = p.dispatch(queue, &reports)
 		p.armBudgetTimer(timer, queue)
 		var repC chan Report
 		var rep Report
@@ -884,6 +902,7 @@ func (p *Pool) schedule(ctx context.Context) {
 			for k, q := range queue {
 				if q == j {
 					queue = append(queue[:k], queue[k+1:]...)
+					p.endPartial(j, j.ctx.Err(), &reports)
 					j.res <- jobResult{err: j.ctx.Err()}
 					break
 				}
@@ -895,6 +914,7 @@ func (p *Pool) schedule(ctx context.Context) {
 			for k, q := range queue {
 				if q == j {
 					queue = append(queue[:k], queue[k+1:]...)
+					p.endPartial(j, ErrWithdrawn, &reports)
 					j.res <- jobResult{err: ErrWithdrawn}
 					break
 				}
@@ -932,25 +952,45 @@ func (p *Pool) schedule(ctx context.Context) {
 					p.log.Debug("status report matches no recent send (late, stale, or of another process)",
 						zap.String("modem", name), zap.Int("mr", m.report.MR), zap.String("recipient", m.report.Recipient))
 				}
-				reports = append(reports, Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report})
+				r := Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report}
+				if e.pending != nil {
+					// A part of a message whose rest is not sent yet:
+					// handed over with the message's other reports once it
+					// is (without its id if it never is: dropPartial).
+					e.pending.held = append(e.pending.held, r)
+					continue
+				}
+				reports = append(reports, r)
 			case msgSendDone:
 				d.busy = false
 				p.stopIfIdle(d) // a removed modem closes once its attempt ended
 				j := m.job
 				if !m.attempted {
 					if j.withdrawn {
+						p.endPartial(j, ErrWithdrawn, &reports)
 						j.res <- jobResult{err: ErrWithdrawn}
 						continue
 					}
 					queue = append([]*job{j}, queue...)
 					continue
 				}
+				// This attempt sent parts from j.from on (the rest of a
+				// message whose first j.from parts went out on this modem
+				// before, j.sent, or the whole message); m.refs are the
+				// TP-MRs of those it confirmed.
 				if m.err == nil {
 					metricSend(name, "ok")
 					for i, mr := range m.refs {
-						p.rememberSend(m.dev, mr, mrEntry{id: j.id, dest: j.dest, part: i + 1, parts: len(m.refs)})
+						p.rememberSend(m.dev, mr, mrEntry{id: j.id, dest: j.dest, part: j.from + i + 1, parts: len(j.parts)})
 					}
-					j.res <- jobResult{sent: &Sent{Modem: name, Refs: m.refs}}
+					refs := append(append([]int(nil), j.sent[:j.from]...), m.refs...)
+					if j.from > 0 {
+						p.log.Info("rest of a concatenated message sent on the modem its first parts went out on, under the same reference",
+							zap.String("id", j.id), zap.String("modem", name), zap.Int("parts_sent_before", j.from),
+							zap.Int("parts", len(j.parts)))
+					}
+					p.settle(j, &reports)
+					j.res <- jobResult{sent: &Sent{Modem: name, Refs: refs}}
 					continue
 				}
 				se := classify(m.err)
@@ -958,6 +998,29 @@ func (p *Pool) schedule(ctx context.Context) {
 				j.attempts++
 				j.tried[m.dev] = true
 				j.permanent, j.last = se.Permanent, se
+				if len(m.refs) > 0 {
+					// Parts on the air (confirmed with +CMGS: <mr>), not all:
+					// the rest go on this modem under the same reference
+					// (dispatch), the reports of these held meanwhile.
+					j.sentOn = m.dev
+					for i, mr := range m.refs {
+						p.rememberSend(m.dev, mr, mrEntry{id: j.id, dest: j.dest, part: j.from + i + 1, parts: len(j.parts), pending: j})
+					}
+					j.sent = append(j.sent, m.refs...)
+				}
+				if se.Permanent && j.sentOn >= 0 {
+					// Parts went out: sent again whole (on another modem,
+					// or under another reference) the handset would show
+					// them twice, and the rest cannot go on this modem.
+					// The message fails; what went is not sent again.
+					metricSend(name, "permanent")
+					p.log.Warn("permanent send error after parts of a concatenated message went out: the message fails and the parts sent are not sent again; the handset may show an incomplete message",
+						zap.String("id", j.id), zap.String("modem", name), zap.Int("parts_sent", len(j.sent)),
+						zap.Int("parts", len(j.parts)), zap.Error(m.err))
+					p.dropPartial(j, &reports)
+					j.res <- jobResult{err: se}
+					continue
+				}
 				if se.Permanent {
 					metricSend(name, "permanent")
 					// A permanent error may be the modem's (27.005 §3.2.5:
@@ -976,13 +1039,19 @@ func (p *Pool) schedule(ctx context.Context) {
 				}
 				metricSend(name, "error")
 				if j.attempts >= p.opts.MaxAttempts || j.ctx.Err() != nil || j.withdrawn {
+					p.endPartial(j, m.err, &reports)
 					j.res <- jobResult{err: se}
 					continue
 				}
-				if p.untriedUp(j) {
+				switch {
+				case j.sentOn >= 0:
+					p.log.Info("send failed after parts of a concatenated message went out; the rest will be sent on the same modem, under the same reference",
+						zap.String("id", j.id), zap.String("modem", name), zap.Int("parts_sent", len(j.sent)),
+						zap.Int("parts", len(j.parts)), zap.Int("attempt", j.attempts), zap.Error(m.err))
+				case p.untriedUp(j):
 					p.log.Info("send failed, will retry on another modem", zap.String("id", j.id),
 						zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
-				} else {
+				default:
 					p.log.Info("send failed, will retry (no other modem is up)", zap.String("id", j.id),
 						zap.String("modem", name), zap.Int("attempt", j.attempts), zap.Error(m.err))
 				}
@@ -1027,8 +1096,10 @@ func classify(err error) *SendError {
 	return se
 }
 
-// dispatch gives queued jobs to free modems and returns the rest.
-func (p *Pool) dispatch(queue []*job) []*job {
+// dispatch gives queued jobs to free modems and returns the rest; the
+// reports held by a job whose sent parts are given up (dropPartial) go to
+// reports.
+func (p *Pool) dispatch(queue []*job, reports *[]Report) []*job {
 	if len(queue) == 0 {
 		return queue
 	}
@@ -1036,6 +1107,7 @@ func (p *Pool) dispatch(queue []*job) []*job {
 	rest := queue[:0]
 	for _, j := range queue {
 		if err := j.ctx.Err(); err != nil {
+			p.endPartial(j, err, reports)
 			j.res <- jobResult{err: err}
 			continue
 		}
@@ -1045,6 +1117,32 @@ func (p *Pool) dispatch(queue []*job) []*job {
 		pinned := -1
 		if pin, ok := p.pins[j.thread]; ok && j.thread != "" && now.Sub(pin.at) < threadPin && p.devs[pin.dev].up && !p.devs[pin.dev].removed {
 			pinned = pin.dev
+		}
+		// The rest of a message whose first parts went out on a modem goes
+		// on that modem, under the same reference, even when others are up
+		// (waiting for it while it is busy or over its budget, or while no
+		// modem is up): the parts sent are on the handset, which joins
+		// parts only from one SIM. When it cannot take them (taken out,
+		// held, removed) and another modem can, the whole message goes
+		// there under a new reference.
+		j.from = 0
+		if j.sentOn >= 0 {
+			x := p.devs[j.sentOn]
+			switch {
+			case x.up && !x.removed:
+				pinned, j.from = j.sentOn, len(j.sent)
+			case x.removed || p.otherUp(j.sentOn):
+				p.log.Warn("parts of a concatenated message went out on a modem that cannot take the rest now: the whole message goes to another modem under a new reference; the handset may show an incomplete message (the parts sent) besides the whole one",
+					zap.String("id", j.id), zap.String("modem", x.cfg.Name), zap.Int("parts_sent", len(j.sent)),
+					zap.Int("parts", len(j.parts)))
+				p.dropPartial(j, reports)
+				if parts, err := sms.EncodeSubmit(j.sub, p.nextRef()); err == nil && len(parts) == len(j.parts) {
+					j.parts = parts
+				}
+			default:
+				rest = append(rest, j) // no modem is up: waits for that one
+				continue
+			}
 		}
 		// A message that failed on a modem goes to another one that is up,
 		// waiting for it if it is busy or over its budget; the modem it
@@ -1072,7 +1170,7 @@ func (p *Pool) dispatch(queue []*job) []*job {
 			// Counted in SMS parts; a message of more parts than the
 			// budget goes when the minute is empty, its parts spaced by
 			// the device owner (pace).
-			if max := int(d.max.Load()); max > 0 && n > 0 && n+len(j.parts) > max {
+			if max := int(d.max.Load()); max > 0 && n > 0 && n+len(j.parts)-j.from > max {
 				continue
 			}
 			tried := j.tried[i]
@@ -1147,6 +1245,76 @@ func threadKey(s sms.Submit) string {
 		udh = udh[2+l:]
 	}
 	return ""
+}
+
+// nextRef is a new concatenation reference: 1..255 (8-bit IE).
+func (p *Pool) nextRef() uint16 { return uint16(p.ref.Add(1)%255 + 1) }
+
+// otherUp reports whether a modem other than dev is up; scheduler-owned.
+func (p *Pool) otherUp(dev int) bool {
+	for i, d := range p.devs {
+		if i != dev && d.up && !d.removed {
+			return true
+		}
+	}
+	return false
+}
+
+// settle ends the pending state of j, sent whole now: the TP-MRs of the
+// parts sent before are those of a sent message, and the reports held for
+// them go to reports. Scheduler-owned.
+func (p *Pool) settle(j *job, reports *[]Report) {
+	if j.sentOn >= 0 {
+		for _, mr := range j.sent {
+			l := p.mrs[mrKey{j.sentOn, mr}]
+			for i := range l {
+				if l[i].pending == j {
+					l[i].pending = nil
+				}
+			}
+		}
+	}
+	*reports = append(*reports, j.held...)
+	j.sentOn, j.sent, j.held, j.from = -1, nil, nil, 0
+}
+
+// dropPartial gives up the parts of j that went out (j.sent on j.sentOn):
+// their TP-MRs are forgotten and the reports held for them go to reports
+// without the message's id (a report of an orphan part must not count
+// toward the receipt of the message sent again). Scheduler-owned.
+func (p *Pool) dropPartial(j *job, reports *[]Report) {
+	if j.sentOn < 0 {
+		return
+	}
+	for _, mr := range j.sent {
+		k := mrKey{j.sentOn, mr}
+		l := slices.DeleteFunc(p.mrs[k], func(e mrEntry) bool { return e.pending == j })
+		if len(l) == 0 {
+			delete(p.mrs, k)
+		} else {
+			p.mrs[k] = l
+		}
+	}
+	for _, r := range j.held {
+		p.log.Debug("status report of a part of a message given up", zap.String("id", r.ID),
+			zap.String("modem", r.Modem), zap.Int("part", r.Part), zap.Int("mr", r.Status.MR))
+		r.ID, r.Part, r.Parts = "", 0, 0
+		*reports = append(*reports, r)
+	}
+	j.sentOn, j.sent, j.held, j.from = -1, nil, nil, 0
+}
+
+// endPartial is dropPartial for a message that ends unsent (err) after
+// some of its parts went out: logged, as the caller may send it again
+// whole. Scheduler-owned.
+func (p *Pool) endPartial(j *job, err error, reports *[]Report) {
+	if j.sentOn < 0 {
+		return
+	}
+	p.log.Warn("parts of a concatenated message went out and the rest could not be sent: the message fails; sent again, the handset may show an incomplete message (the parts sent) besides the whole one",
+		zap.String("id", j.id), zap.String("modem", p.devs[j.sentOn].cfg.Name), zap.Int("parts_sent", len(j.sent)),
+		zap.Int("parts", len(j.parts)), zap.Int("attempts", j.attempts), zap.Error(err))
+	p.dropPartial(j, reports)
 }
 
 // untriedUp reports whether a modem j has not been tried on is up (busy or

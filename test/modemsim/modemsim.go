@@ -18,7 +18,8 @@
 // in the SIM memory and announces them with +CMTI.
 //
 // Faults, switchable at any time: Reset / ResetQuiet (a restart on the open
-// port, with or without ^SYSSTART), FailNext (+CMS ERROR), Hang (no answer to
+// port, with or without ^SYSSTART), FailNext and FailAfter (+CMS ERROR; FailAfter
+// lets some sends go first: part 2 of a message refused), Hang (no answer to
 // a send), HoldSends (a send waits before its answer until released), UnplugOnNextSend (the port vanishes after the PDU was received,
 // before it is sent), RestartOnNextSend (a power cycle there: no answer, then ^SYSSTART), SetSIMReady(false) (+CME ERROR: 10, CMS 310 on send),
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
@@ -184,6 +185,8 @@ type Sim struct {
 	mr       int                         // guarded by mu: last TP-MR
 	failCode int                         // guarded by mu
 	failLeft int                         // guarded by mu
+	failSkip int                         // guarded by mu: sends let go before the failLeft ones (FailAfter)
+	submits  []Submit                    // guarded by mu: every part sent, in order
 	hang     bool                        // guarded by mu
 	unplugAt bool                        // guarded by mu
 	resetAt  bool                        // guarded by mu: RestartOnNextSend
@@ -492,10 +495,33 @@ func (s *Sim) Stored() int {
 }
 
 // FailNext answers the next n sends with +CMS ERROR: code.
-func (s *Sim) FailNext(code, n int) {
+func (s *Sim) FailNext(code, n int) { s.FailAfter(0, code, n) }
+
+// FailAfter lets the next k sends go (each part of a message is a send),
+// then answers the n after them with +CMS ERROR: code: FailAfter(1, 42,
+// 1) refuses part 2 of the next message once.
+func (s *Sim) FailAfter(k, code, n int) {
 	s.mu.Lock()
-	s.failCode, s.failLeft = code, n
+	s.failSkip, s.failCode, s.failLeft = k, code, n
 	s.mu.Unlock()
+}
+
+// Submit is one SMS-SUBMIT the modem sent (one part of a message).
+type Submit struct {
+	Dest string
+	// Ref, Seq and Total are its concatenation element's (23.040
+	// §9.2.3.24.1); 0 for a message of one part.
+	Ref, Seq, Total int
+	MR              int
+	Text            string
+}
+
+// Submits returns every part sent so far (Sent joins the parts of a
+// concatenated message), in the order they were sent.
+func (s *Sim) Submits() []Submit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Submit(nil), s.submits...)
 }
 
 // Mute makes the modem answer no command at all (firmware hung, the port
@@ -1097,7 +1123,10 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 	unplug, reset, hang, garbSend := s.unplugAt, s.resetAt, s.hang, s.garbSend
 	s.unplugAt, s.resetAt = false, false
 	fail := 0
-	if s.failLeft > 0 {
+	switch {
+	case s.failLeft > 0 && s.failSkip > 0:
+		s.failSkip--
+	case s.failLeft > 0:
 		s.failLeft--
 		fail = s.failCode
 	}
@@ -1177,6 +1206,11 @@ func (s *Sim) submit(c *conn, hexPDU string, n int) bool {
 // record adds a sent part; s.mu is held.
 func (s *Sim) record(sub *sms.SubmitPDU, mr int) {
 	now := time.Now()
+	one := Submit{Dest: sub.Dest, MR: mr, Text: sub.Text}
+	if sub.Concat != nil {
+		one.Ref, one.Seq, one.Total = int(sub.Concat.Ref), sub.Concat.Seq, sub.Concat.Total
+	}
+	s.submits = append(s.submits, one)
 	done := func(m Message) {
 		m.At = now
 		if m.PartsAt == nil {
