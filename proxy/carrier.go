@@ -47,7 +47,8 @@ import (
 //
 // Submits go to the bound connection with the most free window, paced by
 // max_tps (shared by the carrier's binds: at most max_tps in any one second,
-// tpsWindow).
+// tpsWindow). A bind whose submits go unanswered while the carrier's other
+// binds answer is reconnected (recycle.go).
 //
 // Over TLS (tls: true) the carrier's certificate is verified against tls_ca
 // (else the system roots) for tls_server_name (else the host of address),
@@ -187,6 +188,12 @@ type Carrier struct {
 	lastReceipt, askedSince atomic.Int64
 	// noID: the warning of acceptances without a message_id (noid.go).
 	noID noIDWarning
+	// answers counts the submits the carrier answered on sessions that
+	// were answering (none that ended a run of timeouts of its own);
+	// suspects the sessions waiting for such an answer to be recycled
+	// (recycle.go).
+	answers  atomic.Uint64
+	suspects atomic.Int32
 }
 
 type carrierBind struct {
@@ -779,6 +786,7 @@ func (c *Carrier) endBridge(ctx context.Context, br *bridgeSession) {
 // bridgeGone takes the bridge br, whose session has ended, out of the
 // bound count.
 func (c *Carrier) bridgeGone(br *bridgeSession) {
+	c.endWatch(br.s)
 	n := c.bound.Add(-1)
 	metricCarrierBinds.WithLabelValues(c.Name).Set(float64(n))
 	if c.ctx.Err() == nil { // as connectAndServe: a carrier stopping is no outage
@@ -1002,6 +1010,9 @@ func (c *Carrier) SubmitFor(ctx context.Context, id string, body []byte) (Submit
 	}
 	f, s, err := c.request(ctx, cmdSubmitSM, body, tag)
 	if err != nil {
+		if errors.Is(err, ErrResponseTimeout) {
+			c.noteSubmitTimeout(s)
+		}
 		return SubmitResult{}, err
 	}
 	res := submitResult(f)
@@ -1018,12 +1029,14 @@ func (c *Carrier) legacy() bool { return c.live.Load().version == "3.3" }
 // errTooLongFor33 is why a message is not sent to an SMPP 3.3 carrier.
 var errTooLongFor33 = errors.New("content longer than the 254 octets of an SMPP 3.3 short_message")
 
-// noteAnswer acts on what a carrier's answer on s says about the link:
-// ESME_RINVBNDSTS (checkBound), or ESME_RTHROTTLED (throttled).
+// noteAnswer acts on what a carrier's answer to a submit on s says about
+// the link: s answers (noteSubmitAnswer), ESME_RINVBNDSTS (checkBound), or
+// ESME_RTHROTTLED (throttled).
 // ESME_RMSGQFUL does not pause the carrier: some SMSCs mean the queue of
 // one handset (switched off), and a bulk to many such would stall the
 // others; the message alone waits and is sent again (dispatcher).
 func (c *Carrier) noteAnswer(s *Session, status uint32) {
+	c.noteSubmitAnswer(s)
 	if status == statusThrottled {
 		c.throttled()
 	}
@@ -1467,6 +1480,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 		s.Unbind(context.Background())
 	}
 	b.sess.Store(nil)
+	c.endWatch(s)
 	if !tx {
 		err := s.Err()
 		s.Wait()
@@ -1566,7 +1580,9 @@ func (c *Carrier) dialAndBind(ctx context.Context, cfg *config.Carrier, kind bin
 		Trace:     &c.trace,
 		LateGrace: lateGrace,
 		OnLate:    c.late,
-	}).Start()
+	})
+	s.Value = &bindWatch{} // its submits' answers (recycle.go)
+	s.Start()
 	// bind_transceiver (SMPP 3.4 §4.1.5; bind_transmitter §4.1.1 and
 	// bind_receiver §4.1.3 have the same body): system_id, password,
 	// system_type, interface_version (0x34, or 0x33 for an SMPP 3.3

@@ -353,6 +353,8 @@ func (a *asyncSubmit) requestDone(f Frame, err error) {
 	if err == nil {
 		res = submitResult(f)
 		c.noteAnswer(a.sess, res.Status)
+	} else if errors.Is(err, ErrResponseTimeout) {
+		c.noteSubmitTimeout(a.sess)
 	}
 	if err != nil || res.Status != statusOK {
 		a.run(func() { a.submitted(d.carrierAnswered(context.Background(), c, m, a.fo, &a.log, res, err)) })

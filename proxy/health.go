@@ -21,7 +21,9 @@ import (
 //     answers sit unread (BENCHMARKS.md, soak: one such stall during a
 //     778 ms spike gave five downs and flapping probations). A silent carrier
 //     answers nothing, so its timeouts count as before and it is down about
-//     response_timeout after it fell silent.
+//     response_timeout after it fell silent. (One bind silent while the
+//     others answer is not the carrier's outage: that bind is reconnected,
+//     recycle.go.)
 //   - probation: a bind came back (or a probe submit was answered) after
 //     being down. It lasts up_after, and a timer ends it then, traffic or
 //     not (scheduleSettle); a timeout during it sends the carrier back
@@ -130,6 +132,17 @@ func (h *Health) Changed() <-chan struct{} {
 		h.changed = make(chan struct{})
 	}
 	return h.changed
+}
+
+// DownAfter is failover.down_after_timeouts (3 without a Health): also
+// the timeouts in a row that recycle a carrier bind (recycle.go).
+func (h *Health) DownAfter() int {
+	if h == nil {
+		return 3
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.downAfter
 }
 
 // SetPolicy changes the thresholds (reload).

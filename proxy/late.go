@@ -36,7 +36,11 @@ const lateGrace = time.Minute
 
 // late is the carrier sessions' OnLate: it runs on the reader goroutine.
 func (c *Carrier) late(s *Session, cmd uint32, tag any, f Frame) {
-	if cmd != cmdSubmitSM || f.ID != cmdSubmitSMResp {
+	if cmd != cmdSubmitSM {
+		return
+	}
+	c.noteSubmitAnswer(s) // late, but the session answers (recycle.go)
+	if f.ID != cmdSubmitSMResp {
 		return
 	}
 	var id string

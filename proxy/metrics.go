@@ -31,6 +31,13 @@ var (
 		Name: "spareline_carrier_reload_refused",
 		Help: "1 while the carrier refused (or could not be reached with) the address or login of the last config reload; its binds run on the previous ones, a restart would use the refused ones.",
 	}, []string{"carrier"})
+	// carrier_bind_recycled_total: carrier binds unbound and dialled again
+	// because their submits went unanswered while the carrier's other
+	// binds answered (recycle.go).
+	metricCarrierBindRecycled = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "spareline_carrier_bind_recycled_total",
+		Help: "Carrier binds reconnected because down_after_timeouts submits in a row went unanswered on them while the carrier answered on another bind.",
+	}, []string{"carrier"})
 	// carrier_state: 0 down, 1 probation, 2 up.
 	metricCarrierState = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spareline_carrier_state", Help: "Carrier health: 0 down, 1 probation, 2 up.",
@@ -165,6 +172,7 @@ func seedCarrierMetrics(carrier string) {
 		metricUnmatched.WithLabelValues(carrier, o)
 	}
 	metricPossibleDup.WithLabelValues(carrier)
+	metricCarrierBindRecycled.WithLabelValues(carrier)
 	for _, st := range seededStats {
 		metricReceipts.WithLabelValues(carrier, st)
 	}

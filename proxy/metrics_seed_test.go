@@ -84,6 +84,7 @@ routing: { country_code: "86", preset: cn, prefixes: { "1990": seedco1 } }
 		w := []string{
 			fmt.Sprintf(`spareline_possible_duplicates_total{carrier=%q}`, carrier),
 			fmt.Sprintf(`spareline_receipts_requested_total{carrier=%q}`, carrier),
+			fmt.Sprintf(`spareline_carrier_bind_recycled_total{carrier=%q}`, carrier),
 			fmt.Sprintf(`spareline_carrier_reload_refused{carrier=%q}`, carrier),
 			fmt.Sprintf(`spareline_modem_up{modem=%q}`, modem),
 			fmt.Sprintf(`spareline_northbound_queries_total{account=%q,command="query_sm",status="ESME_ROK"}`, account),

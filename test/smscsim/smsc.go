@@ -23,7 +23,8 @@
 //     bind, as real SMSCs do.
 //   - Message ids are a counter, written in decimal or hex; the receipt may
 //     use the other form (Options.ReceiptIDFormat), as some carriers do.
-//   - Faults on demand: CloseAll, Stop/Restart, SetSilent, RefuseBinds.
+//   - Faults on demand: CloseAll, Stop/Restart, SetSilent, MuteSubmits,
+//     RefuseBinds.
 //
 // Concurrency: each TCP connection has a reader goroutine (which decides every
 // answer) and a writer goroutine (the only one writing the socket). Shared
@@ -39,6 +40,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -194,6 +196,7 @@ type SMSC struct {
 	changed   chan struct{} // closed and replaced on every change; see WaitFor
 	behaviour Behaviour
 	silent    bool
+	mute      map[uint64]bool // connections answering no submit_sm (MuteSubmits)
 	refuse    uint32
 	attempts  map[string]int
 	held      []*receipt          // receipts waiting for a receiver bind
@@ -413,6 +416,37 @@ func (s *SMSC) SetSilent(on bool) {
 	s.mu.Lock()
 	s.silent = on
 	s.mu.Unlock()
+}
+
+// MuteSubmits makes connection conn (Message.Conn; BoundConns) stop
+// answering submit_sm, as a half-dead SMSC node does, while it still
+// answers enquire_link and unbind (SetSilent is the whole SMSC's); false
+// resumes. The submits are still received and recorded (Message.Silent).
+func (s *SMSC) MuteSubmits(conn uint64, on bool) {
+	s.mu.Lock()
+	if s.mute == nil {
+		s.mute = map[uint64]bool{}
+	}
+	if on {
+		s.mute[conn] = true
+	} else {
+		delete(s.mute, conn)
+	}
+	s.mu.Unlock()
+}
+
+// BoundConns lists the ids of the bound connections, in order.
+func (s *SMSC) BoundConns() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []uint64
+	for c := range s.conns {
+		if c.bound {
+			ids = append(ids, c.id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // RefuseBinds answers every later bind with status (e.g. ESME_RBINDFAIL
@@ -875,9 +909,10 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	respID := cmdSubmitSMResp
 	s.mu.Lock()
 	bound, kind, systemID, version, silent, behaviour := c.bound, c.kind, c.systemID, c.version, s.silent, s.behaviour
+	muted := s.mute[c.id]
 	s.mu.Unlock()
 	if !bound || !kind.canSubmit() {
-		if !silent {
+		if !silent && !muted {
 			c.send(headerOnly(respID, uint32(data.ESME_RINVBNDSTS), h.Seq))
 		}
 		return
@@ -885,7 +920,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	m, err := parseSubmitBody(full[headerLen:])
 	if err != nil {
 		s.logf("conn %d: %v", c.id, err)
-		if !silent {
+		if !silent && !muted {
 			c.send(headerOnly(respID, uint32(data.ESME_RINVCMDLEN), h.Seq))
 		}
 		return
@@ -908,7 +943,7 @@ func (c *conn) handleSubmit(h header, full []byte) {
 	if behaviour != nil {
 		reply = behaviour(m, m.Attempt)
 	}
-	if silent {
+	if silent || muted {
 		reply.Silent = true
 	}
 	if s.opts.SMPP33 && len(m.TLVs) > 0 {
