@@ -187,6 +187,9 @@ type Carrier struct {
 	lastReceipt, askedSince atomic.Int64
 	// noID: the warning of acceptances without a message_id (noid.go).
 	noID noIDWarning
+	// subs counts the submits to the carrier not settled yet, and when
+	// the last one started (idreuse.go).
+	subs submitsInFlight
 }
 
 type carrierBind struct {
