@@ -194,6 +194,9 @@ type Carrier struct {
 	// (recycle.go).
 	answers  atomic.Uint64
 	suspects atomic.Int32
+	// subs counts the submits to the carrier not settled yet, and when
+	// the last one started (idreuse.go).
+	subs submitsInFlight
 }
 
 type carrierBind struct {

@@ -136,6 +136,10 @@ type Dispatcher struct {
 	// not run yet: timer id -> due.
 	unmatchedMu    sync.Mutex
 	unmatchedLooks map[string]time.Time
+	// reuseHolds are the receipts held for a newer message that may
+	// take their carrier id, not resolved yet (idreuse.go): timer id (as
+	// unmatchedTimerID) -> receipt. Guarded by unmatchedMu.
+	reuseHolds map[string]*reuseHold
 
 	// noRouteAt is when (UnixNano) the last "no route" warning was logged;
 	// noRouteSkipped counts the refusals not logged since.
@@ -278,6 +282,8 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 	// the type's doc).
 	m.State = store.StateCarrier
 	m.Attempts = 1
+	c.submitStarted(now) // until its outcome is linked (idreuse.go)
+	defer c.submitSettled()
 	return d.toCarrier(ctx, c, m, fo, log)
 }
 
@@ -319,6 +325,7 @@ func (d *Dispatcher) SubmitAsync(account string, sm *ShortMessage, body []byte, 
 	m.Expires, m.State, m.Attempts = validityEnd(sm.Validity, now), store.StateCarrier, 1
 	a.log.d, a.log.m = d, m
 	a.call.h = a
+	c.submitStarted(now) // until a.submitted (idreuse.go)
 	if !c.trySubmit(body, now, &a.call, &a.sess) {
 		run(func() { a.submitted(d.toCarrier(context.Background(), c, &a.m, fo, &a.log)) })
 	}
@@ -374,6 +381,7 @@ func (a *asyncSubmit) requestDone(f Frame, err error) {
 // submitted gives the outcome, with its message (for the message log), to
 // the waiter.
 func (a *asyncSubmit) submitted(out SubmitOutcome) {
+	a.c.submitSettled()
 	out.msg = &a.m
 	a.w.submitted(out)
 }

@@ -916,6 +916,8 @@ const (
 // receipt finds it. A receipt that came before the link (orphan) is
 // returned for the caller to deliver once the queue entry is acked.
 func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Message, sm *ShortMessage, log *zap.Logger) (backResult, []byte) {
+	c.submitStarted(time.Now()) // until its outcome is linked (idreuse.go)
+	defer c.submitSettled()
 	// An SMPP 3.3 carrier and a long message: not sent (errTooLongFor33),
 	// the modems send it.
 	res, err := c.SubmitFor(ctx, m.ID, m.Body)

@@ -171,6 +171,9 @@ func seedCarrierMetrics(carrier string) {
 	for _, o := range unmatchedOutcomes {
 		metricUnmatched.WithLabelValues(carrier, o)
 	}
+	for _, o := range heldOutcomes {
+		metricHeld.WithLabelValues(carrier, o)
+	}
 	metricPossibleDup.WithLabelValues(carrier)
 	metricCarrierBindRecycled.WithLabelValues(carrier)
 	for _, st := range seededStats {

@@ -507,28 +507,17 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 		return statusOK
 	}
 	c.noteReceipt() // the carrier sends receipts (status page), whether this one matches or not
-	mode := c.cfg.Load().ReceiptID
-	tlvID, textID, _ := receiptIDs(sm)
-	rawID, otherID, stat := receiptID(sm)
-	if (mode == "hex" || mode == "decimal") && otherID != "" {
-		// receipt_id names the base of the receipt's text. The
-		// receipted_message_id TLV is the SMSC's message id (§5.3.2.12),
-		// which carriers often write as their submit_sm_resp did: with
-		// both, the text's id is the one in the base named.
-		rawID, otherID = otherID, rawID
-	}
+	rawID, key, others, stat, final := receiptKeys(c, sm)
 	if rawID == "" {
 		log.Warn("receipt without an id dropped")
 		return statusOK
 	}
-	key := canonicalCarrierID(mode, rawID, true)
-	final := isFinalReceipt(sm, stat)
 	m, err := d.store.FindOrStash(ctx, c.Name, key, body, final)
 	if errors.Is(err, store.ErrNotFound) {
 		// Not linked under key (stashed there, for a link to come): the
 		// message may have been linked under another reading of its ids.
 		var taken bool
-		m, taken, err = d.receiptByOtherKeys(ctx, c.Name, key, body, otherReceiptKeys(mode, key, tlvID, textID))
+		m, taken, err = d.receiptByOtherKeys(ctx, c.Name, key, body, others)
 		if err == nil && !taken {
 			return statusOK // a link under key took it meanwhile: it delivers it
 		}
@@ -546,6 +535,16 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 	if err != nil {
 		d.storeError(storeOpReceipt, log, "store write of a receipt failed; carrier will retry", err)
 		return statusRXTAppn
+	}
+	if final && receiptAmbiguous(c, m, time.Now()) {
+		// A newer message may be about to take m's carrier id: held for
+		// its link (idreuse.go).
+		if err := d.holdAmbiguous(ctx, c, key, m, body, log); err != nil {
+			d.storeError(storeOpReceipt, log, "store write of a held receipt failed; carrier will retry", err)
+			return statusRXTAppn
+		}
+		d.noteStore(storeOpReceipt, nil)
+		return statusOK
 	}
 	if err := d.deliverCarrierReceipt(ctx, c, m, sm, body, stat); err != nil {
 		d.storeError(storeOpReceipt, log, "store write of a receipt failed; carrier will retry", err)
@@ -594,6 +593,43 @@ func (d *Dispatcher) receiptByOtherKeys(ctx context.Context, carrier, key string
 		}
 	}
 	return m, true, nil
+}
+
+// receiptKeys reads a carrier receipt's id: rawID as the receipt wrote it
+// ("" when it has none), key the carrier id index key it is looked up and
+// kept under, others the further keys its message may be linked under
+// (otherReceiptKeys), and its stat and whether it is final.
+func receiptKeys(c *Carrier, sm *ShortMessage) (rawID, key string, others []string, stat string, final bool) {
+	mode := c.cfg.Load().ReceiptID
+	tlvID, textID, _ := receiptIDs(sm)
+	rawID, otherID, stat := receiptID(sm)
+	if (mode == "hex" || mode == "decimal") && otherID != "" {
+		// receipt_id names the base of the receipt's text. The
+		// receipted_message_id TLV is the SMSC's message id (§5.3.2.12),
+		// which carriers often write as their submit_sm_resp did: with
+		// both, the text's id is the one in the base named.
+		rawID = otherID
+	}
+	final = isFinalReceipt(sm, stat)
+	if rawID == "" {
+		return "", "", nil, stat, final
+	}
+	key = canonicalCarrierID(mode, rawID, true)
+	return rawID, key, otherReceiptKeys(mode, key, tlvID, textID), stat, final
+}
+
+// findReceiptMessage looks a receipt that is stashed nowhere (a held one,
+// idreuse.go) up under key, then under the other keys its message may be
+// linked under (otherReceiptKeys); ErrNotFound when none is linked. It
+// stashes nothing.
+func (d *Dispatcher) findReceiptMessage(ctx context.Context, carrier, key string, others []string) (*store.Message, error) {
+	for _, k := range append([]string{key}, others...) {
+		m, err := d.store.FindByCarrierID(ctx, carrier, k)
+		if !errors.Is(err, store.ErrNotFound) {
+			return m, err
+		}
+	}
+	return nil, store.ErrNotFound
 }
 
 // intermediateStats are the receipt words carriers send as intermediate

@@ -128,6 +128,7 @@ func (d *Dispatcher) holdUnmatched(c *Carrier, key string, log *zap.Logger) {
 // kept without a timer. (A timer of a receipt a link took fires, finds
 // nothing, and is cleared.)
 func (d *Dispatcher) FlushUnmatched(ctx context.Context) {
+	d.flushHeld(ctx) // first: one whose link is gone is kept as unmatched
 	d.unmatchedMu.Lock()
 	looks := d.unmatchedLooks
 	d.unmatchedLooks = nil
@@ -177,6 +178,15 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 	if err != nil {
 		d.storeError(storeOpReceipt, log, "store read of an unmatched receipt failed; tried again later", err)
 		return false
+	}
+	if m, err := d.store.FindByCarrierID(ctx, carrier, key); err == nil {
+		// Linked, and kept all the same: a receipt held for a newer
+		// message (idreuse.go) whose hold has not ended. Delivered
+		// through the link, as its hold's end would.
+		if c := (*d.carriers.Load())[carrier]; c != nil {
+			d.deliverOrphan(ctx, c, m, body)
+			return true
+		}
 	}
 	del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
 	if err := d.store.AddDelivery(ctx, del, nil); err != nil {

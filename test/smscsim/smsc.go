@@ -142,6 +142,15 @@ type Reply struct {
 	ReceiptErr  string        // receipt err: field; default "000"
 	NoReceipt   bool          // send no receipt even if asked
 	NoID        bool          // accept with an empty message_id (and send no receipt)
+	// ReuseID accepts with this message_id, one an earlier submit_sm_resp
+	// wrote, instead of a new one (its receipt writes it as that
+	// message's did), as SMSCs whose counters wrap or reset, or whose
+	// random short ids collide, do.
+	ReuseID string
+	// ReceiptFirst sends the receipt at once, before the submit_sm_resp
+	// (which still waits for Delay), as an SMSC that fails a message at
+	// once may.
+	ReceiptFirst bool
 }
 
 // Behaviour decides the answer to a submit_sm; attempt is 1 for the first
@@ -539,6 +548,19 @@ func formatID(n uint64, f IDFormat) string {
 		return strings.ToUpper(strconv.FormatUint(n, 16))
 	}
 	return strconv.FormatUint(n, 10)
+}
+
+// receiptIDOf is the receipt form of message id, as the message that was
+// given it first has it (id itself when none was).
+func (s *SMSC) receiptIDOf(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.received {
+		if m.ID == id {
+			return m.ReceiptID
+		}
+	}
+	return id
 }
 
 // newIDs allocates a message id: the submit_sm_resp form and the receipt form.
@@ -959,7 +981,11 @@ func (c *conn) handleSubmit(h header, full []byte) {
 		}
 	}
 	if reply.Status == 0 && !reply.Silent && !reply.NoID {
-		m.ID, m.ReceiptID = s.newIDs()
+		if reply.ReuseID != "" {
+			m.ID, m.ReceiptID = reply.ReuseID, s.receiptIDOf(reply.ReuseID)
+		} else {
+			m.ID, m.ReceiptID = s.newIDs()
+		}
 	}
 	m.Status = reply.Status
 	m.Silent = reply.Silent
@@ -1001,6 +1027,11 @@ func (c *conn) handleSubmit(h header, full []byte) {
 		wantReceipt = stat != "DELIVRD"
 	}
 	wantReceipt = wantReceipt && reply.Status == 0 && !reply.NoReceipt && !reply.NoID
+	if wantReceipt && reply.ReceiptFirst {
+		s.sendReceipt(&receipt{systemID: systemID, msg: m, stat: stat, errCode: reply.ReceiptErr, submitted: now})
+		s.after(s.opts.ResponseDelay+reply.Delay+wait, func() { c.send(resp) })
+		return
+	}
 	s.after(s.opts.ResponseDelay+reply.Delay+wait, func() {
 		if !c.send(resp) || !wantReceipt {
 			return
