@@ -190,8 +190,13 @@ routing: { country_code: "86", preset: cn }
 		t.Errorf("log lines about the loss: %+v; want one error with the persistence advice", lost)
 	}
 	// The persistence warning again after each outage (the Redis may have
-	// restarted with other settings), the loss's included.
-	if n := logs.FilterMessage("redis has appendonly=no: test").FilterLevelExact(zap.WarnLevel).Len(); n != 2 {
+	// restarted with other settings), the loss's included. The second
+	// check logs after it took its answer from ls.checks: awaited.
+	warnings := func() int {
+		return logs.FilterMessage("redis has appendonly=no: test").FilterLevelExact(zap.WarnLevel).Len()
+	}
+	waitCond(t, "the persistence warning after the second outage", func() bool { return warnings() >= 2 })
+	if n := warnings(); n != 2 {
 		t.Errorf("%d persistence warnings after two outages, want 2", n)
 	}
 	if ss := g.storeStatus(statusReads{queueOK: true, heldOK: true}); ss.DataLost != 1 || ss.DataLostAt == nil ||
