@@ -566,17 +566,8 @@ func (d *Dispatcher) carrierDeliver(ctx context.Context, c *Carrier, sm *ShortMe
 // is linked (the usual receipt: no other key, no store call): it stays
 // stashed under key for a link to come.
 func (d *Dispatcher) receiptByOtherKeys(ctx context.Context, carrier, key string, body []byte, others []string) (m *store.Message, taken bool, err error) {
-	for _, k := range others {
-		m, err = d.store.FindByCarrierID(ctx, carrier, k)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, false, err
-		}
-	}
-	if m == nil {
-		return nil, false, store.ErrNotFound
+	if m, err = d.findByKeys(ctx, carrier, others); err != nil {
+		return nil, false, err // ErrNotFound: none linked
 	}
 	kept, err := d.store.TakeOrphan(ctx, carrier, key)
 	switch {
@@ -623,7 +614,13 @@ func receiptKeys(c *Carrier, sm *ShortMessage) (rawID, key string, others []stri
 // linked under (otherReceiptKeys); ErrNotFound when none is linked. It
 // stashes nothing.
 func (d *Dispatcher) findReceiptMessage(ctx context.Context, carrier, key string, others []string) (*store.Message, error) {
-	for _, k := range append([]string{key}, others...) {
+	return d.findByKeys(ctx, carrier, append([]string{key}, others...))
+}
+
+// findByKeys is the message the first of keys linked to the carrier names
+// (FindByCarrierID, in order); ErrNotFound when none does.
+func (d *Dispatcher) findByKeys(ctx context.Context, carrier string, keys []string) (*store.Message, error) {
+	for _, k := range keys {
 		m, err := d.store.FindByCarrierID(ctx, carrier, k)
 		if !errors.Is(err, store.ErrNotFound) {
 			return m, err
