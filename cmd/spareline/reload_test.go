@@ -364,10 +364,15 @@ func startSMSC(t *testing.T, opts smscsim.Options) *smscsim.SMSC {
 	return s
 }
 
-func carrierBound(ctx context.Context, t *testing.T, s *smscsim.SMSC) {
+func carrierBound(ctx context.Context, t *testing.T, p *child) {
 	t.Helper()
-	if err := s.WaitUntil(ctx, func(st smscsim.Stats) bool { return st.Bound >= 1 }); err != nil {
-		t.Fatalf("spareline never bound to the SMSC: %v", err)
+	// The SMSC counts the bind when it reads bind_transceiver, before
+	// spareline has read the response: spareline's own word is awaited.
+	up := func(l map[string]any) bool {
+		return msgIs("carrier state changed")(l) && l["to"] == "up"
+	}
+	if _, err := p.waitLog(ctx, 0, `"carrier state changed" to up`, up); err != nil {
+		t.Fatalf("spareline never had the carrier up: %v", err)
 	}
 }
 
@@ -390,7 +395,7 @@ func TestSIGHUPReloadAddsAccount(t *testing.T) {
 
 	p := startChild(t, bin, cfg)
 	addr, _ := p.addrs(ctx)
-	carrierBound(ctx, t, smsc)
+	carrierBound(ctx, t, p)
 	a := mustDial(ctx, t, addr, alpha)
 	relay(ctx, t, a, "before reload")
 	refusedAsUnknown(ctx, t, addr, beta)
@@ -434,7 +439,7 @@ func TestSIGHUPReloadRefusesBrokenConfig(t *testing.T) {
 
 	p := startChild(t, bin, cfg)
 	addr, _ := p.addrs(ctx)
-	carrierBound(ctx, t, smsc)
+	carrierBound(ctx, t, p)
 	a := mustDial(ctx, t, addr, alpha)
 	relay(ctx, t, a, "before the broken reloads")
 
@@ -514,7 +519,7 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 
 	p := startChild(t, bin, cfg, "--drain", "90s")
 	addr, _ := p.addrs(ctx)
-	carrierBound(ctx, t, smsc)
+	carrierBound(ctx, t, p)
 	a := mustDial(ctx, t, addr, alpha)
 
 	// Submits that arrive before release are answered after a delay long
@@ -692,7 +697,7 @@ func TestSIGHUPReopensMessageLog(t *testing.T) {
 
 	p := startChild(t, bin, cfg)
 	addr, _ := p.addrs(ctx)
-	carrierBound(ctx, t, smsc)
+	carrierBound(ctx, t, p)
 	a := mustDial(ctx, t, addr, alpha)
 	rotate := func(to, logged string) {
 		t.Helper()
