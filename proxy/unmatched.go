@@ -179,11 +179,18 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 		d.storeError(storeOpReceipt, log, "store read of an unmatched receipt failed; tried again later", err)
 		return false
 	}
-	if m, err := d.store.FindByCarrierID(ctx, carrier, key); err == nil {
+	if c := (*d.carriers.Load())[carrier]; c != nil {
 		// Linked, and kept all the same: a receipt held for a newer
-		// message (idreuse.go) whose hold has not ended. Delivered
-		// through the link, as its hold's end would.
-		if c := (*d.carriers.Load())[carrier]; c != nil {
+		// message (idreuse.go) whose hold has not ended, or one whose
+		// message was linked under another reading of its id than key
+		// (otherReceiptKeys: a TLV and a text id that differ, a hex id
+		// in another case) after it overtook that link. Delivered
+		// through the link, as its hold's end or the receipt side would.
+		var others []string
+		if sm, err := ParseShortMessage(body); err == nil {
+			_, _, others, _, _ = receiptKeys(c, sm)
+		}
+		if m, err := d.findReceiptMessage(ctx, carrier, key, others); err == nil {
 			d.deliverOrphan(ctx, c, m, body)
 			return true
 		}

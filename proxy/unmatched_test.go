@@ -279,3 +279,35 @@ func TestUnmatchedTimerWrittenAtShutdown(t *testing.T) {
 		t.Fatalf("timers %q, want the kept receipt's", got)
 	}
 }
+
+// A receipt whose receipted_message_id and text id differ is kept under
+// the TLV's; its message, linked after the receipt came, is linked under
+// the text's id (the id its submit_sm_resp gave). When the unmatched
+// timer fires, the receipt is the message's: the platform gets it with
+// our id and the message is done, not a raw copy for the MO account.
+func TestUnmatchedReceiptFindsALinkUnderItsOtherID(t *testing.T) {
+	st := openTestBolt(t)
+	d, c := unmatchedSetup(t, st, time.Hour)
+	deliverReceiptIDs(t, d, c, "msg-7x", "internal-99")
+	if got := held(t, st, "acct"); len(got) != 0 {
+		t.Fatalf("%d deliveries held at once, want the receipt kept for its link", len(got))
+	}
+	m := &store.Message{ID: d.ids.Next(), Account: "acct", Carrier: "cm", CarrierID: "msg-7x", RegDeliv: 1,
+		State: store.StateSent, Created: time.Now()}
+	if orphan, err := st.LinkCarrier(context.Background(), m); err != nil || orphan != nil {
+		t.Fatalf("the link under the text's id took %x, %v; want nothing (the receipt is kept under the TLV's)", orphan, err)
+	}
+	d.fireUnmatched(context.Background(), unmatchedTimerID("cm", "internal-99"))
+	waitCond(t, "the receipt delivered through the link", func() bool {
+		rec, err := st.GetMessage(context.Background(), m.ID)
+		return err == nil && rec.State == store.StateDone
+	})
+	rec, _ := st.GetMessage(context.Background(), m.ID)
+	if rec.FinalStat != "DELIVRD" {
+		t.Fatalf("message after the timer: %s %s, want done DELIVRD", rec.State, rec.FinalStat)
+	}
+	stats, ids := heldReceipts(t, st, "acct")
+	if len(stats) != 1 || ids[0] != platformID(m.ID) || stats[0] != "DELIVRD" {
+		t.Fatalf("platform receipts %v for %v, want one DELIVRD for %s", stats, ids, platformID(m.ID))
+	}
+}
