@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -363,6 +364,18 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	if err != nil {
 		NoteReloadRefused()
 		return err
+	}
+	if g.Pool == nil {
+		// Modems added by this reload come into service at a restart
+		// only: redirected to them now, the carrier's numbers would be
+		// refused (ESME_RINVDSTADR) until then. The operator restarts
+		// instead.
+		for _, from := range slices.Sorted(maps.Keys(cfg.Routing.Redirect)) {
+			if cfg.Routing.Redirect[from] == "" {
+				NoteReloadRefused()
+				return fmt.Errorf("routing.redirect.%s: redirected to the modem pool, which this process runs without (modems come into service at a start only): restart spareline to apply it, or redirect %s to a carrier", from, from)
+			}
+		}
 	}
 	accounts, err := NewAccounts(cfg.Accounts)
 	if err != nil {

@@ -248,3 +248,41 @@ routing: { country_code: "86", preset: "" }
 		t.Fatal("ready with only a receive_only carrier up, which sends nothing")
 	}
 }
+
+// A reload that adds modems to a gateway started without them and
+// redirects a carrier to the modem pool is refused, naming the key: the
+// pool comes into service at a restart only, and until then the carrier's
+// numbers would be refused. The running config stays as it was.
+func TestReloadRedirectToModemsWithoutPoolRefused(t *testing.T) {
+	dir := t.TempDir()
+	base := fmt.Sprintf(`smpp: { listen: "127.0.0.1:0" }
+store: { path: %q }
+accounts: [ { system_id: platform, password: secret } ]
+carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
+routing: { country_code: "86", preset: cn }
+`, dir)
+	parse := func(y string) *config.Config {
+		c, err := config.Parse([]byte(y), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g, err := NewGateway(context.Background(), parse(base), GatewayOptions{Log: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	withRedirect := strings.Replace(base, "preset: cn }", "preset: cn, redirect: { mobile: \"\" } }", 1) +
+		"modems: [ { name: m1, device: /dev/spareline-test-m1 } ]\n"
+	err = g.Reload(parse(withRedirect))
+	if err == nil || !strings.Contains(err.Error(), "routing.redirect.mobile") {
+		t.Fatalf("reload redirecting to modems the process runs without: %v, want refused naming routing.redirect.mobile", err)
+	}
+	g.mu.Lock()
+	to, ok := g.cfg.Routing.Redirect["mobile"]
+	g.mu.Unlock()
+	if ok {
+		t.Fatalf("the refused reload's redirect to %q runs", to)
+	}
+}
