@@ -58,12 +58,15 @@ func legacySubmitBody(body []byte) (out []byte, ok bool) {
 // otherwise) at the head of msg (m's content), with esm_class's UDHI bit
 // (§5.2.12) set: the form an SMPP 3.3 peer, which knows no optional
 // parameters, reads. msg and m's esm_class are returned as they are when m
-// has no sar_* or its own header says it already; ok is false when m's own
-// header leaves no room for the element.
+// has no sar_* (or values no element can carry) or its own header says it
+// already; ok is false when m's own header leaves no room for the element.
 func sarAsUDH(m *ShortMessage, msg []byte) (out []byte, esm byte, ok bool) {
 	esm = m.ESMClass
 	ref, total, seq, has := m.sar()
-	if !has {
+	if !has || total == 0 || seq == 0 || seq > total {
+		// None, or values that make no concatenation element a handset
+		// could join (a carrier's MO; a platform's submit with them was
+		// refused, checkSAR): the content goes as it came.
 		return msg, esm, true
 	}
 	ie := []byte{0x08, 4, ref[0], ref[1], total, seq}

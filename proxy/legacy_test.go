@@ -145,6 +145,12 @@ func TestLegacyDeliverKeepsSARAsUDH(t *testing.T) {
 			[]byte{6, 8, 4, 1, 2, 2, 2, 0x4F, 0x60}},
 		{"no room: as it was", submitBody(t, "10690001", 4, bytes.Repeat([]byte{'a'}, 250), sar(3, 2, 1)...), 0,
 			bytes.Repeat([]byte{'a'}, 250)},
+		// A carrier's invalid sar_* (§5.3.2.23-24: total 1-255, seq 1 to
+		// the total) makes no valid concatenation element (23.040
+		// §9.2.3.24.1): the part goes as it came, with no header.
+		{"total 0: no header", submitBody(t, "10690001", 0, []byte("x"), sar(7, 0, 1)...), 0, []byte("x")},
+		{"seq 0: no header", submitBody(t, "10690001", 0, []byte("x"), sar(7, 2, 0)...), 0, []byte("x")},
+		{"seq above total: no header", submitBody(t, "10690001", 0, []byte("x"), sar(7, 2, 3)...), 0, []byte("x")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := ParseShortMessage(legacyBody(tc.body))
