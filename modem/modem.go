@@ -314,6 +314,9 @@ type Modem struct {
 	// capacity (owner): the number of messages the usual memory holds
 	// (AT+CPMS? <total3>, or <total1>); 0 unknown.
 	capacity int
+	// outgoing (owner): the saved outgoing messages the last ReadAll left
+	// alone (noteOutgoing).
+	outgoing int
 }
 
 // maxUndeleted bounds Modem.undeleted.
@@ -1227,6 +1230,29 @@ func (m *Modem) keep(st *Stored) bool {
 	return st.Kept
 }
 
+// noteOutgoing says, each time their number changes, how many saved
+// outgoing messages (a handset's, left alone by ReadAll) the memory holds:
+// they take slots that incoming messages and status reports need, and a
+// full memory makes the network hold those back (or the modem drop them).
+// A warning once they fill half the memory (or its size is unknown and
+// they are 10 or more), the engineer's cue to delete them with a handset
+// or AT+CMGD; info below that.
+func (m *Modem) noteOutgoing(n int) {
+	if n == m.outgoing {
+		return
+	}
+	m.outgoing = n
+	if n == 0 {
+		return
+	}
+	lvl := zap.InfoLevel
+	if (m.capacity > 0 && 2*n >= m.capacity) || (m.capacity == 0 && n >= 10) {
+		lvl = zap.WarnLevel
+	}
+	m.log.Log(lvl, "the SIM holds saved outgoing messages (a handset's; spareline leaves them): they take the slots incoming messages and status reports are stored in; delete them with a handset or AT+CMGD",
+		zap.Int("outgoing", n), zap.Int("capacity", m.capacity))
+}
+
 // Capacity is the number of messages the memory received messages are
 // stored in holds (AT+CPMS? at Init); 0 unknown.
 func (m *Modem) Capacity() int { return m.capacity }
@@ -1278,6 +1304,7 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		return nil, fmt.Errorf("modem %s: AT+CMGL=4: %w", m.opts.Name, err)
 	}
 	var out []*Stored
+	outgoing := 0
 	for i := 0; i+1 < len(l); i++ {
 		if !strings.HasPrefix(l[i], "+CMGL:") {
 			continue
@@ -1292,6 +1319,7 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 			// before it was put in the modem. Neither incoming nor
 			// spareline's (it sends with AT+CMGS, storing nothing): left
 			// alone.
+			outgoing++
 			i++
 			continue
 		}
@@ -1303,6 +1331,7 @@ func (m *Modem) ReadAll(ctx context.Context) ([]*Stored, error) {
 		}
 		out = append(out, st)
 	}
+	m.noteOutgoing(outgoing)
 	// In index order (storage order), as they arrived: some modems list
 	// the newest first.
 	slices.SortStableFunc(out, func(a, b *Stored) int { return a.Index - b.Index })

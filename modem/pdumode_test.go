@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -204,5 +205,43 @@ func TestStoredOutgoingMessagesAreLeftAlone(t *testing.T) {
 	}
 	if w := logs.FilterMessage("undecodable stored message deleted").All(); len(w) != 0 {
 		t.Errorf("the saved outgoing message was taken for an undecodable one: %v", w[0].ContextMap())
+	}
+}
+
+// Saved outgoing messages that fill half the SIM's memory are worth a
+// warning (they take the slots incoming messages and status reports need);
+// one alone is worth an info line, said once, not at every read.
+func TestStoredOutgoingMessagesFillingTheSIMWarn(t *testing.T) {
+	submit, err := hex.DecodeString("0001000B916831080031F8000002C834") // SMSC field 00, SMS-SUBMIT "Hi" to +86138000138
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n    int
+		want zapcore.Level
+	}{{1, zapcore.InfoLevel}, {15, zapcore.WarnLevel}} { // the emulator's memory holds 30
+		t.Run(fmt.Sprint(tc.n), func(t *testing.T) {
+			sim := startSim(t, "s", modemsim.Options{})
+			for range tc.n {
+				if _, err := sim.StoreOutgoing(submit); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := sim.Deliver("+8613900000000", "incoming"); err != nil {
+				t.Fatal(err)
+			}
+			core, logs := observer.New(zapcore.InfoLevel)
+			ctx := testCtx(t, 10*time.Second)
+			p := startPool(t, []*modemsim.Sim{sim}, 0, func(o *modem.PoolOptions) { o.Logger = zap.New(core) })
+			select {
+			case <-p.Incoming():
+			case <-ctx.Done():
+				t.Fatal("the incoming message was not read")
+			}
+			said := logs.FilterMessageSnippet("saved outgoing messages").All()
+			if len(said) != 1 || said[0].Level != tc.want || said[0].ContextMap()["outgoing"] != int64(tc.n) {
+				t.Fatalf("said %v, want one line at %v with outgoing %d", said, tc.want, tc.n)
+			}
+		})
 	}
 }
