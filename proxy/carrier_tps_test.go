@@ -88,3 +88,38 @@ func TestTPSWindowPaces(t *testing.T) {
 		t.Errorf("9 sends took %s, want 2s (4 a second, paced, from the first)", got)
 	}
 }
+
+// A sender woken late by its timer (Go's timers overshoot by up to about a
+// millisecond) still sends max_tps a second: the overshoot does not add up
+// from send to send (it did: max_tps 2,000 gave 929 a second). Never more
+// than max_tps in any one second either. The clock is simulated: every
+// wait ends 900 µs late.
+func TestTPSWindowKeepsItsRateWhenWokenLate(t *testing.T) {
+	for _, n := range []int{10, 1000, 2000, 5000} {
+		w := newTPSWindow(n)
+		var clock time.Duration = 10 * time.Second
+		w.now = func() time.Duration { return clock }
+		for i := range w.sent {
+			w.sent[i] = clock - time.Second
+		}
+		w.due = clock - time.Second
+		start := clock
+		var sent []time.Duration
+		for clock < start+5*time.Second {
+			wait, ok := w.take()
+			if ok {
+				sent = append(sent, clock)
+				continue
+			}
+			clock += wait + 900*time.Microsecond
+		}
+		if min := 5 * n * 98 / 100; len(sent) < min {
+			t.Errorf("max_tps %d, woken 900µs late: %d sent in 5s, want %d at least", n, len(sent), min)
+		}
+		for i := n; i < len(sent); i++ {
+			if d := sent[i] - sent[i-n]; d < time.Second {
+				t.Fatalf("max_tps %d: sends %d to %d within %s: %d in one second", n, i-n+1, i+1, d, n+1)
+			}
+		}
+	}
+}
