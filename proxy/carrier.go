@@ -48,7 +48,10 @@ import (
 // Submits go to the bound connection with the most free window, paced by
 // max_tps (shared by the carrier's binds: at most max_tps in any one second,
 // tpsWindow). A bind whose submits go unanswered while the carrier's other
-// binds answer is reconnected (recycle.go).
+// binds answer is reconnected (recycle.go), and so is one whose probe
+// submits go unanswered while the carrier is down by timeouts; one
+// reconnected again before it answered anything waits longer before it
+// dials.
 //
 // Over TLS (tls: true) the carrier's certificate is verified against tls_ca
 // (else the system roots) for tls_server_name (else the host of address),
@@ -214,6 +217,13 @@ type carrierBind struct {
 	// up is closed when the bind is first bound.
 	up     chan struct{}
 	upOnce sync.Once
+	// recycles counts the bind's recycles in a row: those with no
+	// submit answered on its sessions in between (recycle.go);
+	// recyclePause (nanoseconds) is the least wait before the bind dials
+	// again after its last session ended (the session's redialIn, set by
+	// connectAndServe), taken by run.
+	recycles     atomic.Int32
+	recyclePause atomic.Int64
 }
 
 func newCarrierBind(c *Carrier, index int, kind bindType) *carrierBind {
@@ -1015,6 +1025,9 @@ func (c *Carrier) SubmitFor(ctx context.Context, id string, body []byte) (Submit
 	if err != nil {
 		if errors.Is(err, ErrResponseTimeout) {
 			c.noteSubmitTimeout(s)
+			if isProbe(ctx) {
+				c.noteProbeTimeout(s)
+			}
 		}
 		return SubmitResult{}, err
 	}
@@ -1223,6 +1236,9 @@ func (b *carrierBind) run(ctx context.Context) {
 		start := time.Now()
 		err := b.connectAndServe(ctx, log)
 		wasUp = b.state.Load() == "bound" // set by connectAndServe once bound, and only then
+		// Recycled again with nothing answered since: a longer wait
+		// (recycle.go).
+		pause := time.Duration(b.recyclePause.Swap(0))
 		if ctx.Err() != nil {
 			if probe {
 				c.authProbing.Store(false)
@@ -1297,7 +1313,7 @@ func (b *carrierBind) run(ctx context.Context) {
 		}
 		// Full jitter on [backoff/2, backoff): binds of many gateways that
 		// lost a carrier at once do not return in step.
-		wait = backoff/2 + rand.N(backoff/2+1)
+		wait = max(backoff/2+rand.N(backoff/2+1), pause)
 		b.state.Store("backoff")
 		log.Info("carrier bind down; reconnecting", zap.Error(err), zap.Duration("in", wait))
 		t := time.NewTimer(wait)
@@ -1446,6 +1462,9 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 			return err
 		}
 	}
+	if w := watchOf(s); w != nil {
+		w.bind.Store(b) // its answers end the bind's recycles in a row (recycle.go)
+	}
 	b.login.Store(loginOf(cfg))
 	b.sess.Store(s)
 	b.state.Store("bound")
@@ -1484,6 +1503,7 @@ func (b *carrierBind) connectAndServe(ctx context.Context, log *zap.Logger) erro
 	}
 	b.sess.Store(nil)
 	c.endWatch(s)
+	b.recyclePause.Store(int64(redialIn(s)))
 	if !tx {
 		err := s.Err()
 		s.Wait()

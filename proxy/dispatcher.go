@@ -277,6 +277,7 @@ func (d *Dispatcher) SubmitAs(ctx context.Context, id, account string, sm *Short
 	}
 	if probe {
 		defer d.health.EndProbe(c.Name)
+		ctx = withProbe(ctx) // its timeout counts towards recycling its bind (recycle.go)
 	}
 	// Not written yet: the first store step is the carrier's answer (see
 	// the type's doc).

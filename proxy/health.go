@@ -25,7 +25,8 @@ import (
 //     others answer is not the carrier's outage: that bind is reconnected,
 //     recycle.go.)
 //   - probation: a bind came back (or a probe submit was answered) after
-//     being down. It lasts up_after, and a timer ends it then, traffic or
+//     being down; not a bind recycled because its probes went unanswered
+//     (below). It lasts up_after, and a timer ends it then, traffic or
 //     not (scheduleSettle); a timeout during it sends the carrier back
 //     down. Messages queued for the modems during the outage go back to
 //     a carrier on probation, new traffic keeps going to the modems until
@@ -34,7 +35,14 @@ import (
 //
 // A carrier marked down by timeouts while its binds stay connected is probed
 // with one real submit at a time (the dispatcher asks Probe), at most every
-// probeEvery; an answer (of any status) ends the outage.
+// probeEvery; an answer (of any status) ends the outage. A bind whose probes
+// go unanswered (recycleAfterProbes in a row: a stuck SMSC node keeping the
+// connection) is recycled (recycle.go), and health is told first
+// (holdForRecycle): the carrier stays down by timeouts, with its reason and
+// count, while that bind is unbound and binds again (the bound count going
+// to zero and back is no probation then: the queued messages would go back
+// to a carrier that may still answer nothing, a flap), and it is probed again
+// on the new connection; only an answered probe starts the probation.
 
 // CarrierState is a carrier's health state.
 type CarrierState int
@@ -111,6 +119,11 @@ type carrierHealth struct {
 	// settleTimer ends the probation once up_after has passed
 	// (scheduleSettle); nil outside probation.
 	settleTimer stopper
+	// held: down by timeouts, a bind whose probes went unanswered was
+	// recycled (holdForRecycle); until a probe is answered, the binds
+	// going and coming back do not end the outage. Cleared when the
+	// carrier leaves down.
+	held bool
 }
 
 // NewHealth makes a tracker.
@@ -227,6 +240,9 @@ func (h *Health) change(name string, ch *carrierHealth, to CarrierState, reason 
 	}
 	ch.state, ch.since, ch.lastReason = to, h.now(), reason
 	ch.probing = false
+	if to != StateDown {
+		ch.held = false
+	}
 	if to == StateProbation {
 		h.scheduleSettle(name, ch)
 	} else {
@@ -476,7 +492,7 @@ func (h *Health) noteBindUp(c *Carrier) {
 	if ch.state == StateDown && !ch.everUp {
 		ch.everUp = true
 		after = h.change(c.Name, ch, StateUp, "first bind up")
-	} else if ch.state == StateDown && ch.timeouts < h.downAfter {
+	} else if ch.state == StateDown && ch.timeouts < h.downAfter && !ch.held {
 		after = h.change(c.Name, ch, StateProbation, "bind up")
 		if h.upAfter <= 0 {
 			after2 := h.change(c.Name, ch, StateUp, "bind up")
@@ -509,7 +525,10 @@ func (h *Health) noteBindDown(c *Carrier, err error) {
 	ch := h.get(c.Name)
 	ch.bound = c.Bound()
 	after := func() {}
-	if ch.bound == 0 {
+	if ch.bound == 0 && !(ch.held && ch.state == StateDown) {
+		// (held: the bind a probe-timeout recycle took down; the carrier
+		// stays down by timeouts, its count kept, and its bind's return
+		// is no sign that it answers: holdForRecycle.)
 		reason := "all binds down"
 		if err != nil {
 			reason += ": " + err.Error()
@@ -519,6 +538,29 @@ func (h *Health) noteBindDown(c *Carrier, err error) {
 	}
 	h.mu.Unlock()
 	after()
+}
+
+// holdForRecycle notes that a bind of c is about to be recycled because
+// its probe submits went unanswered while c is down by timeouts
+// (recycle.go): the bound count going to zero and back for it must not end
+// the outage (the rule for a carrier whose binds all dropped and came back
+// is a probation), which would send the queued messages back to a carrier
+// that may answer nothing and turn the outage into a flap. c stays down,
+// with its reason and its timeouts, and goes on being probed once a bind
+// is back; only an answered submit starts its probation. Nothing is held
+// for a carrier no longer down (another bind answered meanwhile).
+func (h *Health) holdForRecycle(c *Carrier) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stale(c) {
+		return
+	}
+	if ch := h.get(c.Name); ch.state == StateDown {
+		ch.held = true
+	}
 }
 
 // Outcome is how one submit to a carrier ended, for health.
