@@ -64,6 +64,7 @@ func recycledCount(name string) float64 {
 // status), and timeouts on another session do not add to it.
 func TestHalfDeadBindCountsItsOwnTimeouts(t *testing.T) {
 	c, ss, logs := halfDeadCarrier(t, "hd-count", 2, time.Nanosecond)
+	baseCount := recycledCount("hd-count") // -count=N runs share the metric
 	s0, s1 := ss[0], ss[1]
 	c.noteSubmitAnswer(s1)
 	c.noteSubmitTimeout(s0)
@@ -85,7 +86,7 @@ func TestHalfDeadBindCountsItsOwnTimeouts(t *testing.T) {
 	if p := picked(c, ss); p[0] || !p[1] {
 		t.Fatalf("picked %v, want the half-dead s0 taken out and s1 kept", p)
 	}
-	if n := recycledCount("hd-count"); n != 1 {
+	if n := recycledCount("hd-count") - baseCount; n != 1 {
 		t.Fatalf("spareline_carrier_bind_recycled_total %v, want 1", n)
 	}
 	<-s0.Done() // unbound (never answered: at most 2 s), then closed
@@ -124,6 +125,7 @@ func TestHalfDeadBindNotRecycledWhileTheWholeCarrierIsSilent(t *testing.T) {
 	}
 
 	one, single, _ := halfDeadCarrier(t, "hd-single", 1, time.Nanosecond)
+	baseSingle := recycledCount("hd-single") // -count=N runs share the metric
 	one.noteSubmitAnswer(single[0])
 	for range 10 {
 		one.noteSubmitTimeout(single[0])
@@ -135,7 +137,7 @@ func TestHalfDeadBindNotRecycledWhileTheWholeCarrierIsSilent(t *testing.T) {
 	if p := picked(one, single); !p[0] {
 		t.Fatal("the only bind of a carrier was recycled for timeouts that were no probes")
 	}
-	if n := recycledCount("hd-single"); n != 0 {
+	if n := recycledCount("hd-single") - baseSingle; n != 0 {
 		t.Fatalf("spareline_carrier_bind_recycled_total %v for a single bind, want 0", n)
 	}
 }
@@ -145,6 +147,7 @@ func TestHalfDeadBindNotRecycledWhileTheWholeCarrierIsSilent(t *testing.T) {
 // and the other session's next answer recycles it.
 func TestHalfDeadBindWindowTimedOutAtOnceIsRecycledAtTheNextAnswer(t *testing.T) {
 	c, ss, _ := halfDeadCarrier(t, "hd-burst", 2, time.Nanosecond)
+	baseBurst := recycledCount("hd-burst") // -count=N runs share the metric
 	c.noteSubmitAnswer(ss[1])
 	for range 8 {
 		c.noteSubmitTimeout(ss[0])
@@ -156,7 +159,7 @@ func TestHalfDeadBindWindowTimedOutAtOnceIsRecycledAtTheNextAnswer(t *testing.T)
 	if p := picked(c, ss); p[0] || !p[1] || c.suspects.Load() != 0 {
 		t.Fatalf("picked %v, %d suspects: want s0 recycled", p, c.suspects.Load())
 	}
-	if n := recycledCount("hd-burst"); n != 1 {
+	if n := recycledCount("hd-burst") - baseBurst; n != 1 {
 		t.Fatalf("spareline_carrier_bind_recycled_total %v, want 1", n)
 	}
 }
