@@ -922,13 +922,37 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 	// the modems send it.
 	res, err := c.SubmitFor(ctx, m.ID, m.Body)
 	if err != nil {
-		if errors.Is(err, ErrResponseTimeout) {
+		// Counted as the carrier path counts its submits (submits_total),
+		// so that the carrier's metrics see the backlog it is given.
+		reason := ""
+		switch {
+		case errors.Is(err, ErrResponseTimeout):
 			f.d.health.Note(c.Name, OutcomeTimeout)
+			reason = "timeout"
+		case errors.Is(err, ErrConnLost):
+			f.d.health.Note(c.Name, OutcomeLost)
+			reason = "lost"
+		default:
+			metricSubmits.WithLabelValues(c.Name, "down").Inc()
+		}
+		if reason != "" {
+			// The carrier may have it: on to the modems, a possible
+			// duplicate, as a new submit's timeout is.
+			metricSubmits.WithLabelValues(c.Name, reason).Inc()
+			metricFailovers.WithLabelValues(c.Name, reason).Inc()
+			metricPossibleDup.WithLabelValues(c.Name).Inc()
+			log.Info("queued message sent back to its carrier got no answer; it goes by modem, a possible duplicate",
+				zap.String("reason", reason), zap.Error(err))
+			if ml := f.d.mlog(); ml != nil {
+				ml.failover(m, reason, zap.Bool("possible_duplicate", true))
+			}
 		}
 		return backNotTaken, nil
 	}
+	metricSubmitStatus.WithLabelValues(c.Name, statusName(res.Status)).Inc()
 	switch Classify(res.Status) {
 	case ClassOK:
+		metricSubmits.WithLabelValues(c.Name, "ok").Inc()
 		f.d.health.Note(c.Name, OutcomeAnswered)
 		c.noteAccepted(m.RegDeliv)
 		setCarrierID(m, c.cfg.Load().ReceiptID, res.MessageID)
@@ -953,6 +977,7 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		}
 		return backDone, orphan
 	case ClassNumber:
+		metricSubmits.WithLabelValues(c.Name, "error").Inc()
 		f.d.health.Note(c.Name, OutcomeRefused)
 		if _, err := f.finish(ctx, m, sm, []store.State{store.StateCarrier}, "REJECTD", "000",
 			"carrier refused the number: "+StatusString(res.Status)); err != nil {
@@ -960,9 +985,12 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		}
 		return backDone, nil
 	case ClassThrottle:
+		metricSubmits.WithLabelValues(c.Name, "throttled").Inc()
 		f.d.health.Note(c.Name, OutcomeThrottled)
 		return backNotTaken, nil
 	default:
+		metricSubmits.WithLabelValues(c.Name, "error").Inc()
+		metricFailovers.WithLabelValues(c.Name, "transient").Inc()
 		f.d.health.Note(c.Name, OutcomeTransient)
 		return backNotTaken, nil
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -112,10 +113,20 @@ func TestModemFailedMessageReturnsToRecoveredCarrier(t *testing.T) {
 	if err != nil || again != id {
 		t.Fatalf("ClaimModem = %q, %v; want %s", again, err, id)
 	}
+	okBefore := testutil.ToFloat64(metricSubmits.WithLabelValues("cm", "ok"))
+	statusBefore := testutil.ToFloat64(metricSubmitStatus.WithLabelValues("cm", "ESME_ROK"))
 	fo.process(ctx, again)
 
 	if n := tc.smsc.Stats().Submits; n != 1 {
 		t.Fatalf("carrier got %d submits, want 1: the message goes back to its recovered carrier", n)
+	}
+	// The carrier's metrics see the backlog it is given, as /status.json
+	// does (found by an independent operator's test: they did not).
+	if n := testutil.ToFloat64(metricSubmits.WithLabelValues("cm", "ok")) - okBefore; n != 1 {
+		t.Errorf("spareline_submits_total{carrier=cm,result=ok} rose by %v for the returned message, want 1", n)
+	}
+	if n := testutil.ToFloat64(metricSubmitStatus.WithLabelValues("cm", "ESME_ROK")) - statusBefore; n != 1 {
+		t.Errorf("spareline_submit_resp_status_total{carrier=cm,status=ESME_ROK} rose by %v, want 1", n)
 	}
 	if n := pool.sends.Load(); n != 1 {
 		t.Fatalf("modem sends %d, want still 1: a message its carrier took is not sent by modem", n)
