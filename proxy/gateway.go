@@ -55,6 +55,41 @@ type Gateway struct {
 	// storeCalls: the status page's store reads and /readyz's pings still
 	// running (boundedStoreCall, storestate.go).
 	storeCalls chan struct{}
+	// reloadMu guards reloadSt, the last reload's outcome for the status
+	// page (ConfigStatus).
+	reloadMu sync.Mutex
+	reloadSt ConfigStatus
+}
+
+// ConfigStatus is the outcome of the last config reload (SIGHUP), for the
+// status page and /status.json: a refused one stays shown until a reload
+// is applied, as spareline_config_last_reload_successful stays 0.
+type ConfigStatus struct {
+	// LastReload is when the last reload was asked; null when none was
+	// since the start.
+	LastReload *time.Time `json:"last_reload"`
+	// LastReloadOK is false while the last reload was refused.
+	LastReloadOK bool `json:"last_reload_ok"`
+	// LastReloadError is why it was refused ("" when it was applied).
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	// RestartPending names the changes of the last applied reload that
+	// take effect only at a restart (spareline_config_restart_pending).
+	RestartPending []string `json:"restart_pending"`
+}
+
+// noteReload records a reload's outcome: err nil when it was applied, with
+// the changes that wait for a restart.
+func (g *Gateway) noteReload(err error, restart []string) {
+	now := time.Now()
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	g.reloadSt.LastReload = &now
+	if err != nil {
+		g.reloadSt.LastReloadOK, g.reloadSt.LastReloadError = false, err.Error()
+		return
+	}
+	g.reloadSt.LastReloadOK, g.reloadSt.LastReloadError = true, ""
+	g.reloadSt.RestartPending = slices.Clone(restart)
 }
 
 // GatewayOptions are the parts a caller may supply.
@@ -92,7 +127,8 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		log = zap.NewNop()
 	}
 	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev"),
-		lookups: make(chan struct{}, maxLookups), storeCalls: make(chan struct{}, maxStoreCalls)}
+		reloadSt: ConfigStatus{LastReloadOK: true},
+		lookups:  make(chan struct{}, maxLookups), storeCalls: make(chan struct{}, maxStoreCalls)}
 	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
 	seedGatewayMetrics()
 	seedStoreMetrics()
@@ -362,7 +398,7 @@ func (g *Gateway) Carrier(name string) *Carrier {
 func (g *Gateway) Reload(cfg *config.Config) error {
 	table, err := routingTable(cfg)
 	if err != nil {
-		NoteReloadRefused()
+		g.NoteReloadRefused(err)
 		return err
 	}
 	if g.Pool == nil {
@@ -372,19 +408,20 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		// instead.
 		for _, from := range slices.Sorted(maps.Keys(cfg.Routing.Redirect)) {
 			if cfg.Routing.Redirect[from] == "" {
-				NoteReloadRefused()
-				return fmt.Errorf("routing.redirect.%s: redirected to the modem pool, which this process runs without (modems come into service at a start only): restart spareline to apply it, or redirect %s to a carrier", from, from)
+				err := fmt.Errorf("routing.redirect.%s: redirected to the modem pool, which this process runs without (modems come into service at a start only): restart spareline to apply it, or redirect %s to a carrier", from, from)
+				g.NoteReloadRefused(err)
+				return err
 			}
 		}
 	}
 	accounts, err := NewAccounts(cfg.Accounts)
 	if err != nil {
-		NoteReloadRefused()
+		g.NoteReloadRefused(err)
 		return err
 	}
 	msgLog, err := prepareMessageLog(cfg.Log.Messages) // msglog.go
 	if err != nil {
-		NoteReloadRefused()
+		g.NoteReloadRefused(err)
 		return err
 	}
 	g.mu.Lock()
@@ -485,7 +522,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		seedAccountMetrics(a.SystemID)
 	}
 	metricReloads.WithLabelValues("applied").Inc()
+	metricLastReloadOK.Set(1)
 	metricRestartPending.Set(float64(min(len(restart), 1)))
+	g.noteReload(nil, restart)
 	switch {
 	case len(restart) > 0:
 		g.log.Warn("config reloaded; some changes take effect only after a restart",
@@ -498,9 +537,15 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	return nil
 }
 
-// NoteReloadRefused counts a reload whose file was refused (the running
-// config stays): spareline_config_reloads_total{result="refused"}.
-func NoteReloadRefused() { metricReloads.WithLabelValues("refused").Inc() }
+// NoteReloadRefused counts a reload whose file was refused, err saying
+// why (the running config stays): spareline_config_reloads_total{result=
+// "refused"}, spareline_config_last_reload_successful 0 until a reload is
+// applied, and the status page's config line.
+func (g *Gateway) NoteReloadRefused(err error) {
+	metricReloads.WithLabelValues("refused").Inc()
+	metricLastReloadOK.Set(0)
+	g.noteReload(err, nil)
+}
 
 // carrierList is the carriers now; g.mu is held.
 func (g *Gateway) carrierList() []*Carrier {
@@ -613,6 +658,8 @@ type Status struct {
 	// receipts_held) are null when it did not give them in time: unknown,
 	// not 0.
 	Store StoreStatus `json:"store"`
+	// Config is the outcome of the last config reload.
+	Config ConfigStatus `json:"config"`
 }
 
 // Snapshot returns the gateway's state. Its store reads take at most
@@ -620,6 +667,10 @@ type Status struct {
 // (unknown) and Store says why.
 func (g *Gateway) Snapshot(ctx context.Context) Status {
 	st := Status{Version: g.version, Started: g.started}
+	g.reloadMu.Lock()
+	st.Config = g.reloadSt
+	st.Config.RestartPending = append([]string{}, st.Config.RestartPending...)
+	g.reloadMu.Unlock()
 	g.mu.Lock()
 	accounts := make([]string, 0, len(g.cfg.Accounts))
 	for _, a := range g.cfg.Accounts {

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"slices"
 	"strings"
@@ -284,5 +286,73 @@ routing: { country_code: "86", preset: cn }
 	g.mu.Unlock()
 	if ok {
 		t.Fatalf("the refused reload's redirect to %q runs", to)
+	}
+}
+
+// A refused reload stays shown (the status page, /status.json and
+// spareline_config_last_reload_successful 0) until a reload is applied,
+// so that the operator sees the fix take and the alert on it ends (an
+// independent operator's test: the alert went on for 15 minutes after the
+// fixed file was reloaded).
+func TestRefusedReloadShownUntilOneIsApplied(t *testing.T) {
+	dir := t.TempDir()
+	base := fmt.Sprintf(`smpp: { listen: "127.0.0.1:0" }
+http: { listen: "127.0.0.1:0" }
+store: { path: %q }
+accounts: [ { system_id: platform, password: secret } ]
+carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
+routing: { country_code: "86", preset: cn }
+`, dir)
+	cfg, err := config.Parse([]byte(base), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGateway(context.Background(), cfg, GatewayOptions{Log: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	shown := func() (ConfigStatus, string, float64) {
+		t.Helper()
+		_, _, b := httpGet(t, g, "GET", "/status.json")
+		var st Status
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		_, _, page := httpGet(t, g, "GET", "/status")
+		return st.Config, html.UnescapeString(string(page)), testutil.ToFloat64(metricLastReloadOK)
+	}
+	if c, page, ok := shown(); !c.LastReloadOK || c.LastReload != nil || strings.Contains(page, `id="reload-alert"`) || ok != 1 {
+		t.Fatalf("before any reload: %+v, gauge %v, alert on page %v; want ok, none, 1", c, ok, strings.Contains(page, `id="reload-alert"`))
+	}
+
+	g.NoteReloadRefused(errors.New("t.yaml:7: carriers[0].window: must be 1 or more"))
+	c, page, ok := shown()
+	if c.LastReloadOK || c.LastReload == nil || !strings.Contains(c.LastReloadError, "carriers[0].window") || ok != 0 {
+		t.Fatalf("after a refused reload: %+v, gauge %v; want refused, with its error, and 0", c, ok)
+	}
+	if !strings.Contains(page, `id="reload-alert"`) || !strings.Contains(page, "carriers[0].window: must be 1 or more") {
+		t.Fatalf("the status page does not show the refused reload and why:\n%s", page)
+	}
+
+	withRestart := strings.Replace(base, `listen: "127.0.0.1:0" }
+http`, `listen: "127.0.0.1:1" }
+http`, 1) // smpp.listen changed: applied, waiting for a restart
+	cfg2, err := config.Parse([]byte(withRestart), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	c, page, ok = shown()
+	if !c.LastReloadOK || c.LastReloadError != "" || ok != 1 || strings.Contains(page, `id="reload-alert"`) {
+		t.Fatalf("after an applied reload: %+v, gauge %v; want ok, 1, no alert on the page", c, ok)
+	}
+	if len(c.RestartPending) != 1 || !strings.Contains(page, `id="restart-pending"`) {
+		t.Fatalf("restart pending %v, on the page %v; want the listeners named", c.RestartPending, strings.Contains(page, `id="restart-pending"`))
 	}
 }

@@ -108,6 +108,14 @@ var (
 	metricReloads = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "spareline_config_reloads_total", Help: "Config reloads (SIGHUP) by result: applied or refused.",
 	}, []string{"result"})
+	// config_last_reload_successful: 1 at the start, 0 from a refused
+	// reload until one is applied (as Prometheus's own
+	// prometheus_config_last_reload_successful), so that an alert on it
+	// ends when the fixed file is reloaded.
+	metricLastReloadOK = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "spareline_config_last_reload_successful",
+		Help: "1 unless the last config reload (SIGHUP) was refused; then 0 until a reload is applied.",
+	})
 	metricRestartPending = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "spareline_config_restart_pending",
 		Help: "1 while the last applied reload changed a setting only a restart applies (listeners, store, instance, modems).",
@@ -155,6 +163,7 @@ func seedGatewayMetrics() {
 	for _, r := range reloadResults {
 		metricReloads.WithLabelValues(r)
 	}
+	metricLastReloadOK.Set(1) // a new process runs the config it checked at start
 	for _, r := range northBindResults {
 		metricNorthBinds.WithLabelValues(r)
 	}

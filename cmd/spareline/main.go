@@ -228,7 +228,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 				// is logged: once it is, the reopen is done.
 				gw.ReopenMessageLog()
 				log.Error("reload refused: the new config has problems; the running config stays", zap.Error(err))
-				proxy.NoteReloadRefused()
+				gw.NoteReloadRefused(err)
 				continue
 			}
 			if err := gw.Reload(ncfg); err != nil {
