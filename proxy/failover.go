@@ -120,9 +120,13 @@ var (
 		Name: "spareline_modem_possible_duplicates_total",
 		Help: "Messages sent again after a modem send of them that may have gone out (its worker died or lost its queue lease while sending): possible duplicates.",
 	})
-	// modem_path_total result: sent, expired, returned (back to carrier), failed, permanent.
+	// modem_path_total result: sent, expired, returned (back to carrier),
+	// permanent: a queued message's end; failed: a temporary failure of a
+	// send, after which the message stays queued (one message may count
+	// failed several times, then one end).
 	metricModemPath = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "spareline_modem_path_total", Help: "Queued messages by outcome.",
+		Name: "spareline_modem_path_total",
+		Help: "Queued messages by how they ended (sent, returned to their carrier, expired, permanent: a final failure), and failed: temporary send failures, after which the message stays queued and is tried again.",
 	}, []string{"result"})
 	// modem_late_reports_total stat: the receipt word of a final status
 	// report that came after modem_receipt_timeout (recorded, not sent).
