@@ -391,8 +391,7 @@ func (dl *deliverer) pump(ctx context.Context, log *zap.Logger) time.Time {
 			return time.Time{} // another gateway is delivering this account; the poll looks again
 		}
 		if err != nil {
-			d.sh.failed(storeOpDeliver, err)
-			log.Warn("reading held deliveries failed", zap.Error(err))
+			d.storeReadFailed(storeOpDeliver, log, "reading held deliveries failed", err)
 			return now.Add(time.Second)
 		}
 		if len(list) == 0 {

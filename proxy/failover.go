@@ -455,8 +455,7 @@ func (f *Failover) worker(ctx context.Context) {
 		id, err := f.d.store.ClaimModem(ctx, f.config().Worker, queueLease)
 		if err != nil {
 			if !errors.Is(err, store.ErrEmpty) && ctx.Err() == nil {
-				f.d.sh.failed(storeOpModem, err)
-				f.log.Warn("modem queue unreadable", zap.Error(err))
+				f.d.storeReadFailed(storeOpModem, f.log, "modem queue unreadable", err)
 			}
 			select {
 			case <-ctx.Done():

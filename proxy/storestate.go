@@ -112,6 +112,48 @@ type storeHealth struct {
 	lostAt    time.Time // the last one
 	persist   string    // the current persistence warning ("" when safe or not known)
 	back      chan struct{}
+	// readWarned: when each background read's failure (by its log
+	// message) was last logged at warn (readLogDue).
+	readWarned map[string]time.Time
+}
+
+// storeReadLogEvery bounds the warnings of one background store read that
+// keeps failing (Dispatcher.storeReadFailed).
+const storeReadLogEvery = 30 * time.Second
+
+// readLogDue reports whether a failure of the background read that logs
+// msg may be logged at warn now (none was within storeReadLogEvery), and
+// notes it.
+func (h *storeHealth) readLogDue(msg string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	if last, ok := h.readWarned[msg]; ok && now.Sub(last) < storeReadLogEvery {
+		return false
+	}
+	if h.readWarned == nil {
+		h.readWarned = map[string]time.Time{}
+	}
+	h.readWarned[msg] = now
+	return true
+}
+
+// storeReadFailed counts a failed background read of the store (op; ""
+// counts nothing) and logs it (msg): at debug while the store is known to
+// be failing (its own error line, the status page and spareline_store_up
+// say so already, and the loops that read the store would repeat their
+// warnings several times a second: 130 lines in 22 s of a Redis outage, an
+// operator's test found), else at warn, at most once every
+// storeReadLogEvery per msg.
+func (d *Dispatcher) storeReadFailed(op string, log *zap.Logger, msg string, err error) {
+	if op != "" {
+		d.sh.failed(op, err)
+	}
+	if d.storeDown.Load() || !d.sh.readLogDue(msg) {
+		log.Debug(msg, zap.Error(err))
+		return
+	}
+	log.Warn(msg, zap.Error(err))
 }
 
 // backCh is kicked (capacity 1) each time the store answers again after

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -272,5 +273,38 @@ func TestDeliveriesPendingCountsTheEndOfABurst(t *testing.T) {
 	waitCond(t, "the burst counted", func() bool { return testutil.ToFloat64(gauge) == 5 })
 	if took := time.Since(first); took > 1700*time.Millisecond {
 		t.Errorf("spareline_deliveries_pending caught up %v after the first count; want about a second", took)
+	}
+}
+
+// The loops that read the store in the background (the modem queue's
+// workers, the deliverers, the timers) warn once per storeReadLogEvery for
+// a read that keeps failing, and not at all while the store is known to be
+// failing (its error line, the page and spareline_store_up say so): an
+// operator's test counted 130 warnings in 22 s of a Redis outage. Every
+// failure still counts in spareline_store_errors_total.
+func TestBackgroundStoreReadFailuresDoNotFloodTheLog(t *testing.T) {
+	d := newTestDispatcher(t, openTestBolt(t))
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(core)
+	errs := func() float64 { return testutil.ToFloat64(metricStoreErrors.WithLabelValues(storeOpModem)) }
+	before := errs()
+	boom := errors.New("dial tcp 127.0.0.1:6379: connect: connection refused")
+	for range 5 {
+		d.storeReadFailed(storeOpModem, log, "modem queue unreadable", boom)
+	}
+	d.storeReadFailed(storeOpModem, log, "reading held deliveries failed", boom)
+	if n := logs.FilterLevelExact(zap.WarnLevel).Len(); n != 2 {
+		t.Fatalf("%d warnings for 5 failures of one read and 1 of another, want 2 (one each): %v", n, logs.All())
+	}
+	if n := errs() - before; n != 6 {
+		t.Fatalf("spareline_store_errors_total{op=modem} rose by %v, want 6", n)
+	}
+	d.sh.setDown(&d.storeDown, true) // a write failed: the store is failing
+	d.storeReadFailed(storeOpModem, log, "store timers unreadable", boom)
+	if n := logs.FilterLevelExact(zap.WarnLevel).Len(); n != 2 {
+		t.Fatalf("a read failure while the store is failing was logged at warn: %v", logs.All())
+	}
+	if n := logs.FilterMessage("store timers unreadable").FilterLevelExact(zap.DebugLevel).Len(); n != 1 {
+		t.Fatalf("the read failure while failing is not at debug: %v", logs.All())
 	}
 }

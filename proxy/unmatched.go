@@ -251,7 +251,7 @@ func (d *Dispatcher) runTimers(ctx context.Context, kick <-chan struct{}, messag
 	for {
 		ids, err := d.store.ClaimTimers(ctx, timerLease, 100)
 		if err != nil && ctx.Err() == nil {
-			d.log.Warn("store timers unreadable", zap.Error(err))
+			d.storeReadFailed("", d.log, "store timers unreadable", err)
 		}
 		for _, id := range ids {
 			switch {
