@@ -70,14 +70,14 @@ func (d *decoder) parseYAML(data []byte) (root *yaml.Node, ok bool) {
 		if errors.Is(err, io.EOF) {
 			return nil, true
 		}
-		d.syntaxProblem(err)
+		d.syntaxProblem(err, data)
 		return nil, false
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		d.syntaxProblem(err)
+		d.syntaxProblem(err, data)
 		return nil, false
 	default:
 		d.problem("", extra.Line, "a second YAML document; the file must hold exactly one")
@@ -94,14 +94,53 @@ func (d *decoder) parseYAML(data []byte) (root *yaml.Node, ok bool) {
 	return root, true
 }
 
-func (d *decoder) syntaxProblem(err error) {
+func (d *decoder) syntaxProblem(err error, data []byte) {
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if l := syntaxLine(data); l > 0 {
+			line = l
+		}
 		d.problem("", line, "YAML syntax: %s", m[2])
 		return
 	}
 	d.problem("", 0, "YAML syntax: %s", msg)
+}
+
+// syntaxLineMax bounds the files syntaxLine looks into (it parses each
+// prefix: quadratic in the lines).
+const syntaxLineMax = 1000
+
+// syntaxLine is the line a YAML syntax error is on: the line after the
+// longest run of first lines that parses. yaml.v3 names another: for an
+// error in a block or a flow collection, the line before the one that
+// opens it (an unclosed "[" on line 20 of a carrier's entry that starts on
+// line 14 was reported at line 13). A file whose every prefix fails (its
+// first line is the error) gives 1; one over syntaxLineMax lines gives 0:
+// yaml.v3's line is kept.
+func syntaxLine(data []byte) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > syntaxLineMax {
+		return 0
+	}
+	parses := func(b []byte) bool {
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var n yaml.Node
+			switch err := dec.Decode(&n); {
+			case errors.Is(err, io.EOF):
+				return true
+			case err != nil:
+				return false
+			}
+		}
+	}
+	for k := len(lines) - 1; k >= 1; k-- {
+		if parses(bytes.Join(lines[:k], nil)) {
+			return k + 1
+		}
+	}
+	return 1
 }
 
 func sortProblems(ps []Problem) {
