@@ -51,7 +51,8 @@ import (
 // claimed again when the lease passes (queueLease).
 //
 // Receipts: a modem's +CDS status report becomes a DELIVRD, EXPIRED,
-// DELETED or UNDELIV receipt with our id (reportStat); a temporary one
+// DELETED or UNDELIV receipt with our id (reportStat; one of a send made
+// before a restart finds its message in the store, reportmatch.go); a temporary one
 // (TP-ST 0x20-0x3F) an intermediate ENROUTE notification when the submit
 // asked for them (intermediate); a final one after the ACCEPTD below is
 // recorded on the message, not sent (lateReport). Where no report comes within modem_receipt_timeout,

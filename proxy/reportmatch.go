@@ -60,7 +60,7 @@ const (
 	// storedIndexFresh: a report the index does not explain reads the
 	// store again only once the index is this old (or after a failed read,
 	// once the read is this old).
-	storedIndexFresh = 2 * time.Second
+	storedIndexFresh = 5 * time.Second
 	// storedRetryEvery is how often reports kept after a store error are
 	// tried again; storedRetryMax how many are kept (the oldest go first).
 	storedRetryEvery = 5 * time.Second
