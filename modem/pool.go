@@ -1083,6 +1083,11 @@ func sameNumber(dest, ra string) bool {
 	return strings.HasSuffix(a, b) || strings.HasSuffix(b, a)
 }
 
+// SameNumber is sameNumber for the pool's users: the failover path matches
+// a status report that no send of this process explains (one of a send
+// made before a restart) against the stored messages with it.
+func SameNumber(dest, ra string) bool { return sameNumber(dest, ra) }
+
 // classify turns a send error into a *SendError, once.
 func classify(err error) *SendError {
 	se := &SendError{Err: err}

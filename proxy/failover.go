@@ -51,7 +51,8 @@ import (
 // claimed again when the lease passes (queueLease).
 //
 // Receipts: a modem's +CDS status report becomes a DELIVRD, EXPIRED,
-// DELETED or UNDELIV receipt with our id (reportStat); a temporary one
+// DELETED or UNDELIV receipt with our id (reportStat; one of a send made
+// before a restart finds its message in the store, reportmatch.go); a temporary one
 // (TP-ST 0x20-0x3F) an intermediate ENROUTE notification when the submit
 // asked for them (intermediate); a final one after the ACCEPTD below is
 // recorded on the message, not sent (lateReport). Where no report comes within modem_receipt_timeout,
@@ -175,7 +176,7 @@ type Failover struct {
 	// status report that overtakes the record waits here.
 	sending map[string]*sendingState
 	// delivered: parts reported delivered, per message.
-	delivered map[string]int
+	delivered map[string]*partsSeen
 	// lateDelivered: parts reported delivered after the message's receipt
 	// timer (lateReport).
 	lateDelivered map[string]lateCount
@@ -197,6 +198,10 @@ type Failover struct {
 	idleUntil atomic.Int64
 	wg        sync.WaitGroup
 
+	// stored: the reports no send of this process explains, matched
+	// against the store (reportmatch.go); used by the reports goroutine.
+	stored storedReports
+
 	// Queue workers: running follows cfg.Workers (a reload that changes the
 	// modems changes it). Guarded by mu; runCtx is nil before Run and
 	// stopping set once Run's ctx ended (no worker is started then).
@@ -214,7 +219,7 @@ func NewFailover(d *Dispatcher, pool ModemSender, cfg FailoverConfig, log *zap.L
 		cfg.Worker = "spareline-" + d.ids.Next()[16:]
 	}
 	f := &Failover{d: d, pool: pool, cfg: cfg, log: log,
-		sending: map[string]*sendingState{}, delivered: map[string]int{}, kick: make(chan struct{}, 1),
+		sending: map[string]*sendingState{}, delivered: map[string]*partsSeen{}, kick: make(chan struct{}, 1),
 		timerKick: make(chan struct{}, 1)}
 	d.SetFailover(f)
 	return f
@@ -1066,26 +1071,46 @@ const noReportNote = "no status report from the network in time"
 func (f *Failover) reports(ctx context.Context) {
 	// Reports of multi-part messages: the receipt waits for every part, or
 	// goes out at the first part that failed.
+	retry := time.NewTicker(storedRetryEvery)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case r := <-f.pool.Reports():
-			if r.ID == "" || r.Status == nil {
+			if r.Status == nil {
 				continue
 			}
-			f.mu.Lock()
-			if st := f.sending[r.ID]; st != nil {
-				st.early = append(st.early, r) // the send is not recorded yet
-				f.mu.Unlock()
-				continue
+			if r.ID == "" {
+				// No send of this process: one made before a restart,
+				// looked up in the store (reportmatch.go).
+				var ok bool
+				if r, ok = f.matchStored(ctx, r); !ok {
+					continue
+				}
 			}
-			f.mu.Unlock()
-			f.handleReport(ctx, r)
+			f.report(ctx, r)
+		case <-retry.C:
+			for _, r := range f.retryStored(ctx) {
+				f.report(ctx, r)
+			}
 		case in := <-f.pool.Incoming():
 			f.incoming(ctx, in)
 		}
 	}
+}
+
+// report hands a status report with its message id to handleReport, or
+// keeps it for the send's record when that is not written yet.
+func (f *Failover) report(ctx context.Context, r modem.Report) {
+	f.mu.Lock()
+	if st := f.sending[r.ID]; st != nil {
+		st.early = append(st.early, r) // the send is not recorded yet
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	f.handleReport(ctx, r)
 }
 
 // reportStat is the receipt word (SMPP 3.4 Appendix B) of a final status
@@ -1129,10 +1154,22 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 	if m.State != store.StateModemSent {
 		return
 	}
+	// The parts reported delivered are counted in memory, by part: a part
+	// reported twice (a network repeating its report, a report read from
+	// the SIM again) counts once. The count does not survive a restart: a
+	// message of several parts whose first part reported before the
+	// restart and the rest after it (each matched from the store then,
+	// reportmatch.go) never reaches its count, and gets ACCEPTD from its
+	// receipt timer, as before; one failed part still ends it UNDELIV.
+	// Keeping the count durable would cost a store write per part report.
 	f.mu.Lock()
 	if r.Status.Delivered() {
-		f.delivered[r.ID]++
-		if f.delivered[r.ID] < max(r.Parts, 1) {
+		ps := f.delivered[r.ID]
+		if ps == nil {
+			ps = &partsSeen{}
+			f.delivered[r.ID] = ps
+		}
+		if ps.add(r.Part) < max(r.Parts, 1) {
 			f.mu.Unlock()
 			return
 		}
@@ -1196,8 +1233,30 @@ func (f *Failover) intermediate(ctx context.Context, m *store.Message, r modem.R
 // lateCount is lateReport's count of a message's parts reported
 // delivered, with the time of the last.
 type lateCount struct {
-	n  int
-	at time.Time
+	seen partsSeen
+	at   time.Time
+}
+
+// partsSeen counts the distinct parts of a message reported delivered: a
+// report of a part already counted (a repeated report) does not count
+// again. A report of an unknown part (Part 0) counts each time, as every
+// report did before parts were told apart.
+type partsSeen struct {
+	parts   map[int]bool
+	unknown int
+}
+
+// add counts part and returns how many parts are counted.
+func (p *partsSeen) add(part int) int {
+	if part <= 0 {
+		p.unknown++
+	} else {
+		if p.parts == nil {
+			p.parts = map[int]bool{}
+		}
+		p.parts[part] = true
+	}
+	return len(p.parts) + p.unknown
 }
 
 // lateReportsKept is how long lateReport waits for the other parts of a
@@ -1221,9 +1280,8 @@ func (f *Failover) lateReport(ctx context.Context, m *store.Message, r modem.Rep
 	}
 	if r.Status.Delivered() {
 		lc := f.lateDelivered[r.ID]
-		lc.n++
 		lc.at = now
-		if lc.n < max(r.Parts, 1) {
+		if lc.seen.add(r.Part) < max(r.Parts, 1) {
 			f.lateDelivered[r.ID] = lc
 			f.mu.Unlock()
 			return

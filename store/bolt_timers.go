@@ -98,6 +98,33 @@ func (s *Bolt) ClaimTimers(ctx context.Context, lease time.Duration, limit int) 
 	return ids, nil
 }
 
+// PendingTimers implements Timers: the timers by due time, walked from the
+// latest, in a read transaction.
+func (s *Bolt) PendingTimers(ctx context.Context, limit int) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ids []string
+	err := s.view("pending timers", func(tx *bolt.Tx) error {
+		ids = nil
+		byDue := tx.Bucket(bTimer)
+		if byDue == nil {
+			return nil // no timer was ever set
+		}
+		c := byDue.Cursor()
+		for k, _ := c.Last(); k != nil && len(ids) < limit; k, _ = c.Prev() {
+			if len(k) > 8 {
+				ids = append(ids, string(k[8:]))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
 // ExtendModem implements Timers: the lease record (lease end, worker) is
 // kept until the entry is acked, released or claimed again, so a late
 // renewal by the worker that claimed it last still finds it.

@@ -54,6 +54,19 @@ func (r *Redis) ClaimTimers(ctx context.Context, lease time.Duration, limit int)
 	return ids, nil
 }
 
+// PendingTimers implements Timers: the timers' sorted set, highest score
+// (latest due) first.
+func (r *Redis) PendingTimers(ctx context.Context, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	ids, err := r.rdb.ZRevRange(ctx, timerKey, 0, int64(limit-1)).Result()
+	if err != nil {
+		return nil, wrapRedis("pending timers", err)
+	}
+	return ids, nil
+}
+
 // ExtendModem implements Timers in one script: the entry must still be
 // queued and claimed last by worker (q:o); it goes (back) to the lease set
 // with the new lease end, also when its lease passed and a claim moved it

@@ -47,6 +47,13 @@ type Timers interface {
 	// ClaimTimers returns up to limit ids whose timers are due, each moved to
 	// now+lease in the same atomic step.
 	ClaimTimers(ctx context.Context, lease time.Duration, limit int) ([]string, error)
+	// PendingTimers lists up to limit ids that have a timer, due or not,
+	// the latest due first; it claims and moves nothing. The modem path
+	// reads it to find the message a status report is about when the
+	// process that sent it is gone (a restart): every message a modem sent
+	// that still waits for its report has a receipt timer, and the latest
+	// due are the newest sends.
+	PendingTimers(ctx context.Context, limit int) ([]string, error)
 	// ExtendModem moves the lease end of a modem queue entry claimed last
 	// by worker to now+lease; ErrClaimed when another worker claimed it
 	// since; a no-op when it is not claimed.

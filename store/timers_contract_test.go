@@ -162,3 +162,77 @@ func waitPast(d time.Duration) {
 		time.Sleep(d / 4)
 	}
 }
+
+func TestBoltPendingTimers(t *testing.T) {
+	dir := t.TempDir()
+	runPendingTimers(t, func(t *testing.T) Store {
+		s, err := OpenBolt(dir, longTTL, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestRedisPendingTimers(t *testing.T) {
+	srv := redisserver.Start(t)
+	runPendingTimers(t, func(t *testing.T) Store {
+		s, err := NewRedis(context.Background(), srv.URL(), longTTL, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+// runPendingTimers checks PendingTimers: every timer, due or not, the
+// latest due first, bounded by limit; listing claims and moves nothing.
+// open returns the store, on the same data each time (a restart).
+func runPendingTimers(t *testing.T, open func(t *testing.T) Store) {
+	ctx := context.Background()
+	s := open(t)
+	list := func(limit int) []string {
+		t.Helper()
+		ids, err := s.PendingTimers(ctx, limit)
+		if err != nil {
+			t.Fatalf("PendingTimers: %v", err)
+		}
+		return ids
+	}
+	if got := list(10); len(got) != 0 {
+		t.Fatalf("PendingTimers on an empty store = %v, want none", got)
+	}
+	now := time.Now()
+	must(t, s.SetTimer(ctx, "old", now.Add(-time.Minute)))
+	must(t, s.SetTimer(ctx, "due", now.Add(-time.Second)))
+	must(t, s.SetTimer(ctx, "soon", now.Add(time.Minute)))
+	must(t, s.SetTimer(ctx, "late", now.Add(time.Hour)))
+	must(t, s.SetTimer(ctx, "gone", now.Add(2*time.Hour)))
+	must(t, s.ClearTimer(ctx, "gone"))
+	if got, want := list(10), []string{"late", "soon", "due", "old"}; !slices.Equal(got, want) {
+		t.Fatalf("PendingTimers = %v, want %v (the latest due first, cleared ones left out)", got, want)
+	}
+	if got, want := list(2), []string{"late", "soon"}; !slices.Equal(got, want) {
+		t.Fatalf("PendingTimers(limit 2) = %v, want %v", got, want)
+	}
+	if got := list(0); len(got) != 0 {
+		t.Fatalf("PendingTimers(limit 0) = %v, want none", got)
+	}
+	// Listing moved nothing: the due timers are still claimable.
+	ids, err := s.ClaimTimers(ctx, time.Hour, 10)
+	slices.Sort(ids)
+	if err != nil || !slices.Equal(ids, []string{"due", "old"}) {
+		t.Fatalf("ClaimTimers after listing = %v, %v; want [due old]", ids, err)
+	}
+	// A claimed timer is still pending (its lease is its due time now),
+	// and the list survives a restart of the store.
+	must(t, s.Close())
+	s = open(t)
+	got := list(10)
+	slices.Sort(got)
+	if want := []string{"due", "late", "old", "soon"}; !slices.Equal(got, want) {
+		t.Fatalf("PendingTimers after a claim and a restart = %v, want %v", got, want)
+	}
+}

@@ -25,7 +25,8 @@
 // SetRegistered(false) (+CREG: 0,0, CMS 331 on send), SetGarbage (noise
 // instead of answers), SetGarbageOnSend (noise instead of the +CMGS answer),
 // SetRegStat (any +CREG <stat>), InjectReport (a +CDS for any TP-MR and
-// recipient), FailCommand (ERROR to one given command, once), ReplaceStored
+// recipient), StoreReport (one kept in the SIM memory, unannounced, for the
+// client's next start), FailCommand (ERROR to one given command, once), ReplaceStored
 // and AnnounceStored (a new message in the slot of one deleted meanwhile).
 //
 // Variants of other makers and stored profiles (Options): TextMode (AT+CMGF=1
@@ -1277,6 +1278,20 @@ func (s *Sim) InjectReport(mr int, recipient string, status byte) error {
 	}
 	s.giveReport(c, pdu)
 	return nil
+}
+
+// StoreReport puts a status report for TP-MR mr and recipient in the SIM
+// memory without announcing it, as a modem that stores reports keeps one
+// the network gave while no client read the modem (spareline stopped): the
+// client finds it when it reads the memory (AT+CMGL), at its next start.
+// It returns the report's index.
+func (s *Sim) StoreReport(mr int, recipient string, status byte) (int, error) {
+	now := time.Now()
+	pdu, err := encodeStatusReport(mr, recipient, now.Add(-time.Second), now, status)
+	if err != nil {
+		return 0, err
+	}
+	return s.storePDU(pdu)
 }
 
 func (s *Sim) report(c *conn, mr int, dest string) {
