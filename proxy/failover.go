@@ -550,21 +550,7 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		stopRenew := f.renewLease(ctx, id)
 		back, orphan := f.backToCarrier(ctx, c, m, sm, log)
 		stopRenew()
-		switch back {
-		case backDone:
-			_ = st.AckModem(context.WithoutCancel(ctx), id)
-			// A receipt that came before the link, delivered only now
-			// that the entry is acked: a failed one queues the message
-			// again (QueueMessage), and the ack would have taken that new
-			// entry, leaving the message queued with nothing to send it.
-			if orphan != nil {
-				f.d.deliverOrphan(ctx, c, m, orphan)
-			}
-			return
-		case backUnrecorded:
-			// The carrier has it but the store did not take the link: the
-			// entry comes back (state carrier) and is tried again.
-			_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
+		if f.afterBack(ctx, id, c, m, back, orphan, log) {
 			return
 		}
 	}
@@ -575,6 +561,21 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	// age, is the queue's order). So the first sends wait until every
 	// message put back is due again (at most idleLook).
 	idle := !f.anyModemTakes()
+	// The carrier is down by timeouts (its binds connected) and no modem
+	// can take the message now: it is the carrier's probe, when health
+	// gives the probe slot (one at a time, at most every probeEvery, shared
+	// with the dispatcher's new traffic). Without it, a carrier that
+	// answers again with no new traffic would stay down for ever, its
+	// queued messages waiting for modems that cannot send them.
+	if idle && c != nil && returnsToCarrier(m.Note) && f.d.health.State(c.Name) == StateDown &&
+		f.d.health.Probe(c.Name, f.probeEvery(c)) {
+		done := f.probeWith(ctx, id, c, m, sm, inDoubt, log)
+		f.d.health.EndProbe(c.Name)
+		if done {
+			return
+		}
+		inDoubt = false // said by probeWith
+	}
 	until := f.idleUntil.Load()
 	if idle || time.Now().UnixNano() < until {
 		if m.State == store.StateCarrier {
@@ -587,7 +588,13 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		// Nothing can send now: leave it queued (a carrier may come back first).
 		// Released even when ctx ended (shutdown), or the next start waits
 		// out queueLease for it.
-		wait := idleLook
+		// The worker waits half as long as the message is put back for:
+		// its next claim takes another queued message (the queue's order
+		// is by age, not by due time), so that the workers look at more
+		// of them than their own number (one queued for a carrier that
+		// is back, or that can be its probe, is not stuck behind older
+		// ones that can only go by modem).
+		wait := idleLook / 2
 		due := time.Now()
 		if idle {
 			due = due.Add(idleLook)
@@ -619,21 +626,32 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	if waitBack {
 		carrierBack = f.carrierBack(sctx, c.Name)
 	}
+	giveUp, why := f.leavePool(sctx, carrierBack)
 	sctx = modem.WithQueueOrder(sctx, modem.QueueOrder{Priority: m.Priority, Queued: m.Created})
-	sent, err := f.pool.SendUnless(sctx, carrierBack, m.ID, sub)
+	sent, err := f.pool.SendUnless(sctx, giveUp, m.ID, sub)
 	stopRenew()
 	cancel()
 	if errors.Is(err, modem.ErrWithdrawn) {
 		// No modem sent it: back to queued (from modem, by compare-and-set,
-		// as below) and due now, for its carrier.
-		log.Info("carrier back while the message waited for a modem; it goes back to the carrier")
+		// as below), due now for its carrier, or after idleLook when no
+		// modem could take it (looked at again as the workers look at
+		// every queued message while no modem can: its carrier may come
+		// back, or take it as its probe).
+		due := time.Now()
+		if why() == leftNoModem {
+			log.Info("no modem can take the message now (all down or held out); it goes back to the queue, and the worker to the other queued messages")
+			due = due.Add(idleLook)
+			f.idleUntil.Store(due.UnixNano())
+		} else {
+			log.Info("carrier back while the message waited for a modem; it goes back to the carrier")
+		}
 		m.State = store.StateQueued
 		won, werr := st.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModem}, m, nil)
 		if werr == nil && !won {
 			f.leftUs(ctx, id, log)
 			return
 		}
-		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now())
+		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, due)
 		f.kickWorkers()
 		return
 	}
@@ -676,7 +694,7 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 			return
 		}
 		due := time.Now().Add(2 * time.Second)
-		if closed(carrierBack) {
+		if why() == leftCarrierBack || closed(carrierBack) {
 			due = time.Now() // its carrier is back: no pause before it goes there
 			defer f.kickWorkers()
 		}
@@ -789,6 +807,149 @@ func (f *Failover) carrierBack(ctx context.Context, name string) <-chan struct{}
 		}
 	}()
 	return back
+}
+
+// afterBack ends the handling of queued message m (entry id) that went
+// back to its carrier c (state carrier) with outcome back, and reports
+// whether the entry is dealt with; false: the carrier did not take it,
+// the message is left to the modems.
+func (f *Failover) afterBack(ctx context.Context, id string, c *Carrier, m *store.Message, back backResult, orphan []byte, log *zap.Logger) bool {
+	st := f.d.store
+	switch back {
+	case backDone:
+		_ = st.AckModem(context.WithoutCancel(ctx), id)
+		// A receipt that came before the link, delivered only now
+		// that the entry is acked: a failed one queues the message
+		// again (QueueMessage), and the ack would have taken that new
+		// entry, leaving the message queued with nothing to send it.
+		if orphan != nil {
+			f.d.deliverOrphan(ctx, c, m, orphan)
+		}
+		return true
+	case backUnrecorded:
+		// The carrier has it but the store did not take the link: the
+		// entry comes back (state carrier) and is tried again.
+		_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
+		return true
+	case backUnknown:
+		f.carrierUnknown(ctx, id, c, m, log)
+		return true
+	}
+	return false
+}
+
+// carrierUnknown queues again for the modems a queued message its carrier
+// c did not answer (response_timeout) or lost the connection with: the
+// carrier may have it, so it is handled as a new message whose submit timed
+// out (afterCarrierFailure): its note says so (it no longer goes back to
+// that carrier, returnsToCarrier), on_unknown "resend" makes it due now and
+// counts it in spareline_possible_duplicates_total, "hold" makes it due
+// after hold_for.
+func (f *Failover) carrierUnknown(ctx context.Context, id string, c *Carrier, m *store.Message, log *zap.Logger) {
+	cfg := f.config()
+	due := time.Now()
+	m.State, m.Note = store.StateQueued, "timeout"
+	if cfg.OnUnknown == "hold" {
+		due = due.Add(cfg.HoldFor)
+		m.Note += ", held"
+	} else {
+		m.Note += ", possible duplicate"
+	}
+	won, err := f.d.store.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateCarrier}, m, nil)
+	if err == nil && !won {
+		f.leftUs(ctx, id, log)
+		return
+	}
+	if err != nil {
+		// Still "carrier" in the store: tried again when the entry
+		// comes back.
+		log.Warn("store write failed; retrying later", zap.Error(err))
+		_ = f.d.store.ReleaseModem(context.WithoutCancel(ctx), id, time.Now().Add(5*time.Second))
+		return
+	}
+	if cfg.OnUnknown == "hold" {
+		log.Warn("queued message sent to its carrier got no answer; the carrier may have it: it goes by modem after hold_for",
+			zap.String("carrier", c.Name), zap.Time("held_until", due))
+	} else {
+		metricPossibleDup.WithLabelValues(c.Name).Inc()
+		log.Warn("queued message sent to its carrier got no answer; the carrier may have it: it goes by modem, a possible duplicate",
+			zap.String("carrier", c.Name))
+	}
+	if ml := f.d.mlog(); ml != nil {
+		if cfg.OnUnknown == "hold" {
+			ml.failover(m, "timeout", zap.Time("held_until", due))
+		} else {
+			ml.failover(m, "timeout", zap.Bool("possible_duplicate", true))
+		}
+	}
+	_ = f.d.store.ReleaseModem(context.WithoutCancel(ctx), id, due)
+	f.kickWorkers()
+}
+
+// probeWith sends queued message m (entry id) to its carrier c, down by
+// timeouts, as the carrier's probe (the caller holds the probe slot). It
+// reports whether the entry is dealt with: taken (done, as any message
+// going back to its carrier: health then starts the probation), not
+// answered (queued again for the modems, a possible duplicate:
+// carrierUnknown), or taken by someone else; false: the carrier refused it
+// for now (an error status: the outage ends all the same, health.Note), the
+// message is in state carrier and left to the caller, which puts it back.
+func (f *Failover) probeWith(ctx context.Context, id string, c *Carrier, m *store.Message, sm *ShortMessage, inDoubt bool, log *zap.Logger) bool {
+	m.State = store.StateCarrier
+	if !f.take(ctx, id, m, log) {
+		return true
+	}
+	f.resendInDoubt(inDoubt, m, "carrier", log)
+	log.Info("carrier down by timeouts and no modem can take its queued messages: one is sent to it as its probe",
+		zap.String("carrier", c.Name))
+	stopRenew := f.renewLease(ctx, id)
+	// A probe's timeout counts towards recycling its bind (recycle.go).
+	back, orphan := f.backToCarrier(withProbe(ctx), c, m, sm, log)
+	stopRenew()
+	return f.afterBack(ctx, id, c, m, back, orphan, log)
+}
+
+// leftReason is why a message left the modem pool (leavePool).
+type leftReason int32
+
+const (
+	leftNot         leftReason = iota // it did not (sent, failed, or still there)
+	leftCarrierBack                   // its carrier is back (up or on probation)
+	leftNoModem                       // no modem can take it now
+)
+
+// leavePool returns the giveUp channel of a modem send (Pool.SendUnless):
+// closed when back is closed (its carrier came back: nil, never), or when
+// no modem can take a message (none up nor on trial), looked at every
+// idleLook: a worker must not hold a message in the pool while nothing can
+// send it. It would hold it until a modem comes back (a held-out modem's
+// next trial, up to SendHoldMax), while its carrier may have come back or
+// need a probe, and while the other queued messages wait for a worker.
+// why tells which, once the channel is closed.
+func (f *Failover) leavePool(ctx context.Context, back <-chan struct{}) (giveUp <-chan struct{}, why func() leftReason) {
+	out := make(chan struct{})
+	var reason atomic.Int32
+	go func() {
+		t := time.NewTicker(idleLook)
+		defer t.Stop()
+		for {
+			select {
+			case <-back:
+				reason.Store(int32(leftCarrierBack))
+				close(out)
+				return
+			case <-t.C:
+				if !f.anyModemTakes() {
+					reason.Store(int32(leftNoModem))
+					close(out)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, func() leftReason { return leftReason(reason.Load()) }
 }
 
 // closed reports whether ch (nil: never) is closed.
@@ -916,6 +1077,7 @@ const (
 	backNotTaken   backResult = iota // the carrier did not take it: on to the modems
 	backDone                         // accepted and recorded, or refused for its number: ack the entry
 	backUnrecorded                   // accepted, or refused, but the store did not record it: release the entry
+	backUnknown                      // no answer within response_timeout, or the connection lost with it in flight: the carrier may have it
 )
 
 // backToCarrier tries the message on its recovered carrier. An accepted
@@ -945,15 +1107,11 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		}
 		if reason != "" {
 			// The carrier may have it: on to the modems, a possible
-			// duplicate, as a new submit's timeout is.
+			// duplicate (or held: on_unknown), as a new submit's timeout
+			// is; carrierUnknown counts, logs and records it.
 			metricSubmits.WithLabelValues(c.Name, reason).Inc()
 			metricFailovers.WithLabelValues(c.Name, reason).Inc()
-			metricPossibleDup.WithLabelValues(c.Name).Inc()
-			log.Info("queued message sent back to its carrier got no answer; it goes by modem, a possible duplicate",
-				zap.String("reason", reason), zap.Error(err))
-			if ml := f.d.mlog(); ml != nil {
-				ml.failover(m, reason, zap.Bool("possible_duplicate", true))
-			}
+			return backUnknown, nil
 		}
 		return backNotTaken, nil
 	}

@@ -225,3 +225,69 @@ func TestMessageWaitingForAModemReturnsToRecoveredCarrier(t *testing.T) {
 		t.Fatalf("modem queue depth %d, %v; want 0 (acked)", depth, err)
 	}
 }
+
+// trialPool is a modem pool whose one modem is on trial (held out after
+// send errors, its hold over) until a message is handed over: the trial
+// fails, the modem is held out again, and the message waits in the pool
+// for the next trial, until it is given up (modem.ErrWithdrawn) or its ctx
+// ends.
+type trialPool struct {
+	fakePool
+	held    atomic.Bool
+	waiting chan struct{} // closed when a send starts waiting
+}
+
+func (p *trialPool) Status() []modem.ModemStatus {
+	if p.held.Load() {
+		return []modem.ModemStatus{{Name: "fake", State: modem.StateDown, LastError: "+CMS ERROR: 50"}}
+	}
+	return []modem.ModemStatus{{Name: "fake", State: modem.StateDown, Trial: true}}
+}
+
+func (p *trialPool) SendUnless(ctx context.Context, giveUp <-chan struct{}, _ string, _ sms.Submit) (*modem.Sent, error) {
+	p.held.Store(true) // its trial failed: held out again, for longer
+	close(p.waiting)
+	select {
+	case <-giveUp:
+		return nil, modem.ErrWithdrawn
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// A message waiting in the modem pool after the modem it was given to as
+// its trial failed it (held out again, its next trial up to 30 minutes
+// away) is given up once no modem can take it: the worker does not hold it
+// (nor stay blocked itself) while nothing can send it; the message is
+// queued again, looked at as the workers look at every queued message
+// while no modem can send (its carrier may come back, or probe with it).
+func TestMessageLeavesThePoolWhenNoModemCanTakeIt(t *testing.T) {
+	tc := newTakebackCarrier(t) // cm not started: down, no bind, no probe
+	st := tc.st
+	pool := &trialPool{waiting: make(chan struct{})}
+	fo := NewFailover(tc.d, pool, FailoverConfig{}, zap.NewNop())
+	m, id := queuedForModem(t, st, tc.d, fo)
+	ctx, cancel := context.WithTimeout(tc.ctx, 20*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fo.process(ctx, id)
+	}()
+	<-pool.waiting
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("the worker still holds the message in the modem pool, no modem being able to take it")
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the worker returned only when its context ended")
+	}
+	got, err := st.GetMessage(tc.ctx, m.ID)
+	if err != nil || got.State != store.StateQueued || !returnsToCarrier(got.Note) {
+		t.Fatalf("record after the withdrawal: %+v, %v; want queued, still for its carrier", got, err)
+	}
+	if depth, _, err := st.ModemQueue(tc.ctx); err != nil || depth != 1 {
+		t.Fatalf("modem queue depth %d, %v; want 1 (released, not acked)", depth, err)
+	}
+}
