@@ -126,7 +126,7 @@ func (p *Pool) tell(ctx context.Context, m devMsg) {
 	case p.fromDev <- m:
 	case <-ctx.Done():
 		if m.kind == msgSendDone {
-			m.job.res <- jobResult{err: ctx.Err()}
+			m.job.res <- m.stoppedResult(ctx.Err())
 		}
 	}
 }
@@ -573,7 +573,12 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 				continue
 			}
 			max := int(dev.max.Load())
-			refs, err := m.SendPaced(j.ctx, j.parts[j.from:], func() time.Duration { return p.pace(i, max) }, func() { p.stamp(i) })
+			begun := false // an AT+CMGS of it ended sent, or with its outcome unknown
+			refs, err := m.SendPaced(j.ctx, j.parts[j.from:], func() time.Duration { return p.pace(i, max) },
+				func() { begun = true; p.stamp(i) })
+			// Cut short by its caller (or the pool stopping) after a part
+			// may have gone out: said to the caller (SendError.InDoubt).
+			cut := err != nil && begun && (j.ctx.Err() != nil || ctx.Err() != nil)
 			var pme *PDUModeError
 			if errors.As(err, &pme) && len(refs) == 0 {
 				// Nothing was sent: the message goes back to the scheduler
@@ -687,7 +692,7 @@ func (p *Pool) serve(ctx context.Context, dev *device, rw io.ReadWriter, log *za
 					setUp(true, warn)
 				}
 			}
-			p.tell(ctx, devMsg{kind: msgSendDone, dev: i, job: j, refs: refs, err: err, attempted: true})
+			p.tell(ctx, devMsg{kind: msgSendDone, dev: i, job: j, refs: refs, err: err, attempted: true, modem: cfg.Name, cut: cut})
 			if err == nil {
 				continue
 			}

@@ -85,6 +85,11 @@ type SendError struct {
 	Code        int    // the +CMS ERROR code, 0 if none
 	Err         error  // the last error
 	Modem       string // the modem of the last attempt, "" if none was made
+	// InDoubt: the last attempt was cut short (its caller's context ended,
+	// or the pool stopped) after an AT+CMGS of it had begun: the message,
+	// or some of its parts, may have gone out. Sent again, it may be a
+	// duplicate at the handset.
+	InDoubt bool
 	// subscription: an error of the SIM's subscription (at.CMSError
 	// Subscription: no credit, barred), which no health probe can
 	// disprove: it holds the modem out until a trial send succeeds.
@@ -327,6 +332,24 @@ type jobResult struct {
 	err  error
 }
 
+// stoppedResult is the answer to an attempt's msgSendDone that no
+// scheduler reads (the pool stopped, with err): what the attempt did, not
+// err alone: a send that went out is answered sent, one that failed names
+// its modem and says whether it may have gone out (SendError.InDoubt);
+// only a job not attempted is answered err.
+func (m devMsg) stoppedResult(err error) jobResult {
+	if !m.attempted {
+		return jobResult{err: err}
+	}
+	j := m.job
+	if m.err == nil {
+		return jobResult{sent: &Sent{Modem: m.modem, Refs: append(append([]int(nil), j.sent[:j.from]...), m.refs...)}}
+	}
+	se := classify(m.err)
+	se.Modem, se.InDoubt = m.modem, m.cut || len(m.refs) > 0 || j.sentOn >= 0
+	return jobResult{err: se}
+}
+
 type devMsgKind int
 
 const (
@@ -348,8 +371,13 @@ type devMsg struct {
 	job       *job
 	refs      []int
 	attempted bool
-	report    *sms.StatusReport
-	incoming  Incoming
+	// msgSendDone of an attempt: the modem's name, and cut: the attempt
+	// was cut short by its job's context (or the device's) after an
+	// AT+CMGS of it had begun (SendError.InDoubt).
+	modem    string
+	cut      bool
+	report   *sms.StatusReport
+	incoming Incoming
 }
 
 // NewPool builds a pool; Run starts it.
@@ -783,7 +811,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		defer close(drained)
 		answer := func(m devMsg) {
 			if m.kind == msgSendDone {
-				m.job.res <- jobResult{err: ctx.Err()}
+				m.job.res <- m.stoppedResult(ctx.Err())
 			}
 		}
 		for {
@@ -994,7 +1022,7 @@ func (p *Pool) schedule(ctx context.Context) {
 					continue
 				}
 				se := classify(m.err)
-				se.Modem = name
+				se.Modem, se.InDoubt = name, m.cut
 				j.attempts++
 				j.tried[m.dev] = true
 				j.permanent, j.last = se.Permanent, se

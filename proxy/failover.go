@@ -86,8 +86,11 @@ import (
 // worker killed after the modem sent but before the entry was acked finds
 // the message in state "modemsent" and only acks the entry (its receipt is
 // the timer's); a worker killed inside the send resends it (a possible
-// duplicate, never a loss). The entry is acked only once the outcome is
-// durable: a "modemsent" record that the store will not take is retried
+// duplicate, never a loss). A shutdown is not a kill: a send on a modem
+// finishes and is recorded within the drain deadline (RunDraining), and one
+// the deadline cuts short after its AT+CMGS began is left at "modem", so
+// that its resend is counted as the killed worker's is. The entry is acked
+// only once the outcome is durable: a "modemsent" record that the store will not take is retried
 // until shutdown, then left to the lease; a message taken back by its
 // carrier whose link the store will not take is released, not acked.
 
@@ -114,12 +117,13 @@ var (
 	}, []string{"carrier"})
 	// modem_possible_duplicates_total: messages sent again (by modem or their
 	// carrier) after a modem send of them that may have gone out: its
-	// worker was killed, or lost its lease, while the send ran. Not per
-	// carrier: spareline_possible_duplicates_total's one label is the
-	// carrier, whose unknown answer it counts.
+	// worker was killed, or lost its lease, while the send ran, or the send
+	// was cut short after its AT+CMGS began (a shutdown's drain deadline).
+	// Not per carrier: spareline_possible_duplicates_total's one label is
+	// the carrier, whose unknown answer it counts.
 	metricModemResendsInDoubt = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "spareline_modem_possible_duplicates_total",
-		Help: "Messages sent again after a modem send of them that may have gone out (its worker died or lost its queue lease while sending): possible duplicates.",
+		Help: "Messages sent again after a modem send of them that may have gone out (its worker died, lost its queue lease, or was cut short by a shutdown's deadline while sending): possible duplicates.",
 	})
 	// modem_path_total result: sent, expired, returned (back to carrier),
 	// permanent: a queued message's end; failed: a temporary failure of a
@@ -208,6 +212,10 @@ type Failover struct {
 	runCtx   context.Context
 	running  int
 	stopping bool
+	// sendCtx bounds the modem sends (RunDraining's sends): one already on
+	// a modem when runCtx ends goes on until it ends. nil before Run (a
+	// send then uses its worker's context).
+	sendCtx context.Context
 }
 
 // NewFailover installs the modem path on the dispatcher.
@@ -267,6 +275,14 @@ func (f *Failover) workerDone() bool {
 	return false
 }
 
+// sendingNow is how many messages this process's workers are sending by
+// modem (or recording).
+func (f *Failover) sendingNow() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sending)
+}
+
 func (f *Failover) config() FailoverConfig {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -274,29 +290,49 @@ func (f *Failover) config() FailoverConfig {
 }
 
 // Run runs the queue workers and the report and MO readers until ctx ends.
-func (f *Failover) Run(ctx context.Context) {
+func (f *Failover) Run(ctx context.Context) { f.RunDraining(ctx, ctx) }
+
+// RunDraining is Run, with the modem sends bounded by sends instead: when
+// ctx ends (shutdown) the workers take no new message and a message still
+// waiting in the pool for a modem is given up (back to queued, for the next
+// start), while a send already on a modem (its AT+CMGS written or about to
+// be) goes on and its outcome is recorded as usual, unless sends ends
+// first. A send cut short then, after its PDU may have gone out, is left
+// in doubt (state "modem", as a killed worker's): its next send is counted
+// in spareline_modem_possible_duplicates_total (resendInDoubt). Status
+// reports and MO messages are read until the workers have ended (or sends
+// ends); then it returns.
+func (f *Failover) RunDraining(ctx, sends context.Context) {
+	// The status reports and MO messages are read until the sends end: a
+	// modem that takes one off the SIM meanwhile (deleted there, or
+	// acknowledged) hands it over, and it is stored as usual.
+	readCtx, stopReading := context.WithCancel(sends)
+	defer stopReading()
+	var aux sync.WaitGroup
+	aux.Add(3)
 	f.mu.Lock()
-	f.runCtx = ctx
+	f.runCtx, f.sendCtx = ctx, sends
 	f.startWorkers()
-	f.wg.Add(3)
 	f.mu.Unlock()
 	go func() {
-		defer f.wg.Done()
-		f.reports(ctx)
+		defer aux.Done()
+		f.reports(readCtx)
 	}()
 	go func() {
-		defer f.wg.Done()
+		defer aux.Done()
 		f.timers(ctx)
 	}()
 	go func() {
-		defer f.wg.Done()
+		defer aux.Done()
 		f.gauges(ctx)
 	}()
 	<-ctx.Done()
 	f.mu.Lock()
 	f.stopping = true // no worker is added while wg.Wait runs
 	f.mu.Unlock()
-	f.wg.Wait()
+	f.wg.Wait() // the workers: their sends recorded, or cut short when sends ended
+	stopReading()
+	aux.Wait()
 }
 
 func (f *Failover) kickWorkers() {
@@ -618,31 +654,46 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	}
 	f.mu.Lock()
 	f.sending[m.ID] = &sendingState{}
+	sends := f.sendCtx
+	if sends == nil {
+		sends = ctx // not run by Run (tests)
+	}
 	f.mu.Unlock()
 	defer f.recorded(ctx, m.ID)
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	// The send runs on sends, not on ctx: a shutdown (ctx ends) does not
+	// cut short an attempt on a modem (RunDraining); it only gives up the
+	// message while it waits for one (giveUp), as its carrier coming back
+	// does.
+	sctx, cancel := context.WithTimeout(sends, 10*time.Minute)
 	stopRenew := f.renewLease(sctx, id)
 	var carrierBack <-chan struct{}
 	if waitBack {
 		carrierBack = f.carrierBack(sctx, c.Name)
 	}
-	giveUp, why := f.leavePool(sctx, carrierBack)
+	// Given up while it waits for a modem: its carrier came back, no modem
+	// can take it, or a shutdown (ctx ends: it stays queued for the next
+	// start).
+	giveUp, why := f.leavePool(sctx, carrierBack, ctx.Done())
 	sctx = modem.WithQueueOrder(sctx, modem.QueueOrder{Priority: m.Priority, Queued: m.Created})
 	sent, err := f.pool.SendUnless(sctx, giveUp, m.ID, sub)
 	stopRenew()
 	cancel()
 	if errors.Is(err, modem.ErrWithdrawn) {
 		// No modem sent it: back to queued (from modem, by compare-and-set,
-		// as below), due now for its carrier, or after idleLook when no
-		// modem could take it (looked at again as the workers look at
-		// every queued message while no modem can: its carrier may come
-		// back, or take it as its probe).
+		// as below), due now for its carrier or for the next start (a
+		// shutdown), or after idleLook when no modem could take it
+		// (looked at again as the workers look at every queued message
+		// while no modem can: its carrier may come back, or take it as
+		// its probe).
 		due := time.Now()
-		if why() == leftNoModem {
+		switch why() {
+		case leftStopping:
+			log.Info("stopping: the message waited for a modem; it stays queued for the next start")
+		case leftNoModem:
 			log.Info("no modem can take the message now (all down or held out); it goes back to the queue, and the worker to the other queued messages")
 			due = due.Add(idleLook)
 			f.idleUntil.Store(due.UnixNano())
-		} else {
+		default:
 			log.Info("carrier back while the message waited for a modem; it goes back to the carrier")
 		}
 		m.State = store.StateQueued
@@ -663,6 +714,25 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		}
 		if ml := f.d.mlog(); ml != nil {
 			ml.modemFailed(m, failedOn, err, se != nil && se.Permanent)
+		}
+		if inDoubtErr(err) {
+			// Cut short (the drain deadline of a shutdown passed, or its
+			// send context ended) after its PDU may have gone out: the
+			// record stays at "modem", as a killed worker's does, so that
+			// its next send is counted and warned as a possible duplicate
+			// (resendInDoubt); the note says where and why. Not a retry
+			// after a plain failure: that would lose the doubt.
+			metricModemPath.WithLabelValues("failed").Inc()
+			log.Warn("modem send cut short after it may have gone out; its next send counts as a possible duplicate",
+				zap.String("modem", failedOn), zap.Int("attempt", m.Attempts), zap.Error(err))
+			m.Modem, m.Note = failedOn, modemFailedNote(m.Note, err)
+			won, werr := st.FinishMessage(context.WithoutCancel(ctx), []store.State{store.StateModem}, m, nil)
+			if werr == nil && !won {
+				f.leftUs(ctx, id, log)
+				return
+			}
+			_ = st.ReleaseModem(context.WithoutCancel(ctx), id, time.Now())
+			return
 		}
 		if se != nil && se.Permanent {
 			metricModemPath.WithLabelValues("permanent").Inc()
@@ -742,6 +812,14 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	return 0
 }
 
+// inDoubtErr reports whether a failed modem send may have gone out all the
+// same: its attempt was cut short after its AT+CMGS began
+// (modem.SendError.InDoubt).
+func inDoubtErr(err error) bool {
+	var se *modem.SendError
+	return errors.As(err, &se) && se.InDoubt
+}
+
 // resendInDoubt logs and counts (spareline_modem_possible_duplicates_total) a
 // send of m by path ("modem" or "carrier") whose previous modem send may
 // have gone out (inDoubt: processWait found the record at "modem"), and
@@ -752,7 +830,7 @@ func (f *Failover) resendInDoubt(inDoubt bool, m *store.Message, path string, lo
 		return false
 	}
 	metricModemResendsInDoubt.Inc()
-	log.Warn("sending again a message whose last modem send may have gone out (its worker died or lost its lease while sending): a possible duplicate at the handset",
+	log.Warn("sending again a message whose last modem send may have gone out (its worker died, lost its lease or was stopped while sending): a possible duplicate at the handset",
 		zap.String("by", path), zap.Int("attempt", m.Attempts))
 	return false
 }
@@ -916,6 +994,7 @@ const (
 	leftNot         leftReason = iota // it did not (sent, failed, or still there)
 	leftCarrierBack                   // its carrier is back (up or on probation)
 	leftNoModem                       // no modem can take it now
+	leftStopping                      // a shutdown: it stays queued for the next start
 )
 
 // leavePool returns the giveUp channel of a modem send (Pool.SendUnless):
@@ -925,8 +1004,9 @@ const (
 // send it. It would hold it until a modem comes back (a held-out modem's
 // next trial, up to SendHoldMax), while its carrier may have come back or
 // need a probe, and while the other queued messages wait for a worker.
-// why tells which, once the channel is closed.
-func (f *Failover) leavePool(ctx context.Context, back <-chan struct{}) (giveUp <-chan struct{}, why func() leftReason) {
+// It is closed too when stop is (a shutdown). why tells which, once the
+// channel is closed. It ends with ctx (the send's).
+func (f *Failover) leavePool(ctx context.Context, back, stop <-chan struct{}) (giveUp <-chan struct{}, why func() leftReason) {
 	out := make(chan struct{})
 	var reason atomic.Int32
 	go func() {
@@ -936,6 +1016,10 @@ func (f *Failover) leavePool(ctx context.Context, back <-chan struct{}) (giveUp 
 			select {
 			case <-back:
 				reason.Store(int32(leftCarrierBack))
+				close(out)
+				return
+			case <-stop:
+				reason.Store(int32(leftStopping))
 				close(out)
 				return
 			case <-t.C:

@@ -59,6 +59,15 @@ type Gateway struct {
 	// page (ConfigStatus).
 	reloadMu sync.Mutex
 	reloadSt ConfigStatus
+
+	// sendCtx runs the modem pool and bounds the modem sends: it outlives
+	// ctx at Shutdown until the sends on a modem are recorded, or the
+	// drain deadline (Failover.RunDraining). failoverDone is closed when
+	// Failover.RunDraining returns; modemsRun says Start started them.
+	sendCtx      context.Context
+	sendCancel   context.CancelFunc
+	failoverDone chan struct{}
+	modemsRun    bool
 }
 
 // ConfigStatus is the outcome of the last config reload (SIGHUP), for the
@@ -133,6 +142,8 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 	seedGatewayMetrics()
 	seedStoreMetrics()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.sendCtx, g.sendCancel = context.WithCancel(context.Background())
+	g.failoverDone = make(chan struct{})
 	st := opts.Store
 	if st == nil {
 		var err error
@@ -284,16 +295,18 @@ func (g *Gateway) Start() error {
 		c.Start(g.ctx)
 	}
 	if g.Pool != nil {
+		g.modemsRun = true
 		g.wg.Add(2)
 		go func() {
 			defer g.wg.Done()
-			if err := g.Pool.Run(g.ctx); err != nil && g.ctx.Err() == nil {
+			if err := g.Pool.Run(g.sendCtx); err != nil && g.sendCtx.Err() == nil {
 				g.log.Error("modem pool stopped", zap.Error(err))
 			}
 		}()
 		go func() {
 			defer g.wg.Done()
-			g.Failover.Run(g.ctx)
+			defer close(g.failoverDone)
+			g.Failover.RunDraining(g.ctx, g.sendCtx)
 		}()
 	}
 	accts := make([]string, 0, len(cfg.Accounts))
@@ -558,7 +571,10 @@ func (g *Gateway) carrierList() []*Carrier {
 
 // Shutdown stops accepting, lets in-flight submits finish until ctx ends,
 // unbinds everything and closes the store. What was acknowledged and not yet
-// delivered stays in the store for the next start.
+// delivered stays in the store for the next start. A modem send already on
+// a modem is let finish, and recorded, until ctx ends too; one cut short
+// then is left in doubt: its next send counts as a possible duplicate
+// (Failover.RunDraining).
 func (g *Gateway) Shutdown(ctx context.Context) {
 	g.closeListeners()
 	g.Server.Shutdown(ctx)
@@ -573,6 +589,7 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	for _, c := range carriers {
 		c.Stop()
 	}
+	g.drainModemSends(ctx)
 	g.wg.Wait()
 	g.Disp.Wait()
 	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -580,6 +597,30 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	fcancel()
 	g.Disp.closeMessageLog()
 	g.closeStore()
+}
+
+// drainModemSends waits, once the failover workers are told to stop, for
+// the modem sends on a modem to end and be recorded, until ctx ends; then
+// stops the modem pool, cutting short a send still running.
+func (g *Gateway) drainModemSends(ctx context.Context) {
+	defer g.sendCancel()
+	if !g.modemsRun {
+		return
+	}
+	select {
+	case <-g.failoverDone:
+		return
+	default:
+	}
+	if n := g.Failover.sendingNow(); n > 0 {
+		g.log.Info("stopping: waiting for the modem sends in progress", zap.Int("sending", n))
+	}
+	select {
+	case <-g.failoverDone:
+	case <-ctx.Done():
+		g.log.Warn("stopping: the drain deadline passed with modem sends in progress; cut short, each is counted as a possible duplicate when it is sent again",
+			zap.Int("sending", g.Failover.sendingNow()))
+	}
 }
 
 // Ready reports whether the gateway can take traffic: the store answers and

@@ -680,6 +680,85 @@ func TestSIGTERMKeepsModemQueueForNextStart(t *testing.T) {
 	p2.stop(ctx)
 }
 
+// SIGTERM while the modem is in AT+CMGS: the send finishes within --drain
+// and is recorded as sent by that modem (the emulator has it once, the
+// modem queue is empty after the exit), and the next start does not send it
+// again.
+func TestSIGTERMLetsAModemSendInProgressFinish(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), hangTimeout)
+	defer cancel()
+	bin := buildSpareline(t)
+	smsc := startSMSC(t, smscsim.Options{})
+	sim, err := modemsim.Start(ctx, modemsim.Options{Name: "term"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "spareline.yaml")
+	modems := fmt.Sprintf("modems:\n  - device: %q\n    name: m0\n    max_per_minute: 600\n", sim.Path())
+	writeFile(t, cfg, testConfig(dir, smsc.Addr(), []account{alpha}, modems))
+
+	p := startChild(t, bin, cfg, "--drain", "30s")
+	addr, _ := p.addrs(ctx)
+	a := mustDial(ctx, t, addr, alpha)
+	sim.HoldSends(true) // the send stays in AT+CMGS until released
+	// A China Unicom number: no unicom carrier, so the modem pool.
+	res, err := a.Submit(ctx, platform.Submit{Src: "10690000", Dest: "13012345670", Text: "on the modem at SIGTERM", RegisteredDelivery: 1})
+	if err != nil || res.Status != 0 {
+		t.Fatalf("submit: %v status 0x%08X, want OK (queued)", err, res.Status)
+	}
+	if err := sim.WaitCount(ctx, "+CMGS=", 1); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Close()
+	from := p.mark()
+	p.signal(syscall.SIGTERM)
+	if _, err := p.waitLog(ctx, from, "waiting for the modem sends", msgIs("stopping: waiting for the modem sends in progress")); err != nil {
+		t.Fatal(err) // without it the send was cut short
+	}
+	sim.HoldSends(false)
+	code, err := p.wait(ctx)
+	if err != nil || code != 0 {
+		t.Fatalf("exit after SIGTERM: code %d, %v; want 0", code, err)
+	}
+	if n := len(sim.Sent()); n != 1 {
+		t.Fatalf("the modem sent %d messages, want the one in progress at SIGTERM", n)
+	}
+	st, err := store.OpenBolt(filepath.Join(dir, "data"), time.Hour, nil)
+	if err != nil {
+		t.Fatalf("open the store after the exit: %v", err)
+	}
+	m, err := st.GetMessage(ctx, res.MessageID)
+	depth, _, qerr := st.ModemQueue(ctx)
+	_ = st.Close()
+	if err != nil || qerr != nil {
+		t.Fatal(err, qerr)
+	}
+	// Sent by m0 (its status report, if it came before the exit, handled:
+	// DELIVRD).
+	sentOn := m.State == store.StateModemSent || (m.State == store.StateDone && m.FinalStat == "DELIVRD")
+	if !sentOn || m.Modem != "m0" || depth != 0 {
+		t.Fatalf("after SIGTERM: state %q stat %q modem %q, modem queue %d; want sent on m0, queue empty", m.State, m.FinalStat, m.Modem, depth)
+	}
+
+	p2 := startChild(t, bin, cfg)
+	addr, _ = p2.addrs(ctx)
+	a2 := mustDial(ctx, t, addr, alpha)
+	if r, err := a2.Submit(ctx, platform.Submit{Src: "10690000", Dest: "13012345671", Text: "after the restart"}); err != nil || r.Status != 0 {
+		t.Fatalf("submit after the restart: %v status 0x%08X", err, r.Status)
+	}
+	sent, err := sim.WaitSent(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sent) != 2 || !strings.HasSuffix(sent[1].Dest, "13012345671") {
+		t.Errorf("sent after the restart: %+v; want only the new message", sent)
+	}
+	_ = a2.Close()
+	p2.stop(ctx)
+}
+
 // logrotate's way with the message log: the file is moved, then SIGHUP.
 // Each SIGHUP reopens log.messages at its path, even one whose config is
 // refused, so that each file holds the submits of its own period; SIGTERM
