@@ -572,7 +572,18 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	// a worker must not hold it in the pool while its carrier could send it.
 	c := (*f.d.carriers.Load())[m.Carrier]
 	waitBack := c != nil && returnsToCarrier(m.Note)
-	if waitBack && f.d.health.State(c.Name) != StateDown {
+	backNow := waitBack && f.d.health.State(c.Name) != StateDown
+	if !backNow && c != nil && unknownAtCarrier(m.Note) && f.d.health.State(c.Name) == StateUp && !f.anyModemTakes() {
+		// Left unanswered by its carrier (a timeout, a lost connection:
+		// the carrier may have it), it waits for a modem; but none can
+		// take it (all down or held out) and its carrier is up again:
+		// the carrier sends it rather than no one (a possible duplicate
+		// either way, counted when it was queued).
+		log.Info("no modem can take a message its carrier left unanswered, and the carrier is up again: it goes back to the carrier, a possible duplicate",
+			zap.String("carrier", c.Name), zap.String("queued_for", queueReason(m.Note)))
+		backNow = true
+	}
+	if backNow {
 		waitBack = false // tried now; if the carrier does not take it, the modems do
 		// Taken (queued -> carrier) before the carrier sees it, so that a
 		// cancel_sm or another instance cannot take it too.
@@ -855,6 +866,17 @@ func queueReason(note string) string {
 func returnsToCarrier(note string) bool {
 	r := queueReason(note)
 	return r == "down" || r == "route"
+}
+
+// unknownAtCarrier reports whether a queued message with this note was
+// queued because its carrier left it unanswered (a timeout, or the
+// connection lost with it in flight: "timeout, possible duplicate",
+// "lost, held", ...): the carrier may have it. Such a message goes by modem;
+// it goes back to its carrier only once the carrier is up again while no
+// modem can take it (processWait).
+func unknownAtCarrier(note string) bool {
+	r := queueReason(note)
+	return strings.HasPrefix(r, "timeout") || strings.HasPrefix(r, "lost")
 }
 
 // modemFailedNote is the note of a queued message whose modem send failed

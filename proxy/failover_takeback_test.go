@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"strings"
 	"sync/atomic"
@@ -289,5 +290,53 @@ func TestMessageLeavesThePoolWhenNoModemCanTakeIt(t *testing.T) {
 	}
 	if depth, _, err := st.ModemQueue(tc.ctx); err != nil || depth != 1 {
 		t.Fatalf("modem queue depth %d, %v; want 1 (released, not acked)", depth, err)
+	}
+}
+
+// A message queued because its carrier left it unanswered (the carrier may
+// have it) goes by modem; but when no modem can take it (all down or held
+// out) and its carrier is up again, the carrier sends it rather than no
+// one: an independent operator's test left five such messages queued for
+// good behind a SIM without credit while their carrier was up. While a
+// modem can take it, it still goes by modem.
+func TestUnansweredMessageGoesBackWhenNoModemCanTakeIt(t *testing.T) {
+	for _, modemUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("modem up %v", modemUp), func(t *testing.T) {
+			tc := newTakebackCarrier(t)
+			st := tc.st
+			var pool ModemSender
+			fp := &fakePool{}
+			pool = &trialPool{waiting: make(chan struct{})}
+			if modemUp {
+				pool = fp
+			} else {
+				pool.(*trialPool).held.Store(true) // held out: not even on trial
+			}
+			fo := NewFailover(tc.d, pool, FailoverConfig{}, zap.NewNop())
+			m := putTestMessage(t, st, tc.d, "acct", func(m *store.Message) { m.Carrier, m.RegDeliv = "cm", 1 })
+			if err := fo.enqueue(tc.ctx, m, "timeout, possible duplicate", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			tc.start()
+			id, err := st.ClaimModem(tc.ctx, fo.config().Worker, time.Minute)
+			if err != nil || id != m.ID {
+				t.Fatalf("ClaimModem = %q, %v; want %s", id, err, m.ID)
+			}
+			fo.process(tc.ctx, id)
+			submits := tc.smsc.Stats().Submits
+			if modemUp {
+				if submits != 0 || len(fp.sentIDs()) != 1 {
+					t.Fatalf("carrier got %d submits, the modem %d; want the modem to send it, a modem being up", submits, len(fp.sentIDs()))
+				}
+				return
+			}
+			if submits != 1 {
+				t.Fatalf("carrier got %d submits, want 1: no modem can take it and its carrier is up", submits)
+			}
+			got, err := st.GetMessage(tc.ctx, m.ID)
+			if err != nil || (got.State != store.StateSent && got.State != store.StateDone) || got.CarrierID == "" {
+				t.Fatalf("record %+v, %v; want sent with the carrier's id (or done by its receipt)", got, err)
+			}
+		})
 	}
 }
