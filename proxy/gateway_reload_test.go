@@ -196,13 +196,7 @@ accounts: [ { system_id: platform, password: secret } ]
 carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
 routing: { country_code: "86", preset: cn }
 `, dir)
-	parse := func(y string) *config.Config {
-		c, err := config.Parse([]byte(y), "t.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	parse := func(y string) *config.Config { return parseTestConfig(t, y) }
 	core, logs := observer.New(zap.InfoLevel)
 	g, err := NewGateway(context.Background(), parse(base), GatewayOptions{Log: zap.New(core)})
 	if err != nil {
@@ -263,13 +257,7 @@ accounts: [ { system_id: platform, password: secret } ]
 carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
 routing: { country_code: "86", preset: cn }
 `, dir)
-	parse := func(y string) *config.Config {
-		c, err := config.Parse([]byte(y), "t.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	parse := func(y string) *config.Config { return parseTestConfig(t, y) }
 	g, err := NewGateway(context.Background(), parse(base), GatewayOptions{Log: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -303,11 +291,7 @@ accounts: [ { system_id: platform, password: secret } ]
 carriers: [ { name: mobile, address: "127.0.0.1:1", system_id: ent01, password: pw } ]
 routing: { country_code: "86", preset: cn }
 `, dir)
-	cfg, err := config.Parse([]byte(base), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := NewGateway(context.Background(), cfg, GatewayOptions{Log: zap.NewNop()})
+	g, err := NewGateway(context.Background(), parseTestConfig(t, base), GatewayOptions{Log: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,11 +325,7 @@ routing: { country_code: "86", preset: cn }
 	withRestart := strings.Replace(base, `listen: "127.0.0.1:0" }
 http`, `listen: "127.0.0.1:1" }
 http`, 1) // smpp.listen changed: applied, waiting for a restart
-	cfg2, err := config.Parse([]byte(withRestart), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Reload(cfg2); err != nil {
+	if err := g.Reload(parseTestConfig(t, withRestart)); err != nil {
 		t.Fatal(err)
 	}
 	c, page, ok = shown()
@@ -355,4 +335,14 @@ http`, 1) // smpp.listen changed: applied, waiting for a restart
 	if len(c.RestartPending) != 1 || !strings.Contains(page, `id="restart-pending"`) {
 		t.Fatalf("restart pending %v, on the page %v; want the listeners named", c.RestartPending, strings.Contains(page, `id="restart-pending"`))
 	}
+}
+
+// parseTestConfig parses a test's config text.
+func parseTestConfig(t *testing.T, y string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(y), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
