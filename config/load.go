@@ -111,16 +111,21 @@ func (d *decoder) syntaxProblem(err error, data []byte) {
 // prefix: quadratic in the lines).
 const syntaxLineMax = 1000
 
+// syntaxBytesMax bounds them by size too: a file of long lines with an
+// unclosed quote near the top makes every prefix parse to its end (1,000
+// lines of 2 KB took 11 s), and a reload waits for it.
+const syntaxBytesMax = 64 << 10
+
 // syntaxLine is the line a YAML syntax error is on: the line after the
 // longest run of first lines that parses. yaml.v3 names another: for an
 // error in a block or a flow collection, the line before the one that
 // opens it (an unclosed "[" on line 20 of a carrier's entry that starts on
 // line 14 was reported at line 13). A file whose every prefix fails (its
-// first line is the error) gives 1; one over syntaxLineMax lines gives 0:
-// yaml.v3's line is kept.
+// first line is the error) gives 1; one over syntaxLineMax lines or
+// syntaxBytesMax bytes gives 0: yaml.v3's line is kept.
 func syntaxLine(data []byte) int {
 	lines := bytes.SplitAfter(data, []byte("\n"))
-	if len(lines) > syntaxLineMax {
+	if len(lines) > syntaxLineMax || len(data) > syntaxBytesMax {
 		return 0
 	}
 	parses := func(b []byte) bool {

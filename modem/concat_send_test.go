@@ -192,7 +192,7 @@ func TestConcatModemTakenOutAfterPartOneSendsTheWholeElsewhere(t *testing.T) {
 			t.Fatal("no report of the orphan part")
 		}
 	}
-	if r := others[0]; len(others) != 1 || r.ID != "" || r.Modem != "m0" || r.Status.MR != first[0].MR {
+	if r := others[0]; len(others) != 1 || r.ID != "" || !r.Orphan || r.Modem != "m0" || r.Status.MR != first[0].MR {
 		t.Fatalf("reports %+v, want the orphan part's from m0 without an id", others)
 	}
 }
@@ -241,6 +241,9 @@ func TestConcatRestFailingUpToMaxAttemptsFails(t *testing.T) {
 	if !errors.As(err, &se) || se.Permanent || se.Code != 42 {
 		t.Fatalf("want a temporary error 42, got %v", err)
 	}
+	if !se.InDoubt {
+		t.Fatal("the failure is not in doubt, though part 1 went out: the caller's resend of the whole message would not count as a possible duplicate")
+	}
 	if s := sim.Submits(); len(s) != 1 || s[0].Seq != 1 {
 		t.Fatalf("sent %+v, want part 1 once", s)
 	}
@@ -249,5 +252,39 @@ func TestConcatRestFailingUpToMaxAttemptsFails(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("the handset may show an incomplete message").Len() != 1 {
 		t.Fatalf("want one warning of an incomplete message: %v", logs.All())
+	}
+}
+
+// The caller gives up a long message whose part 1 went out while its rest
+// waits for that modem (taken out at part 2's error): the answer is no
+// clean ErrWithdrawn but a failure in doubt naming the modem, so that the
+// caller counts the whole message's next send as a possible duplicate (the
+// handset has part 1). The reviewer's finding: it was a clean withdrawal.
+func TestConcatGivenUpAfterPartOneIsInDoubt(t *testing.T) {
+	sim := startSim(t, "m0", modemsim.Options{})
+	p := startPool(t, []*modemsim.Sim{sim}, 0, func(o *modem.PoolOptions) { o.MaxErrors = 1 })
+	ctx := testCtx(t, 30*time.Second)
+	waitUp(t, ctx, p, "m0")
+	sim.FailAfter(1, 42, 1)
+	giveUp := make(chan struct{})
+	res := make(chan error, 1)
+	go func() {
+		_, err := p.SendUnless(ctx, giveUp, "long", longSubmit())
+		res <- err
+	}()
+	waitDown(t, ctx, p, "m0", "") // taken out at part 2's error; the rest waits for it
+	if s := sim.Submits(); len(s) != 1 || s[0].Seq != 1 {
+		t.Fatalf("sent %+v, want part 1 only", s)
+	}
+	close(giveUp)
+	var err error
+	select {
+	case err = <-res:
+	case <-ctx.Done():
+		t.Fatal("the give-up was not answered")
+	}
+	var se *modem.SendError
+	if errors.Is(err, modem.ErrWithdrawn) || !errors.As(err, &se) || !se.InDoubt || se.Modem != "m0" {
+		t.Fatalf("answer %v, want a failure in doubt on m0 (part 1 went out)", err)
 	}
 }

@@ -121,8 +121,12 @@ func (e *SendError) Unwrap() error { return e.Err }
 // Report is a status report mapped back to the caller's id, by the modem,
 // TP-MR and recipient (TP-RA) of the send it reports on.
 type Report struct {
-	ID     string // the id given to Send; "" when the report matched no recent send
-	Part   int    // 1-based part the report is about
+	ID string // the id given to Send; "" when the report matched no recent send
+	// Orphan: the report of a part of a message given up after it went
+	// out (the message is sent again whole): its id was taken off on
+	// purpose, and it is no report of any message's send.
+	Orphan bool
+	Part   int // 1-based part the report is about
 	Parts  int
 	Modem  string
 	Status *sms.StatusReport
@@ -942,8 +946,9 @@ func (p *Pool) schedule(ctx context.Context) {
 			for k, q := range queue {
 				if q == j {
 					queue = append(queue[:k], queue[k+1:]...)
+					err := p.withdrawnErr(j) // before endPartial forgets the parts sent
 					p.endPartial(j, ErrWithdrawn, &reports)
-					j.res <- jobResult{err: ErrWithdrawn}
+					j.res <- jobResult{err: err}
 					break
 				}
 			}
@@ -995,8 +1000,9 @@ func (p *Pool) schedule(ctx context.Context) {
 				j := m.job
 				if !m.attempted {
 					if j.withdrawn {
+						err := p.withdrawnErr(j) // before endPartial forgets the parts sent
 						p.endPartial(j, ErrWithdrawn, &reports)
-						j.res <- jobResult{err: ErrWithdrawn}
+						j.res <- jobResult{err: err}
 						continue
 					}
 					queue = append([]*job{j}, queue...)
@@ -1036,6 +1042,11 @@ func (p *Pool) schedule(ctx context.Context) {
 					}
 					j.sent = append(j.sent, m.refs...)
 				}
+				// In doubt too when the message's first parts went out (in
+				// this attempt or before) and a temporary failure ends it:
+				// its caller sends it again whole (a permanent one fails
+				// it: nothing is sent again).
+				se.InDoubt = se.InDoubt || (j.sentOn >= 0 && !se.Permanent)
 				if se.Permanent && j.sentOn >= 0 {
 					// Parts went out: sent again whole (on another modem,
 					// or under another reference) the handset would show
@@ -1331,7 +1342,7 @@ func (p *Pool) dropPartial(j *job, reports *[]Report) {
 	for _, r := range j.held {
 		p.log.Debug("status report of a part of a message given up", zap.String("id", r.ID),
 			zap.String("modem", r.Modem), zap.Int("part", r.Part), zap.Int("mr", r.Status.MR))
-		r.ID, r.Part, r.Parts = "", 0, 0
+		r.ID, r.Part, r.Parts, r.Orphan = "", 0, 0, true
 		*reports = append(*reports, r)
 	}
 	j.sentOn, j.sent, j.held, j.from = -1, nil, nil, 0
@@ -1340,6 +1351,19 @@ func (p *Pool) dropPartial(j *job, reports *[]Report) {
 // endPartial is dropPartial for a message that ends unsent (err) after
 // some of its parts went out: logged, as the caller may send it again
 // whole. Scheduler-owned.
+// withdrawnErr is the answer to a job its caller gave up while it waited
+// for a modem: ErrWithdrawn, unless some of its parts went out already (the
+// rest waited for that modem): then a SendError in doubt naming that modem,
+// so that the caller counts the message's next send as a possible
+// duplicate (the handset has those parts) instead of a clean retry.
+func (p *Pool) withdrawnErr(j *job) error {
+	if j.sentOn < 0 {
+		return ErrWithdrawn
+	}
+	return &SendError{InDoubt: true, Modem: p.devs[j.sentOn].cfg.Name,
+		Err: fmt.Errorf("given up waiting for its modem after %d of %d parts went out", len(j.sent), len(j.parts))}
+}
+
 func (p *Pool) endPartial(j *job, err error, reports *[]Report) {
 	if j.sentOn < 0 {
 		return

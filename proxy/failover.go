@@ -578,7 +578,8 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 		// the carrier may have it), it waits for a modem; but none can
 		// take it (all down or held out) and its carrier is up again:
 		// the carrier sends it rather than no one (a possible duplicate
-		// either way, counted when it was queued).
+		// either way). Left unanswered again, it waits unknownAgainWait
+		// before the next try (carrierUnknown).
 		log.Info("no modem can take a message its carrier left unanswered, and the carrier is up again: it goes back to the carrier, a possible duplicate",
 			zap.String("carrier", c.Name), zap.String("queued_for", queueReason(m.Note)))
 		backNow = true
@@ -795,8 +796,19 @@ func (f *Failover) processWait(ctx context.Context, id string) (wait time.Durati
 	} else if timeout := f.config().ModemReceiptTimeout; timeout > 0 {
 		// The timer before the record: a kill between them leaves a timer
 		// that finds the message at "modem" and gives its ACCEPTD receipt.
-		if err := st.SetTimer(context.WithoutCancel(ctx), m.ID, time.Now().Add(timeout)); err != nil {
-			log.Warn("store write of the receipt timer failed", zap.Error(err))
+		// Retried as the record is (renewing the lease meanwhile): a
+		// record written without its timer would wait for ever for a
+		// report lost in a store outage (an independent tester's Redis
+		// restarts left such messages without any receipt).
+		stopRenew = f.renewLease(context.WithoutCancel(ctx), id)
+		err := f.retryStoreWrite(ctx, log, "store write of the receipt timer failed; retrying", func(wctx context.Context) error {
+			return st.SetTimer(wctx, m.ID, time.Now().Add(timeout))
+		})
+		stopRenew()
+		if err != nil {
+			log.Error("store write of the receipt timer failed until shutdown; the entry is left to its lease",
+				zap.Error(err))
+			return
 		}
 	}
 	// The record must say "modemsent" before the entry is acked: a record
@@ -867,6 +879,11 @@ func returnsToCarrier(note string) bool {
 	r := queueReason(note)
 	return r == "down" || r == "route"
 }
+
+// unknownAgainWait is how long a message its carrier left unanswered again,
+// after it was given back to it (no modem could take it), waits before it
+// is tried again.
+const unknownAgainWait = time.Minute
 
 // unknownAtCarrier reports whether a queued message with this note was
 // queued because its carrier left it unanswered (a timeout, or the
@@ -948,6 +965,13 @@ func (f *Failover) afterBack(ctx context.Context, id string, c *Carrier, m *stor
 func (f *Failover) carrierUnknown(ctx context.Context, id string, c *Carrier, m *store.Message, log *zap.Logger) {
 	cfg := f.config()
 	due := time.Now()
+	if unknownAtCarrier(m.Note) {
+		// Left unanswered again after processWait gave it back to its
+		// carrier (no modem could take it): not at once again, or a
+		// message that makes its carrier drop the connection would go
+		// round without end.
+		due = due.Add(unknownAgainWait)
+	}
 	m.State, m.Note = store.StateQueued, "timeout"
 	if cfg.OnUnknown == "hold" {
 		due = due.Add(cfg.HoldFor)
@@ -1095,6 +1119,28 @@ func (f *Failover) leftUs(ctx context.Context, id string, log *zap.Logger) {
 // does not cut a write short). won is false when the record had left state
 // modem meanwhile (its receipt timer fired, or another worker took it):
 // nothing is left to write.
+// retryStoreWrite runs write until it succeeds, waiting longer between
+// tries (up to 2 s), each try bounded to 10 s; it gives up (the last error)
+// only when ctx ends (the worker stops).
+func (f *Failover) retryStoreWrite(ctx context.Context, log *zap.Logger, msg string, write func(context.Context) error) error {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := write(wctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn(msg, zap.Error(err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 func (f *Failover) recordSent(ctx context.Context, m *store.Message, log *zap.Logger) (won bool, err error) {
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -1208,6 +1254,9 @@ func (f *Failover) backToCarrier(ctx context.Context, c *Carrier, m *store.Messa
 		case errors.Is(err, ErrConnLost):
 			f.d.health.Note(c.Name, OutcomeLost)
 			reason = "lost"
+		case errors.Is(err, ErrCarrierDown), errors.Is(err, errTooLongFor33):
+			// No bind (health knows), or nothing sent: the dispatcher
+			// counts neither as a submit.
 		default:
 			metricSubmits.WithLabelValues(c.Name, "down").Inc()
 		}
@@ -1345,6 +1394,9 @@ func (f *Failover) reports(ctx context.Context) {
 			if r.Status == nil {
 				continue
 			}
+			if r.ID == "" && r.Orphan {
+				continue // a part of a message given up and sent again: no one's report
+			}
 			if r.ID == "" {
 				// No send of this process: one made before a restart,
 				// looked up in the store (reportmatch.go).
@@ -1405,6 +1457,12 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 	defer f.finMu.Unlock()
 	m, err := f.d.store.GetMessage(ctx, r.ID)
 	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			// A store outage: kept and handled again (reportmatch.go,
+			// retryStored), not dropped (its message would get ACCEPTD
+			// from its timer instead of the report's outcome).
+			f.keepReport(r, err)
+		}
 		return
 	}
 	if r.Status.Temporary() {
@@ -1438,15 +1496,24 @@ func (f *Failover) handleReport(ctx context.Context, r modem.Report) {
 			return
 		}
 	}
-	delete(f.delivered, r.ID)
 	f.mu.Unlock()
 	sm, err := ParseShortMessage(m.Body)
 	if err != nil {
 		return
 	}
 	stat := reportStat(r.Status.Status)
-	if won, _ := f.finish(ctx, m, sm, []store.State{store.StateModemSent}, stat, fmt.Sprintf("%03d", r.Status.Status),
-		"status report from "+r.Modem); won {
+	won, err := f.finish(ctx, m, sm, []store.State{store.StateModemSent}, stat, fmt.Sprintf("%03d", r.Status.Status),
+		"status report from "+r.Modem)
+	if err != nil {
+		// Not written: kept and handled again (the parts counted stay
+		// counted meanwhile).
+		f.keepReport(r, err)
+		return
+	}
+	f.mu.Lock()
+	delete(f.delivered, r.ID)
+	f.mu.Unlock()
+	if won {
 		// After the receipt is durable; a kill in between leaves a timer
 		// that finds the message done.
 		_ = f.d.store.ClearTimer(context.WithoutCancel(ctx), r.ID)

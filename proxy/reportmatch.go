@@ -88,6 +88,27 @@ type storedReports struct {
 	read   time.Time                  // the last read of the store (successful or not)
 	failed bool                       // the last read failed
 	retry  []modem.Report
+	// retryIDs: reports with their message's id whose handling a store
+	// error stopped (keepReport), handled again every storedRetryEvery.
+	retryIDs []modem.Report
+}
+
+// keepReport keeps a report with its message's id that a store error kept
+// from being handled (handleReport), to be handled again every
+// storedRetryEvery (the oldest dropped beyond storedRetryMax).
+func (f *Failover) keepReport(r modem.Report, err error) {
+	sr := &f.stored
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	f.log.Warn("store unreadable: a status report is kept and handled again later",
+		zap.String("id", r.ID), zap.String("modem", r.Modem), zap.Int("mr", r.Status.MR), zap.Error(err))
+	if len(sr.retryIDs) >= storedRetryMax {
+		old := sr.retryIDs[0]
+		f.log.Warn("status report kept after a store error dropped: too many kept",
+			zap.String("id", old.ID), zap.String("modem", old.Modem), zap.Int("mr", old.Status.MR))
+		sr.retryIDs = sr.retryIDs[1:]
+	}
+	sr.retryIDs = append(sr.retryIDs, r)
 }
 
 // matchStored finds the stored message of a report the pool matched to no
@@ -136,6 +157,12 @@ func (f *Failover) matchStoredLocked(ctx context.Context, r modem.Report) (modem
 // the pool's match does (an older send under the same TP-MR is found by
 // the next report).
 func (sr *storedReports) find(r modem.Report) (storedSend, bool) {
+	if !strings.ContainsAny(r.Status.Recipient, "0123456789") {
+		// A recipient with no digits (empty, or alphanumeric) would be
+		// the same number as any destination: not matched from the
+		// store, where hours of sends share each TP-MR.
+		return storedSend{}, false
+	}
 	k := storedKey{r.Modem, r.Status.MR}
 	l := sr.idx[k]
 	for i, s := range l {
@@ -204,13 +231,14 @@ func (f *Failover) retryStored(ctx context.Context) []modem.Report {
 	sr := &f.stored
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
+	out := sr.retryIDs // their ids known: handled again as they are
+	sr.retryIDs = nil
 	if len(sr.retry) == 0 {
-		return nil
+		return out
 	}
 	kept := sr.retry
 	sr.retry = nil
 	sr.read = time.Time{} // read the store again now
-	var out []modem.Report
 	for _, r := range kept {
 		if m, ok := f.matchStoredLocked(ctx, r); ok {
 			out = append(out, m)

@@ -198,3 +198,46 @@ func TestStatusReportKeptWhileTheStoreFails(t *testing.T) {
 		t.Fatalf("a second retry gave %v again", again)
 	}
 }
+
+// getFailingStore fails GetMessage while fail is set (a store outage).
+type getFailingStore struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (s *getFailingStore) GetMessage(ctx context.Context, id string) (*store.Message, error) {
+	if s.fail.Load() {
+		return nil, errors.New("store down (test)")
+	}
+	return s.Store.GetMessage(ctx, id)
+}
+
+// A status report of this process's send that comes while the store
+// cannot be read is kept and handled again once it can: the platform gets
+// the report's outcome, not ACCEPTD from the receipt timer (an independent
+// tester's Redis restarts turned 8 of 60 DELIVRD into ACCEPTD).
+func TestStatusReportWithItsIDKeptWhileTheStoreFails(t *testing.T) {
+	bolt := openTestBolt(t)
+	st := &getFailingStore{Store: bolt}
+	d := newTestDispatcher(t, st)
+	fo := NewFailover(d, &fakePool{}, FailoverConfig{ModemReceiptTimeout: time.Hour, CountryCode: "86"}, zap.NewNop())
+	ctx := context.Background()
+	m := putModemSent(t, bolt, d, "acct", "m0", "13800138000", []int{5}, time.Now().Add(time.Hour))
+	r := modem.Report{ID: m.ID, Part: 1, Parts: 1, Modem: "m0", Status: &sms.StatusReport{MR: 5, Recipient: "+8613800138000", Status: 0}}
+
+	st.fail.Store(true)
+	fo.handleReport(ctx, r)
+	st.fail.Store(false)
+	if got, _ := bolt.GetMessage(ctx, m.ID); got.State != store.StateModemSent {
+		t.Fatalf("state %s with the store failing, want still modemsent", got.State)
+	}
+	kept := fo.retryStored(ctx)
+	if len(kept) != 1 || kept[0].ID != m.ID {
+		t.Fatalf("kept %+v, want the report of %s", kept, m.ID)
+	}
+	fo.handleReport(ctx, kept[0])
+	got, err := bolt.GetMessage(ctx, m.ID)
+	if err != nil || got.State != store.StateDone || got.FinalStat != "DELIVRD" {
+		t.Fatalf("after the store came back: %+v, %v; want done, DELIVRD", got, err)
+	}
+}

@@ -190,8 +190,29 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 		if sm, err := ParseShortMessage(body); err == nil {
 			_, _, others, _, _ = receiptKeys(c, sm)
 		}
-		if m, err := d.findReceiptMessage(ctx, carrier, key, others); err == nil {
+		m, err := d.findReceiptMessage(ctx, carrier, key, others)
+		switch {
+		case err == nil:
 			d.deliverOrphan(ctx, c, m, body)
+			return true
+		case !errors.Is(err, store.ErrNotFound):
+			// Not known whether it is linked: kept again, as the receipt
+			// side keeps one, and tried again when its timer fires.
+			d.storeError(storeOpReceipt, log, "store read of an unmatched receipt's links failed; tried again later", err)
+			final := true
+			if sm, perr := ParseShortMessage(body); perr == nil {
+				_, _, stat := receiptID(sm)
+				final = isFinalReceipt(sm, stat)
+			}
+			linked, err := d.store.FindOrStash(context.WithoutCancel(ctx), carrier, key, body, final)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return false // kept; its timer fires again
+			case err != nil:
+				log.Error("an unmatched receipt could be neither looked up nor kept; it is lost", zap.Error(err))
+				return true
+			}
+			d.deliverOrphan(ctx, c, linked, body) // linked meanwhile
 			return true
 		}
 	}
