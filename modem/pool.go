@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -856,6 +855,9 @@ type mrEntry struct {
 	id          string
 	dest        string
 	part, parts int
+	// orphan: a part of a message given up (dropPartial): its report is
+	// no one's.
+	orphan bool
 	// pending: the part went out but the rest of its message has not yet
 	// (job.sentOn): its reports are held in the job until it has.
 	pending *job
@@ -985,7 +987,7 @@ func (p *Pool) schedule(ctx context.Context) {
 					p.log.Debug("status report matches no recent send (late, stale, or of another process)",
 						zap.String("modem", name), zap.Int("mr", m.report.MR), zap.String("recipient", m.report.Recipient))
 				}
-				r := Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report}
+				r := Report{ID: e.id, Part: e.part, Parts: e.parts, Modem: name, Status: m.report, Orphan: e.orphan}
 				if e.pending != nil {
 					// A part of a message whose rest is not sent yet:
 					// handed over with the message's other reports once it
@@ -1331,12 +1333,13 @@ func (p *Pool) dropPartial(j *job, reports *[]Report) {
 		return
 	}
 	for _, mr := range j.sent {
-		k := mrKey{j.sentOn, mr}
-		l := slices.DeleteFunc(p.mrs[k], func(e mrEntry) bool { return e.pending == j })
-		if len(l) == 0 {
-			delete(p.mrs, k)
-		} else {
-			p.mrs[k] = l
+		// Kept as an orphan's: its report, when it comes, is marked
+		// Orphan (no one's report), not taken for a send of another
+		// process.
+		for i, e := range p.mrs[mrKey{j.sentOn, mr}] {
+			if e.pending == j {
+				p.mrs[mrKey{j.sentOn, mr}][i] = mrEntry{dest: e.dest, orphan: true}
+			}
 		}
 	}
 	for _, r := range j.held {
