@@ -1113,12 +1113,6 @@ func (f *Failover) leftUs(ctx context.Context, id string, log *zap.Logger) {
 	}
 }
 
-// recordSent writes a modem-sent message's record (from state modem, by
-// compare-and-set), retrying a failing store with a growing pause until it
-// succeeds or ctx ends (each try on its own context: a cancelled caller
-// does not cut a write short). won is false when the record had left state
-// modem meanwhile (its receipt timer fired, or another worker took it):
-// nothing is left to write.
 // retryStoreWrite runs write until it succeeds, waiting longer between
 // tries (up to 2 s), each try bounded to 10 s; it gives up (the last error)
 // only when ctx ends (the worker stops).
@@ -1141,29 +1135,30 @@ func (f *Failover) retryStoreWrite(ctx context.Context, log *zap.Logger, msg str
 	}
 }
 
+// recordSent writes a modem-sent message's record (from state modem, by
+// compare-and-set), retrying a failing store with a growing pause until it
+// succeeds or ctx ends (each try on its own context: a cancelled caller
+// does not cut a write short). won is false when the record had left state
+// modem meanwhile (its receipt timer fired, or another worker took it):
+// nothing is left to write.
 func (f *Failover) recordSent(ctx context.Context, m *store.Message, log *zap.Logger) (won bool, err error) {
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	expired := false
+	err = f.retryStoreWrite(ctx, log, "store write after a modem send failed; retrying", func(wctx context.Context) error {
+		var err error
 		won, err = f.d.store.FinishMessage(wctx, []store.State{store.StateModem}, m, nil)
-		cancel()
 		if errors.Is(err, store.ErrNotFound) {
-			return false, nil // expired: nothing to record
+			won, expired = false, true
+			return nil
 		}
-		if err == nil {
-			if !won {
-				log.Info("message left state modem while its send was recorded; not overwritten")
-			}
-			return won, nil
-		}
-		log.Warn("store write after a modem send failed; retrying", zap.Error(err))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false, err
-		case <-t.C:
-		}
+		return err
+	})
+	if err != nil || expired {
+		return false, err // expired: nothing to record
 	}
+	if !won {
+		log.Info("message left state modem while its send was recorded; not overwritten")
+	}
+	return won, nil
 }
 
 // workerFrom are the states in which a queue worker may take a message:

@@ -98,7 +98,7 @@ func (g *Gateway) noteReload(err error, restart []string) {
 		return
 	}
 	g.reloadSt.LastReloadOK, g.reloadSt.LastReloadError = true, ""
-	g.reloadSt.RestartPending = slices.Clone(restart)
+	g.reloadSt.RestartPending = append([]string{}, restart...) // replaced, never changed: Snapshot shares it
 }
 
 // GatewayOptions are the parts a caller may supply.
@@ -136,7 +136,7 @@ func NewGateway(ctx context.Context, cfg *config.Config, opts GatewayOptions) (*
 		log = zap.NewNop()
 	}
 	g := &Gateway{log: log, cfg: cfg, carriers: map[string]*Carrier{}, version: cmp.Or(opts.Version, "dev"),
-		reloadSt: ConfigStatus{LastReloadOK: true},
+		reloadSt: ConfigStatus{LastReloadOK: true, RestartPending: []string{}},
 		lookups:  make(chan struct{}, maxLookups), storeCalls: make(chan struct{}, maxStoreCalls)}
 	metricBuildInfo.WithLabelValues(g.version, runtime.Version()).Set(1)
 	seedGatewayMetrics()
@@ -710,7 +710,6 @@ func (g *Gateway) Snapshot(ctx context.Context) Status {
 	st := Status{Version: g.version, Started: g.started}
 	g.reloadMu.Lock()
 	st.Config = g.reloadSt
-	st.Config.RestartPending = append([]string{}, st.Config.RestartPending...)
 	g.reloadMu.Unlock()
 	g.mu.Lock()
 	accounts := make([]string, 0, len(g.cfg.Accounts))

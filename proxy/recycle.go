@@ -211,11 +211,8 @@ func (c *Carrier) noteSubmitTimeout(s *Session) {
 		return
 	}
 	need := c.health.DownAfter()
-	rt := c.cfg.Load().ResponseTimeout.D()
-	now := time.Now()
 	w.mu.Lock()
-	if w.done || !w.lastAnswer.IsZero() && now.Sub(w.lastAnswer) < rt {
-		// Answered while this submit waited: late, not dead (as health).
+	if !w.countsTimeoutLocked(c) {
 		w.mu.Unlock()
 		return
 	}
@@ -230,11 +227,7 @@ func (c *Carrier) noteSubmitTimeout(s *Session) {
 			// The carrier answered on another session (its own answers
 			// start the count again) since the first of these timeouts.
 			recycle = true
-			w.done = true
-			if w.suspect {
-				w.suspect = false
-				c.suspects.Add(-1)
-			}
+			w.finishLocked(c)
 		} else if !w.suspect {
 			w.suspect = true
 			c.suspects.Add(1)
@@ -255,10 +248,8 @@ func (c *Carrier) noteProbeTimeout(s *Session) {
 	if w == nil {
 		return
 	}
-	rt := c.cfg.Load().ResponseTimeout.D()
-	now := time.Now()
 	w.mu.Lock()
-	if w.done || !w.lastAnswer.IsZero() && now.Sub(w.lastAnswer) < rt {
+	if !w.countsTimeoutLocked(c) {
 		w.mu.Unlock()
 		return
 	}
@@ -268,11 +259,7 @@ func (c *Carrier) noteProbeTimeout(s *Session) {
 		w.mu.Unlock()
 		return
 	}
-	w.done = true
-	if w.suspect {
-		w.suspect = false
-		c.suspects.Add(-1)
-	}
+	w.finishLocked(c)
 	w.mu.Unlock()
 	c.recycle(s, n, true)
 }
@@ -288,8 +275,7 @@ func (c *Carrier) recycleSuspects(answered *Session) {
 		w.mu.Lock()
 		ok := w.suspect && !w.done
 		if ok {
-			w.suspect, w.done = false, true
-			c.suspects.Add(-1)
+			w.finishLocked(c)
 		}
 		n := w.timeouts
 		w.mu.Unlock()
@@ -307,12 +293,27 @@ func (c *Carrier) endWatch(s *Session) {
 		return
 	}
 	w.mu.Lock()
+	w.finishLocked(c)
+	w.mu.Unlock()
+}
+
+// finishLocked marks w done (recycled, or its session ended: it counts
+// nothing more) and takes it off c's suspects; w.mu is held.
+func (w *bindWatch) finishLocked(c *Carrier) {
 	if w.suspect {
 		w.suspect = false
 		c.suspects.Add(-1)
 	}
 	w.done = true
-	w.mu.Unlock()
+}
+
+// countsTimeoutLocked reports whether a submit timeout on w's session counts
+// towards recycling it: w is not done, and the session answered no submit
+// during the last response_timeout (answered while this submit waited: late,
+// not dead, as health judges it); w.mu is held.
+func (w *bindWatch) countsTimeoutLocked(c *Carrier) bool {
+	rt := c.cfg.Load().ResponseTimeout.D()
+	return !w.done && (w.lastAnswer.IsZero() || time.Since(w.lastAnswer) >= rt)
 }
 
 // recycle takes s, whose last n submits (probes: the last n probe submits

@@ -87,28 +87,19 @@ type storedReports struct {
 	idx    map[storedKey][]storedSend // newest send first; nil before the first read
 	read   time.Time                  // the last read of the store (successful or not)
 	failed bool                       // the last read failed
-	retry  []modem.Report
-	// retryIDs: reports with their message's id whose handling a store
-	// error stopped (keepReport), handled again every storedRetryEvery.
-	retryIDs []modem.Report
+	retry  []modem.Report             // kept after a store error: without an id (matchStored), or with one (keepReport)
 }
 
 // keepReport keeps a report with its message's id that a store error kept
 // from being handled (handleReport), to be handled again every
-// storedRetryEvery (the oldest dropped beyond storedRetryMax).
+// storedRetryEvery with the others kept (retryStored).
 func (f *Failover) keepReport(r modem.Report, err error) {
 	sr := &f.stored
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
 	f.log.Warn("store unreadable: a status report is kept and handled again later",
 		zap.String("id", r.ID), zap.String("modem", r.Modem), zap.Int("mr", r.Status.MR), zap.Error(err))
-	if len(sr.retryIDs) >= storedRetryMax {
-		old := sr.retryIDs[0]
-		f.log.Warn("status report kept after a store error dropped: too many kept",
-			zap.String("id", old.ID), zap.String("modem", old.Modem), zap.Int("mr", old.Status.MR))
-		sr.retryIDs = sr.retryIDs[1:]
-	}
-	sr.retryIDs = append(sr.retryIDs, r)
+	sr.keep(r, f.log)
 }
 
 // matchStored finds the stored message of a report the pool matched to no
@@ -186,7 +177,7 @@ func (sr *storedReports) keep(r modem.Report, log *zap.Logger) {
 	if len(sr.retry) >= storedRetryMax {
 		old := sr.retry[0]
 		log.Warn("status report kept after a store error dropped: too many kept",
-			zap.String("modem", old.Modem), zap.Int("mr", old.Status.MR))
+			zap.String("id", old.ID), zap.String("modem", old.Modem), zap.Int("mr", old.Status.MR))
 		sr.retry = sr.retry[1:]
 	}
 	sr.retry = append(sr.retry, r)
@@ -231,15 +222,18 @@ func (f *Failover) retryStored(ctx context.Context) []modem.Report {
 	sr := &f.stored
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
-	out := sr.retryIDs // their ids known: handled again as they are
-	sr.retryIDs = nil
 	if len(sr.retry) == 0 {
-		return out
+		return nil
 	}
 	kept := sr.retry
 	sr.retry = nil
 	sr.read = time.Time{} // read the store again now
+	var out []modem.Report
 	for _, r := range kept {
+		if r.ID != "" {
+			out = append(out, r) // its id known (keepReport): handled again as it is
+			continue
+		}
 		if m, ok := f.matchStoredLocked(ctx, r); ok {
 			out = append(out, m)
 		}

@@ -199,52 +199,13 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 			// Not known whether it is linked: kept again, as the receipt
 			// side keeps one, and tried again when its timer fires.
 			d.storeError(storeOpReceipt, log, "store read of an unmatched receipt's links failed; tried again later", err)
-			final := true
-			if sm, perr := ParseShortMessage(body); perr == nil {
-				_, _, stat := receiptID(sm)
-				final = isFinalReceipt(sm, stat)
-			}
-			linked, err := d.store.FindOrStash(context.WithoutCancel(ctx), carrier, key, body, final)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				return false // kept; its timer fires again
-			case err != nil:
-				log.Error("an unmatched receipt could be neither looked up nor kept; it is lost", zap.Error(err))
-				return true
-			}
-			d.deliverOrphan(ctx, c, linked, body) // linked meanwhile
-			return true
+			return d.keepUnmatchedAgain(ctx, carrier, key, body, log)
 		}
 	}
 	del := &store.Delivery{ID: d.ids.Next(), Account: acct, Body: body, Created: time.Now()}
 	if err := d.store.AddDelivery(ctx, del, nil); err != nil {
 		d.storeError(storeOpReceipt, log, "store write of an unmatched receipt for the platform failed; tried again later", err)
-		// Kept again as the receipt side keeps one (FindOrStash): an
-		// intermediate receipt does not replace a final one that came
-		// meanwhile, and a link made meanwhile gets it now.
-		sm, perr := ParseShortMessage(body)
-		final := perr != nil
-		if perr == nil {
-			_, _, stat := receiptID(sm)
-			final = isFinalReceipt(sm, stat)
-		}
-		m, err := d.store.FindOrStash(context.WithoutCancel(ctx), carrier, key, body, final)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return false // kept; its timer fires again
-		case err != nil:
-			log.Error("an unmatched receipt could be neither passed to the platform nor kept; it is lost", zap.Error(err))
-			return true
-		}
-		if c := (*d.carriers.Load())[carrier]; c != nil {
-			// As a receipt the link took: tried for linkRetryFor, then
-			// in the background until shutdown (deliverOrphan).
-			d.deliverOrphan(ctx, c, m, body)
-			return true
-		}
-		log.Error("a receipt whose message was linked while it was passed on, of a carrier a reload removed, could not be delivered; it is lost",
-			zap.String("id", m.ID))
-		return true
+		return d.keepUnmatchedAgain(ctx, carrier, key, body, log)
 	}
 	d.noteStore(storeOpReceipt, nil)
 	metricUnmatched.WithLabelValues(carrier, "passed").Inc()
@@ -258,6 +219,36 @@ func (d *Dispatcher) passUnmatched(ctx context.Context, carrier, key string) boo
 		ml.unmatched(del, carrier, key, stat)
 	}
 	d.kickDeliveries(acct)
+	return true
+}
+
+// keepUnmatchedAgain keeps again an unmatched receipt passUnmatched took
+// (TakeOrphan) and could not pass on, as the receipt side keeps one
+// (FindOrStash): an intermediate receipt does not replace a final one that
+// came meanwhile, and a link made meanwhile gets it now. It returns
+// passUnmatched's answer: false while it is kept (its timer fires again).
+func (d *Dispatcher) keepUnmatchedAgain(ctx context.Context, carrier, key string, body []byte, log *zap.Logger) bool {
+	final := true
+	if sm, err := ParseShortMessage(body); err == nil {
+		_, _, stat := receiptID(sm)
+		final = isFinalReceipt(sm, stat)
+	}
+	m, err := d.store.FindOrStash(context.WithoutCancel(ctx), carrier, key, body, final)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false // kept; its timer fires again
+	case err != nil:
+		log.Error("an unmatched receipt could be neither passed on nor kept; it is lost", zap.Error(err))
+		return true
+	}
+	if c := (*d.carriers.Load())[carrier]; c != nil {
+		// As a receipt the link took: tried for linkRetryFor, then in the
+		// background until shutdown (deliverOrphan).
+		d.deliverOrphan(ctx, c, m, body)
+		return true
+	}
+	log.Error("a receipt whose message was linked while it was passed on, of a carrier a reload removed, could not be delivered; it is lost",
+		zap.String("id", m.ID))
 	return true
 }
 
